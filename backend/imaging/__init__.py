@@ -1,0 +1,29 @@
+"""Shared image and mask maths for every op: pixel formats, crop/scale plans, masks, compositing.
+
+Nothing here is rewritten per op: erase, replace and Imagic all crop, scale and composite through these
+functions, so the bit-exactness guarantee outside the edit lives in one place (``composite``).
+"""
+
+from .composite import composite, feather_inward
+from .crop import CropPlan, plan_crop, resize
+from .formats import from_float, split_alpha, to_float, to_gray_float, to_rgb_u8
+from .masks import bbox, binarize, grow, mask_to_float, mask_to_u8, shrink
+
+__all__ = [
+    "CropPlan",
+    "bbox",
+    "binarize",
+    "composite",
+    "feather_inward",
+    "from_float",
+    "grow",
+    "mask_to_float",
+    "mask_to_u8",
+    "plan_crop",
+    "resize",
+    "shrink",
+    "split_alpha",
+    "to_float",
+    "to_gray_float",
+    "to_rgb_u8",
+]

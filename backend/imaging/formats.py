@@ -1,0 +1,93 @@
+"""Pixel formats: every op works in float32 [0, 1] and hands results back in the host's sample type.
+
+Hosts send uint8, uint16, float16 or float32 samples, HxWxC with C in 1 (gray), 2 (gray+alpha), 3 (RGB) or
+4 (RGBA); a bare HxW array is treated as gray. Integer types map to [0, 1] by their full range; float types are
+taken as they are (a linear-light float layer may exceed 1, so floats are never clipped on the way in).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+SUPPORTED_DTYPES = (np.uint8, np.uint16, np.float16, np.float32)
+_INT_MAX = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}
+
+
+def _check_dtype(dtype: np.dtype) -> np.dtype:
+    dtype = np.dtype(dtype)
+    if dtype not in {np.dtype(d) for d in SUPPORTED_DTYPES}:
+        raise TypeError(f"unsupported sample type {dtype}; expected uint8, uint16, float16 or float32")
+    return dtype
+
+
+def as_hwc(image: np.ndarray) -> np.ndarray:
+    """View an HxW gray image as HxWx1 so every function can index channels the same way."""
+    if image.ndim == 2:
+        return image[:, :, None]
+    if image.ndim != 3 or image.shape[2] not in (1, 2, 3, 4):
+        raise ValueError(f"expected HxW or HxWxC with C in 1..4, got shape {image.shape}")
+    return image
+
+
+def to_float(image: np.ndarray) -> np.ndarray:
+    """float32 copy of ``image``: uint8/255, uint16/65535, float16/float32 as they are. Shape is kept."""
+    dtype = _check_dtype(image.dtype)
+    if dtype in _INT_MAX:
+        return image.astype(np.float32) / np.float32(_INT_MAX[dtype])
+    return image.astype(np.float32)
+
+
+def from_float(values: np.ndarray, like: np.ndarray | np.dtype | type) -> np.ndarray:
+    """Convert float values back to ``like``'s dtype (an array or a dtype).
+
+    Integer targets are scaled, rounded and clipped to their range; float targets are cast unclipped.
+    ``from_float(to_float(x), x)`` is bit-identical to ``x`` for every supported dtype.
+    """
+    dtype = _check_dtype(like.dtype if isinstance(like, np.ndarray) else like)
+    values = np.asarray(values, dtype=np.float32)
+    if dtype in _INT_MAX:
+        top = _INT_MAX[dtype]
+        return np.clip(np.rint(values * np.float32(top)), 0, top).astype(dtype)
+    return values.astype(dtype)
+
+
+def split_alpha(image: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """(colour channels HxWx{1,3}, alpha HxW or None). Gray+alpha (C=2) and RGBA (C=4) carry alpha."""
+    hwc = as_hwc(image)
+    if hwc.shape[2] in (2, 4):
+        return hwc[:, :, :-1], hwc[:, :, -1]
+    return hwc, None
+
+
+def to_rgb_u8(image: np.ndarray) -> np.ndarray:
+    """HxWx3 uint8 for models and OpenCV: gray is replicated, alpha dropped, floats clipped to [0, 1]."""
+    colour, _ = split_alpha(image)
+    if colour.dtype == np.uint8:
+        out = colour
+    else:
+        out = from_float(np.clip(to_float(colour), 0.0, 1.0), np.uint8)
+    if out.shape[2] == 1:
+        out = np.repeat(out, 3, axis=2)
+    return np.ascontiguousarray(out)
+
+
+def to_gray_float(image: np.ndarray) -> np.ndarray:
+    """HxW float32 luma (Rec. 601 weights) of the colour channels; alpha is ignored."""
+    colour, _ = split_alpha(image)
+    f = to_float(colour)
+    if f.shape[2] == 1:
+        return f[:, :, 0]
+    return (f[:, :, 0] * 0.299 + f[:, :, 1] * 0.587 + f[:, :, 2] * 0.114).astype(np.float32)
+
+
+def match_channels(colour: np.ndarray, channels: int) -> np.ndarray:
+    """Turn float HxWx{1,3} colour into ``channels`` colour channels (1 -> luma, 3 -> replicated gray)."""
+    colour = as_hwc(colour)
+    have = colour.shape[2]
+    if have == channels:
+        return colour
+    if channels == 1 and have == 3:
+        return to_gray_float(colour)[:, :, None]
+    if channels == 3 and have == 1:
+        return np.repeat(colour, 3, axis=2)
+    raise ValueError(f"cannot turn {have} colour channels into {channels}")

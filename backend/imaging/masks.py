@@ -1,0 +1,65 @@
+"""Mask helpers. Selections are float32 HxW in [0, 1]; soft values are meaningful (painted feathering)."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+
+def mask_to_float(mask: np.ndarray) -> np.ndarray:
+    """float32 HxW in [0, 1] from bool, uint8 (0..255), uint16 or float masks; HxWx1 is squeezed."""
+    m = np.asarray(mask)
+    if m.ndim == 3 and m.shape[2] == 1:
+        m = m[:, :, 0]
+    if m.ndim != 2:
+        raise ValueError(f"a mask is HxW, got shape {m.shape}")
+    if m.dtype == np.bool_:
+        return m.astype(np.float32)
+    if m.dtype == np.uint8:
+        return m.astype(np.float32) / 255.0
+    if m.dtype == np.uint16:
+        return m.astype(np.float32) / 65535.0
+    return np.clip(m.astype(np.float32), 0.0, 1.0)
+
+
+def mask_to_u8(mask: np.ndarray) -> np.ndarray:
+    """uint8 HxW (0..255), the form ``OpResult.mask`` and PNG files use."""
+    return np.clip(np.rint(mask_to_float(mask) * 255.0), 0, 255).astype(np.uint8)
+
+
+def binarize(mask: np.ndarray, threshold: float = 0.5) -> np.ndarray:
+    """bool HxW: True where the mask is at least ``threshold``."""
+    return mask_to_float(mask) >= threshold
+
+
+def bbox(mask: np.ndarray) -> tuple[int, int, int, int] | None:
+    """(x0, y0, x1, y1), exclusive end, of the nonzero pixels; None for an empty mask."""
+    m = np.asarray(mask)
+    if m.ndim == 3:
+        m = m[:, :, 0]
+    rows = np.flatnonzero(m.any(axis=1))
+    if rows.size == 0:
+        return None
+    cols = np.flatnonzero(m.any(axis=0))
+    return int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1
+
+
+def _disk(radius: int) -> np.ndarray:
+    return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
+
+
+def grow(mask: np.ndarray, px: int) -> np.ndarray:
+    """Dilate by ``px`` pixels with a disk (a max filter, so soft values stay soft). Returns float32."""
+    m = mask_to_float(mask)
+    if px <= 0:
+        return m
+    return cv2.dilate(m, _disk(int(px)), borderType=cv2.BORDER_CONSTANT, borderValue=0)
+
+
+def shrink(mask: np.ndarray, px: int) -> np.ndarray:
+    """Erode by ``px`` pixels with a disk (a min filter). The image border is not an edge: a selection that
+    touches it is not eaten from there. Returns float32."""
+    m = mask_to_float(mask)
+    if px <= 0:
+        return m
+    return cv2.erode(m, _disk(int(px)), borderType=cv2.BORDER_REPLICATE)
