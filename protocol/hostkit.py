@@ -1,0 +1,555 @@
+"""Host-neutral plugin logic shared by the Krita docker and the GIMP plug-in.
+
+Everything here is plain Python (stdlib only: it runs inside the hosts' Python, where numpy may be missing) so
+it is tested without a host: which pixel layout a host's colour model maps to, which rectangle of the image to
+send, how the selection relates to it, the parameter form built from the schemas ``hello`` advertises, the
+job's state machine, and the name of the result layer. The host plugins only do I/O and widgets.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from protocol.errors import ErrorCode, ProtocolError
+
+# ----------------------------------------------------------------------------------------------------------
+# Modes: what the user picks, and which backend op runs it.
+
+
+@dataclass(frozen=True)
+class Mode:
+    label: str  # shown in the UI and used in layer names
+    op: str  # backend op name
+    needs_selection: bool  # False: without a selection the whole layer is the input
+    has_prompt: bool
+    has_negative: bool
+
+
+MODES: tuple[Mode, ...] = (
+    Mode("Erase", "erase", needs_selection=True, has_prompt=False, has_negative=False),
+    Mode("Replace", "replace", needs_selection=True, has_prompt=True, has_negative=True),
+    Mode("Imagic", "imagic", needs_selection=False, has_prompt=True, has_negative=True),
+)
+
+
+def mode_by_label(label: str) -> Mode:
+    for m in MODES:
+        if m.label.lower() == label.lower() or m.op == label.lower():
+            return m
+    raise ProtocolError(
+        ErrorCode.UNKNOWN_OP, f"Unknown mode {label!r}; pick one of {', '.join(m.label for m in MODES)}."
+    )
+
+
+def no_selection_message(mode: Mode) -> str:
+    """What to tell the user when a mode needs a selection and there is none (stable wording for tests)."""
+    what = "remove" if mode.op == "erase" else "replace"
+    return (
+        f"{mode.label} needs a selection: select roughly around the object you want to {what} "
+        "(any selection tool; it is snapped to the object's edge), then press Run."
+    )
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Pixel layouts.
+
+
+@dataclass(frozen=True)
+class PixelLayout:
+    """How a host hands out pixels: sample type, channel count and channel order (as the protocol names them)."""
+
+    sample: str  # "u8" | "u16" | "f16" | "f32"
+    order: str  # "BGRA", "RGBA", "GA", ...
+
+    @property
+    def channels(self) -> int:
+        return len(self.order)
+
+    @property
+    def bytes_per_sample(self) -> int:
+        return SAMPLE_BYTES[self.sample]
+
+    @property
+    def bytes_per_pixel(self) -> int:
+        return self.channels * self.bytes_per_sample
+
+    def nbytes(self, width: int, height: int) -> int:
+        return width * height * self.bytes_per_pixel
+
+
+SAMPLE_BYTES = {"u8": 1, "u16": 2, "f16": 2, "f32": 4}
+_KRITA_DEPTHS = {"U8": "u8", "U16": "u16", "F16": "f16", "F32": "f32"}
+
+
+def krita_layout(color_model: str, depth: str) -> PixelLayout:
+    """Krita's Node.pixelData layout. Integer RGB depths are stored BGRA (KoBgrU8/U16 traits), float depths RGBA;
+    sending the host's order as-is lets the backend reorder with numpy instead of Python loops here."""
+    sample = _KRITA_DEPTHS.get(depth)
+    if sample is None:
+        raise ProtocolError(
+            ErrorCode.UNSUPPORTED_FORMAT,
+            f"Colour depth {depth} is not supported; use Image > Convert Image Color Space to 8/16-bit integer "
+            "or 16/32-bit float.",
+        )
+    if color_model == "RGBA":
+        return PixelLayout(sample, "BGRA" if sample in ("u8", "u16") else "RGBA")
+    if color_model == "GRAYA":
+        return PixelLayout(sample, "GA")
+    raise ProtocolError(
+        ErrorCode.UNSUPPORTED_FORMAT,
+        f"Colour model {color_model} is not supported; convert the image to RGB/Alpha or Grayscale/Alpha "
+        "(Image > Convert Image Color Space) and run again.",
+    )
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Rectangles and the region to send.
+
+
+@dataclass(frozen=True)
+class Rect:
+    """An axis-aligned pixel rectangle in document coordinates; width/height 0 means empty."""
+
+    x: int
+    y: int
+    w: int
+    h: int
+
+    @classmethod
+    def from_corners(cls, x0: int, y0: int, x1: int, y1: int) -> Rect:
+        return cls(x0, y0, max(0, x1 - x0), max(0, y1 - y0))
+
+    @property
+    def right(self) -> int:
+        return self.x + self.w
+
+    @property
+    def bottom(self) -> int:
+        return self.y + self.h
+
+    @property
+    def empty(self) -> bool:
+        return self.w <= 0 or self.h <= 0
+
+    @property
+    def area(self) -> int:
+        return 0 if self.empty else self.w * self.h
+
+    def intersect(self, other: Rect) -> Rect:
+        x0, y0 = max(self.x, other.x), max(self.y, other.y)
+        x1, y1 = min(self.right, other.right), min(self.bottom, other.bottom)
+        return Rect.from_corners(x0, y0, max(x0, x1), max(y0, y1))
+
+    def grow(self, dx: int, dy: int | None = None) -> Rect:
+        dy = dx if dy is None else dy
+        return Rect(self.x - dx, self.y - dy, self.w + 2 * dx, self.h + 2 * dy)
+
+    def contains(self, other: Rect) -> bool:
+        return other.empty or (
+            self.x <= other.x
+            and self.y <= other.y
+            and other.right <= self.right
+            and other.bottom <= self.bottom
+        )
+
+    def translated(self, dx: int, dy: int) -> Rect:
+        return Rect(self.x + dx, self.y + dy, self.w, self.h)
+
+    def as_tuple(self) -> tuple[int, int, int, int]:
+        return (self.x, self.y, self.w, self.h)
+
+
+@dataclass(frozen=True)
+class RegionPlan:
+    """What to read from the host and send: ``region`` in document coordinates, and whether a selection mask
+    goes with it (``selection`` is the selection's bounds clipped to the region, or None)."""
+
+    region: Rect
+    selection: Rect | None
+
+
+CONTEXT_FRACTION = 0.5  # context sent around the selection, as a fraction of its larger side
+CONTEXT_MIN = 32  # ...but at least this many pixels: the snapper and the fill need surroundings
+
+
+def plan_region(
+    mode: Mode,
+    source: Rect,
+    canvas: Rect,
+    selection: Rect | None,
+    *,
+    context_fraction: float = CONTEXT_FRACTION,
+    context_min: int = CONTEXT_MIN,
+) -> RegionPlan:
+    """Pick the rectangle to send. ``source`` is the layer's extent (or the canvas for the visible image); only
+    what lies on the canvas is sent (the user sees nothing else). With a selection the region is its bounds plus
+    context, so a small object on a huge canvas does not ship the whole canvas; the backend crops further.
+    Raises ``no_selection`` when the mode needs a selection and there is none (or it misses the layer)."""
+    usable = source.intersect(canvas)
+    if usable.empty:
+        raise ProtocolError(
+            ErrorCode.MISSING_INPUT,
+            "The layer is empty where the canvas is: paint something on it or pick another layer.",
+        )
+    sel = None if selection is None or selection.empty else selection.intersect(usable)
+    if selection is not None and not selection.empty and (sel is None or sel.empty):
+        raise ProtocolError(
+            ErrorCode.NO_SELECTION,
+            "The selection does not overlap the layer's pixels: select on the layer you want to edit "
+            "(or choose 'Visible image' as the source).",
+        )
+    if sel is None:
+        if mode.needs_selection:
+            raise ProtocolError(ErrorCode.NO_SELECTION, no_selection_message(mode))
+        return RegionPlan(usable, None)
+    margin = max(context_min, math.ceil(context_fraction * max(sel.w, sel.h)))
+    return RegionPlan(sel.grow(margin).intersect(usable), sel)
+
+
+def mask_coverage(mask: bytes | bytearray | memoryview) -> int:
+    """Number of selected (non-zero) samples in an 8-bit mask: an all-zero selection counts as none."""
+    data = bytes(mask)
+    return len(data) - data.count(0)
+
+
+def mask_bounds(mask: bytes | bytearray | memoryview, width: int, height: int) -> Rect | None:
+    """Tight bounds of the non-zero samples of a row-major 8-bit mask (relative to the mask), None if empty."""
+    data = bytes(mask)
+    if len(data) != width * height:
+        raise ProtocolError(ErrorCode.BAD_BUFFER, f"mask has {len(data)} bytes, expected {width}x{height}.")
+    rows = [y for y in range(height) if data[y * width : (y + 1) * width].count(0) != width]
+    if not rows:
+        return None
+    x0, x1 = width, 0
+    for y in rows:
+        row = data[y * width : (y + 1) * width]
+        first = next(i for i, v in enumerate(row) if v)
+        last = width - next(i for i, v in enumerate(reversed(row)) if v)
+        x0, x1 = min(x0, first), max(x1, last)
+    return Rect.from_corners(x0, rows[0], x1, rows[-1] + 1)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Forms from the op schemas advertised in ``hello``.
+
+
+@dataclass(frozen=True)
+class Field:
+    """One form field, built from ``ParamSpec.to_json``; widgets are the host's business."""
+
+    name: str
+    type: str
+    default: Any
+    help: str
+    min: float | None = None
+    max: float | None = None
+    choices: tuple[str, ...] = ()
+    advanced: bool = False
+
+    @property
+    def label(self) -> str:
+        return self.name.replace("_", " ").capitalize()
+
+    @classmethod
+    def from_json(cls, spec: dict) -> Field:
+        try:
+            return cls(
+                name=str(spec["name"]),
+                type=str(spec["type"]),
+                default=spec.get("default"),
+                help=str(spec.get("help", "")),
+                min=spec.get("min"),
+                max=spec.get("max"),
+                choices=tuple(spec.get("choices") or ()),
+                advanced=bool(spec.get("advanced", False)),
+            )
+        except (KeyError, TypeError) as exc:
+            raise ProtocolError(
+                ErrorCode.MALFORMED, f"Backend sent a bad parameter schema: {exc!r}."
+            ) from None
+
+    def parse(self, value: Any) -> Any:
+        """Coerce a widget's value (often text) to this field's type, or raise ``bad_param`` saying what's wrong."""
+        try:
+            out = self._coerce(value)
+        except (TypeError, ValueError):
+            raise self._bad(value, _EXPECTED.get(self.type, self.type)) from None
+        if self.type in ("int", "float"):
+            self._check_range(out)
+        elif self.type == "float_list":
+            for v in out:
+                self._check_range(v)
+        elif self.type == "enum" and out not in self.choices:
+            raise self._bad(value, "one of " + ", ".join(self.choices))
+        return out
+
+    def _coerce(self, value: Any) -> Any:
+        if self.type == "bool":
+            if isinstance(value, str):
+                if value.strip().lower() not in ("true", "false", "1", "0", "yes", "no", "on", "off"):
+                    raise ValueError(value)
+                return value.strip().lower() in ("true", "1", "yes", "on")
+            return bool(value)
+        if self.type == "int":
+            f = float(value)
+            if not f.is_integer():
+                raise ValueError(value)
+            return int(f)
+        if self.type == "float":
+            f = float(value)
+            if not math.isfinite(f):
+                raise ValueError(value)
+            return f
+        if self.type == "float_list":
+            items = value.replace(";", ",").split(",") if isinstance(value, str) else list(value)
+            out = [float(v) for v in items if str(v).strip()]
+            if not out or not all(math.isfinite(v) for v in out):
+                raise ValueError(value)
+            return out
+        return str(value)
+
+    def _check_range(self, v: float) -> None:
+        if (self.min is not None and v < self.min) or (self.max is not None and v > self.max):
+            raise self._bad(v, f"between {self.min} and {self.max}")
+
+    def _bad(self, value: Any, expected: str) -> ProtocolError:
+        return ProtocolError(
+            ErrorCode.BAD_PARAM, f"{self.label} got {value!r}; expected {expected}.", {"param": self.name}
+        )
+
+    def to_text(self, value: Any) -> str:
+        if self.type == "float_list":
+            return ", ".join(f"{v:g}" for v in value)
+        if self.type == "bool":
+            return "true" if value else "false"
+        return "" if value is None else str(value)
+
+
+_EXPECTED = {
+    "int": "a whole number",
+    "float": "a number",
+    "bool": "true or false",
+    "float_list": "numbers separated by commas",
+}
+
+# Params the docker shows as dedicated widgets (not in the generic form).
+PROMPT_PARAMS = ("prompt", "negative_prompt")
+
+
+@dataclass
+class Form:
+    """The parameter form of one op: basic fields up front, advanced ones folded; holds the current values."""
+
+    op: str
+    help: str
+    fields: list[Field]
+    values: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_op_json(cls, spec: dict) -> Form:
+        fields = [Field.from_json(p) for p in spec.get("params", [])]
+        return cls(str(spec["name"]), str(spec.get("help", "")), fields, {f.name: f.default for f in fields})
+
+    def field(self, name: str) -> Field:
+        for f in self.fields:
+            if f.name == name:
+                return f
+        raise KeyError(name)
+
+    def has(self, name: str) -> bool:
+        return any(f.name == name for f in self.fields)
+
+    @property
+    def basic(self) -> list[Field]:
+        return [f for f in self.fields if not f.advanced and f.name not in PROMPT_PARAMS]
+
+    @property
+    def advanced(self) -> list[Field]:
+        return [f for f in self.fields if f.advanced and f.name not in PROMPT_PARAMS]
+
+    def set(self, name: str, value: Any) -> None:
+        """Set from a widget value; raises ``bad_param`` (the old value stays)."""
+        self.values[name] = self.field(name).parse(value)
+
+    def reset(self) -> None:
+        self.values = {f.name: f.default for f in self.fields}
+
+    def params(self, **overrides: Any) -> dict[str, Any]:
+        """The params to submit: only names the op knows (the backend rejects unknown ones), values parsed."""
+        out = dict(self.values)
+        for name, value in overrides.items():
+            if self.has(name):
+                out[name] = self.field(name).parse(value)
+        return out
+
+
+def forms_from_hello(hello: dict) -> dict[str, Form]:
+    """op name -> Form, from the ``ops`` list of a hello reply."""
+    return {f.op: f for f in (Form.from_op_json(s) for s in hello.get("ops", []))}
+
+
+def only_changed(old: dict[str, Any] | None, new: dict[str, Any]) -> set[str]:
+    """Names whose value differs between two param dicts (Imagic re-renders cheaply when only eta changed)."""
+    if old is None:
+        return set(new)
+    return {k for k in set(old) | set(new) if old.get(k) != new.get(k)}
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The job state machine.
+
+
+class JobState(StrEnum):
+    IDLE = "idle"
+    STARTING_BACKEND = "starting_backend"
+    SUBMITTING = "submitting"
+    RUNNING = "running"
+    CANCELLING = "cancelling"
+    DONE = "done"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+_TERMINAL = {JobState.IDLE, JobState.DONE, JobState.FAILED, JobState.CANCELLED}
+_ALLOWED: dict[JobState, set[JobState]] = {
+    JobState.IDLE: {JobState.STARTING_BACKEND, JobState.SUBMITTING},
+    JobState.STARTING_BACKEND: {JobState.SUBMITTING, JobState.FAILED, JobState.CANCELLED},
+    JobState.SUBMITTING: {JobState.RUNNING, JobState.DONE, JobState.FAILED, JobState.CANCELLING},
+    JobState.RUNNING: {JobState.RUNNING, JobState.DONE, JobState.FAILED, JobState.CANCELLING},
+    JobState.CANCELLING: {JobState.CANCELLED, JobState.DONE, JobState.FAILED},
+}
+for _t in (JobState.DONE, JobState.FAILED, JobState.CANCELLED):
+    _ALLOWED[_t] = {JobState.STARTING_BACKEND, JobState.SUBMITTING, JobState.IDLE}
+
+
+@dataclass
+class JobTracker:
+    """One job's life as the UI sees it. Transitions not in the table are ignored and reported (a late
+    progress message after a cancel must not bring a job back to life). ``status_text`` is what the UI shows."""
+
+    state: JobState = JobState.IDLE
+    job_id: str | None = None
+    stage: str = ""
+    step: int = 0
+    total: int = 0
+    message: str = ""
+    error_code: str | None = None
+    history: list[JobState] = field(default_factory=list)
+
+    @property
+    def busy(self) -> bool:
+        return self.state not in _TERMINAL
+
+    @property
+    def fraction(self) -> float:
+        if self.state == JobState.DONE:
+            return 1.0
+        return 0.0 if self.total <= 0 else max(0.0, min(1.0, self.step / self.total))
+
+    def _go(self, new: JobState) -> bool:
+        if new not in _ALLOWED.get(self.state, set()):
+            return False
+        self.state = new
+        self.history.append(new)
+        return True
+
+    def starting_backend(self) -> bool:
+        ok = self._go(JobState.STARTING_BACKEND)
+        if ok:
+            self._reset("Starting the backend…")
+        return ok
+
+    def submitting(self) -> bool:
+        ok = self._go(JobState.SUBMITTING)
+        if ok:
+            self._reset("Sending…")
+        return ok
+
+    def _reset(self, message: str) -> None:
+        self.job_id, self.stage, self.step, self.total, self.error_code = None, "", 0, 0, None
+        self.message = message
+
+    def accepted(self, job_id: str) -> bool:
+        if self.state == JobState.CANCELLING and self.job_id is None:
+            self.job_id = job_id  # cancel pressed before the id came back: the caller sends the cancel now
+            return True
+        ok = self._go(JobState.RUNNING)
+        if ok:
+            self.job_id = job_id
+            self.message = "Queued…"
+        return ok
+
+    def progress(self, stage: str, step: int, total: int) -> bool:
+        if self.state not in (JobState.RUNNING, JobState.SUBMITTING):
+            return False
+        self._go(JobState.RUNNING)
+        self.stage, self.step, self.total = stage, int(step), int(total)
+        self.message = f"{stage} {step}/{total}" if total else stage
+        return True
+
+    def cancel(self) -> bool:
+        ok = self._go(JobState.CANCELLING)
+        if not ok and self.state == JobState.STARTING_BACKEND:
+            ok = self._go(JobState.CANCELLED)
+        if ok:
+            self.message = "Cancelling…" if self.state == JobState.CANCELLING else "Cancelled."
+        return ok
+
+    def finished(self, message: str = "Done.") -> bool:
+        ok = self._go(JobState.DONE)
+        if ok:
+            self.message = message
+        return ok
+
+    def failed(self, code: str, message: str) -> bool:
+        if code == ErrorCode.CANCELLED and self.state == JobState.CANCELLING:
+            ok = self._go(JobState.CANCELLED)
+            if ok:
+                self.error_code, self.message = code, "Cancelled."
+            return ok
+        ok = self._go(JobState.FAILED)
+        if ok:
+            self.error_code, self.message = str(code), message
+        return ok
+
+    @property
+    def status_text(self) -> str:
+        if self.state == JobState.FAILED and self.error_code:
+            return f"Failed ({self.error_code}): {self.message}"
+        return self.message
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Naming the result.
+
+
+def layer_name(mode: Mode, params: dict[str, Any], *, limit: int = 48) -> str:
+    """'Erase', 'Replace: a red car', 'Imagic η0.7: a dog sitting' — the op plus what the user asked for."""
+    prompt = " ".join(str(params.get("prompt", "")).split())
+    head = mode.label
+    if mode.op == "imagic" and "eta" in params:
+        eta = params["eta"]
+        if isinstance(eta, list | tuple):
+            eta = eta[0] if eta else None
+        if eta is not None:
+            head = f"{head} η{float(eta):g}"
+    if not prompt:
+        return head
+    if len(prompt) > limit:
+        prompt = prompt[: limit - 1].rstrip() + "…"
+    return f"{head}: {prompt}"
+
+
+def unique_name(name: str, existing: Iterable[str]) -> str:
+    """Add ' (2)', ' (3)'... so repeated runs give distinguishable layers."""
+    taken = set(existing)
+    if name not in taken:
+        return name
+    n = 2
+    while f"{name} ({n})" in taken:
+        n += 1
+    return f"{name} ({n})"
