@@ -1,0 +1,256 @@
+"""The three Imagic stages as plain functions over diffusers components (Kawar et al. 2022, arXiv 2210.09276).
+
+A: optimise the target-text embedding with the denoising loss on the input image's latents, model frozen.
+B: fine-tune the UNet on the same loss conditioned on the (now frozen) optimised embedding.
+C: sample with DDIM and classifier-free guidance from e = eta * e_tgt + (1 - eta) * e_opt.
+
+The functions know nothing about caching or about keeping the base model intact (``ImagicPipeline`` and
+``ModelGuard`` do that); the benchmark calls them directly to reproduce the naive public configuration with the
+same step code. Every step reports progress through ``progress(stage, step, total)``, which may raise to cancel.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+Progress = Callable[[str, int, int], None]
+
+
+def _no_progress(stage: str, step: int, total: int) -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class Precision:
+    """Autocast dtype for forward passes (None: run in the weights' own dtype)."""
+
+    device: torch.device
+    amp_dtype: torch.dtype | None
+
+    @classmethod
+    def resolve(cls, mode: str, device: torch.device) -> Precision:
+        """``auto`` means fp16/bf16 autocast on a GPU and plain fp32 on a CPU (CPU autocast is rarely faster)."""
+        if mode == "auto":
+            if device.type == "cuda":
+                mode = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+            else:
+                mode = "no"
+        table = {"no": None, "fp16": torch.float16, "bf16": torch.bfloat16}
+        if mode not in table:
+            raise ValueError(f"precision must be auto, no, fp16 or bf16, not {mode!r}")
+        return cls(device, table[mode])
+
+    @property
+    def name(self) -> str:
+        return {None: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}[self.amp_dtype]
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+
+# ---- encoders ---------------------------------------------------------------------------------------------------
+@torch.no_grad()
+def encode_text(text_encoder, tokenizer, text: str, device: torch.device) -> torch.Tensor:
+    """CLIP hidden states (1, tokens, dim) in float32 for ``text`` padded to the tokenizer's max length."""
+    ids = tokenizer(
+        text,
+        padding="max_length",
+        max_length=tokenizer.model_max_length,
+        truncation=True,
+        return_tensors="pt",
+    ).input_ids.to(device)
+    return text_encoder(ids)[0].float()
+
+
+@torch.no_grad()
+def encode_image(vae, rgb: np.ndarray, device: torch.device) -> torch.Tensor:
+    """Scaled latents (1, 4, h/8, w/8) of an HxWx3 float [0, 1] image; the posterior mean, so deterministic."""
+    x = torch.from_numpy(np.ascontiguousarray(rgb, dtype=np.float32)).permute(2, 0, 1)[None] * 2.0 - 1.0
+    dtype = next(vae.parameters()).dtype
+    dist = vae.encode(x.to(device=device, dtype=dtype)).latent_dist
+    latents = dist.mean * vae.config.scaling_factor
+    return latents.float()
+
+
+@torch.no_grad()
+def decode_latents(vae, latents: torch.Tensor) -> np.ndarray:
+    """HxWx3 float32 [0, 1] from one latent (1, 4, h, w)."""
+    dtype = next(vae.parameters()).dtype
+    img = vae.decode(latents.to(dtype) / vae.config.scaling_factor).sample
+    img = (img.float() / 2.0 + 0.5).clamp(0.0, 1.0)
+    return img[0].permute(1, 2, 0).cpu().numpy()
+
+
+# ---- the denoising loss shared by stages A and B ----------------------------------------------------------------
+def denoising_loss(
+    unet,
+    scheduler,
+    latents: torch.Tensor,
+    embedding: torch.Tensor,
+    generator: torch.Generator,
+    precision: Precision,
+) -> torch.Tensor:
+    """Simple diffusion loss at one random timestep. Noise comes from ``generator`` (a CPU generator, so runs
+    repeat on any device), never from the global RNG."""
+    noise = torch.randn(latents.shape, generator=generator).to(latents.device)
+    t = torch.randint(0, scheduler.config.num_train_timesteps, (1,), generator=generator).to(latents.device)
+    noisy = scheduler.add_noise(latents, noise, t)
+    if scheduler.config.prediction_type == "v_prediction":
+        target = scheduler.get_velocity(latents, noise, t)
+    else:
+        target = noise
+    with precision.autocast():
+        dtype = unet.dtype if precision.amp_dtype is None else noisy.dtype
+        pred = unet(noisy.to(dtype), t, encoder_hidden_states=embedding.to(dtype)).sample
+    return F.mse_loss(pred.float(), target.float())
+
+
+def make_optimizer(
+    params: Iterable[torch.nn.Parameter], lr: float, adam_8bit: bool
+) -> tuple[torch.optim.Optimizer, str]:
+    """Adam, or bitsandbytes' 8-bit Adam when asked for and usable (CUDA only); returns (optimizer, name)."""
+    params = list(params)
+    if adam_8bit and all(p.device.type == "cuda" for p in params):
+        try:
+            import bitsandbytes as bnb  # optional: not installable usefully on CPU-only machines
+
+            return bnb.optim.Adam8bit(params, lr=lr), "adam8bit"
+        except Exception:  # missing or broken install: plain Adam still works
+            pass
+    return torch.optim.Adam(params, lr=lr), "adam"
+
+
+def train_steps(
+    stage: str,
+    params: list[torch.nn.Parameter],
+    loss_fn: Callable[[], torch.Tensor],
+    steps: int,
+    lr: float,
+    precision: Precision,
+    progress: Progress,
+    adam_8bit: bool = False,
+) -> dict:
+    """Run ``steps`` optimiser steps on ``loss_fn``; fp16 autocast gets a gradient scaler. Returns stats."""
+    optimizer, name = make_optimizer(params, lr, adam_8bit)
+    scaler = torch.amp.GradScaler(precision.device.type, enabled=precision.amp_dtype == torch.float16)
+    losses: list[float] = []
+    for i in range(steps):
+        loss = loss_fn()
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        losses.append(float(loss.detach()))
+        progress(stage, i + 1, steps)
+    for p in params:
+        p.grad = None
+    del optimizer  # free Adam state before the next stage allocates its own
+    return {
+        "optimizer": name,
+        "first_loss": losses[0] if losses else None,
+        "last_loss": losses[-1] if losses else None,
+    }
+
+
+# ---- stage A ----------------------------------------------------------------------------------------------------
+def optimise_embedding(
+    unet,
+    scheduler,
+    latents: torch.Tensor,
+    e_tgt: torch.Tensor,
+    *,
+    steps: int,
+    lr: float,
+    generator: torch.Generator,
+    precision: Precision,
+    progress: Progress = _no_progress,
+    adam_8bit: bool = False,
+) -> tuple[torch.Tensor, dict]:
+    """Stage A: e_opt starts at e_tgt and follows the denoising loss; the UNet must already be frozen."""
+    e_opt = torch.nn.Parameter(e_tgt.detach().clone().float())
+
+    def loss() -> torch.Tensor:
+        return denoising_loss(unet, scheduler, latents, e_opt, generator, precision)
+
+    stats = train_steps("embedding", [e_opt], loss, steps, lr, precision, progress, adam_8bit)
+    return e_opt.detach(), stats
+
+
+# ---- stage B ----------------------------------------------------------------------------------------------------
+def finetune_unet(
+    unet,
+    scheduler,
+    latents: torch.Tensor,
+    e_opt: torch.Tensor,
+    params: list[torch.nn.Parameter],
+    *,
+    steps: int,
+    lr: float,
+    generator: torch.Generator,
+    precision: Precision,
+    progress: Progress = _no_progress,
+    adam_8bit: bool = False,
+) -> dict:
+    """Stage B: train ``params`` (LoRA adapters, or every UNet weight for a full fine-tune) in place."""
+    for p in params:
+        p.requires_grad_(True)
+    emb = e_opt.detach()
+
+    def loss() -> torch.Tensor:
+        return denoising_loss(unet, scheduler, latents, emb, generator, precision)
+
+    return train_steps("finetune", params, loss, steps, lr, precision, progress, adam_8bit)
+
+
+# ---- stage C ----------------------------------------------------------------------------------------------------
+def mix_embeddings(e_tgt: torch.Tensor, e_opt: torch.Tensor, etas: list[float]) -> torch.Tensor:
+    """(n, tokens, dim): eta * e_tgt + (1 - eta) * e_opt per eta; eta 0 and 1 give e_opt and e_tgt exactly."""
+    return torch.cat([eta * e_tgt + (1.0 - eta) * e_opt for eta in etas], dim=0)
+
+
+@torch.no_grad()
+def generate(
+    unet,
+    vae,
+    scheduler_config,
+    e_tgt: torch.Tensor,
+    e_opt: torch.Tensor,
+    uncond: torch.Tensor,
+    etas: list[float],
+    *,
+    latent_hw: tuple[int, int],
+    steps: int,
+    guidance: float,
+    seed: int,
+    precision: Precision,
+    progress: Progress = _no_progress,
+) -> list[np.ndarray]:
+    """Stage C: all etas as one batch from the same starting noise, so each image equals its eta run alone."""
+    from diffusers import DDIMScheduler
+
+    scheduler = DDIMScheduler.from_config(scheduler_config)  # private copy: set_timesteps mutates it
+    scheduler.set_timesteps(steps, device=e_tgt.device)
+    n = len(etas)
+    cond = mix_embeddings(e_tgt, e_opt, etas)
+    context = torch.cat([uncond.expand(n, -1, -1), cond], dim=0)
+    generator = torch.Generator("cpu").manual_seed(int(seed))
+    noise = torch.randn((1, unet.config.in_channels, *latent_hw), generator=generator).to(e_tgt.device)
+    latents = noise.expand(n, -1, -1, -1) * scheduler.init_noise_sigma
+    dtype = unet.dtype if precision.amp_dtype is None else torch.float32
+    for i, t in enumerate(scheduler.timesteps):
+        model_in = scheduler.scale_model_input(torch.cat([latents, latents]), t)
+        with precision.autocast():
+            pred = unet(model_in.to(dtype), t, encoder_hidden_states=context.to(dtype)).sample.float()
+        uncond_pred, cond_pred = pred.chunk(2)
+        pred = uncond_pred + guidance * (cond_pred - uncond_pred)
+        latents = scheduler.step(pred, t, latents, eta=0.0).prev_sample
+        progress("generate", i + 1, steps)
+    return [decode_latents(vae, latents[j : j + 1]) for j in range(n)]
