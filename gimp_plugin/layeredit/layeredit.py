@@ -1,0 +1,82 @@
+#!/usr/bin/env python3
+"""Layer Edit for GIMP 3: Filters > AI Edit > Erase / Replace / Imagic, as a new layer from a local backend.
+
+Thin entry point: puts the plug-in folder (and ``vendor/``, where the installer unpacks pyzmq for GIMP's
+bundled Python on Windows/macOS) first on sys.path, then hands GIMP's modules to ``layeredit_gimp``.
+"""
+
+import os
+import sys
+import traceback
+from pathlib import Path
+
+HERE = Path(os.path.abspath(__file__)).parent
+for _path in (HERE, HERE / "vendor"):  # vendor ends up first
+    if _path.is_dir():
+        sys.path.insert(0, str(_path))
+
+import gi  # noqa: E402
+
+gi.require_version("Gimp", "3.0")
+gi.require_version("Gegl", "0.4")
+from gi.repository import Gegl, Gimp, GLib, GObject  # noqa: E402
+from layeredit_gimp import plugin  # noqa: E402
+
+from protocol.errors import ProtocolError  # noqa: E402
+
+
+class LayerEdit(Gimp.PlugIn):
+    def do_query_procedures(self):
+        return plugin.procedure_names()
+
+    def do_set_i18n(self, name):
+        return False
+
+    def do_create_procedure(self, name):
+        return plugin.create_procedure(self, name, self.run, Gimp, GObject, HERE)
+
+    def run(self, procedure, run_mode, image, drawables, config, data):
+        mode = plugin.mode_of(procedure.get_name())
+        if len(drawables) != 1:
+            return _error(
+                procedure, f"{mode.label} works on one layer: select exactly one layer and run again."
+            )
+        if run_mode == Gimp.RunMode.INTERACTIVE and not _dialog(procedure, config, mode):
+            return procedure.new_return_values(Gimp.PDBStatusType.CANCEL, GLib.Error())
+        registered = {spec.get_name() for spec in procedure.get_arguments()}
+        try:
+            plugin.run_job(Gimp, Gegl, image, drawables[0], mode, config, registered, HERE)
+        except ProtocolError as exc:
+            return _error(procedure, f"{mode.label} failed ({exc.code.value}): {exc.message}")
+        except Exception as exc:  # noqa: BLE001 - a bug: show it instead of dying silently
+            traceback.print_exc()
+            return _error(procedure, f"{mode.label} failed (internal): {exc!r}. The image was not changed.")
+        Gimp.displays_flush()
+        return procedure.new_return_values(Gimp.PDBStatusType.SUCCESS, GLib.Error())
+
+
+def _dialog(procedure, config, mode):
+    gi.require_version("GimpUi", "3.0")
+    from gi.repository import GimpUi
+
+    GimpUi.init("layeredit")
+    dialog = GimpUi.ProcedureDialog.new(procedure, config, f"AI Edit: {mode.label}")
+    schema = plugin.load_schemas(HERE).get(mode.op, {})
+    try:
+        plugin.fill_dialog(dialog, schema.get("params", []))
+    except Exception:  # noqa: BLE001 - an older GimpUi without expanders: show everything flat
+        traceback.print_exc()
+        dialog.fill(None)
+    ok = dialog.run()
+    dialog.destroy()
+    return ok
+
+
+def _error(procedure, message):
+    return procedure.new_return_values(
+        Gimp.PDBStatusType.EXECUTION_ERROR,
+        GLib.Error.new_literal(GLib.quark_from_string("layeredit"), message, 0),
+    )
+
+
+Gimp.main(LayerEdit.__gtype__, sys.argv)

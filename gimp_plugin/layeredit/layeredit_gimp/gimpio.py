@@ -1,0 +1,161 @@
+"""Reading a drawable + the selection through GEGL, and writing the result as a new layer.
+
+Pixels are read and written in one babl format chosen from the image precision: the component type follows
+the precision (u8, u16, half, float; u32 and double travel as float) and the transfer curve follows it too
+("R'G'B'A" for non-linear, "RGBA" for linear, "R~G~B~A" for perceptual). Reading and writing in the image's
+own curve is what keeps untouched pixels bit-identical in the new layer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from protocol.errors import ErrorCode, ProtocolError
+from protocol.hostkit import Mode, Rect, plan_region
+
+_COMPONENT = {  # GIMP precision component -> (babl type, wire sample, bytes per sample)
+    "u8": ("u8", "u8", 1),
+    "u16": ("u16", "u16", 2),
+    "u32": ("float", "f32", 4),
+    "half": ("half", "f16", 2),
+    "float": ("float", "f32", 4),
+    "double": ("float", "f32", 4),
+}
+_CURVE = {"linear": "RGBA", "non-linear": "R'G'B'A", "perceptual": "R~G~B~A"}
+
+
+@dataclass(frozen=True)
+class PixelFormat:
+    """How one image's pixels travel: babl names for GEGL and the protocol's sample type."""
+
+    babl: str  # e.g. "R'G'B'A u8"
+    sample: str  # protocol sample type: u8, u16, f16, f32
+    bytes_per_sample: int
+    mask_babl: str  # selection channel format: "Y u8" or "Y float"
+    mask_sample: str
+
+    @property
+    def bytes_per_pixel(self) -> int:
+        return 4 * self.bytes_per_sample
+
+
+def pixel_format(precision_nick: str) -> PixelFormat:
+    """PixelFormat for a Gimp.Precision nick such as "u8-non-linear" or "float-linear"."""
+    component, _, curve = precision_nick.partition("-")
+    if component not in _COMPONENT or curve not in _CURVE:
+        raise ValueError(f"unsupported GIMP precision {precision_nick!r}")
+    babl_type, sample, size = _COMPONENT[component]
+    if sample == "u8":
+        return PixelFormat(f"{_CURVE[curve]} {babl_type}", sample, size, "Y u8", "u8")
+    return PixelFormat(f"{_CURVE[curve]} {babl_type}", sample, size, "Y float", "f32")
+
+
+@dataclass
+class Source:
+    """What one job sends: the drawable's pixels over ``region`` (image coordinates, RGBA in ``fmt``) and the
+    selection over the same rectangle (None: no selection touches the layer)."""
+
+    layer: Any
+    region: Rect
+    fmt: PixelFormat
+    pixels: bytes
+    selection: bytes | None
+
+
+def drawable_offsets(drawable: Any) -> tuple[int, int]:
+    """get_offsets() returns (ok, x, y) in GIMP 3.0; accept a plain (x, y) too."""
+    offsets = tuple(drawable.get_offsets())
+    return int(offsets[-2]), int(offsets[-1])
+
+
+def selection_rect(gimp: Any, image: Any) -> Rect | None:
+    """Bounds of a non-empty selection in image coordinates, else None."""
+    _ok, non_empty, x0, y0, x1, y1 = gimp.Selection.bounds(image)
+    return Rect.from_corners(x0, y0, x1, y1) if non_empty else None
+
+
+def read_source(gimp: Any, gegl: Any, image: Any, drawable: Any, mode: Mode) -> Source:
+    """Read the region ``hostkit.plan_region`` picks (the selection plus context, clipped to the layer and
+    the canvas; the whole visible layer without a selection) and the selection over it.
+
+    Raises ProtocolError(no_selection) when the mode needs a selection that is missing or misses the layer.
+    """
+    if not drawable.is_layer():
+        raise ProtocolError(
+            ErrorCode.MISSING_INPUT,
+            "Pick a layer (not a layer mask or channel) in the Layers dock and run again.",
+        )
+    fmt = pixel_format(image.get_precision().value_nick)
+    x, y = drawable_offsets(drawable)
+    layer_rect = Rect(x, y, drawable.get_width(), drawable.get_height())
+    canvas = Rect(0, 0, image.get_width(), image.get_height())
+    plan = plan_region(mode, layer_rect, canvas, selection_rect(gimp, image))
+    r = plan.region
+    local = gegl.Rectangle.new(r.x - x, r.y - y, r.w, r.h)  # drawable buffers use layer coordinates
+    pixels = bytes(drawable.get_buffer().get(local, 1.0, fmt.babl, gegl.AbyssPolicy.CLAMP))
+    mask = None
+    if plan.selection is not None:  # the selection channel lives in image coordinates
+        sel_buffer = image.get_selection().get_buffer()
+        mask = bytes(
+            sel_buffer.get(gegl.Rectangle.new(r.x, r.y, r.w, r.h), 1.0, fmt.mask_babl, gegl.AbyssPolicy.NONE)
+        )
+    return Source(drawable, r, fmt, pixels, mask)
+
+
+def write_result(
+    gimp: Any,
+    gegl: Any,
+    image: Any,
+    source: Source,
+    pixels: bytes,
+    name: str,
+    mask: bytes | None = None,
+    mask_babl: str = "Y u8",
+) -> Any:
+    """Add the result as a new layer over ``source.region``, right above the source, in one undo group.
+
+    ``mask`` (over the same region) optionally replaces the selection, in the same undo group.
+    The source layer is only read, never written.
+    """
+    r = source.region
+    expected = r.w * r.h * source.fmt.bytes_per_pixel
+    if len(pixels) != expected:
+        raise ValueError(f"result has {len(pixels)} bytes, expected {expected}")
+    image.undo_group_start()
+    try:
+        layer = gimp.Layer.new(
+            image,
+            name,
+            r.w,
+            r.h,
+            gimp.ImageType.RGBA_IMAGE,
+            100.0,
+            gimp.LayerMode.NORMAL,
+        )
+        parent = source.layer.get_parent()
+        image.insert_layer(layer, parent, image.get_item_position(source.layer))
+        layer.set_offsets(r.x, r.y)
+        buffer = layer.get_buffer()
+        buffer.set(gegl.Rectangle.new(0, 0, r.w, r.h), source.fmt.babl, pixels)
+        buffer.flush()
+        layer.update(0, 0, r.w, r.h)
+        if mask is not None:
+            _select_mask(gimp, gegl, image, source, mask, mask_babl)
+    finally:
+        image.undo_group_end()
+    return layer
+
+
+def _select_mask(gimp: Any, gegl: Any, image: Any, source: Source, mask: bytes, mask_babl: str) -> None:
+    """Replace the selection through a temporary channel, which keeps the change undoable."""
+    channel = gimp.Channel.new(
+        image, "layeredit mask", image.get_width(), image.get_height(), 100.0, gegl.Color.new("black")
+    )
+    image.insert_channel(channel, None, 0)
+    buffer = channel.get_buffer()
+    r = source.region
+    buffer.set(gegl.Rectangle.new(r.x, r.y, r.w, r.h), mask_babl, mask)
+    buffer.flush()
+    image.select_item(gimp.ChannelOps.REPLACE, channel)
+    image.remove_channel(channel)

@@ -1,0 +1,94 @@
+"""PDB arguments built from the backend's op schemas, and the config -> params mapping back.
+
+GIMP registers a procedure's arguments when it queries the plug-in (at start-up, cached until the plug-in
+changes), so the schemas come from ``schemas.json`` written by the installer, which asked the backend's
+registry. The same arguments serve the GimpUi dialog (interactive), scripts and batch mode (non-interactive).
+At run time the live ``hello`` schema decides what is sent: a parameter the backend no longer knows is
+dropped, one it added but GIMP has not registered yet takes the backend's default.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from protocol.errors import ErrorCode, ProtocolError
+from protocol.hostkit import Form
+
+INT_MIN, INT_MAX = -(2**31), 2**31 - 1
+FLOAT_LIMIT = 1e9
+EXTRA = "extra-params"  # JSON object of params by op name, for parameters without their own argument
+SELECT = "select-mask"  # make the snapped mask the selection (ops that return one)
+HOST_ARGS = (EXTRA, SELECT)
+
+
+def arg_name(param: str) -> str:
+    """PDB names are lower-case kebab: negative_prompt -> negative-prompt."""
+    return param.replace("_", "-").lower()
+
+
+def nick(param: str) -> str:
+    return param.replace("_", " ").capitalize()
+
+
+def add_arguments(procedure: Any, op_schema: dict, gimp: Any, gobject: Any) -> list[str]:
+    """Register one PDB argument per schema parameter (plus the host's own); returns their names."""
+    flags = gobject.ParamFlags.READWRITE
+    names = []
+    for param in op_schema.get("params", []):
+        name, kind, default = arg_name(param["name"]), param["type"], param["default"]
+        blurb = param.get("help", "")
+        if kind == "int":
+            lo, hi = int(param.get("min", INT_MIN)), int(param.get("max", INT_MAX))
+            procedure.add_int_argument(name, nick(param["name"]), blurb, lo, hi, int(default), flags)
+        elif kind == "float":
+            lo, hi = float(param.get("min", -FLOAT_LIMIT)), float(param.get("max", FLOAT_LIMIT))
+            procedure.add_double_argument(name, nick(param["name"]), blurb, lo, hi, float(default), flags)
+        elif kind == "bool":
+            procedure.add_boolean_argument(name, nick(param["name"]), blurb, bool(default), flags)
+        elif kind == "enum":
+            choice = gimp.Choice.new()
+            for i, value in enumerate(param.get("choices", [])):
+                choice.add(value, i, value, "")
+            procedure.add_choice_argument(name, nick(param["name"]), blurb, choice, str(default), flags)
+        elif kind == "float_list":
+            text = ", ".join(str(v) for v in (default if isinstance(default, list) else [default]))
+            procedure.add_string_argument(name, nick(param["name"]), blurb + " (comma list)", text, flags)
+        else:  # "str" and any type added later: a string the backend validates
+            procedure.add_string_argument(name, nick(param["name"]), blurb, str(default or ""), flags)
+        names.append(name)
+    procedure.add_boolean_argument(
+        SELECT, "Select the snapped object", "Make the snapped mask the selection", False, flags
+    )
+    procedure.add_string_argument(
+        EXTRA, "Extra params (JSON)", "Further op params as a JSON object", "{}", flags
+    )
+    return names
+
+
+def advanced_names(schema_params: list[dict]) -> list[str]:
+    """Arguments the dialog folds away: the schema's advanced ones plus the JSON escape hatch."""
+    return [arg_name(p["name"]) for p in schema_params if p.get("advanced")] + [EXTRA]
+
+
+def params_from_config(config: Any, form: Form, registered: set[str]) -> dict[str, Any]:
+    """The params to send, for the LIVE op form (from ``hello``): every registered argument the op still knows,
+    parsed by the shared form logic; ``extra-params`` (JSON) on top, checked by the backend."""
+    for f in form.fields:
+        name = arg_name(f.name)
+        if name in registered:
+            form.set(f.name, config.get_property(name))
+    params = form.params()
+    extra_text = config.get_property(EXTRA) if EXTRA in registered else ""
+    if extra_text and extra_text.strip():
+        try:
+            extra = json.loads(extra_text)
+        except ValueError as exc:
+            raise ProtocolError(
+                ErrorCode.BAD_PARAM,
+                f"'{EXTRA}' is not valid JSON ({exc}); give an object like {{\"seed\": 3}}.",
+            ) from None
+        if not isinstance(extra, dict):
+            raise ProtocolError(ErrorCode.BAD_PARAM, f"'{EXTRA}' must be a JSON object like {{\"seed\": 3}}.")
+        params.update(extra)
+    return params

@@ -1,0 +1,208 @@
+"""The plug-in's logic, with GIMP's modules passed in: procedures from schemas, and one job from the active
+layer to a new layer. ``layeredit.py`` only wires this to ``Gimp.PlugIn``."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from protocol import connection
+from protocol.errors import ErrorCode, ProtocolError
+from protocol.hostkit import MODES, Form, JobTracker, Mode, forms_from_hello, layer_name, unique_name
+from protocol.wire import Buffer
+
+from .backend import connect_or_start, read_config
+from .gimpio import Source, read_source, write_result
+from .guard import CancelGuard
+from .pdbargs import SELECT, add_arguments, advanced_names, params_from_config
+
+PROC_PREFIX = "plug-in-layeredit-"
+MENU = "<Image>/Filters/AI Edit"
+SCHEMAS_NAME = "schemas.json"
+_DUMP = (
+    "import json; from backend.ops import product_registry; "
+    "print(json.dumps([s.to_json() for s in product_registry().specs()]))"
+)
+
+
+def procedure_names() -> list[str]:
+    return [PROC_PREFIX + m.op for m in MODES]
+
+
+def mode_of(procedure_name: str) -> Mode:
+    for m in MODES:
+        if procedure_name == PROC_PREFIX + m.op:
+            return m
+    raise KeyError(procedure_name)
+
+
+def load_schemas(plugin_dir: Path) -> dict[str, dict]:
+    """op name -> schema: the installer's snapshot, else asked from the project's venv, else nothing
+    (then only the host's own arguments are registered and the backend's defaults apply)."""
+    try:
+        ops = json.loads((plugin_dir / SCHEMAS_NAME).read_text("utf-8"))
+    except (OSError, ValueError):
+        ops = _ask_venv(plugin_dir)
+    return {o["name"]: o for o in ops if isinstance(o, dict) and "name" in o}
+
+
+def _ask_venv(plugin_dir: Path) -> list:
+    config = read_config(plugin_dir)
+    if config is None:
+        return []
+    try:
+        out = subprocess.run(
+            [config["venv_python"], "-c", _DUMP],
+            cwd=config.get("project_root") or None,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        ).stdout
+        return json.loads(out.strip().splitlines()[-1])
+    except (OSError, subprocess.SubprocessError, ValueError, IndexError):
+        return []
+
+
+def create_procedure(
+    plugin: Any, name: str, run_fn: Callable, gimp: Any, gobject: Any, plugin_dir: Path
+) -> Any:
+    mode = mode_of(name)
+    proc = gimp.ImageProcedure.new(plugin, name, gimp.PDBProcType.PLUGIN, run_fn, None)
+    proc.set_image_types("RGB*")
+    proc.set_sensitivity_mask(gimp.ProcedureSensitivityMask.DRAWABLE)
+    proc.set_menu_label(f"{mode.label}…")
+    proc.add_menu_path(MENU)
+    schema = load_schemas(plugin_dir).get(mode.op) or {"name": mode.op, "help": "", "params": []}
+    blurb = schema.get("help") or f"Layer Edit: {mode.label}"
+    proc.set_documentation(
+        blurb,
+        f"{blurb}\nThe result is a new layer above the active layer; the layer itself is not changed. "
+        "Needs the Layer Edit backend (it is started when the installer's config says how).",
+        name,
+    )
+    proc.set_attribution("Layer Edit contributors", "Layer Edit contributors", "2026")
+    add_arguments(proc, schema, gimp, gobject)
+    return proc
+
+
+@dataclass
+class Outcome:
+    layer: Any
+    job: str
+    params: dict
+    meta: dict = field(default_factory=dict)
+
+
+def source_buffers(source: Source) -> tuple[Buffer, Buffer | None]:
+    r, fmt = source.region, source.fmt
+    image = Buffer(source.pixels, r.w, r.h, 4, fmt.sample, "RGBA", x=r.x, y=r.y, role="image")
+    if source.selection is None:
+        return image, None
+    sel = Buffer(source.selection, r.w, r.h, 1, fmt.mask_sample, "gray", x=r.x, y=r.y, role="selection")
+    return image, sel
+
+
+def packed(buf: Buffer) -> bytes:
+    """The buffer's rows without stride padding."""
+    data = memoryview(buf.data).cast("B")
+    if buf.stride == buf.row_bytes:
+        return bytes(data)
+    return b"".join(bytes(data[y * buf.stride : y * buf.stride + buf.row_bytes]) for y in range(buf.height))
+
+
+def check_result_image(buf: Buffer | None, source: Source) -> bytes:
+    r = source.region
+    if buf is None or (buf.width, buf.height, buf.dtype, buf.order) != (r.w, r.h, source.fmt.sample, "RGBA"):
+        got = None if buf is None else (buf.width, buf.height, buf.dtype, buf.order)
+        raise ProtocolError(
+            ErrorCode.BAD_BUFFER,
+            f"The backend returned {got}, expected {(r.w, r.h, source.fmt.sample, 'RGBA')}; "
+            "update the plug-in and the backend together (python3 install.py).",
+        )
+    return packed(buf)
+
+
+class Progress:
+    """Job progress on GIMP's progress bar: the stage as text, step/total as the fraction."""
+
+    def __init__(self, gimp: Any, mode: Mode):
+        self.gimp, self.mode, self.tracker = gimp, mode, JobTracker()
+
+    def text(self, text: str) -> None:
+        self.gimp.progress_set_text(f"{self.mode.label}: {text}")
+
+    def __call__(self, p: Any) -> None:
+        if self.tracker.progress(p.stage, p.step, p.total):
+            self.text(self.tracker.message)
+            self.gimp.progress_update(self.tracker.fraction)
+
+
+def run_job(
+    gimp: Any,
+    gegl: Any,
+    image: Any,
+    drawable: Any,
+    mode: Mode,
+    config: Any,
+    registered: set[str],
+    plugin_dir: Path,
+    connect: Callable[..., Any] = connect_or_start,
+    guard: Callable[[Path, str], Any] = CancelGuard.start,
+) -> Outcome:
+    """Read -> submit -> wait -> new layer. Any failure raises ProtocolError before the image is touched."""
+    source = read_source(gimp, gegl, image, drawable, mode)
+    gimp.progress_init(f"{mode.label}: connecting to the backend…")
+    progress = Progress(gimp, mode)
+    client = connect(plugin_dir, on_status=progress.text)
+    try:
+        forms = forms_from_hello(client.hello())
+        form: Form | None = forms.get(mode.op)
+        if form is None:
+            raise ProtocolError(
+                ErrorCode.UNKNOWN_OP,
+                f"This backend has no '{mode.op}' op (it offers: {', '.join(sorted(forms)) or 'none'}); "
+                "update it with: python3 install.py",
+            )
+        params = params_from_config(config, form, registered)
+        image_buf, sel_buf = source_buffers(source)
+        progress.tracker.submitting()
+        job = client.submit(mode.op, params, image=image_buf, selection=sel_buf)
+        progress.tracker.accepted(job)
+        watchdog = guard(connection.default_path(), job)
+        try:
+            result = client.wait(job, on_progress=progress)
+        finally:
+            watchdog.done()
+        pixels = check_result_image(result.image, source)
+        mask = None
+        if SELECT in registered and config.get_property(SELECT) and result.mask is not None:
+            mask = packed(result.mask)
+        name = unique_name(layer_name(mode, params), (layer.get_name() for layer in image.get_layers()))
+        layer = write_result(gimp, gegl, image, source, pixels, name, mask=mask)
+        gimp.progress_update(1.0)
+        progress.tracker.finished()
+        return Outcome(layer, job, params, result.meta)
+    finally:
+        client.close()
+        gimp.progress_end()
+
+
+def fill_dialog(dialog: Any, schema_params: list[dict]) -> None:
+    """Basic arguments up front, advanced ones (and the JSON escape hatch) in a folded expander."""
+    advanced = advanced_names(schema_params)
+    basic = [n for n in _arg_order(schema_params) if n not in advanced]
+    dialog.get_label("layeredit-advanced-title", "Advanced", False, False)
+    dialog.fill_box("layeredit-advanced-box", advanced)
+    dialog.fill_expander("layeredit-advanced", "layeredit-advanced-title", False, "layeredit-advanced-box")
+    dialog.fill([*basic, "layeredit-advanced"])
+
+
+def _arg_order(schema_params: list[dict]) -> list[str]:
+    from .pdbargs import EXTRA, arg_name
+
+    return [arg_name(p["name"]) for p in schema_params] + [SELECT, EXTRA]
