@@ -45,7 +45,7 @@ what gets installed where:
   venv        --venv DIR (default: .venv next to install.py), made with the Python running this script
   packages    requirements.txt (+ requirements-dev.txt with --dev); torch=={TORCH_VERSION} on its own, build per --torch
   plugins     Krita / GIMP 3 plugins into the hosts found on this machine (or the ones named with --krita/--gimp)
-  models      only with --models; into --models-dir (default: $LAYEREDIT_MODELS or the backend's default)
+  models      only with --models; into --models-dir (default: $LAYEREDIT_MODELS or models/ next to install.py)
 
 re-running:
   A state file (<venv>/{STATE_NAME}) records what was installed; pip runs again only for the parts whose
@@ -60,7 +60,8 @@ examples:
   python3 install.py                      # backend venv + plugins for the hosts found here
   python3 install.py --dev                # also the test tools (pytest, hypothesis, ruff)
   python3 install.py --torch cuda         # force the CUDA build of torch
-  python3 install.py --models NAME --models-dir ~/models   # NAME: a preset from backend/models/presets.py
+  python3 install.py --models list        # the model presets there are
+  python3 install.py --models sd15-inpaint --models-dir ~/models
   python3 install.py --uninstall          # remove the plugins again (keeps the venv)
   python3 install.py --uninstall --all    # ... and the venv
 """
@@ -484,6 +485,13 @@ def install_models(python: Path, args: argparse.Namespace, tools: Tools) -> None
     if not names:
         raise InstallError("--models needs at least one preset name, e.g. --models sd15-inpaint.")
     models_dir = args.models_dir or os.environ.get("LAYEREDIT_MODELS")
+    if names == ["list"]:
+        tools.run(
+            [str(python), "-m", "backend.models.presets", "--list"],
+            "listing model presets",
+            cwd=tools.project_root,
+        )
+        return
     for name in names:
         cmd = [str(python), "-m", "backend.models.presets", name]
         if models_dir:
@@ -657,20 +665,20 @@ def tail(path: Path, limit: int = 3000) -> str:
 
 
 def describe_hello(info: Any) -> str:
+    """One line from the hello reply: versions, devices and op names (whatever of them the backend sent)."""
     if not isinstance(info, dict):
         return "answered"
-    bits = []
-    for key in ("server_version", "version", "protocol", "device"):
-        if key in info:
-            bits.append(f"{key} {info[key]}")
+    bits = [
+        f"{key} {info[key]}"
+        for key in sorted(info)
+        if "version" in key or key in ("protocol", "device", "devices")
+    ]
     ops = info.get("ops")
-    if isinstance(ops, (list, dict)):
-        names = (
-            [op.get("name", "?") if isinstance(op, dict) else str(op) for op in ops]
-            if isinstance(ops, list)
-            else list(ops)
-        )
-        bits.append("ops: {}".format(", ".join(names)))
+    if isinstance(ops, dict):
+        ops = list(ops)
+    if isinstance(ops, list):
+        names = [str(op.get("name", "?")) if isinstance(op, dict) else str(op) for op in ops]
+        bits.append("ops: " + ", ".join(names))
     return "; ".join(bits) or "answered"
 
 
@@ -764,12 +772,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     models = parser.add_argument_group("models")
     models.add_argument(
-        "--models", metavar="NAME[,NAME]", help="download these model presets (needs network, once)"
+        "--models",
+        metavar="NAME[,NAME]",
+        help="download these model presets (needs network, once); `--models list` shows them",
     )
     models.add_argument(
         "--models-dir",
         metavar="DIR",
-        help="where models go (default: $LAYEREDIT_MODELS or the backend's default)",
+        help="where models go (default: $LAYEREDIT_MODELS or models/ next to install.py)",
     )
     hosts = parser.add_argument_group("host plugins (default: every host found on this machine)")
     hosts.add_argument(
