@@ -582,7 +582,8 @@ def test_self_check_reports_a_backend_that_dies_with_its_log(tmp_path):
 
 
 @pytest.mark.skipif(
-    not (REPO / "backend" / "server.py").exists(), reason="backend server not in this checkout yet"
+    not all((REPO / "backend" / name).exists() for name in ("server.py", "__main__.py")),
+    reason="backend server not in this checkout yet",
 )
 @pytest.mark.slow
 def test_self_check_round_trip_with_the_real_backend():
