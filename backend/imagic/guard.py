@@ -21,14 +21,20 @@ def lora_config(rank: int, targets: tuple[str, ...] = LORA_TARGETS) -> dict:
 
 
 def add_lora(
-    unet: nn.Module, config: dict, weights: dict[str, torch.Tensor] | None = None
+    unet: nn.Module, config: dict, weights: dict[str, torch.Tensor] | None = None, *, seed: int = 0
 ) -> list[nn.Parameter]:
-    """Inject the adapter into ``unet`` (optionally loading ``weights``); returns the adapter's parameters."""
+    """Inject the adapter into ``unet`` (optionally loading ``weights``); returns the adapter's parameters.
+
+    peft initialises LoRA A from the global RNG: it is seeded here (and the global state put back) so the same
+    tuning settings give the same adapter, and a job never shifts other code's random stream."""
     from peft import LoraConfig, inject_adapter_in_model
     from peft.utils import set_peft_model_state_dict
 
     cfg = LoraConfig(init_lora_weights="gaussian", **config)
-    inject_adapter_in_model(cfg, unet, adapter_name=ADAPTER)
+    device = next(unet.parameters()).device
+    with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
+        torch.manual_seed(int(seed))
+        inject_adapter_in_model(cfg, unet, adapter_name=ADAPTER)
     if weights is not None:
         result = set_peft_model_state_dict(unet, weights, adapter_name=ADAPTER)
         unexpected = getattr(result, "unexpected_keys", [])

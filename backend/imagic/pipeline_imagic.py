@@ -298,7 +298,7 @@ class ImagicPipeline:
     def _prepare_finetune(self, params: ImagicParams, guard: ModelGuard) -> tuple[list, dict]:
         if params.finetune == "lora":
             config = lora_config(params.lora_rank)
-            return add_lora(self.unet, config), config
+            return add_lora(self.unet, config, seed=params.tune_seed), config
         guard.backup_weights()
         self._upcast()  # Adam on fp16 weights diverges; the guard restores the original dtype and values
         return list(self.unet.parameters()), {}
