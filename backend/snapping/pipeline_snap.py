@@ -1,0 +1,164 @@
+"""SnapPipeline: a rough selection -> the mask of the object it was drawn around.
+
+Methods (``SnapParams.method``):
+- ``auto``: SAM when a SAM segmenter was injected, else ``combined``.
+- ``combined`` (the embedded default, no downloads): GrabCut on the crop with the whole selection as probable
+  foreground; when its result looks wrong (it collapsed, or it hugs the selection's edge instead of an object
+  inside it), u2netp's confident pixels become sure-foreground seeds for a second GrabCut, and the candidate that
+  stays inside the selection best wins; when every candidate looks wrong the selection is kept as it is.
+  Chosen by measurement on bench/erase_replace.py (see docs/benchmarks/erase.md).
+- ``grabcut``, ``u2netp``, ``sam``: one method alone (``sam`` needs an injected segmenter).
+- ``none`` (or ``SnapParams.enabled=False``): the selection is returned unchanged.
+
+Guarantees: the result never reaches beyond ``margin`` px around the selection; everything runs on the crop
+around the selection, never on the whole layer. Soft selections: where the user's selection is partial
+(0 < s < 1) the result is min(snapped, s), so alpha the user painted survives at the boundary; where the
+selection is full the snap decides; the snap's own anti-aliased edge stays soft.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from backend.imaging import grow, mask_to_float, plan_crop, shrink, to_rgb_u8
+
+from .grabcut import grabcut
+
+METHODS = ("auto", "combined", "grabcut", "u2netp", "sam", "none")
+Callback = Callable[[str, int, int], None]
+
+# candidate checks, measured on the bench scenes: a collapsed GrabCut keeps < 8 % of the selection's area;
+# a wrong one (background picked as the object) covers much of the selection's inner rim
+_MIN_AREA = 0.08
+_MAX_TOUCH = 0.35
+_GOOD_TOUCH = 0.02
+
+
+@dataclass
+class SnapParams:
+    enabled: bool = True
+    method: str = "auto"
+    margin: int = 24  # px: the snapped mask never reaches further than this outside the selection
+    context: float = 0.15  # crop context around the selection, as a fraction of its long side
+    max_side: int = 320  # GrabCut runs on the crop downscaled to this long side
+
+
+@dataclass
+class SnapOutput:
+    mask: np.ndarray  # float32 HxW in [0, 1], aligned to the image
+    method: str  # the method that produced it ("selection" when snapping was off or fell back)
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def _touch_and_area(candidate: np.ndarray, seed: np.ndarray) -> tuple[float, float]:
+    """(share of the selection's 3-px inner rim the candidate covers, candidate area / selection area)."""
+    c = candidate > 0.5
+    rim = seed & ~(shrink(seed, 3) > 0.5)
+    touch = float(c[rim].mean()) if rim.any() else 1.0
+    return touch, float(c.sum() / max(1, seed.sum()))
+
+
+def _plausible(touch: float, area: float) -> bool:
+    return area >= _MIN_AREA and touch <= _MAX_TOUCH
+
+
+class SnapPipeline:
+    """Injected components: ``u2net`` (a callable rgb -> probability, e.g. ``U2NetP()``; None to skip) and
+    ``sam`` (a ``SamSegmenter``; None when its weights are not installed). GrabCut needs nothing."""
+
+    def __init__(self, u2net: Callable[[np.ndarray], np.ndarray] | None = None, sam: Any | None = None):
+        self.u2net = u2net
+        self.sam = sam
+
+    @classmethod
+    def default(cls, sam: Any | None = None) -> SnapPipeline:
+        """GrabCut + u2netp when its file is found (no downloads), plus ``sam`` if given."""
+        from .u2net import U2NetP, find_u2netp
+
+        return cls(u2net=U2NetP() if find_u2netp() else None, sam=sam)
+
+    def __call__(
+        self,
+        image: np.ndarray,
+        selection: np.ndarray,
+        params: SnapParams | None = None,
+        callback: Callback | None = None,
+    ) -> SnapOutput:
+        params = params or SnapParams()
+        if params.method not in METHODS:
+            raise ValueError(f"unknown snap method {params.method!r}; expected one of {', '.join(METHODS)}")
+        sel = mask_to_float(selection)
+        if sel.shape != image.shape[:2]:
+            raise ValueError(f"selection {sel.shape} does not match the image {image.shape[:2]}")
+        seed_full = sel >= 0.5 if (sel >= 0.5).any() else sel > 0
+        if not params.enabled or params.method == "none" or not seed_full.any():
+            return SnapOutput(sel.copy(), "selection", {"snapped": False})
+
+        pad = max(params.margin + 8, 16)
+        plan = plan_crop(seed_full, sel.shape, context=params.context, min_context=pad, target=None)
+        assert plan is not None  # seed_full is not empty
+        rgb = to_rgb_u8(plan.crop(image))
+        seed = plan.crop(seed_full)
+        _report(callback, "snap", 0, 2)
+        prob, method, meta = self._segment(rgb, seed, params, callback)
+        _report(callback, "snap", 2, 2)
+
+        limit = grow(seed, params.margin) > 0
+        crop_sel = plan.crop(sel)
+        snapped = np.where(limit, np.clip(prob, 0.0, 1.0), 0.0).astype(np.float32)
+        partial = (crop_sel > 0) & (crop_sel < 1)
+        snapped[partial] = np.minimum(snapped[partial], crop_sel[partial])
+        out = np.zeros(sel.shape, np.float32)
+        x0, y0, x1, y1 = plan.box
+        out[y0:y1, x0:x1] = snapped
+        meta.update({"snapped": method != "selection", "crop": list(plan.box)})
+        return SnapOutput(out, method, meta)
+
+    def _segment(
+        self, rgb: np.ndarray, seed: np.ndarray, params: SnapParams, callback: Callback | None
+    ) -> tuple[np.ndarray, str, dict[str, Any]]:
+        method = params.method
+        if method == "auto":
+            method = "sam" if self.sam is not None else "combined"
+        if method == "sam":
+            if self.sam is None:
+                raise LookupError("SAM snapping needs SAM weights; none are loaded")
+            return self.sam(rgb, seed, gap=max(4, params.margin // 2)), "sam", {}
+        if method == "u2netp":
+            if self.u2net is None:
+                raise LookupError("u2netp snapping needs u2netp.onnx; it was not found")
+            return self.u2net(rgb) * seed, "u2netp", {}
+        gc = grabcut(rgb, seed, max_side=params.max_side)
+        if method == "grabcut":
+            return gc, "grabcut", {}
+        return self._combined(rgb, seed, gc, params, callback)
+
+    def _combined(
+        self, rgb: np.ndarray, seed: np.ndarray, gc: np.ndarray, params: SnapParams, callback: Callback | None
+    ) -> tuple[np.ndarray, str, dict[str, Any]]:
+        touch, area = _touch_and_area(gc, seed)
+        tried = {"grabcut": {"touch": round(touch, 3), "area": round(area, 3)}}
+        candidates = [("grabcut", gc, touch, area)]
+        if not (_plausible(touch, area) and touch <= _GOOD_TOUCH) and self.u2net is not None:
+            _report(callback, "snap", 1, 2)
+            prob = self.u2net(rgb)
+            helped = grabcut(rgb, seed, max_side=params.max_side, sure_fg=prob > 0.95)
+            for name, cand in (("grabcut+u2netp", helped), ("u2netp", (prob > 0.5) & seed)):
+                t, a = _touch_and_area(cand, seed)
+                tried[name] = {"touch": round(t, 3), "area": round(a, 3)}
+                candidates.append((name, cand.astype(np.float32), t, a))
+        good = [c for c in candidates if _plausible(c[2], c[3])]
+        if not good:
+            return seed.astype(np.float32), "selection", {"fallback": True, "candidates": tried}
+        best_touch = min(c[2] for c in good)
+        name, cand, _, _ = next(c for c in good if c[2] <= best_touch + 0.03)  # ties: earlier (simpler) wins
+        return cand, name, {"fallback": False, "candidates": tried}
+
+
+def _report(callback: Callback | None, stage: str, step: int, total: int) -> None:
+    if callback is not None:
+        callback(stage, step, total)
