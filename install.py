@@ -516,8 +516,17 @@ def hosts_for_install(args: argparse.Namespace, tools: Tools) -> tuple:
     return [host for host in HOSTS if tools.find_host(host)], False
 
 
-def as_path(value: Any) -> Path | None:
-    return None if value in (None, "") else Path(value).expanduser()
+def installer_kwargs(options: dict) -> dict:
+    """Folders become Paths (with ~ expanded); the host Python (a path for GIMP, a version for Krita) stays text."""
+    kwargs = {}
+    for key, value in options.items():
+        if value in (None, ""):
+            kwargs[key] = None
+        elif key.endswith("_dir"):
+            kwargs[key] = Path(value).expanduser()
+        else:
+            kwargs[key] = str(value)
+    return kwargs
 
 
 def jsonable(value: Any) -> Any:
@@ -552,7 +561,7 @@ def install_plugins(python: Path, venv: Path, args: argparse.Namespace, tools: T
             continue
         try:
             module = tools.load_installer(tools.project_root, host)
-            result = module.install(tools.project_root, python, **{k: as_path(v) for k, v in options.items()})
+            result = module.install(tools.project_root, python, **installer_kwargs(options))
         except Exception as exc:
             message = exc if isinstance(exc, InstallError) else f"{type(exc).__name__}: {exc}"
             if explicit:
@@ -704,9 +713,7 @@ def uninstall(venv: Path, args: argparse.Namespace, tools: Tools) -> None:
             continue
         module = tools.load_installer(tools.project_root, host)
         try:
-            module.install(
-                tools.project_root, python, uninstall=True, **{k: as_path(v) for k, v in options.items()}
-            )
+            module.install(tools.project_root, python, uninstall=True, **installer_kwargs(options))
         except Exception as exc:
             raise InstallError(
                 f"removing the {HOST_TITLES[host]} plugin failed: {type(exc).__name__}: {exc}"
@@ -797,13 +804,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--krita-dir", metavar="DIR", help="Krita resource folder to install into (default: Krita's own)"
     )
     hosts.add_argument(
-        "--krita-python", metavar="PATH", help="the Python that Krita embeds, if the installer cannot find it"
+        "--krita-python",
+        metavar="VERSION",
+        help="version of the Python that Krita bundles (e.g. 3.10): a matching pyzmq is put into the plugin",
     )
     hosts.add_argument(
         "--gimp-dir", metavar="DIR", help="GIMP 3 plug-ins folder to install into (default: GIMP's own)"
     )
     hosts.add_argument(
-        "--gimp-python", metavar="PATH", help="the Python that GIMP 3 runs plug-ins with, if not found"
+        "--gimp-python",
+        metavar="PATH",
+        help="the Python GIMP 3 runs plug-ins with, when not the system one: a pyzmq is put into the plugin if it lacks one",
     )
     other = parser.add_argument_group("other")
     other.add_argument(
