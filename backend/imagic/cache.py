@@ -53,11 +53,12 @@ def cache_key(**parts) -> str:
 
 
 def default_cache_dir(models_dir: str | os.PathLike | None = None) -> Path:
-    """$LAYEREDIT_CACHE/imagic, else <models dir>/cache/imagic, else ~/.cache/layeredit/imagic."""
+    """$LAYEREDIT_CACHE/imagic; else <models dir>/cache/imagic when the models dir exists and is writable;
+    else ~/.cache/layeredit/imagic."""
     env = os.environ.get("LAYEREDIT_CACHE")
     if env:
         return Path(env).expanduser() / "imagic"
-    if models_dir:
+    if models_dir and Path(models_dir).expanduser().is_dir() and os.access(Path(models_dir).expanduser(), os.W_OK):
         return Path(models_dir).expanduser() / "cache" / "imagic"
     return Path.home() / ".cache" / "layeredit" / "imagic"
 

@@ -12,7 +12,9 @@ from protocol.errors import ErrorCode
 from .base import JobCancelled, JobContext, Op, OpError, OpInputs, OpResult, OpSpec, ParamSpec
 
 # module name -> class name; modules import lazily so `hello` does not pay for torch until an op runs.
-_PRODUCT_OPS: dict[str, tuple[str, str]] = {}
+_PRODUCT_OPS: dict[str, tuple[str, str]] = {
+    "imagic": ("backend.ops.imagic", "ImagicOp"),
+}
 
 
 class Registry:
