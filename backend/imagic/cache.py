@@ -58,8 +58,9 @@ def default_cache_dir(models_dir: str | os.PathLike | None = None) -> Path:
     env = os.environ.get("LAYEREDIT_CACHE")
     if env:
         return Path(env).expanduser() / "imagic"
-    if models_dir and Path(models_dir).expanduser().is_dir() and os.access(Path(models_dir).expanduser(), os.W_OK):
-        return Path(models_dir).expanduser() / "cache" / "imagic"
+    models = Path(models_dir).expanduser() if models_dir else None
+    if models is not None and models.is_dir() and os.access(models, os.W_OK):
+        return models / "cache" / "imagic"
     return Path.home() / ".cache" / "layeredit" / "imagic"
 
 

@@ -335,7 +335,7 @@ class ImagicPipeline:
     def _fingerprint(self) -> str:
         """Identify the loaded weights for the cache key when the caller gives no model id: configs plus a
         sample of values from every component (two different checkpoints practically never collide)."""
-        h = hashlib.sha256()
+        h = hashlib.sha256(f"{self.unet.dtype}|{self.device.type}".encode())
         for m in (self.unet, self.text_encoder, self.vae):
             cfg = getattr(m, "config", None)
             h.update(
