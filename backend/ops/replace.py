@@ -1,0 +1,196 @@
+"""Op ``replace``: SD inpainting from a prompt inside the selection snapped to the object.
+
+Adapter only: validates parameters, gets the inpainting pipeline (and the LCM-LoRA for ``fast``) from the shared
+ModelManager, builds the snapper, and maps the pipeline's failures onto stable error codes. Imports stay cheap:
+torch, diffusers and the pipeline load inside ``run``.
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+from protocol.errors import ErrorCode
+
+from .base import JobContext, Op, OpError, OpInputs, OpResult, OpSpec, ParamSpec
+
+SNAP_METHODS = ("auto", "combined", "grabcut", "u2netp", "sam", "none")
+
+
+class ReplaceOp(Op):
+    spec = OpSpec(
+        name="replace",
+        help="Replace the selected object with what the prompt describes (Stable Diffusion inpainting); "
+        "pixels outside the edit stay identical.",
+        needs_selection=True,
+        params=(
+            ParamSpec("prompt", "str", "", "What should appear in the selection, e.g. 'a red ceramic vase'."),
+            ParamSpec("negative_prompt", "str", "", "What to avoid, e.g. 'blurry, text, watermark'."),
+            ParamSpec(
+                "seed",
+                "int",
+                -1,
+                "Random seed; -1 picks one (reported back) so a result can be redone.",
+                min=-1,
+                max=2**31 - 1,
+            ),
+            ParamSpec(
+                "steps",
+                "int",
+                25,
+                "Denoising steps: more is slower and often finer (fast mode: max 8).",
+                min=1,
+                max=150,
+            ),
+            ParamSpec(
+                "guidance",
+                "float",
+                7.5,
+                "How strictly to follow the prompt (fast mode: max 2).",
+                min=0.0,
+                max=30.0,
+            ),
+            ParamSpec(
+                "strength",
+                "float",
+                1.0,
+                "1 replaces completely; lower keeps some of the old object's shape and colours.",
+                min=0.05,
+                max=1.0,
+            ),
+            ParamSpec(
+                "fast",
+                "bool",
+                False,
+                "Few-step mode with LCM-LoRA (install: python3 install.py "
+                "--models lcm-lora); SD 1.5 models only.",
+            ),
+            ParamSpec(
+                "snap",
+                "enum",
+                "auto",
+                "How to snap the selection to the object (auto: SAM if installed, "
+                "else GrabCut + u2netp; none: use the selection as drawn).",
+                choices=SNAP_METHODS,
+                advanced=True,
+            ),
+            ParamSpec(
+                "grow",
+                "int",
+                8,
+                "Pixels the edited region extends beyond the object, so the new object blends in.",
+                min=0,
+                max=256,
+                advanced=True,
+            ),
+            ParamSpec(
+                "feather",
+                "int",
+                6,
+                "Blend width in pixels, inside the edited region.",
+                min=0,
+                max=128,
+                advanced=True,
+            ),
+            ParamSpec(
+                "resolution",
+                "int",
+                0,
+                "Model long side in pixels; 0 uses the model's own (512 SD 1.5, 1024 SDXL).",
+                min=0,
+                max=2048,
+                advanced=True,
+            ),
+            ParamSpec(
+                "model",
+                "str",
+                "",
+                "Inpainting model: empty for the installed default, or a folder, "
+                ".safetensors file, name in the models folder, or Hugging Face repo id already cached.",
+                advanced=True,
+            ),
+        ),
+    )
+
+    def run(self, inputs: OpInputs, params: dict[str, Any], ctx: JobContext) -> OpResult:
+        if inputs.image is None:
+            raise OpError(ErrorCode.MISSING_INPUT, "replace needs an image (the layer to edit).")
+        if inputs.selection is None or not (inputs.selection >= 0.5).any():
+            raise OpError(
+                ErrorCode.NO_SELECTION, "Select the object to replace first (the selection is empty)."
+            )
+        if not params["prompt"].strip():
+            raise OpError(
+                ErrorCode.BAD_PARAM, "Describe what should appear: the prompt is empty.", {"param": "prompt"}
+            )
+        import torch
+
+        from backend.replace import EmptySelectionError, ReplaceParams, ReplacePipeline
+
+        models = _models(ctx)
+        pipe = models.load_pipeline("inpaint", params["model"] or None)
+        lora = models.lora_file() if params["fast"] else None
+        if params["fast"] and "XL" in type(pipe).__name__:
+            raise OpError(
+                ErrorCode.BAD_PARAM,
+                "Fast mode uses the SD 1.5 LCM-LoRA; this model is not SD 1.5. "
+                "Turn fast off or choose an SD 1.5 inpainting model.",
+                {"param": "fast"},
+            )
+        seed = params["seed"] if params["seed"] >= 0 else secrets.randbelow(2**31)
+        replace = ReplacePipeline(pipe, snapper=make_snapper(models, params["snap"]), lcm_lora=lora)
+        job = ReplaceParams(
+            prompt=params["prompt"],
+            negative_prompt=params["negative_prompt"],
+            strength=params["strength"],
+            num_inference_steps=params["steps"],
+            guidance_scale=params["guidance"],
+            seed=seed,
+            fast=params["fast"],
+            grow_px=params["grow"],
+            feather_px=params["feather"],
+            resolution=params["resolution"] or None,
+        )
+
+        def step(stage: str, i: int, total: int) -> None:
+            ctx.progress(stage, i, total)
+            ctx.check_cancelled()
+
+        try:
+            out = replace(inputs.image, inputs.selection, job, callback=step)
+        except EmptySelectionError as exc:
+            raise OpError(ErrorCode.NO_SELECTION, f"Nothing to replace: {exc}.") from None
+        except torch.OutOfMemoryError:
+            raise OpError(
+                ErrorCode.OUT_OF_MEMORY,
+                "Out of GPU memory while replacing; lower 'resolution', "
+                "select a smaller area, or close other GPU programs.",
+            ) from None
+        return OpResult(out.image, mask=out.mask, meta={**out.info, "seed": seed})
+
+
+def _models(ctx: JobContext):
+    if ctx.models is not None:
+        return ctx.models
+    from backend.models import ModelManager
+
+    ctx.models = ModelManager(device=ctx.device)
+    return ctx.models
+
+
+def make_snapper(models: Any, method: str):
+    """selection -> object mask via the snapping helper's SnapPipeline (SAM when installed and wanted)."""
+    if method == "none":
+        return None
+    from backend.snapping.pipeline_snap import SnapParams, SnapPipeline
+
+    sam = None
+    if method in ("auto", "sam") and models.has_model("sam"):
+        from backend.snapping.sam import SamSegmenter
+
+        model, processor = models.load_sam()
+        sam = SamSegmenter(model, processor)
+    elif method == "sam":
+        models.load_sam()  # raises MODEL_MISSING naming the install command
+    snap = SnapPipeline.default(sam=sam)
+    return lambda image, selection: snap(image, selection, SnapParams(method=method)).mask
