@@ -14,6 +14,7 @@ from .base import JobCancelled, JobContext, Op, OpError, OpInputs, OpResult, OpS
 # module name -> class name; modules import lazily so `hello` does not pay for torch until an op runs.
 _PRODUCT_OPS: dict[str, tuple[str, str]] = {
     "imagic": ("backend.ops.imagic", "ImagicOp"),
+    "replace": ("backend.ops.replace", "ReplaceOp"),
 }
 
 
