@@ -578,17 +578,27 @@ def install_plugins(python: Path, venv: Path, args: argparse.Namespace, tools: T
 # ----------------------------------------------------------------------------------------------------------------
 # Self-check: start the backend in a private runtime dir, say hello through the real client, stop it.
 
+# Runs in the venv (pyzmq lives there). A backend's very first start after an install can keep it busy for a
+# few seconds (cold caches, first imports) so that the client declares it gone; it is retried while the server
+# process lives, and the number of tries is reported.
 CLIENT_SNIPPET = """\
-import json, sys
+import json, sys, time
 from protocol.client import Client
-client = Client.connect(sys.argv[1])
-try:
-    info = client.hello()
-finally:
-    close = getattr(client, "close", None)
-    if close:
-        close()
-print(json.dumps(info, default=str))
+from protocol.errors import ProtocolError
+deadline = time.monotonic() + float(sys.argv[2])
+attempt = 0
+while True:
+    attempt += 1
+    try:
+        with Client.connect(sys.argv[1]) as client:
+            info = client.hello()
+        break
+    except ProtocolError as exc:
+        if exc.code.value not in ("backend_gone", "timeout", "no_backend") or time.monotonic() > deadline:
+            raise
+        print("hello attempt %d: %s; retrying" % (attempt, exc), file=sys.stderr, flush=True)
+        time.sleep(1.0)
+print(json.dumps({"hello": info, "attempts": attempt}, default=str))
 """
 
 
@@ -612,7 +622,7 @@ def run_self_check(project_root: Path, python: Path, timeout: float = SELF_CHECK
     try:
         wait_for_connection_file(server, connection, log_path, timeout)
         done = subprocess.run(
-            [str(python), "-c", CLIENT_SNIPPET, str(connection)],
+            [str(python), "-c", CLIENT_SNIPPET, str(connection), str(timeout / 2)],
             cwd=str(project_root),
             env=env,
             stdin=subprocess.DEVNULL,
@@ -625,9 +635,15 @@ def run_self_check(project_root: Path, python: Path, timeout: float = SELF_CHECK
                 f"self-check: the backend started but `hello` failed:\n{done.stderr.strip()[-2000:]}\nbackend log:\n{tail(log_path)}"
             )
         try:
-            return json.loads(done.stdout.strip().splitlines()[-1])
-        except (ValueError, IndexError) as exc:
+            answer = json.loads(done.stdout.strip().splitlines()[-1])
+            info, attempts = answer["hello"], answer["attempts"]
+        except (ValueError, IndexError, KeyError, TypeError) as exc:
             raise InstallError(f"self-check: `hello` printed no JSON: {done.stdout[-500:]!r}") from exc
+        if attempts > 1:
+            print(
+                f"    the backend answered hello on try {attempts} (a slow first start):\n{done.stderr.rstrip()}"
+            )
+        return info
     except subprocess.TimeoutExpired as exc:
         raise InstallError(
             f"self-check: `hello` got no answer within {timeout:.0f} s.\nbackend log:\n{tail(log_path)}"

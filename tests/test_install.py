@@ -583,6 +583,38 @@ def test_self_check_reports_a_backend_that_dies_with_its_log(tmp_path):
         install.run_self_check(tmp_path, Path(sys.executable), timeout=30)
 
 
+SLOW_BACKEND = """\
+import os, time, zmq
+from protocol import connection, wire
+sock = zmq.Context().socket(zmq.ROUTER)
+port = sock.bind_to_random_port("tcp://127.0.0.1")
+info = connection.ConnectionInfo(endpoint=f"tcp://127.0.0.1:{port}", key=connection.new_key(), pid=os.getpid())
+connection.write(info)
+time.sleep(4.0)  # busy like a cold first start: pings go unanswered, the client calls the backend gone
+while True:
+    identity, body = wire.split_identities(sock.recv_multipart())
+    msg = wire.decode(body, info.key_bytes)
+    content = {"protocol": "1.0", "ops": [{"name": "slow"}]} if msg.type == wire.HELLO else {}
+    reply = wire.Message(wire.PONG if msg.type == wire.PING else wire.CAPABILITIES, parent=msg.id, content=content)
+    sock.send_multipart([*identity, *wire.encode(reply, info.key_bytes)], copy=False)
+"""
+
+
+def test_self_check_retries_a_backend_that_is_slow_to_answer_at_first(tmp_path, monkeypatch, capsys):
+    """The real client against a stand-in backend that ignores everything for its first 4 s."""
+    python = REPO / ".venv" / "bin" / "python"
+    if not python.exists():
+        pytest.skip("needs the project's .venv (pyzmq)")
+    (tmp_path / "backend").mkdir()
+    (tmp_path / "backend" / "__init__.py").write_text("")
+    (tmp_path / "backend" / "__main__.py").write_text(SLOW_BACKEND)
+    monkeypatch.setenv("PYTHONPATH", str(REPO))  # the real protocol package
+    info = install.run_self_check(tmp_path, python, timeout=60)
+    assert info == {"protocol": "1.0", "ops": [{"name": "slow"}]}
+    out = capsys.readouterr().out
+    assert "answered hello on try" in out and "hello attempt 1: [no_backend]" in out
+
+
 @pytest.mark.skipif(
     not all((REPO / "backend" / name).exists() for name in ("server.py", "__main__.py")),
     reason="backend server not in this checkout yet",
