@@ -600,6 +600,7 @@ while True:
 """
 
 
+@pytest.mark.slow
 def test_self_check_retries_a_backend_that_is_slow_to_answer_at_first(tmp_path, monkeypatch, capsys):
     """The real client against a stand-in backend that ignores everything for its first 4 s."""
     python = REPO / ".venv" / "bin" / "python"
