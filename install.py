@@ -640,9 +640,8 @@ def run_self_check(project_root: Path, python: Path, timeout: float = SELF_CHECK
         except (ValueError, IndexError, KeyError, TypeError) as exc:
             raise InstallError(f"self-check: `hello` printed no JSON: {done.stdout[-500:]!r}") from exc
         if attempts > 1:
-            print(
-                f"    the backend answered hello on try {attempts} (a slow first start):\n{done.stderr.rstrip()}"
-            )
+            notes = "".join(f"\n      {line}" for line in done.stderr.strip().splitlines())
+            print(f"    the backend was busy at first and answered hello on try {attempts}:{notes}")
         return info
     except subprocess.TimeoutExpired as exc:
         raise InstallError(

@@ -613,7 +613,7 @@ def test_self_check_retries_a_backend_that_is_slow_to_answer_at_first(tmp_path, 
     info = install.run_self_check(tmp_path, python, timeout=60)
     assert info == {"protocol": "1.0", "ops": [{"name": "slow"}]}
     out = capsys.readouterr().out
-    assert "answered hello on try" in out and "hello attempt 1: [no_backend]" in out
+    assert "answered hello on try 2" in out and "hello attempt 1: [no_backend]" in out
 
 
 @pytest.mark.skipif(
