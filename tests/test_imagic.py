@@ -354,3 +354,33 @@ def test_empty_selection_and_bad_params_are_clear_errors(sd):
 def test_adam_8bit_falls_back_on_cpu(sd):
     out = ImagicPipeline.from_pipe(sd)(_image(), None, _params(adam_8bit=True))
     assert out.info["embedding"]["optimizer"] == "adam"
+
+
+def test_cache_dir_follows_environment_then_models_dir(tmp_path, monkeypatch):
+    from backend.imagic import default_cache_dir
+
+    monkeypatch.setenv("LAYEREDIT_CACHE", str(tmp_path / "c"))
+    assert default_cache_dir(tmp_path) == tmp_path / "c" / "imagic"
+    monkeypatch.delenv("LAYEREDIT_CACHE")
+    assert default_cache_dir(tmp_path) == tmp_path / "cache" / "imagic"
+    assert default_cache_dir(tmp_path / "missing").parts[-3:] == (".cache", "layeredit", "imagic")
+
+
+def test_op_schema_defaults_match_the_pipeline_defaults():
+    from backend.ops.imagic import SPEC, pipeline_params
+
+    p = pipeline_params(SPEC.validate({"prompt": "a dog"}))
+    d = ImagicParams("a dog")
+    assert (p.etas, p.embedding_steps, p.finetune_steps, p.finetune, p.lr) == (
+        d.etas,
+        d.embedding_steps,
+        d.finetune_steps,
+        d.finetune,
+        d.lr,
+    )
+    assert (p.num_inference_steps, p.guidance_scale, p.lora_rank, p.precision) == (
+        d.num_inference_steps,
+        d.guidance_scale,
+        d.lora_rank,
+        d.precision,
+    )
