@@ -208,6 +208,7 @@ class ModelManager:
             ) from exc
 
     def _load_pipeline(self, kind: str, loc: Location):
+        _quiet_progress_bars()
         pipe = self._load_single_file(kind, loc) if loc.form == "file" else self._load_folder(kind, loc)
         if not self.device.startswith("cpu"):
             pipe = pipe.to(self.device)
@@ -283,6 +284,7 @@ class ModelManager:
         )
 
     def _load_sam(self, loc: Location):
+        _quiet_progress_bars()
         from transformers import SamModel, SamProcessor
 
         if loc.form != "folder" or not (loc.path / "config.json").is_file():
@@ -295,6 +297,15 @@ class ModelManager:
         model = model.to(self.device).eval()
         processor = SamProcessor.from_pretrained(str(loc.path), local_files_only=True)
         return model, processor
+
+
+def _quiet_progress_bars() -> None:
+    """Loading bars belong in a terminal, not in the backend's log; the CLI shows job progress itself."""
+    import diffusers.utils.logging as dlog
+    import transformers.utils.logging as tlog
+
+    dlog.disable_progress_bar()
+    tlog.disable_progress_bar()
 
 
 def _unet_in_channels(folder: Path) -> int | None:

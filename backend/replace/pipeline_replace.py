@@ -21,6 +21,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from backend.imaging import (
+    bbox,
     binarize,
     composite,
     feather_inward,
@@ -89,6 +90,22 @@ def native_resolution(pipe: Any) -> int:
     return int(pipe.unet.config.sample_size) * int(getattr(pipe, "vae_scale_factor", 8))
 
 
+def _grown(mask: np.ndarray, px: int) -> np.ndarray:
+    """``mask`` (0/1 float32) dilated by ``px``, computed on a window around it only."""
+    box = bbox(mask > 0)
+    assert box is not None
+    h, w = mask.shape
+    x0, y0, x1, y1 = (
+        max(0, box[0] - px - 1),
+        max(0, box[1] - px - 1),
+        min(w, box[2] + px + 1),
+        min(h, box[3] + px + 1),
+    )
+    out = np.zeros((h, w), np.float32)
+    out[y0:y1, x0:x1] = grow(mask[y0:y1, x0:x1], px) >= 0.5
+    return out
+
+
 class ReplacePipeline:
     """Inpaint a prompt into the snapped selection. ``pipe``: a diffusers inpainting pipeline (SD or SDXL).
     ``snapper``: selection -> object mask, None to use the selection as it is. ``lcm_lora``: the LCM-LoRA
@@ -116,19 +133,23 @@ class ReplacePipeline:
         snapped = self._snap(image, selection)
         report("snap", 1, 1)
         t_snap = time.perf_counter()
-        region = (grow(snapped, params.grow_px) >= 0.5).astype(np.float32)
+        region = _grown(snapped, params.grow_px)
         target = params.resolution or native_resolution(self.pipe)
         plan = plan_crop(region, image.shape, context=params.context, target=target, multiple=8)
         assert plan is not None  # the region contains the non-empty snapped mask
-        model_rgb = plan.to_model(to_rgb_u8(image))
-        model_mask = plan.to_model(region, smooth=False)
+        # from here on everything works on the crop: a small edit on a huge layer stays cheap
+        crop_region = plan.crop(region)
+        model_rgb = plan.to_model(to_rgb_u8(plan.crop(image)))
+        model_mask = plan.to_model(crop_region, smooth=False)
         generated = self._inpaint(model_rgb, model_mask, params, report)
         t_model = time.perf_counter()
         crop_new = plan.from_model(generated)  # float32 [0, 1], crop-sized RGB
-        blend = feather_inward(region, params.feather_px)
+        blend = feather_inward(crop_region, params.feather_px)
         out = image.copy()
         x0, y0, x1, y1 = plan.box
-        out[y0:y1, x0:x1] = composite(plan.crop(image), crop_new, plan.crop(blend))
+        out[y0:y1, x0:x1] = composite(plan.crop(image), crop_new, blend)
+        edit_mask = np.zeros(image.shape[:2], np.uint8)
+        edit_mask[y0:y1, x0:x1] = mask_to_u8(blend)
         info = {
             "crop_box": list(plan.box),
             "model_size": list(plan.model_size),
@@ -141,7 +162,7 @@ class ReplacePipeline:
                 "total": round(time.perf_counter() - t0, 4),
             },
         }
-        return ReplaceOutput(out, mask_to_u8(snapped), mask_to_u8(blend), info)
+        return ReplaceOutput(out, mask_to_u8(snapped), edit_mask, info)
 
     # ---- steps ---------------------------------------------------------------------------------------------
     def _snap(self, image: np.ndarray, selection: np.ndarray) -> np.ndarray:
