@@ -1,0 +1,230 @@
+"""Replace speed: the end-to-end op path against the raw diffusers call on the same crop.
+
+What the backend adds around the model (snap-off plumbing: mask growth, crop plan, scaling, PIL conversion,
+per-step progress/cancel callback, inward feather, bit-exact composite) must stay small next to the model. Both
+are timed side by side, interleaved, on the same inputs; figures are medians.
+
+    OMP_NUM_THREADS=1 .venv/bin/python -m bench.replace_speed                 # tiny + SD-1.5-shaped
+    .venv/bin/python -m bench.replace_speed --only tiny --runs 9
+    .venv/bin/python -m bench.replace_speed --only sd15 --size 256 --steps 2 --runs 3
+
+``tiny``: the test suite's random-weight pipeline (tests/tiny_models.py) loaded from disk through ModelManager.
+``sd15``: random weights in the real SD-1.5 inpainting shapes (UNet 320/640/1280/1280, 2 layers per block,
+cross-attention 768, 8 heads, 9 input channels; CLIP text 768 x 12 layers; VAE 128/256/512/512): real FLOPs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def scene(size: tuple[int, int] = (768, 1024), seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """A photo-sized RGBA layer with a selection of about a fifth of its long side."""
+    rng = np.random.default_rng(seed)
+    h, w = size
+    image = rng.integers(0, 256, (h, w, 4), dtype=np.uint8)
+    image[..., 3] = 255
+    yy, xx = np.mgrid[:h, :w]
+    selection = (((yy - h / 2) / (h / 10)) ** 2 + ((xx - w / 2) / (w / 9)) ** 2 <= 1).astype(np.float32)
+    return image, selection
+
+
+def _raw_inputs(pipe: Any, image: np.ndarray, selection: np.ndarray, params: Any):
+    """The exact crop ReplacePipeline feeds the model, as PIL images (prepared once, outside the timing)."""
+    from PIL import Image
+
+    from backend.imaging import grow, plan_crop, to_rgb_u8
+    from backend.replace.pipeline_replace import native_resolution
+
+    region = (grow(selection >= 0.5, params.grow_px) >= 0.5).astype(np.float32)
+    plan = plan_crop(
+        region, image.shape, context=params.context, target=params.resolution or native_resolution(pipe)
+    )
+    rgb = plan.to_model(to_rgb_u8(image))
+    mask = (plan.to_model(region, smooth=False) * 255).astype(np.uint8)
+    return Image.fromarray(rgb), Image.fromarray(mask), plan.model_size
+
+
+def compare(pipe: Any, image: np.ndarray, selection: np.ndarray, params: Any, runs: int) -> dict[str, Any]:
+    """Median seconds of the raw pipeline call and of ReplacePipeline (snapping off), interleaved."""
+    import torch
+
+    from backend.replace import ReplacePipeline
+
+    replace = ReplacePipeline(pipe)
+    crop, mask, (w, h) = _raw_inputs(pipe, image, selection, params)
+
+    def raw() -> None:
+        pipe(
+            prompt=params.prompt,
+            image=crop,
+            mask_image=mask,
+            height=h,
+            width=w,
+            strength=params.strength,
+            num_inference_steps=params.num_inference_steps,
+            guidance_scale=params.guidance_scale,
+            generator=torch.Generator().manual_seed(params.seed),
+            output_type="np",
+        )
+
+    def ours() -> None:
+        replace(image, selection, params, callback=lambda stage, i, n: None)
+
+    raw(), ours()  # warm-up: first-call allocations, kernel selection
+    t_raw, t_ours = [], []
+    for _ in range(runs):
+        for fn, into in ((raw, t_raw), (ours, t_ours)):
+            t0 = time.perf_counter()
+            fn()
+            into.append(time.perf_counter() - t0)
+    m_raw, m_ours = statistics.median(t_raw), statistics.median(t_ours)
+    return {
+        "image": f"{image.shape[1]}x{image.shape[0]}",
+        "model_size": f"{w}x{h}",
+        "steps": params.num_inference_steps,
+        "runs": runs,
+        "raw_s": m_raw,
+        "replace_s": m_ours,
+        "ratio": m_ours / m_raw,
+        "overhead_ms": (m_ours - m_raw) * 1000,
+    }
+
+
+def measure_tiny(runs: int, resolutions: tuple[int, ...] = (64, 512), steps: int = 4) -> list[dict[str, Any]]:
+    from backend.models import ModelManager
+    from backend.replace import ReplaceParams
+    from tests.tiny_models import build_tiny_inpaint
+
+    out = []
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = build_tiny_inpaint(Path(tmp) / "tiny-inpaint")
+        pipe = ModelManager(models_dir=tmp, device="cpu").load_pipeline("inpaint", str(folder))
+        image, selection = scene()
+        for res in resolutions:
+            params = ReplaceParams(prompt="a red vase", num_inference_steps=steps, seed=0, resolution=res)
+            out.append({"model": "tiny", **compare(pipe, image, selection, params, runs)})
+    return out
+
+
+def build_sd15_shaped_inpaint():
+    """StableDiffusionInpaintPipeline with random weights in SD-1.5's real shapes (fp32, CPU)."""
+    import torch
+    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionInpaintPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    from tests.tiny_models import _tokenizer
+
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(
+        sample_size=64,
+        in_channels=9,
+        out_channels=4,
+        block_out_channels=(320, 640, 1280, 1280),
+        layers_per_block=2,
+        down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+        up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
+        cross_attention_dim=768,
+        attention_head_dim=8,
+    )
+    vae = AutoencoderKL(
+        block_out_channels=(128, 256, 512, 512),
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        latent_channels=4,
+        layers_per_block=2,
+        sample_size=512,
+    )
+    tmp = tempfile.mkdtemp()
+    tokenizer, vocab = _tokenizer(Path(tmp) / "tok")
+    text = CLIPTextModel(
+        CLIPTextConfig(
+            hidden_size=768,
+            intermediate_size=3072,
+            num_attention_heads=12,
+            num_hidden_layers=12,
+            vocab_size=49408,
+            max_position_embeddings=77,
+            bos_token_id=vocab - 2,
+            eos_token_id=vocab - 1,
+            pad_token_id=vocab - 1,
+        )
+    )
+    scheduler = DDIMScheduler(
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        clip_sample=False,
+        set_alpha_to_one=False,
+        steps_offset=1,
+    )
+    pipe = StableDiffusionInpaintPipeline(
+        unet=unet.eval(),
+        vae=vae.eval(),
+        text_encoder=text.eval(),
+        tokenizer=tokenizer,
+        scheduler=scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def measure_sd15(runs: int, size: int = 256, steps: int = 2, device: str = "cpu") -> list[dict[str, Any]]:
+    import torch
+
+    from backend.replace import ReplaceParams
+
+    pipe = build_sd15_shaped_inpaint()
+    if device != "cpu":
+        pipe = pipe.to(device, torch.float16)
+    params = ReplaceParams(prompt="a red vase", num_inference_steps=steps, seed=0, resolution=size)
+    image, selection = scene()
+    with torch.inference_mode():
+        return [{"model": f"sd15-shaped ({device})", **compare(pipe, image, selection, params, runs)}]
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    head = "| model | image | model size | steps | runs | raw call (s, median) | replace (s, median) | ratio | overhead (ms) |"
+    lines = [head, "|" + "---|" * 9]
+    for r in rows:
+        lines.append(
+            f"| {r['model']} | {r['image']} | {r['model_size']} | {r['steps']} | {r['runs']} | {r['raw_s']:.4f} | "
+            f"{r['replace_s']:.4f} | {r['ratio']:.3f} | {r['overhead_ms']:.1f} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--only", default="tiny,sd15", help="comma list of: tiny, sd15")
+    parser.add_argument("--runs", type=int, default=7)
+    parser.add_argument("--sd15-runs", type=int, default=3)
+    parser.add_argument("--size", type=int, default=256, help="model resolution for sd15")
+    parser.add_argument("--steps", type=int, default=2, help="denoising steps for sd15")
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args(argv)
+    import torch
+
+    rows: list[dict[str, Any]] = []
+    parts = args.only.split(",")
+    if "tiny" in parts:
+        rows += measure_tiny(args.runs)
+    if "sd15" in parts:
+        rows += measure_sd15(args.sd15_runs, args.size, args.steps, args.device)
+    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}")
+    print(table(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
