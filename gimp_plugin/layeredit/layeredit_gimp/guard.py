@@ -25,7 +25,9 @@ class CancelGuard:
 
     @classmethod
     def start(cls, connection_file: Path, job_id: str, python: str | None = None) -> CancelGuard:
-        plugin_dir = Path(__file__).resolve().parents[1]
+        import protocol  # the guard imports the same copy (vendored in the plug-in, or the project's)
+
+        plugin_dir = Path(protocol.__file__).resolve().parents[1]
         cmd = [
             python or sys.executable,
             str(Path(__file__).resolve()),

@@ -1,0 +1,460 @@
+"""The GIMP plug-in's adapter logic without GIMP: a fake Gimp/Gegl (tests/hosts/gimp/fake_gimp.py), the shared
+hostkit, a real backend server in a thread, and the real installer."""
+
+from __future__ import annotations
+
+import json
+import signal
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from protocol.errors import ErrorCode, ProtocolError
+from protocol.hostkit import Form, mode_by_label
+from tests.hosts.gimp import fake_gimp
+
+ROOT = Path(__file__).resolve().parents[1]
+PLUGIN_DIR = ROOT / "gimp_plugin" / "layeredit"
+sys.path.insert(0, str(PLUGIN_DIR))
+
+from layeredit_gimp import gimpio, pdbargs, plugin  # noqa: E402
+
+ERASE, IMAGIC = mode_by_label("erase"), mode_by_label("imagic")
+
+
+def _image(precision="u8-non-linear", size=(40, 30), layer=(24, 20), offset=(10, 6)):
+    image = fake_gimp.Image(*size, precision=precision)
+    src = fake_gimp.Layer(image, "src", *layer, image.pixel_babl)
+    src.set_offsets(*offset)
+    bpp = src.buffer.bpp
+    src.buffer.data[:] = bytes((i * 7 + 3) % 251 for i in range(layer[0] * layer[1] * bpp))
+    image.layers.append(src)
+    return image, src
+
+
+@pytest.mark.parametrize(
+    ("nick", "babl", "sample", "mask"),
+    [
+        ("u8-non-linear", "R'G'B'A u8", "u8", "Y u8"),
+        ("u16-non-linear", "R'G'B'A u16", "u16", "Y float"),
+        ("u16-linear", "RGBA u16", "u16", "Y float"),
+        ("half-perceptual", "R~G~B~A half", "f16", "Y float"),
+        ("float-linear", "RGBA float", "f32", "Y float"),
+        ("double-non-linear", "R'G'B'A float", "f32", "Y float"),
+    ],
+)
+def test_pixel_format_follows_precision(nick, babl, sample, mask):
+    fmt = gimpio.pixel_format(nick)
+    assert (fmt.babl, fmt.sample, fmt.mask_babl) == (babl, sample, mask)
+
+
+def test_pixel_format_rejects_unknown():
+    with pytest.raises(ValueError):
+        gimpio.pixel_format("u12-linear")
+
+
+def test_read_source_offset_layer_region_and_selection():
+    gimp, gegl = fake_gimp.make_modules()
+    image, src = _image()
+    image.select_rectangle("REPLACE", 14, 10, 6, 5)  # inside the layer (layer spans x 10..34, y 6..26)
+    source = gimpio.read_source(gimp, gegl, image, src, ERASE)
+    r = source.region
+    # region = selection + context, clipped to the layer and the canvas
+    assert (r.x, r.y, r.right, r.bottom) == (10, 6, 34, 26)
+    assert len(source.pixels) == r.w * r.h * 4
+    local = gegl.Rectangle.new(r.x - 10, r.y - 6, r.w, r.h)
+    assert source.pixels == src.buffer.get(local, 1.0, "R'G'B'A u8", gegl.AbyssPolicy.NONE)
+    sel = source.selection
+    assert sel is not None and sel.count(255) == 30 and sel.count(0) == r.w * r.h - 30
+    # the first selected sample sits at image (14, 10) -> region-relative (4, 4)
+    assert sel.index(255) == (10 - r.y) * r.w + (14 - r.x)
+
+
+def test_read_source_without_selection():
+    gimp, gegl = fake_gimp.make_modules()
+    image, src = _image(layer=(50, 20), offset=(-5, 4))  # sticks out of the canvas on the left and right
+    with pytest.raises(ProtocolError) as err:
+        gimpio.read_source(gimp, gegl, image, src, ERASE)
+    assert err.value.code == ErrorCode.NO_SELECTION
+    source = gimpio.read_source(gimp, gegl, image, src, IMAGIC)  # whole visible part of the layer
+    assert source.selection is None
+    assert (source.region.x, source.region.y, source.region.w, source.region.h) == (0, 4, 40, 20)
+
+
+def test_read_source_selection_missing_the_layer_is_an_error():
+    gimp, gegl = fake_gimp.make_modules()
+    image, src = _image()
+    image.select_rectangle("REPLACE", 0, 0, 5, 5)
+    with pytest.raises(ProtocolError) as err:
+        gimpio.read_source(gimp, gegl, image, src, ERASE)
+    assert err.value.code == ErrorCode.NO_SELECTION
+
+
+def test_read_source_u16_and_float_use_matching_formats():
+    gimp, gegl = fake_gimp.make_modules()
+    for precision, bpp in (("u16-non-linear", 8), ("float-linear", 16)):
+        image, src = _image(precision=precision)
+        image.select_rectangle("REPLACE", 14, 10, 6, 5)
+        source = gimpio.read_source(gimp, gegl, image, src, ERASE)
+        assert len(source.pixels) == source.region.w * source.region.h * bpp
+        assert len(source.selection) == source.region.w * source.region.h * 4  # "Y float"
+
+
+def test_write_result_new_layer_above_source_in_one_undo_group():
+    gimp, gegl = fake_gimp.make_modules()
+    image, src = _image()
+    image.select_rectangle("REPLACE", 14, 10, 6, 5)
+    before = bytes(src.buffer.data)
+    source = gimpio.read_source(gimp, gegl, image, src, ERASE)
+    r = source.region
+    result = bytes(255 - b for b in source.pixels)
+    mask = bytes(255 if i % 3 == 0 else 0 for i in range(r.w * r.h))
+    layer = gimpio.write_result(gimp, gegl, image, source, result, "Erase", mask=mask)
+    assert image.layers == [layer, src]  # right above the source
+    assert (layer.x, layer.y, layer.width, layer.height) == (r.x, r.y, r.w, r.h)
+    assert bytes(layer.buffer.data) == result
+    assert bytes(src.buffer.data) == before  # the source is never written
+    assert image.undo_groups == 1 and image.undo_depth == 0
+    assert image.channels == []  # the temporary channel is gone
+    got = image.selection.buffer.get(
+        gegl.Rectangle.new(r.x, r.y, r.w, r.h), 1.0, "Y u8", gegl.AbyssPolicy.NONE
+    )
+    assert got == mask
+    with pytest.raises(ValueError):
+        gimpio.write_result(gimp, gegl, image, source, result[:-1], "Erase")
+
+
+SCHEMA = {
+    "name": "replace",
+    "help": "Replace the object",
+    "params": [
+        {"name": "prompt", "type": "str", "default": "", "help": "what to paint"},
+        {"name": "strength", "type": "float", "default": 0.9, "help": "s", "min": 0.0, "max": 1.0},
+        {"name": "seed", "type": "int", "default": -1, "help": "seed", "min": -1, "max": 2**31 - 1},
+        {"name": "snap", "type": "bool", "default": True, "help": "snap"},
+        {
+            "name": "snapper",
+            "type": "enum",
+            "default": "grabcut",
+            "help": "x",
+            "choices": ["grabcut", "u2net"],
+        },
+        {"name": "eta", "type": "float_list", "default": [0.7], "help": "eta", "advanced": True},
+    ],
+}
+
+
+class FakeChoice:
+    def __init__(self):
+        self.items = []
+
+    @classmethod
+    def new(cls):
+        return cls()
+
+    def add(self, nick, ident, label, help_):
+        self.items.append(nick)
+
+
+def test_add_arguments_from_schema():
+    proc = fake_gimp.RecordingProcedure()
+    gimp = type("G", (), {"Choice": FakeChoice})
+    gobject = type("O", (), {"ParamFlags": type("F", (), {"READWRITE": 3})})
+    names = pdbargs.add_arguments(proc, SCHEMA, gimp, gobject)
+    assert names == ["prompt", "strength", "seed", "snap", "snapper", "eta"]
+    assert proc.args["strength"] == ("double", ("Strength", "s", 0.0, 1.0, 0.9, 3))
+    assert proc.args["seed"][0] == "int" and proc.args["seed"][1][2:5] == (-1, 2**31 - 1, -1)
+    assert proc.args["snap"][0] == "boolean"
+    kind, rest = proc.args["snapper"]
+    assert kind == "choice" and rest[2].items == ["grabcut", "u2net"] and rest[3] == "grabcut"
+    assert proc.args["eta"] == ("string", ("Eta", "eta (comma list)", "0.7", 3))
+    assert {pdbargs.SELECT, pdbargs.EXTRA} <= set(proc.args)
+    assert pdbargs.advanced_names(SCHEMA["params"]) == ["eta", pdbargs.EXTRA]
+
+
+def test_params_from_config_uses_live_schema():
+    config = fake_gimp.Config(
+        prompt="a red car",
+        strength=0.5,
+        seed=7,
+        snap=False,
+        snapper="u2net",
+        eta="0.6, 0.8",
+        **{pdbargs.EXTRA: '{"steps": 4}', pdbargs.SELECT: False, "gone": 1},
+    )
+    registered = {
+        "prompt",
+        "strength",
+        "seed",
+        "snap",
+        "snapper",
+        "eta",
+        "gone",
+        pdbargs.EXTRA,
+        pdbargs.SELECT,
+    }
+    params = pdbargs.params_from_config(config, Form.from_op_json(SCHEMA), registered)
+    assert params == {
+        "prompt": "a red car",
+        "strength": 0.5,
+        "seed": 7,
+        "snap": False,
+        "snapper": "u2net",
+        "eta": [0.6, 0.8],
+        "steps": 4,
+    }
+    # a parameter GIMP has not registered (backend newer than the plug-in's registration) keeps its default
+    params = pdbargs.params_from_config(config, Form.from_op_json(SCHEMA), {"prompt"})
+    assert params["strength"] == 0.9 and params["prompt"] == "a red car"
+
+
+@pytest.mark.parametrize("extra", ["{nope", "[1, 2]"])
+def test_params_from_config_bad_extra(extra):
+    config = fake_gimp.Config(prompt="x", **{pdbargs.EXTRA: extra})
+    with pytest.raises(ProtocolError) as err:
+        pdbargs.params_from_config(config, Form.from_op_json(SCHEMA), {"prompt", pdbargs.EXTRA})
+    assert err.value.code == ErrorCode.BAD_PARAM
+
+
+def test_params_from_config_out_of_range_is_bad_param():
+    config = fake_gimp.Config(strength=2.0)
+    with pytest.raises(ProtocolError) as err:
+        pdbargs.params_from_config(config, Form.from_op_json(SCHEMA), {"strength"})
+    assert err.value.code == ErrorCode.BAD_PARAM
+
+
+def test_procedures_cover_the_modes():
+    assert plugin.procedure_names() == [
+        "plug-in-layeredit-erase",
+        "plug-in-layeredit-replace",
+        "plug-in-layeredit-imagic",
+    ]
+    assert plugin.mode_of("plug-in-layeredit-imagic").op == "imagic"
+
+
+def test_load_schemas_prefers_snapshot(tmp_path):
+    (tmp_path / plugin.SCHEMAS_NAME).write_text(json.dumps([SCHEMA]))
+    assert plugin.load_schemas(tmp_path) == {"replace": SCHEMA}
+    assert plugin.load_schemas(tmp_path / "missing") == {}  # no snapshot, no config: host args only
+
+
+# -- against a real backend server (in a thread) with test ops -------------------------------------------
+from backend.ops import Op, OpResult, OpSpec, ParamSpec, Registry  # noqa: E402
+
+INVERT_SPEC = OpSpec(
+    "erase",
+    "test stand-in: inverts RGB where the selection is",
+    (
+        ParamSpec("amount", "int", 255, "xor value", 0, 255),
+        ParamSpec("steps", "int", 3, "progress steps", 1, 400),
+    ),
+    needs_selection=True,
+)
+
+
+class InvertOp(Op):
+    spec = INVERT_SPEC
+
+    def run(self, inputs, params, ctx):
+        import numpy as np
+
+        out = inputs.image.copy()
+        inside = inputs.selection > 0.5
+        for step in range(params["steps"]):
+            ctx.check_cancelled()
+            ctx.progress("inverting", step + 1, params["steps"])
+            if params["steps"] > 3:
+                time.sleep(0.05)
+        out[..., :3][inside] = params["amount"] - out[..., :3][inside]
+        return OpResult(out, mask=(inside * 255).astype(np.uint8))
+
+
+@pytest.fixture
+def server(tmp_path, monkeypatch):
+    from backend.server import Server, ServerConfig
+
+    run = tmp_path / "run"
+    monkeypatch.setenv("LAYEREDIT_RUNTIME_DIR", str(run))
+    srv = Server(ServerConfig(report_models=False), registry=Registry({"erase": InvertOp}), models_factory=None).start()
+    yield srv
+    srv.stop()
+
+
+def test_run_job_end_to_end_with_real_server(server, tmp_path):
+    gimp, gegl = fake_gimp.make_modules()
+    image, src = _image()
+    image.select_rectangle("REPLACE", 14, 10, 6, 5)
+    before = bytes(src.buffer.data)
+    config = fake_gimp.Config(amount=255, steps=3, **{pdbargs.SELECT: True, pdbargs.EXTRA: "{}"})
+    registered = {"amount", "steps", pdbargs.SELECT, pdbargs.EXTRA}
+    out = plugin.run_job(gimp, gegl, image, src, ERASE, config, registered, tmp_path)
+    layer = out.layer
+    assert image.layers == [layer, src] and layer.name == "Erase"
+    assert bytes(src.buffer.data) == before
+    x0, y0 = layer.x, layer.y
+    new = layer.buffer.data
+    for y in range(layer.height):
+        for x in range(layer.width):
+            i = 4 * (y * layer.width + x)
+            sx, sy = x + x0 - src.x, y + y0 - src.y
+            j = 4 * (sy * src.width + sx)
+            inside = 14 <= x + x0 < 20 and 10 <= y + y0 < 15
+            expected = bytes(255 - v for v in before[j : j + 3]) if inside else before[j : j + 3]
+            assert new[i : i + 3] == expected, (x, y, inside)
+            assert new[i + 3] == before[j + 3]
+    texts = [c[1] for c in gimp.progress_calls if c[0] == "text"]
+    assert "Erase: inverting 3/3" in texts and gimp.progress_calls[-1] == ("end",)
+    assert ("select_item", "layeredit mask") in image.log
+    # a second run gets a distinct layer name
+    out2 = plugin.run_job(gimp, gegl, image, src, ERASE, config, registered, tmp_path)
+    assert out2.layer.name == "Erase (2)"
+
+
+def test_run_job_errors_leave_image_unchanged(server, tmp_path):
+    gimp, gegl = fake_gimp.make_modules()
+    image, src = _image()
+    image.select_rectangle("REPLACE", 14, 10, 6, 5)
+    config = fake_gimp.Config(**{pdbargs.EXTRA: '{"nope": 1}'})
+    with pytest.raises(ProtocolError) as err:
+        plugin.run_job(gimp, gegl, image, src, ERASE, config, {pdbargs.EXTRA}, tmp_path)
+    assert err.value.code == ErrorCode.UNKNOWN_PARAM
+    with pytest.raises(ProtocolError) as err:  # this backend has no imagic op
+        plugin.run_job(gimp, gegl, image, src, IMAGIC, config, set(), tmp_path)
+    assert err.value.code == ErrorCode.UNKNOWN_OP and "install.py" in err.value.message
+    assert image.layers == [src] and image.undo_groups == 0
+
+
+def test_no_backend_without_config_says_what_to_do(tmp_path, monkeypatch):
+    monkeypatch.setenv("LAYEREDIT_RUNTIME_DIR", str(tmp_path / "empty-run"))
+    gimp, gegl = fake_gimp.make_modules()
+    image, src = _image()
+    image.select_rectangle("REPLACE", 14, 10, 6, 5)
+    with pytest.raises(ProtocolError) as err:
+        plugin.run_job(gimp, gegl, image, src, ERASE, fake_gimp.Config(), set(), tmp_path)
+    assert err.value.code == ErrorCode.NO_BACKEND and "install.py --gimp" in err.value.message
+    assert image.layers == [src]
+
+
+_FAKE_PLUGIN = """
+import sys, time
+sys.path[:0] = [{plugin_dir!r}, {root!r}]
+from protocol.client import Client
+from protocol import connection
+from protocol.wire import Buffer
+from layeredit_gimp.guard import CancelGuard
+client = Client.connect()
+img = Buffer(bytes(16 * 16 * 4), 16, 16, 4, "u8", "RGBA")
+sel = Buffer(b"\\xff" * 256, 16, 16, 1, "u8", "gray", role="selection")
+job = client.submit("erase", {{"steps": 400}}, image=img, selection=sel)
+CancelGuard.start(connection.default_path(), job)
+print(job, flush=True)
+time.sleep(600)
+"""
+
+
+def test_cancel_guard_cancels_the_job_when_gimp_kills_the_plugin(server, tmp_path):
+    """GIMP's cancel button kills the plug-in (SIGKILL): the guard must cancel the backend job."""
+    from backend.jobs import CANCELLED, RUNNING
+
+    code = _FAKE_PLUGIN.format(plugin_dir=str(PLUGIN_DIR), root=str(ROOT))
+    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        job = child.stdout.readline().strip()
+        assert job, "the stand-in plug-in did not submit"
+        deadline = time.monotonic() + 30
+        while server.jobs.get(job).state != RUNNING:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        child.send_signal(signal.SIGKILL)
+        child.wait(10)
+        while server.jobs.get(job).state != CANCELLED:
+            assert time.monotonic() < deadline, server.jobs.get(job).describe()
+            time.sleep(0.05)
+        assert server.jobs.get(job).progress[1] < 400  # stopped early, not run to the end
+    finally:
+        child.kill()
+        child.wait()
+
+
+def test_guard_done_sends_nothing(server, tmp_path):
+    from layeredit_gimp.guard import CancelGuard
+
+    guard = CancelGuard.start(tmp_path / "no-such-connection-file.json", "job-x")
+    guard.done()  # exits quietly; reading the (missing) connection file would have failed loudly
+    assert guard._process.returncode == 0
+
+
+# -- the installer --------------------------------------------------------------------------------------
+from gimp_plugin import installer  # noqa: E402
+
+
+def test_installer_round_trip(tmp_path):
+    target = tmp_path / "plug-ins"
+    (target / "other-plugin").mkdir(parents=True)
+    (target / "other-plugin" / "keep.py").write_text("x")
+    files = installer.install(ROOT, "/nonexistent/python", target)
+    dest = target / "layeredit"
+    entry = dest / "layeredit.py"
+    assert entry in files and entry.stat().st_mode & stat.S_IXUSR
+    assert (dest / "protocol" / "client.py").is_file() and (dest / "protocol" / "hostkit.py").is_file()
+    assert (dest / "layeredit_gimp" / "plugin.py").is_file()
+    config = json.loads((dest / "layeredit.json").read_text())
+    assert config == {"project_root": str(ROOT), "venv_python": "/nonexistent/python"}
+    assert not (dest / "schemas.json").exists()  # the venv could not be asked: the plug-in falls back
+    assert not any("__pycache__" in str(f) for f in files)
+    # re-install replaces; uninstall removes exactly what was installed, even after Python wrote caches
+    files2 = installer.install(ROOT, "/nonexistent/python", target)
+    assert sorted(files2) == sorted(files)
+    (dest / "layeredit_gimp" / "__pycache__").mkdir()
+    (dest / "layeredit_gimp" / "__pycache__" / "plugin.cpython-313.pyc").write_bytes(b"x")
+    removed = installer.install(ROOT, "/nonexistent/python", target, uninstall=True)
+    assert len(removed) == len(files)
+    assert not dest.exists() and (target / "other-plugin" / "keep.py").is_file()
+
+
+def test_installer_keeps_user_files_and_refuses_foreign_folder(tmp_path):
+    target = tmp_path / "plug-ins"
+    (target / "layeredit").mkdir(parents=True)
+    (target / "layeredit" / "mine.txt").write_text("user data")
+    with pytest.raises(FileExistsError):
+        installer.install(ROOT, "/nonexistent/python", target)
+    assert (target / "layeredit" / "mine.txt").read_text() == "user data"
+
+
+def test_installer_writes_schema_snapshot_from_the_venv(tmp_path):
+    fake_python = tmp_path / "python"
+    fake_python.write_text('#!/bin/sh\necho \'[{"name": "erase", "params": []}]\'\n')
+    fake_python.chmod(0o755)
+    installer.install(ROOT, fake_python, tmp_path / "p")
+    snapshot = json.loads((tmp_path / "p" / "layeredit" / "schemas.json").read_text())
+    assert snapshot == [{"name": "erase", "params": []}]
+    assert plugin.load_schemas(tmp_path / "p" / "layeredit") == {"erase": snapshot[0]}
+
+
+@pytest.mark.parametrize(
+    ("platform", "env", "expected"),
+    [
+        ("linux", {"HOME": "/h"}, "/h/.config/GIMP/3.0/plug-ins"),
+        ("linux", {"HOME": "/h", "XDG_CONFIG_HOME": "/x"}, "/x/GIMP/3.0/plug-ins"),
+        ("darwin", {"HOME": "/h"}, "/h/Library/Application Support/GIMP/3.0/plug-ins"),
+        ("win32", {"HOME": "/h", "APPDATA": "/a"}, "/a/GIMP/3.0/plug-ins"),
+    ],
+)
+def test_default_plugins_dir(platform, env, expected):
+    assert installer.default_plugins_dir(platform, env) == Path(expected)
+
+
+@pytest.mark.parametrize(
+    ("sysconfig_platform", "tag"),
+    [
+        ("win-amd64", "win_amd64"),
+        ("macosx-11.0-arm64", "macosx_11_0_arm64"),
+        ("linux-x86_64", "manylinux_2_28_x86_64"),
+    ],
+)
+def test_pip_platform_tag(sysconfig_platform, tag):
+    assert installer.pip_platform_tag(sysconfig_platform) == tag
