@@ -449,6 +449,16 @@ def install_packages(python: Path, venv: Path, args: argparse.Namespace, tools: 
         if part == "torch":
             plan = plan_torch(args.torch, facts, args.torch_index, tools.probe)
             print(f"    torch {TORCH_VERSION}, {plan.build} build, from {plan.source}", flush=True)
+            previous = state["parts"].get("torch")
+            if previous and previous != wanted["torch"]:
+                # the same version of another build counts as satisfied for pip: remove ours first
+                print(
+                    f"    switching torch ({previous} -> {wanted['torch']}): removing the installed one first"
+                )
+                tools.run(
+                    [str(python), "-m", "pip", "uninstall", "-y", "torch"],
+                    "removing the previous torch build",
+                )
             tools.run(pip + list(plan.pip_args), "installing torch")
             if not args.dry_run:
                 report_torch(python, plan, tools, state)
@@ -474,8 +484,9 @@ def report_torch(python: Path, plan: TorchPlan, tools: Tools, state: dict) -> No
     state["torch"] = {"build": plan.build, "source": plan.source, "installed": version}
     if plan.build == "cuda" and version.endswith("+cpu"):
         print(
-            f"    WARNING: asked for the CUDA build but pip installed {version} (a CPU build from your pip indexes). Pass "
-            "--torch-index https://download.pytorch.org/whl/cu128 (or your CUDA version) and --force."
+            f"    WARNING: asked for the CUDA build but the venv has torch {version} (a CPU build: already there, or "
+            f"the one your pip indexes hold). Remove it with `{python} -m pip uninstall -y torch`, then re-run with "
+            "--torch-index https://download.pytorch.org/whl/cu128 (or the index for your CUDA version)."
         )
 
 
@@ -787,7 +798,7 @@ def build_parser() -> argparse.ArgumentParser:
     where.add_argument(
         "--force",
         action="store_true",
-        help="reinstall the packages even when the state file says they are current",
+        help="run pip for every part even when the state file says it is current (pip still skips what is satisfied)",
     )
     where.add_argument(
         "--recreate", action="store_true", help="delete the venv and build it again from scratch"

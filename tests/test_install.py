@@ -324,12 +324,18 @@ def test_only_changed_parts_are_reinstalled(project):
     other_torch = FakeMachine()
     assert run_main(project, other_torch, "--no-hosts", "--torch-index", "https://example.org/simple") == 0
     assert other_torch.pip_installs == [["--index-url", "https://example.org/simple", SPEC]]
+    # pip would call the old build "satisfied": the one this script installed goes first
+    python = str(project / ".venv" / "bin" / "python")
+    uninstall = [python, "-m", "pip", "uninstall", "-y", "torch"]
+    install_torch = [python, "-m", "pip", "install", *other_torch.pip_installs[0]]
+    assert other_torch.calls.index(uninstall) < other_torch.calls.index(install_torch)
 
     forced = FakeMachine()
     assert (
         run_main(project, forced, "--no-hosts", "--torch-index", "https://example.org/simple", "--force") == 0
     )
     assert len(forced.pip_installs) == 2
+    assert uninstall not in forced.calls  # same build: never removed
 
 
 def test_failed_pip_is_not_recorded_so_the_next_run_retries(project, capsys):
@@ -344,7 +350,8 @@ def test_failed_pip_is_not_recorded_so_the_next_run_retries(project, capsys):
 def test_cuda_asked_but_cpu_wheel_installed_warns(project, capsys):
     machine = FakeMachine(torch_installed="2.13.0+cpu")
     assert run_main(project, machine, "--no-hosts", "--torch", "cuda") == 0
-    assert "WARNING: asked for the CUDA build" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "WARNING: asked for the CUDA build" in out and "pip uninstall -y torch" in out
 
 
 def test_dry_run_changes_nothing(project, capsys):
