@@ -44,6 +44,15 @@ def resize(arr: np.ndarray, size: tuple[int, int], *, smooth: bool = True) -> np
     return out.astype(arr.dtype, copy=False)
 
 
+def _slide(lo: int, hi: int, size: int) -> tuple[int, int]:
+    """Shift [lo, hi) to lie inside [0, size), keeping its length where it fits."""
+    if lo < 0:
+        lo, hi = 0, hi - lo
+    if hi > size:
+        lo, hi = max(0, lo - (hi - size)), size
+    return lo, hi
+
+
 def _round_to(value: float, multiple: int) -> int:
     return max(multiple, int(round(value / multiple)) * multiple)
 
@@ -104,6 +113,7 @@ def plan_crop(
     multiple: int = 8,
     allow_upscale: bool = True,
     max_upscale: float | None = None,
+    keep_size: bool = False,
 ) -> CropPlan | None:
     """Plan a crop around ``mask``'s nonzero pixels; None when the mask is empty.
 
@@ -111,6 +121,8 @@ def plan_crop(
     image. ``target`` is the model's native long side: the crop is scaled so its long side becomes ``target``
     (rounded to ``multiple``), at most ``max_upscale`` times enlarged, never enlarged when ``allow_upscale``
     is False. ``target=None`` keeps the crop's own size (classical fills that need no model resolution).
+    ``keep_size=True``: near a border, the box slides inward instead of being cut, so the full amount of
+    context is kept (fills that copy background from around the region need it).
     """
     h, w = int(image_shape[0]), int(image_shape[1])
     if h < 1 or w < 1:
@@ -122,7 +134,12 @@ def plan_crop(
         return None
     x0, y0, x1, y1 = found
     pad = max(int(min_context), int(round(context * max(x1 - x0, y1 - y0))))
-    box = (max(0, x0 - pad), max(0, y0 - pad), min(w, x1 + pad), min(h, y1 + pad))
+    if keep_size:
+        bx0, bx1 = _slide(x0 - pad, x1 + pad, w)
+        by0, by1 = _slide(y0 - pad, y1 + pad, h)
+        box = (bx0, by0, bx1, by1)
+    else:
+        box = (max(0, x0 - pad), max(0, y0 - pad), min(w, x1 + pad), min(h, y1 + pad))
     cw, ch = box[2] - box[0], box[3] - box[1]
     if target is None:
         return CropPlan(box=box, model_size=(cw, ch), image_shape=(h, w))

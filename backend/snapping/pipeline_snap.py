@@ -77,9 +77,9 @@ class SnapPipeline:
     @classmethod
     def default(cls, sam: Any | None = None) -> SnapPipeline:
         """GrabCut + u2netp when its file is found (no downloads), plus ``sam`` if given."""
-        from .u2net import U2NetP, find_u2netp
+        from .u2net import find_u2netp, shared_u2netp
 
-        return cls(u2net=U2NetP() if find_u2netp() else None, sam=sam)
+        return cls(u2net=shared_u2netp() if find_u2netp() else None, sam=sam)
 
     def __call__(
         self,

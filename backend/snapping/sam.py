@@ -10,6 +10,7 @@ image embedding (the expensive part) is cached per image hash, so re-snapping th
 from __future__ import annotations
 
 import hashlib
+import weakref
 from collections import OrderedDict
 from typing import Any
 
@@ -57,6 +58,9 @@ def negative_points(seed: np.ndarray, gap: int, count: int = 4) -> list[tuple[fl
     return list(dict.fromkeys(points))
 
 
+_SHARED: weakref.WeakKeyDictionary[Any, SamSegmenter] = weakref.WeakKeyDictionary()
+
+
 def _iou(a: np.ndarray, b: np.ndarray) -> float:
     union = np.logical_or(a, b).sum()
     return float(np.logical_and(a, b).sum() / union) if union else 0.0
@@ -76,6 +80,15 @@ class SamSegmenter:
         self._cache: OrderedDict[str, Any] = OrderedDict()
         self.cache_size = cache_size
         self.embed_calls = 0  # how often the image encoder really ran (the cache's effect is testable)
+
+    @classmethod
+    def shared(cls, model: Any, processor: Any) -> SamSegmenter:
+        """One segmenter per loaded model object, so the embedding cache survives from one job to the next."""
+        seg = _SHARED.get(model)
+        if seg is None or seg.processor is not processor:
+            seg = cls(model, processor)
+            _SHARED[model] = seg
+        return seg
 
     @classmethod
     def from_pretrained(cls, path: str, *, device: str | None = None) -> SamSegmenter:

@@ -7,6 +7,7 @@ or the ``rembg`` package's folder.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
 from pathlib import Path
@@ -64,3 +65,9 @@ class U2NetP:
         lo, hi = float(pred.min()), float(pred.max())
         pred = (pred - lo) / (hi - lo) if hi > lo else np.zeros_like(pred)
         return np.clip(resize(pred.astype(np.float32), (w, h)), 0.0, 1.0)
+
+
+@functools.lru_cache(maxsize=2)
+def shared_u2netp(path: str | None = None) -> U2NetP:
+    """One session per file for the whole process (creating one costs ~0.1 s)."""
+    return U2NetP(path)

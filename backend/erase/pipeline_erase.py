@@ -1,0 +1,129 @@
+"""ErasePipeline: snap the selection to the object, grow it over the object's edge, fill it with background.
+
+Components are injected: a ``SnapPipeline`` (or None: the selection is used as is) and fillers by name
+(``classical_fillers()`` by default; the diffusion filler from backend/replace joins the same dict). The fill
+runs on the crop around the region (``imaging.plan_crop``), never on the whole layer, and the result is pasted
+back through ``imaging.composite``: pixels outside the region are the input's exact bytes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from backend.imaging import composite, feather_inward, grow, plan_crop, to_float, to_rgb_u8
+from backend.snapping import SnapParams, SnapPipeline
+
+from .fillers import Filler, classical_fillers
+
+Callback = Callable[[str, int, int], None]
+DEFAULT_FILL = "auto"
+
+
+class NothingToFill(ValueError):
+    """The region is empty: there is no object to erase."""
+
+
+class NoBackground(ValueError):
+    """The region covers the whole crop/layer: there is no background left to fill from."""
+
+
+@dataclass
+class EraseParams:
+    snap: SnapParams = field(default_factory=SnapParams)
+    grow: int = 6  # px: swallow the object's anti-aliased edge and shadow fringe
+    feather: int = 2  # px, inward only: soft seam, never outside the region
+    fill: str = DEFAULT_FILL
+    context: float = 1.0  # crop context (fraction of the region's long side): background to learn from
+    max_side: int = 1536  # classical fills run on the crop shrunk to at most this long side
+
+
+@dataclass
+class EraseOutput:
+    image: np.ndarray  # the input's shape and dtype; bit-identical outside ``mask``
+    mask: np.ndarray  # float32 HxW: the blend weights actually used (grown, feathered)
+    snapped: np.ndarray  # float32 HxW: the snapped object mask before growing
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+class ErasePipeline:
+    def __init__(self, snapper: SnapPipeline | None = None, fillers: dict[str, Filler] | None = None):
+        self.snapper = snapper
+        self.fillers: dict[str, Filler] = dict(classical_fillers())
+        self.fillers.update(fillers or {})
+
+    def __call__(
+        self,
+        image: np.ndarray,
+        selection: np.ndarray,
+        params: EraseParams | None = None,
+        callback: Callback | None = None,
+    ) -> EraseOutput:
+        params = params or EraseParams()
+        filler = self.fillers.get(params.fill)
+        if filler is None:
+            raise KeyError(f"unknown fill method {params.fill!r}; have: {', '.join(sorted(self.fillers))}")
+        sel = np.asarray(selection, np.float32)
+        if not (sel > 0).any():
+            raise NothingToFill("the selection is empty")
+
+        _report(callback, "snap", 0, 3)
+        if self.snapper is not None and params.snap.enabled:
+            snap = self.snapper(image, sel, params.snap)
+            snapped, snap_meta = snap.mask, {"method": snap.method, **snap.meta}
+        else:
+            snapped, snap_meta = sel.copy(), {"method": "selection", "snapped": False}
+        region = grow(snapped, params.grow)
+        # binary where the object is, soft only where the user painted soft: the fill replaces the object whole
+        region = np.where(region >= 0.5, 1.0, region * 2).astype(np.float32)
+        weights = feather_inward(region, params.feather)
+
+        _report(callback, "fill", 1, 3)
+        target = filler.target if filler.target is not None else params.max_side
+        plan = plan_crop(
+            weights > 0,
+            sel.shape,
+            context=params.context,
+            keep_size=True,
+            multiple=8 if filler.target is not None else 1,
+            target=target,
+            allow_upscale=filler.target is not None,
+        )
+        if plan is None:
+            raise NothingToFill("nothing left to erase after snapping")
+        hole_crop = plan.crop(weights) > 0
+        if hole_crop.all():
+            raise NoBackground("the region covers everything around it; there is no background to fill from")
+        rgb = plan.to_model(to_rgb_u8(plan.crop(image)))
+        hole = plan.to_model(hole_crop.astype(np.uint8), smooth=False) > 0
+        if hole.all():
+            raise NoBackground("the region covers everything around it; there is no background to fill from")
+        filled = filler(rgb, hole)
+        if filled.shape[:2] != rgb.shape[:2]:
+            raise ValueError(f"filler {filler.name!r} returned {filled.shape[:2]}, expected {rgb.shape[:2]}")
+        filled_crop = plan.from_model(to_float(np.asarray(filled)))
+
+        _report(callback, "composite", 2, 3)
+        edited = np.zeros(image.shape[:2] + (3,), np.float32)
+        x0, y0, x1, y1 = plan.box
+        edited[y0:y1, x0:x1] = filled_crop
+        out = composite(image, edited, weights)
+        _report(callback, "composite", 3, 3)
+        meta = {
+            "snap": snap_meta,
+            "fill": filler.name,
+            "crop": list(plan.box),
+            "model_size": list(plan.model_size),
+        }
+        return EraseOutput(out, weights, snapped, meta)
+
+
+def _report(callback: Callback | None, stage: str, step: int, total: int) -> None:
+    if callback is not None:
+        callback(stage, step, total)
+
+
+__all__ = ["EraseOutput", "EraseParams", "ErasePipeline", "NoBackground", "NothingToFill"]

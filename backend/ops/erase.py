@@ -1,0 +1,92 @@
+"""Op ``erase``: remove the selected object, filling it with background; pixels outside stay identical.
+
+Adapter only: validates parameters, builds the snapper (embedded GrabCut + u2netp, SAM when installed) and
+the ErasePipeline with the classical fillers, and maps its failures onto stable error codes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from protocol.errors import ErrorCode
+
+from .base import JobContext, Op, OpError, OpInputs, OpResult, OpSpec, ParamSpec
+from .snap import METHOD_PARAM_HELP, SNAP_METHODS, build_snapper, margin_param, require_image_and_selection
+
+FILL_METHODS = ("auto", "telea", "ns", "clone")
+
+
+class EraseOp(Op):
+    spec = OpSpec(
+        name="erase",
+        help="Erase the selected object and fill its place with background; pixels outside stay identical.",
+        needs_selection=True,
+        params=(
+            ParamSpec(
+                "snap", "bool", True, "Snap the selection to the object first (off: erase the selection)."
+            ),
+            ParamSpec(
+                "snap_method", "enum", "auto", METHOD_PARAM_HELP, choices=SNAP_METHODS[:-1], advanced=True
+            ),
+            margin_param(),
+            ParamSpec(
+                "grow",
+                "int",
+                6,
+                "Pixels the erased region extends past the object, to swallow its edge and shadow fringe.",
+                min=0,
+                max=256,
+                advanced=True,
+            ),
+            ParamSpec(
+                "feather",
+                "int",
+                2,
+                "Blend width in pixels, inside the erased region.",
+                min=0,
+                max=128,
+                advanced=True,
+            ),
+            ParamSpec(
+                "fill",
+                "enum",
+                "auto",
+                "Background fill: auto (clone on textured backgrounds, telea on smooth ones), telea or ns "
+                "(smooth, fast), clone (copies nearby real background; keeps texture).",
+                choices=FILL_METHODS,
+            ),
+        ),
+    )
+
+    def run(self, inputs: OpInputs, params: dict[str, Any], ctx: JobContext) -> OpResult:
+        image, selection = require_image_and_selection(inputs, "erase")
+        from backend.erase import EraseParams, ErasePipeline, NoBackground, NothingToFill
+        from backend.imaging import mask_to_u8
+        from backend.snapping import SnapParams
+
+        snapper = build_snapper(ctx, params["snap_method"]) if params["snap"] else None
+        job = EraseParams(
+            snap=SnapParams(enabled=params["snap"], method=params["snap_method"], margin=params["margin"]),
+            grow=params["grow"],
+            feather=params["feather"],
+            fill=params["fill"],
+        )
+
+        def step(stage: str, i: int, total: int) -> None:
+            ctx.progress(stage, i, total)
+            ctx.check_cancelled()
+
+        try:
+            out = ErasePipeline(snapper=snapper)(image, selection, job, callback=step)
+        except NothingToFill as exc:
+            raise OpError(
+                ErrorCode.NO_SELECTION, f"Nothing to erase: {exc}. Select the object first."
+            ) from None
+        except NoBackground as exc:
+            raise OpError(
+                ErrorCode.NO_SELECTION,
+                f"Cannot erase: {exc}. Select just the object, leaving some background around it.",
+            ) from None
+        except LookupError as exc:
+            raise OpError(ErrorCode.MODEL_MISSING, f"{exc}; choose another snap method.") from None
+        return OpResult(out.image, mask=mask_to_u8(out.mask), meta=out.meta)
