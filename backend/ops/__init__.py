@@ -15,6 +15,8 @@ from .base import JobCancelled, JobContext, Op, OpError, OpInputs, OpResult, OpS
 _PRODUCT_OPS: dict[str, tuple[str, str]] = {
     "imagic": ("backend.ops.imagic", "ImagicOp"),
     "replace": ("backend.ops.replace", "ReplaceOp"),
+    "snap": ("backend.ops.snap", "SnapOp"),
+    "erase": ("backend.ops.erase", "EraseOp"),
 }
 
 
