@@ -27,7 +27,6 @@ from backend.imaging import (
     feather_inward,
     from_float,
     grow,
-    mask_to_float,
     mask_to_u8,
     plan_crop,
     to_rgb_u8,
@@ -90,9 +89,16 @@ def native_resolution(pipe: Any) -> int:
     return int(pipe.unet.config.sample_size) * int(getattr(pipe, "vae_scale_factor", 8))
 
 
+def _at_least_half(mask: np.ndarray) -> np.ndarray:
+    """bool HxW; float32 selections (the op contract) skip a full-size float conversion."""
+    if mask.dtype == np.float32 and mask.ndim == 2:
+        return mask >= 0.5
+    return binarize(mask)
+
+
 def _grown(mask: np.ndarray, px: int) -> np.ndarray:
-    """``mask`` (0/1 float32) dilated by ``px``, computed on a window around it only."""
-    box = bbox(mask > 0)
+    """``mask`` (bool) dilated by ``px``, computed on a window around it only."""
+    box = bbox(mask)
     assert box is not None
     h, w = mask.shape
     x0, y0, x1, y1 = (
@@ -102,7 +108,7 @@ def _grown(mask: np.ndarray, px: int) -> np.ndarray:
         min(h, box[3] + px + 1),
     )
     out = np.zeros((h, w), np.float32)
-    out[y0:y1, x0:x1] = grow(mask[y0:y1, x0:x1], px) >= 0.5
+    out[y0:y1, x0:x1] = grow(mask[y0:y1, x0:x1].astype(np.float32), px) >= 0.5
     return out
 
 
@@ -162,20 +168,21 @@ class ReplacePipeline:
                 "total": round(time.perf_counter() - t0, 4),
             },
         }
-        return ReplaceOutput(out, mask_to_u8(snapped), edit_mask, info)
+        return ReplaceOutput(out, snapped.astype(np.uint8) * np.uint8(255), edit_mask, info)
 
     # ---- steps ---------------------------------------------------------------------------------------------
     def _snap(self, image: np.ndarray, selection: np.ndarray) -> np.ndarray:
+        """bool HxW: the object mask (the selection itself without a snapper)."""
         if selection is None or selection.shape[:2] != image.shape[:2]:
             raise ValueError("selection must be an HxW mask aligned to the image")
-        rough = binarize(selection)
+        rough = _at_least_half(selection)
         if not rough.any():
             raise EmptySelectionError("the selection is empty; select the object to replace")
         if self.snapper is None:
-            return rough.astype(np.float32)
-        snapped = (mask_to_float(self.snapper(image, selection)) >= 0.5).astype(np.float32)
+            return rough
+        snapped = _at_least_half(self.snapper(image, selection))
         # a snapper that finds nothing must not turn a valid request into a no-op: keep the user's selection
-        return snapped if snapped.any() else rough.astype(np.float32)
+        return snapped if snapped.any() else rough
 
     def _inpaint(
         self, rgb: np.ndarray, mask: np.ndarray, params: ReplaceParams, report: Callback
