@@ -13,7 +13,6 @@ import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
@@ -94,11 +93,7 @@ def _pixel(data: bytes, width: int, x: int, y: int, bpp: int = 4) -> bytes:
 def test_erase_in_real_gimp(sandbox, backend):
     report = sandbox.run_driver(_case("plug-in-layeredit-erase", args={"select-mask": True}))
     assert report.get("driver_error") is None, report["driver_error"]
-    if (
-        "erase" not in [n.removeprefix("plug-in-layeredit-") for n in ("plug-in-layeredit-erase",)]
-        or report["status"] != "success"
-    ):
-        pytest.fail(f"erase failed in GIMP: {report.get('error')}\n{report['log'][-3000:]}")
+    assert report["status"] == "success", f"{report.get('error')}\n{report['log'][-3000:]}"
     layers = report["layers"]
     assert [entry["name"] for entry in layers] == ["Erase", "src"]
     new = layers[0]
