@@ -94,7 +94,7 @@ class SnapPipeline:
         sel = mask_to_float(selection)
         if sel.shape != image.shape[:2]:
             raise ValueError(f"selection {sel.shape} does not match the image {image.shape[:2]}")
-        seed_full = sel >= 0.5 if (sel >= 0.5).any() else sel > 0
+        seed_full = sel > 0  # soft-painted parts belong to the selection too (capped below)
         if not params.enabled or params.method == "none" or not seed_full.any():
             return SnapOutput(sel.copy(), "selection", {"snapped": False})
 
