@@ -224,3 +224,22 @@ def test_feather_inward_never_leaks_and_keeps_soft_values():
     assert feather_inward(soft, 6).max() == pytest.approx(0.5)
     full = np.ones((10, 10), np.float32)
     assert (feather_inward(full, 4) == 1.0).all()  # the image border is not an edge
+
+
+def test_composite_with_an_empty_mask_is_the_original():
+    orig = np.random.default_rng(0).random((9, 11, 4)).astype(np.float16)
+    out = composite(orig, np.zeros((9, 11, 3), np.float32), np.zeros((9, 11), np.float32))
+    assert out.tobytes() == orig.tobytes() and out is not orig
+
+
+def test_keep_size_slides_the_crop_inside_instead_of_cutting_it():
+    mask = np.zeros((100, 200), bool)
+    mask[0:10, 0:20] = True  # in the corner
+    cut = plan_crop(mask, mask.shape, context=1.0, target=None)
+    kept = plan_crop(mask, mask.shape, context=1.0, target=None, keep_size=True)
+    assert cut.box == (0, 0, 40, 30)
+    assert kept.box == (0, 0, 60, 50)  # the full 20 px of context on both sides, all inward
+    small = np.zeros((30, 30), bool)
+    small[10:20, 10:20] = True
+    clamped = plan_crop(small, small.shape, context=5.0, target=None, keep_size=True)
+    assert clamped.box == (0, 0, 30, 30)  # never larger than the image
