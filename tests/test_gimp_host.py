@@ -28,7 +28,6 @@ LAYER = {
     "y": 6,
     "object": [30, 20, 16, 14],
 }  # smaller than the image, offset
-OBJECT_RGBA = bytes((20, 30, 200, 255))
 ELLIPSE = {"shape": "ellipse", "rect": [34, 22, 28, 22]}  # loosely around the object (image coordinates)
 
 
@@ -90,32 +89,44 @@ def _pixel(data: bytes, width: int, x: int, y: int, bpp: int = 4) -> bytes:
     return data[i : i + bpp]
 
 
-def test_erase_in_real_gimp(sandbox, backend):
-    report = sandbox.run_driver(_case("plug-in-layeredit-erase", args={"select-mask": True}))
+PRECISIONS = [  # GIMP precision, the format the plug-in reads/writes it in (so the dumps compare exactly), bpp
+    ("U8_NON_LINEAR", "R'G'B'A u8", 4),
+    ("U16_NON_LINEAR", "R'G'B'A u16", 8),
+    ("FLOAT_LINEAR", "RGBA float", 16),
+]
+
+
+@pytest.mark.parametrize(("precision", "fmt", "bpp"), PRECISIONS, ids=[p[0].lower() for p in PRECISIONS])
+def test_erase_in_real_gimp(sandbox, backend, precision, fmt, bpp):
+    case = _case("plug-in-layeredit-erase", args={"select-mask": True}, precision=precision)
+    case["dump_format"] = fmt
+    report = sandbox.run_driver(case)
     assert report.get("driver_error") is None, report["driver_error"]
     assert report["status"] == "success", f"{report.get('error')}\n{report['log'][-3000:]}"
     layers = report["layers"]
-    assert [entry["name"] for entry in layers] == ["Erase", "src"]
+    assert [entry["name"] for entry in layers] == ["Erase", "src"]  # a new layer right above the source
     new = layers[0]
     src_before, src_after = sandbox.read_out("src_before.raw"), sandbox.read_out("src_after.raw")
     assert src_after == src_before  # the source layer is never touched
     sel_before = sandbox.read_out("selection_before.raw")
     snapped = sandbox.read_out("selection_after.raw")  # select-mask: the snapped object is the selection now
     new_px = sandbox.read_out("new.raw")
-    assert len(new_px) == new["width"] * new["height"] * 4
-    changed_inside = object_pixels = 0
+    assert len(new_px) == new["width"] * new["height"] * bpp
+    ox, oy, ow, oh = LAYER["object"]
+    changed_inside = object_pixels = unchanged_outside = 0
     for y in range(new["height"]):
         for x in range(new["width"]):
             ix, iy = x + new["x"], y + new["y"]  # image coordinates
             lx, ly = ix - LAYER["x"], iy - LAYER["y"]  # source layer coordinates
-            before, after = _pixel(src_before, LAYER["width"], lx, ly), _pixel(new_px, new["width"], x, y)
-            edited = sel_before[iy * W + ix] or snapped[iy * W + ix]
-            if not edited:
+            before = _pixel(src_before, LAYER["width"], lx, ly, bpp)
+            after = _pixel(new_px, new["width"], x, y, bpp)
+            if not (sel_before[iy * W + ix] or snapped[iy * W + ix]):
                 assert after == before, f"pixel {(ix, iy)} outside the edit changed: {before} -> {after}"
-            elif before == OBJECT_RGBA:
+                unchanged_outside += 1
+            elif ox <= lx < ox + ow and oy <= ly < oy + oh:
                 object_pixels += 1
                 changed_inside += after != before
-    assert object_pixels > 100
+    assert object_pixels == ow * oh and unchanged_outside > 1000
     assert changed_inside / object_pixels > 0.95, (changed_inside, object_pixels)
     assert any(snapped), "the snapped mask should have become the selection"
 
