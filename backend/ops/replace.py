@@ -13,8 +13,7 @@ from typing import Any
 from protocol.errors import ErrorCode
 
 from .base import JobContext, Op, OpError, OpInputs, OpResult, OpSpec, ParamSpec
-
-SNAP_METHODS = ("auto", "combined", "grabcut", "u2netp", "sam", "none")
+from .snap import METHOD_PARAM_HELP, SNAP_METHODS
 
 
 class ReplaceOp(Op):
@@ -69,8 +68,7 @@ class ReplaceOp(Op):
                 "snap",
                 "enum",
                 "auto",
-                "How to snap the selection to the object (auto: SAM if installed, "
-                "else GrabCut + u2netp; none: use the selection as drawn).",
+                METHOD_PARAM_HELP,
                 choices=SNAP_METHODS,
                 advanced=True,
             ),
@@ -138,7 +136,7 @@ class ReplaceOp(Op):
                 {"param": "fast"},
             )
         seed = params["seed"] if params["seed"] >= 0 else secrets.randbelow(2**31)
-        replace = ReplacePipeline(pipe, snapper=make_snapper(models, params["snap"]), lcm_lora=lora)
+        replace = ReplacePipeline(pipe, snapper=make_snapper(ctx, params["snap"]), lcm_lora=lora)
         job = ReplaceParams(
             prompt=params["prompt"],
             negative_prompt=params["negative_prompt"],
@@ -160,6 +158,8 @@ class ReplaceOp(Op):
             out = replace(inputs.image, inputs.selection, job, callback=step)
         except EmptySelectionError as exc:
             raise OpError(ErrorCode.NO_SELECTION, f"Nothing to replace: {exc}.") from None
+        except LookupError as exc:  # a snap method whose model is not there
+            raise OpError(ErrorCode.MODEL_MISSING, f"{exc}; choose another snap method.") from None
         except torch.OutOfMemoryError:
             raise OpError(
                 ErrorCode.OUT_OF_MEMORY,
@@ -178,19 +178,13 @@ def _models(ctx: JobContext):
     return ctx.models
 
 
-def make_snapper(models: Any, method: str):
-    """selection -> object mask via the snapping helper's SnapPipeline (SAM when installed and wanted)."""
+def make_snapper(ctx: JobContext, method: str):
+    """selection -> object mask through the shared SnapPipeline (the snap op's builder: SAM when installed)."""
     if method == "none":
         return None
-    from backend.snapping.pipeline_snap import SnapParams, SnapPipeline
+    from backend.snapping import SnapParams
 
-    sam = None
-    if method in ("auto", "sam") and models.has_model("sam"):
-        from backend.snapping.sam import SamSegmenter
+    from .snap import build_snapper
 
-        model, processor = models.load_sam()
-        sam = SamSegmenter(model, processor)
-    elif method == "sam":
-        models.load_sam()  # raises MODEL_MISSING naming the install command
-    snap = SnapPipeline.default(sam=sam)
+    snap = build_snapper(ctx, method)
     return lambda image, selection: snap(image, selection, SnapParams(method=method)).mask

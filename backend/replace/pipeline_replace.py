@@ -34,6 +34,9 @@ from backend.imaging import (
 
 Callback = Callable[[str, int, int], None]
 LCM_ADAPTER = "lcm"
+_PIPE_LOCK = (
+    threading.RLock()
+)  # pipelines are shared; scheduler swaps and adapter changes must not interleave
 LCM_MAX_STEPS = 8
 LCM_MAX_GUIDANCE = 2.0
 
@@ -117,8 +120,6 @@ class ReplacePipeline:
     ``snapper``: selection -> object mask, None to use the selection as it is. ``lcm_lora``: the LCM-LoRA
     .safetensors file for ``fast`` runs (None: fast runs raise FileNotFoundError)."""
 
-    _lock = threading.Lock()  # pipelines are shared; scheduler swaps and adapter changes must not interleave
-
     def __init__(self, pipe: Any, snapper: Snapper | None = None, lcm_lora: str | Path | None = None):
         self.pipe = pipe
         self.snapper = snapper
@@ -187,40 +188,52 @@ class ReplacePipeline:
     def _inpaint(
         self, rgb: np.ndarray, mask: np.ndarray, params: ReplaceParams, report: Callback
     ) -> np.ndarray:
-        """Run the diffusers pipeline on model-size arrays; returns float32 HxWx3 in [0, 1]."""
-        import torch
-        from PIL import Image
+        return inpaint(self.pipe, rgb, mask, params, report, self.lcm_lora)
 
-        pipe = self.pipe
-        h, w = rgb.shape[:2]
-        steps, guidance = params.num_inference_steps, params.guidance_scale
-        if params.fast:
-            steps, guidance = min(steps, LCM_MAX_STEPS), min(guidance, LCM_MAX_GUIDANCE)
 
-        def on_step_end(p: Any, i: int, t: Any, kwargs: dict) -> dict:
+def inpaint(
+    pipe: Any,
+    rgb: np.ndarray,
+    mask: np.ndarray,
+    params: ReplaceParams,
+    report: Callback | None = None,
+    lcm_lora: Path | None = None,
+) -> np.ndarray:
+    """One diffusers inpainting call on model-size arrays (HxWx3 uint8, mask HxW, sides multiples of 8).
+
+    Returns float32 HxWx3 in [0, 1]. ``report("denoise", step, total)`` runs after every step; an exception
+    raised there (a cancel) ends the run. Shared by Replace and the diffusion erase filler."""
+    import torch
+    from PIL import Image
+
+    h, w = rgb.shape[:2]
+    steps, guidance = params.num_inference_steps, params.guidance_scale
+    if params.fast:
+        steps, guidance = min(steps, LCM_MAX_STEPS), min(guidance, LCM_MAX_GUIDANCE)
+
+    def on_step_end(p: Any, i: int, t: Any, kwargs: dict) -> dict:
+        if report is not None:
             report("denoise", i + 1, int(getattr(p, "_num_timesteps", steps) or steps))
-            return kwargs
+        return kwargs
 
-        generator = torch.Generator(device="cpu").manual_seed(int(params.seed))
-        with self._lock, self._scheduler_for(params.fast):
-            result = pipe(
-                prompt=params.prompt,
-                negative_prompt=params.negative_prompt or None,
-                image=Image.fromarray(rgb),
-                mask_image=Image.fromarray(from_float(mask, np.uint8)),
-                height=h,
-                width=w,
-                strength=params.strength,
-                num_inference_steps=steps,
-                guidance_scale=guidance,
-                generator=generator,
-                output_type="np",
-                callback_on_step_end=on_step_end,
-            )
-        return np.asarray(result.images[0], dtype=np.float32)
-
-    def _scheduler_for(self, fast: bool):
-        return _LcmMode(self.pipe, self.lcm_lora) if fast else _Plain(self.pipe)
+    generator = torch.Generator(device="cpu").manual_seed(int(params.seed))
+    mode = _LcmMode(pipe, lcm_lora) if params.fast else _Plain(pipe)
+    with _PIPE_LOCK, mode:
+        result = pipe(
+            prompt=params.prompt,
+            negative_prompt=params.negative_prompt or None,
+            image=Image.fromarray(rgb),
+            mask_image=Image.fromarray(from_float(np.asarray(mask, np.float32), np.uint8)),
+            height=h,
+            width=w,
+            strength=params.strength,
+            num_inference_steps=steps,
+            guidance_scale=guidance,
+            generator=generator,
+            output_type="np",
+            callback_on_step_end=on_step_end,
+        )
+    return np.asarray(result.images[0], dtype=np.float32)
 
 
 class _Plain:

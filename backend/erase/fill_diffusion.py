@@ -1,0 +1,100 @@
+"""Diffusion erase filler: SD inpainting asked for background, plugged into ErasePipeline as a ``Filler``.
+
+Classical fills smear (Telea/NS) or copy (clone) what is around the hole; an inpainting model can continue
+structure it has to invent (a table edge behind a vase, a horizon behind a person). Asked for "background" with
+the usual removal negatives, it tends to fill with scene instead of a new object; a fixed seed keeps it
+repeatable. It runs only when an inpainting model is installed: ``erase_fill_choice`` maps the erase op's
+"auto" to it then, and to the classical auto fill otherwise.
+
+The filler receives the crop already scaled to its ``target`` (the model's native size, sides multiples of 8)
+and returns the whole crop; ErasePipeline composites only the hole back, bit-exactly outside it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from backend.replace.pipeline_replace import Callback, ReplaceParams, inpaint, native_resolution
+
+FILL_NAME = "diffusion"
+BACKGROUND_PROMPT = "background, empty scene, seamless continuation of the surroundings"
+REMOVAL_NEGATIVE = "object, person, animal, text, watermark, logo, frame, border, blurry, artifacts"
+
+
+@dataclass
+class DiffusionFiller:
+    """``pipe``: a diffusers inpainting pipeline (from ModelManager.load_pipeline("inpaint")). ``callback``
+    receives ("fill", step, total) per denoising step and may raise to cancel."""
+
+    pipe: Any
+    prompt: str = BACKGROUND_PROMPT
+    negative_prompt: str = REMOVAL_NEGATIVE
+    steps: int = 20
+    guidance: float = 5.0  # lower than Replace's 7.5: background needs little prompt, much context
+    strength: float = 1.0  # below 1 the hole starts from a Telea pre-fill instead of pure noise
+    seed: int = 0
+    fast: bool = False
+    lcm_lora: Path | None = None
+    callback: Callback | None = None
+    name: str = FILL_NAME
+    target: int | None = None  # set from the model: its native long side
+
+    def __post_init__(self) -> None:
+        if self.target is None:
+            self.target = native_resolution(self.pipe)
+
+    def __call__(self, rgb: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        hole = np.asarray(mask, bool)
+        h, w = hole.shape
+        if h % 8 or w % 8:  # the pipeline plans multiples of 8 for model fillers; pad defensively otherwise
+            return _padded(self, rgb, hole)
+        start = rgb
+        if self.strength < 1.0:
+            import cv2
+
+            start = cv2.inpaint(np.ascontiguousarray(rgb), hole.astype(np.uint8) * 255, 5, cv2.INPAINT_TELEA)
+        params = ReplaceParams(
+            prompt=self.prompt,
+            negative_prompt=self.negative_prompt,
+            strength=self.strength,
+            num_inference_steps=self.steps,
+            guidance_scale=self.guidance,
+            seed=self.seed,
+            fast=self.fast,
+        )
+        report = None
+        if self.callback is not None:
+            cb = self.callback
+
+            def report(stage: str, step: int, total: int) -> None:
+                cb("fill", step, total)
+
+        return inpaint(self.pipe, start, hole, params, report, self.lcm_lora)
+
+
+def _padded(filler: DiffusionFiller, rgb: np.ndarray, hole: np.ndarray) -> np.ndarray:
+    h, w = hole.shape
+    ph, pw = -h % 8, -w % 8
+    big = np.pad(rgb, ((0, ph), (0, pw), (0, 0)), mode="edge")
+    big_hole = np.pad(hole, ((0, ph), (0, pw)), mode="constant")
+    return filler(big, big_hole)[:h, :w]
+
+
+def diffusion_fillers(models: Any, callback: Callback | None = None, ref: str | None = None, **options: Any):
+    """{"diffusion": DiffusionFiller} when an inpainting model is installed, else {} (never raises for a
+    missing model: erase then simply has only its classical fillers)."""
+    if models is None or not models.has_model("inpaint", ref):
+        return {}
+    pipe = models.load_pipeline("inpaint", ref)
+    return {FILL_NAME: DiffusionFiller(pipe, callback=callback, **options)}
+
+
+def erase_fill_choice(choice: str, models: Any, ref: str | None = None) -> str:
+    """The erase op's fill param -> the filler to use: "auto" is diffusion when a model is installed."""
+    if choice == "auto" and models is not None and models.has_model("inpaint", ref):
+        return FILL_NAME
+    return choice

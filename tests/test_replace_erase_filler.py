@@ -1,0 +1,87 @@
+"""The diffusion erase filler (backend/erase/fill_diffusion.py) inside the erase helper's ErasePipeline."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from backend.erase import EraseParams, ErasePipeline
+from backend.erase.fill_diffusion import DiffusionFiller, diffusion_fillers, erase_fill_choice
+from backend.models import ModelManager
+from backend.ops import JobCancelled
+
+
+@pytest.fixture(scope="module")
+def models(tiny_inpaint_dir, tmp_path_factory):
+    d = tmp_path_factory.mktemp("erase-models")
+    (d / "sd15-inpaint").symlink_to(tiny_inpaint_dir, target_is_directory=True)
+    return ModelManager(models_dir=d, device="cpu", search_dirs=[], hf_cache_dir=d / "no-hf")
+
+
+def scene(dtype=np.uint8):
+    rng = np.random.default_rng(4)
+    image = rng.integers(0, 65535 if dtype == np.uint16 else 255, (90, 120, 4)).astype(dtype)
+    selection = np.zeros((90, 120), np.float32)
+    selection[30:60, 40:80] = 1.0
+    return image, selection
+
+
+def erase(filler, image, selection):
+    pipeline = ErasePipeline(snapper=None, fillers={"diffusion": filler})
+    return pipeline(image, selection, EraseParams(fill="diffusion"))
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+def test_diffusion_fill_through_erase_pipeline(models, dtype):
+    image, selection = scene(dtype)
+    filler = DiffusionFiller(models.load_pipeline("inpaint"), steps=3)
+    assert filler.target == 64  # the tiny model's native size
+    out = erase(filler, image, selection)
+    assert out.image.shape == image.shape and out.image.dtype == image.dtype
+    assert out.meta["fill"] == "diffusion"
+    w, h = out.meta["model_size"]
+    assert w % 8 == 0 and h % 8 == 0 and max(w, h) == 64
+    changed = out.mask > 0
+    assert np.array_equal(out.image[~changed], image[~changed])
+    assert (out.image[changed] != image[changed]).any()
+    assert np.array_equal(out.image[..., 3], image[..., 3])
+
+
+def test_fill_progress_seed_and_cancel(models):
+    image, selection = scene()
+    events: list[tuple] = []
+    pipe = models.load_pipeline("inpaint")
+    a = erase(DiffusionFiller(pipe, steps=4, seed=3, callback=lambda *e: events.append(e)), image, selection)
+    assert events == [("fill", i, 4) for i in range(1, 5)]
+    b = erase(DiffusionFiller(pipe, steps=4, seed=3), image, selection)
+    assert np.array_equal(a.image, b.image)
+
+    def cancel_at_2(stage, step, total):
+        if step == 2:
+            raise JobCancelled()
+
+    with pytest.raises(JobCancelled):
+        erase(DiffusionFiller(pipe, steps=6, callback=cancel_at_2), image, selection)
+
+
+def test_partial_strength_starts_from_classical_prefill(models):
+    image, selection = scene()
+    filler = DiffusionFiller(models.load_pipeline("inpaint"), steps=4, strength=0.5)
+    rgb = np.ascontiguousarray(image[:64, :64, :3])
+    hole = np.zeros((64, 64), bool)
+    hole[20:40, 20:40] = True
+    filled = filler(rgb, hole)
+    assert filled.shape == (64, 64, 3) and filled.dtype == np.float32
+    odd = filler(rgb[:60, :61], hole[:60, :61])  # sides not multiples of 8 are padded, then cut back
+    assert odd.shape == (60, 61, 3)
+
+
+def test_auto_choice_and_fillers_follow_installed_model(models, tmp_path):
+    empty = ModelManager(models_dir=tmp_path, device="cpu", search_dirs=[], hf_cache_dir=tmp_path / "hf")
+    assert diffusion_fillers(empty) == {} and diffusion_fillers(None) == {}
+    assert erase_fill_choice("auto", empty) == "auto"
+    assert erase_fill_choice("auto", None) == "auto"
+    assert erase_fill_choice("auto", models) == "diffusion"
+    assert erase_fill_choice("telea", models) == "telea"
+    fillers = diffusion_fillers(models, steps=2)
+    assert list(fillers) == ["diffusion"] and fillers["diffusion"].steps == 2
