@@ -10,15 +10,19 @@ Skipped without the chroot (or without root) unless LAYEREDIT_REQUIRE_HOSTS=1.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import threading
 import time
+from pathlib import Path
 
 import pytest
 
 from tests.hosts.gimp.harness import PROJECT, GimpSandbox, chroot_ready
 
 pytestmark = pytest.mark.host
+VENV_PYTHON = PROJECT / ".venv" / "bin" / "python"
 
 W, H = 96, 80
 LAYER = {
@@ -49,29 +53,35 @@ def sandbox(chroot):
 @pytest.fixture
 def backend(sandbox, tmp_path):
     """``python -m backend serve`` from the venv, outside the chroot, writing into the sandbox's runtime dir."""
+    proc = _start_backend(
+        sandbox, tmp_path, [str(VENV_PYTHON), "-m", "backend", "serve", "--no-model-report"]
+    )
+    yield proc
+    _stop(proc)
+
+
+def _start_backend(sandbox, tmp_path, argv: list[str]) -> subprocess.Popen:
     env = dict(os.environ, LAYEREDIT_RUNTIME_DIR=str(sandbox.runtime_dir), OMP_NUM_THREADS="1")
     env["LAYEREDIT_MODELS"] = str(tmp_path / "no-models")  # nothing installed: model-less ops must still work
-    log = open(tmp_path / "backend.log", "wb")
-    proc = subprocess.Popen(
-        [str(PROJECT / ".venv" / "bin" / "python"), "-m", "backend", "serve", "--no-model-report"],
-        cwd=PROJECT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
+    log_path = tmp_path / "backend.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(argv, cwd=PROJECT, env=env, stdout=log, stderr=subprocess.STDOUT)
     conn = sandbox.runtime_dir / "backend.json"
     deadline = time.monotonic() + 120
     while not conn.exists():
-        assert proc.poll() is None, (tmp_path / "backend.log").read_text()
+        assert proc.poll() is None, log_path.read_text()
         assert time.monotonic() < deadline, "backend did not start"
         time.sleep(0.2)
-    yield proc
+    return proc
+
+
+def _stop(proc: subprocess.Popen) -> None:
     proc.terminate()
     try:
         proc.wait(15)
     except subprocess.TimeoutExpired:
         proc.kill()
-    log.close()
+        proc.wait()
 
 
 def _case(procedure: str, selection: dict | None = ELLIPSE, args: dict | None = None, **image) -> dict:
@@ -162,6 +172,61 @@ def test_procedures_registered_from_schemas(sandbox):
         ops = {o["name"]: o for o in json.loads(snapshot.read_text())}
         wanted = {p["name"].replace("_", "-") for p in ops["replace"]["params"]}
         assert wanted <= set(args)
+
+
+def _plugin_pids() -> list[int]:
+    """The layeredit plug-in processes GIMP started (same PID namespace as the chroot)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmdline = (entry / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if any(arg.endswith(b"layeredit/layeredit.py") for arg in cmdline):
+                pids.append(int(entry.name))
+    return pids
+
+
+def test_killing_the_plugin_cancels_the_backend_job(sandbox, tmp_path):
+    """GIMP's progress-bar cancel kills the plug-in process; its cancel guard must cancel the job."""
+    from protocol import connection
+    from protocol.client import Client
+
+    proc = _start_backend(
+        sandbox,
+        tmp_path,
+        [str(VENV_PYTHON), str(Path(__file__).parent / "hosts" / "gimp" / "slow_backend.py")],
+    )
+    result: dict = {}
+    runner = threading.Thread(
+        target=lambda: result.update(sandbox.run_driver(_case("plug-in-layeredit-erase")))
+    )
+    runner.start()
+    try:
+        client = Client(connection.read(sandbox.runtime_dir / "backend.json"))
+        deadline = time.monotonic() + 120
+        while not [j for j in client.jobs() if j["state"] == "running"]:
+            assert time.monotonic() < deadline and runner.is_alive(), result
+            time.sleep(0.2)
+        pids = _plugin_pids()
+        assert pids, "the plug-in process was not found"
+        for pid in pids:
+            os.kill(pid, signal.SIGKILL)  # what GIMP does on cancel
+        (job,) = client.jobs()
+        while job["state"] not in ("cancelled", "done", "failed"):
+            assert time.monotonic() < deadline, job
+            time.sleep(0.2)
+            (job,) = client.jobs()
+        assert job["state"] == "cancelled", job
+        assert job["progress"]["step"] < 1200
+        client.close()
+        runner.join(120)
+        assert result["status"] == "calling-error"  # GIMP reports the killed plug-in
+        assert [entry["name"] for entry in result["layers"]] == ["src"]  # and the image is as it was
+    finally:
+        runner.join(180)
+        _stop(proc)
 
 
 if __name__ == "__main__":  # pragma: no cover
