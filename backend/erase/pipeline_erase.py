@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from backend.imaging import composite, feather_inward, grow, plan_crop, to_float, to_rgb_u8
+from backend.imaging import bbox, composite, feather_inward, grow, plan_crop, to_float, to_rgb_u8
 from backend.snapping import SnapParams, SnapPipeline
 
 from .fillers import Filler, classical_fillers
@@ -76,10 +76,9 @@ class ErasePipeline:
             snapped, snap_meta = snap.mask, {"method": snap.method, **snap.meta}
         else:
             snapped, snap_meta = sel.copy(), {"method": "selection", "snapped": False}
-        region = grow(snapped, params.grow)
-        # binary where the object is, soft only where the user painted soft: the fill replaces the object whole
-        region = np.where(region >= 0.5, 1.0, region * 2).astype(np.float32)
-        weights = feather_inward(region, params.feather)
+        weights = _region_weights(snapped, params.grow, params.feather)
+        if not (weights > 0).any():
+            raise NothingToFill("nothing left to erase after snapping")
 
         _report(callback, "fill", 1, 3)
         target = filler.target if filler.target is not None else params.max_side
@@ -119,6 +118,23 @@ class ErasePipeline:
             "model_size": list(plan.model_size),
         }
         return EraseOutput(out, weights, snapped, meta)
+
+
+def _region_weights(snapped: np.ndarray, grow_px: int, feather_px: int) -> np.ndarray:
+    """Blend weights: the snapped mask grown by ``grow_px``, binary where the object is (the fill replaces it
+    whole), soft only where the user painted soft, feathered inward. Computed in a window around the mask,
+    not over the whole layer."""
+    out = np.zeros(snapped.shape, np.float32)
+    box = bbox(snapped > 0)
+    if box is None:
+        return out
+    h, w = snapped.shape
+    pad = grow_px + 2
+    x0, y0, x1, y1 = max(0, box[0] - pad), max(0, box[1] - pad), min(w, box[2] + pad), min(h, box[3] + pad)
+    region = grow(snapped[y0:y1, x0:x1], grow_px)
+    region = np.where(region >= 0.5, 1.0, region * 2).astype(np.float32)
+    out[y0:y1, x0:x1] = feather_inward(region, feather_px)
+    return out
 
 
 def _report(callback: Callback | None, stage: str, step: int, total: int) -> None:
