@@ -229,5 +229,37 @@ def test_killing_the_plugin_cancels_the_backend_job(sandbox, tmp_path):
         _stop(proc)
 
 
+def test_backend_dying_mid_job_is_a_clear_error(sandbox, tmp_path):
+    """The backend killed while the job runs: GIMP gets backend_gone with what to do, the image is as it was."""
+    from protocol import connection
+    from protocol.client import Client
+
+    slow = [str(VENV_PYTHON), str(Path(__file__).parent / "hosts" / "gimp" / "slow_backend.py")]
+    proc = _start_backend(sandbox, tmp_path, slow)
+    result: dict = {}
+    runner = threading.Thread(
+        target=lambda: result.update(sandbox.run_driver(_case("plug-in-layeredit-erase")))
+    )
+    runner.start()
+    try:
+        client = Client(connection.read(sandbox.runtime_dir / "backend.json"))
+        deadline = time.monotonic() + 120
+        while not [j for j in client.jobs() if j["state"] == "running"]:
+            assert time.monotonic() < deadline and runner.is_alive(), result
+            time.sleep(0.2)
+        client.close()
+        proc.kill()
+        runner.join(120)
+        assert result["status"] == "execution-error"
+        assert "backend_gone" in result["error"] and "python -m backend serve" in result["error"], result[
+            "error"
+        ]
+        assert [entry["name"] for entry in result["layers"]] == ["src"]
+        assert sandbox.read_out("src_after.raw") == sandbox.read_out("src_before.raw")
+    finally:
+        runner.join(180)
+        _stop(proc)
+
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(pytest.main([__file__, "-v"]))

@@ -279,7 +279,9 @@ def server(tmp_path, monkeypatch):
 
     run = tmp_path / "run"
     monkeypatch.setenv("LAYEREDIT_RUNTIME_DIR", str(run))
-    srv = Server(ServerConfig(report_models=False), registry=Registry({"erase": InvertOp}), models_factory=None).start()
+    srv = Server(
+        ServerConfig(report_models=False), registry=Registry({"erase": InvertOp}), models_factory=None
+    ).start()
     yield srv
     srv.stop()
 
@@ -458,3 +460,20 @@ def test_default_plugins_dir(platform, env, expected):
 )
 def test_pip_platform_tag(sysconfig_platform, tag):
     assert installer.pip_platform_tag(sysconfig_platform) == tag
+
+
+@pytest.mark.slow
+def test_installer_vendors_pyzmq_for_gimps_bundled_python(tmp_path):
+    """GIMP on Windows bundles a Python without pyzmq: the installer unpacks the matching wheel into vendor/
+    (pip download from the package index)."""
+    gimp_python = tmp_path / "gimp-python"  # answers like GIMP's Windows Python: no zmq, 3.12 on win-amd64
+    gimp_python.write_text('#!/bin/sh\ncase "$2" in *"import zmq"*) exit 1;; esac\necho "3.12 win-amd64"\n')
+    gimp_python.chmod(0o755)
+    files = installer.install(ROOT, sys.executable, tmp_path / "p", gimp_python=gimp_python)
+    vendor = tmp_path / "p" / "layeredit" / "vendor"
+    assert (vendor / "zmq" / "__init__.py").is_file()
+    assert any(f.suffix == ".pyd" for f in files)  # Windows extension modules, not this machine's .so
+    (wheel_info,) = vendor.glob("pyzmq-27.3.0.dist-info/WHEEL")
+    assert "win_amd64" in wheel_info.read_text()
+    installer.install(ROOT, sys.executable, tmp_path / "p", uninstall=True)
+    assert not (tmp_path / "p" / "layeredit").exists()
