@@ -131,15 +131,16 @@ class Client:
             try:
                 client.ping(timeout=PING_AFTER_S + DEAD_AFTER_S)
             except ProtocolError as exc:
-                client.close()
+                client.close(linger_ms=0)
                 raise ProtocolError(
                     ErrorCode.NO_BACKEND,
                     f"Nothing answers at {info.endpoint}; start the backend with: python -m backend serve",
                 ) from exc
         return client
 
-    def close(self) -> None:
-        self._sock.close(linger=0)
+    def close(self, linger_ms: int = 1000) -> None:
+        """Close the socket; messages already sent (e.g. a submit) still get ``linger_ms`` to leave."""
+        self._sock.close(linger=linger_ms)
 
     def __enter__(self) -> Client:
         return self

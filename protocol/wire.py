@@ -173,8 +173,10 @@ class Buffer:
         if not isinstance(role, str):
             raise ProtocolError(ErrorCode.BAD_BUFFER, "Buffer role must be a string.")
         stride = kwargs.pop("stride")
-        if isinstance(stride, int) and not isinstance(stride, bool) and stride <= 0:
-            raise ProtocolError(ErrorCode.BAD_BUFFER, "Buffer stride must be positive.")
+        if not isinstance(stride, int) or isinstance(stride, bool) or stride <= 0:
+            raise ProtocolError(
+                ErrorCode.BAD_BUFFER, "Buffer stride must be a positive integer (bytes per row)."
+            )
         return cls(data=data, stride=stride, x=desc.get("x", 0), y=desc.get("y", 0), role=role, **kwargs)
 
 
@@ -317,10 +319,12 @@ def decode_header(raw: bytes | memoryview) -> dict:
     return header
 
 
-def decode(frames: Sequence[Any], key: bytes) -> Message:
+def decode(frames: Sequence[Any], key: bytes | None) -> Message:
     """[DELIMITER, sig, header, buffers...] -> Message. Verifies first (SignatureError), then the header and
-    each buffer against its descriptor (ProtocolError with a stable code). Buffers stay zero-copy views."""
-    verify(frames, key)
+    each buffer against its descriptor (ProtocolError with a stable code). Buffers stay zero-copy views.
+    ``key=None`` skips the check, for a caller that has just called ``verify`` itself."""
+    if key is not None:
+        verify(frames, key)
     header = decode_header(_view(frames[2]))
     datas = [_view(f) for f in frames[3:]]
     descs = header["buffers"]

@@ -1,0 +1,342 @@
+"""Jobs: the one run path (``run_job``) shared by the server's workers and the CLI, plus the queue.
+
+``run_job`` is validate -> build OpInputs -> op.run -> OpResult -> buffers in the host's format. The
+``JobManager`` runs one worker thread per device over one shared queue; workers never touch the ROUTER
+socket (zmq sockets are not thread-safe): they sign finished messages and hand them to ``emit``, which
+the server's socket thread drains. Results are kept by job id (not by client identity) until released or
+evicted (oldest first once ``max_result_bytes`` is exceeded), so a client that reconnects can fetch them.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from backend.ops import JobCancelled, JobContext, OpError, OpInputs, OpResult, OpSpec, Registry
+from backend.wire_images import (
+    array_buffer,
+    decode_image,
+    decode_selection,
+    encode_image,
+    encode_mask,
+    encode_preview,
+)
+from protocol import wire
+from protocol.errors import ErrorCode, ProtocolError
+from protocol.wire import Buffer, Message
+
+log = logging.getLogger("layeredit.jobs")
+
+QUEUED, RUNNING, DONE, FAILED, CANCELLED = "queued", "running", "done", "failed", "cancelled"
+EXPIRED, RELEASED = "expired", "released"  # result dropped: evicted for memory / freed after delivery
+FINISHED = frozenset({DONE, FAILED, CANCELLED, EXPIRED, RELEASED})
+
+
+# -- the run path ---------------------------------------------------------------------------------
+def build_inputs(spec: OpSpec, image: Buffer | None, selection: Buffer | None) -> OpInputs:
+    """Decode the host's buffers into what ops see; missing inputs are errors before any op code runs."""
+    if spec.needs_image and image is None:
+        raise OpError(ErrorCode.MISSING_INPUT, f"Op '{spec.name}' needs an image; send the layer's pixels.")
+    sel = decode_selection(selection, image) if selection is not None else None
+    if spec.needs_selection and (sel is None or not np.any(sel > 0)):
+        raise OpError(
+            ErrorCode.NO_SELECTION,
+            f"Op '{spec.name}' needs a selection over the layer; select the object first, then run it again.",
+        )
+    arr = decode_image(image) if image is not None else None
+    origin = (image.x, image.y) if image is not None else (0, 0)
+    return OpInputs(image=arr, selection=sel, origin=origin)
+
+
+def encode_result(result: OpResult, image: Buffer | None) -> list[Buffer]:
+    """OpResult -> buffers: the image in the host's format, the mask as gray u8, extras as candidates."""
+    out: list[Buffer] = []
+
+    def encode(arr: np.ndarray, role: str) -> Buffer:
+        return encode_image(arr, image, role) if image is not None else array_buffer(arr, role=role)
+
+    if result.image is not None:
+        out.append(encode(result.image, "image"))
+    if result.mask is not None:
+        out.append(encode_mask(result.mask, image))
+    out.extend(encode(extra, "candidate") for extra in result.extra_images)
+    return out
+
+
+def run_job(
+    registry: Registry,
+    op_name: str,
+    params: dict[str, Any] | None,
+    image: Buffer | None,
+    selection: Buffer | None,
+    ctx: JobContext,
+) -> tuple[OpResult, list[Buffer], dict[str, Any]]:
+    """The single run path (server worker and CLI): returns the op's result, its buffers, the used params."""
+    op_cls = registry.get(op_name)
+    checked = op_cls.spec.validate(params)
+    inputs = build_inputs(op_cls.spec, image, selection)
+    result = op_cls().run(inputs, checked, ctx)
+    return result, encode_result(result, image), checked
+
+
+def error_of(exc: BaseException) -> ProtocolError:
+    """Any exception from a run -> a ProtocolError with a stable code and a message saying what to do."""
+    if isinstance(exc, ProtocolError):
+        return exc
+    if isinstance(exc, JobCancelled):
+        return ProtocolError(ErrorCode.CANCELLED, "The job was cancelled.")
+    if isinstance(exc, MemoryError) or "out of memory" in str(exc).lower():
+        return ProtocolError(
+            ErrorCode.OUT_OF_MEMORY,
+            f"Out of memory ({exc}). Use a smaller selection or image, or a lighter model preset.",
+        )
+    return ProtocolError(
+        ErrorCode.INTERNAL, f"Internal error: {type(exc).__name__}: {exc} (see the backend log)."
+    )
+
+
+# -- the queue ------------------------------------------------------------------------------------
+@dataclass
+class Job:
+    id: str
+    op: str
+    params: dict
+    image: Buffer | None
+    selection: Buffer | None
+    owner: list[bytes]  # ZMQ identity that progress/results go to; a fetch re-attaches it
+    submit_id: str | None = None
+    state: str = QUEUED
+    created: float = field(default_factory=time.time)
+    started: float | None = None
+    finished: float | None = None
+    device: str | None = None
+    progress: tuple[str, int, int] | None = None
+    error: dict | None = None
+    final: list[Any] | None = None  # signed result/error frames, ready to send again on fetch
+    final_bytes: int = 0
+    cancel: threading.Event = field(default_factory=threading.Event)
+
+    def describe(self) -> dict:
+        out: dict[str, Any] = {"job": self.id, "op": self.op, "state": self.state, "created": self.created}
+        for name in ("started", "finished", "device", "error"):
+            if getattr(self, name) is not None:
+                out[name] = getattr(self, name)
+        if self.progress:
+            out["progress"] = {"stage": self.progress[0], "step": self.progress[1], "total": self.progress[2]}
+        return out
+
+
+Emit = Callable[[str, list[Any]], None]  # (job id, signed frames) -> handed to the socket thread
+ModelsFactory = Callable[[str], Any]
+
+
+def default_models(device: str) -> Any:
+    """A ModelManager for ``device`` when backend.models is importable, else None (ops then say what's missing)."""
+    try:
+        from backend.models import ModelManager
+    except ImportError:
+        return None
+    return ModelManager(device=device)
+
+
+class JobManager:
+    def __init__(
+        self,
+        registry: Registry,
+        key: bytes,
+        emit: Emit,
+        devices: tuple[str, ...] = ("cpu",),
+        max_result_bytes: int = 1 << 30,
+        max_queue: int = 64,
+        max_records: int = 1000,
+        models_factory: ModelsFactory | None = default_models,
+    ):
+        self.registry = registry
+        self._key = key
+        self._emit = emit
+        self.devices = devices
+        self.max_result_bytes = max_result_bytes
+        self.max_queue = max_queue
+        self.max_records = max_records
+        self._models_factory = models_factory
+        self._models: dict[str, Any] = {}
+        self._jobs: dict[str, Job] = {}
+        self._lock = threading.Lock()
+        self._queue: queue.Queue[Job | None] = queue.Queue()
+        self._threads: list[threading.Thread] = []
+
+    def start(self) -> None:
+        for device in self.devices:
+            t = threading.Thread(
+                target=self._worker, args=(device,), name=f"layeredit-worker-{device}", daemon=True
+            )
+            t.start()
+            self._threads.append(t)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        with self._lock:
+            for job in self._jobs.values():
+                job.cancel.set()
+        for _ in self._threads:
+            self._queue.put(None)
+        for t in self._threads:
+            t.join(timeout)
+
+    # -- requests from the socket thread --------------------------------------------------------
+    def submit(self, job: Job) -> int:
+        """Queue a job; returns its queue position (0: next to run). QUEUE_FULL past ``max_queue``."""
+        with self._lock:
+            queued = sum(1 for j in self._jobs.values() if j.state == QUEUED)
+            if queued >= self.max_queue:
+                raise ProtocolError(
+                    ErrorCode.QUEUE_FULL,
+                    f"{queued} jobs are waiting already; wait for one to finish and retry.",
+                )
+            if job.id in self._jobs:
+                raise ProtocolError(
+                    ErrorCode.MALFORMED, f"Job id {job.id!r} is already in use; pick a new one."
+                )
+            self._jobs[job.id] = job
+            self._trim_records()
+        self._queue.put(job)
+        return queued
+
+    def get(self, job_id: str | None) -> Job:
+        with self._lock:
+            job = self._jobs.get(job_id or "")
+        if job is None:
+            raise ProtocolError(
+                ErrorCode.UNKNOWN_JOB, f"No job {job_id!r} here (finished long ago, or never sent)."
+            )
+        return job
+
+    def cancel(self, job_id: str | None) -> Job:
+        """Queued jobs end at once; running ones at their next ``check_cancelled`` (between model steps)."""
+        job = self.get(job_id)
+        job.cancel.set()
+        with self._lock:
+            queued = job.state == QUEUED
+            if queued:
+                job.state = CANCELLED
+        if queued:
+            self._finish(job, error_of(JobCancelled()))
+        return job
+
+    def fetch(self, job_id: str | None, owner: list[bytes]) -> Job:
+        """Re-attach the job to ``owner`` (progress/results go there now); RESULT_EXPIRED if evicted."""
+        job = self.get(job_id)
+        with self._lock:
+            if job.state in (EXPIRED, RELEASED):
+                raise ProtocolError(
+                    ErrorCode.RESULT_EXPIRED,
+                    f"The result of job {job.id} was dropped (fetched already, or evicted to save memory); "
+                    "run the job again.",
+                )
+            job.owner = owner
+        return job
+
+    def release(self, job_id: str | None) -> None:
+        """The client has the result: free its memory (a later fetch is RESULT_EXPIRED)."""
+        job = self.get(job_id)
+        with self._lock:
+            if job.state == DONE:
+                job.final, job.final_bytes, job.state = None, 0, RELEASED
+
+    def list(self) -> list[dict]:
+        with self._lock:
+            return [j.describe() for j in self._jobs.values()]
+
+    # -- workers -------------------------------------------------------------------------------
+    def _worker(self, device: str) -> None:
+        while (job := self._queue.get()) is not None:
+            with self._lock:
+                if job.state != QUEUED:
+                    continue
+                job.state, job.started, job.device = RUNNING, time.time(), device
+            self._run(job, device)
+
+    def _models_for(self, device: str) -> Any:
+        if device not in self._models:
+            try:
+                self._models[device] = self._models_factory(device) if self._models_factory else None
+            except Exception:  # a broken model setup must not kill the worker; ops report what is missing
+                log.exception("could not create the model manager for %s", device)
+                self._models[device] = None
+        return self._models[device]
+
+    def _run(self, job: Job, device: str) -> None:
+        ctx = JobContext(
+            models=self._models_for(device),
+            progress_fn=lambda stage, step, total, preview=None: self._progress(
+                job, stage, step, total, preview
+            ),
+            cancel_check=job.cancel.is_set,
+            device=device,
+        )
+        t0 = time.perf_counter()
+        try:
+            result, buffers, params = run_job(
+                self.registry, job.op, job.params, job.image, job.selection, ctx
+            )
+        except BaseException as exc:  # noqa: B036 - every failure becomes an error reply, never a dead worker
+            err = error_of(exc)
+            if err.code == ErrorCode.INTERNAL:
+                log.exception("job %s (%s) failed", job.id, job.op)
+            else:
+                log.info("job %s (%s) ended: %s", job.id, job.op, err)
+            with self._lock:
+                job.state = CANCELLED if err.code == ErrorCode.CANCELLED else FAILED
+            self._finish(job, err)
+            return
+        seconds = time.perf_counter() - t0
+        log.info("job %s (%s) done on %s in %.3f s", job.id, job.op, device, seconds)
+        content = {"meta": result.meta, "op": job.op, "params": params, "seconds": seconds}
+        msg = Message(wire.RESULT, job=job.id, parent=job.submit_id, content=content, buffers=buffers)
+        with self._lock:
+            job.state = DONE
+        self._finish(job, None, msg)
+
+    def _progress(self, job: Job, stage: str, step: int, total: int, preview: np.ndarray | None) -> None:
+        job.progress = (str(stage), int(step), int(total))
+        buffers = [encode_preview(preview)] if preview is not None else []
+        content = {"stage": str(stage), "step": int(step), "total": int(total)}
+        msg = Message(wire.PROGRESS, job=job.id, parent=job.submit_id, content=content, buffers=buffers)
+        self._emit(job.id, wire.encode(msg, self._key))
+
+    def _finish(self, job: Job, err: ProtocolError | None, msg: Message | None = None) -> None:
+        if err is not None:
+            msg = Message(wire.ERROR, job=job.id, parent=job.submit_id, content=err.to_json())
+        assert msg is not None
+        frames = wire.encode(msg, self._key)  # signed here, off the socket thread
+        with self._lock:
+            job.image = job.selection = None  # let the input frames go
+            job.finished = time.time()
+            job.error = err.to_json() if err is not None else None
+            job.final = frames
+            job.final_bytes = sum(b.nbytes for b in msg.buffers)
+            self._evict()
+        self._emit(job.id, frames)
+
+    def _evict(self) -> None:
+        """Drop the oldest finished results until their bytes fit (the newest always stays). Lock held."""
+        done = sorted((j for j in self._jobs.values() if j.state == DONE), key=lambda j: j.finished or 0)
+        total = sum(j.final_bytes for j in done)
+        for j in done[:-1]:
+            if total <= self.max_result_bytes:
+                break
+            log.info("evicting the result of job %s (%d bytes)", j.id, j.final_bytes)
+            total -= j.final_bytes
+            j.final, j.final_bytes, j.state = None, 0, EXPIRED
+
+    def _trim_records(self) -> None:
+        """Forget the oldest finished jobs beyond ``max_records`` (lock held)."""
+        finished = [j for j in self._jobs.values() if j.state in FINISHED]
+        for j in finished[: max(0, len(self._jobs) - self.max_records)]:
+            del self._jobs[j.id]

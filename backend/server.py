@@ -1,0 +1,370 @@
+"""The job server: one ROUTER socket, message dispatch, limits (``python -m backend serve``).
+
+Only the socket thread touches the ROUTER. Workers hand signed frames to it through a queue plus a
+one-byte wake-up on a socketpair the poller watches (thread-safe, unlike sharing a zmq socket). Every incoming message is verified first: a bad or missing signature is logged and dropped
+(no reply: an unauthenticated peer learns nothing). Anything malformed, truncated, oversized or unsupported
+gets an ``error`` reply with a stable code, and the server keeps serving.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import os
+import queue
+import socket
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import zmq
+
+from backend.jobs import DONE, FINISHED, Job, JobManager, ModelsFactory, default_models
+from backend.ops import Registry, product_registry
+from protocol import connection, wire
+from protocol.errors import ErrorCode, ProtocolError
+from protocol.wire import Message
+
+log = logging.getLogger("layeredit.server")
+
+BACKEND_VERSION = "0.1.0"
+
+
+class ConfigError(Exception):
+    """The server cannot start as configured (the message says how to fix it)."""
+
+
+@dataclass
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 0  # 0: a free port
+    devices: tuple[str, ...] = ("cpu",)
+    max_pixels: int = 100_000_000  # per buffer; a 10000x10000 layer
+    max_message_bytes: int = 2 << 30  # ZMQ_MAXMSGSIZE: bigger messages drop the connection
+    max_result_bytes: int = 1 << 30  # finished results kept for fetch, oldest evicted first
+    max_queue: int = 64
+    connection_file: Path | None = None  # default: <runtime dir>/backend.json
+    key: str | None = None  # default: a fresh random key per start
+    curve_secret_key: str | None = None  # Z85; required to bind a non-loopback address
+    report_models: bool = True  # hello lists which model kinds are installed
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+class Server:
+    def __init__(
+        self,
+        config: ServerConfig | None = None,
+        registry: Registry | None = None,
+        models_factory: ModelsFactory | None = default_models,
+    ):
+        self.config = config or ServerConfig()
+        if not is_loopback(self.config.host) and not self.config.curve_secret_key:
+            raise ConfigError(
+                f"Refusing to listen on {self.config.host}: only loopback (127.0.0.1) is allowed without "
+                "encryption. Use the default host, or configure CurveZMQ (--curve-secret-key) for remote use."
+            )
+        self.registry = registry if registry is not None else product_registry()
+        self.key = (self.config.key or connection.new_key()).encode("ascii")
+        self._ctx = zmq.Context()
+        self._outbox: queue.Queue[tuple[str | None, list[bytes] | None, list[Any]]] = queue.Queue()
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self.jobs = JobManager(
+            self.registry,
+            self.key,
+            self._emit,
+            devices=tuple(self.config.devices),
+            max_result_bytes=self.config.max_result_bytes,
+            max_queue=self.config.max_queue,
+            models_factory=models_factory,
+        )
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._models_report: dict | None = None
+        self.endpoint = ""
+        self.connection_file: Path | None = None
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    def bind(self) -> str:
+        """Bind the ROUTER and the wake-up socket, write the connection file; returns the endpoint."""
+        self._router = self._ctx.socket(zmq.ROUTER)
+        self._router.setsockopt(zmq.LINGER, 0)
+        self._router.setsockopt(zmq.MAXMSGSIZE, self.config.max_message_bytes)
+        curve_public = None
+        if self.config.curve_secret_key:
+            secret = self.config.curve_secret_key.encode("ascii")
+            self._router.curve_secretkey = secret
+            self._router.curve_server = True
+            curve_public = zmq.curve_public(secret).decode("ascii")
+        host = "127.0.0.1" if self.config.host == "localhost" else self.config.host
+        host_ep = f"[{host}]" if ":" in host else host
+        if ":" in host:
+            self._router.setsockopt(zmq.IPV6, 1)
+        if self.config.port:
+            self._router.bind(f"tcp://{host_ep}:{self.config.port}")
+            port = self.config.port
+        else:
+            port = self._router.bind_to_random_port(f"tcp://{host_ep}")
+        self.endpoint = f"tcp://{host_ep}:{port}"
+        info = connection.ConnectionInfo(
+            endpoint=self.endpoint,
+            key=self.key.decode("ascii"),
+            pid=os.getpid(),
+            protocol=wire.PROTOCOL_VERSION,
+            backend_version=BACKEND_VERSION,
+            curve_serverkey=curve_public,
+        )
+        self.connection_file = connection.write(info, self.config.connection_file)
+        log.info("listening on %s; connection file %s", self.endpoint, self.connection_file)
+        return self.endpoint
+
+    def start(self) -> Server:
+        """Bind and serve on a background thread (tests, embedding)."""
+        self.bind()
+        self.jobs.start()
+        self._thread = threading.Thread(target=self._loop, name="layeredit-router", daemon=True)
+        self._thread.start()
+        return self
+
+    def serve_forever(self) -> None:
+        self.bind()
+        self.jobs.start()
+        self._loop()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._poke()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(5)
+
+    # -- worker -> socket thread ----------------------------------------------------------------
+    def _emit(self, job_id: str, frames: list[Any]) -> None:
+        self._outbox.put((job_id, None, frames))
+        self._poke()
+
+    def _poke(self) -> None:
+        try:
+            self._wake_w.send(b"\0")
+        except OSError:  # full (a wake-up is pending anyway) or closed: the loop also polls with a timeout
+            pass
+
+    def _flush_outbox(self) -> None:
+        while True:
+            try:
+                job_id, identity, frames = self._outbox.get_nowait()
+            except queue.Empty:
+                return
+            if identity is None:
+                try:
+                    identity = self.jobs.get(job_id).owner
+                except ProtocolError:
+                    continue
+            self._send_frames(identity, frames)
+
+    def _send_frames(self, identity: list[bytes], frames: list[Any]) -> None:
+        try:
+            self._router.send_multipart([*identity, *frames], copy=False)
+        except zmq.ZMQError as exc:  # e.g. the peer's queue is full: never die of one client
+            log.warning("could not send to a client: %s", exc)
+
+    # -- the socket thread ----------------------------------------------------------------------
+    def _loop(self) -> None:
+        poller = zmq.Poller()
+        poller.register(self._router, zmq.POLLIN)
+        poller.register(self._wake_r, zmq.POLLIN)
+        try:
+            while not self._stop.is_set():
+                ready = dict(poller.poll(500))
+                if self._wake_r in ready:
+                    try:
+                        while self._wake_r.recv(4096):
+                            pass
+                    except OSError:
+                        pass
+                self._flush_outbox()
+                if self._router in ready:
+                    for _ in range(64):  # fairness with the outbox
+                        try:
+                            frames = self._router.recv_multipart(zmq.NOBLOCK, copy=False)
+                        except zmq.Again:
+                            break
+                        self._handle(frames)
+                        self._flush_outbox()
+        finally:
+            self._shutdown()
+
+    def _shutdown(self) -> None:
+        self.jobs.stop()
+        self._flush_outbox()
+        if self.connection_file is not None:
+            connection.remove(self.connection_file, pid=os.getpid())
+        self._router.close(linger=0)
+        self._ctx.term()
+        self._wake_r.close()
+        self._wake_w.close()
+        log.info("stopped")
+
+    def _reply(self, identity: list[bytes], msg: Message) -> None:
+        self._send_frames(identity, wire.encode(msg, self.key))
+
+    def _handle(self, frames: list[Any]) -> None:
+        try:
+            identity, body = wire.split_identities(frames)
+        except ProtocolError:
+            log.warning("dropped a message without a delimiter frame (%d frames)", len(frames))
+            return
+        try:
+            wire.verify(body, self.key)
+        except wire.SignatureError as exc:
+            log.warning("dropped an unauthenticated message: %s", exc)
+            return
+        parent = job = None
+        try:
+            header = wire.decode_header(wire._view(body[2]))
+            parent, job = header["id"], header["job"]
+            msg = wire.decode(body, None)  # verified above
+            self._dispatch(identity, msg, frames[0])
+        except ProtocolError as exc:
+            log.info("error reply to %s: %s", parent, exc)
+            self._reply(identity, wire.error_message(exc, parent=parent, job=job))
+        except Exception as exc:  # a bug in dispatch must not kill the server
+            log.exception("internal error handling %s", parent)
+            err = ProtocolError(ErrorCode.INTERNAL, f"Internal error: {type(exc).__name__}: {exc}")
+            self._reply(identity, wire.error_message(err, parent=parent, job=job))
+
+    def _dispatch(self, identity: list[bytes], msg: Message, first_frame: Any) -> None:
+        handler = {
+            wire.PING: self._on_ping,
+            wire.HELLO: self._on_hello,
+            wire.SUBMIT: self._on_submit,
+            wire.CANCEL: self._on_cancel,
+            wire.STATUS: self._on_status,
+            wire.LIST: self._on_list,
+            wire.FETCH: self._on_fetch,
+            wire.RELEASE: self._on_release,
+        }.get(msg.type)
+        if msg.type == wire.SHUTDOWN:
+            self._on_shutdown(identity, msg, first_frame)
+        elif handler is None:
+            raise ProtocolError(
+                ErrorCode.UNKNOWN_TYPE,
+                f"Unknown message type {msg.type!r}; this backend speaks protocol {wire.PROTOCOL_VERSION}.",
+            )
+        else:
+            handler(identity, msg)
+
+    # -- handlers -------------------------------------------------------------------------------
+    def _on_ping(self, identity: list[bytes], msg: Message) -> None:
+        self._reply(identity, Message(wire.PONG, parent=msg.id))
+
+    def _on_hello(self, identity: list[bytes], msg: Message) -> None:
+        self._reply(identity, Message(wire.CAPABILITIES, parent=msg.id, content=self.capabilities()))
+
+    def capabilities(self) -> dict:
+        return {
+            "backend_version": BACKEND_VERSION,
+            "protocol": wire.PROTOCOL_VERSION,
+            "devices": list(self.config.devices),
+            "ops": [spec.to_json() for spec in self.registry.specs()],
+            "models": self._models(),
+            "limits": {
+                "max_pixels": self.config.max_pixels,
+                "max_message_bytes": self.config.max_message_bytes,
+                "max_buffers": wire.MAX_BUFFERS,
+                "max_queue": self.config.max_queue,
+            },
+            "sample_types": list(wire.SAMPLE_BYTES),
+            "channel_orders": list(wire.ORDER_CHANNELS),
+        }
+
+    def _models(self) -> dict:
+        """Which model kinds are installed (computed once; cheap file checks, no weights loaded)."""
+        if self._models_report is None:
+            report: dict = {}
+            if self.config.report_models:
+                try:
+                    from backend.models import ModelManager
+
+                    manager = ModelManager(device="cpu")
+                    report = {kind: manager.has_model(kind) for kind in ("inpaint", "text2img", "sam")}
+                except Exception as exc:  # the report is advisory; ops raise MODEL_MISSING themselves
+                    log.info("model report unavailable: %s", exc)
+            self._models_report = report
+        return self._models_report
+
+    def _on_submit(self, identity: list[bytes], msg: Message) -> None:
+        if not msg.op:
+            raise ProtocolError(ErrorCode.MALFORMED, "A submit needs 'op' (see the ops listed by hello).")
+        spec = self.registry.get(msg.op).spec
+        params = spec.validate(msg.params)  # unknown/bad params fail here, before any op code runs
+        for b in msg.buffers:
+            if b.width * b.height > self.config.max_pixels:
+                raise ProtocolError(
+                    ErrorCode.TOO_LARGE,
+                    f"The {b.role} is {b.width}x{b.height} = {b.width * b.height} pixels; this backend takes at "
+                    f"most {self.config.max_pixels}. Crop or scale it, or restart with a larger --max-pixels.",
+                    {"role": b.role},
+                )
+        image, selection = msg.buffer("image"), msg.buffer("selection")
+        if spec.needs_image and image is None:
+            raise ProtocolError(
+                ErrorCode.MISSING_INPUT, f"Op '{spec.name}' needs an image buffer (role 'image')."
+            )
+        job_id = msg.job or wire.new_id()
+        if not 1 <= len(job_id) <= 128:
+            raise ProtocolError(ErrorCode.MALFORMED, "A job id must be 1 to 128 characters.")
+        job = Job(job_id, msg.op, params, image, selection, identity, submit_id=msg.id)
+        position = self.jobs.submit(job)
+        log.info("job %s (%s) accepted, queue position %d", job_id, msg.op, position)
+        self._reply(
+            identity, Message(wire.ACCEPTED, job=job_id, parent=msg.id, content={"queue_position": position})
+        )
+
+    def _on_cancel(self, identity: list[bytes], msg: Message) -> None:
+        job = self.jobs.cancel(msg.job)
+        self._reply(identity, Message(wire.JOB_STATUS, job=job.id, parent=msg.id, content=job.describe()))
+
+    def _on_status(self, identity: list[bytes], msg: Message) -> None:
+        job = self.jobs.get(msg.job)
+        self._reply(identity, Message(wire.JOB_STATUS, job=job.id, parent=msg.id, content=job.describe()))
+
+    def _on_list(self, identity: list[bytes], msg: Message) -> None:
+        self._reply(identity, Message(wire.JOBS, parent=msg.id, content={"jobs": self.jobs.list()}))
+
+    def _on_fetch(self, identity: list[bytes], msg: Message) -> None:
+        job = self.jobs.fetch(msg.job, identity)
+        final = job.final
+        if job.state in FINISHED and final is not None:
+            self._send_frames(identity, final)  # the stored, signed result (or error) as it was first sent
+        else:  # still queued or running: progress and the result now come to this client
+            self._reply(identity, Message(wire.JOB_STATUS, job=job.id, parent=msg.id, content=job.describe()))
+
+    def _on_release(self, identity: list[bytes], msg: Message) -> None:
+        try:  # fire and forget: never answered, not even for an unknown job
+            job = self.jobs.get(msg.job)
+        except ProtocolError:
+            return
+        if job.state == DONE:
+            self.jobs.release(job.id)
+
+    def _on_shutdown(self, identity: list[bytes], msg: Message, first_frame: Any) -> None:
+        peer = ""
+        try:
+            peer = first_frame.get("Peer-Address")
+        except (AttributeError, zmq.ZMQError):
+            pass
+        if not is_loopback(peer or ""):
+            raise ProtocolError(ErrorCode.NOT_ALLOWED, "Shutdown is only allowed from this computer.")
+        self._reply(identity, Message(wire.BYE, parent=msg.id))
+        log.info("shutdown requested")
+        self._stop.set()
