@@ -9,6 +9,7 @@ Skipped without the chroot (or without root) unless LAYEREDIT_REQUIRE_HOSTS=1.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -167,11 +168,38 @@ def test_procedures_registered_from_schemas(sandbox):
     assert {"select-mask", "extra-params"} <= set(args)
     snapshot = sandbox.plugins_dir / "layeredit" / "schemas.json"
     if snapshot.exists():  # the installer asked the venv: every replace param is a PDB argument
-        import json
-
         ops = {o["name"]: o for o in json.loads(snapshot.read_text())}
         wanted = {p["name"].replace("_", "-") for p in ops["replace"]["params"]}
         assert wanted <= set(args)
+
+
+def test_interactive_dialog_from_schemas_then_job(sandbox, backend):
+    """The full GIMP under Xvfb, run-mode INTERACTIVE: the GimpUi dialog is built from the op's schema
+    (basic fields up front, advanced ones folded), OK runs the job, the result is a new layer."""
+    if not (sandbox.root / "usr" / "bin" / "xvfb-run").exists():
+        pytest.skip("the chroot has no xvfb (re-run tests/hosts/gimp/setup.sh)")
+    report = sandbox.run_driver({**_case("plug-in-layeredit-erase"), "interactive": True}, gui=True)
+    assert report["status"] == "success", f"{report.get('error')}\n{report['log'][-3000:]}"
+    assert [entry["name"] for entry in report["layers"]] == ["Erase", "src"]
+    dialog = json.loads((sandbox.out_dir / "dialog.json").read_text())
+    assert dialog["title"] == "AI Edit: Erase"
+    labels = dialog["labels"]
+    assert "OK" in labels and "Select the snapped object" in labels and "Extra params (JSON)" in labels
+    ops = {o["name"]: o for o in json.loads((sandbox.plugins_dir / "layeredit" / "schemas.json").read_text())}
+    params = ops["erase"]["params"]
+    basic = [
+        p for p in params if not p.get("advanced") and p["type"] != "float"
+    ]  # spin scales draw their own label
+    for p in basic:
+        assert p["name"].replace("_", " ").capitalize() in labels, (p["name"], labels)
+    if any(p.get("advanced") for p in params):
+        assert "expander:Advanced" in labels
+        folded = labels[labels.index("expander:Advanced") :]
+        assert all(
+            p["name"].replace("_", " ").capitalize() in folded
+            for p in params
+            if p.get("advanced") and p["type"] != "float"
+        )
 
 
 def _plugin_pids() -> list[int]:

@@ -166,12 +166,16 @@ def test_add_arguments_from_schema():
     gobject = type("O", (), {"ParamFlags": type("F", (), {"READWRITE": 3})})
     names = pdbargs.add_arguments(proc, SCHEMA, gimp, gobject)
     assert names == ["prompt", "strength", "seed", "snap", "snapper", "eta"]
-    assert proc.args["strength"] == ("double", ("Strength", "s", 0.0, 1.0, 0.9, 3))
+    assert proc.args["strength"] == ("double", ("S_trength", "s", 0.0, 1.0, 0.9, 3))
     assert proc.args["seed"][0] == "int" and proc.args["seed"][1][2:5] == (-1, 2**31 - 1, -1)
     assert proc.args["snap"][0] == "boolean"
     kind, rest = proc.args["snapper"]
     assert kind == "choice" and rest[2].items == ["grabcut", "u2net"] and rest[3] == "grabcut"
-    assert proc.args["eta"] == ("string", ("Eta", "eta (comma list)", "0.7", 3))
+    assert proc.args["eta"] == ("string", ("Eta", "eta (comma list)", "0.7", 3))  # e, t, a all taken
+    # at most one mnemonic per key, none taken from the dialog's own buttons
+    labels = [rest[0] for _kind, rest in proc.args.values()]
+    keys = [label[label.index("_") + 1].lower() for label in labels if "_" in label]
+    assert len(set(keys)) == len(keys) and not set(keys) & set(pdbargs.DIALOG_KEYS)
     assert {pdbargs.SELECT, pdbargs.EXTRA} <= set(proc.args)
     assert pdbargs.advanced_names(SCHEMA["params"]) == ["eta", pdbargs.EXTRA]
 

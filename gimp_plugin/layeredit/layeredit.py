@@ -5,6 +5,7 @@ Thin entry point: puts the plug-in folder (and ``vendor/``, where the installer 
 bundled Python on Windows/macOS) first on sys.path, then hands GIMP's modules to ``layeredit_gimp``.
 """
 
+import json
 import os
 import sys
 import traceback
@@ -63,13 +64,37 @@ def _dialog(procedure, config, mode):
     dialog = GimpUi.ProcedureDialog.new(procedure, config, f"AI Edit: {mode.label}")
     schema = plugin.load_schemas(HERE).get(mode.op, {})
     try:
-        plugin.fill_dialog(dialog, schema.get("params", []))
+        plugin.fill_dialog(dialog, schema.get("params", []), GimpUi.SpinScale.__gtype__)
     except Exception:  # noqa: BLE001 - an older GimpUi without expanders: show everything flat
         traceback.print_exc()
         dialog.fill(None)
+    report = os.environ.get("LAYEREDIT_DIALOG_REPORT")  # test hook: describe the dialog, then press OK
+    if report:
+        GLib.timeout_add(300, _auto_ok, dialog, report)
     ok = dialog.run()
     dialog.destroy()
     return ok
+
+
+def _auto_ok(dialog, report_path):
+    from gi.repository import Gtk
+
+    labels = []
+
+    def walk(widget):
+        if isinstance(widget, Gtk.Label):
+            labels.append(widget.get_text())
+        elif isinstance(widget, Gtk.Expander):
+            labels.append("expander:" + (widget.get_label() or ""))
+        if isinstance(widget, Gtk.Container):
+            for child in widget.get_children():
+                walk(child)
+
+    walk(dialog)
+    with open(report_path, "w", encoding="utf-8") as f:
+        json.dump({"title": dialog.get_title(), "labels": labels}, f)
+    dialog.response(Gtk.ResponseType.OK)
+    return False
 
 
 def _error(procedure, message):

@@ -27,41 +27,56 @@ def arg_name(param: str) -> str:
     return param.replace("_", "-").lower()
 
 
-def nick(param: str) -> str:
-    return param.replace("_", " ").capitalize()
+DIALOG_KEYS = "slhrco"  # taken by the dialog's own buttons (Load/Save settings, Help, Reset, Cancel, OK)
+
+
+def nick(param: str, used: set[str] | None = None) -> str:
+    """The dialog label with a keyboard mnemonic (GimpUi wants one per field): the first letter not yet taken."""
+    label = param.replace("_", " ").capitalize()
+    used = set(DIALOG_KEYS) if used is None else used
+    for i, ch in enumerate(label):
+        if ch.isalnum() and ch.lower() not in used:
+            used.add(ch.lower())
+            return f"{label[:i]}_{label[i:]}"
+    return label
 
 
 def add_arguments(procedure: Any, op_schema: dict, gimp: Any, gobject: Any) -> list[str]:
     """Register one PDB argument per schema parameter (plus the host's own); returns their names."""
     flags = gobject.ParamFlags.READWRITE
     names = []
+    keys = set(DIALOG_KEYS)
     for param in op_schema.get("params", []):
         name, kind, default = arg_name(param["name"]), param["type"], param["default"]
         blurb = param.get("help", "")
         if kind == "int":
             lo, hi = int(param.get("min", INT_MIN)), int(param.get("max", INT_MAX))
-            procedure.add_int_argument(name, nick(param["name"]), blurb, lo, hi, int(default), flags)
+            procedure.add_int_argument(name, nick(param["name"], keys), blurb, lo, hi, int(default), flags)
         elif kind == "float":
             lo, hi = float(param.get("min", -FLOAT_LIMIT)), float(param.get("max", FLOAT_LIMIT))
-            procedure.add_double_argument(name, nick(param["name"]), blurb, lo, hi, float(default), flags)
+            procedure.add_double_argument(
+                name, nick(param["name"], keys), blurb, lo, hi, float(default), flags
+            )
         elif kind == "bool":
-            procedure.add_boolean_argument(name, nick(param["name"]), blurb, bool(default), flags)
+            procedure.add_boolean_argument(name, nick(param["name"], keys), blurb, bool(default), flags)
         elif kind == "enum":
             choice = gimp.Choice.new()
             for i, value in enumerate(param.get("choices", [])):
                 choice.add(value, i, value, "")
-            procedure.add_choice_argument(name, nick(param["name"]), blurb, choice, str(default), flags)
+            procedure.add_choice_argument(name, nick(param["name"], keys), blurb, choice, str(default), flags)
         elif kind == "float_list":
             text = ", ".join(str(v) for v in (default if isinstance(default, list) else [default]))
-            procedure.add_string_argument(name, nick(param["name"]), blurb + " (comma list)", text, flags)
+            procedure.add_string_argument(
+                name, nick(param["name"], keys), blurb + " (comma list)", text, flags
+            )
         else:  # "str" and any type added later: a string the backend validates
-            procedure.add_string_argument(name, nick(param["name"]), blurb, str(default or ""), flags)
+            procedure.add_string_argument(name, nick(param["name"], keys), blurb, str(default or ""), flags)
         names.append(name)
     procedure.add_boolean_argument(
-        SELECT, "Select the snapped object", "Make the snapped mask the selection", False, flags
+        SELECT, nick("select_the_snapped_object", keys), "Make the snapped mask the selection", False, flags
     )
     procedure.add_string_argument(
-        EXTRA, "Extra params (JSON)", "Further op params as a JSON object", "{}", flags
+        EXTRA, nick("extra_params", keys) + " (JSON)", "Further op params as a JSON object", "{}", flags
     )
     return names
 

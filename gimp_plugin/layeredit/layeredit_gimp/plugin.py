@@ -192,8 +192,16 @@ def run_job(
         gimp.progress_end()
 
 
-def fill_dialog(dialog: Any, schema_params: list[dict]) -> None:
-    """Basic arguments up front, advanced ones (and the JSON escape hatch) in a folded expander."""
+def fill_dialog(dialog: Any, schema_params: list[dict], spin_type: Any = None) -> None:
+    """Basic arguments up front, advanced ones (and the JSON escape hatch) in a folded expander.
+    Narrow float ranges (strength 0..1) get increments that fit them (GIMP's default page is 10)."""
+    from .pdbargs import arg_name
+
+    for p in schema_params:
+        if spin_type is not None and p["type"] == "float" and "min" in p and "max" in p:
+            span = float(p["max"]) - float(p["min"])
+            if 0 < span < 10:
+                dialog.get_widget(arg_name(p["name"]), spin_type).set_increments(span / 100, span / 10)
     advanced = advanced_names(schema_params)
     basic = [n for n in _arg_order(schema_params) if n not in advanced]
     dialog.get_label("layeredit-advanced-title", "Advanced", False, False)

@@ -66,7 +66,8 @@ try:
     if proc is not None:
         report["arguments"] = [a.get_name() for a in proc.get_arguments()]
         cfg = proc.create_config()
-        cfg.set_property("run-mode", Gimp.RunMode.NONINTERACTIVE)
+        run_mode = Gimp.RunMode.INTERACTIVE if case.get("interactive") else Gimp.RunMode.NONINTERACTIVE
+        cfg.set_property("run-mode", run_mode)
         cfg.set_property("image", img)
         cfg.set_core_object_array("drawables", [src])
         for name, value in case.get("args", {}).items():

@@ -22,6 +22,7 @@ PROJECT = Path(__file__).resolve().parents[3]
 DEFAULT_ROOT = Path("/var/cache/layeredit/trixie-root")
 DRIVER = Path(__file__).with_name("driver.py")
 GIMP = "/usr/bin/gimp-console-3.0"
+GIMP_GUI = "/usr/bin/gimp-3.0"
 
 
 def chroot_root() -> Path:
@@ -74,8 +75,9 @@ class GimpSandbox:
     def out_dir(self) -> Path:
         return self.host_path / "out"
 
-    def run_driver(self, case: dict, timeout: float = 240) -> dict:
-        """Run driver.py in gimp-console's python-fu-eval with ``case`` (JSON); return its report."""
+    def run_driver(self, case: dict, timeout: float = 240, gui: bool = False) -> dict:
+        """Run driver.py in gimp-console's python-fu-eval with ``case`` (JSON); return its report.
+        ``gui``: the full GIMP under xvfb-run instead (for interactive runs: the plug-in's dialog)."""
         (self.out_dir / "case.json").write_text(json.dumps(case))
         env = {
             "PATH": "/usr/bin:/bin",
@@ -85,17 +87,13 @@ class GimpSandbox:
             "LE_OUT": f"{self.inner}/out",
             "LANG": "C.UTF-8",
         }
+        if gui:
+            env["LAYEREDIT_DIALOG_REPORT"] = f"{self.inner}/out/dialog.json"
+            gimp = ["xvfb-run", "-a", GIMP_GUI, "-n", "--no-splash"]
+        else:
+            gimp = [GIMP, "-i", "-n"]
         cmd = ["chroot", str(self.root), "env", "-i", *(f"{k}={v}" for k, v in env.items())]
-        cmd += [
-            "timeout",
-            str(int(timeout)),
-            GIMP,
-            "-i",
-            "-n",
-            "--batch-interpreter=python-fu-eval",
-            "-b",
-            "-",
-        ]
+        cmd += ["timeout", str(int(timeout)), *gimp, "--batch-interpreter=python-fu-eval", "-b", "-"]
         cmd += ["--quit"]
         started = time.monotonic()
         proc = subprocess.run(cmd, input=DRIVER.read_bytes(), capture_output=True, timeout=timeout + 30)
