@@ -220,3 +220,58 @@ def test_op_schema_is_json_and_cli_ready():
     with pytest.raises(OpError) as err:
         spec.validate({"prompt": "x", "steps": 0})
     assert err.value.code == ErrorCode.BAD_PARAM
+
+
+def test_cli_replace_end_to_end(tiny_inpaint_dir, tmp_path):
+    """`python -m backend replace` through the real run path, models found via LAYEREDIT_MODELS."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from PIL import Image
+
+    image, selection = scene(np.uint8, 4)
+    Image.fromarray(image).save(tmp_path / "in.png")
+    Image.fromarray((selection * 255).astype(np.uint8)).save(tmp_path / "sel.png")
+    models_dir = tmp_path / "models"
+    models_dir.mkdir()
+    (models_dir / "sd15-inpaint").symlink_to(tiny_inpaint_dir, target_is_directory=True)
+    env = {**os.environ, "LAYEREDIT_MODELS": str(models_dir), "OMP_NUM_THREADS": "1"}
+    cmd = [
+        sys.executable,
+        "-m",
+        "backend",
+        "replace",
+        str(tmp_path / "in.png"),
+        "--selection",
+        str(tmp_path / "sel.png"),
+    ]
+    args = [
+        "--prompt",
+        "a vase",
+        "--seed",
+        "3",
+        "--steps",
+        "2",
+        "--snap",
+        "none",
+        "--device",
+        "cpu",
+        "--quiet",
+    ]
+    root = Path(__file__).resolve().parents[1]
+    run = subprocess.run(
+        [*cmd, *args, "--out", str(tmp_path / "out.png")], cwd=root, env=env, capture_output=True, text=True
+    )
+    assert run.returncode == 0, run.stderr
+    out = np.asarray(Image.open(tmp_path / "out.png"))
+    assert out.shape == image.shape
+    outside = selection == 0
+    outside[10:60, 20:80] = False  # the grown, feathered region and its surroundings may change
+    assert np.array_equal(out[outside], image[outside])
+    env["LAYEREDIT_MODELS"] = str(tmp_path / "none")
+    missing = subprocess.run(
+        [*cmd, *args, "--out", str(tmp_path / "x.png")], cwd=root, env=env, capture_output=True, text=True
+    )
+    assert missing.returncode != 0 and "python3 install.py --models sd15-inpaint" in missing.stderr
