@@ -268,6 +268,32 @@ def measure_fill(
     return table
 
 
+def measure_snap_gain(scenes: list[Scene], fills: tuple[str, ...] = ("telea", "auto")) -> dict:
+    """Fill PSNR inside the true object when erasing the snapped object vs the raw selection (--no-snap)."""
+    from backend.erase import EraseParams, ErasePipeline
+    from backend.snapping import SnapParams, SnapPipeline
+    from backend.snapping.u2net import U2NetP
+
+    pipe = ErasePipeline(snapper=SnapPipeline(u2net=U2NetP(threads=1)))
+    table: dict[str, dict[str, float]] = {}
+    for fill in fills:
+        row = {}
+        for label, enabled in (("snapped", True), ("raw selection", False)):
+            params = EraseParams(fill=fill, snap=SnapParams(enabled=enabled))
+            row[label] = float(
+                np.mean(
+                    [
+                        psnr(pipe(sc.image, sc.selection, params).image, sc.background, sc.object_mask)
+                        for sc in scenes
+                    ]
+                )
+            )
+        row["gain dB"] = row["snapped"] - row["raw selection"]
+        table[fill] = row
+    _print_table("Fill PSNR (dB) inside the object: snapped region vs the raw selection", table, list(row))
+    return table
+
+
 def _print_table(title: str, table: dict[str, dict[str, float]], cols: list[str]) -> None:
     print(f"\n{title}")
     print("| method | " + " | ".join(cols) + " |")
@@ -352,6 +378,7 @@ def _stage_split(t0: float, marks: list[tuple[str, float]]) -> dict[str, float]:
 MEASUREMENTS: dict[str, Callable[[list[Scene]], dict]] = {
     "snap": measure_snap,
     "fill": measure_fill,
+    "gain": measure_snap_gain,
     "speed": lambda scenes: measure_erase_speed(),
 }
 
