@@ -157,6 +157,7 @@ def test_op_end_to_end_with_snapping_and_seed(models):
     result, events = run_op(models, image, selection, seed=5, snap="auto")
     assert result.image.shape == image.shape and result.image.dtype == np.uint16
     assert result.meta["seed"] == 5 and result.mask.dtype == np.uint8
+    assert result.meta["model"] == "sd15-inpaint"
     assert ("denoise", 3, 3) in events
     again, _ = run_op(models, image, selection, seed=5, snap="auto")
     assert np.array_equal(result.image, again.image)

@@ -103,6 +103,10 @@ class ModelManager:
             return False
         return True
 
+    def available(self) -> dict[str, bool]:
+        """Which default models are installed, by kind (for `hello`, host UIs and erase's "auto" fill)."""
+        return {kind: self.has_model(kind) for kind in DEFAULT_PRESET}
+
     def lora_file(self, ref: str | os.PathLike | None = None, preset: str = "lcm-lora") -> Path:
         """The .safetensors file of a LoRA: ``ref`` (a file, or a folder holding one) or the preset's."""
         loc = self.locate(preset, ref)

@@ -126,6 +126,7 @@ class ReplaceOp(Op):
         from backend.replace import EmptySelectionError, ReplaceParams, ReplacePipeline
 
         models = _models(ctx)
+        model_label = models.locate("inpaint", params["model"] or None).label
         pipe = models.load_pipeline("inpaint", params["model"] or None)
         lora = models.lora_file() if params["fast"] else None
         if params["fast"] and "XL" in type(pipe).__name__:
@@ -166,7 +167,7 @@ class ReplaceOp(Op):
                 "Out of GPU memory while replacing; lower 'resolution', "
                 "select a smaller area, or close other GPU programs.",
             ) from None
-        return OpResult(out.image, mask=out.mask, meta={**out.info, "seed": seed})
+        return OpResult(out.image, mask=out.mask, meta={**out.info, "seed": seed, "model": model_label})
 
 
 def _models(ctx: JobContext):
