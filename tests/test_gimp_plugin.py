@@ -113,7 +113,7 @@ def test_write_result_new_layer_above_source_in_one_undo_group():
     r = source.region
     result = bytes(255 - b for b in source.pixels)
     mask = bytes(255 if i % 3 == 0 else 0 for i in range(r.w * r.h))
-    layer = gimpio.write_result(gimp, gegl, image, source, result, "Erase", mask=mask)
+    (layer,) = gimpio.write_result(gimp, gegl, image, source, result, "Erase", mask=mask)
     assert image.layers == [layer, src]  # right above the source
     assert (layer.x, layer.y, layer.width, layer.height) == (r.x, r.y, r.w, r.h)
     assert bytes(layer.buffer.data) == result
@@ -277,6 +277,20 @@ class InvertOp(Op):
         return OpResult(out, mask=(inside * 255).astype(np.uint8))
 
 
+class ImagicStandIn(Op):
+    """Returns one image per eta (as the real Imagic op does: first in ``image``, the rest as candidates)."""
+
+    spec = OpSpec(
+        "imagic",
+        "test stand-in",
+        (ParamSpec("prompt", "str", "", "p"), ParamSpec("eta", "float_list", [0.7], "e")),
+    )
+
+    def run(self, inputs, params, ctx):
+        outs = [inputs.image // 2 + int(100 * eta) for eta in params["eta"]]
+        return OpResult(outs[0], meta={"etas": params["eta"]}, extra_images=outs[1:])
+
+
 @pytest.fixture
 def server(tmp_path, monkeypatch):
     from backend.server import Server, ServerConfig
@@ -284,7 +298,9 @@ def server(tmp_path, monkeypatch):
     run = tmp_path / "run"
     monkeypatch.setenv("LAYEREDIT_RUNTIME_DIR", str(run))
     srv = Server(
-        ServerConfig(report_models=False), registry=Registry({"erase": InvertOp}), models_factory=None
+        ServerConfig(report_models=False),
+        registry=Registry({"erase": InvertOp, "imagic": ImagicStandIn}),
+        models_factory=None,
     ).start()
     yield srv
     srv.stop()
@@ -320,6 +336,19 @@ def test_run_job_end_to_end_with_real_server(server, tmp_path):
     assert out2.layer.name == "Erase (2)"
 
 
+def test_imagic_without_selection_gives_one_layer_per_eta(server, tmp_path):
+    gimp, gegl = fake_gimp.make_modules()
+    image, src = _image()
+    config = fake_gimp.Config(prompt="a dog", eta="0.6, 0.8", **{pdbargs.EXTRA: ""})
+    out = plugin.run_job(gimp, gegl, image, src, IMAGIC, config, {"prompt", "eta", pdbargs.EXTRA}, tmp_path)
+    assert [layer.name for layer in image.layers] == ["Imagic η0.6: a dog", "Imagic η0.8: a dog", "src"]
+    assert out.layers == image.layers[:2] and image.undo_groups == 1
+    top, second = out.layers
+    assert (top.x, top.y, top.width, top.height) == (src.x, src.y, src.width, src.height)  # whole layer
+    assert top.buffer.data[0] == src.buffer.data[0] // 2 + 60
+    assert second.buffer.data[0] == src.buffer.data[0] // 2 + 80
+
+
 def test_run_job_errors_leave_image_unchanged(server, tmp_path):
     gimp, gegl = fake_gimp.make_modules()
     image, src = _image()
@@ -328,8 +357,9 @@ def test_run_job_errors_leave_image_unchanged(server, tmp_path):
     with pytest.raises(ProtocolError) as err:
         plugin.run_job(gimp, gegl, image, src, ERASE, config, {pdbargs.EXTRA}, tmp_path)
     assert err.value.code == ErrorCode.UNKNOWN_PARAM
-    with pytest.raises(ProtocolError) as err:  # this backend has no imagic op
-        plugin.run_job(gimp, gegl, image, src, IMAGIC, config, set(), tmp_path)
+    replace = mode_by_label("replace")
+    with pytest.raises(ProtocolError) as err:  # this backend has no replace op
+        plugin.run_job(gimp, gegl, image, src, replace, config, set(), tmp_path)
     assert err.value.code == ErrorCode.UNKNOWN_OP and "install.py" in err.value.message
     assert image.layers == [src] and image.undo_groups == 0
 

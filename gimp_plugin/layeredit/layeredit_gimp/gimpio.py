@@ -112,39 +112,39 @@ def write_result(
     name: str,
     mask: bytes | None = None,
     mask_babl: str = "Y u8",
-) -> Any:
-    """Add the result as a new layer over ``source.region``, right above the source, in one undo group.
+    extra: list[tuple[str, bytes]] | tuple = (),
+) -> list[Any]:
+    """Add the result as a new layer over ``source.region``, right above the source, in one undo group;
+    ``extra`` (name, pixels) results (e.g. Imagic's other eta values) go below it, still above the source.
 
     ``mask`` (over the same region) optionally replaces the selection, in the same undo group.
-    The source layer is only read, never written.
+    The source layer is only read, never written. Returns the new layers, top first.
     """
     r = source.region
+    results = [(name, pixels), *extra]
     expected = r.w * r.h * source.fmt.bytes_per_pixel
-    if len(pixels) != expected:
-        raise ValueError(f"result has {len(pixels)} bytes, expected {expected}")
+    for _name, data in results:
+        if len(data) != expected:
+            raise ValueError(f"result has {len(data)} bytes, expected {expected}")
+    layers = []
     image.undo_group_start()
     try:
-        layer = gimp.Layer.new(
-            image,
-            name,
-            r.w,
-            r.h,
-            gimp.ImageType.RGBA_IMAGE,
-            100.0,
-            gimp.LayerMode.NORMAL,
-        )
-        parent = source.layer.get_parent()
-        image.insert_layer(layer, parent, image.get_item_position(source.layer))
-        layer.set_offsets(r.x, r.y)
-        buffer = layer.get_buffer()
-        buffer.set(gegl.Rectangle.new(0, 0, r.w, r.h), source.fmt.babl, pixels)
-        buffer.flush()
-        layer.update(0, 0, r.w, r.h)
+        for layer_name, data in results:  # each lands right above the source, so below the previous one
+            layer = gimp.Layer.new(
+                image, layer_name, r.w, r.h, gimp.ImageType.RGBA_IMAGE, 100.0, gimp.LayerMode.NORMAL
+            )
+            image.insert_layer(layer, source.layer.get_parent(), image.get_item_position(source.layer))
+            layer.set_offsets(r.x, r.y)
+            buffer = layer.get_buffer()
+            buffer.set(gegl.Rectangle.new(0, 0, r.w, r.h), source.fmt.babl, data)
+            buffer.flush()
+            layer.update(0, 0, r.w, r.h)
+            layers.append(layer)
         if mask is not None:
             _select_mask(gimp, gegl, image, source, mask, mask_babl)
     finally:
         image.undo_group_end()
-    return layer
+    return layers
 
 
 def _select_mask(gimp: Any, gegl: Any, image: Any, source: Source, mask: bytes, mask_babl: str) -> None:

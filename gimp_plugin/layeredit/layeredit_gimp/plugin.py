@@ -96,6 +96,7 @@ class Outcome:
     job: str
     params: dict
     meta: dict = field(default_factory=dict)
+    layers: list = field(default_factory=list)  # all new layers, top first (Imagic: one per eta)
 
 
 def source_buffers(source: Source) -> tuple[Buffer, Buffer | None]:
@@ -125,6 +126,18 @@ def check_result_image(buf: Buffer | None, source: Source) -> bytes:
             "update the plug-in and the backend together (python3 install.py).",
         )
     return packed(buf)
+
+
+def result_names(mode: Mode, params: dict, meta: dict, count: int, image: Any) -> list[str]:
+    """One layer name per result image; Imagic's candidates are named after their eta (``meta["etas"]``)."""
+    etas = meta.get("etas") if isinstance(meta.get("etas"), list) else None
+    taken = [layer.get_name() for layer in image.get_layers()]
+    names = []
+    for i in range(count):
+        p = dict(params, eta=etas[i]) if etas is not None and i < len(etas) else params
+        names.append(unique_name(layer_name(mode, p), taken))
+        taken.append(names[-1])
+    return names
 
 
 class Progress:
@@ -182,11 +195,14 @@ def run_job(
         mask = None
         if SELECT in registered and config.get_property(SELECT) and result.mask is not None:
             mask = packed(result.mask)
-        name = unique_name(layer_name(mode, params), (layer.get_name() for layer in image.get_layers()))
-        layer = write_result(gimp, gegl, image, source, pixels, name, mask=mask)
+        names = result_names(mode, params, result.meta, 1 + len(result.candidates), image)
+        extra = [
+            (n, check_result_image(c, source)) for n, c in zip(names[1:], result.candidates, strict=True)
+        ]
+        layers = write_result(gimp, gegl, image, source, pixels, names[0], mask=mask, extra=extra)
         gimp.progress_update(1.0)
         progress.tracker.finished()
-        return Outcome(layer, job, params, result.meta)
+        return Outcome(layers[0], job, params, result.meta, layers)
     finally:
         client.close()
         gimp.progress_end()
