@@ -97,11 +97,10 @@ def krita_layout(color_model: str, depth: str) -> PixelLayout:
         )
     if color_model == "RGBA":
         return PixelLayout(sample, "BGRA" if sample in ("u8", "u16") else "RGBA")
-    if color_model == "GRAYA":
-        return PixelLayout(sample, "GA")
+    # Grey+alpha has no wire order (the protocol carries gray, RGB, RGBA, BGRA): converting is one click.
     raise ProtocolError(
         ErrorCode.UNSUPPORTED_FORMAT,
-        f"Colour model {color_model} is not supported; convert the image to RGB/Alpha or Grayscale/Alpha "
+        f"Colour model {color_model} is not supported; convert the image to RGB/Alpha "
         "(Image > Convert Image Color Space) and run again.",
     )
 

@@ -1,0 +1,1 @@
+"""The Krita plugin (``layeredit/``, pykrita layout) and its installer (``installer.py``, stdlib only)."""

@@ -1,0 +1,30 @@
+"""Layer Edit for Krita: Erase, Replace and Imagic as new layers, computed by the local backend.
+
+Krita imports this package at start. The installer vendors ``protocol/`` (and, for Krita's bundled Python,
+pyzmq) into ``_vendor/``, which goes first on sys.path so the plugin never depends on the user's site-packages.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+_VENDOR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_vendor")
+if os.path.isdir(_VENDOR) and _VENDOR not in sys.path:
+    sys.path.insert(0, _VENDOR)
+
+try:
+    from krita import DockWidgetFactory, DockWidgetFactoryBase, Krita
+except ImportError:  # imported outside Krita (tests use a fake ``krita``): the submodules stay importable
+    Krita = None
+
+if Krita is not None:
+    from .docker import LayerEditDocker
+
+    Krita.instance().addDockWidgetFactory(
+        DockWidgetFactory("layeredit_docker", DockWidgetFactoryBase.DockRight, LayerEditDocker)
+    )
+    if os.environ.get("LAYEREDIT_KRITA_SCRIPT"):  # the real-Krita test drives the plugin's own code
+        from .scripted import install_hook
+
+        install_hook(os.environ["LAYEREDIT_KRITA_SCRIPT"])

@@ -1,0 +1,261 @@
+"""The docker's brain, without widgets: connect, submit, follow events, write the result layer.
+
+Qt-free on purpose: the docker wires ``poll`` to a QSocketNotifier on ``client.fd`` and a QTimer, and
+``on_change`` to its widgets. Tests drive this class with a fake ``krita`` module and a fake client.
+Nothing here blocks: connecting sends ``hello`` and waits for its ``capabilities`` event like any other.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from protocol import wire
+from protocol.errors import ErrorCode, ProtocolError
+from protocol.hostkit import (
+    Form,
+    JobState,
+    JobTracker,
+    Mode,
+    forms_from_hello,
+    layer_name,
+    mode_by_label,
+    only_changed,
+)
+
+from . import kritaio
+
+ClientFactory = Callable[[], Any]  # -> protocol.client.Client (connect(check=False)); raises ProtocolError
+
+
+@dataclass
+class Pending:
+    """A job in flight and everything needed to put its result back where it came from."""
+
+    doc: Any
+    source: Any  # Node, or None for the visible image
+    pixels: kritaio.SourcePixels
+    mode: Mode
+    params: dict
+    set_selection: bool
+    submitted_at: float = field(default_factory=time.monotonic)
+
+
+@dataclass
+class Outcome:
+    """What the last finished job produced (the scripted host test reads it)."""
+
+    state: str
+    layer: Any = None
+    message: str = ""
+    code: str | None = None
+
+
+class Controller:
+    def __init__(
+        self,
+        app: Any,
+        client_factory: ClientFactory,
+        on_change: Callable[[], None] = lambda: None,
+        on_preview: Callable[[wire.Buffer], None] = lambda b: None,
+    ):
+        self.app = app
+        self.client_factory = client_factory
+        self.on_change = on_change
+        self.on_preview = on_preview
+        self.client: Any = None
+        self.hello: dict | None = None
+        self.forms: dict[str, Form] = {}
+        self.connection_text = "Not connected."
+        self.job = JobTracker()
+        self.pending: Pending | None = None
+        self.last: Outcome | None = None
+        self.last_imagic: dict | None = None  # params of the last Imagic run (eta-only re-render check)
+        self._hello_id: str | None = None
+        self._hello_sent = 0.0
+
+    # -- connection -------------------------------------------------------------------------------
+    @property
+    def connected(self) -> bool:
+        return self.client is not None and self.hello is not None
+
+    def connect(self) -> bool:
+        """Open the socket and send hello; ``capabilities`` arrives through ``poll``. False: no backend."""
+        self.disconnect()
+        try:
+            self.client = self.client_factory()
+        except ProtocolError as exc:
+            self.connection_text = exc.message
+            self.on_change()
+            return False
+        msg = self.client.send(wire.Message(wire.HELLO, content={"client": "layeredit-krita"}))
+        self._hello_id, self._hello_sent = msg.id, time.monotonic()
+        self.connection_text = f"Connecting to {self.client.info.endpoint}…"
+        self.on_change()
+        return True
+
+    def disconnect(self) -> None:
+        if self.client is not None:
+            try:
+                self.client.close()
+            except Exception:  # noqa: BLE001 - closing a dead socket must never raise into Qt
+                pass
+        self.client, self.hello, self._hello_id = None, None, None
+
+    def form(self, mode: Mode) -> Form | None:
+        return self.forms.get(mode.op)
+
+    # -- running ----------------------------------------------------------------------------------
+    def run(
+        self,
+        doc: Any,
+        node: Any,
+        mode_label: str,
+        params: dict,
+        *,
+        source: str = kritaio.SOURCE_LAYER,
+        set_selection: bool = False,
+    ) -> bool:
+        """Read the document and submit. Returns False (with the reason in ``job.message``) when it cannot."""
+        if self.job.busy:
+            return False
+        mode = mode_by_label(mode_label)
+        self.job.submitting()
+        try:
+            if not self.connected:
+                raise ProtocolError(ErrorCode.NO_BACKEND, "Not connected to the backend yet: press Connect.")
+            if mode.op not in self.forms:
+                raise ProtocolError(
+                    ErrorCode.UNKNOWN_OP,
+                    f"This backend has no '{mode.op}' op (it offers {', '.join(self.forms) or 'none'}); "
+                    "update the backend.",
+                )
+            pixels = kritaio.read_source(doc, node, mode, source)
+            job_id = self.client.submit(
+                mode.op, params, image=pixels.image_buffer(), selection=pixels.selection_buffer()
+            )
+        except ProtocolError as exc:
+            self.job.failed(exc.code, exc.message)
+            self.on_change()
+            return False
+        self.pending = Pending(
+            doc, node if source == kritaio.SOURCE_LAYER else None, pixels, mode, dict(params), set_selection
+        )
+        self.job.accepted(job_id)
+        self.job.message = "Sent; waiting for the backend…"
+        if mode.op == "imagic":
+            self.last_imagic = dict(params)
+        self.poll()  # ZMQ_FD is edge-triggered: drain once right after sending
+        self.on_change()
+        return True
+
+    def eta_only_change(self, params: dict) -> bool:
+        """True when an Imagic re-run differs from the last one only in eta (the backend re-renders from cache)."""
+        changed = only_changed(self.last_imagic, params)
+        return bool(self.last_imagic) and changed <= {"eta", "etas"} and bool(changed)
+
+    def cancel(self) -> None:
+        if not self.job.busy:
+            return
+        job_id = self.job.job_id
+        if self.job.cancel() and job_id and self.client is not None:
+            try:
+                self.client.cancel(job_id)
+            except Exception as exc:  # noqa: BLE001 - a dead socket: report, never raise into Qt
+                self.job.failed(ErrorCode.BACKEND_GONE, str(exc))
+                self.pending = None
+            self.poll()
+        self.on_change()
+
+    # -- events -----------------------------------------------------------------------------------
+    def poll(self) -> None:
+        """Drain the client's events (QSocketNotifier + QTimer call this). Never raises into Qt."""
+        if self.client is None:
+            return
+        try:
+            events = self.client.pump()
+        except Exception as exc:  # noqa: BLE001
+            events = []
+            self._lost(ProtocolError(ErrorCode.BACKEND_GONE, f"Lost the backend: {exc}"))
+        for ev in events:
+            self._handle(ev)
+        if self._hello_id and self.hello is None and time.monotonic() - self._hello_sent > 3.0:
+            self._lost(
+                ProtocolError(ErrorCode.NO_BACKEND, "The backend does not answer; start it and reconnect.")
+            )
+        if events:
+            self.on_change()
+
+    def _handle(self, ev: Any) -> None:
+        if ev.type == wire.CAPABILITIES and (ev.message is None or ev.message.parent == self._hello_id):
+            self.hello = ev.content
+            self.client.capabilities = ev.content
+            self.forms = forms_from_hello(ev.content)
+            version = ev.content.get("backend_version") or ev.content.get("version") or ""
+            device = ev.content.get("device") or ""
+            self.connection_text = f"Connected: {self.client.info.endpoint} {version} {device}".strip()
+            return
+        if ev.type == wire.ERROR and ev.job is None:
+            if self.hello is None and ev.message is not None and ev.message.parent == self._hello_id:
+                self._lost(ev.error)
+            return
+        if self.pending is None or ev.job != self.job.job_id:
+            return  # a late message from an old job
+        if ev.type == wire.ACCEPTED:
+            self.job.message = "Queued…"
+        elif ev.type == wire.PROGRESS:
+            p = ev.progress
+            self.job.progress(p.stage, p.step, p.total)
+            if p.preview is not None:
+                self.on_preview(p.preview)
+        elif ev.type == wire.RESULT:
+            self._apply(ev.result)
+        elif ev.type == wire.ERROR:
+            err = ev.error
+            self.job.failed(err.code, err.message)
+            self.last = Outcome(self.job.state.value, message=err.message, code=err.code.value)
+            self.pending = None
+            if err.code == ErrorCode.BACKEND_GONE:
+                self._lost(err)
+
+    def _lost(self, err: ProtocolError) -> None:
+        """The backend went away: fail the job (the document is untouched: nothing was written yet)."""
+        if self.job.busy:
+            self.job.failed(err.code, err.message)
+            self.last = Outcome(self.job.state.value, message=err.message, code=err.code.value)
+        self.pending = None
+        self.connection_text = err.message
+        self.disconnect()
+        self.on_change()
+
+    def _apply(self, result: Any) -> None:
+        pend, self.pending = self.pending, None
+        region = pend.pixels.plan.region
+        if not kritaio.document_alive(self.app, pend.doc):
+            self.job.failed(
+                ErrorCode.MISSING_INPUT, "The document was closed while the job ran; result dropped."
+            )
+            self.last = Outcome(self.job.state.value, message=self.job.message, code="document_closed")
+            return
+        image = result.image
+        if image is None or (image.width, image.height) != (region.w, region.h):
+            self.job.failed(
+                ErrorCode.BAD_BUFFER, "The backend returned an image of the wrong size; nothing changed."
+            )
+            self.last = Outcome(
+                self.job.state.value, message=self.job.message, code=ErrorCode.BAD_BUFFER.value
+            )
+            return
+        name = layer_name(pend.mode, pend.params)
+        layer = kritaio.add_result_layer(pend.doc, pend.source, name, image.data, region)
+        if pend.set_selection and result.mask is not None:
+            kritaio.set_selection(pend.doc, result.mask.data, region)
+        took = time.monotonic() - pend.submitted_at
+        self.job.finished(f"Done in {took:.1f} s: new layer '{layer.name()}'.")
+        self.last = Outcome(self.job.state.value, layer=layer, message=self.job.message)
+
+    @property
+    def state(self) -> JobState:
+        return self.job.state

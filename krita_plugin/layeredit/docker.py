@@ -1,0 +1,379 @@
+"""The Layer Edit docker: widgets only. The logic is in ``controller.Controller`` and ``protocol.hostkit``.
+
+The socket is watched by a QSocketNotifier on the client's ZMQ_FD plus a 250 ms QTimer (the FD is
+edge-triggered, and the timer also drives the client's liveness check and the backend start-up), so Krita's UI
+never waits on the backend.
+"""
+
+from __future__ import annotations
+
+import traceback
+from typing import Any
+
+from krita import DockWidget, Krita
+from PyQt5.QtCore import QSocketNotifier, Qt, QTimer
+from PyQt5.QtGui import QImage, QPixmap
+from PyQt5.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QDoubleSpinBox,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QMessageBox,
+    QPlainTextEdit,
+    QProgressBar,
+    QPushButton,
+    QSlider,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+from protocol.client import Client
+from protocol.errors import ProtocolError
+from protocol.hostkit import MODES, Field, Form, JobState, mode_by_label
+
+from . import kritaio
+from .backend_proc import Launcher
+from .controller import Controller
+
+INSTANCES: list[LayerEditDocker] = []  # the scripted host test finds the docker here
+_QIMAGE_FORMATS = {
+    "RGBA": QImage.Format_RGBA8888,
+    "BGRA": QImage.Format_ARGB32,  # little-endian ARGB32 is B,G,R,A in memory
+    "RGB": QImage.Format_RGB888,
+    "gray": QImage.Format_Grayscale8,
+}
+ETA_SCALE = 100  # slider ticks per 1.0 of eta
+
+
+def _connect_client() -> Client:
+    return Client.connect(check=False)
+
+
+class LayerEditDocker(DockWidget):
+    def __init__(self) -> None:
+        super().__init__()
+        self.setWindowTitle("Layer Edit")
+        self.controller = Controller(Krita.instance(), _connect_client, self._refresh, self._show_preview)
+        self.launcher: Launcher | None = None
+        self.notifier: QSocketNotifier | None = None
+        self.param_widgets: dict[str, tuple[Field, QWidget]] = {}
+        self._built_for: Any = None  # the hello the widgets were built from
+        self._build()
+        self.timer = QTimer(self)
+        self.timer.setInterval(250)
+        self.timer.timeout.connect(self._tick)
+        self.timer.start()
+        INSTANCES.append(self)
+        QTimer.singleShot(0, lambda: self.connect_backend(ask=False))  # silent at start: no dialog
+
+    # -- layout -----------------------------------------------------------------------------------
+    def _build(self) -> None:
+        root = QWidget(self)
+        lay = QVBoxLayout(root)
+        row = QHBoxLayout()
+        self.conn_label = QLabel("Not connected.")
+        self.conn_label.setWordWrap(True)
+        self.connect_button = QPushButton("Connect")
+        self.connect_button.clicked.connect(lambda: self.connect_backend(ask=True))
+        row.addWidget(self.conn_label, 1)
+        row.addWidget(self.connect_button)
+        lay.addLayout(row)
+
+        top = QFormLayout()
+        self.mode_box = QComboBox()
+        self.mode_box.addItems([m.label for m in MODES])
+        self.mode_box.currentIndexChanged.connect(self._rebuild_params)
+        top.addRow("Mode", self.mode_box)
+        self.source_box = QComboBox()
+        self.source_box.addItem("Active layer", kritaio.SOURCE_LAYER)
+        self.source_box.addItem("Visible image", kritaio.SOURCE_VISIBLE)
+        top.addRow("Source", self.source_box)
+        self.prompt = QLineEdit()
+        self.prompt.setPlaceholderText("what should be there instead")
+        self.negative = QLineEdit()
+        self.negative.setPlaceholderText("what to avoid")
+        top.addRow("Prompt", self.prompt)
+        top.addRow("Negative", self.negative)
+        lay.addLayout(top)
+
+        self.eta_row = QWidget()
+        eta_lay = QHBoxLayout(self.eta_row)
+        eta_lay.setContentsMargins(0, 0, 0, 0)
+        self.eta_slider = QSlider(Qt.Horizontal)
+        self.eta_slider.setRange(0, 150)
+        self.eta_slider.setValue(70)
+        self.eta_label = QLabel("η 0.70")
+        self.eta_slider.valueChanged.connect(lambda v: self.eta_label.setText(f"η {v / ETA_SCALE:.2f}"))
+        self.eta_slider.sliderReleased.connect(self._eta_released)
+        eta_lay.addWidget(QLabel("Eta"))
+        eta_lay.addWidget(self.eta_slider, 1)
+        eta_lay.addWidget(self.eta_label)
+        lay.addWidget(self.eta_row)
+
+        self.basic_box = QWidget()
+        self.basic_form = QFormLayout(self.basic_box)
+        self.basic_form.setContentsMargins(0, 0, 0, 0)
+        lay.addWidget(self.basic_box)
+        self.advanced_toggle = QPushButton("Advanced ▸")
+        self.advanced_toggle.setCheckable(True)
+        self.advanced_toggle.setFlat(True)
+        self.advanced_toggle.toggled.connect(self._toggle_advanced)
+        lay.addWidget(self.advanced_toggle)
+        self.advanced_box = QGroupBox()
+        self.advanced_form = QFormLayout(self.advanced_box)
+        self.advanced_box.setVisible(False)
+        lay.addWidget(self.advanced_box)
+
+        self.select_after = QCheckBox("Select the snapped object afterwards")
+        lay.addWidget(self.select_after)
+        buttons = QHBoxLayout()
+        self.run_button = QPushButton("Run")
+        self.run_button.clicked.connect(self.run_clicked)
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.clicked.connect(self.controller.cancel)
+        buttons.addWidget(self.run_button)
+        buttons.addWidget(self.cancel_button)
+        lay.addLayout(buttons)
+        self.progress = QProgressBar()
+        self.progress.setRange(0, 1000)
+        self.progress.setTextVisible(True)
+        lay.addWidget(self.progress)
+        self.preview = QLabel()
+        self.preview.setFixedHeight(128)
+        self.preview.setAlignment(Qt.AlignCenter)
+        lay.addWidget(self.preview)
+        self.status = QLabel("")
+        self.status.setWordWrap(True)
+        self.status.setTextInteractionFlags(Qt.TextSelectableByMouse)
+        lay.addWidget(self.status)
+        self.log_view = QPlainTextEdit()
+        self.log_view.setReadOnly(True)
+        self.log_view.setVisible(False)
+        lay.addWidget(self.log_view)
+        lay.addStretch(1)
+        self.setWidget(root)
+        self._rebuild_params()
+
+    def _toggle_advanced(self, on: bool) -> None:
+        self.advanced_box.setVisible(on)
+        self.advanced_toggle.setText("Advanced ▾" if on else "Advanced ▸")
+
+    @property
+    def mode(self):
+        return mode_by_label(self.mode_box.currentText())
+
+    def _rebuild_params(self, *_: Any) -> None:
+        """Build the parameter widgets from the schema the backend advertised for the chosen op."""
+        for form_layout in (self.basic_form, self.advanced_form):
+            while form_layout.rowCount():
+                form_layout.removeRow(0)
+        self.param_widgets.clear()
+        mode = self.mode
+        form = self.controller.form(mode)
+        self.prompt.setEnabled(mode.has_prompt)
+        self.negative.setEnabled(mode.has_negative)
+        has_eta = form is not None and form.has("eta")
+        self.eta_row.setVisible(has_eta)
+        if has_eta:
+            f = form.field("eta")
+            lo, hi = f.min if f.min is not None else 0.0, f.max if f.max is not None else 1.5
+            self.eta_slider.setRange(int(lo * ETA_SCALE), int(hi * ETA_SCALE))
+            self.eta_slider.setValue(int(round(float(form.values["eta"]) * ETA_SCALE)))
+        if form is None:
+            self.advanced_toggle.setVisible(False)
+            return
+        for f in form.basic:
+            if f.name != "eta":
+                self._add_field(self.basic_form, form, f)
+        for f in form.advanced:
+            if f.name != "eta":
+                self._add_field(self.advanced_form, form, f)
+        self.advanced_toggle.setVisible(bool(form.advanced))
+
+    def _add_field(self, layout: QFormLayout, form: Form, f: Field) -> None:
+        value = form.values.get(f.name, f.default)
+        if f.type == "int":
+            w: QWidget = QSpinBox()
+            w.setRange(
+                int(f.min) if f.min is not None else -(2**31), int(f.max) if f.max is not None else 2**31 - 1
+            )
+            w.setValue(int(value))
+        elif f.type == "float":
+            w = QDoubleSpinBox()
+            w.setDecimals(3)
+            w.setRange(f.min if f.min is not None else -1e9, f.max if f.max is not None else 1e9)
+            w.setSingleStep(0.05 if (f.max or 0) <= 2 else 1.0)
+            w.setValue(float(value))
+        elif f.type == "bool":
+            w = QCheckBox()
+            w.setChecked(bool(value))
+        elif f.type == "enum":
+            w = QComboBox()
+            w.addItems(list(f.choices))
+            w.setCurrentText(str(value))
+        else:
+            w = QLineEdit(f.to_text(value))
+        w.setToolTip(f.help)
+        layout.addRow(f.label, w)
+        self.param_widgets[f.name] = (f, w)
+
+    def collect_params(self) -> dict:
+        """Widget values -> validated params (bad values raise ProtocolError(bad_param) naming the field)."""
+        form = self.controller.form(self.mode)
+        if form is None:
+            return {}
+        for name, (_field, w) in self.param_widgets.items():
+            if isinstance(w, QSpinBox | QDoubleSpinBox):
+                form.set(name, w.value())
+            elif isinstance(w, QCheckBox):
+                form.set(name, w.isChecked())
+            elif isinstance(w, QComboBox):
+                form.set(name, w.currentText())
+            else:
+                form.set(name, w.text())
+        overrides: dict[str, Any] = {}
+        if form.has("prompt"):
+            overrides["prompt"] = self.prompt.text()
+        if form.has("negative_prompt"):
+            overrides["negative_prompt"] = self.negative.text()
+        if form.has("eta"):
+            overrides["eta"] = self.eta_slider.value() / ETA_SCALE
+        return form.params(**overrides)
+
+    # -- actions ----------------------------------------------------------------------------------
+    def connect_backend(self, ask: bool = True) -> None:
+        if self.controller.connect():
+            self._watch_socket()
+            return
+        if ask and self.launcher is None and self._ask_to_start():
+            self.start_backend()
+
+    def _ask_to_start(self) -> bool:
+        if not self.isVisible():
+            return False  # never pop dialogs for a hidden docker (e.g. at Krita start)
+        answer = QMessageBox.question(
+            self, "Layer Edit", f"{self.controller.connection_text}\n\nStart the backend now?"
+        )
+        return answer == QMessageBox.Yes
+
+    def start_backend(self) -> None:
+        self.launcher = Launcher()
+        try:
+            self.launcher.start()
+        except Exception as exc:  # noqa: BLE001
+            self.launcher = None
+            self.status.setText(str(exc))
+            return
+        self.conn_label.setText("Starting the backend…")
+
+    def run_clicked(self) -> bool:
+        app = Krita.instance()
+        doc = app.activeDocument()
+        node = doc.activeNode() if doc is not None else None
+        try:
+            params = self.collect_params()
+        except ProtocolError as exc:
+            self.status.setText(exc.message)
+            return False
+        self.preview.clear()
+        ok = self.controller.run(
+            doc,
+            node,
+            self.mode.label,
+            params,
+            source=self.source_box.currentData(),
+            set_selection=self.select_after.isChecked(),
+        )
+        self._refresh()
+        return ok
+
+    def _eta_released(self) -> None:
+        """Imagic: moving eta re-renders from the backend's cached tuning (only eta changed)."""
+        if self.mode.op != "imagic" or self.controller.job.busy:
+            return
+        try:
+            params = self.collect_params()
+        except ProtocolError:
+            return
+        if self.controller.eta_only_change(params):
+            self.run_clicked()
+
+    # -- polling ----------------------------------------------------------------------------------
+    def _watch_socket(self) -> None:
+        if self.notifier is not None:
+            self.notifier.setEnabled(False)
+            self.notifier.deleteLater()
+            self.notifier = None
+        client = self.controller.client
+        if client is None:
+            return
+        self.notifier = QSocketNotifier(client.fd, QSocketNotifier.Read, self)
+        self.notifier.activated.connect(self._on_socket)
+        self.controller.poll()
+
+    def _on_socket(self, *_: Any) -> None:
+        if self.notifier is not None:
+            self.notifier.setEnabled(False)
+        try:
+            self.controller.poll()
+        finally:
+            if self.notifier is not None:
+                self.notifier.setEnabled(True)
+
+    def _tick(self) -> None:
+        try:
+            if self.launcher is not None:
+                state = self.launcher.poll()
+                if state == "ready":
+                    self.launcher = None
+                    self.connect_backend(ask=False)
+                elif state == "failed":
+                    self.log_view.setPlainText(self.launcher.failure_text())
+                    self.log_view.setVisible(True)
+                    self.conn_label.setText("The backend failed to start (log below).")
+                    self.launcher = None
+            had_client = self.controller.client is not None
+            self.controller.poll()
+            if had_client and self.controller.client is None and self.notifier is not None:
+                self.notifier.setEnabled(False)
+                self.notifier = None
+        except Exception:  # noqa: BLE001 - a Qt slot must never raise
+            self.status.setText(traceback.format_exc(limit=3))
+
+    # -- feedback ---------------------------------------------------------------------------------
+    def _refresh(self) -> None:
+        c = self.controller
+        if self.launcher is None:
+            self.conn_label.setText(c.connection_text)
+        self.connect_button.setText("Reconnect" if c.connected else "Connect")
+        job = c.job
+        self.run_button.setEnabled(not job.busy)
+        self.cancel_button.setEnabled(job.busy)
+        self.progress.setValue(int(job.fraction * 1000))
+        self.progress.setFormat(f"{job.stage} %p%" if job.stage else "%p%")
+        self.status.setText(job.status_text)
+        if c.hello is not None and c.hello is not self._built_for:
+            self._built_for = c.hello
+            self._rebuild_params()
+        if job.state in (JobState.FAILED, JobState.CANCELLED):
+            self.progress.setValue(0)
+
+    def _show_preview(self, buf: Any) -> None:
+        fmt = _QIMAGE_FORMATS.get(buf.order)
+        if buf.dtype != "u8" or fmt is None:
+            return
+        data = bytes(buf.data)
+        img = QImage(data, buf.width, buf.height, buf.stride, fmt).copy()
+        self.preview.setPixmap(
+            QPixmap.fromImage(img).scaled(
+                self.preview.width(), 128, Qt.KeepAspectRatio, Qt.SmoothTransformation
+            )
+        )
+
+    def canvasChanged(self, canvas: Any) -> None:  # noqa: N802 - Krita's API name
+        pass

@@ -1,0 +1,79 @@
+"""Deterministic stand-in ops for plugin tests (no models): they prove plumbing, layouts and lifecycle.
+
+``python -m tests.hosts.krita.testops CONNECTION_FILE`` serves them (a separate process the tests can kill).
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+
+from backend.ops import Op, OpResult, OpSpec, ParamSpec, Registry
+
+RED = {"uint8": 255, "uint16": 65535}
+GATE = threading.Event()  # Slow waits for it (in-process tests set it)
+
+
+class PaintRed(Op):
+    """Selected pixels become opaque red (RGBA order as ops see it); the mask is the selection."""
+
+    spec = OpSpec(
+        "erase",
+        "test erase",
+        (
+            ParamSpec("grow", "int", 0, "unused", min=0, max=10),
+            ParamSpec("seed", "int", 1, "unused", advanced=True),
+        ),
+        needs_selection=True,
+    )
+
+    def run(self, inputs, params, ctx):
+        img = inputs.image.copy()
+        sel = inputs.selection > 0.5
+        top = RED.get(img.dtype.name, 1.0)
+        ctx.progress("paint", 1, 2, np.zeros((8, 8, 3), np.uint8))
+        img[sel, 0] = top
+        img[sel, 1] = 0
+        img[sel, 2] = 0
+        img[sel, 3] = top
+        return OpResult(img, mask=(sel * 255).astype(np.uint8))
+
+
+class Slow(Op):
+    """Runs until GATE is set (or ~8 s), checking for cancel: stands in for a model's steps."""
+
+    spec = OpSpec(
+        "imagic",
+        "test imagic",
+        (
+            ParamSpec("prompt", "str", "", "text"),
+            ParamSpec("eta", "float", 0.7, "eta", min=0.0, max=1.5),
+        ),
+    )
+
+    def run(self, inputs, params, ctx):
+        for i in range(400):
+            ctx.check_cancelled()
+            if GATE.wait(0.02):
+                break
+            ctx.progress("tune", i, 400)
+        return OpResult(inputs.image.copy())
+
+
+def registry() -> Registry:
+    return Registry({"erase": PaintRed, "imagic": Slow})
+
+
+def main(argv: list[str]) -> int:
+    from backend.server import Server, ServerConfig
+
+    server = Server(ServerConfig(connection_file=Path(argv[0]), report_models=False), registry(), None)
+    server.serve_forever()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

@@ -1,0 +1,255 @@
+"""The Krita plugin's I/O and controller against a fake ``krita`` module and a real in-process backend server.
+
+The server runs test ops (not models): ``erase`` paints the selected pixels pure red in RGBA and returns the
+selection as the mask, so the tests see the channel order survive the round trip (Krita's U8 is BGRA), the
+result land as a new layer above the source, the source stay untouched, and the errors users meet.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests import fake_krita
+
+fake_krita.install()
+
+from backend.server import Server, ServerConfig  # noqa: E402
+from krita_plugin.layeredit import kritaio  # noqa: E402
+from krita_plugin.layeredit.controller import Controller  # noqa: E402
+from protocol.client import Client  # noqa: E402
+from protocol.errors import ErrorCode, ProtocolError  # noqa: E402
+from protocol.hostkit import JobState, Rect, mode_by_label  # noqa: E402
+from tests.hosts.krita.testops import GATE, registry  # noqa: E402
+
+
+@pytest.fixture
+def server(tmp_path, monkeypatch):
+    monkeypatch.setenv("LAYEREDIT_RUNTIME_DIR", str(tmp_path / "run"))
+    GATE.clear()
+    srv = Server(
+        ServerConfig(connection_file=tmp_path / "backend.json", report_models=False),
+        registry(),
+        models_factory=None,
+    ).start()
+    yield srv
+    GATE.set()
+    srv.stop()
+
+
+@pytest.fixture
+def app():
+    fake_krita.Krita._instance = None
+    return fake_krita.Krita.instance()
+
+
+def make_controller(app, server) -> Controller:
+    c = Controller(app, lambda: Client.connect(server.connection_file, check=False))
+    assert c.connect()
+    wait_for(lambda: c.connected, c)
+    return c
+
+
+def wait_for(cond, c: Controller, limit: float = 15.0) -> None:
+    end = time.monotonic() + limit
+    while not cond():
+        assert time.monotonic() < end, f"gave up waiting; job: {c.job.status_text}; conn: {c.connection_text}"
+        c.poll()
+        time.sleep(0.01)
+
+
+def layer_doc(app, depth="U8", w=40, h=30, layer_rect=(0, 0, 40, 30)):
+    doc = app.createDocument(w, h, "t", "RGBA", depth)
+    node = doc.createNode("source", "paintlayer")
+    doc.rootNode().addChildNode(node, None)
+    bpp = fake_krita.BPP[("RGBA", depth)]
+    x, y, lw, lh = layer_rect
+    rng = np.random.default_rng(0)
+    if depth in ("U8", "U16"):
+        dt = np.uint8 if depth == "U8" else np.dtype("<u2")
+        px = rng.integers(1, 200, (lh, lw, 4)).astype(dt)
+    else:
+        px = rng.uniform(0.1, 0.9, (lh, lw, 4)).astype("<f2" if depth == "F16" else "<f4")
+    assert px.nbytes == lw * lh * bpp
+    node.setPixelData(px.tobytes(), x, y, lw, lh)
+    node.writes = 0
+    app.setActiveDocument(doc)
+    return doc, node
+
+
+def select(doc, x, y, w, h):
+    sel = fake_krita.Selection()
+    sel.select(x, y, w, h, 255)
+    doc.setSelection(sel)
+
+
+def pixels(node, doc, depth):
+    dt = {"U8": np.uint8, "U16": "<u2", "F16": "<f2", "F32": "<f4"}[depth]
+    return np.frombuffer(node.pixelData(0, 0, doc.w, doc.h), dt).reshape(doc.h, doc.w, 4)
+
+
+# -- document I/O ------------------------------------------------------------------------------------
+
+
+def test_read_source_sends_krita_layout_region_and_aligned_selection(app):
+    doc, node = layer_doc(app)
+    select(doc, 10, 8, 6, 4)
+    src = kritaio.read_source(doc, node, mode_by_label("Erase"))
+    assert src.plan.region == Rect(0, 0, 40, 30)  # context clipped to the layer
+    buf = src.image_buffer()
+    assert (buf.dtype, buf.order, buf.channels, buf.x, buf.y) == ("u8", "BGRA", 4, 0, 0)
+    sel = np.frombuffer(src.selection, np.uint8).reshape(30, 40)
+    assert sel[8:12, 10:16].all() and sel.sum() == 24 * 255
+
+
+def test_read_source_float_depth_is_rgba_and_offset_layer_is_clipped_to_canvas(app):
+    doc, node = layer_doc(app, "F32", layer_rect=(-5, 3, 30, 20))
+    src = kritaio.read_source(doc, node, mode_by_label("Imagic"))
+    assert src.plan.region == Rect(0, 3, 25, 20) and src.selection is None
+    buf = src.image_buffer()
+    assert (buf.dtype, buf.order, buf.x, buf.y, buf.stride) == ("f32", "RGBA", 0, 3, 25 * 16)
+
+
+def test_read_source_errors_say_what_to_do(app):
+    doc, node = layer_doc(app)
+    with pytest.raises(ProtocolError) as err:
+        kritaio.read_source(doc, node, mode_by_label("Erase"))
+    assert err.value.code == ErrorCode.NO_SELECTION and "select" in err.value.message
+    group = doc.createNode("g", "grouplayer")
+    with pytest.raises(ProtocolError) as err:
+        kritaio.read_source(doc, group, mode_by_label("Imagic"))
+    assert err.value.code == ErrorCode.MISSING_INPUT and "Visible image" in err.value.message
+    with pytest.raises(ProtocolError) as err:
+        kritaio.read_source(None, None, mode_by_label("Imagic"))
+    assert err.value.code == ErrorCode.MISSING_INPUT
+
+
+def test_visible_image_reads_the_projection(app):
+    doc, node = layer_doc(app, layer_rect=(5, 5, 10, 10))
+    src = kritaio.read_source(doc, node, mode_by_label("Imagic"), kritaio.SOURCE_VISIBLE)
+    assert src.plan.region == Rect(0, 0, 40, 30)
+    img = np.frombuffer(src.image, np.uint8).reshape(30, 40, 4)
+    assert not img[:5].any() and img[5:15, 5:15].all()
+
+
+def test_result_layer_goes_above_source_with_unique_name(app):
+    doc, node = layer_doc(app)
+    top = doc.createNode("top", "paintlayer")
+    doc.rootNode().addChildNode(top, node)
+    data = bytes([9, 9, 9, 255]) * 4
+    a = kritaio.add_result_layer(doc, node, "Erase", data, Rect(1, 1, 2, 2))
+    b = kritaio.add_result_layer(doc, node, "Erase", data, Rect(1, 1, 2, 2))
+    assert [n.name() for n in doc.topLevelNodes()] == ["source", "Erase (2)", "Erase", "top"]
+    assert a.pixelData(1, 1, 1, 1) == bytes([9, 9, 9, 255]) and b.bounds() == fake_krita.QRect(1, 1, 2, 2)
+    assert node.writes == 0
+
+
+# -- controller against a real server ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("depth", ["U8", "U16", "F16", "F32"])
+def test_erase_job_makes_new_layer_changed_inside_identical_outside(app, server, depth):
+    c = make_controller(app, server)
+    assert set(c.forms) == {"erase", "imagic"}
+    assert [f.name for f in c.forms["erase"].basic] == ["grow"]
+    assert [f.name for f in c.forms["erase"].advanced] == ["seed"]
+    doc, node = layer_doc(app, depth)
+    before = pixels(node, doc, depth).copy()
+    select(doc, 10, 8, 6, 4)
+    previews = []
+    c.on_preview = previews.append
+    assert c.run(doc, node, "Erase", c.forms["erase"].params(), set_selection=True)
+    wait_for(lambda: not c.job.busy, c)
+    assert c.job.state == JobState.DONE, c.job.status_text
+    layer = c.last.layer
+    assert [n.name() for n in doc.topLevelNodes()] == ["source", "Erase"]
+    out = pixels(layer, doc, depth)
+    inside = np.zeros((30, 40), bool)
+    inside[8:12, 10:16] = True
+    red = {"U8": [0, 0, 255, 255], "U16": [0, 0, 65535, 65535]}.get(depth, [1.0, 0.0, 0.0, 1.0])
+    assert (out[inside] == np.array(red, out.dtype)).all()  # BGRA for integer depths, RGBA for floats
+    assert np.array_equal(out[~inside], before[~inside])
+    assert np.array_equal(pixels(node, doc, depth), before) and node.writes == 0
+    assert doc.selection().width() == 6  # the mask became the selection
+    assert previews and previews[0].width == 8
+
+
+def test_eta_only_rerun_and_cancel(app, server):
+    c = make_controller(app, server)
+    doc, node = layer_doc(app)
+    params = c.forms["imagic"].params(prompt="a dog", eta=0.7)
+    assert c.run(doc, node, "Imagic", params)
+    wait_for(lambda: c.job.stage == "tune", c)
+    c.cancel()
+    wait_for(lambda: not c.job.busy, c)
+    assert c.job.state == JobState.CANCELLED
+    assert [n.name() for n in doc.topLevelNodes()] == ["source"]
+    assert c.eta_only_change({**params, "eta": 0.9})
+    assert not c.eta_only_change({**params, "prompt": "a cat", "eta": 0.9})
+    GATE.set()
+    assert c.run(doc, node, "Imagic", {**params, "eta": 0.9})
+    wait_for(lambda: not c.job.busy, c)
+    assert c.job.state == JobState.DONE
+    assert [n.name() for n in doc.topLevelNodes()] == ["source", "Imagic η0.9: a dog"]
+
+
+def test_closed_document_drops_the_result_without_crashing(app, server):
+    c = make_controller(app, server)
+    doc, node = layer_doc(app)
+    assert c.run(doc, node, "Imagic", {"prompt": "x", "eta": 0.7})
+    doc.close()
+    GATE.set()
+    wait_for(lambda: not c.job.busy, c)
+    assert c.job.state == JobState.FAILED and "closed" in c.job.message
+    assert c.last.code == "document_closed"
+
+
+def test_backend_killed_mid_job_fails_clearly_and_leaves_the_document(app, tmp_path):
+    conn = tmp_path / "killed.json"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.hosts.krita.testops", str(conn)],
+        cwd=Path(__file__).resolve().parents[1],
+        env={**os.environ, "LAYEREDIT_RUNTIME_DIR": str(tmp_path / "run")},
+    )
+    try:
+        end = time.monotonic() + 60
+        while not conn.exists():
+            assert proc.poll() is None and time.monotonic() < end, "the test server did not start"
+            time.sleep(0.05)
+        c = Controller(app, lambda: Client.connect(conn, check=False))
+        assert c.connect()
+        wait_for(lambda: c.connected, c, 30)
+        doc, node = layer_doc(app)
+        assert c.run(doc, node, "Imagic", {"prompt": "x", "eta": 0.7})
+        wait_for(lambda: c.job.stage == "tune", c)
+        os.kill(proc.pid, signal.SIGKILL)
+        wait_for(lambda: not c.job.busy, c)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert c.job.state == JobState.FAILED
+    assert c.job.error_code == ErrorCode.BACKEND_GONE.value
+    assert "backend" in c.job.status_text.lower()
+    assert [n.name() for n in doc.topLevelNodes()] == ["source"] and node.writes == 0
+    assert not c.connected
+
+
+def test_no_backend_and_missing_selection_are_reported_not_raised(app, tmp_path, server):
+    c = Controller(app, lambda: Client.connect(tmp_path / "nothing.json", check=False))
+    assert not c.connect()
+    assert "No backend is running" in c.connection_text
+    doc, node = layer_doc(app)
+    assert not c.run(doc, node, "Erase", {})
+    assert c.job.error_code == ErrorCode.NO_BACKEND.value
+    c2 = make_controller(app, server)
+    assert not c2.run(doc, node, "Erase", {})
+    assert c2.job.error_code == ErrorCode.NO_SELECTION.value
+    assert not c2.run(doc, node, "Replace", {})
+    assert c2.job.error_code == ErrorCode.UNKNOWN_OP.value and "replace" in c2.job.message
