@@ -161,9 +161,11 @@ def add_param_options(parser: argparse.ArgumentParser, spec: OpSpec) -> None:
         if p.type == "bool":
             kwargs["action"] = argparse.BooleanOptionalAction
         elif p.type == "int":
-            kwargs["type"] = int
+            kwargs["type"], kwargs["metavar"] = int, "N"
         elif p.type == "float":
-            kwargs["type"] = float
+            kwargs["type"], kwargs["metavar"] = float, "X"
+        elif p.type == "str":
+            kwargs["metavar"] = "TEXT"
         elif p.type == "enum":
             kwargs["choices"] = list(p.choices or ())
         elif p.type == "float_list":

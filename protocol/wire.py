@@ -353,3 +353,34 @@ def decode(frames: Sequence[Any], key: bytes | None) -> Message:
 
 def error_message(exc: ProtocolError, *, parent: str | None = None, job: str | None = None) -> Message:
     return Message(ERROR, job=job, parent=parent, content=exc.to_json())
+
+
+def hexdump(frames: Sequence[Any]) -> str:
+    """A byte-by-byte listing of a message's frames (SPEC.md's example is generated with this)."""
+    names = ["delimiter", "signature (hex HMAC-SHA256)", "header (UTF-8 JSON)"]
+    lines = []
+    for i, frame in enumerate(frames):
+        data = bytes(_view(frame))
+        name = names[i] if i < len(names) else f"buffer {i - 3}"
+        lines.append(f"frame {i}: {name}, {len(data)} bytes")
+        for off in range(0, len(data), 16):
+            row = data[off : off + 16]
+            text = "".join(chr(b) if 32 <= b < 127 else "." for b in row)
+            lines.append(f"  {off:04x}  {row.hex(' '):<47}  |{text}|")
+    return "\n".join(lines)
+
+
+def example() -> tuple[bytes, list[Any]]:
+    """The fixed example message of SPEC.md: (key, frames)."""
+    key = b"00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff"
+    image = Buffer(bytes([255, 0, 0, 255, 0, 0, 255, 128]), 2, 1, 4, "u8", "RGBA", x=10, y=20)
+    selection = Buffer(bytes([255, 0]), 2, 1, 1, "u8", "gray", x=10, y=20, role="selection")
+    msg = Message(
+        SUBMIT,
+        id="msg-0001",
+        job="job-0001",
+        op="erase",
+        params={"snap": True},
+        buffers=[image, selection],
+    )
+    return key, encode(msg, key)
