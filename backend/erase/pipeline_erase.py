@@ -106,10 +106,10 @@ class ErasePipeline:
         filled_crop = plan.from_model(to_float(np.asarray(filled)))
 
         _report(callback, "composite", 2, 3)
-        edited = np.zeros(image.shape[:2] + (3,), np.float32)
+        # every weight > 0 lies inside the crop: composite there, copy the rest of the layer untouched
+        out = image.copy()
         x0, y0, x1, y1 = plan.box
-        edited[y0:y1, x0:x1] = filled_crop
-        out = composite(image, edited, weights)
+        out[y0:y1, x0:x1] = composite(plan.crop(image), filled_crop, plan.crop(weights))
         _report(callback, "composite", 3, 3)
         meta = {
             "snap": snap_meta,

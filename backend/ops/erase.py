@@ -77,7 +77,9 @@ class EraseOp(Op):
             ctx.check_cancelled()
 
         try:
-            out = ErasePipeline(snapper=snapper)(image, selection, job, callback=step)
+            out = ErasePipeline(snapper=snapper, fillers=model_fillers(params["fill"], ctx))(
+                image, selection, job, callback=step
+            )
         except NothingToFill as exc:
             raise OpError(
                 ErrorCode.NO_SELECTION, f"Nothing to erase: {exc}. Select the object first."
@@ -90,3 +92,13 @@ class EraseOp(Op):
         except LookupError as exc:
             raise OpError(ErrorCode.MODEL_MISSING, f"{exc}; choose another snap method.") from None
         return OpResult(out.image, mask=mask_to_u8(out.mask), meta=out.meta)
+
+
+def model_fillers(fill: str, ctx: JobContext) -> dict[str, Any]:
+    """Fillers that need a model, built only when asked for (the classical ones are always there).
+
+    Extension point for the diffusion-inpainting erase: add its name to FILL_METHODS and return
+    ``{name: filler}`` here, where ``filler`` follows ``backend.erase.Filler`` (``name``, ``target`` = the model's
+    native long side, ``__call__(rgb_u8, mask_bool) -> HxWx3``); the pipeline crops, scales and composites.
+    """
+    return {}
