@@ -304,7 +304,12 @@ class Field:
                 raise ValueError(value)
             return f
         if self.type == "float_list":
-            items = value.replace(";", ",").split(",") if isinstance(value, str) else list(value)
+            if isinstance(value, str):
+                items = value.replace(";", ",").split(",")
+            elif isinstance(value, int | float) and not isinstance(value, bool):
+                items = [value]  # a slider's single value
+            else:
+                items = list(value)
             out = [float(v) for v in items if str(v).strip()]
             if not out or not all(math.isfinite(v) for v in out):
                 raise ValueError(value)

@@ -185,25 +185,28 @@ def test_eta_only_rerun_and_cancel(app, server):
     c = make_controller(app, server)
     doc, node = layer_doc(app)
     params = c.forms["imagic"].params(prompt="a dog", eta=0.7)
+    assert params["eta"] == [0.7]  # a slider's single value fills the float_list
     assert c.run(doc, node, "Imagic", params)
     wait_for(lambda: c.job.stage == "tune", c)
     c.cancel()
     wait_for(lambda: not c.job.busy, c)
     assert c.job.state == JobState.CANCELLED
     assert [n.name() for n in doc.topLevelNodes()] == ["source"]
-    assert c.eta_only_change({**params, "eta": 0.9})
-    assert not c.eta_only_change({**params, "prompt": "a cat", "eta": 0.9})
+    assert c.eta_only_change({**params, "eta": [0.9]})
+    assert not c.eta_only_change({**params, "prompt": "a cat", "eta": [0.9]})
     GATE.set()
-    assert c.run(doc, node, "Imagic", {**params, "eta": 0.9})
+    assert c.run(doc, node, "Imagic", c.forms["imagic"].params(prompt="a dog", eta="0.6, 0.9"))
     wait_for(lambda: not c.job.busy, c)
     assert c.job.state == JobState.DONE
-    assert [n.name() for n in doc.topLevelNodes()] == ["source", "Imagic η0.9: a dog"]
+    names = [n.name() for n in doc.topLevelNodes()]
+    assert names == ["source", "Imagic η0.9: a dog", "Imagic η0.6: a dog"]  # first eta on top
+    assert c.last.layer.name() == "Imagic η0.6: a dog"
 
 
 def test_closed_document_drops_the_result_without_crashing(app, server):
     c = make_controller(app, server)
     doc, node = layer_doc(app)
-    assert c.run(doc, node, "Imagic", {"prompt": "x", "eta": 0.7})
+    assert c.run(doc, node, "Imagic", {"prompt": "x", "eta": [0.7]})
     doc.close()
     GATE.set()
     wait_for(lambda: not c.job.busy, c)
@@ -227,7 +230,7 @@ def test_backend_killed_mid_job_fails_clearly_and_leaves_the_document(app, tmp_p
         assert c.connect()
         wait_for(lambda: c.connected, c, 30)
         doc, node = layer_doc(app)
-        assert c.run(doc, node, "Imagic", {"prompt": "x", "eta": 0.7})
+        assert c.run(doc, node, "Imagic", {"prompt": "x", "eta": [0.7]})
         wait_for(lambda: c.job.stage == "tune", c)
         os.kill(proc.pid, signal.SIGKILL)
         wait_for(lambda: not c.job.busy, c)

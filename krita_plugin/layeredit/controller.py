@@ -248,13 +248,26 @@ class Controller:
                 self.job.state.value, message=self.job.message, code=ErrorCode.BAD_BUFFER.value
             )
             return
-        name = layer_name(pend.mode, pend.params)
-        layer = kritaio.add_result_layer(pend.doc, pend.source, name, image.data, region)
+        layers = [
+            kritaio.add_result_layer(pend.doc, pend.source, layer_name(pend.mode, params), img.data, region)
+            for img, params in self._images_and_params(result, pend)
+            if (img.width, img.height) == (region.w, region.h)
+        ]  # each goes right above the source, so the first (the primary eta) ends on top
+        layer = layers[0]
         if pend.set_selection and result.mask is not None:
             kritaio.set_selection(pend.doc, result.mask.data, region)
         took = time.monotonic() - pend.submitted_at
         self.job.finished(f"Done in {took:.1f} s: new layer '{layer.name()}'.")
         self.last = Outcome(self.job.state.value, layer=layer, message=self.job.message)
+
+    @staticmethod
+    def _images_and_params(result: Any, pend: Pending) -> list[tuple[Any, dict]]:
+        """The result image plus Imagic's eta candidates, each with the params naming its layer."""
+        images = [result.image, *result.candidates]
+        etas = pend.params.get("eta")
+        if not isinstance(etas, list) or len(etas) != len(images):
+            return [(images[0], pend.params)]
+        return [(img, {**pend.params, "eta": eta}) for img, eta in zip(images, etas, strict=True)]
 
     @property
     def state(self) -> JobState:

@@ -183,7 +183,9 @@ class LayerEditDocker(DockWidget):
             f = form.field("eta")
             lo, hi = f.min if f.min is not None else 0.0, f.max if f.max is not None else 1.5
             self.eta_slider.setRange(int(lo * ETA_SCALE), int(hi * ETA_SCALE))
-            self.eta_slider.setValue(int(round(float(form.values["eta"]) * ETA_SCALE)))
+            eta = form.values["eta"]
+            eta = eta[0] if isinstance(eta, list) and eta else eta
+            self.eta_slider.setValue(int(round(float(eta) * ETA_SCALE)))
         if form is None:
             self.advanced_toggle.setVisible(False)
             return
@@ -242,7 +244,7 @@ class LayerEditDocker(DockWidget):
         if form.has("negative_prompt"):
             overrides["negative_prompt"] = self.negative.text()
         if form.has("eta"):
-            overrides["eta"] = self.eta_slider.value() / ETA_SCALE
+            overrides["eta"] = self.eta_slider.value() / ETA_SCALE  # float_list fields take one value too
         return form.params(**overrides)
 
     # -- actions ----------------------------------------------------------------------------------

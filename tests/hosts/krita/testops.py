@@ -43,14 +43,14 @@ class PaintRed(Op):
 
 
 class Slow(Op):
-    """Runs until GATE is set (or ~8 s), checking for cancel: stands in for a model's steps."""
+    """Runs until GATE is set (or ~8 s), checking for cancel (a model's steps); one candidate per eta."""
 
     spec = OpSpec(
         "imagic",
         "test imagic",
         (
             ParamSpec("prompt", "str", "", "text"),
-            ParamSpec("eta", "float", 0.7, "eta", min=0.0, max=1.5),
+            ParamSpec("eta", "float_list", [0.7], "eta", min=0.0, max=1.5),
         ),
     )
 
@@ -60,7 +60,8 @@ class Slow(Op):
             if GATE.wait(0.02):
                 break
             ctx.progress("tune", i, 400)
-        return OpResult(inputs.image.copy())
+        extra = [inputs.image.copy() for _ in params["eta"][1:]]  # one candidate per further eta
+        return OpResult(inputs.image.copy(), extra_images=extra)
 
 
 def registry() -> Registry:
