@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from backend.imaging import (
     bbox,
@@ -243,3 +245,31 @@ def test_keep_size_slides_the_crop_inside_instead_of_cutting_it():
     small[10:20, 10:20] = True
     clamped = plan_crop(small, small.shape, context=5.0, target=None, keep_size=True)
     assert clamped.box == (0, 0, 30, 30)  # never larger than the image
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    h=st.integers(1, 300),
+    w=st.integers(1, 300),
+    data=st.data(),
+    target=st.sampled_from([None, 64, 512, 1024]),
+    keep_size=st.booleans(),
+)
+def test_crop_plans_always_cover_the_mask_inside_the_image(h, w, data, target, keep_size):
+    y0 = data.draw(st.integers(0, h - 1))
+    x0 = data.draw(st.integers(0, w - 1))
+    y1 = data.draw(st.integers(y0 + 1, h))
+    x1 = data.draw(st.integers(x0 + 1, w))
+    mask = np.zeros((h, w), bool)
+    mask[y0:y1, x0:x1] = True
+    plan = plan_crop(mask, (h, w), target=target, keep_size=keep_size)
+    bx0, by0, bx1, by1 = plan.box
+    assert 0 <= bx0 <= x0 and 0 <= by0 <= y0 and x1 <= bx1 <= w and y1 <= by1 <= h
+    mw, mh = plan.model_size
+    if target is None:
+        assert (mw, mh) == plan.crop_size
+    else:
+        assert mw % 8 == 0 and mh % 8 == 0 and 8 <= min(mw, mh) and max(mw, mh) <= target
+    crop = plan.to_model(np.ones((h, w, 3), np.uint8))
+    assert crop.shape == (mh, mw, 3)
+    assert plan.from_model(crop).shape == (by1 - by0, bx1 - bx0, 3)

@@ -173,3 +173,29 @@ def test_snap_op_errors(scene):
     with pytest.raises(OpError) as err:
         SnapOp.spec.validate({"method": "magic"})
     assert err.value.code.value == "bad_param"
+
+
+def test_u2netp_is_found_without_downloads(tmp_path, monkeypatch):
+    from backend.snapping.u2net import U2NetP
+
+    shipped = find_u2netp()
+    if shipped is None:
+        pytest.skip("u2netp.onnx not installed")
+    monkeypatch.setenv("LAYEREDIT_MODELS", str(tmp_path))
+    (tmp_path / "u2net").mkdir()
+    copy = tmp_path / "u2net" / "u2netp.onnx"
+    copy.write_bytes(shipped.read_bytes())
+    assert find_u2netp() == copy  # the models folder wins over the package copy
+    assert find_u2netp(tmp_path / "nope.onnx") == copy  # a missing explicit path falls through
+    prob = U2NetP(copy, threads=1)(np.zeros((40, 60, 3), np.uint8))
+    assert prob.shape == (40, 60) and prob.dtype == np.float32 and 0 <= prob.min() <= prob.max() <= 1
+
+
+def test_missing_u2netp_is_a_clear_error(tmp_path, monkeypatch):
+    import backend.snapping.u2net as u2
+
+    monkeypatch.delenv("LAYEREDIT_MODELS", raising=False)
+    monkeypatch.setattr(u2.importlib.util, "find_spec", lambda name: None)
+    assert u2.find_u2netp() is None
+    with pytest.raises(FileNotFoundError, match="u2netp.onnx not found"):
+        u2.U2NetP()
