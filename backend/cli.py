@@ -186,7 +186,11 @@ def build_parser(registry: Registry) -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the job server for the Krita/GIMP plugins")
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (loopback only without CurveZMQ)")
     serve.add_argument("--port", type=int, default=0, help="TCP port (default: a free one)")
-    serve.add_argument("--device", action="append", help="device for a worker (repeatable; default: cpu)")
+    serve.add_argument(
+        "--device",
+        action="append",
+        help="device for a worker: auto, cpu, cuda, cuda:1, mps (repeatable; default: auto)",
+    )
     serve.add_argument("--max-pixels", type=int, default=100_000_000, help="largest image, in pixels")
     serve.add_argument(
         "--max-message-mb", type=int, default=2048, help="largest message (ZMQ_MAXMSGSIZE), MiB"
@@ -249,7 +253,7 @@ def run_op(
         if args.selection:
             mask = load_mask(args.selection, (arr.shape[1], arr.shape[0]))
             selection = array_buffer(mask, role="selection")
-    device = args.device or os.environ.get("LAYEREDIT_DEVICE") or "cpu"
+    device = args.device or os.environ.get("LAYEREDIT_DEVICE") or "auto"
     ctx = JobContext(
         models=models_factory(device) if models_factory else None,
         progress_fn=None if args.quiet else _print_progress,
@@ -286,7 +290,7 @@ def serve(args: argparse.Namespace, registry: Registry, models_factory: ModelsFa
     config = ServerConfig(
         host=args.host,
         port=args.port,
-        devices=tuple(args.device or [os.environ.get("LAYEREDIT_DEVICE") or "cpu"]),
+        devices=tuple(args.device or [os.environ.get("LAYEREDIT_DEVICE") or "auto"]),
         max_pixels=args.max_pixels,
         max_message_bytes=args.max_message_mb << 20,
         max_result_bytes=args.max_result_mb << 20,

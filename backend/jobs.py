@@ -45,7 +45,7 @@ def build_inputs(spec: OpSpec, image: Buffer | None, selection: Buffer | None) -
     if spec.needs_image and image is None:
         raise OpError(ErrorCode.MISSING_INPUT, f"Op '{spec.name}' needs an image; send the layer's pixels.")
     sel = decode_selection(selection, image) if selection is not None else None
-    if spec.needs_selection and (sel is None or not np.any(sel > 0)):
+    if spec.needs_selection and (sel is None or not sel.size or sel.max() <= 0):
         raise OpError(
             ErrorCode.NO_SELECTION,
             f"Op '{spec.name}' needs a selection over the layer; select the object first, then run it again.",
@@ -272,8 +272,12 @@ class JobManager:
         return self._models[device]
 
     def _run(self, job: Job, device: str) -> None:
+        models = self._models_for(device)
+        device = str(getattr(models, "device", None) or device)  # "auto" -> what the manager picked
+        with self._lock:
+            job.device = device
         ctx = JobContext(
-            models=self._models_for(device),
+            models=models,
             progress_fn=lambda stage, step, total, preview=None: self._progress(
                 job, stage, step, total, preview
             ),

@@ -29,6 +29,7 @@ def setup(level: int | str = logging.INFO, log_dir: Path | None = None) -> Path 
             path, maxBytes=5 << 20, backupCount=3, encoding="utf-8"
         )
         handler.setFormatter(logging.Formatter(FORMAT))
+        path.chmod(0o600)  # prompts and file paths end up in there
         root.addHandler(handler)
     except OSError as exc:  # logging to stderr still works
         root.warning("no log file: %s", exc)

@@ -90,7 +90,9 @@ class Server:
         )
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._models_report: dict | None = None
+        self._report: dict | None = None  # models and resolved devices, built off the socket thread
+        self._report_lock = threading.Lock()
+        self._pending_hellos: list[tuple[list[bytes], str]] = []
         self.endpoint = ""
         self.connection_file: Path | None = None
 
@@ -131,6 +133,7 @@ class Server:
     def start(self) -> Server:
         """Bind and serve on a background thread (tests, embedding)."""
         self.bind()
+        self._start_report()
         self.jobs.start()
         self._thread = threading.Thread(target=self._loop, name="layeredit-router", daemon=True)
         self._thread.start()
@@ -138,6 +141,7 @@ class Server:
 
     def serve_forever(self) -> None:
         self.bind()
+        self._start_report()
         self.jobs.start()
         self._loop()
 
@@ -268,15 +272,20 @@ class Server:
         self._reply(identity, Message(wire.PONG, parent=msg.id))
 
     def _on_hello(self, identity: list[bytes], msg: Message) -> None:
+        with self._report_lock:
+            if self._report is None:  # answered by the report thread once it is done (torch imports slowly)
+                self._pending_hellos.append((identity, msg.id))
+                return
         self._reply(identity, Message(wire.CAPABILITIES, parent=msg.id, content=self.capabilities()))
 
     def capabilities(self) -> dict:
+        report = self._report or {}
         return {
             "backend_version": BACKEND_VERSION,
             "protocol": wire.PROTOCOL_VERSION,
-            "devices": list(self.config.devices),
+            "devices": report.get("devices", list(self.config.devices)),
             "ops": [spec.to_json() for spec in self.registry.specs()],
-            "models": self._models(),
+            "models": report.get("models", {}),
             "limits": {
                 "max_pixels": self.config.max_pixels,
                 "max_message_bytes": self.config.max_message_bytes,
@@ -287,20 +296,32 @@ class Server:
             "channel_orders": list(wire.ORDER_CHANNELS),
         }
 
-    def _models(self) -> dict:
-        """Which model kinds are installed (computed once; cheap file checks, no weights loaded)."""
-        if self._models_report is None:
-            report: dict = {}
-            if self.config.report_models:
-                try:
-                    from backend.models import ModelManager
+    def _start_report(self) -> None:
+        if not self.config.report_models:
+            self._report = {}
+            return
+        threading.Thread(target=self._build_report, name="layeredit-report", daemon=True).start()
 
-                    manager = ModelManager(device="cpu")
-                    report = {kind: manager.has_model(kind) for kind in ("inpaint", "text2img", "sam")}
-                except Exception as exc:  # the report is advisory; ops raise MODEL_MISSING themselves
-                    log.info("model report unavailable: %s", exc)
-            self._models_report = report
-        return self._models_report
+    def _build_report(self) -> None:
+        """Which model kinds are installed and what the devices resolve to (file checks, no weights loaded);
+        then answer the hellos that waited for it, through the outbox like the workers do."""
+        report: dict = {}
+        try:
+            from backend.models import ModelManager
+            from backend.models.device import pick_device
+
+            report["devices"] = [pick_device(d) for d in self.config.devices]
+            manager = ModelManager(device="cpu")
+            report["models"] = manager.available()
+        except Exception as exc:  # advisory only: ops raise MODEL_MISSING themselves
+            log.info("model report incomplete: %s", exc)
+        with self._report_lock:
+            self._report = report
+            pending, self._pending_hellos = self._pending_hellos, []
+        for identity, parent in pending:
+            msg = Message(wire.CAPABILITIES, parent=parent, content=self.capabilities())
+            self._outbox.put((None, identity, wire.encode(msg, self.key)))
+        self._poke()
 
     def _on_submit(self, identity: list[bytes], msg: Message) -> None:
         if not msg.op:

@@ -44,10 +44,10 @@ def decode_image(buf: Buffer) -> np.ndarray:
 
 def to_unit_float(arr: np.ndarray) -> np.ndarray:
     """u8/255, u16/65535, floats clipped to [0, 1]; float32."""
-    if arr.dtype == np.uint8:
-        return arr.astype(np.float32) / np.float32(255)
+    if arr.dtype == np.uint8:  # one pass, exact division (255 -> 1.0 exactly)
+        return np.divide(arr, np.float32(255), dtype=np.float32)
     if arr.dtype == np.uint16:
-        return arr.astype(np.float32) / np.float32(65535)
+        return np.divide(arr, np.float32(65535), dtype=np.float32)
     return np.clip(np.nan_to_num(arr.astype(np.float32)), 0.0, 1.0)
 
 
@@ -60,7 +60,12 @@ def decode_selection(sel: Buffer, image: Buffer | None) -> np.ndarray:
             f"The selection must be one gray channel, got {sel.channels} ({sel.order}); send the selection mask.",
         )
     values = to_unit_float(buffer_array(sel)[:, :, 0])
-    if image is None:
+    if image is None or (sel.x, sel.y, sel.width, sel.height) == (
+        image.x,
+        image.y,
+        image.width,
+        image.height,
+    ):
         return values
     out = np.zeros((image.height, image.width), np.float32)
     x0, y0 = max(sel.x, image.x), max(sel.y, image.y)

@@ -32,7 +32,7 @@ from .wire import Buffer, Message
 log = logging.getLogger("layeredit.client")
 
 PING_AFTER_S = 0.5
-DEAD_AFTER_S = 1.5  # after an unanswered ping: PING_AFTER_S + DEAD_AFTER_S <= 2 s
+DEAD_AFTER_S = 1.4  # after an unanswered ping: PING_AFTER_S + DEAD_AFTER_S + a 0.1 s poll < 2 s
 _FINAL = (wire.RESULT, wire.ERROR)
 
 
@@ -228,7 +228,7 @@ class Client:
     def ping(self, timeout: float = 2.0) -> None:
         self.request(Message(wire.PING), timeout)
 
-    def hello(self, timeout: float = 10.0) -> dict:
+    def hello(self, timeout: float = 60.0) -> dict:
         """Capabilities: backend/protocol versions, devices, ops (OpSpec.to_json), models, limits."""
         reply = self.request(Message(wire.HELLO, content={"client": "layeredit-protocol"}), timeout)
         self.capabilities = reply.content
