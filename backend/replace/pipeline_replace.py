@@ -100,7 +100,7 @@ def _at_least_half(mask: np.ndarray) -> np.ndarray:
 
 
 def _grown(mask: np.ndarray, px: int) -> np.ndarray:
-    """``mask`` (bool) dilated by ``px``, computed on a window around it only."""
+    """bool: ``mask`` (bool) dilated by ``px``, computed on a window around it only."""
     box = bbox(mask)
     assert box is not None
     h, w = mask.shape
@@ -110,7 +110,7 @@ def _grown(mask: np.ndarray, px: int) -> np.ndarray:
         min(w, box[2] + px + 1),
         min(h, box[3] + px + 1),
     )
-    out = np.zeros((h, w), np.float32)
+    out = np.zeros((h, w), bool)
     out[y0:y1, x0:x1] = grow(mask[y0:y1, x0:x1].astype(np.float32), px) >= 0.5
     return out
 
