@@ -312,7 +312,7 @@ def make_big_scene(size: int = 4096, object_px: int = 600, seed: int = 1) -> Sce
     background = cv2.resize(_photo("coffee", 512), (size, size), interpolation=cv2.INTER_CUBIC)
     shape = _object_shape(rng, object_px, 1)
     oh, ow = shape.shape
-    y0, x0 = size // 3, size // 2
+    y0, x0 = min(size // 3, size - oh - 32), min(size // 2, size - ow - 32)
     texture = cv2.resize(_photo("astronaut", 512), (ow, oh), interpolation=cv2.INTER_CUBIC)
     obj = np.zeros((size, size), bool)
     obj[y0 : y0 + oh, x0 : x0 + ow] = shape
