@@ -61,8 +61,10 @@ def backend(sandbox, tmp_path):
     _stop(proc)
 
 
-def _start_backend(sandbox, tmp_path, argv: list[str]) -> subprocess.Popen:
-    env = dict(os.environ, LAYEREDIT_RUNTIME_DIR=str(sandbox.runtime_dir), OMP_NUM_THREADS="1")
+def _start_backend(sandbox, tmp_path, argv: list[str], extra_env: dict | None = None) -> subprocess.Popen:
+    env = dict(
+        os.environ, LAYEREDIT_RUNTIME_DIR=str(sandbox.runtime_dir), OMP_NUM_THREADS="1", **(extra_env or {})
+    )
     env["LAYEREDIT_MODELS"] = str(tmp_path / "no-models")  # nothing installed: model-less ops must still work
     log_path = tmp_path / "backend.log"
     with open(log_path, "wb") as log:
@@ -140,6 +142,27 @@ def test_erase_in_real_gimp(sandbox, backend, precision, fmt, bpp):
     assert object_pixels == ow * oh and unchanged_outside > 1000
     assert changed_inside / object_pixels > 0.95, (changed_inside, object_pixels)
     assert any(snapped), "the snapped mask should have become the selection"
+
+
+def test_imagic_in_real_gimp_one_layer_per_eta(sandbox, tmp_path, tiny_sd_dir):
+    """Imagic without a selection (whole layer) on the tiny random-weight SD: two etas, two new layers."""
+    env = {"LAYEREDIT_CACHE": str(tmp_path / "imagic-cache")}
+    proc = _start_backend(
+        sandbox, tmp_path, [str(VENV_PYTHON), "-m", "backend", "serve", "--no-model-report"], extra_env=env
+    )
+    try:
+        args = {"prompt": "a photo of a dog", "eta": "0.6, 0.8", "model": str(tiny_sd_dir)}
+        args |= {"embedding-steps": 2, "finetune-steps": 2, "steps": 2}
+        report = sandbox.run_driver(_case("plug-in-layeredit-imagic", selection=None, args=args))
+    finally:
+        _stop(proc)
+    assert report["status"] == "success", f"{report.get('error')}\n{report['log'][-3000:]}"
+    names = [entry["name"] for entry in report["layers"]]
+    assert names == ["Imagic η0.6: a photo of a dog", "Imagic η0.8: a photo of a dog", "src"]
+    for entry in report["layers"][:2]:  # the whole layer, where it is
+        assert (entry["x"], entry["y"], entry["width"], entry["height"]) == (8, 6, 80, 64)
+    assert sandbox.read_out("src_after.raw") == sandbox.read_out("src_before.raw")
+    assert sandbox.read_out("new.raw") != sandbox.read_out("src_before.raw")
 
 
 def test_model_missing_is_a_clear_error_and_image_unchanged(sandbox, backend):
@@ -278,7 +301,7 @@ def test_backend_dying_mid_job_is_a_clear_error(sandbox, tmp_path):
         client.close()
         proc.kill()
         runner.join(120)
-        assert result["status"] == "execution-error"
+        assert result["status"] == "execution-error", f"{result.get('error')}\n{result['log'][-3000:]}"
         assert "backend_gone" in result["error"] and "python -m backend serve" in result["error"], result[
             "error"
         ]
