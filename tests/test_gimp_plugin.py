@@ -511,3 +511,42 @@ def test_installer_vendors_pyzmq_for_gimps_bundled_python(tmp_path):
     assert "win_amd64" in wheel_info.read_text()
     installer.install(ROOT, sys.executable, tmp_path / "p", uninstall=True)
     assert not (tmp_path / "p" / "layeredit").exists()
+
+
+# -- starting the backend from the installer's config ---------------------------------------------------
+from layeredit_gimp import backend as gimp_backend  # noqa: E402
+
+
+@pytest.mark.slow
+def test_starts_the_backend_from_config_when_none_runs(tmp_path, monkeypatch):
+    monkeypatch.setenv("LAYEREDIT_RUNTIME_DIR", str(tmp_path / "run"))
+    (tmp_path / "layeredit.json").write_text(
+        json.dumps({"project_root": str(ROOT), "venv_python": sys.executable})
+    )
+    texts: list[str] = []
+    client = gimp_backend.connect_or_start(tmp_path, on_status=texts.append)
+    try:
+        assert "erase" in {op["name"] for op in client.hello()["ops"]}
+        assert texts == ["Starting the backend…"]
+        pid = client.info.pid
+    finally:
+        client.shutdown()
+        client.close()
+    deadline = time.monotonic() + 30
+    while (tmp_path / "run" / "backend.json").exists():  # the backend removes its file on shutdown
+        assert time.monotonic() < deadline, f"backend {pid} did not shut down"
+        time.sleep(0.1)
+
+
+def test_failed_start_says_why_with_the_log(tmp_path, monkeypatch):
+    monkeypatch.setenv("LAYEREDIT_RUNTIME_DIR", str(tmp_path / "run"))
+    broken = tmp_path / "python"
+    broken.write_text("#!/bin/sh\necho 'ImportError: no module named torch' >&2\nexit 3\n")
+    broken.chmod(0o755)
+    (tmp_path / "layeredit.json").write_text(
+        json.dumps({"project_root": str(tmp_path), "venv_python": str(broken)})
+    )
+    with pytest.raises(ProtocolError) as err:
+        gimp_backend.connect_or_start(tmp_path, timeout=20)
+    assert err.value.code == ErrorCode.NO_BACKEND
+    assert "did not start" in err.value.message and "no module named torch" in err.value.message

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -18,7 +19,7 @@ from protocol.client import Client
 from protocol.errors import ErrorCode, ProtocolError
 
 CONFIG_NAME = "layeredit.json"
-START_TIMEOUT_S = 90.0
+START_TIMEOUT_S = 120.0  # the first start imports torch: slow on a cold disk
 
 
 def read_config(plugin_dir: Path) -> dict | None:
@@ -56,8 +57,13 @@ def connect_or_start(
 
 
 def _start(config: dict, timeout: float) -> Client:
-    log_path = connection.runtime_dir() / "backend-start.log"
+    log_path = connection.runtime_dir() / "logs" / "backend-started-by-gimp.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
     cwd = config.get("project_root") or None
+    connection.remove()  # nothing answered: a stale file from a crashed backend would look like success
+    detach: dict = {"start_new_session": True}  # outlives the plug-in (and GIMP): the next run is fast
+    if sys.platform.startswith("win"):
+        detach = {"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP | subprocess.DETACHED_PROCESS}
     with open(log_path, "ab") as log:
         try:
             process = subprocess.Popen(
@@ -66,7 +72,7 @@ def _start(config: dict, timeout: float) -> Client:
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                start_new_session=True,
+                **detach,
             )
         except OSError as exc:
             raise ProtocolError(
