@@ -232,7 +232,8 @@ def report(figures: dict[str, list[float]], args: argparse.Namespace) -> str:
         f"- Machine: {platform.machine()}, {os.cpu_count()} CPU cores (shared), Python {platform.python_version()}, "
         f"{platform.system()} {platform.release()}",
         f"- Command: `.venv/bin/python bench/transport.py --runs {args.runs} --http-runs {args.http_runs}`",
-        f"- Date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
+        f"- Date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; load average at the end "
+        f"{os.getloadavg()[0]:.1f} (the 2 cores are shared with other work: compare within one run)",
         "",
         "| way | median ms | min ms | runs | vs memcpy | protocol is faster by |",
         "|---|---:|---:|---:|---:|---:|",

@@ -260,7 +260,14 @@ class Client:
     def _check_limits(self, buffers: list[Buffer]) -> None:
         limits = self.capabilities.get("limits") or {}
         max_pixels = limits.get("max_pixels")
+        max_bytes = limits.get("max_message_bytes")
         for b in buffers:
+            if max_bytes and b.nbytes > max_bytes:  # the backend's ZMQ_MAXMSGSIZE would drop the connection
+                raise ProtocolError(
+                    ErrorCode.TOO_LARGE,
+                    f"The {b.role} buffer is {b.nbytes} bytes; this backend takes at most {max_bytes} per "
+                    "buffer. Send a smaller region, or start the backend with a larger --max-message-mb.",
+                )
             if max_pixels and b.width * b.height > max_pixels:
                 raise ProtocolError(
                     ErrorCode.TOO_LARGE,

@@ -374,3 +374,45 @@ def test_list_and_shutdown(tmp_path):
         with pytest.raises(ProtocolError) as exc:
             Client.connect(srv.connection_file)
         assert exc.value.code == ErrorCode.NO_BACKEND
+
+
+def test_frames_over_the_message_size_limit_never_reach_the_server(tmp_path):
+    with running_server(tmp_path, max_message_bytes=4096) as srv:
+        raw = Raw(srv)
+        try:
+            desc = Buffer(bytes(8192), 64, 32, 4).descriptor()
+            raw.send_signed(_header("submit", op="echo", params={}, buffers=[desc]), [bytes(8192)])
+            assert (
+                raw.recv(timeout_ms=500) is None
+            )  # ZeroMQ dropped it (and the connection) before any code ran
+        finally:
+            raw.close()
+        with Client.connect(srv.connection_file) as c:
+            c.hello()
+            with pytest.raises(ProtocolError) as exc:  # the client knows the limit and says so instead
+                c.submit("echo", {}, image=Buffer(bytes(8192), 64, 32, 4))
+            assert exc.value.code == ErrorCode.TOO_LARGE
+            assert c.run("echo", {}, image=array_buffer(_image()), timeout=30).image is not None
+
+
+def test_queue_full(tmp_path):
+    with running_server(tmp_path, max_queue=1) as srv, Client.connect(srv.connection_file) as c:
+        running = c.submit("steps", {"steps": 2000, "delay": 0.01}, image=array_buffer(_image()))
+        assert wait_until(lambda: srv.jobs.get(running).state == "running")
+        queued = c.submit("echo", {}, image=array_buffer(_image()))
+        refused = c.submit("echo", {}, image=array_buffer(_image()))
+        with pytest.raises(ProtocolError) as exc:
+            c.wait(refused, timeout=30)
+        assert exc.value.code == ErrorCode.QUEUE_FULL
+        c.cancel(running)
+        assert c.wait(queued, timeout=30).image is not None
+
+
+@pytest.mark.skipif(not zmq.has("curve"), reason="libzmq built without CURVE")
+def test_curve_encryption_end_to_end(tmp_path):
+    public, secret = zmq.curve_keypair()
+    with running_server(tmp_path, curve_secret_key=secret.decode()) as srv:
+        info = connection.read(srv.connection_file)
+        assert info.curve_serverkey == public.decode()
+        with Client.connect(srv.connection_file) as c:
+            assert c.run("echo", {}, image=array_buffer(_image()), timeout=30).meta["shape"] == [6, 5, 4]
