@@ -62,11 +62,31 @@ def test_prompt_points_from_a_selection():
 def test_sam_snap_plumbing_with_a_tiny_random_model(segmenter):
     image, _, _, sel = make_scene(96)
     pipe = SnapPipeline(sam=segmenter)
-    out = pipe(image, sel, SnapParams(method="auto", margin=8))
-    assert out.method == "sam"  # auto prefers SAM when it is there
+    out = pipe(image, sel, SnapParams(method="sam", margin=8))
+    assert out.method == "sam"
     assert out.mask.shape == sel.shape and out.mask.dtype == np.float32
     assert out.mask.min() >= 0 and out.mask.max() <= 1
     assert (out.mask[~(grow(sel, 8) > 0)] == 0).all()  # random weights or not, never past the margin
+
+
+def test_auto_prefers_sam_and_falls_back_when_its_mask_looks_wrong():
+    image, _, obj, sel = make_scene(120)
+    good = SnapPipeline(sam=lambda rgb, seed, gap: _crop_like(obj, sel, seed))
+    out = good(image, sel, SnapParams(method="auto"))
+    assert out.method == "sam" and iou(out.mask, obj) > 0.99
+    empty = SnapPipeline(sam=lambda rgb, seed, gap: np.zeros(seed.shape, np.float32))  # SAM found nothing
+    out = empty(image, sel, SnapParams(method="auto"))
+    assert out.method != "sam" and iou(out.mask, obj) > 0.9
+
+
+def _crop_like(full: np.ndarray, sel: np.ndarray, seed: np.ndarray) -> np.ndarray:
+    """The crop of ``full`` that matches the pipeline's crop ``seed`` of ``sel`` (found by its placement)."""
+    from backend.imaging import bbox
+
+    x0, y0, x1, y1 = bbox(sel > 0)
+    sx0, sy0, _, _ = bbox(seed)
+    ox, oy = x0 - sx0, y0 - sy0
+    return full[oy : oy + seed.shape[0], ox : ox + seed.shape[1]].astype(np.float32)
 
 
 def test_sam_embedding_is_cached_per_image(segmenter):

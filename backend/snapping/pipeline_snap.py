@@ -1,7 +1,8 @@
 """SnapPipeline: a rough selection -> the mask of the object it was drawn around.
 
 Methods (``SnapParams.method``):
-- ``auto``: SAM when a SAM segmenter was injected, else ``combined``.
+- ``auto``: SAM when a SAM segmenter was injected (falling back to ``combined`` when SAM's mask fails the
+  plausibility checks below), else ``combined``.
 - ``combined`` (the embedded default, no downloads): GrabCut on the crop with the whole selection as probable
   foreground; when its result looks wrong (it collapsed, or it hugs the selection's edge instead of an object
   inside it), u2netp's confident pixels become sure-foreground seeds for a second GrabCut, and the candidate that
@@ -122,8 +123,15 @@ class SnapPipeline:
         self, rgb: np.ndarray, seed: np.ndarray, params: SnapParams, callback: Callback | None
     ) -> tuple[np.ndarray, str, dict[str, Any]]:
         method = params.method
-        if method == "auto":
-            method = "sam" if self.sam is not None else "combined"
+        if method == "auto" and self.sam is not None:
+            # SAM first; the embedded methods take over when its mask looks wrong (same checks as 'combined')
+            prob = self.sam(rgb, seed, gap=max(4, params.margin // 2))
+            touch, area = _touch_and_area(prob, seed)
+            if _plausible(touch, area):
+                return prob, "sam", {}
+            method = "combined"
+        elif method == "auto":
+            method = "combined"
         if method == "sam":
             if self.sam is None:
                 raise LookupError("SAM snapping needs SAM weights; none are loaded")
