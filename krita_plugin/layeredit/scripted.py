@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import time
 import traceback
 from pathlib import Path
@@ -75,7 +76,7 @@ class ScriptedJob:
             doc.setSelection(sel)
         doc.waitForDone()
         self.doc, self.layer = doc, layer
-        self.step("document", layers=[n.name() for n in doc.topLevelNodes()])
+        self.step("document", layers_before=[n.name() for n in doc.topLevelNodes()])
         from .docker import INSTANCES, LayerEditDocker
 
         self.docker = INSTANCES[0] if INSTANCES else LayerEditDocker()
@@ -126,6 +127,11 @@ class ScriptedJob:
 
     def _wait_done(self) -> None:
         c = self.docker.controller
+        kill = self.spec.get("kill_backend")  # {"pid": N, "stage": "tune"}: the backend dies mid-job
+        if kill and c.job.busy and c.job.stage == kill["stage"] and not hasattr(self, "t_kill"):
+            os.kill(int(kill["pid"]), signal.SIGKILL)
+            self.t_kill = time.monotonic()
+            self.step("killed_backend")
         if c.job.busy:
             if time.monotonic() - self.t_run > self.spec.get("timeout_s", 240):
                 c.cancel()
@@ -151,6 +157,10 @@ class ScriptedJob:
                 (self.out / "result.raw").write_bytes(bytes(res.pixelData(0, 0, w, h)))
             sel = doc.selection()
             out["selection_after"] = None if sel is None else [sel.x(), sel.y(), sel.width(), sel.height()]
+            if sel is not None:
+                (self.out / "selection_after.raw").write_bytes(bytes(sel.pixelData(0, 0, w, h)))
+        if hasattr(self, "t_kill"):
+            out["failed_after_kill_s"] = round(time.monotonic() - self.t_kill, 3)
         self.finish(**out)
 
 

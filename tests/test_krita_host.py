@@ -1,0 +1,148 @@
+"""Real Krita (Debian 12's 5.1.5, headless under xvfb-run, fresh HOME, plugin installed by its installer).
+
+The plugin's own scripted hook (krita_plugin/layeredit/scripted.py) builds the document, selects, sets the
+docker's widgets and presses its Run button; the backend is a real process. Skipped when Krita is not
+installed, unless LAYEREDIT_REQUIRE_HOSTS=1 (CI), where that is a failure. Setup: tests/hosts/krita/setup.sh.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+from tests.hosts.krita import harness
+
+pytestmark = [pytest.mark.host, pytest.mark.slow]
+
+
+@pytest.fixture(autouse=True)
+def _need_krita():
+    if not harness.krita_available():
+        if os.environ.get("LAYEREDIT_REQUIRE_HOSTS") == "1":
+            pytest.fail("Krita / xvfb-run are not installed; run tests/hosts/krita/setup.sh")
+        pytest.skip("Krita is not installed (tests/hosts/krita/setup.sh installs it)")
+
+
+@pytest.fixture
+def backend(tmp_path):
+    b = harness.start_backend(tmp_path)
+    yield b
+    b.stop()
+
+
+@pytest.fixture
+def test_backend(tmp_path):
+    """A backend process serving the deterministic test ops (tests/hosts/krita/testops.py)."""
+    runtime = tmp_path / "run"
+    b = harness.start_backend(tmp_path, ["tests.hosts.krita.testops", str(runtime / "backend.json")])
+    yield b
+    b.stop()
+
+
+def test_real_erase_in_krita_makes_a_new_layer_and_leaves_the_source(tmp_path, backend):
+    w, h = 160, 120
+    img, sel = harness.scene_bgra(w, h)
+    (tmp_path / "layer.raw").write_bytes(img.tobytes())
+    spec = {
+        "width": w,
+        "height": h,
+        "layer_raw": str(tmp_path / "layer.raw"),
+        "layer_rect": [0, 0, w, h],
+        "selection": list(sel),
+        "mode": "Erase",
+        "set_selection": True,  # the snapped mask becomes the selection: the test reads it back
+    }
+    report = harness.run_krita(tmp_path, spec, backend)
+    assert "error" not in report, report.get("error")
+    assert report["outcome"]["state"] == "done", report["outcome"]
+    assert report["layers"][:3] == ["Background", "source", "Erase"] and report["result_above_source"]
+    assert report["ui_ticks_while_running"] > 0  # Qt's loop kept running while the backend worked
+    out = tmp_path / "out"
+    source_after = harness.read_raw(out / "source_after.raw", w, h)
+    assert np.array_equal(source_after, img)  # the source layer is untouched
+    result = harness.read_raw(out / "result.raw", w, h)
+    mask = harness.read_raw(out / "selection_after.raw", w, h, 1)[:, :, 0] > 0
+    covered = result[:, :, 3] > 0  # the new layer holds the region sent (selection + context)
+    x, y, sw, sh = sel
+    assert covered[y : y + sh, x : x + sw].all()
+    assert np.array_equal(result[covered & ~mask], img[covered & ~mask])  # identical outside the edit
+    disc = (img[:, :, :3] == [40, 30, 220]).all(axis=-1)  # BGRA of the red disc
+    assert mask[disc].mean() > 0.95  # snapped onto the object
+    still_red = (result[:, :, :3] == [40, 30, 220]).all(axis=-1) & disc
+    assert still_red.sum() < 0.02 * disc.sum()  # the object is gone from the new layer
+    assert mask.sum() < 4 * disc.sum()  # ...and the edit stayed near the object
+
+
+def test_u16_offset_layer_and_partial_selection_round_trip_exactly(tmp_path, test_backend):
+    w, h = 120, 80
+    lx, ly, lw, lh = -10, 5, 100, 60  # the layer hangs off the canvas's left edge
+    rng = np.random.default_rng(1)
+    layer = rng.integers(1, 60000, (lh, lw, 4)).astype("<u2")
+    (tmp_path / "layer.raw").write_bytes(layer.tobytes())
+    sel = (50, 20, 80, 40)  # reaches past the layer and past the canvas
+    spec = {
+        "width": w,
+        "height": h,
+        "depth": "U16",
+        "layer_raw": str(tmp_path / "layer.raw"),
+        "layer_rect": [lx, ly, lw, lh],
+        "selection": list(sel),
+        "mode": "Erase",
+        "params": {"grow": 3},
+    }
+    report = harness.run_krita(tmp_path, spec, test_backend)
+    assert report["outcome"]["state"] == "done", report
+    canvas = np.zeros((h, w, 4), "<u2")
+    canvas[ly : ly + lh, 0 : lx + lw] = layer[:, -lx:]
+    out = tmp_path / "out"
+    source_after = np.frombuffer((out / "source_after.raw").read_bytes(), "<u2").reshape(h, w, 4)
+    assert np.array_equal(source_after, canvas)
+    result = np.frombuffer((out / "result.raw").read_bytes(), "<u2").reshape(h, w, 4)
+    selected = np.zeros((h, w), bool)
+    selected[20:60, 50:90] = True  # selection ∩ layer ∩ canvas
+    assert (result[selected] == [0, 0, 65535, 65535]).all()  # red in Krita's BGRA u16
+    covered = result[:, :, 3] > 0
+    assert np.array_equal(result[covered & ~selected], canvas[covered & ~selected])
+    assert not covered[:, 90:].any() and not covered[:5].any()  # nothing beyond the layer
+
+
+def test_backend_killed_mid_job_in_krita_reports_and_keeps_the_document(tmp_path, test_backend):
+    w, h = 64, 48
+    img, _ = harness.scene_bgra(w, h)
+    (tmp_path / "layer.raw").write_bytes(img.tobytes())
+    spec = {
+        "width": w,
+        "height": h,
+        "layer_raw": str(tmp_path / "layer.raw"),
+        "layer_rect": [0, 0, w, h],
+        "mode": "Imagic",
+        "prompt": "a dog",
+        "kill_backend": {"pid": test_backend.proc.pid, "stage": "tune"},
+    }
+    report = harness.run_krita(tmp_path, spec, test_backend)
+    assert report["outcome"]["state"] == "failed"
+    assert report["outcome"]["code"] == "backend_gone"
+    assert report["layers"] == ["Background", "source"]
+    source_after = harness.read_raw(tmp_path / "out" / "source_after.raw", w, h)
+    assert np.array_equal(source_after, img)
+
+
+def test_closing_the_document_while_a_job_runs_drops_the_result(tmp_path, test_backend):
+    w, h = 64, 48
+    img, _ = harness.scene_bgra(w, h)
+    (tmp_path / "layer.raw").write_bytes(img.tobytes())
+    spec = {
+        "width": w,
+        "height": h,
+        "layer_raw": str(tmp_path / "layer.raw"),
+        "layer_rect": [0, 0, w, h],
+        "mode": "Imagic",
+        "prompt": "a dog",
+        "close_document_after_run": True,
+    }
+    report = harness.run_krita(tmp_path, spec, test_backend)
+    assert "closed_document" in [s[1] for s in report["steps"]]
+    assert report["outcome"]["state"] == "failed"
+    assert "closed" in report["outcome"]["message"]
