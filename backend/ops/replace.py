@@ -128,7 +128,6 @@ class ReplaceOp(Op):
         models = _models(ctx)
         model_label = models.locate("inpaint", params["model"] or None).label
         pipe = models.load_pipeline("inpaint", params["model"] or None)
-        lora = models.lora_file() if params["fast"] else None
         if params["fast"] and "XL" in type(pipe).__name__:
             raise OpError(
                 ErrorCode.BAD_PARAM,
@@ -136,6 +135,7 @@ class ReplaceOp(Op):
                 "Turn fast off or choose an SD 1.5 inpainting model.",
                 {"param": "fast"},
             )
+        lora = models.lora_file() if params["fast"] else None
         seed = params["seed"] if params["seed"] >= 0 else secrets.randbelow(2**31)
         replace = ReplacePipeline(pipe, snapper=make_snapper(ctx, params["snap"]), lcm_lora=lora)
         job = ReplaceParams(
