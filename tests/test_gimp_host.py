@@ -225,16 +225,19 @@ def test_interactive_dialog_from_schemas_then_job(sandbox, backend):
         )
 
 
-def _plugin_pids() -> list[int]:
-    """The layeredit plug-in processes GIMP started (same PID namespace as the chroot)."""
+def _plugin_pids(sandbox: GimpSandbox) -> list[int]:
+    """This sandbox's layeredit plug-in processes (the chroot shares our PID namespace; the sandbox's own
+    LE_OUT in the environment tells them from any other GIMP running at the same time)."""
+    marker = f"LE_OUT={sandbox.inner}/out".encode()
     pids = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
                 cmdline = (entry / "cmdline").read_bytes().split(b"\0")
+                environ = (entry / "environ").read_bytes().split(b"\0")
             except OSError:
                 continue
-            if any(arg.endswith(b"layeredit/layeredit.py") for arg in cmdline):
+            if any(arg.endswith(b"layeredit/layeredit.py") for arg in cmdline) and marker in environ:
                 pids.append(int(entry.name))
     return pids
 
@@ -260,7 +263,7 @@ def test_killing_the_plugin_cancels_the_backend_job(sandbox, tmp_path):
         while not [j for j in client.jobs() if j["state"] == "running"]:
             assert time.monotonic() < deadline and runner.is_alive(), result
             time.sleep(0.2)
-        pids = _plugin_pids()
+        pids = _plugin_pids(sandbox)
         assert pids, "the plug-in process was not found"
         for pid in pids:
             os.kill(pid, signal.SIGKILL)  # what GIMP does on cancel

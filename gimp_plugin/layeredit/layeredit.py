@@ -46,13 +46,15 @@ class LayerEdit(Gimp.PlugIn):
             return procedure.new_return_values(Gimp.PDBStatusType.CANCEL, GLib.Error())
         registered = {spec.get_name() for spec in procedure.get_arguments()}
         try:
-            plugin.run_job(Gimp, Gegl, image, drawables[0], mode, config, registered, HERE)
+            outcome = plugin.run_job(Gimp, Gegl, image, drawables[0], mode, config, registered, HERE)
         except ProtocolError as exc:
             return _error(procedure, f"{mode.label} failed ({exc.code.value}): {exc.message}")
         except Exception as exc:  # noqa: BLE001 - a bug: show it instead of dying silently
             traceback.print_exc()
             return _error(procedure, f"{mode.label} failed (internal): {exc!r}. The image was not changed.")
         Gimp.displays_flush()
+        times = ", ".join(f"{k} {v:.3f}" for k, v in outcome.timings.items())
+        print(f"layeredit: {mode.op} job {outcome.job}: {times}", file=sys.stderr)  # GIMP's terminal / log
         return procedure.new_return_values(Gimp.PDBStatusType.SUCCESS, GLib.Error())
 
 

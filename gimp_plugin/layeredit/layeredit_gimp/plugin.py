@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -97,6 +98,7 @@ class Outcome:
     params: dict
     meta: dict = field(default_factory=dict)
     layers: list = field(default_factory=list)  # all new layers, top first (Imagic: one per eta)
+    timings: dict = field(default_factory=dict)  # read_s, job_s (send + backend + receive), write_s, total_s
 
 
 def source_buffers(source: Source) -> tuple[Buffer, Buffer | None]:
@@ -168,7 +170,9 @@ def run_job(
     guard: Callable[[Path, str], Any] = CancelGuard.start,
 ) -> Outcome:
     """Read -> submit -> wait -> new layer. Any failure raises ProtocolError before the image is touched."""
+    started = time.perf_counter()
     source = read_source(gimp, gegl, image, drawable, mode)
+    timings = {"read_s": time.perf_counter() - started}
     gimp.progress_init(f"{mode.label}: connecting to the backend…")
     progress = Progress(gimp, mode)
     client = connect(plugin_dir, on_status=progress.text)
@@ -188,7 +192,9 @@ def run_job(
         progress.tracker.accepted(job)
         watchdog = guard(connection.default_path(), job)
         try:
+            sent = time.perf_counter()
             result = client.wait(job, on_progress=progress)
+            timings["job_s"] = time.perf_counter() - sent
         finally:
             watchdog.done()
         pixels = check_result_image(result.image, source)
@@ -199,10 +205,13 @@ def run_job(
         extra = [
             (n, check_result_image(c, source)) for n, c in zip(names[1:], result.candidates, strict=True)
         ]
+        written = time.perf_counter()
         layers = write_result(gimp, gegl, image, source, pixels, names[0], mask=mask, extra=extra)
+        timings["write_s"] = time.perf_counter() - written
+        timings["total_s"] = time.perf_counter() - started
         gimp.progress_update(1.0)
         progress.tracker.finished()
-        return Outcome(layers[0], job, params, result.meta, layers)
+        return Outcome(layers[0], job, params, result.meta, layers, timings)
     finally:
         client.close()
         gimp.progress_end()

@@ -2,7 +2,8 @@
 stand-in that steps until cancelled, so the test can kill the plug-in mid-job deterministically (the real
 erase finishes too fast to be killed reliably). Everything else (server, jobs, wire, cancel) is the product's.
 
-Usage: LAYEREDIT_RUNTIME_DIR=... python tests/hosts/gimp/slow_backend.py
+Usage: LAYEREDIT_RUNTIME_DIR=... python tests/hosts/gimp/slow_backend.py [--echo]
+(``--echo``: ``erase`` returns the image at once, for tests/hosts/gimp/bench_roundtrip.py.)
 """
 
 from __future__ import annotations
@@ -31,9 +32,18 @@ class SlowErase(Op):
         return OpResult(inputs.image)
 
 
+class EchoErase(Op):
+    """For the round-trip benchmark: the plug-in's and the protocol's share, without any model time."""
+
+    spec = OpSpec("erase", "echo stand-in for the GIMP round-trip benchmark", (), needs_selection=True)
+
+    def run(self, inputs, params, ctx):
+        return OpResult(inputs.image)
+
+
 def main() -> None:
     registry = product_registry()
-    registry.register(SlowErase)
+    registry.register(EchoErase if "--echo" in sys.argv else SlowErase)
     server = Server(ServerConfig(report_models=False), registry=registry, models_factory=None)
     signal.signal(signal.SIGTERM, lambda *_: server.stop())
     server.serve_forever()
