@@ -34,11 +34,22 @@ from backend.imaging import (
 
 Callback = Callable[[str, int, int], None]
 LCM_ADAPTER = "lcm"
-_PIPE_LOCK = (
-    threading.RLock()
-)  # pipelines are shared; scheduler swaps and adapter changes must not interleave
 LCM_MAX_STEPS = 8
 LCM_MAX_GUIDANCE = 2.0
+
+
+_LOCKS_GUARD = threading.Lock()
+
+
+def _pipe_lock(pipe: Any) -> threading.RLock:
+    """One lock per shared pipeline: its scheduler swaps and adapter switches must not interleave, while
+    pipelines on other devices run in parallel."""
+    with _LOCKS_GUARD:
+        lock = getattr(pipe, "_layeredit_lock", None)
+        if lock is None:
+            lock = threading.RLock()
+            pipe._layeredit_lock = lock
+        return lock
 
 
 class Snapper(Protocol):
@@ -218,7 +229,7 @@ def inpaint(
 
     generator = torch.Generator(device="cpu").manual_seed(int(params.seed))
     mode = _LcmMode(pipe, lcm_lora) if params.fast else _Plain(pipe)
-    with _PIPE_LOCK, mode:
+    with _pipe_lock(pipe), mode:
         result = pipe(
             prompt=params.prompt,
             negative_prompt=params.negative_prompt or None,
