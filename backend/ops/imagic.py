@@ -29,7 +29,7 @@ OOM_ADVICE = (
 
 SPEC = OpSpec(
     name="imagic",
-    help="Edit the layer (or the selection) from a text alone, e.g. 'a photo of a sitting dog' (Imagic).",
+    help="Edit the layer (or the selection) from text alone, e.g. 'a photo of a sitting dog' (Imagic).",
     params=(
         ParamSpec(
             "prompt", "str", "", "What the edited image should show (the whole scene, not the change)."
