@@ -126,6 +126,22 @@ def test_write_result_new_layer_above_source_in_one_undo_group():
     assert got == mask
     with pytest.raises(ValueError):
         gimpio.write_result(gimp, gegl, image, source, result[:-1], "Erase")
+    assert image.layers == [layer, src]
+
+
+def test_write_result_failure_half_way_leaves_no_layer(monkeypatch):
+    gimp, gegl = fake_gimp.make_modules()
+    image, src = _image()
+    image.select_rectangle("REPLACE", 14, 10, 6, 5)
+    source = gimpio.read_source(gimp, gegl, image, src, ERASE)
+
+    def broken_select(*args):
+        raise RuntimeError("GEGL said no")
+
+    monkeypatch.setattr(gimpio, "_select_mask", broken_select)
+    with pytest.raises(RuntimeError):
+        gimpio.write_result(gimp, gegl, image, source, source.pixels, "Erase", mask=b"x")
+    assert image.layers == [src] and image.undo_depth == 0
 
 
 SCHEMA = {

@@ -134,14 +134,18 @@ def write_result(
                 image, layer_name, r.w, r.h, gimp.ImageType.RGBA_IMAGE, 100.0, gimp.LayerMode.NORMAL
             )
             image.insert_layer(layer, source.layer.get_parent(), image.get_item_position(source.layer))
+            layers.append(layer)
             layer.set_offsets(r.x, r.y)
             buffer = layer.get_buffer()
             buffer.set(gegl.Rectangle.new(0, 0, r.w, r.h), source.fmt.babl, data)
             buffer.flush()
             layer.update(0, 0, r.w, r.h)
-            layers.append(layer)
         if mask is not None:
             _select_mask(gimp, gegl, image, source, mask, mask_babl)
+    except BaseException:
+        for layer in layers:  # a failure half-way must not leave half a result behind
+            image.remove_layer(layer)
+        raise
     finally:
         image.undo_group_end()
     return layers

@@ -191,6 +191,10 @@ class Image:
         self.layers.insert(position, layer)
         self.log.append(("insert_layer", layer.name, position))
 
+    def remove_layer(self, layer):
+        self._need_group()
+        self.layers.remove(layer)
+
     def insert_channel(self, channel, parent, position):
         self._need_group()
         self.channels.insert(position, channel)
