@@ -50,6 +50,11 @@ def _convert(image: np.ndarray, dtype, channels) -> np.ndarray:
         f = cv2.cvtColor(f, cv2.COLOR_RGB2GRAY)
     elif channels == "gray1":
         f = cv2.cvtColor(f, cv2.COLOR_RGB2GRAY)[:, :, None]
+    elif channels == "graya":
+        gray = cv2.cvtColor(f, cv2.COLOR_RGB2GRAY)
+        f = np.dstack(
+            [gray, np.linspace(0.2, 1.0, f.shape[1], dtype=np.float32)[None, :].repeat(f.shape[0], 0)]
+        )
     elif channels == "rgba":
         alpha = np.linspace(0.2, 1.0, f.shape[1], dtype=np.float32)[None, :].repeat(f.shape[0], 0)
         f = np.dstack([f, alpha])
@@ -61,7 +66,7 @@ def _convert(image: np.ndarray, dtype, channels) -> np.ndarray:
 
 
 @pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float16, np.float32])
-@pytest.mark.parametrize("channels", ["rgb", "rgba", "gray", "gray1"])
+@pytest.mark.parametrize("channels", ["rgb", "rgba", "gray", "gray1", "graya"])
 def test_erase_op_is_bit_exact_outside_the_edit_for_every_type(scene, dtype, channels):
     image, background, obj, sel = scene
     layer = _convert(image, dtype, channels)
