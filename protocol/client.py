@@ -34,6 +34,7 @@ log = logging.getLogger("layeredit.client")
 PING_AFTER_S = 0.5
 DEAD_AFTER_S = 1.4  # after an unanswered ping: PING_AFTER_S + DEAD_AFTER_S + a 0.1 s poll < 2 s
 _FINAL = (wire.RESULT, wire.ERROR)
+_WAITED = (wire.ACCEPTED, wire.JOB_STATUS, wire.PROGRESS, *_FINAL)
 
 
 @dataclass
@@ -322,7 +323,9 @@ class Client:
         try:
             while True:
                 remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-                msg = self._wait(lambda m: m.job == job_id and m.type in (wire.PROGRESS, *_FINAL), remaining)
+                msg = self._wait(lambda m: m.job == job_id and m.type in _WAITED, remaining)
+                if msg.type in (wire.ACCEPTED, wire.JOB_STATUS):  # consumed so they do not pile up
+                    continue
                 if msg.type == wire.PROGRESS:
                     if on_progress is not None:
                         on_progress(self._progress(msg))
