@@ -384,3 +384,22 @@ def test_op_schema_defaults_match_the_pipeline_defaults():
         d.lora_rank,
         d.precision,
     )
+
+
+def test_precision_auto_follows_device_and_weights(monkeypatch):
+    cpu, gpu = torch.device("cpu"), torch.device("cuda")
+    assert stages.Precision.resolve("auto", cpu, torch.float16).amp_dtype is None
+    assert stages.Precision.resolve("auto", gpu, torch.float16).amp_dtype == torch.float16
+    assert stages.Precision.resolve("auto", gpu, torch.bfloat16).amp_dtype == torch.bfloat16
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    assert stages.Precision.resolve("auto", gpu, torch.float32).amp_dtype == torch.float16
+    assert stages.Precision.resolve("bf16", cpu).name == "bf16"
+    with pytest.raises(ValueError, match="precision"):
+        stages.Precision.resolve("fp8", cpu)
+
+
+def test_bf16_autocast_on_cpu_runs_and_keeps_base(sd):
+    snap = _snapshot(sd)
+    out = ImagicPipeline.from_pipe(sd)(_image(), None, _params(precision="bf16"))
+    assert out.info["precision"] == "bf16" and out.images[0].dtype == np.uint8
+    _assert_intact(sd, snap)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -164,3 +165,13 @@ def test_progress_report_json_meta_is_serialisable(env):
     mm, model = env
     out = _run(mm, model, np.zeros((32, 32, 3), np.uint8))
     json.dumps(out.meta)
+
+
+def test_op_module_imports_without_torch():
+    import subprocess
+    import sys
+
+    code = "import sys, backend.ops.imagic; print('torch' in sys.modules, 'diffusers' in sys.modules)"
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=root)
+    assert done.stdout.split() == ["False", "False"]

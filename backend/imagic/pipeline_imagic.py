@@ -195,7 +195,7 @@ class ImagicPipeline:
         """Edit a model-size HxWx3 float [0, 1] image; returns (images, cache_hit, timings, info)."""
         params.check()
         progress = callback or (lambda stage, step, total: None)
-        precision = stages.Precision.resolve(params.precision, self.device)
+        precision = stages.Precision.resolve(params.precision, self.device, self.unet.dtype)
         h, w = rgb.shape[:2]
         if h % self.size_multiple or w % self.size_multiple:
             raise ValueError(f"model-size image {w}x{h} must be a multiple of {self.size_multiple}")

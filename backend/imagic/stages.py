@@ -34,13 +34,16 @@ class Precision:
     amp_dtype: torch.dtype | None
 
     @classmethod
-    def resolve(cls, mode: str, device: torch.device) -> Precision:
-        """``auto`` means fp16/bf16 autocast on a GPU and plain fp32 on a CPU (CPU autocast is rarely faster)."""
+    def resolve(cls, mode: str, device: torch.device, weights: torch.dtype = torch.float32) -> Precision:
+        """``auto``: on a GPU, autocast to the weights' half type (fp16 weights -> fp16, bf16 -> bf16; fp32
+        weights -> bf16 where supported, else fp16); on a CPU plain fp32 (CPU autocast is rarely faster)."""
         if mode == "auto":
-            if device.type == "cuda":
-                mode = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-            else:
+            if device.type != "cuda":
                 mode = "no"
+            elif weights in (torch.float16, torch.bfloat16):
+                mode = "fp16" if weights == torch.float16 else "bf16"
+            else:
+                mode = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
         table = {"no": None, "fp16": torch.float16, "bf16": torch.bfloat16}
         if mode not in table:
             raise ValueError(f"precision must be auto, no, fp16 or bf16, not {mode!r}")
