@@ -104,8 +104,8 @@ def remove(path: Path | str | None = None, pid: int | None = None) -> None:
 
 
 def pid_alive(pid: int) -> bool:
-    if pid <= 0:
-        return True  # unknown: let the liveness ping decide
+    if pid <= 0 or os.name == "nt":  # unknown, or Windows (os.kill(pid, 0) would send CTRL_C): ping decides
+        return True
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
