@@ -146,3 +146,27 @@ def test_closing_the_document_while_a_job_runs_drops_the_result(tmp_path, test_b
     assert "closed_document" in [s[1] for s in report["steps"]]
     assert report["outcome"]["state"] == "failed"
     assert "closed" in report["outcome"]["message"]
+
+
+def test_plugin_starts_the_backend_itself_from_the_installers_config(tmp_path):
+    """No backend running: the docker's start path spawns ``<venv python> -m backend serve`` (from config.json
+    the installer wrote) and the job runs against it."""
+    w, h = 64, 48
+    img, sel = harness.scene_bgra(w, h)
+    (tmp_path / "layer.raw").write_bytes(img.tobytes())
+    spec = {
+        "width": w,
+        "height": h,
+        "layer_raw": str(tmp_path / "layer.raw"),
+        "layer_rect": [0, 0, w, h],
+        "selection": list(sel),
+        "mode": "Erase",
+        "start_backend": True,
+        "connect_timeout_s": 120,
+    }
+    try:
+        report = harness.run_krita(tmp_path, spec, None)
+    finally:
+        harness.stop_backend_of(tmp_path / "run")
+    assert report["outcome"]["state"] == "done", report
+    assert report["layers"][:3] == ["Background", "source", "Erase"]

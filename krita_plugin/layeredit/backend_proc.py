@@ -66,7 +66,7 @@ class Launcher:
                 "is gone); run: python3 install.py --krita"
             )
         self.log.parent.mkdir(parents=True, exist_ok=True)
-        connection.remove()  # a stale file from a crashed backend would look like success
+        self._remove_stale_file()
         kwargs: dict = {}
         if sys.platform.startswith("win"):
             kwargs["creationflags"] = subprocess.CREATE_NEW_PROCESS_GROUP | subprocess.DETACHED_PROCESS
@@ -82,6 +82,17 @@ class Launcher:
                 **kwargs,
             )
         self.started_at = time.monotonic()
+
+    @staticmethod
+    def _remove_stale_file() -> None:
+        """A file left by a crashed backend would look like success; a live backend's file is left alone."""
+        try:
+            info = connection.read()
+        except Exception:  # noqa: BLE001 - missing or unreadable: nothing to keep
+            connection.remove()
+            return
+        if not connection.pid_alive(info.pid):
+            connection.remove()
 
     def poll(self) -> str:
         """'ready' once the connection file names a live backend, 'failed' if it exited or timed out,

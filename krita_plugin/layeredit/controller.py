@@ -193,9 +193,9 @@ class Controller:
             self.hello = ev.content
             self.client.capabilities = ev.content
             self.forms = forms_from_hello(ev.content)
-            version = ev.content.get("backend_version") or ev.content.get("version") or ""
-            device = ev.content.get("device") or ""
-            self.connection_text = f"Connected: {self.client.info.endpoint} {version} {device}".strip()
+            version = ev.content.get("backend_version") or "?"
+            devices = ", ".join(ev.content.get("devices") or []) or "?"
+            self.connection_text = f"Backend {version} on {devices} ({self.client.info.endpoint})"
             return
         if ev.type == wire.ERROR and ev.job is None:
             if self.hello is None and ev.message is not None and ev.message.parent == self._hello_id:

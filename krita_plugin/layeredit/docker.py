@@ -97,8 +97,9 @@ class LayerEditDocker(DockWidget):
         self.prompt.setPlaceholderText("what should be there instead")
         self.negative = QLineEdit()
         self.negative.setPlaceholderText("what to avoid")
-        top.addRow("Prompt", self.prompt)
-        top.addRow("Negative", self.negative)
+        self.prompt_label, self.negative_label = QLabel("Prompt"), QLabel("Negative")
+        top.addRow(self.prompt_label, self.prompt)
+        top.addRow(self.negative_label, self.negative)
         lay.addLayout(top)
 
         self.eta_row = QWidget()
@@ -175,8 +176,12 @@ class LayerEditDocker(DockWidget):
         self.param_widgets.clear()
         mode = self.mode
         form = self.controller.form(mode)
-        self.prompt.setEnabled(mode.has_prompt)
-        self.negative.setEnabled(mode.has_negative)
+        has_prompt = mode.has_prompt and (form is None or form.has("prompt"))
+        has_negative = mode.has_negative and (form is None or form.has("negative_prompt"))
+        for widget in (self.prompt, self.prompt_label):
+            widget.setVisible(has_prompt)
+        for widget in (self.negative, self.negative_label):
+            widget.setVisible(has_negative)
         has_eta = form is not None and form.has("eta")
         self.eta_row.setVisible(has_eta)
         if has_eta:

@@ -143,6 +143,8 @@ class ScriptedJob:
             "ui_ticks_while_running": self.ticks - self.ticks_at_run,
             "progress_text": self.docker.progress.text(),
         }
+        if self.spec.get("screenshot"):
+            self.docker.grab().save(str(self.out / "docker.png"))
         if not self.spec.get("close_document_after_run"):
             doc, s = self.doc, self.spec
             w, h = s["width"], s["height"]

@@ -63,6 +63,16 @@ def start_backend(work: Path, args: list[str] | None = None, timeout: float = 12
     return Backend(proc, runtime, log)
 
 
+def stop_backend_of(runtime: Path) -> None:
+    """Stop a backend the plugin started (its pid is in the connection file of ``runtime``)."""
+    conn = runtime / "backend.json"
+    if conn.exists():
+        try:
+            os.kill(int(json.loads(conn.read_text("utf-8"))["pid"]), signal.SIGTERM)
+        except (OSError, ValueError, KeyError):
+            pass
+
+
 def fresh_home(work: Path) -> dict[str, str]:
     """A fresh HOME with the plugin installed by krita_plugin.installer (the real install path)."""
     sys.path.insert(0, str(ROOT))
@@ -157,6 +167,7 @@ def main(argv: list[str]) -> int:  # pragma: no cover - manual use
             "selection": list(sel),
             "mode": "Erase",
             "set_selection": True,
+            "screenshot": True,
         }
         print(json.dumps(run_krita(work, spec, backend), indent=1))
     finally:
