@@ -207,7 +207,12 @@ def build_parser(registry: Registry) -> argparse.ArgumentParser:
         op = sub.add_parser(spec.name, help=spec.help, description=spec.help)
         op.add_argument("image", metavar="IMAGE", nargs=None if spec.needs_image else "?", help="input image")
         op.add_argument("--selection", metavar="MASK", help="8-bit gray mask, same size (255 = selected)")
-        op.add_argument("--out", metavar="OUT", required=True, help="result image (keeps size, alpha, depth)")
+        op.add_argument(
+            "--out",
+            metavar="OUT",
+            required=True,
+            help="result image (keeps size, alpha, depth); a mask-only op writes its mask here",
+        )
         op.add_argument(
             "--mask-out", metavar="PNG", help="also write the op's mask (e.g. the snapped selection)"
         )
@@ -265,6 +270,9 @@ def run_op(
     written = []
     if result.image is not None:
         save_image(result.image, args.out)
+        written.append(str(args.out))
+    elif result.mask is not None:  # a mask-only op (snap): the mask is the result
+        save_image(np.asarray(result.mask, dtype=np.uint8), args.out)
         written.append(str(args.out))
     out = Path(args.out)
     for i, extra in enumerate(result.extra_images):

@@ -177,3 +177,24 @@ def test_python_m_backend_uses_the_registry_from_the_environment(tmp_path):
         timeout=120,
     )
     assert bad.returncode != 0 and "loopback" in bad.stderr
+
+
+def test_mask_only_op_writes_its_mask_to_out(tmp_path, capsys):
+    Image.fromarray(np.zeros((4, 6, 3), np.uint8)).save(tmp_path / "in.png")
+    sel = np.zeros((4, 6), np.uint8)
+    sel[1:3, 2:5] = 255
+    Image.fromarray(sel).save(tmp_path / "sel.png")
+    code, _, err = run(
+        [
+            "maskonly",
+            str(tmp_path / "in.png"),
+            "--selection",
+            str(tmp_path / "sel.png"),
+            "--out",
+            str(tmp_path / "m.png"),
+        ],
+        capsys,
+    )
+    assert code == 0, err
+    out = Image.open(tmp_path / "m.png")
+    assert out.mode == "L" and np.array_equal(np.asarray(out), 255 - sel)

@@ -416,3 +416,13 @@ def test_curve_encryption_end_to_end(tmp_path):
         assert info.curve_serverkey == public.decode()
         with Client.connect(srv.connection_file) as c:
             assert c.run("echo", {}, image=array_buffer(_image()), timeout=30).meta["shape"] == [6, 5, 4]
+
+
+def test_mask_only_result(client):
+    sel = np.zeros((6, 5), np.uint8)
+    sel[2:4, 1:3] = 255
+    result = client.run(
+        "maskonly", {}, image=array_buffer(_image()), selection=array_buffer(sel, role="selection")
+    )
+    assert result.image is None and result.mask is not None
+    assert np.array_equal(np.frombuffer(result.mask.data, np.uint8).reshape(6, 5), 255 - sel)

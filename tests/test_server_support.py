@@ -116,7 +116,7 @@ class BadShape(Op):
 
 def registry() -> Registry:
     reg = Registry()
-    for op in (Echo, Steps, Boom, Refuse, NeedsSelection, Candidates, BadShape):
+    for op in (Echo, Steps, Boom, Refuse, NeedsSelection, Candidates, BadShape, MaskOnly):
         reg.register(op)
     return reg
 
@@ -146,3 +146,13 @@ def wait_until(predicate, timeout: float = 10.0) -> bool:
 
 
 __all__ = ["registry", "running_server", "wait_until"]
+
+
+class MaskOnly(Op):
+    spec = OpSpec(
+        name="maskonly", help="Return only a mask (test op, like snap).", params=(), needs_selection=True
+    )
+
+    def run(self, inputs: OpInputs, params: dict, ctx: JobContext) -> OpResult:
+        assert inputs.selection is not None
+        return OpResult(None, np.rint(255 - inputs.selection * 255).astype(np.uint8))
