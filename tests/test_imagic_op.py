@@ -175,3 +175,20 @@ def test_op_module_imports_without_torch():
     root = Path(__file__).resolve().parents[1]
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=root)
     assert done.stdout.split() == ["False", "False"]
+
+
+def test_sdxl_shaped_pipeline_is_refused_clearly(env, monkeypatch):
+    mm, model = env
+    pipe = mm.load_pipeline("text2img", model)
+    monkeypatch.setattr(type(mm), "load_pipeline", lambda self, kind, ref=None: _Xl(pipe))
+    with pytest.raises(OpError) as err:
+        _run(mm, model, np.zeros((32, 32, 3), np.uint8))
+    assert err.value.code == ErrorCode.BAD_PARAM and "SDXL" in err.value.message
+
+
+class _Xl:
+    """Looks like an SDXL pipeline (a second text encoder) for the op's model check."""
+
+    def __init__(self, pipe):
+        self.__dict__.update(pipe.components)
+        self.text_encoder_2 = object()

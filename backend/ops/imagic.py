@@ -191,6 +191,13 @@ class ImagicOp(Op):
             )
         ctx.check_cancelled()
         pipe = ctx.models.load_pipeline("text2img", params["model"] or None)
+        if getattr(pipe, "text_encoder_2", None) is not None:
+            raise OpError(
+                ErrorCode.BAD_PARAM,
+                "Imagic here supports Stable Diffusion 1.x/2.x text-to-image models, not SDXL; choose an SD-1.5 "
+                "model with the 'model' parameter.",
+                {"param": "model"},
+            )
         ctx.check_cancelled()
         from backend.imagic import ImagicPipeline
 
