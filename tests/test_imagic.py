@@ -403,3 +403,18 @@ def test_bf16_autocast_on_cpu_runs_and_keeps_base(sd):
     out = ImagicPipeline.from_pipe(sd)(_image(), None, _params(precision="bf16"))
     assert out.info["precision"] == "bf16" and out.images[0].dtype == np.uint8
     _assert_intact(sd, snap)
+
+
+@pytest.mark.slow
+def test_bench_tiny_runs_both_configurations(tmp_path, capsys):
+    """The benchmark's plumbing (subprocess per configuration, cache hits, report); no timing is asserted."""
+    import json
+
+    from bench import imagic as bench
+
+    out = tmp_path / "r.json"
+    bench.main(["--size", "tiny", "--work", str(tmp_path), "--gen-steps", "2", "--json", str(out)])
+    data = json.loads(out.read_text())
+    assert [r["cache_hit"] for r in data["engine"]["requests"]] == [False] + [True] * 5
+    assert not any(r["cache_hit"] for r in data["naive"]["requests"])
+    assert data["engine"]["peak_rss_gib"] > 0 and "speed-up" in capsys.readouterr().out
