@@ -369,6 +369,7 @@ def test_dry_run_changes_nothing(project, capsys):
     assert installer_calls(project) == []
 
 
+@pytest.mark.slow
 def test_real_second_run_does_not_run_pip(tmp_path):
     """Real script, real pip: a venv that borrows the project's .venv packages, so pip finds all satisfied."""
     site = REPO / ".venv" / "lib" / f"python{sys.version_info[0]}.{sys.version_info[1]}" / "site-packages"
@@ -644,6 +645,7 @@ def test_self_check_round_trip_with_the_real_backend():
     not all((REPO / f"{host}_plugin" / "installer.py").exists() for host in ("krita", "gimp")),
     reason="host plugin installers not in this checkout yet",
 )
+@pytest.mark.slow
 def test_real_installers_uninstall_leaves_no_file_behind(tmp_path):
     """The real Krita and GIMP installers through install.py, into private folders: every file they add goes away."""
     site = REPO / ".venv" / "lib" / f"python{sys.version_info[0]}.{sys.version_info[1]}" / "site-packages"
