@@ -100,7 +100,14 @@ class ScriptedJob:
                 self.docker.connect_backend(ask=False)
             return
         self.waiting.stop()
-        self.step("connected", connection=c.connection_text, ops=sorted(c.forms))
+        import zmq
+
+        self.step(
+            "connected",
+            connection=c.connection_text,
+            ops=sorted(c.forms),
+            zmq=[zmq.__version__, zmq.__file__],
+        )
         d = self.docker
         d.mode_box.setCurrentText(self.spec["mode"])
         d._rebuild_params()

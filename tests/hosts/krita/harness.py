@@ -73,7 +73,7 @@ def stop_backend_of(runtime: Path) -> None:
             pass
 
 
-def fresh_home(work: Path) -> dict[str, str]:
+def fresh_home(work: Path, krita_python: str | None = None) -> dict[str, str]:
     """A fresh HOME with the plugin installed by krita_plugin.installer (the real install path)."""
     sys.path.insert(0, str(ROOT))
     from krita_plugin import installer
@@ -84,6 +84,7 @@ def fresh_home(work: Path) -> dict[str, str]:
         ROOT,
         VENV_PYTHON,
         resource_dir=home / ".local" / "share" / "krita",
+        krita_python=krita_python,
         kritarc=home / ".config" / "kritarc",
     )
     run = home / "xdg-run"
@@ -96,7 +97,9 @@ def fresh_home(work: Path) -> dict[str, str]:
     }
 
 
-def run_krita(work: Path, spec: dict, backend: Backend | None, timeout: float = 300.0) -> dict:
+def run_krita(
+    work: Path, spec: dict, backend: Backend | None, timeout: float = 300.0, krita_python: str | None = None
+) -> dict:
     """Start Krita with the scripted job; return report.json (raises with Krita's log when there is none)."""
     out = work / "out"
     out.mkdir(parents=True, exist_ok=True)
@@ -105,7 +108,7 @@ def run_krita(work: Path, spec: dict, backend: Backend | None, timeout: float = 
     spec_path.write_text(json.dumps(spec), "utf-8")
     env = {
         **os.environ,
-        **fresh_home(work),
+        **fresh_home(work, krita_python),
         "LAYEREDIT_KRITA_SCRIPT": str(spec_path),
         "QT_QPA_PLATFORM": "xcb",
     }
@@ -169,7 +172,8 @@ def main(argv: list[str]) -> int:  # pragma: no cover - manual use
             "set_selection": True,
             "screenshot": True,
         }
-        print(json.dumps(run_krita(work, spec, backend), indent=1))
+        vendor = os.environ.get("LAYEREDIT_VENDOR_PYZMQ")  # e.g. 3.11: Krita loads the vendored wheel
+        print(json.dumps(run_krita(work, spec, backend, krita_python=vendor), indent=1))
     finally:
         backend.stop()
     return 0
