@@ -28,15 +28,33 @@ class Filler(Protocol):
 
 @dataclass
 class OpenCVFiller:
-    """OpenCV's diffusion-style inpainting (Telea's fast marching or Navier-Stokes): smooth, fast, no texture."""
+    """OpenCV's diffusion-style inpainting (Telea's fast marching or Navier-Stokes): smooth, fast, no texture.
+
+    Its result is smooth anyway, so a hole larger than ``work_side`` px is filled on a downscaled copy and
+    scaled back: the cost stays flat for big objects (a 650 px hole: ~4x faster) with no visible difference.
+    """
 
     name: str = "telea"
     radius: int = 5
     target: int | None = None
+    work_side: int = 320
 
     def __call__(self, rgb: np.ndarray, mask: np.ndarray) -> np.ndarray:
         flag = cv2.INPAINT_NS if self.name == "ns" else cv2.INPAINT_TELEA
-        return cv2.inpaint(np.ascontiguousarray(rgb), mask.astype(np.uint8) * 255, self.radius, flag)
+        hole = mask.astype(np.uint8) * 255
+        ys, xs = np.nonzero(hole)
+        h, w = hole.shape
+        extent = max(int(ys.max() - ys.min()), int(xs.max() - xs.min())) + 1 if ys.size else 0
+        scale = self.work_side / extent if extent else 1.0
+        if scale >= 0.75:
+            return cv2.inpaint(np.ascontiguousarray(rgb), hole, self.radius, flag)
+        size = (max(1, round(w * scale)), max(1, round(h * scale)))
+        small = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
+        small_hole = (cv2.resize(hole, size, interpolation=cv2.INTER_AREA) > 0).astype(np.uint8) * 255
+        filled = cv2.inpaint(small, small_hole, self.radius, flag)
+        out = rgb.copy()
+        out[mask.astype(bool)] = cv2.resize(filled, (w, h), interpolation=cv2.INTER_LINEAR)[mask.astype(bool)]
+        return out
 
 
 @dataclass
