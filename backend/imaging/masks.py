@@ -7,7 +7,8 @@ import numpy as np
 
 
 def mask_to_float(mask: np.ndarray) -> np.ndarray:
-    """float32 HxW in [0, 1] from bool, uint8 (0..255), uint16 or float masks; HxWx1 is squeezed."""
+    """float32 HxW in [0, 1] from bool, uint8 (0..255), uint16 or float masks; HxWx1 is squeezed.
+    NaN counts as 0 and values outside [0, 1] are clipped."""
     m = np.asarray(mask)
     if m.ndim == 3 and m.shape[2] == 1:
         m = m[:, :, 0]
@@ -19,12 +20,16 @@ def mask_to_float(mask: np.ndarray) -> np.ndarray:
         return m.astype(np.float32) / 255.0
     if m.dtype == np.uint16:
         return m.astype(np.float32) / 65535.0
-    return np.clip(m.astype(np.float32), 0.0, 1.0)
+    f = m.astype(np.float32, copy=False)
+    if f.size and (f.min() < 0.0 or f.max() > 1.0 or not np.isfinite(f).all()):
+        f = np.clip(np.nan_to_num(f), 0.0, 1.0)
+    return f  # may be the input itself when it already was float32 in [0, 1]: treat it as read-only
 
 
 def mask_to_u8(mask: np.ndarray) -> np.ndarray:
     """uint8 HxW (0..255), the form ``OpResult.mask`` and PNG files use."""
-    return np.clip(np.rint(mask_to_float(mask) * 255.0), 0, 255).astype(np.uint8)
+    f = mask_to_float(mask)
+    return cv2.convertScaleAbs(np.ascontiguousarray(f), alpha=255.0)  # rounds and saturates, SIMD-fast
 
 
 def binarize(mask: np.ndarray, threshold: float = 0.5) -> np.ndarray:
@@ -52,7 +57,7 @@ def grow(mask: np.ndarray, px: int) -> np.ndarray:
     """Dilate by ``px`` pixels with a disk (a max filter, so soft values stay soft). Returns float32."""
     m = mask_to_float(mask)
     if px <= 0:
-        return m
+        return m.copy()
     if px > 4 and _is_binary(m):
         # a distance transform costs the same for any radius; a disk kernel grows with px^2
         outside = (m == 0).astype(np.uint8)
@@ -69,5 +74,5 @@ def shrink(mask: np.ndarray, px: int) -> np.ndarray:
     touches it is not eaten from there. Returns float32."""
     m = mask_to_float(mask)
     if px <= 0:
-        return m
+        return m.copy()
     return cv2.erode(m, _disk(int(px)), borderType=cv2.BORDER_REPLICATE)
