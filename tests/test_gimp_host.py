@@ -165,6 +165,31 @@ def test_imagic_in_real_gimp_one_layer_per_eta(sandbox, tmp_path, tiny_sd_dir):
     assert sandbox.read_out("new.raw") != sandbox.read_out("src_before.raw")
 
 
+def test_replace_in_real_gimp_with_prompt(sandbox, backend, tiny_inpaint_dir):
+    """Replace from a prompt on the tiny random-weight inpainting model: prompt, negative prompt, strength and
+    seed travel as PDB arguments; only the snapped region changes (the tiny model paints noise there). With the
+    default grow (8 px) the edit reaches past the mask the op returns (the snapped object), so grow is 0 here."""
+    args = {"prompt": "a red ball", "negative-prompt": "blurry", "strength": 0.9, "seed": 3, "steps": 2}
+    args |= {"model": str(tiny_inpaint_dir), "select-mask": True, "grow": 0}  # edit region = snapped mask
+    report = sandbox.run_driver(_case("plug-in-layeredit-replace", args=args))
+    assert report["status"] == "success", f"{report.get('error')}\n{report['log'][-3000:]}"
+    assert [entry["name"] for entry in report["layers"]] == ["Replace: a red ball", "src"]
+    new = report["layers"][0]
+    src_before, new_px = sandbox.read_out("src_before.raw"), sandbox.read_out("new.raw")
+    sel, edited = sandbox.read_out("selection_before.raw"), sandbox.read_out("selection_after.raw")
+    assert sandbox.read_out("src_after.raw") == src_before
+    changed = 0
+    for y in range(new["height"]):
+        for x in range(new["width"]):
+            ix, iy = x + new["x"], y + new["y"]
+            before = _pixel(src_before, LAYER["width"], ix - LAYER["x"], iy - LAYER["y"])
+            after = _pixel(new_px, new["width"], x, y)
+            changed += after != before
+            if not (sel[iy * W + ix] or edited[iy * W + ix]):  # outside the selection and the op's mask
+                assert after == before, f"pixel {(ix, iy)} outside the edit changed: {before} -> {after}"
+    assert changed > 100
+
+
 def test_model_missing_is_a_clear_error_and_image_unchanged(sandbox, backend):
     report = sandbox.run_driver(_case("plug-in-layeredit-replace", args={"prompt": "a red ball"}))
     assert report.get("driver_error") is None, report["driver_error"]
