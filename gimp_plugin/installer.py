@@ -76,6 +76,7 @@ def install(
     shutil.copytree(project_root / "protocol", dest / "protocol", ignore=_SKIP)
     entry = dest / f"{PLUGIN_NAME}.py"
     entry.chmod(entry.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+    os.utime(entry)  # GIMP re-queries a plug-in (and re-reads schemas.json) only when its file time changes
     config = {"project_root": str(project_root), "venv_python": str(Path(venv_python))}
     (dest / CONFIG).write_text(json.dumps(config, indent=1) + "\n", encoding="utf-8")
     schemas = _dump_schemas(project_root, Path(venv_python))

@@ -4,6 +4,7 @@ hostkit, a real backend server in a thread, and the real installer."""
 from __future__ import annotations
 
 import json
+import os
 import signal
 import stat
 import subprocess
@@ -459,8 +460,10 @@ def test_installer_round_trip(tmp_path):
     assert not (dest / "schemas.json").exists()  # the venv could not be asked: the plug-in falls back
     assert not any("__pycache__" in str(f) for f in files)
     # re-install replaces; uninstall removes exactly what was installed, even after Python wrote caches
+    os.utime(entry, (1_000_000, 1_000_000))
     files2 = installer.install(ROOT, "/nonexistent/python", target)
     assert sorted(files2) == sorted(files)
+    assert entry.stat().st_mtime > 1_000_000  # a re-install makes GIMP query the plug-in again
     (dest / "layeredit_gimp" / "__pycache__").mkdir()
     (dest / "layeredit_gimp" / "__pycache__" / "plugin.cpython-313.pyc").write_bytes(b"x")
     removed = installer.install(ROOT, "/nonexistent/python", target, uninstall=True)
