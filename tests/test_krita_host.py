@@ -94,6 +94,7 @@ def test_u16_offset_layer_and_partial_selection_round_trip_exactly(tmp_path, tes
     }
     report = harness.run_krita(tmp_path, spec, test_backend)
     assert report["outcome"]["state"] == "done", report
+    assert report["preview_shown"]  # the op's 8x8 RGB progress preview reached the docker's preview label
     canvas = np.zeros((h, w, 4), "<u2")
     canvas[ly : ly + lh, 0 : lx + lw] = layer[:, -lx:]
     out = tmp_path / "out"

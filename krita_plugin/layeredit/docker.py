@@ -48,6 +48,7 @@ _QIMAGE_FORMATS = {
     "gray": QImage.Format_Grayscale8,
 }
 ETA_SCALE = 100  # slider ticks per 1.0 of eta
+IDLE_POLL_MS, BUSY_POLL_MS = 250, 100  # busy: the client's 2 s liveness verdict is seen within 0.1 s
 
 
 def _connect_client() -> Client:
@@ -65,7 +66,7 @@ class LayerEditDocker(DockWidget):
         self._built_for: Any = None  # the hello the widgets were built from
         self._build()
         self.timer = QTimer(self)
-        self.timer.setInterval(250)
+        self.timer.setInterval(IDLE_POLL_MS)
         self.timer.timeout.connect(self._tick)
         self.timer.start()
         INSTANCES.append(self)
@@ -359,6 +360,7 @@ class LayerEditDocker(DockWidget):
             self.conn_label.setText(c.connection_text)
         self.connect_button.setText("Reconnect" if c.connected else "Connect")
         job = c.job
+        self.timer.setInterval(BUSY_POLL_MS if job.busy else IDLE_POLL_MS)
         self.run_button.setEnabled(not job.busy)
         self.cancel_button.setEnabled(job.busy)
         self.progress.setValue(int(job.fraction * 1000))

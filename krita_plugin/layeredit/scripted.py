@@ -149,6 +149,8 @@ class ScriptedJob:
             "job_s": round(time.monotonic() - self.t_run, 3),
             "ui_ticks_while_running": self.ticks - self.ticks_at_run,
             "progress_text": self.docker.progress.text(),
+            "preview_shown": self.docker.preview.pixmap() is not None
+            and not self.docker.preview.pixmap().isNull(),
         }
         if self.spec.get("screenshot"):
             self.docker.grab().save(str(self.out / "docker.png"))
