@@ -52,7 +52,7 @@ def test_fill_progress_seed_and_cancel(models):
     events: list[tuple] = []
     pipe = models.load_pipeline("inpaint")
     a = erase(DiffusionFiller(pipe, steps=4, seed=3, callback=lambda *e: events.append(e)), image, selection)
-    assert events == [("fill", i, 4) for i in range(1, 5)]
+    assert events == [("denoise", i, 4) for i in range(1, 5)]
     b = erase(DiffusionFiller(pipe, steps=4, seed=3), image, selection)
     assert np.array_equal(a.image, b.image)
 
@@ -85,3 +85,62 @@ def test_auto_choice_and_fillers_follow_installed_model(models, tmp_path):
     assert erase_fill_choice("telea", models) == "telea"
     fillers = diffusion_fillers(models, steps=2)
     assert list(fillers) == ["diffusion"] and fillers["diffusion"].steps == 2
+
+
+def test_erase_op_hook(models, tmp_path):
+    from backend.erase.fill_diffusion import erase_model_fillers
+    from backend.ops import OpError
+    from protocol.errors import ErrorCode
+
+    empty = ModelManager(models_dir=tmp_path, device="cpu", search_dirs=[], hf_cache_dir=tmp_path / "hf")
+    assert erase_model_fillers("auto", empty) == {} and erase_model_fillers("telea", models) == {}
+    auto = erase_model_fillers("auto", models)
+    assert list(auto) == ["auto"] and isinstance(auto["auto"], DiffusionFiller) and not auto["auto"].fast
+    assert auto["auto"].name == "diffusion"  # erase's meta reports what really filled
+    assert isinstance(erase_model_fillers("diffusion", models)["diffusion"], DiffusionFiller)
+    with pytest.raises(OpError) as err:
+        erase_model_fillers("diffusion", empty)
+    assert (
+        err.value.code == ErrorCode.MODEL_MISSING and "install.py --models sd15-inpaint" in err.value.message
+    )
+    image, selection = scene()
+    out = ErasePipeline(snapper=None, fillers=auto)(image, selection, EraseParams(fill="auto"))
+    assert out.meta["fill"] == "diffusion"
+
+
+def test_erase_hook_uses_lcm_when_installed(tiny_inpaint_dir, tmp_path):
+    from backend.erase.fill_diffusion import erase_model_fillers
+    from tests.test_replace_fast import save_tiny_lora
+
+    (tmp_path / "sd15-inpaint").symlink_to(tiny_inpaint_dir, target_is_directory=True)
+    save_tiny_lora(tiny_inpaint_dir, tmp_path / "lcm-lora")
+    mm = ModelManager(models_dir=tmp_path, device="cpu", search_dirs=[], hf_cache_dir=tmp_path / "hf")
+    filler = erase_model_fillers("auto", mm)["auto"]
+    assert filler.fast and filler.steps == 6 and filler.lcm_lora == mm.lora_file()
+
+
+def test_erase_op_auto_uses_diffusion_when_installed(models, tmp_path):
+    from backend.ops import JobContext, OpError, OpInputs
+    from backend.ops.erase import EraseOp
+    from protocol.errors import ErrorCode
+
+    image, selection = scene()
+    op = EraseOp()
+    events: list[tuple] = []
+    ctx = JobContext(models=models, progress_fn=lambda *e: events.append(e[:3]))
+    result = op.run(OpInputs(image, selection), op.spec.validate({"snap": False}), ctx)
+    assert result.meta["fill"] == "diffusion" and ("denoise", 20, 20) in events
+    changed = result.mask > 0
+    assert np.array_equal(result.image[~changed], image[~changed])
+    classical = op.run(OpInputs(image, selection), op.spec.validate({"snap": False, "fill": "telea"}), ctx)
+    assert classical.meta["fill"] == "telea"
+    empty = ModelManager(models_dir=tmp_path, device="cpu", search_dirs=[], hf_cache_dir=tmp_path / "hf")
+    plain = op.run(OpInputs(image, selection), op.spec.validate({"snap": False}), JobContext(models=empty))
+    assert plain.meta["fill"] != "diffusion"
+    with pytest.raises(OpError) as err:
+        op.run(OpInputs(image, selection), op.spec.validate({"fill": "diffusion"}), JobContext(models=empty))
+    assert err.value.code == ErrorCode.MODEL_MISSING
+    cancel = JobContext(models=models, progress_fn=lambda *e: events.append(e[:3]), cancel_check=lambda: True)
+    events.clear()
+    with pytest.raises(JobCancelled):
+        op.run(OpInputs(image, selection), op.spec.validate({"snap": False}), cancel)

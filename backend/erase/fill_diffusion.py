@@ -28,7 +28,7 @@ REMOVAL_NEGATIVE = "object, person, animal, text, watermark, logo, frame, border
 @dataclass
 class DiffusionFiller:
     """``pipe``: a diffusers inpainting pipeline (from ModelManager.load_pipeline("inpaint")). ``callback``
-    receives ("fill", step, total) per denoising step and may raise to cancel."""
+    receives ("denoise", step, total) per denoising step and may raise to cancel."""
 
     pipe: Any
     prompt: str = BACKGROUND_PROMPT
@@ -71,7 +71,7 @@ class DiffusionFiller:
             cb = self.callback
 
             def report(stage: str, step: int, total: int) -> None:
-                cb("fill", step, total)
+                cb("denoise", step, total)
 
         return inpaint(self.pipe, start, hole, params, report, self.lcm_lora)
 
@@ -98,3 +98,25 @@ def erase_fill_choice(choice: str, models: Any, ref: str | None = None) -> str:
     if choice == "auto" and models is not None and models.has_model("inpaint", ref):
         return FILL_NAME
     return choice
+
+
+def erase_model_fillers(fill: str, models: Any, callback: Callback | None = None) -> dict[str, Any]:
+    """The erase op's hook (``backend.ops.erase.model_fillers``): the fillers that need a model.
+
+    "auto" becomes the diffusion filler when an inpainting model is installed (it replaces the classical auto
+    entry; without a model nothing changes); "diffusion" requires the model and raises MODEL_MISSING with the
+    install command when it is absent. With the LCM-LoRA installed (SD 1.5 models), it fills in 6 steps."""
+    if fill not in ("auto", FILL_NAME):
+        return {}
+    if fill == "auto" and (models is None or not models.has_model("inpaint")):
+        return {}
+    if models is None:
+        from backend.models import ModelManager
+
+        models = ModelManager()
+    pipe = models.load_pipeline("inpaint")  # MODEL_MISSING / MODEL_BROKEN with what to do
+    options: dict[str, Any] = {}
+    if models.has_model("lcm-lora") and "XL" not in type(pipe).__name__:
+        options = {"fast": True, "steps": 6, "guidance": 1.5, "lcm_lora": models.lora_file()}
+    filler = DiffusionFiller(pipe, callback=callback, **options)
+    return {fill: filler}

@@ -13,7 +13,7 @@ from protocol.errors import ErrorCode
 from .base import JobContext, Op, OpError, OpInputs, OpResult, OpSpec, ParamSpec
 from .snap import METHOD_PARAM_HELP, SNAP_METHODS, build_snapper, margin_param, require_image_and_selection
 
-FILL_METHODS = ("auto", "telea", "ns", "clone")
+FILL_METHODS = ("auto", "telea", "ns", "clone", "diffusion")
 
 
 class EraseOp(Op):
@@ -51,8 +51,9 @@ class EraseOp(Op):
                 "fill",
                 "enum",
                 "auto",
-                "Background fill: auto (clone on textured backgrounds, telea on smooth ones), telea or ns "
-                "(smooth, fast), clone (copies nearby real background; keeps texture).",
+                "Background fill: auto (Stable Diffusion inpainting when installed, else clone on textured "
+                "backgrounds, telea on smooth ones), telea or ns (smooth, fast), clone (copies nearby real "
+                "background; keeps texture), diffusion (needs: python3 install.py --models sd15-inpaint).",
                 choices=FILL_METHODS,
             ),
         ),
@@ -101,4 +102,10 @@ def model_fillers(fill: str, ctx: JobContext) -> dict[str, Any]:
     ``{name: filler}`` here, where ``filler`` follows ``backend.erase.Filler`` (``name``, ``target`` = the model's
     native long side, ``__call__(rgb_u8, mask_bool) -> HxWx3``); the pipeline crops, scales and composites.
     """
-    return {}
+    from backend.erase.fill_diffusion import erase_model_fillers
+
+    def step(stage: str, i: int, total: int) -> None:
+        ctx.progress(stage, i, total)
+        ctx.check_cancelled()
+
+    return erase_model_fillers(fill, ctx.models, callback=step)
