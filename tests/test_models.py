@@ -356,3 +356,19 @@ def test_lora_file_from_folder_or_file(models_dir):
     assert mm.lora_file() == models_dir / "lcm-lora" / "pytorch_lora_weights.safetensors"
     other = write_safetensors_header(models_dir / "other-lora.safetensors", {"x.alpha": [1]})
     assert mm.lora_file("other-lora") == other
+
+
+def test_preset_layout_with_only_fp16_variant_files(tiny_inpaint_dir, models_dir):
+    """What `install.py --models sd15-inpaint` leaves: *.fp16.safetensors only, loaded as fp32 on CPU."""
+    from safetensors.torch import load_file, save_file
+
+    folder = copy_model(tiny_inpaint_dir, models_dir / "sd15-inpaint")
+    for weights in list(folder.rglob("*.safetensors")):
+        half = {k: v.half() for k, v in load_file(str(weights)).items()}
+        save_file(half, str(weights.with_name(weights.stem + ".fp16.safetensors")))
+        weights.unlink()
+    pipe = manager(models_dir).load_pipeline("inpaint")
+    assert pipe.unet.dtype == torch.float32
+    ref = manager(models_dir).load_pipeline("inpaint", tiny_inpaint_dir)
+    w, r = pipe.unet.conv_in.weight, ref.unet.conv_in.weight
+    assert torch.equal(w, r.half().float())  # the fp16 files' values, upcast
