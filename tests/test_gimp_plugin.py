@@ -248,6 +248,41 @@ def test_params_from_config_out_of_range_is_bad_param():
     assert err.value.code == ErrorCode.BAD_PARAM
 
 
+class RecordingDialog:
+    def __init__(self):
+        self.calls = []
+
+    def __getattr__(self, name):
+        return lambda *args: self.calls.append((name, *args)) or self
+
+    def set_increments(self, *args):
+        self.calls.append(("set_increments", *args))
+
+
+def test_fill_dialog_basic_up_front_advanced_folded():
+    dialog = RecordingDialog()
+    registered = {
+        "prompt",
+        "strength",
+        "seed",
+        "snap",
+        "snapper",
+        pdbargs.SELECT,
+        pdbargs.EXTRA,
+    }  # eta: not (yet)
+    plugin.fill_dialog(dialog, SCHEMA["params"], registered, spin_type="SpinScale")
+    calls = {c[0]: c[1:] for c in dialog.calls}
+    assert calls["fill_box"] == (
+        "layeredit-advanced-box",
+        [pdbargs.EXTRA],
+    )  # eta is advanced but unregistered
+    assert calls["fill"] == (
+        ["prompt", "strength", "seed", "snap", "snapper", pdbargs.SELECT, "layeredit-advanced"],
+    )
+    assert ("get_widget", "strength", "SpinScale") in dialog.calls
+    assert calls["set_increments"] == (0.01, 0.1)
+
+
 def test_procedures_cover_the_modes():
     assert plugin.procedure_names() == [
         "plug-in-layeredit-erase",

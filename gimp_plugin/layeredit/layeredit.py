@@ -66,7 +66,8 @@ def _dialog(procedure, config, mode):
     dialog = GimpUi.ProcedureDialog.new(procedure, config, f"AI Edit: {mode.label}")
     schema = plugin.load_schemas(HERE).get(mode.op, {})
     try:
-        plugin.fill_dialog(dialog, schema.get("params", []), GimpUi.SpinScale.__gtype__)
+        registered = {spec.get_name() for spec in procedure.get_arguments()}
+        plugin.fill_dialog(dialog, schema.get("params", []), registered, GimpUi.SpinScale.__gtype__)
     except Exception:  # noqa: BLE001 - an older GimpUi without expanders: show everything flat
         traceback.print_exc()
         dialog.fill(None)

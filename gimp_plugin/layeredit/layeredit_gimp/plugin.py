@@ -19,7 +19,7 @@ from protocol.wire import Buffer
 from .backend import connect_or_start, read_config
 from .gimpio import Source, read_source, write_result
 from .guard import CancelGuard
-from .pdbargs import SELECT, add_arguments, advanced_names, params_from_config
+from .pdbargs import EXTRA, SELECT, add_arguments, advanced_names, arg_name, params_from_config
 
 PROC_PREFIX = "plug-in-layeredit-"
 MENU = "<Image>/Filters/AI Edit"
@@ -217,25 +217,26 @@ def run_job(
         gimp.progress_end()
 
 
-def fill_dialog(dialog: Any, schema_params: list[dict], spin_type: Any = None) -> None:
-    """Basic arguments up front, advanced ones (and the JSON escape hatch) in a folded expander.
+def fill_dialog(dialog: Any, schema_params: list[dict], registered: set[str], spin_type: Any = None) -> None:
+    """Basic arguments up front, advanced ones (and the JSON escape hatch) in a folded expander; only
+    arguments GIMP registered (a newer schemas.json than GIMP's last query must not name unknown ones).
     Narrow float ranges (strength 0..1) get increments that fit them (GIMP's default page is 10)."""
-    from .pdbargs import arg_name
-
     for p in schema_params:
-        if spin_type is not None and p["type"] == "float" and "min" in p and "max" in p:
+        name = arg_name(p["name"])
+        if (
+            spin_type is not None
+            and name in registered
+            and p["type"] == "float"
+            and "min" in p
+            and "max" in p
+        ):
             span = float(p["max"]) - float(p["min"])
             if 0 < span < 10:
-                dialog.get_widget(arg_name(p["name"]), spin_type).set_increments(span / 100, span / 10)
-    advanced = advanced_names(schema_params)
-    basic = [n for n in _arg_order(schema_params) if n not in advanced]
+                dialog.get_widget(name, spin_type).set_increments(span / 100, span / 10)
+    order = [arg_name(p["name"]) for p in schema_params] + [SELECT, EXTRA]
+    advanced = [n for n in advanced_names(schema_params) if n in registered]
+    basic = [n for n in order if n in registered and n not in advanced]
     dialog.get_label("layeredit-advanced-title", "Advanced", False, False)
     dialog.fill_box("layeredit-advanced-box", advanced)
     dialog.fill_expander("layeredit-advanced", "layeredit-advanced-title", False, "layeredit-advanced-box")
     dialog.fill([*basic, "layeredit-advanced"])
-
-
-def _arg_order(schema_params: list[dict]) -> list[str]:
-    from .pdbargs import EXTRA, arg_name
-
-    return [arg_name(p["name"]) for p in schema_params] + [SELECT, EXTRA]
