@@ -437,8 +437,9 @@ from layeredit_gimp.guard import CancelGuard
 client = Client.connect()
 img = Buffer(bytes(16 * 16 * 4), 16, 16, 4, "u8", "RGBA")
 sel = Buffer(b"\\xff" * 256, 16, 16, 1, "u8", "gray", role="selection")
+guard = CancelGuard.start(connection.default_path())
 job = client.submit("erase", {{"steps": 400}}, image=img, selection=sel)
-CancelGuard.start(connection.default_path(), job)
+guard.watch(job)
 print(job, flush=True)
 time.sleep(600)
 """
@@ -471,9 +472,21 @@ def test_cancel_guard_cancels_the_job_when_gimp_kills_the_plugin(server, tmp_pat
 def test_guard_done_sends_nothing(server, tmp_path):
     from layeredit_gimp.guard import CancelGuard
 
-    guard = CancelGuard.start(tmp_path / "no-such-connection-file.json", "job-x")
+    guard = CancelGuard.start(tmp_path / "no-such-connection-file.json")
+    guard.watch("job-x")
     guard.done()  # exits quietly; reading the (missing) connection file would have failed loudly
     assert guard._process.returncode == 0
+
+
+def test_guard_protocol():
+    import io
+
+    from layeredit_gimp.guard import orphaned_job
+
+    assert orphaned_job(io.BytesIO(b"job abc\n")) == "abc"  # died while the job ran
+    assert orphaned_job(io.BytesIO(b"job abc\ndone\n")) is None  # finished
+    assert orphaned_job(io.BytesIO(b"")) is None  # died before submitting: nothing to cancel
+    assert orphaned_job(io.BytesIO(b"job abc\ndo")) == "abc"  # killed mid-write of "done"
 
 
 # -- the installer --------------------------------------------------------------------------------------

@@ -3,8 +3,9 @@
 When the user presses cancel on a plug-in's progress bar, GIMP ends the plug-in process (SIGKILL on Unix,
 TerminateProcess on Windows): no Python code runs, so the plug-in cannot send ``cancel`` itself. A small
 guard process, in its own session so the kill does not reach it, holds the read end of a pipe from the
-plug-in. A clean finish writes ``done``; end-of-file without it means the plug-in died, and the guard sends
-``cancel`` for the job, so the backend stops computing for nobody.
+plug-in. The plug-in starts it before submitting (the spawn is the slow part), writes ``job <id>`` right
+after the submit, and ``done`` once the job is over. End-of-file after a job id but without ``done`` means
+the plug-in died: the guard sends ``cancel`` for that job, so the backend stops computing for nobody.
 """
 
 from __future__ import annotations
@@ -14,27 +15,22 @@ import sys
 from pathlib import Path
 from typing import IO
 
-DONE = b"done\n"
+DONE = b"done"
+JOB = b"job "
 
 
 class CancelGuard:
-    """The plug-in's side: start before submitting, ``done()`` once the job is over (any outcome)."""
+    """The plug-in's side: ``start()`` before submitting, ``watch(job)`` after, ``done()`` at the end."""
 
     def __init__(self, process: subprocess.Popen):
         self._process = process
 
     @classmethod
-    def start(cls, connection_file: Path, job_id: str, python: str | None = None) -> CancelGuard:
+    def start(cls, connection_file: Path, python: str | None = None) -> CancelGuard:
         import protocol  # the guard imports the same copy (vendored in the plug-in, or the project's)
 
         plugin_dir = Path(protocol.__file__).resolve().parents[1]
-        cmd = [
-            python or sys.executable,
-            str(Path(__file__).resolve()),
-            str(plugin_dir),
-            str(connection_file),
-            job_id,
-        ]
+        cmd = [python or sys.executable, str(Path(__file__).resolve()), str(plugin_dir), str(connection_file)]
         process = subprocess.Popen(
             cmd,
             stdin=subprocess.PIPE,
@@ -49,13 +45,24 @@ class CancelGuard:
     def pid(self) -> int:
         return self._process.pid
 
-    def done(self) -> None:
-        """The job ended normally (result, error, or a cancel already sent): the guard exits quietly."""
-        stdin = self._process.stdin
+    def _send(self, line: bytes) -> None:
         try:
-            if stdin is not None:
-                stdin.write(DONE)
-                stdin.close()
+            if self._process.stdin is not None:
+                self._process.stdin.write(line + b"\n")
+                self._process.stdin.flush()
+        except OSError:
+            pass
+
+    def watch(self, job_id: str) -> None:
+        """From now on, the plug-in dying means: cancel ``job_id``."""
+        self._send(JOB + job_id.encode("ascii"))
+
+    def done(self) -> None:
+        """The job ended (result, error, or never submitted): the guard exits quietly."""
+        self._send(DONE)
+        try:
+            if self._process.stdin is not None:
+                self._process.stdin.close()
         except OSError:
             pass
         try:
@@ -64,12 +71,13 @@ class CancelGuard:
             self._process.kill()
 
 
-def watch(stream: IO[bytes]) -> bool:
-    """Block until the plug-in closes the pipe; True when it died without saying ``done``."""
-    data = b""
-    while chunk := stream.read(64):
-        data += chunk
-    return DONE not in data
+def orphaned_job(stream: IO[bytes]) -> str | None:
+    """Block until the plug-in closes the pipe; the job to cancel when it died without saying ``done``."""
+    lines = stream.read().splitlines()
+    if DONE in lines:
+        return None
+    jobs = [line[len(JOB) :].decode("ascii") for line in lines if line.startswith(JOB)]
+    return jobs[-1] if jobs else None
 
 
 def send_cancel(connection_file: Path, job_id: str) -> None:
@@ -88,10 +96,11 @@ def send_cancel(connection_file: Path, job_id: str) -> None:
 
 
 def main(argv: list[str]) -> int:
-    plugin_dir, connection_file, job_id = argv
+    plugin_dir, connection_file = argv
     sys.path.insert(0, plugin_dir)
-    if watch(sys.stdin.buffer):
-        send_cancel(Path(connection_file), job_id)
+    job = orphaned_job(sys.stdin.buffer)
+    if job is not None:
+        send_cancel(Path(connection_file), job)
     return 0
 
 

@@ -167,7 +167,7 @@ def run_job(
     registered: set[str],
     plugin_dir: Path,
     connect: Callable[..., Any] = connect_or_start,
-    guard: Callable[[Path, str], Any] = CancelGuard.start,
+    guard: Callable[[Path], Any] = CancelGuard.start,
 ) -> Outcome:
     """Read -> submit -> wait -> new layer. Any failure raises ProtocolError before the image is touched."""
     started = time.perf_counter()
@@ -188,10 +188,11 @@ def run_job(
         params = params_from_config(config, form, registered)
         image_buf, sel_buf = source_buffers(source)
         progress.tracker.submitting()
-        job = client.submit(mode.op, params, image=image_buf, selection=sel_buf)
-        progress.tracker.accepted(job)
-        watchdog = guard(connection.default_path(), job)
+        watchdog = guard(connection.default_path())  # spawned before the submit: no unguarded window
         try:
+            job = client.submit(mode.op, params, image=image_buf, selection=sel_buf)
+            watchdog.watch(job)
+            progress.tracker.accepted(job)
             sent = time.perf_counter()
             result = client.wait(job, on_progress=progress)
             timings["job_s"] = time.perf_counter() - sent
