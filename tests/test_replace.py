@@ -117,6 +117,16 @@ def test_progress_counts_every_step_and_strength_shortens_the_run(pipe):
     assert denoise == [("denoise", i, 5) for i in range(1, 6)]
 
 
+def test_previews_at_latent_resolution(pipe):
+    image, selection = scene()
+    got: list[tuple] = []
+    out = ReplacePipeline(pipe)(image, selection, params(previews=True), callback=lambda *e: got.append(e))
+    previews = [e[3] for e in got if e[0] == "denoise"]
+    w, h = out.info["model_size"]
+    assert len(previews) == 3
+    assert all(p.shape == (h // 8, w // 8, 3) and p.dtype == np.uint8 for p in previews)
+
+
 def test_large_image_small_selection_runs_on_a_crop(pipe):
     image = np.random.default_rng(1).integers(0, 255, (600, 800, 3), dtype=np.uint8)
     selection = np.zeros((600, 800), np.float32)
@@ -144,7 +154,12 @@ def run_op(models, image, selection, cancel_after: int | None = None, **p):
     def cancel() -> bool:
         return cancel_after is not None and sum(e[0] == "denoise" for e in events) >= cancel_after
 
-    ctx = JobContext(models=models, progress_fn=lambda *e: events.append(e[:3]), cancel_check=cancel)
+    def progress(stage, step, total, preview=None):
+        events.append((stage, step, total))
+        if stage == "denoise":
+            assert preview is not None and preview.dtype == np.uint8 and preview.shape[2] == 3
+
+    ctx = JobContext(models=models, progress_fn=progress, cancel_check=cancel)
     p.setdefault("prompt", "a red vase")
     p.setdefault("steps", 3)
     p.setdefault("snap", "none")

@@ -149,10 +149,11 @@ class ReplaceOp(Op):
             grow_px=params["grow"],
             feather_px=params["feather"],
             resolution=params["resolution"] or None,
+            previews=True,
         )
 
-        def step(stage: str, i: int, total: int) -> None:
-            ctx.progress(stage, i, total)
+        def step(stage: str, i: int, total: int, preview: Any = None) -> None:
+            ctx.progress(stage, i, total, preview)
             ctx.check_cancelled()
 
         try:

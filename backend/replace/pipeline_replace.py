@@ -75,6 +75,7 @@ class ReplaceParams:
     feather_px: int = 6  # blend zone, inside the grown region (never outside it)
     context: float = 0.25  # crop margin around the region, as a share of its long side
     resolution: int | None = None  # model long side; None: the model's native size
+    previews: bool = False  # denoise callbacks get a 4th argument: a latent-resolution RGB uint8 preview
 
     def check(self) -> None:
         """ValueError naming the field for values no run can use."""
@@ -202,6 +203,28 @@ class ReplacePipeline:
         return inpaint(self.pipe, rgb, mask, params, report, self.lcm_lora)
 
 
+# Linear maps from SD latents to approximate RGB (widely used "cheap" live previews; no VAE decode needed).
+_LATENT_RGB = {
+    False: ((0.298, 0.207, 0.208), (0.187, 0.286, 0.173), (-0.158, 0.189, 0.264), (-0.184, -0.271, -0.473)),
+    True: (
+        (0.3651, 0.4232, 0.4341),
+        (-0.2533, -0.0042, 0.1068),
+        (0.1076, 0.1111, -0.0362),
+        (-0.3165, -0.2492, -0.2188),
+    ),
+}
+
+
+def latent_preview(latents: Any, xl: bool = False) -> np.ndarray:
+    """HxWx3 uint8 at latent resolution (1/8 of the crop) from the first image's 4 latent channels."""
+    import torch
+
+    factors = torch.tensor(_LATENT_RGB[xl], dtype=torch.float32)
+    lat = latents[0, :4].detach().to("cpu", torch.float32)
+    rgb = torch.einsum("chw,cr->hwr", lat, factors)
+    return ((rgb.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).numpy()
+
+
 def inpaint(
     pipe: Any,
     rgb: np.ndarray,
@@ -224,7 +247,13 @@ def inpaint(
 
     def on_step_end(p: Any, i: int, t: Any, kwargs: dict) -> dict:
         if report is not None:
-            report("denoise", i + 1, int(getattr(p, "_num_timesteps", steps) or steps))
+            total = int(getattr(p, "_num_timesteps", steps) or steps)
+            if params.previews and "latents" in kwargs:
+                report(
+                    "denoise", i + 1, total, latent_preview(kwargs["latents"], xl="XL" in type(p).__name__)
+                )
+            else:
+                report("denoise", i + 1, total)
         return kwargs
 
     generator = torch.Generator(device="cpu").manual_seed(int(params.seed))
