@@ -228,6 +228,32 @@ def measure_snap(scenes: list[Scene]) -> dict[str, dict[str, float]]:
     return table
 
 
+def measure_snap_big(scenes: list[Scene], sizes: tuple[int, ...] = (600, 1200, 2400)) -> dict:
+    """Snap IoU and boundary accuracy on the 4096x4096 layer, where GrabCut runs downscaled (edge refinement)."""
+    from backend.snapping import SnapParams, SnapPipeline
+    from backend.snapping.u2net import U2NetP
+
+    pipe = SnapPipeline(u2net=U2NetP(threads=1))
+    table: dict[str, dict[str, float]] = {}
+    for px in sizes:
+        sc = make_big_scene(object_px=px)
+        t = time.perf_counter()
+        mask = pipe(sc.image, sc.selection, SnapParams(method="combined")).mask
+        seconds = time.perf_counter() - t
+        obj = sc.object_mask.astype(np.uint8)
+        kernel = np.ones((15, 15), np.uint8)
+        band = (cv2.dilate(obj, kernel) - cv2.erode(obj, kernel)) > 0  # 7 px either side of the true edge
+        table[f"{px} px object"] = {
+            "IoU": iou(mask, sc.object_mask),
+            "edge band accuracy": float(((mask > 0.5) == sc.object_mask)[band].mean()),
+            "raw selection IoU": iou(sc.selection, sc.object_mask),
+            "seconds": seconds,
+        }
+    cols = ["IoU", "edge band accuracy", "raw selection IoU", "seconds"]
+    _print_table("Snap ('combined') on a 4096x4096 layer", table, cols)
+    return table
+
+
 def measure_fill(
     scenes: list[Scene], fills: tuple[str, ...] = ("auto", "telea", "ns", "clone", "flat")
 ) -> dict:
@@ -390,6 +416,7 @@ def _stage_split(t0: float, marks: list[tuple[str, float]]) -> dict[str, float]:
 
 MEASUREMENTS: dict[str, Callable[[list[Scene]], dict]] = {
     "snap": measure_snap,
+    "snap_big": measure_snap_big,
     "fill": measure_fill,
     "gain": measure_snap_gain,
     "speed": lambda scenes: measure_erase_speed(),

@@ -20,7 +20,7 @@ selection is full the snap decides; the snap's own anti-aliased edge stays soft.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -45,7 +45,8 @@ class SnapParams:
     method: str = "auto"
     margin: int = 24  # px: the snapped mask never reaches further than this outside the selection
     context: float = 0.15  # crop context around the selection, as a fraction of its long side
-    max_side: int = 320  # GrabCut runs on the crop downscaled to this long side
+    max_side: int = 320  # GrabCut runs on the crop downscaled to this long side (more for huge crops, below)
+    max_side_cap: int = 640  # crops over 4x max_side get up to this: a 2400 px object keeps its detail
 
 
 @dataclass
@@ -140,7 +141,9 @@ class SnapPipeline:
             if self.u2net is None:
                 raise LookupError("u2netp snapping needs u2netp.onnx; it was not found")
             return self.u2net(rgb) * seed, "u2netp", {}
-        gc = grabcut(rgb, seed, max_side=params.max_side)
+        side = int(min(params.max_side_cap, max(params.max_side, max(rgb.shape[:2]) // 4)))
+        params = replace(params, max_side=side)
+        gc = grabcut(rgb, seed, max_side=side)
         if method == "grabcut":
             return gc, "grabcut", {}
         return self._combined(rgb, seed, gc, params, callback)
