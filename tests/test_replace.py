@@ -139,6 +139,12 @@ def test_large_image_small_selection_runs_on_a_crop(pipe):
     assert np.array_equal(out.image[~edit], image[~edit])
 
 
+def test_faint_selection_counts_and_no_callback_with_previews(pipe):
+    image, selection = scene()
+    out = ReplacePipeline(pipe)(image, selection * 0.3, params(previews=True))
+    assert np.array_equal(out.mask > 127, selection > 0)
+
+
 def test_empty_selection_and_bad_params(pipe):
     image, _ = scene()
     with pytest.raises(EmptySelectionError):

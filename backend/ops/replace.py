@@ -113,7 +113,7 @@ class ReplaceOp(Op):
     def run(self, inputs: OpInputs, params: dict[str, Any], ctx: JobContext) -> OpResult:
         if inputs.image is None:
             raise OpError(ErrorCode.MISSING_INPUT, "replace needs an image (the layer to edit).")
-        if inputs.selection is None or not (inputs.selection >= 0.5).any():
+        if inputs.selection is None or not (inputs.selection > 0).any():
             raise OpError(
                 ErrorCode.NO_SELECTION, "Select the object to replace first (the selection is empty)."
             )

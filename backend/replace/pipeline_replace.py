@@ -22,11 +22,11 @@ import numpy as np
 
 from backend.imaging import (
     bbox,
-    binarize,
     composite,
     feather_inward,
     from_float,
     grow,
+    mask_to_float,
     mask_to_u8,
     plan_crop,
     to_rgb_u8,
@@ -105,10 +105,11 @@ def native_resolution(pipe: Any) -> int:
 
 
 def _at_least_half(mask: np.ndarray) -> np.ndarray:
-    """bool HxW; float32 selections (the op contract) skip a full-size float conversion."""
-    if mask.dtype == np.float32 and mask.ndim == 2:
-        return mask >= 0.5
-    return binarize(mask)
+    """bool HxW: where the mask is at least half on; a selection that is faint everywhere (painted at low
+    opacity) counts wherever it is nonzero, as the snapper treats it. float32 masks skip a float conversion."""
+    m = mask if mask.dtype == np.float32 and mask.ndim == 2 else mask_to_float(mask)
+    strong = m >= 0.5
+    return strong if strong.any() else m > 0
 
 
 def _grown(mask: np.ndarray, px: int) -> np.ndarray:
@@ -147,7 +148,7 @@ class ReplacePipeline:
         """``callback(stage, step, total)`` runs after every denoising step; raising in it (e.g. a cancel)
         stops the run there."""
         params.check()
-        report = callback or (lambda stage, step, total: None)
+        report = callback or (lambda *event: None)
         t0 = time.perf_counter()
         snapped = self._snap(image, selection)
         report("snap", 1, 1)
