@@ -426,3 +426,30 @@ def test_mask_only_result(client):
     )
     assert result.image is None and result.mask is not None
     assert np.array_equal(np.frombuffer(result.mask.data, np.uint8).reshape(6, 5), 255 - sel)
+
+
+def test_server_survives_a_burst_of_garbage(server):
+    """Random frames, random signed headers and buffers: only error replies, in order, and the server still serves."""
+    rng = np.random.default_rng(7)
+    raw = Raw(server)
+    try:
+        sent_signed = 0
+        for i in range(60):
+            junk = [rng.bytes(int(rng.integers(0, 64))) for _ in range(int(rng.integers(1, 5)))]
+            if i % 2:
+                raw.sock.send_multipart(junk)  # unsigned junk: dropped
+                continue
+            header = {"protocol": "1.0", "type": str(rng.choice(["submit", "fetch", "x"])), "id": f"g{i}"}
+            if rng.random() < 0.5:
+                header["buffers"] = [{"width": int(rng.integers(-2, 4)), "height": 1, "dtype": "u8"}]
+            raw.send_signed(header if i % 4 else junk[0], junk[1:])
+            sent_signed += 1
+        raw.send_signed(_header("ping"))
+        replies = []
+        while (reply := raw.recv()) is not None and reply.type != wire.PONG:
+            replies.append(reply)
+        assert reply is not None and reply.type == wire.PONG
+        assert replies and all(r.type == wire.ERROR for r in replies) and len(replies) <= sent_signed
+    finally:
+        raw.close()
+    _still_serving(server)
