@@ -191,6 +191,11 @@ def test_erase_and_snap_from_the_command_line(scene, tmp_path):
     assert main([*args, "--out", str(tmp_path / "raw.png"), "--no-snap"], None, None) == 0
     raw_mask_area = (np.asarray(Image.open(tmp_path / "raw.png")) != image).any(axis=2).sum()
     assert raw_mask_area > (mask > 0).sum() * 0.9  # the unsnapped erase covers the loose selection
+    snap_args = ["snap", str(tmp_path / "in.png"), "--selection", str(tmp_path / "sel.png"), "--quiet"]
+    assert main([*snap_args, "--out", str(tmp_path / "snapped.png"), "--method", "grabcut"], None, None) == 0
+    snapped = np.asarray(Image.open(tmp_path / "snapped.png"))
+    assert snapped.shape == sel.shape and snapped.dtype == np.uint8
+    assert ((snapped > 127) == obj).mean() > 0.98
 
 
 def test_classical_fillers_keep_shape_and_fill_only_what_they_must():
