@@ -315,6 +315,9 @@ def serve(args: argparse.Namespace, registry: Registry, models_factory: ModelsFa
     signal.signal(signal.SIGTERM, lambda *_: server.stop())
     try:
         server.serve_forever()
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except KeyboardInterrupt:
         logging.getLogger("layeredit.server").info("interrupted")
     return 0

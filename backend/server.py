@@ -112,11 +112,21 @@ class Server:
         host_ep = f"[{host}]" if ":" in host else host
         if ":" in host:
             self._router.setsockopt(zmq.IPV6, 1)
-        if self.config.port:
-            self._router.bind(f"tcp://{host_ep}:{self.config.port}")
-            port = self.config.port
-        else:
-            port = self._router.bind_to_random_port(f"tcp://{host_ep}")
+        try:
+            if self.config.port:
+                self._router.bind(f"tcp://{host_ep}:{self.config.port}")
+                port = self.config.port
+            else:
+                port = self._router.bind_to_random_port(f"tcp://{host_ep}")
+        except zmq.ZMQError as exc:
+            self._router.close(linger=0)
+            self._ctx.term()
+            self._wake_r.close()
+            self._wake_w.close()
+            raise ConfigError(
+                f"Cannot listen on {host}:{self.config.port or 'a free port'} ({exc}). Another backend may be "
+                "running there: use it, stop it, or leave --port out to take a free port."
+            ) from None
         self.endpoint = f"tcp://{host_ep}:{port}"
         info = connection.ConnectionInfo(
             endpoint=self.endpoint,

@@ -453,3 +453,16 @@ def test_server_survives_a_burst_of_garbage(server):
     finally:
         raw.close()
     _still_serving(server)
+
+
+def test_a_taken_port_is_a_clear_error(server, tmp_path):
+    port = int(server.endpoint.rsplit(":", 1)[1])
+    other = Server(
+        ServerConfig(port=port, connection_file=tmp_path / "other.json", report_models=False),
+        registry(),
+        models_factory=None,
+    )
+    with pytest.raises(ConfigError, match="--port"):
+        other.start()
+    assert not (tmp_path / "other.json").exists()
+    _still_serving(server)
