@@ -4,7 +4,10 @@ diffusion-inpainting filler (backend/replace) plugs in through the same interfac
 The pipeline hands a filler the crop around the region (at the crop's own resolution, or scaled to the
 filler's ``target`` long side when it has one), as HxWx3 uint8 RGB plus a bool HxW mask (True = fill it).
 The filler returns the whole crop filled, HxWx3, uint8 or float32 in [0, 1]; only masked pixels are used
-(the pipeline composites them back bit-exactly), so a filler may change the rest freely.
+(the pipeline composites them back bit-exactly), so a filler may change the rest freely. A filler may also
+carry ``context`` (float): the crop's context around the region as a fraction of its long side, overriding
+``EraseParams.context`` (1.0: classical fills need background to copy or diffuse from; a model filler may
+prefer less, so the object keeps more of the model's resolution).
 """
 
 from __future__ import annotations

@@ -85,7 +85,7 @@ class ErasePipeline:
         plan = plan_crop(
             weights > 0,
             sel.shape,
-            context=params.context,
+            context=getattr(filler, "context", None) or params.context,
             keep_size=True,
             multiple=8 if filler.target is not None else 1,
             target=target,
