@@ -213,3 +213,14 @@ def test_meta_is_json(scene):
     image, _, _, sel = scene
     res = EraseOp().run(OpInputs(image, sel), EraseOp.spec.validate({}), JobContext())
     json.dumps(res.meta)
+
+
+def test_a_filler_may_ask_for_less_context(scene):
+    image, _, _, sel = scene
+    wide, tight = _FlatModelFiller(), _FlatModelFiller()
+    tight.context = 0.1
+    params = EraseParams(fill="model", snap=SnapParams(enabled=False))
+    big = ErasePipeline(fillers={"model": wide})(image, sel, params).meta["crop"]
+    small = ErasePipeline(fillers={"model": tight})(image, sel, params).meta["crop"]
+    area = lambda b: (b[2] - b[0]) * (b[3] - b[1])  # noqa: E731
+    assert area(small) < area(big)
