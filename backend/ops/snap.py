@@ -17,8 +17,9 @@ SNAP_METHODS = ("auto", "combined", "grabcut", "u2netp", "sam", "none")
 
 METHOD_PARAM_HELP = (
     "How to find the object: auto (SAM if installed, else GrabCut + u2netp), combined (GrabCut + u2netp), "
-    "grabcut, u2netp, sam, or none (the selection as drawn)."
+    "grabcut, u2netp or sam."
 )
+_NONE_HELP = " none: the selection as drawn."
 
 
 def margin_param() -> ParamSpec:
@@ -39,7 +40,7 @@ class SnapOp(Op):
         help="Snap the selection to the boundary of the object inside it; returns the mask, changes no pixels.",
         needs_selection=True,
         params=(
-            ParamSpec("method", "enum", "auto", METHOD_PARAM_HELP, choices=SNAP_METHODS),
+            ParamSpec("method", "enum", "auto", METHOD_PARAM_HELP + _NONE_HELP, choices=SNAP_METHODS),
             margin_param(),
         ),
     )
