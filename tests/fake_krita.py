@@ -3,7 +3,8 @@
 It models what the real-Krita runs showed (tests/hosts/krita, /work/shared/host-recipes/krita): pixelData in the
 host layout (U8/U16 BGRA, F16/F32 RGBA), coordinates in document space with layers allowed to extend past the
 canvas, exact bounds of a layer's non-empty pixels, a 1-byte-per-pixel selection, nodes inserted above a sibling,
-Document == comparing the underlying document, and a closed document dropping out of ``documents()``.
+Document == comparing the underlying document, a newly added node becoming the active one, and a closed
+document dropping out of ``documents()``.
 Install it with ``install()``: it puts itself in ``sys.modules['krita']``.
 """
 
@@ -143,7 +144,9 @@ class Node:
         return list(self.children)
 
     def addChildNode(self, child: Node, above: Node | None) -> bool:  # noqa: N802
+        """Like Krita with a window: the added node becomes the active one."""
         child.parent = self
+        self.doc._active = child
         if above is None:
             self.children.append(child)
         else:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 
+import cv2
 import numpy as np
 import pytest
 
@@ -171,3 +172,72 @@ def test_plugin_starts_the_backend_itself_from_the_installers_config(tmp_path):
         harness.stop_backend_of(tmp_path / "run")
     assert report["outcome"]["state"] == "done", report
     assert report["layers"][:3] == ["Background", "source", "Erase"]
+
+
+def test_replace_then_imagic_then_eta_slider_rerender_with_tiny_models(
+    tmp_path, tiny_inpaint_dir, tiny_sd_dir
+):
+    """Three jobs in one Krita session through the docker's widgets: Replace (prompt + schema-built advanced
+    fields), Imagic, then moving the eta slider re-renders Imagic from the backend's cached tuning. The
+    models are the tiny random-weight pipelines: this proves the plumbing, not the picture."""
+    models = tmp_path / "models"
+    models.mkdir()
+    (models / "sd15-inpaint").symlink_to(tiny_inpaint_dir, target_is_directory=True)
+    (models / "sd15").symlink_to(tiny_sd_dir, target_is_directory=True)
+    b = harness.start_backend(tmp_path, env={"LAYEREDIT_MODELS": str(models)})
+    w, h = 96, 64
+    img, sel = harness.scene_bgra(w, h)
+    (tmp_path / "layer.raw").write_bytes(img.tobytes())
+    tiny_imagic = {"steps": 2, "embedding_steps": 2, "finetune_steps": 2, "resolution": 64}
+    spec = {
+        "width": w,
+        "height": h,
+        "layer_raw": str(tmp_path / "layer.raw"),
+        "layer_rect": [0, 0, w, h],
+        "selection": list(sel),
+        "jobs": [
+            {
+                "mode": "Replace",
+                "prompt": "a blue vase",
+                "params": {"steps": 2, "seed": 3, "resolution": 64},
+                "set_selection": True,
+            },
+            {"mode": "Imagic", "prompt": "a photo", "params": tiny_imagic, "eta": 0.7},
+            {
+                "mode": "Imagic",
+                "prompt": "a photo",
+                "params": tiny_imagic,
+                "eta": 0.9,
+                "trigger": "eta_release",
+            },
+        ],
+    }
+    try:
+        report = harness.run_krita(tmp_path, spec, b)
+    finally:
+        b.stop()
+    jobs = report["jobs"]
+    assert [j["outcome"]["state"] for j in jobs] == ["done"] * 3, [j["outcome"] for j in jobs]
+    out = tmp_path / "out"
+    replace = harness.read_raw(out / "result.raw", w, h)
+    mask = harness.read_raw(out / "selection_after.raw", w, h, 1)[:, :, 0]  # the snapped object
+    grow = 8  # replace's default: the edit reaches this far past the object
+    edit = cv2.dilate(mask, np.ones((2 * grow + 1, 2 * grow + 1), np.uint8)) > 0
+    covered = replace[:, :, 3] > 0
+    assert mask.any() and not edit.all()
+    assert np.array_equal(replace[covered & ~edit], img[covered & ~edit])  # identical outside the edit
+    assert (replace[mask > 0] != img[mask > 0]).any()  # the object was repainted
+    assert jobs[0]["result_layer"] == "Replace: a blue vase"
+    assert jobs[1]["result_layer"] == "Imagic η0.7: a photo" and jobs[1]["meta"]["cache_hit"] is False
+    assert jobs[2]["result_layer"] == "Imagic η0.9: a photo" and jobs[2]["meta"]["cache_hit"] is True
+    assert [j["sent"]["source"] for j in jobs] == ["source"] * 3  # the source stays the active layer
+    assert jobs[2]["layers"][:5] == [
+        "Background",
+        "source",
+        "Imagic η0.9: a photo",
+        "Imagic η0.7: a photo",
+        "Replace: a blue vase",
+    ]  # each result goes right above its source layer
+    for n in range(3):
+        suffix = f"_{n}" if n else ""
+        assert np.array_equal(harness.read_raw(out / f"source_after{suffix}.raw", w, h), img)

@@ -80,6 +80,7 @@ def layer_doc(app, depth="U8", w=40, h=30, layer_rect=(0, 0, 40, 30)):
     assert px.nbytes == lw * lh * bpp
     node.setPixelData(px.tobytes(), x, y, lw, lh)
     node.writes = 0
+    doc.setActiveNode(node)
     app.setActiveDocument(doc)
     return doc, node
 
@@ -195,11 +196,14 @@ def test_eta_only_rerun_and_cancel(app, server):
     assert c.eta_only_change({**params, "eta": [0.9]})
     assert not c.eta_only_change({**params, "prompt": "a cat", "eta": [0.9]})
     GATE.set()
+    assert c.rerun_eta({**params, "eta": [0.8]})
+    wait_for(lambda: not c.job.busy, c)
+    assert c.last.sent["source"] == "source" and doc.activeNode() == node  # the source stays active
     assert c.run(doc, node, "Imagic", c.forms["imagic"].params(prompt="a dog", eta="0.6, 0.9"))
     wait_for(lambda: not c.job.busy, c)
     assert c.job.state == JobState.DONE
     names = [n.name() for n in doc.topLevelNodes()]
-    assert names == ["source", "Imagic η0.9: a dog", "Imagic η0.6: a dog"]  # first eta on top
+    assert names == ["source", "Imagic η0.9: a dog", "Imagic η0.6: a dog", "Imagic η0.8: a dog"]
     assert c.last.layer.name() == "Imagic η0.6: a dog"
 
 

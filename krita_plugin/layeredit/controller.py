@@ -51,6 +51,8 @@ class Outcome:
     layer: Any = None
     message: str = ""
     code: str | None = None
+    meta: dict = field(default_factory=dict)
+    sent: dict = field(default_factory=dict)  # region and params of the job (what the user asked for)
 
 
 class Controller:
@@ -60,11 +62,13 @@ class Controller:
         client_factory: ClientFactory,
         on_change: Callable[[], None] = lambda: None,
         on_preview: Callable[[wire.Buffer], None] = lambda b: None,
+        defer: Callable[[Callable[[], None]], None] = lambda fn: fn(),
     ):
         self.app = app
         self.client_factory = client_factory
         self.on_change = on_change
         self.on_preview = on_preview
+        self.defer = defer  # run after Qt's event loop turns (the docker passes QTimer.singleShot(0, fn))
         self.client: Any = None
         self.hello: dict | None = None
         self.forms: dict[str, Form] = {}
@@ -73,6 +77,7 @@ class Controller:
         self.pending: Pending | None = None
         self.last: Outcome | None = None
         self.last_imagic: dict | None = None  # params of the last Imagic run (eta-only re-render check)
+        self.last_imagic_input: tuple | None = None  # (doc, node, source kind, set_selection) it read
         self._hello_id: str | None = None
         self._hello_sent = 0.0
 
@@ -147,6 +152,7 @@ class Controller:
         self.job.message = "Sent; waiting for the backend…"
         if mode.op == "imagic":
             self.last_imagic = dict(params)
+            self.last_imagic_input = (doc, node, source, set_selection)
         self.poll()  # ZMQ_FD is edge-triggered: drain once right after sending
         self.on_change()
         return True
@@ -155,6 +161,16 @@ class Controller:
         """True when an Imagic re-run differs from the last one only in eta (the backend re-renders from cache)."""
         changed = only_changed(self.last_imagic, params)
         return bool(self.last_imagic) and changed <= {"eta", "etas"} and bool(changed)
+
+    def rerun_eta(self, params: dict) -> bool:
+        """Re-submit the last Imagic job with a new eta, on the same document and layer it read (whatever is
+        active now): the backend finds its tuned state in the cache and only samples again."""
+        if not self.eta_only_change(params) or self.last_imagic_input is None:
+            return False
+        doc, node, source, set_selection = self.last_imagic_input
+        if not kritaio.document_alive(self.app, doc):
+            return False
+        return self.run(doc, node, "Imagic", params, source=source, set_selection=set_selection)
 
     def cancel(self) -> None:
         if not self.job.busy:
@@ -254,11 +270,19 @@ class Controller:
             if (img.width, img.height) == (region.w, region.h)
         ]  # each goes right above the source, so the first (the primary eta) ends on top
         layer = layers[0]
+        self.defer(lambda: kritaio.reactivate(self.app, pend.doc, pend.source))
         if pend.set_selection and result.mask is not None:
             kritaio.set_selection(pend.doc, result.mask.data, region)
         took = time.monotonic() - pend.submitted_at
         self.job.finished(f"Done in {took:.1f} s: new layer '{layer.name()}'.")
-        self.last = Outcome(self.job.state.value, layer=layer, message=self.job.message)
+        sent = {
+            "region": region.as_tuple(),
+            "source": pend.source.name() if pend.source is not None else None,
+            "params": pend.params,
+        }
+        self.last = Outcome(
+            self.job.state.value, layer=layer, message=self.job.message, meta=dict(result.meta), sent=sent
+        )
 
     @staticmethod
     def _images_and_params(result: Any, pend: Pending) -> list[tuple[Any, dict]]:

@@ -59,7 +59,13 @@ class LayerEditDocker(DockWidget):
     def __init__(self) -> None:
         super().__init__()
         self.setWindowTitle("Layer Edit")
-        self.controller = Controller(Krita.instance(), _connect_client, self._refresh, self._show_preview)
+        self.controller = Controller(
+            Krita.instance(),
+            _connect_client,
+            self._refresh,
+            self._show_preview,
+            defer=lambda fn: QTimer.singleShot(0, fn),
+        )
         self.launcher: Launcher | None = None
         self.notifier: QSocketNotifier | None = None
         self.param_widgets: dict[str, tuple[Field, QWidget]] = {}
@@ -309,7 +315,9 @@ class LayerEditDocker(DockWidget):
         except ProtocolError:
             return
         if self.controller.eta_only_change(params):
-            self.run_clicked()
+            self.preview.clear()
+            self.controller.rerun_eta(params)
+            self._refresh()
 
     # -- polling ----------------------------------------------------------------------------------
     def _watch_socket(self) -> None:

@@ -145,6 +145,14 @@ def add_result_layer(
     return layer
 
 
+def reactivate(app: Any, doc: Any, node: Any) -> None:
+    """Make ``node`` the active layer again. Krita activates a newly added layer (after the event loop runs,
+    so call this deferred); keeping the source active means another try (a new prompt, a new eta) starts
+    from the same pixels rather than from the last result."""
+    if node is not None and document_alive(app, doc) and node_alive(doc, node):
+        doc.setActiveNode(node)
+
+
 def set_selection(doc: Any, mask: bytes | memoryview, region: Rect) -> None:
     """Make the snapped mask the document's selection (8-bit, region-sized)."""
     from krita import Selection

@@ -108,44 +108,71 @@ class ScriptedJob:
             ops=sorted(c.forms),
             zmq=[zmq.__version__, zmq.__file__],
         )
-        d = self.docker
-        d.mode_box.setCurrentText(self.spec["mode"])
+        self.jobs = self.spec.get("jobs") or [self.spec]
+        self.results: list[dict[str, Any]] = []
+        self._start_job()
+
+    def _start_job(self) -> None:
+        """Set the docker's widgets as a user would, then press Run (or release the eta slider)."""
+        job, d, c = self.jobs[len(self.results)], self.docker, self.docker.controller
+        d.mode_box.setCurrentText(job["mode"])
         d._rebuild_params()
-        d.source_box.setCurrentIndex(d.source_box.findData(self.spec.get("source", "layer")))
-        d.prompt.setText(self.spec.get("prompt", ""))
-        d.select_after.setChecked(bool(self.spec.get("set_selection")))
-        for name, value in self.spec.get("params", {}).items():
+        d.source_box.setCurrentIndex(d.source_box.findData(job.get("source", "layer")))
+        d.prompt.setText(job.get("prompt", ""))
+        d.select_after.setChecked(bool(job.get("set_selection")))
+        for name, value in job.get("params", {}).items():
             _, w = d.param_widgets[name]
             for setter in ("setValue", "setChecked", "setCurrentText", "setText"):
                 if hasattr(w, setter):
                     getattr(w, setter)(value if setter != "setText" else str(value))
                     break
+        if "eta" in job:
+            d.eta_slider.setValue(round(job["eta"] * 100))
         self.ticks_at_run = self.ticks
         self.t_run = time.monotonic()
-        ok = d.run_clicked()
-        self.step("run", run_ok=ok, status_after_run=d.status.text())
+        if job.get("trigger") == "eta_release":
+            d._eta_released()
+            ok = c.job.busy
+        else:
+            ok = d.run_clicked()
+        self.step(f"run {len(self.results)}", run_ok=ok, status_after_run=d.status.text())
         if not ok:
-            self.finish(outcome={"state": c.job.state.value, "message": c.job.status_text})
-        if self.spec.get("close_document_after_run"):
+            self.results.append({"outcome": {"state": c.job.state.value, "message": c.job.status_text}})
+            self.finish(**self.results[-1], jobs=self.results)
+        if job.get("close_document_after_run"):
             self.doc.setModified(False)
             self.doc.close()
             self.step("closed_document")
-        self.every(50, self._wait_done)
+        self.done_timer = self.every(50, self._wait_done)
 
     def _wait_done(self) -> None:
         c = self.docker.controller
-        kill = self.spec.get("kill_backend")  # {"pid": N, "stage": "tune"}: the backend dies mid-job
+        job = self.jobs[len(self.results)]
+        kill = job.get("kill_backend")  # {"pid": N, "stage": "tune"}: the backend dies mid-job
         if kill and c.job.busy and c.job.stage == kill["stage"] and not hasattr(self, "t_kill"):
             os.kill(int(kill["pid"]), signal.SIGKILL)
             self.t_kill = time.monotonic()
             self.step("killed_backend")
         if c.job.busy:
-            if time.monotonic() - self.t_run > self.spec.get("timeout_s", 240):
+            if time.monotonic() - self.t_run > job.get("timeout_s", 240):
                 c.cancel()
-                self.finish(error="timeout", status=c.job.status_text)
+                self.finish(error="timeout", status=c.job.status_text, jobs=self.results)
             return
+        self.done_timer.stop()
+        self.results.append(self._record(job, c))
+        if len(self.results) < len(self.jobs):
+            QTimer.singleShot(0, self.guarded(self._start_job))
+            return
+        self.finish(**self.results[-1], jobs=self.results)
+
+    def _record(self, job: dict, c: Any) -> dict[str, Any]:
+        """What the test checks about one job; pixels go to raw files (suffix _N for the N-th job, N > 0)."""
+        n = len(self.results)
+        suffix = f"_{n}" if n else ""
         out: dict[str, Any] = {
             "outcome": {"state": c.job.state.value, "message": c.job.status_text, "code": c.job.error_code},
+            "meta": c.last.meta if c.last is not None else None,
+            "sent": c.last.sent if c.last is not None else None,
             "job_s": round(time.monotonic() - self.t_run, 3),
             "ui_ticks_while_running": self.ticks - self.ticks_at_run,
             "progress_text": self.docker.progress.text(),
@@ -153,26 +180,25 @@ class ScriptedJob:
             and not self.docker.preview.pixmap().isNull(),
         }
         if self.spec.get("screenshot"):
-            self.docker.grab().save(str(self.out / "docker.png"))
-        if not self.spec.get("close_document_after_run"):
+            self.docker.grab().save(str(self.out / f"docker{suffix}.png"))
+        if not job.get("close_document_after_run"):
             doc, s = self.doc, self.spec
             w, h = s["width"], s["height"]
             doc.waitForDone()
             out["layers"] = [n.name() for n in doc.topLevelNodes()]
-            out["active_layer_untouched_name"] = self.layer.name()
-            (self.out / "source_after.raw").write_bytes(bytes(self.layer.pixelData(0, 0, w, h)))
+            (self.out / f"source_after{suffix}.raw").write_bytes(bytes(self.layer.pixelData(0, 0, w, h)))
             if c.last is not None and c.last.layer is not None:
                 res = c.last.layer
                 out["result_layer"] = res.name()
                 out["result_above_source"] = out["layers"].index(res.name()) > out["layers"].index("source")
-                (self.out / "result.raw").write_bytes(bytes(res.pixelData(0, 0, w, h)))
+                (self.out / f"result{suffix}.raw").write_bytes(bytes(res.pixelData(0, 0, w, h)))
             sel = doc.selection()
             out["selection_after"] = None if sel is None else [sel.x(), sel.y(), sel.width(), sel.height()]
             if sel is not None:
-                (self.out / "selection_after.raw").write_bytes(bytes(sel.pixelData(0, 0, w, h)))
+                (self.out / f"selection_after{suffix}.raw").write_bytes(bytes(sel.pixelData(0, 0, w, h)))
         if hasattr(self, "t_kill"):
             out["failed_after_kill_s"] = round(time.monotonic() - self.t_kill, 3)
-        self.finish(**out)
+        return out
 
 
 def install_hook(spec_path: str) -> None:

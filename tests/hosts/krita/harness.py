@@ -43,13 +43,15 @@ class Backend:
                 self.proc.wait()
 
 
-def start_backend(work: Path, args: list[str] | None = None, timeout: float = 120.0) -> Backend:
+def start_backend(
+    work: Path, args: list[str] | None = None, timeout: float = 120.0, env: dict[str, str] | None = None
+) -> Backend:
     """``.venv/bin/python -m backend serve`` (or another module) with a private runtime dir; waits for its
     connection file."""
     runtime = work / "run"
     runtime.mkdir(parents=True, exist_ok=True, mode=0o700)
     log = work / "backend.log"
-    env = {**os.environ, "LAYEREDIT_RUNTIME_DIR": str(runtime), "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "LAYEREDIT_RUNTIME_DIR": str(runtime), "OMP_NUM_THREADS": "1", **(env or {})}
     cmd = [str(VENV_PYTHON), "-m", *(args or ["backend", "serve", "--no-model-report"])]
     with open(log, "wb") as f:
         proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=f, stderr=subprocess.STDOUT)
