@@ -195,6 +195,7 @@ def test_replace_then_imagic_then_eta_slider_rerender_with_tiny_models(
         "layer_raw": str(tmp_path / "layer.raw"),
         "layer_rect": [0, 0, w, h],
         "selection": list(sel),
+        "screenshot": True,  # out/docker_N.png: the docker after each job
         "jobs": [
             {
                 "mode": "Replace",
@@ -202,7 +203,7 @@ def test_replace_then_imagic_then_eta_slider_rerender_with_tiny_models(
                 "params": {"steps": 2, "seed": 3, "resolution": 64},
                 "set_selection": True,
             },
-            {"mode": "Imagic", "prompt": "a photo", "params": tiny_imagic, "eta": 0.7},
+            {"mode": "Imagic", "prompt": "a photo", "params": tiny_imagic, "eta": 0.7, "show_advanced": True},
             {
                 "mode": "Imagic",
                 "prompt": "a photo",

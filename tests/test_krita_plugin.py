@@ -260,3 +260,18 @@ def test_no_backend_and_missing_selection_are_reported_not_raised(app, tmp_path,
     assert c2.job.error_code == ErrorCode.NO_SELECTION.value
     assert not c2.run(doc, node, "Replace", {})
     assert c2.job.error_code == ErrorCode.UNKNOWN_OP.value and "replace" in c2.job.message
+
+
+def test_reconnect_during_a_job_abandons_it_instead_of_hanging(app, server):
+    c = make_controller(app, server)
+    doc, node = layer_doc(app)
+    assert c.run(doc, node, "Imagic", {"prompt": "x", "eta": [0.7]})
+    wait_for(lambda: c.job.stage == "tune", c)
+    assert c.connect()
+    assert c.job.state == JobState.FAILED and "abandoned" in c.job.message
+    wait_for(lambda: c.connected, c)
+    GATE.set()
+    assert c.run(doc, node, "Imagic", {"prompt": "x", "eta": [0.7]})
+    wait_for(lambda: not c.job.busy, c)
+    assert c.job.state == JobState.DONE
+    assert [n.name() for n in doc.topLevelNodes()] == ["source", "Imagic η0.7: x"]

@@ -87,7 +87,17 @@ class Controller:
         return self.client is not None and self.hello is not None
 
     def connect(self) -> bool:
-        """Open the socket and send hello; ``capabilities`` arrives through ``poll``. False: no backend."""
+        """Open the socket and send hello; ``capabilities`` arrives through ``poll``. False: no backend.
+        A job still running is cancelled and reported as abandoned: its answers would go to the old socket."""
+        if self.job.busy:
+            job_id = self.job.job_id
+            if job_id and self.client is not None:
+                try:
+                    self.client.cancel(job_id)
+                except Exception:  # noqa: BLE001 - best effort on a socket we are dropping
+                    pass
+            self.job.failed(ErrorCode.CANCELLED, "Reconnected to the backend; the running job was abandoned.")
+            self.pending = None
         self.disconnect()
         try:
             self.client = self.client_factory()

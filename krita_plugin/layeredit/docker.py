@@ -51,6 +51,12 @@ ETA_SCALE = 100  # slider ticks per 1.0 of eta
 IDLE_POLL_MS, BUSY_POLL_MS = 250, 100  # busy: the client's 2 s liveness verdict is seen within 0.1 s
 
 
+def _decimals(f: Field) -> int:
+    """Learning rates and other tiny values need more than 3 decimals or a spin box rounds them to 0."""
+    small = [abs(v) for v in (f.default, f.min) if isinstance(v, int | float) and v]
+    return 7 if f.name.endswith("_lr") or any(v < 0.01 for v in small) else 3
+
+
 def _connect_client() -> Client:
     return Client.connect(check=False)
 
@@ -219,7 +225,7 @@ class LayerEditDocker(DockWidget):
             w.setValue(int(value))
         elif f.type == "float":
             w = QDoubleSpinBox()
-            w.setDecimals(3)
+            w.setDecimals(_decimals(f))
             w.setRange(f.min if f.min is not None else -1e9, f.max if f.max is not None else 1e9)
             w.setSingleStep(0.05 if (f.max or 0) <= 2 else 1.0)
             w.setValue(float(value))

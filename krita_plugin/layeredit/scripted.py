@@ -120,6 +120,7 @@ class ScriptedJob:
         d.source_box.setCurrentIndex(d.source_box.findData(job.get("source", "layer")))
         d.prompt.setText(job.get("prompt", ""))
         d.select_after.setChecked(bool(job.get("set_selection")))
+        d.advanced_toggle.setChecked(bool(job.get("show_advanced")))
         for name, value in job.get("params", {}).items():
             _, w = d.param_widgets[name]
             for setter in ("setValue", "setChecked", "setCurrentText", "setText"):
