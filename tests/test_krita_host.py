@@ -177,8 +177,9 @@ def test_plugin_starts_the_backend_itself_from_the_installers_config(tmp_path):
 def test_replace_then_imagic_then_eta_slider_rerender_with_tiny_models(
     tmp_path, tiny_inpaint_dir, tiny_sd_dir
 ):
-    """Three jobs in one Krita session through the docker's widgets: Replace (prompt + schema-built advanced
-    fields), Imagic, then moving the eta slider re-renders Imagic from the backend's cached tuning. The
+    """Four jobs in one Krita session through the docker's widgets: Replace (prompt + schema-built advanced
+    fields), Imagic, moving the eta slider re-renders Imagic from the backend's cached tuning, then Erase on
+    the visible image (the projection). The
     models are the tiny random-weight pipelines: this proves the plumbing, not the picture."""
     models = tmp_path / "models"
     models.mkdir()
@@ -211,6 +212,7 @@ def test_replace_then_imagic_then_eta_slider_rerender_with_tiny_models(
                 "eta": 0.9,
                 "trigger": "eta_release",
             },
+            {"mode": "Erase", "source": "visible"},  # the projection; the result goes on top of the stack
         ],
     }
     try:
@@ -218,7 +220,7 @@ def test_replace_then_imagic_then_eta_slider_rerender_with_tiny_models(
     finally:
         b.stop()
     jobs = report["jobs"]
-    assert [j["outcome"]["state"] for j in jobs] == ["done"] * 3, [j["outcome"] for j in jobs]
+    assert [j["outcome"]["state"] for j in jobs] == ["done"] * 4, [j["outcome"] for j in jobs]
     out = tmp_path / "out"
     replace = harness.read_raw(out / "result.raw", w, h)
     mask = harness.read_raw(out / "selection_after.raw", w, h, 1)[:, :, 0]  # the snapped object
@@ -231,7 +233,7 @@ def test_replace_then_imagic_then_eta_slider_rerender_with_tiny_models(
     assert jobs[0]["result_layer"] == "Replace: a blue vase"
     assert jobs[1]["result_layer"] == "Imagic η0.7: a photo" and jobs[1]["meta"]["cache_hit"] is False
     assert jobs[2]["result_layer"] == "Imagic η0.9: a photo" and jobs[2]["meta"]["cache_hit"] is True
-    assert [j["sent"]["source"] for j in jobs] == ["source"] * 3  # the source stays the active layer
+    assert [j["sent"]["source"] for j in jobs[:3]] == ["source"] * 3  # the source stays the active layer
     assert jobs[2]["layers"][:5] == [
         "Background",
         "source",
@@ -239,6 +241,7 @@ def test_replace_then_imagic_then_eta_slider_rerender_with_tiny_models(
         "Imagic η0.7: a photo",
         "Replace: a blue vase",
     ]  # each result goes right above its source layer
-    for n in range(3):
+    assert jobs[3]["sent"]["source"] is None and jobs[3]["layers"][-2:] == ["Selection Mask", "Erase"]
+    for n in range(4):
         suffix = f"_{n}" if n else ""
         assert np.array_equal(harness.read_raw(out / f"source_after{suffix}.raw", w, h), img)
