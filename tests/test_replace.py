@@ -168,19 +168,19 @@ def run_op(models, image, selection, cancel_after: int | None = None, **p):
     ctx = JobContext(models=models, progress_fn=progress, cancel_check=cancel)
     p.setdefault("prompt", "a red vase")
     p.setdefault("steps", 3)
-    p.setdefault("snap", "none")
+    p.setdefault("snap", False)
     result = op.run(OpInputs(image=image, selection=selection), op.spec.validate(p), ctx)
     return result, events
 
 
 def test_op_end_to_end_with_snapping_and_seed(models):
     image, selection = scene(np.uint16, 4)
-    result, events = run_op(models, image, selection, seed=5, snap="auto")
+    result, events = run_op(models, image, selection, seed=5, snap=True)
     assert result.image.shape == image.shape and result.image.dtype == np.uint16
     assert result.meta["seed"] == 5 and result.mask.dtype == np.uint8
     assert result.meta["model"] == "sd15-inpaint"
     assert ("denoise", 3, 3) in events
-    again, _ = run_op(models, image, selection, seed=5, snap="auto")
+    again, _ = run_op(models, image, selection, seed=5, snap=True)
     assert np.array_equal(result.image, again.image)
     random_seed, _ = run_op(models, image, selection)
     assert 0 <= random_seed.meta["seed"] < 2**31
@@ -206,9 +206,7 @@ def test_op_cancel_counts_steps(models):
         cancel_check=lambda: sum(e[0] == "denoise" for e in seen) >= 3,
     )
     with pytest.raises(JobCancelled):
-        op.run(
-            OpInputs(image, selection), op.spec.validate({"prompt": "x", "steps": 20, "snap": "none"}), ctx
-        )
+        op.run(OpInputs(image, selection), op.spec.validate({"prompt": "x", "steps": 20, "snap": False}), ctx)
     assert [e for e in seen if e[0] == "denoise"] == [("denoise", i, 20) for i in (1, 2, 3)]
 
 
@@ -276,8 +274,7 @@ def test_cli_replace_end_to_end(tiny_inpaint_dir, tmp_path):
         "3",
         "--steps",
         "2",
-        "--snap",
-        "none",
+        "--no-snap",
         "--device",
         "cpu",
         "--quiet",

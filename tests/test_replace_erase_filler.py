@@ -18,6 +18,19 @@ def models(tiny_inpaint_dir, tmp_path_factory):
     return ModelManager(models_dir=d, device="cpu", search_dirs=[], hf_cache_dir=d / "no-hf")
 
 
+class GpuLooking:
+    """A ModelManager as seen from a GPU backend (auto erase picks diffusion only there); loads stay on CPU."""
+
+    def __init__(self, models):
+        import torch
+
+        self._models = models
+        self.device = torch.device("cuda")
+
+    def __getattr__(self, name):
+        return getattr(self._models, name)
+
+
 def scene(dtype=np.uint8):
     rng = np.random.default_rng(4)
     image = rng.integers(0, 65535 if dtype == np.uint16 else 255, (90, 120, 4)).astype(dtype)
@@ -81,7 +94,8 @@ def test_auto_choice_and_fillers_follow_installed_model(models, tmp_path):
     assert diffusion_fillers(empty) == {} and diffusion_fillers(None) == {}
     assert erase_fill_choice("auto", empty) == "auto"
     assert erase_fill_choice("auto", None) == "auto"
-    assert erase_fill_choice("auto", models) == "diffusion"
+    assert erase_fill_choice("auto", models) == "auto"  # CPU: the classical fill is 100x faster
+    assert erase_fill_choice("auto", GpuLooking(models)) == "diffusion"
     assert erase_fill_choice("telea", models) == "telea"
     fillers = diffusion_fillers(models, steps=2)
     assert list(fillers) == ["diffusion"] and fillers["diffusion"].steps == 2
@@ -94,7 +108,8 @@ def test_erase_op_hook(models, tmp_path):
 
     empty = ModelManager(models_dir=tmp_path, device="cpu", search_dirs=[], hf_cache_dir=tmp_path / "hf")
     assert erase_model_fillers("auto", empty) == {} and erase_model_fillers("telea", models) == {}
-    auto = erase_model_fillers("auto", models)
+    assert erase_model_fillers("auto", models) == {}  # CPU backend: auto stays classical
+    auto = erase_model_fillers("auto", GpuLooking(models))
     assert list(auto) == ["auto"] and isinstance(auto["auto"], DiffusionFiller) and not auto["auto"].fast
     assert auto["auto"].name == "diffusion"  # erase's meta reports what really filled
     assert isinstance(erase_model_fillers("diffusion", models)["diffusion"], DiffusionFiller)
@@ -115,7 +130,7 @@ def test_erase_hook_uses_lcm_when_installed(tiny_inpaint_dir, tmp_path):
     (tmp_path / "sd15-inpaint").symlink_to(tiny_inpaint_dir, target_is_directory=True)
     save_tiny_lora(tiny_inpaint_dir, tmp_path / "lcm-lora")
     mm = ModelManager(models_dir=tmp_path, device="cpu", search_dirs=[], hf_cache_dir=tmp_path / "hf")
-    filler = erase_model_fillers("auto", mm)["auto"]
+    filler = erase_model_fillers("auto", GpuLooking(mm))["auto"]
     assert filler.fast and filler.steps == 6 and filler.lcm_lora == mm.lora_file()
 
 
@@ -127,7 +142,9 @@ def test_erase_op_auto_uses_diffusion_when_installed(models, tmp_path):
     image, selection = scene()
     op = EraseOp()
     events: list[tuple] = []
-    ctx = JobContext(models=models, progress_fn=lambda *e: events.append(e[:3]))
+    on_cpu = op.run(OpInputs(image, selection), op.spec.validate({"snap": False}), JobContext(models=models))
+    assert on_cpu.meta["fill"] != "diffusion"
+    ctx = JobContext(models=GpuLooking(models), progress_fn=lambda *e: events.append(e[:3]))
     result = op.run(OpInputs(image, selection), op.spec.validate({"snap": False}), ctx)
     assert result.meta["fill"] == "diffusion" and ("denoise", 20, 20) in events
     changed = result.mask > 0
@@ -140,7 +157,9 @@ def test_erase_op_auto_uses_diffusion_when_installed(models, tmp_path):
     with pytest.raises(OpError) as err:
         op.run(OpInputs(image, selection), op.spec.validate({"fill": "diffusion"}), JobContext(models=empty))
     assert err.value.code == ErrorCode.MODEL_MISSING
-    cancel = JobContext(models=models, progress_fn=lambda *e: events.append(e[:3]), cancel_check=lambda: True)
+    cancel = JobContext(
+        models=GpuLooking(models), progress_fn=lambda *e: events.append(e[:3]), cancel_check=lambda: True
+    )
     events.clear()
     with pytest.raises(JobCancelled):
         op.run(OpInputs(image, selection), op.spec.validate({"snap": False}), cancel)

@@ -82,7 +82,7 @@ def test_fast_op_through_model_manager(setup):
     op = ReplaceOp()
     events: list[tuple] = []
     ctx = JobContext(models=mm, progress_fn=lambda *e: events.append(e[:3]))
-    p = op.spec.validate({"prompt": "a vase", "fast": True, "steps": 4, "snap": "none", "seed": 2})
+    p = op.spec.validate({"prompt": "a vase", "fast": True, "steps": 4, "snap": False, "seed": 2})
     result = op.run(OpInputs(image, selection), p, ctx)
     assert result.meta["fast"] is True and result.image.shape == image.shape
     assert [e for e in events if e[0] == "denoise"][-1] == ("denoise", 4, 4)

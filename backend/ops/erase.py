@@ -51,7 +51,7 @@ class EraseOp(Op):
                 "fill",
                 "enum",
                 "auto",
-                "Background fill: auto (Stable Diffusion inpainting when installed, else clone on textured "
+                "Background fill: auto (Stable Diffusion inpainting when installed and on a GPU, else clone on textured "
                 "backgrounds, telea on smooth ones), telea or ns (smooth, fast), clone (copies nearby real "
                 "background; keeps texture), diffusion (needs: python3 install.py --models sd15-inpaint).",
                 choices=FILL_METHODS,

@@ -13,7 +13,7 @@ from typing import Any
 from protocol.errors import ErrorCode
 
 from .base import JobContext, Op, OpError, OpInputs, OpResult, OpSpec, ParamSpec
-from .snap import METHOD_PARAM_HELP, SNAP_METHODS
+from .snap import METHOD_PARAM_HELP, SNAP_METHODS, margin_param
 
 
 class ReplaceOp(Op):
@@ -65,13 +65,12 @@ class ReplaceOp(Op):
                 "--models lcm-lora); SD 1.5 models only.",
             ),
             ParamSpec(
-                "snap",
-                "enum",
-                "auto",
-                METHOD_PARAM_HELP,
-                choices=SNAP_METHODS,
-                advanced=True,
+                "snap", "bool", True, "Snap the selection to the object first (off: replace the selection)."
             ),
+            ParamSpec(
+                "snap_method", "enum", "auto", METHOD_PARAM_HELP, choices=SNAP_METHODS[:-1], advanced=True
+            ),
+            margin_param(),
             ParamSpec(
                 "grow",
                 "int",
@@ -137,7 +136,11 @@ class ReplaceOp(Op):
             )
         lora = models.lora_file() if params["fast"] else None
         seed = params["seed"] if params["seed"] >= 0 else secrets.randbelow(2**31)
-        replace = ReplacePipeline(pipe, snapper=make_snapper(ctx, params["snap"]), lcm_lora=lora)
+        replace = ReplacePipeline(
+            pipe,
+            snapper=make_snapper(ctx, params["snap_method"] if params["snap"] else "none", params["margin"]),
+            lcm_lora=lora,
+        )
         job = ReplaceParams(
             prompt=params["prompt"],
             negative_prompt=params["negative_prompt"],
@@ -180,7 +183,7 @@ def _models(ctx: JobContext):
     return ctx.models
 
 
-def make_snapper(ctx: JobContext, method: str):
+def make_snapper(ctx: JobContext, method: str, margin: int):
     """selection -> object mask through the shared SnapPipeline (the snap op's builder: SAM when installed)."""
     if method == "none":
         return None
@@ -189,4 +192,4 @@ def make_snapper(ctx: JobContext, method: str):
     from .snap import build_snapper
 
     snap = build_snapper(ctx, method)
-    return lambda image, selection: snap(image, selection, SnapParams(method=method)).mask
+    return lambda image, selection: snap(image, selection, SnapParams(method=method, margin=margin)).mask
