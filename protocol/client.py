@@ -10,13 +10,24 @@ when it fires, right after every ``submit``/``cancel``/``fetch`` call (ZMQ_FD is
 can consume the edge), and from a ~250 ms QTimer (liveness: a dead backend is reported within 2 s as an
 ``error`` event with code ``backend_gone``). ``pump()`` never blocks and returns a list of ``Event``.
 
-A dead backend (killed, crashed) is noticed within 2 s while waiting: the client pings after 0.5 s of
-silence and gives up 1.5 s after an unanswered ping (``BACKEND_GONE``). No backend at all is ``NO_BACKEND``.
+Liveness: the client pings after 0.5 s of silence. A LOCAL backend (the connection file names its pid) whose
+process is gone is ``BACKEND_GONE`` at once (within 2 s of the kill); one that is alive but slow to answer
+(a heavily loaded machine) gets ``local_grace_s`` (15 s) first. A REMOTE backend has no pid to check: it is
+gone after ``heartbeat_timeout_s`` (30 s, or $LAYEREDIT_HEARTBEAT_TIMEOUT) without any answer. While jobs
+run the client also pings every ``KEEPALIVE_S`` so the backend knows it is still there. No backend at all
+is ``NO_BACKEND``.
+
+Ownership: the backend shows each client only its own jobs. Remote clients are told apart by their CurveZMQ
+key; local ones by a token carried in the socket's routing id: one per process by default (inherited by
+child processes through $LAYEREDIT_CLIENT_TOKEN, so a helper process can cancel the plug-in's job), or
+``Client(info, token=...)``.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -32,7 +43,11 @@ from .wire import Buffer, Message
 log = logging.getLogger("layeredit.client")
 
 PING_AFTER_S = 0.5
-DEAD_AFTER_S = 1.4  # after an unanswered ping: PING_AFTER_S + DEAD_AFTER_S + a 0.1 s poll < 2 s
+DEAD_AFTER_S = 1.4  # kept for callers; connect() waits PING_AFTER_S + DEAD_AFTER_S for a dead-pid backend
+LOCAL_GRACE_S = 15.0  # a local backend whose process is alive but does not answer (machine under load)
+REMOTE_TIMEOUT_S = 30.0  # a remote backend silent this long is gone (no pid to check over a network)
+KEEPALIVE_S = 5.0  # while jobs run, ping at least this often so the backend knows we are still here
+TOKEN_ENV = "LAYEREDIT_CLIENT_TOKEN"
 _FINAL = (wire.RESULT, wire.ERROR)
 _WAITED = (wire.ACCEPTED, wire.JOB_STATUS, wire.PROGRESS, *_FINAL)
 
@@ -96,17 +111,60 @@ def _error_of(msg: Message) -> ProtocolError:
     return ProtocolError(code, str(msg.content.get("message", "")), msg.content.get("details") or {})
 
 
+def default_token() -> str:
+    """This process's owner token: $LAYEREDIT_CLIENT_TOKEN, else a fresh one put there for child processes."""
+    token = "".join(c for c in os.environ.get(TOKEN_ENV, "") if c.isalnum())[:64]
+    if not token:
+        token = secrets.token_hex(16)
+        os.environ[TOKEN_ENV] = token
+    return token
+
+
+def _routing_id(token: str) -> bytes:
+    """``t:<token>:<random>``: the backend keys ownership on the token; the random tail keeps two sockets of
+    one process apart (a ROUTER refuses a second peer with an identity already in use)."""
+    clean = "".join(c for c in token if c.isalnum())[:64]
+    if not clean:
+        raise ValueError("a client token needs letters or digits")
+    return f"t:{clean}:{secrets.token_hex(6)}".encode("ascii")
+
+
+def _env_float(name: str, default: float) -> float:
+    try:
+        return float(os.environ.get(name, default))
+    except ValueError:
+        return default
+
+
 class Client:
     """A DEALER socket to the backend's ROUTER, signing every message with the install key."""
 
-    def __init__(self, info: connection.ConnectionInfo, context: zmq.Context | None = None):
+    def __init__(
+        self,
+        info: connection.ConnectionInfo,
+        context: zmq.Context | None = None,
+        *,
+        token: str | None = None,
+        local_grace_s: float = LOCAL_GRACE_S,
+        heartbeat_timeout_s: float | None = None,
+    ):
         self.info = info
         self._key = info.key_bytes
         self._ctx = context or zmq.Context.instance()
         self._sock = self._ctx.socket(zmq.DEALER)
         self._sock.setsockopt(zmq.LINGER, 0)
+        self.token = token or default_token()
+        self._sock.setsockopt(zmq.ROUTING_ID, _routing_id(self.token))
+        self.remote = connection.is_remote(info)
+        self.local_grace_s = local_grace_s
+        self.heartbeat_timeout_s = heartbeat_timeout_s or _env_float(
+            "LAYEREDIT_HEARTBEAT_TIMEOUT", REMOTE_TIMEOUT_S
+        )
         if info.curve_serverkey:
-            public, secret = zmq.curve_keypair()
+            if info.curve_publickey and info.curve_secretkey:  # admitted by the server's authorized keys
+                public, secret = info.curve_publickey.encode("ascii"), info.curve_secretkey.encode("ascii")
+            else:
+                public, secret = zmq.curve_keypair()
             self._sock.curve_serverkey = info.curve_serverkey.encode("ascii")
             self._sock.curve_publickey, self._sock.curve_secretkey = public, secret
         self._sock.connect(info.endpoint)
@@ -114,6 +172,7 @@ class Client:
         self._active: set[str] = set()  # jobs submitted or fetched that have not finished
         self._last_heard = time.monotonic()
         self._ping_sent: float | None = None
+        self._last_ping = 0.0
         self._gone = False
         self.capabilities: dict = {}
 
@@ -130,12 +189,17 @@ class Client:
         client = cls(info)
         if check:
             try:
-                client.ping(timeout=PING_AFTER_S + DEAD_AFTER_S)
+                client.ping(timeout=client.heartbeat_timeout_s if client.remote else 5.0)
             except ProtocolError as exc:
                 client.close(linger_ms=0)
+                hint = (
+                    "check the address and that its admin has allowed this connection's key "
+                    "(python -m backend keys list)"
+                    if client.remote
+                    else "start the backend with: python -m backend serve"
+                )
                 raise ProtocolError(
-                    ErrorCode.NO_BACKEND,
-                    f"Nothing answers at {info.endpoint}; start the backend with: python -m backend serve",
+                    ErrorCode.NO_BACKEND, f"Nothing answers at {info.endpoint}; {hint}"
                 ) from exc
         return client
 
@@ -175,17 +239,36 @@ class Client:
         self._ping_sent = None
 
     def _check_alive(self) -> None:
-        """Ping after silence; raise BACKEND_GONE once a ping stays unanswered too long."""
+        """Ping after silence (and every KEEPALIVE_S while jobs run); raise BACKEND_GONE when a local
+        backend's process has died, or when the backend stays silent past its grace/heartbeat timeout."""
         now = time.monotonic()
-        if self._ping_sent is not None and now - self._ping_sent > DEAD_AFTER_S:
-            self._gone = True
-            raise ProtocolError(
-                ErrorCode.BACKEND_GONE,
-                "The backend stopped answering (killed or crashed). Restart it with: python -m backend serve",
-            )
-        if self._ping_sent is None and now - self._last_heard > PING_AFTER_S:
+        if self._ping_sent is not None:
+            waited = now - self._ping_sent
+            if self.remote and waited > self.heartbeat_timeout_s:
+                self._declare_gone(
+                    f"The backend at {self.info.endpoint} has not answered for {waited:.0f} s (network down, "
+                    "or the backend stopped). Check the connection and the backend, then reconnect."
+                )
+            if not self.remote and not connection.pid_alive(self.info.pid):
+                self._declare_gone(
+                    f"The backend (pid {self.info.pid}) has stopped (killed or crashed). "
+                    "Restart it with: python -m backend serve"
+                )
+            if not self.remote and waited > self.local_grace_s:
+                self._declare_gone(
+                    f"The backend (pid {self.info.pid}) is running but has not answered for {waited:.0f} s. "
+                    "Restart it with: python -m backend serve"
+                )
+            return
+        silent = now - self._last_heard > PING_AFTER_S
+        keepalive = bool(self._active) and now - self._last_ping > KEEPALIVE_S
+        if silent or keepalive:
             self.send(Message(wire.PING))
-            self._ping_sent = now
+            self._ping_sent = self._last_ping = now
+
+    def _declare_gone(self, message: str) -> None:
+        self._gone = True
+        raise ProtocolError(ErrorCode.BACKEND_GONE, message)
 
     def _wait(self, match: Callable[[Message], bool], timeout: float | None) -> Message:
         """Block until a message matching ``match`` arrives; others are kept for ``pump``/later waits."""

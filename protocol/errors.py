@@ -38,6 +38,7 @@ class ErrorCode(StrEnum):
     TIMEOUT = "timeout"
     BACKEND_GONE = "backend_gone"  # the backend stopped answering (killed, crashed)
     NO_BACKEND = "no_backend"  # no connection file / nothing listening
+    BAD_CONNECTION = "bad_connection"  # a connection string/file that cannot work (damaged, half a key)
 
 
 class ProtocolError(Exception):
