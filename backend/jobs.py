@@ -9,6 +9,7 @@ evicted (oldest first once ``max_result_bytes`` is exceeded), so a client that r
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import queue
 import threading
@@ -28,7 +29,7 @@ from backend.wire_images import (
     encode_mask,
     encode_preview,
 )
-from protocol import wire
+from protocol import shm, wire
 from protocol.errors import ErrorCode, ProtocolError
 from protocol.wire import Buffer, Message
 
@@ -121,6 +122,8 @@ class Job:
     error: dict | None = None
     final: list[Any] | None = None  # signed result/error frames, ready to send again on fetch
     final_bytes: int = 0
+    shm_results: bool = False  # the submitter reads results from shared memory (SPEC.md section 8)
+    segment: shm.Segment | None = None  # the stored result's segment; unlinked when the result is dropped
     cancel: threading.Event = field(default_factory=threading.Event)
 
     def describe(self) -> dict:
@@ -157,6 +160,7 @@ class JobManager:
         max_queue: int = 64,
         max_records: int = 1000,
         models_factory: ModelsFactory | None = default_models,
+        max_shm_bytes: int = 0,
     ):
         self.registry = registry
         self._key = key
@@ -166,6 +170,9 @@ class JobManager:
         self.max_queue = max_queue
         self.max_records = max_records
         self._models_factory = models_factory
+        self.max_shm_bytes = max_shm_bytes  # result segments alive at once; past it results go inline
+        self.shm_bytes = 0
+        self.shm_min_bytes = shm.MIN_BYTES  # smaller results go inline
         self._models: dict[str, Any] = {}
         self._jobs: dict[str, Job] = {}
         self._lock = threading.Lock()
@@ -188,6 +195,9 @@ class JobManager:
             self._queue.put(None)
         for t in self._threads:
             t.join(timeout)
+        with self._lock:  # the backend is going: no one can fetch these results any more
+            for job in self._jobs.values():
+                self._drop_segment(job)
 
     # -- requests from the socket thread --------------------------------------------------------
     def submit(self, job: Job) -> int:
@@ -248,6 +258,7 @@ class JobManager:
         with self._lock:
             if job.state == DONE:
                 job.final, job.final_bytes, job.state = None, 0, RELEASED
+                self._drop_segment(job)
 
     def list(self) -> list[dict]:
         with self._lock:
@@ -318,6 +329,8 @@ class JobManager:
         if err is not None:
             msg = Message(wire.ERROR, job=job.id, parent=job.submit_id, content=err.to_json())
         assert msg is not None
+        if job.shm_results and sum(b.nbytes for b in msg.buffers) >= max(1, self.shm_min_bytes):
+            self._to_segment(job, msg)
         frames = wire.encode(msg, self._key)  # signed here, off the socket thread
         with self._lock:
             job.image = job.selection = None  # let the input frames go
@@ -338,9 +351,52 @@ class JobManager:
             log.info("evicting the result of job %s (%d bytes)", j.id, j.final_bytes)
             total -= j.final_bytes
             j.final, j.final_bytes, j.state = None, 0, EXPIRED
+            self._drop_segment(j)
 
     def _trim_records(self) -> None:
         """Forget the oldest finished jobs beyond ``max_records`` (lock held)."""
         finished = [j for j in self._jobs.values() if j.state in FINISHED]
         for j in finished[: max(0, len(self._jobs) - self.max_records)]:
+            self._drop_segment(j)
             del self._jobs[j.id]
+
+    # -- shared-memory results ------------------------------------------------------------------
+    def _to_segment(self, job: Job, msg: Message) -> None:
+        """Move the result's buffers into one new segment (one copy, in the worker thread) and point the
+        descriptors at it; inline frames instead when the shm budget is spent or the segment cannot be made."""
+        offsets, total = [], 0
+        for b in msg.buffers:
+            offsets.append(total)
+            total = shm.aligned(total + b.nbytes)
+        with self._lock:
+            if self.shm_bytes + total > self.max_shm_bytes:
+                log.info(
+                    "job %s: result sent inline (shared-memory budget %d bytes spent)",
+                    job.id,
+                    self.max_shm_bytes,
+                )
+                return
+            self.shm_bytes += total
+        try:
+            seg = shm.Segment.create(total, shm.SERVER_PREFIX)
+        except OSError as exc:
+            with self._lock:
+                self.shm_bytes -= total
+            log.warning("job %s: result sent inline (cannot create a segment: %s)", job.id, exc)
+            return
+        located = []
+        for b, off in zip(msg.buffers, offsets, strict=True):
+            seg.write(off, b.data)
+            loc = {"shm": seg.name, "offset": off, "size": b.nbytes}
+            located.append(dataclasses.replace(b, data=seg.view(off, b.nbytes), location=loc))
+        msg.buffers = located
+        seg.close()  # the client maps it by name; we only keep the name (views die with the message)
+        with self._lock:
+            job.segment = seg
+
+    def _drop_segment(self, job: Job) -> None:
+        """Unlink the job's result segment (lock held); clients that mapped it keep their mapping."""
+        seg, job.segment = job.segment, None
+        if seg is not None:
+            seg.unlink()
+            self.shm_bytes -= shm.aligned(seg.size) if seg.size else 0

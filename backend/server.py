@@ -14,6 +14,7 @@ import os
 import queue
 import socket
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ import zmq
 
 from backend.jobs import DONE, FINISHED, Job, JobManager, ModelsFactory, default_models
 from backend.ops import Registry, product_registry
-from protocol import connection, wire
+from protocol import connection, shm, wire
 from protocol.errors import ErrorCode, ProtocolError
 from protocol.wire import Message
 
@@ -48,6 +49,8 @@ class ServerConfig:
     key: str | None = None  # default: a fresh random key per start
     curve_secret_key: str | None = None  # Z85; required to bind a non-loopback address
     report_models: bool = True  # hello lists which model kinds are installed
+    shm: bool = True  # offer the same-host shared-memory path (SPEC.md section 8) where the OS allows it
+    max_shm_bytes: int = 1 << 30  # result segments alive at once; past it results go inline
 
 
 def is_loopback(host: str) -> bool:
@@ -87,7 +90,12 @@ class Server:
             max_result_bytes=self.config.max_result_bytes,
             max_queue=self.config.max_queue,
             models_factory=models_factory,
+            max_shm_bytes=self.config.max_shm_bytes,
         )
+        self._probe: shm.Segment | None = None  # proves to a client that it sees our /dev/shm
+        self._probe_token = ""
+        self._next_sweep = 0.0
+        self._mapped: list[str] = []  # input segments mapped for the message being handled
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._report: dict | None = None  # models and resolved devices, built off the socket thread
@@ -136,9 +144,33 @@ class Server:
             backend_version=BACKEND_VERSION,
             curve_serverkey=curve_public,
         )
+        self._start_shm()
         self.connection_file = connection.write(info, self.config.connection_file)
         log.info("listening on %s; connection file %s", self.endpoint, self.connection_file)
         return self.endpoint
+
+    def _start_shm(self) -> None:
+        """Sweep segments of dead writers (a crashed backend, killed clients) and create the probe segment
+        whose name and token ``hello`` advertises; without it the shm path is off."""
+        if not (self.config.shm and shm.available()):
+            return
+        shm.sweep()
+        try:
+            self._probe_token = os.urandom(16).hex()
+            probe = shm.Segment.create(32, shm.SERVER_PREFIX)
+            probe.write(0, self._probe_token.encode("ascii"))
+            probe.close()
+            self._probe = probe
+        except OSError as exc:
+            log.warning("shared memory unavailable (%s): buffers go inline", exc)
+
+    def sweep_shm(self, max_age_s: float = shm.SWEEP_MIN_AGE_S) -> list[str]:
+        """Unlink segments whose writer died (clients killed before we mapped their input). Also run every
+        few seconds from the socket loop."""
+        removed = shm.sweep(max_age_s)
+        if removed:
+            log.info("swept %d shared-memory segments of dead processes", len(removed))
+        return removed
 
     def start(self) -> Server:
         """Bind and serve on a background thread (tests, embedding)."""
@@ -206,6 +238,9 @@ class Server:
                     except OSError:
                         pass
                 self._flush_outbox()
+                if self._probe is not None and time.monotonic() >= self._next_sweep:
+                    self._next_sweep = time.monotonic() + 5.0
+                    self.sweep_shm()
                 if self._router in ready:
                     for _ in range(64):  # fairness with the outbox
                         try:
@@ -218,8 +253,10 @@ class Server:
             self._shutdown()
 
     def _shutdown(self) -> None:
-        self.jobs.stop()
+        self.jobs.stop()  # also unlinks the stored results' segments
         self._flush_outbox()
+        if self._probe is not None:
+            self._probe.unlink()
         if self.connection_file is not None:
             connection.remove(self.connection_file, pid=os.getpid())
         self._router.close(linger=0)
@@ -246,7 +283,12 @@ class Server:
         try:
             header = wire.decode_header(wire._view(body[2]))
             parent, job = header["id"], header["job"]
-            msg = wire.decode(body, None)  # verified above
+            try:
+                msg = wire.decode(body, None, self._resolve_input)  # verified above
+            finally:  # mapped inputs are ours now: their names go, whatever happens next
+                for name in self._mapped:
+                    shm.unlink(name)
+                self._mapped.clear()
             self._dispatch(identity, msg, frames[0])
         except ProtocolError as exc:
             log.info("error reply to %s: %s", parent, exc)
@@ -255,6 +297,18 @@ class Server:
             log.exception("internal error handling %s", parent)
             err = ProtocolError(ErrorCode.INTERNAL, f"Internal error: {type(exc).__name__}: {exc}")
             self._reply(identity, wire.error_message(err, parent=parent, job=job))
+
+    def _resolve_input(self, location: Any, expected: int) -> memoryview:
+        """Map a client's input segment (checked: ours, 0600, in bounds); its name is unlinked right after
+        decoding: the mapping stays valid, and nothing is left in /dev/shm whatever happens to the job or
+        the client."""
+        if self._probe is None:
+            raise ProtocolError(
+                ErrorCode.BAD_BUFFER, "This backend does not accept shared memory; send buffers inline."
+            )
+        view = shm.open_readonly(location, shm.CLIENT_PREFIX, expected)
+        self._mapped.append(location["shm"])  # unlinked once the whole message is decoded
+        return view
 
     def _dispatch(self, identity: list[bytes], msg: Message, first_frame: Any) -> None:
         handler = {
@@ -304,7 +358,15 @@ class Server:
             },
             "sample_types": list(wire.SAMPLE_BYTES),
             "channel_orders": list(wire.ORDER_CHANNELS),
+            "shm": self._shm_capability(),
         }
+
+    def _shm_capability(self) -> dict | None:
+        ident = shm.host_identity() if self._probe is not None else None
+        if ident is None or self._probe is None:
+            return None
+        limit = self.config.max_shm_bytes
+        return {**ident, "probe": self._probe.name, "token": self._probe_token, "max_bytes": limit}
 
     def _start_report(self) -> None:
         if not self.config.report_models:
@@ -355,6 +417,7 @@ class Server:
         if not 1 <= len(job_id) <= 128:
             raise ProtocolError(ErrorCode.MALFORMED, "A job id must be 1 to 128 characters.")
         job = Job(job_id, msg.op, params, image, selection, identity, submit_id=msg.id)
+        job.shm_results = bool(msg.content.get("shm_results")) and self._probe is not None
         position = self.jobs.submit(job)
         log.info("job %s (%s) accepted, queue position %d", job_id, msg.op, position)
         self._reply(

@@ -25,6 +25,7 @@ child processes through $LAYEREDIT_CLIENT_TOKEN, so a helper process can cancel 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import secrets
@@ -36,7 +37,7 @@ from typing import Any
 
 import zmq
 
-from . import connection, wire
+from . import connection, shm, wire
 from .errors import ErrorCode, ProtocolError
 from .wire import Buffer, Message
 
@@ -50,6 +51,7 @@ KEEPALIVE_S = 5.0  # while jobs run, ping at least this often so the backend kno
 TOKEN_ENV = "LAYEREDIT_CLIENT_TOKEN"
 _FINAL = (wire.RESULT, wire.ERROR)
 _WAITED = (wire.ACCEPTED, wire.JOB_STATUS, wire.PROGRESS, *_FINAL)
+SHM_MIN_BYTES = shm.MIN_BYTES  # smaller buffers go inline
 
 
 @dataclass
@@ -147,7 +149,14 @@ class Client:
         token: str | None = None,
         local_grace_s: float = LOCAL_GRACE_S,
         heartbeat_timeout_s: float | None = None,
+        shm: str = "auto",
     ):
+        if shm not in ("auto", "off"):  # auto: shared memory when hello proves the same host (SPEC.md 8)
+            raise ValueError("shm must be 'auto' or 'off'")
+        self.shm_mode = shm
+        self.shm_active = False  # decided by hello()
+        self.shm_min_bytes = SHM_MIN_BYTES
+        self._segments: dict[str, Any] = {}  # submit id -> our input segment, unlinked at the reply
         self.info = info
         self._key = info.key_bytes
         self._ctx = context or zmq.Context.instance()
@@ -178,7 +187,9 @@ class Client:
 
     # -- connecting -------------------------------------------------------------------------------
     @classmethod
-    def connect(cls, connection_file: str | Path | None = None, *, check: bool = True) -> Client:
+    def connect(
+        cls, connection_file: str | Path | None = None, *, check: bool = True, shm: str = "auto"
+    ) -> Client:
         """Read the connection file and connect; with ``check``, ping it (NO_BACKEND if nothing answers)."""
         info = connection.read(connection_file)
         if not connection.pid_alive(info.pid):
@@ -186,7 +197,7 @@ class Client:
                 ErrorCode.NO_BACKEND,
                 f"The backend (pid {info.pid}) is not running; start it with: python -m backend serve",
             )
-        client = cls(info)
+        client = cls(info, shm=shm)
         if check:
             try:
                 client.ping(timeout=client.heartbeat_timeout_s if client.remote else 5.0)
@@ -205,7 +216,100 @@ class Client:
 
     def close(self, linger_ms: int = 1000) -> None:
         """Close the socket; messages already sent (e.g. a submit) still get ``linger_ms`` to leave."""
+        self._await_submits(linger_ms / 1000)
         self._sock.close(linger=linger_ms)
+        for submit_id in list(self._segments):  # inputs not answered for (the backend unlinks mapped ones)
+            self._drop_segment(submit_id)
+
+    def _await_submits(self, timeout: float) -> None:
+        """Before closing, give submits whose input is in shared memory time to be answered (the backend maps
+        the segment before it replies), so unlinking the rest cannot pull an input from under a submit."""
+        deadline = time.monotonic() + timeout
+        while self._segments and not self._gone and time.monotonic() < deadline:
+            if self._sock.poll(20, zmq.POLLIN):
+                while (msg := self._recv_ready()) is not None:
+                    self._keep(msg)
+
+    # -- shared memory (SPEC.md section 8) ----------------------------------------------------------
+    def _check_shm(self, caps: dict) -> bool:
+        """Same machine, same user, same /dev/shm: the backend's identity matches ours and we can read the
+        probe segment it advertises, holding the token its signed hello carries."""
+        info = caps.get("shm")
+        ours = shm.host_identity()
+        if self.shm_mode == "off" or not isinstance(info, dict) or ours is None:
+            return False
+        if info.get("boot_id") != ours["boot_id"] or info.get("uid") != ours["uid"]:
+            return False
+        token = str(info.get("token", ""))
+        probe = {"shm": info.get("probe"), "offset": 0, "size": 32}
+        try:
+            view = shm.open_readonly(probe, shm.SERVER_PREFIX, 32)
+        except ProtocolError as exc:
+            log.info("shared memory not usable with this backend (%s): buffers go inline", exc)
+            return False
+        return bool(token) and bytes(view[: len(token)]) == token.encode("ascii")
+
+    def _send_submit(self, msg: Message) -> None:
+        """Send a submit, its big buffers through one new segment when shm is active (one copy, no hashing)."""
+        if self.shm_active:
+            msg.content["shm_results"] = True
+            self._to_shm(msg)
+        try:
+            self.send(msg)
+        except BaseException:
+            self._drop_segment(msg.id)
+            raise
+        seg = self._segments.get(msg.id)
+        if seg is not None:
+            msg.buffers = []
+            seg.close()  # the name stays for the backend until it answers the submit
+
+    def _to_shm(self, msg: Message) -> None:
+        big = [i for i, b in enumerate(msg.buffers) if b.location is None and b.nbytes >= self.shm_min_bytes]
+        if not big:
+            return
+        offsets, total = [], 0
+        for i in big:
+            offsets.append(total)
+            total = shm.aligned(total + msg.buffers[i].nbytes)
+        try:
+            seg = shm.Segment.create(total, shm.CLIENT_PREFIX)
+        except OSError as exc:
+            log.info("cannot create a shared-memory segment (%s): buffers go inline", exc)
+            return
+        self._segments[msg.id] = seg
+        for i, off in zip(big, offsets, strict=True):
+            b = msg.buffers[i]
+            seg.write(off, b.data)
+            loc = {"shm": seg.name, "offset": off, "size": b.nbytes}
+            msg.buffers[i] = dataclasses.replace(b, data=seg.view(off, b.nbytes), location=loc)
+
+    def _drop_segment(self, submit_id: str | None) -> None:
+        seg = self._segments.pop(submit_id or "", None)
+        if seg is not None:
+            seg.unlink()
+
+    def _resolve_result(self, location: Any, expected: int) -> memoryview:
+        """Map a result segment read-only (checked: the backend's, ours, 0600, in bounds). The backend unlinks
+        it when we release the job; our mapping stays valid, so the result is not copied here."""
+        return shm.open_readonly(location, shm.SERVER_PREFIX, expected)
+
+    def _undecodable(self, frames: Any, exc: ProtocolError) -> Message | None:
+        """A signed result whose segment is gone (evicted before we mapped it) becomes an error for its job,
+        so a waiting caller does not wait forever; anything else is dropped and logged."""
+        log.warning("dropped an undecodable message from the backend: %s", exc)
+        try:
+            header = wire.decode_header(wire._view(frames[2]))
+        except ProtocolError:
+            return None
+        self._drop_segment(header["parent"])
+        if header["type"] != wire.RESULT or not header["job"]:
+            return None
+        err = ProtocolError(
+            ErrorCode.RESULT_EXPIRED,
+            f"The result of job {header['job']} could not be read ({exc}); run it again.",
+        )
+        return Message(wire.ERROR, job=header["job"], parent=header["parent"], content=err.to_json())
 
     def __enter__(self) -> Client:
         return self
@@ -227,11 +331,14 @@ class Client:
             return None
         self._heard()
         try:
-            return wire.decode(frames, self._key)
+            msg = wire.decode(frames, self._key, self._resolve_result)
+            if msg.parent in self._segments:  # the submit was answered: its input is mapped or never will be
+                self._drop_segment(msg.parent)
+            return msg
         except wire.SignatureError as exc:
             log.warning("dropped a message from the backend: %s", exc)
         except ProtocolError as exc:
-            log.warning("dropped an undecodable message from the backend: %s", exc)
+            return self._undecodable(frames, exc)
         return None
 
     def _heard(self) -> None:
@@ -316,6 +423,7 @@ class Client:
         """Capabilities: backend/protocol versions, devices, ops (OpSpec.to_json), models, limits."""
         reply = self.request(Message(wire.HELLO, content={"client": "layeredit-protocol"}), timeout)
         self.capabilities = reply.content
+        self.shm_active = self._check_shm(reply.content)
         return reply.content
 
     def submit(
@@ -337,7 +445,8 @@ class Client:
         buffers.extend(extra or [])
         self._check_limits(buffers)
         job = wire.new_id()
-        self.send(Message(wire.SUBMIT, job=job, op=op, params=dict(params or {}), buffers=buffers))
+        msg = Message(wire.SUBMIT, job=job, op=op, params=dict(params or {}), buffers=list(buffers))
+        self._send_submit(msg)
         self._active.add(job)
         return job
 

@@ -16,7 +16,7 @@ import hashlib
 import hmac
 import json
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -89,6 +89,8 @@ class Buffer:
     x: int = 0
     y: int = 0
     role: str = "image"
+    # Same-host shared memory instead of a frame: {"shm": NAME, "offset": N, "size": N} (SPEC.md section 8).
+    location: dict | None = None
 
     def __post_init__(self) -> None:
         if self.order is None:
@@ -142,7 +144,7 @@ class Buffer:
             )
 
     def descriptor(self) -> dict:
-        return {
+        desc = {
             "role": self.role,
             "width": self.width,
             "height": self.height,
@@ -154,6 +156,9 @@ class Buffer:
             "y": self.y,
             "nbytes": self.nbytes,
         }
+        if self.location is not None:
+            desc["location"] = dict(self.location)
+        return desc
 
     @classmethod
     def from_descriptor(cls, desc: Any, data: Any) -> Buffer:
@@ -177,7 +182,16 @@ class Buffer:
             raise ProtocolError(
                 ErrorCode.BAD_BUFFER, "Buffer stride must be a positive integer (bytes per row)."
             )
-        return cls(data=data, stride=stride, x=desc.get("x", 0), y=desc.get("y", 0), role=role, **kwargs)
+        location = desc.get("location")
+        return cls(
+            data=data,
+            stride=stride,
+            x=desc.get("x", 0),
+            y=desc.get("y", 0),
+            role=role,
+            location=dict(location) if isinstance(location, dict) else None,
+            **kwargs,
+        )
 
 
 @dataclass
@@ -251,7 +265,7 @@ def sign(key: bytes, header: bytes, buffers: Sequence[Any]) -> bytes:
 def encode(msg: Message, key: bytes) -> list[Any]:
     """Message -> frames ready for ``send_multipart(frames, copy=False)``; buffers are not copied."""
     header = json.dumps(msg.header(), separators=(",", ":"), allow_nan=False).encode("utf-8")
-    datas = [b.data for b in msg.buffers]
+    datas = [b.data for b in msg.buffers if b.location is None]  # shm buffers travel by name, not as frames
     return [DELIMITER, sign(key, header, datas), header, *datas]
 
 
@@ -319,21 +333,55 @@ def decode_header(raw: bytes | memoryview) -> dict:
     return header
 
 
-def decode(frames: Sequence[Any], key: bytes | None) -> Message:
+Resolve = Callable[[Any, int], Any]  # (a descriptor's location, stride x height) -> the buffer's bytes
+
+
+def _expected_bytes(desc: Any) -> int:
+    """stride x height of a descriptor that names a location (what the segment slice must hold)."""
+    stride, height = (desc.get(k) for k in ("stride", "height"))
+    for name, value in (("stride", stride), ("height", height)):
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise ProtocolError(ErrorCode.BAD_BUFFER, f"Buffer {name} must be a positive integer.")
+    return stride * height
+
+
+def _is_located(desc: Any) -> bool:
+    return isinstance(desc, dict) and desc.get("location") is not None
+
+
+def decode(frames: Sequence[Any], key: bytes | None, resolve: Resolve | None = None) -> Message:
     """[DELIMITER, sig, header, buffers...] -> Message. Verifies first (SignatureError), then the header and
     each buffer against its descriptor (ProtocolError with a stable code). Buffers stay zero-copy views.
-    ``key=None`` skips the check, for a caller that has just called ``verify`` itself."""
+    ``key=None`` skips the check, for a caller that has just called ``verify`` itself. Descriptors with a
+    ``location`` take no frame; ``resolve`` maps them (None: such a message is BAD_BUFFER here)."""
     if key is not None:
         verify(frames, key)
     header = decode_header(_view(frames[2]))
-    datas = [_view(f) for f in frames[3:]]
+    frame_views = [_view(f) for f in frames[3:]]
     descs = header["buffers"]
-    if len(descs) != len(datas):
+    inline = sum(1 for d in descs if not _is_located(d))
+    if inline != len(frame_views):
         raise ProtocolError(
             ErrorCode.BAD_BUFFER,
-            f"Header describes {len(descs)} buffers but {len(datas)} frames arrived.",
+            f"Header describes {inline} inline buffers but {len(frame_views)} frames arrived.",
             {"msg_id": header["id"]},
         )
+    datas: list[Any] = []
+    it = iter(frame_views)
+    try:
+        for d in descs:
+            if not _is_located(d):
+                datas.append(next(it))
+            elif resolve is None:
+                raise ProtocolError(
+                    ErrorCode.BAD_BUFFER,
+                    "This side does not accept shared-memory buffers; send them inline as frames.",
+                )
+            else:
+                datas.append(resolve(d["location"], _expected_bytes(d)))
+    except ProtocolError as exc:
+        exc.details.setdefault("msg_id", header["id"])
+        raise
     msg = Message(
         type=header["type"],
         id=header["id"],

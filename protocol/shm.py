@@ -1,0 +1,250 @@
+"""Same-host shared-memory buffers: pixels go through a /dev/shm segment instead of a ZeroMQ frame.
+
+Why: a 4096x4096 layer over loopback TCP is copied twice per direction and its every byte hashed (HMAC) on both
+sides; through a segment it is copied once (the writer fills it, the reader maps it) and nothing is hashed. The
+header (which names the segment, its offset and size) stays signed. SPEC.md section 8 has the rules and the
+threat model.
+
+Linux only, on purpose: segments are opened as ``/dev/shm/NAME`` files (what glibc's ``shm_open`` does), which lets
+the reader ``fstat`` the very descriptor it maps (owner, mode, size: no check-then-open race). We do not use
+``multiprocessing.shared_memory``: in Python < 3.13 attaching to a segment registers it with the resource
+tracker, which unlinks it when the *attaching* process exits and starts a tracker process inside the host
+application. Elsewhere (Windows, macOS, no /dev/shm) ``available()`` is False and clients send frames inline.
+Standard library only: imported inside Krita and GIMP.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import re
+import secrets
+import stat
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import ErrorCode, ProtocolError
+
+SHM_DIR = Path("/dev/shm")
+CLIENT_PREFIX = "le-c"  # segments a client writes (inputs); the backend unlinks them once mapped
+SERVER_PREFIX = "le-s"  # segments the backend writes (results); it unlinks them on release/eviction/stop
+# le-c<pid>-<32 hex>: the pid lets a backend sweep the segments of a client that died before sending.
+NAME_RE = re.compile(r"^le-([cs])(\d{1,10})-([0-9a-f]{32})$")
+MIN_BYTES = 256 << 10  # smaller buffers go inline: making a segment costs more than signing them
+ALIGN = 64  # buffers inside one segment start on cache-line boundaries
+SWEEP_MIN_AGE_S = 2.0  # a dead writer's segment is swept only when at least this old
+ORPHAN_AGE_S = 300.0  # a client's input the backend never mapped (it maps within ms of arrival): swept anyway
+
+
+def available() -> bool:
+    """True where segments can be created and checked safely (Linux with a writable /dev/shm)."""
+    return sys.platform.startswith("linux") and SHM_DIR.is_dir() and os.access(SHM_DIR, os.W_OK | os.X_OK)
+
+
+def host_identity() -> dict | None:
+    """What two processes compare to tell they share a machine and a user (None: no shm here)."""
+    if not available():
+        return None
+    try:
+        boot_id = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return None
+    return {"boot_id": boot_id, "uid": os.getuid()}
+
+
+def new_name(prefix: str) -> str:
+    return f"{prefix}{os.getpid()}-{secrets.token_hex(16)}"
+
+
+def aligned(n: int) -> int:
+    return (n + ALIGN - 1) // ALIGN * ALIGN
+
+
+@dataclass
+class Segment:
+    """A segment this process created (O_CREAT|O_EXCL, mode 0600) and is writing."""
+
+    name: str
+    size: int
+    _mm: mmap.mmap | None = None
+
+    @classmethod
+    def create(cls, size: int, prefix: str) -> Segment:
+        size = max(1, size)
+        name = new_name(prefix)
+        fd = os.open(SHM_DIR / name, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        try:
+            os.fchmod(fd, 0o600)  # whatever the umask: never readable by others, exactly what readers check
+            os.ftruncate(fd, size)
+            mm = mmap.mmap(fd, size, flags=mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0))
+        except BaseException:
+            os.close(fd)
+            _unlink(name)
+            raise
+        os.close(fd)  # the mapping keeps the memory; the name keeps the segment for the reader
+        return cls(name, size, mm)
+
+    def write(self, offset: int, data: Any) -> None:
+        view = memoryview(data).cast("B")
+        assert self._mm is not None
+        self._mm[offset : offset + view.nbytes] = view
+
+    def view(self, offset: int, size: int) -> memoryview:
+        """A view of our own mapping (what an outgoing Buffer's ``data`` holds)."""
+        assert self._mm is not None
+        return memoryview(self._mm)[offset : offset + size]
+
+    def close(self) -> None:
+        """Drop our mapping (views still held keep it alive until they go); the name stays."""
+        mm, self._mm = self._mm, None
+        if mm is not None:
+            try:
+                mm.close()
+            except BufferError:  # exported views: the mapping goes with the last of them
+                pass
+
+    def unlink(self) -> None:
+        self.close()
+        _unlink(self.name)
+
+
+def _unlink(name: str) -> None:
+    try:
+        os.unlink(SHM_DIR / name)
+    except FileNotFoundError:
+        pass
+
+
+def unlink(name: str) -> None:
+    """Remove a segment by name (only our own naming scheme: a signed header cannot aim this elsewhere)."""
+    if NAME_RE.match(name):
+        _unlink(name)
+
+
+def _bad(message: str, **details: Any) -> ProtocolError:
+    return ProtocolError(ErrorCode.BAD_BUFFER, message, details)
+
+
+def parse_location(loc: Any) -> tuple[str, int, int]:
+    """A descriptor's ``location`` -> (name, offset, size); BAD_BUFFER when it is not well formed."""
+    if not isinstance(loc, dict) or set(loc) - {"shm", "offset", "size"}:
+        raise _bad('A buffer location must be {"shm": NAME, "offset": N, "size": N}.')
+    name, offset, size = loc.get("shm"), loc.get("offset", 0), loc.get("size")
+    if not isinstance(name, str) or not NAME_RE.match(name):
+        raise _bad(
+            f"Shared-memory name {name!r} is not one of ours (le-c<pid>-<32 hex> / le-s<pid>-<32 hex>)."
+        )
+    for label, value in (("offset", offset), ("size", size)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise _bad(f"Shared-memory {label} must be a non-negative integer, got {value!r}.")
+    return name, offset, size
+
+
+def open_readonly(loc: Any, prefix: str, expected: int) -> memoryview:
+    """Map ``loc`` read-only after checking it is a regular file of ours, mode 0600, big enough, and that
+    ``size`` is exactly ``expected`` (stride x height). Every failure is BAD_BUFFER saying what to do."""
+    if not available():
+        raise _bad("This side cannot read shared memory; send the buffer inline as a frame.")
+    name, offset, size = parse_location(loc)
+    if not name.startswith(prefix):
+        raise _bad(f"Shared-memory segment {name} has the wrong direction (expected a {prefix}* name).")
+    if size != expected:
+        raise _bad(f"Shared-memory size {size} does not match the descriptor (stride x height = {expected}).")
+    try:
+        fd = os.open(SHM_DIR / name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise _bad(
+            f"Shared-memory segment {name} does not exist (already used, or the writer died); "
+            "send the job again.",
+            shm=name,
+        ) from None
+    except OSError as exc:
+        raise _bad(f"Cannot open shared-memory segment {name}: {exc.strerror}.", shm=name) from None
+    try:
+        st = os.fstat(fd)  # of the descriptor we map: no race between the check and the use
+        if not stat.S_ISREG(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o077:
+            raise _bad(
+                f"Shared-memory segment {name} is not private to this user (owner uid {st.st_uid}, mode "
+                f"{stat.S_IMODE(st.st_mode):04o}); refusing it. Segments must be mode 0600 and ours.",
+                shm=name,
+            )
+        if offset + size > st.st_size:
+            raise _bad(
+                f"Shared-memory buffer {offset}+{size} reaches past the end of segment {name} "
+                f"({st.st_size} bytes).",
+                shm=name,
+            )
+        if size == 0:
+            return memoryview(b"")
+        start = offset - offset % mmap.ALLOCATIONGRANULARITY  # map only this buffer's pages
+        flags = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
+        mm = mmap.mmap(fd, offset + size - start, flags=flags, prot=mmap.PROT_READ, offset=start)
+    finally:
+        os.close(fd)
+    return memoryview(mm)[offset - start : offset - start + size]
+
+
+def sweep(max_age_s: float = SWEEP_MIN_AGE_S) -> list[str]:
+    """Unlink our-uid segments whose writer process is gone (a client killed before the backend mapped its
+    input, a backend that crashed with results stored), and client inputs nobody mapped for ORPHAN_AGE_S
+    (the backend was gone when they were sent). Returns the names removed."""
+    if not available():
+        return []
+    removed = []
+    now = time.time()
+    try:
+        entries = list(os.scandir(SHM_DIR))
+    except OSError:
+        return []
+    for entry in entries:
+        m = NAME_RE.match(entry.name)
+        if not m:
+            continue
+        try:
+            st = entry.stat(follow_symlinks=False)
+        except OSError:
+            continue
+        age = now - st.st_mtime
+        orphan = m.group(1) == "c" and age > ORPHAN_AGE_S
+        if st.st_uid != os.getuid() or age < max_age_s or not (orphan or not _pid_alive(int(m.group(2)))):
+            continue
+        _unlink(entry.name)
+        removed.append(entry.name)
+    return removed
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    # a zombie (killed, not yet reaped) counts as gone: its memory can never be read again
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[-1].split()[0] != b"Z"
+    except OSError:
+        return True
+
+
+def leftovers(pids: set[int] | None = None) -> list[str]:
+    """Names of this user's protocol segments now in /dev/shm, optionally only those written by ``pids``
+    (tests and diagnostics: other programs of the same user may be using the protocol too)."""
+    if not available():
+        return []
+    out = []
+    for e in os.scandir(SHM_DIR):
+        m = NAME_RE.match(e.name)
+        if m and (pids is None or int(m.group(2)) in pids):
+            try:
+                if e.stat(follow_symlinks=False).st_uid == os.getuid():
+                    out.append(e.name)
+            except FileNotFoundError:
+                continue
+    return sorted(out)

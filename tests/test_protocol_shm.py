@@ -1,0 +1,380 @@
+"""The same-host shared-memory path (SPEC.md section 8): a real server and the real client over real sockets,
+with buffers in /dev/shm segments. Leftover checks look only at segments written by this process or the
+processes a test starts (other programs of the same user may use the protocol at the same time)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from backend.wire_images import array_buffer
+from protocol import shm, wire
+from protocol.client import Client
+from protocol.errors import ErrorCode, ProtocolError
+from tests.test_server_protocol import Raw, _header, _image, _still_serving
+from tests.test_server_support import running_server, wait_until
+
+pytestmark = pytest.mark.skipif(not shm.available(), reason="no POSIX shared memory (/dev/shm) here")
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _mine() -> list[str]:
+    return shm.leftovers({os.getpid()})
+
+
+@pytest.fixture
+def server(tmp_path):
+    with running_server(tmp_path, max_pixels=512 * 512) as srv:
+        srv.jobs.shm_min_bytes = 1  # tiny test results go through shared memory too
+        yield srv
+    assert _mine() == []  # a stopped backend leaves nothing behind, stored results included
+
+
+@pytest.fixture
+def client(server):
+    c = Client.connect(server.connection_file)
+    c.hello()
+    c.shm_min_bytes = 1
+    yield c
+    c.close()
+
+
+def _count_inputs(server) -> list[dict]:
+    """Record every input location the server maps (to prove the input really went through shm)."""
+    seen: list[dict] = []
+    original = server._resolve_input
+
+    def spy(location, expected):
+        seen.append(dict(location))
+        return original(location, expected)
+
+    server._resolve_input = spy
+    return seen
+
+
+# -- capability -------------------------------------------------------------------------------------
+def test_hello_advertises_shm_and_the_client_uses_it(server, client):
+    info = client.capabilities["shm"]
+    assert info["uid"] == os.getuid() and info["boot_id"] == shm.host_identity()["boot_id"]
+    assert shm.NAME_RE.match(info["probe"]) and len(info["token"]) == 32 and info["max_bytes"] > 0
+    assert client.shm_active
+    with Client.connect(server.connection_file, shm="off") as off:
+        off.hello()
+        assert not off.shm_active
+
+
+def test_a_forged_probe_token_turns_shm_off(server):
+    """Same boot id and uid but a probe we cannot read back (another /dev/shm, e.g. a container): inline."""
+    with Client.connect(server.connection_file) as c:
+        caps = c.hello()
+        assert not c._check_shm({**caps, "shm": {**caps["shm"], "token": "0" * 32}})
+        assert not c._check_shm({**caps, "shm": {**caps["shm"], "boot_id": "another-machine"}})
+        assert not c._check_shm({**caps, "shm": None})
+
+
+def test_a_backend_without_shm_advertises_none_and_works_inline(tmp_path):
+    with running_server(tmp_path, shm=False) as srv, Client.connect(srv.connection_file) as c:
+        assert c.hello()["shm"] is None and not c.shm_active
+        img = _image(h=300, w=300)  # 360 KB: would go through shm if offered
+        result = c.run("echo", {}, image=array_buffer(img), timeout=30)
+        assert result.image.location is None
+        assert np.array_equal(np.frombuffer(result.image.data, np.uint8).reshape(img.shape), img)
+
+
+# -- round trips ------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("dtype", "name"), [(np.uint8, "u8"), (np.uint16, "u16"), (np.float16, "f16"), (np.float32, "f32")]
+)
+def test_round_trip_bit_exact_over_shm(server, client, dtype, name):
+    seen = _count_inputs(server)
+    img = _image(h=37, w=29, dtype=dtype)
+    sel = (_image(h=37, w=29, c=1, dtype=np.uint8, seed=1) > 100).astype(np.uint8) * 255
+    result = client.run("echo", {}, image=array_buffer(img), selection=array_buffer(sel), timeout=30)
+    assert [loc["shm"].startswith(shm.CLIENT_PREFIX) for loc in seen] == [True, True]
+    assert result.image.location is not None and result.image.location["shm"].startswith(shm.SERVER_PREFIX)
+    assert result.image.dtype == name
+    assert np.array_equal(np.frombuffer(result.image.data, img.dtype).reshape(img.shape), img)
+    assert np.array_equal(np.frombuffer(result.mask.data, np.uint8).reshape(sel.shape[:2]), sel[:, :, 0])
+    assert wait_until(lambda: _mine() == [server._probe.name])  # released: only the probe is left
+
+
+def test_padded_rows_and_bgra_over_shm(server, client):
+    img = _image(h=20, w=10)
+    padded = np.zeros((20, 10 * 4 + 24), np.uint8)
+    padded[:, :40] = img.reshape(20, 40)
+    buf = wire.Buffer(memoryview(padded).cast("B"), 10, 20, 4, "u8", "BGRA", stride=64)
+    result = client.run("echo", {}, image=buf, timeout=30)
+    assert result.image.order == "BGRA" and result.image.location is not None
+    back = np.frombuffer(result.image.data, np.uint8).reshape(20, result.image.stride)[:, :40]
+    assert np.array_equal(back, padded[:, :40])
+    assert result.meta["first_pixel"] == [int(v) for v in img[0, 0, [2, 1, 0, 3]]]
+
+
+def test_a_big_layer_uses_shm_with_default_thresholds(tmp_path):
+    with running_server(tmp_path) as srv, Client.connect(srv.connection_file) as c:
+        c.hello()
+        seen = _count_inputs(srv)
+        img = _image(h=512, w=512)
+        small = _image(h=8, w=8, c=1, seed=3)  # under shm.MIN_BYTES: stays a frame
+        result = c.run("echo", {}, image=array_buffer(img), selection=array_buffer(small), timeout=30)
+        assert len(seen) == 1 and result.image.location is not None
+        assert np.array_equal(np.frombuffer(result.image.data, np.uint8).reshape(img.shape), img)
+
+
+def test_a_remote_looking_client_works_inline(server):
+    with Client.connect(server.connection_file, shm="off") as c:
+        c.hello()
+        seen = _count_inputs(server)
+        img = _image(h=300, w=300)
+        result = c.run("echo", {}, image=array_buffer(img), timeout=30)
+        assert seen == [] and result.image.location is None
+        assert np.array_equal(np.frombuffer(result.image.data, np.uint8).reshape(img.shape), img)
+
+
+# -- bad descriptors --------------------------------------------------------------------------------
+def _submit_located(raw: Raw, location: dict, width=4, height=3, stride=16, frames=()) -> ProtocolError:
+    desc = {"role": "image", "width": width, "height": height, "channels": 4, "dtype": "u8", "order": "RGBA"}
+    desc |= {"stride": stride, "x": 0, "y": 0, "nbytes": stride * height, "location": location}
+    raw.send_signed(_header("submit", job=wire.new_id(), op="echo", buffers=[desc], content={}), frames)
+    reply = raw.recv()
+    assert reply is not None and reply.type == wire.ERROR, reply
+    return ProtocolError(ErrorCode(reply.content["code"]), reply.content["message"])
+
+
+@pytest.fixture
+def raw(server):
+    r = Raw(server)
+    yield r
+    r.close()
+
+
+@pytest.fixture
+def segment():
+    seg = shm.Segment.create(48, shm.CLIENT_PREFIX)
+    seg.write(0, bytes(range(48)))
+    seg.close()
+    yield seg
+    seg.unlink()
+
+
+def test_out_of_bounds_and_wrong_sizes_are_bad_buffer(server, raw, segment):
+    cases = [
+        {"shm": segment.name, "offset": 8, "size": 48},  # past the end
+        {"shm": segment.name, "offset": 0, "size": 47},  # not stride x height
+        {"shm": segment.name, "offset": -1, "size": 48},
+        {"shm": segment.name, "offset": 0, "size": "48"},
+        {"shm": segment.name, "offset": 0, "size": 48, "extra": 1},
+        "not an object",
+    ]
+    for loc in cases:
+        err = _submit_located(raw, loc)
+        assert err.code == ErrorCode.BAD_BUFFER, loc
+    assert _submit_located(raw, {"shm": segment.name, "offset": 0, "size": 48}, frames=[b"x"]).code == (
+        ErrorCode.BAD_BUFFER  # a frame nobody describes
+    )
+    assert segment.name in shm.leftovers()  # refused inputs are not unlinked by the server
+    _still_serving(server)
+
+
+def test_names_outside_our_scheme_and_missing_segments_are_bad_buffer(server, raw):
+    for name in (
+        "../../etc/passwd",
+        "le-c1-xyz",
+        f"{shm.SERVER_PREFIX}1-{'0' * 32}",
+        f"le-c{os.getpid()}-{'a' * 32}",
+    ):
+        err = _submit_located(raw, {"shm": name, "offset": 0, "size": 48})
+        assert err.code == ErrorCode.BAD_BUFFER, name
+    missing = _submit_located(raw, {"shm": f"le-c{os.getpid()}-{'b' * 32}", "offset": 0, "size": 48})
+    assert "does not exist" in missing.message
+    _still_serving(server)
+
+
+def test_a_segment_readable_by_others_is_refused(server, raw, segment):
+    os.chmod(shm.SHM_DIR / segment.name, 0o644)
+    err = _submit_located(raw, {"shm": segment.name, "offset": 0, "size": 48})
+    assert err.code == ErrorCode.BAD_BUFFER and "0644" in err.message
+    os.chmod(shm.SHM_DIR / segment.name, 0o600)  # the same segment, private again: accepted and consumed
+    raw.send_signed(
+        _header(
+            "submit",
+            job=wire.new_id(),
+            op="echo",
+            content={},
+            buffers=[
+                {
+                    "role": "image",
+                    "width": 4,
+                    "height": 3,
+                    "channels": 4,
+                    "dtype": "u8",
+                    "order": "RGBA",
+                    "stride": 16,
+                    "location": {"shm": segment.name, "offset": 0, "size": 48},
+                }
+            ],
+        )
+    )
+    assert raw.recv().type == wire.ACCEPTED
+    assert segment.name not in shm.leftovers()  # mapped, then unlinked by the server at once
+
+
+def test_a_symlink_is_not_followed(server, raw, tmp_path):
+    target = tmp_path / "pixels"
+    target.write_bytes(bytes(48))
+    name = f"le-c{os.getpid()}-{'c' * 32}"
+    os.symlink(target, shm.SHM_DIR / name)
+    try:
+        assert _submit_located(raw, {"shm": name, "offset": 0, "size": 48}).code == ErrorCode.BAD_BUFFER
+    finally:
+        os.unlink(shm.SHM_DIR / name)
+
+
+def test_a_location_where_shm_is_not_accepted_is_bad_buffer(segment):
+    buf = wire.Buffer(bytes(48), 4, 3, location={"shm": segment.name, "offset": 0, "size": 48})
+    frames = wire.encode(wire.Message(wire.RESULT, buffers=[buf]), b"k" * 64)
+    assert len(frames) == 3  # the located buffer takes no frame
+    with pytest.raises(ProtocolError) as exc:
+        wire.decode(frames, b"k" * 64)
+    assert exc.value.code == ErrorCode.BAD_BUFFER
+
+
+# -- lifecycle: nothing left behind ---------------------------------------------------------------
+def test_no_leftovers_after_errors_and_cancels(server, client):
+    img = array_buffer(_image(h=16, w=16))
+    with pytest.raises(ProtocolError) as exc:
+        client.run("boom", {}, image=img, timeout=30)
+    assert exc.value.code == ErrorCode.INTERNAL
+    with pytest.raises(ProtocolError) as exc:
+        client.run("nosuchop", {}, image=img, timeout=30)  # refused before a job exists
+    assert exc.value.code == ErrorCode.UNKNOWN_OP
+    job = client.submit("steps", {"steps": 2000, "delay": 0.01}, image=img)
+    client.cancel(job)
+    with pytest.raises(ProtocolError) as exc:
+        client.wait(job, timeout=30)
+    assert exc.value.code == ErrorCode.CANCELLED
+    queued_behind = client.submit("steps", {"steps": 200, "delay": 0.01}, image=img)
+    queued = client.submit("echo", {}, image=img)
+    client.cancel(queued)
+    client.cancel(queued_behind)
+    for j in (queued, queued_behind):
+        with pytest.raises(ProtocolError):
+            client.wait(j, timeout=30)
+    assert _mine() == [server._probe.name] and server.jobs.shm_bytes == 0
+
+
+def test_close_right_after_submit_then_fetch(server):
+    img = _image(h=40, w=40)
+    first = Client.connect(server.connection_file)
+    first.hello()
+    first.shm_min_bytes = 1
+    job = first.submit("echo", {}, image=array_buffer(img))
+    first.close()  # waits for the submit's answer, so its input is mapped before anything is unlinked
+    assert wait_until(lambda: server.jobs.get(job).state == "done")
+    assert server.jobs.shm_bytes > 0  # the stored result sits in a segment until fetched
+    with Client.connect(server.connection_file) as second:
+        result = second.fetch(job, timeout=30)
+        assert np.array_equal(np.frombuffer(result.image.data, np.uint8).reshape(img.shape), img)
+    assert wait_until(lambda: server.jobs.shm_bytes == 0 and _mine() == [server._probe.name])
+
+
+def test_eviction_unlinks_result_segments(tmp_path):
+    img = _image(h=64, w=64)  # 16 KiB per result
+    with running_server(tmp_path, max_result_bytes=40_000) as srv:
+        srv.jobs.shm_min_bytes = 1
+        raw = Raw(srv)
+        jobs = []
+        for _ in range(4):  # results requested in shm and never released
+            jobs.append(wire.new_id())
+            raw.send_signed(
+                _header(
+                    "submit",
+                    job=jobs[-1],
+                    op="echo",
+                    content={"shm_results": True},
+                    buffers=[array_buffer(img).descriptor()],
+                ),
+                [memoryview(img).cast("B")],
+            )
+        assert wait_until(lambda: all(srv.jobs.get(j).state in ("done", "expired") for j in jobs))
+        states = [srv.jobs.get(j).state for j in jobs]
+        live = [srv.jobs.get(j).segment for j in jobs if srv.jobs.get(j).segment is not None]
+        assert states.count("done") == len(live) == 2 and srv.jobs.shm_bytes == 2 * shm.aligned(img.nbytes)
+        assert sorted([*(s.name for s in live), srv._probe.name]) == _mine()
+        raw.close()
+    assert _mine() == []
+
+
+def test_shm_budget_spent_sends_results_inline(tmp_path):
+    img = _image(h=64, w=64)
+    with running_server(tmp_path, max_shm_bytes=10_000) as srv, Client.connect(srv.connection_file) as c:
+        srv.jobs.shm_min_bytes = 1
+        c.hello()
+        result = c.run("echo", {}, image=array_buffer(img), timeout=30)
+        assert result.image.location is None
+        assert np.array_equal(np.frombuffer(result.image.data, np.uint8).reshape(img.shape), img)
+
+
+_KILLED_CLIENT = """
+import sys, time
+import numpy as np
+from protocol import shm
+from protocol.client import Client
+from backend.wire_images import array_buffer
+c = Client.connect(sys.argv[1])
+c.hello()
+img = np.full((64, 64, 4), 7, np.uint8)
+job = c.submit("steps", {"steps": 5, "delay": 0.01}, image=array_buffer(img))
+orphan = shm.Segment.create(4096, shm.CLIENT_PREFIX)  # an input written, never sent: the client dies first
+print(job, orphan.name, flush=True)
+time.sleep(60)
+"""
+
+
+def test_a_killed_client_leaves_nothing_after_server_cleanup(server):
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(_KILLED_CLIENT), str(server.connection_file)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        job, orphan = proc.stdout.readline().split()
+        assert wait_until(lambda: server.jobs.get(job).state == "done")
+        assert orphan in shm.leftovers({proc.pid})
+        assert server.jobs.get(job).segment is not None  # its result waits in shared memory
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+    assert server.sweep_shm(max_age_s=0) == [orphan]  # the dead client's unsent input
+    assert shm.leftovers({proc.pid}) == []
+    # the unreleased result stays fetchable until evicted or the backend stops (the fixture checks that)
+    assert server.jobs.get(job).segment is not None
+
+
+def test_a_crashed_backends_segments_are_swept_at_the_next_start(tmp_path):
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = [f"{shm.SERVER_PREFIX}{dead.pid}-{'d' * 32}", f"{shm.CLIENT_PREFIX}{dead.pid}-{'e' * 32}"]
+    for name in stale:
+        fd = os.open(shm.SHM_DIR / name, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
+        os.close(fd)
+        past = time.time() - 60
+        os.utime(shm.SHM_DIR / name, (past, past))
+    with running_server(tmp_path):
+        assert shm.leftovers({dead.pid}) == []
+
+
+def test_capabilities_json_is_plain(server, client):
+    json.dumps(client.capabilities["shm"])  # a host in another language reads it as plain JSON
