@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import signal
 import stat
 import subprocess
@@ -445,6 +446,16 @@ time.sleep(600)
 """
 
 
+def _state(server, job: str) -> str | None:
+    """The job's state on the server; None while its submit is still on the way (the client picks the id
+    and returns at once, so the id can reach the test before the backend has read the submit)."""
+    try:
+        return server.jobs.get(job).state
+    except ProtocolError as exc:
+        assert exc.code == ErrorCode.UNKNOWN_JOB
+        return None
+
+
 def test_cancel_guard_cancels_the_job_when_gimp_kills_the_plugin(server, tmp_path):
     """GIMP's cancel button kills the plug-in (SIGKILL): the guard must cancel the backend job."""
     from backend.jobs import CANCELLED, RUNNING
@@ -452,21 +463,61 @@ def test_cancel_guard_cancels_the_job_when_gimp_kills_the_plugin(server, tmp_pat
     code = _FAKE_PLUGIN.format(plugin_dir=str(PLUGIN_DIR), root=str(ROOT))
     child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     try:
+        assert select.select([child.stdout], [], [], 60)[0], "the stand-in plug-in hangs before submitting"
         job = child.stdout.readline().strip()
         assert job, "the stand-in plug-in did not submit"
         deadline = time.monotonic() + 30
-        while server.jobs.get(job).state != RUNNING:
-            assert time.monotonic() < deadline
+        while _state(server, job) != RUNNING:
+            assert time.monotonic() < deadline, _state(server, job)
             time.sleep(0.05)
         child.send_signal(signal.SIGKILL)
         child.wait(10)
-        while server.jobs.get(job).state != CANCELLED:
+        while _state(server, job) != CANCELLED:
             assert time.monotonic() < deadline, server.jobs.get(job).describe()
             time.sleep(0.05)
         assert server.jobs.get(job).progress[1] < 400  # stopped early, not run to the end
     finally:
         child.kill()
         child.wait()
+
+
+def test_guard_cancel_that_overtakes_the_submit_still_cancels(server):
+    """The guard's cancel can reach the backend before the dead plug-in's submit (two connections): it
+    cancels again until the backend knows the job, instead of losing the cancel to ``unknown_job``."""
+    import threading
+
+    from layeredit_gimp.guard import send_cancel
+
+    from backend.jobs import CANCELLED
+    from protocol import connection, wire
+    from protocol.client import Client
+    from protocol.wire import Buffer, Message
+
+    job = wire.new_id()
+    guard = threading.Thread(target=send_cancel, args=(connection.default_path(), job))
+    guard.start()
+    time.sleep(0.3)  # the cancel goes first: the backend answers unknown_job and the guard tries again
+    with Client.connect() as client:
+        img = Buffer(bytes(16 * 16 * 4), 16, 16, 4, "u8", "RGBA", role="image")
+        sel = Buffer(b"\xff" * 256, 16, 16, 1, "u8", "gray", role="selection")
+        client.send(Message(wire.SUBMIT, job=job, op="erase", params={"steps": 400}, buffers=[img, sel]))
+        guard.join(10)
+        assert not guard.is_alive()
+        deadline = time.monotonic() + 30
+        while _state(server, job) != CANCELLED:
+            assert time.monotonic() < deadline, _state(server, job)
+            time.sleep(0.05)
+    assert server.jobs.get(job).progress is None or server.jobs.get(job).progress[1] < 400
+
+
+def test_guard_cancel_of_a_job_that_never_comes_gives_up(server):
+    from layeredit_gimp.guard import send_cancel
+
+    from protocol import connection
+
+    # returns (the guard process exits) even when the submit died with the plug-in: it never comes
+    send_cancel(connection.default_path(), "job-never-submitted", patience=0.5)
+    assert server.jobs.list() == []
 
 
 def test_guard_done_sends_nothing(server, tmp_path):

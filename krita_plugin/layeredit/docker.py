@@ -35,9 +35,10 @@ from PyQt5.QtWidgets import (
 from protocol.client import Client
 from protocol.errors import ProtocolError
 from protocol.hostkit import MODES, Field, Form, JobState, mode_by_label
+from protocol.launcher import Launcher
 
 from . import kritaio
-from .backend_proc import Launcher
+from .backend_proc import new_launcher
 from .controller import Controller
 
 INSTANCES: list[LayerEditDocker] = []  # the scripted host test finds the docker here
@@ -282,7 +283,7 @@ class LayerEditDocker(DockWidget):
         return answer == QMessageBox.Yes
 
     def start_backend(self) -> None:
-        self.launcher = Launcher()
+        self.launcher = new_launcher()
         try:
             self.launcher.start()
         except Exception as exc:  # noqa: BLE001

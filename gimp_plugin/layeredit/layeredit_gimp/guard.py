@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import IO
 
@@ -80,17 +81,26 @@ def orphaned_job(stream: IO[bytes]) -> str | None:
     return jobs[-1] if jobs else None
 
 
-def send_cancel(connection_file: Path, job_id: str) -> None:
+def send_cancel(connection_file: Path, job_id: str, patience: float = 3.0) -> None:
+    """Cancel ``job_id``. The plug-in's submit travels on its own (now dead) connection and the client picks
+    the job id before the backend has read it, so this cancel can overtake the submit: while the backend does
+    not know the job yet, cancel again (for ``patience`` seconds; a submit lost with the plug-in never comes)."""
     from protocol import connection
     from protocol.client import Client
+    from protocol.errors import ErrorCode, ProtocolError
 
     client = Client(connection.read(connection_file))
+    deadline = time.monotonic() + patience
     try:
-        client.cancel(job_id)
-        try:
-            client.ping(timeout=2.0)  # the reply proves the cancel (sent before it) arrived
-        except Exception:  # noqa: BLE001 - a dead backend has nothing left to cancel
-            pass
+        while True:
+            client.cancel(job_id)
+            try:
+                client.status(job_id, timeout=2.0)  # the reply proves the cancel (sent before it) arrived
+                return
+            except ProtocolError as exc:
+                if exc.code != ErrorCode.UNKNOWN_JOB or time.monotonic() > deadline:
+                    return  # a dead backend has nothing left to cancel
+            time.sleep(0.1)
     finally:
         client.close()
 

@@ -57,8 +57,8 @@ def _ask_venv(plugin_dir: Path) -> list:
         return []
     try:
         out = subprocess.run(
-            [config["venv_python"], "-c", _DUMP],
-            cwd=config.get("project_root") or None,
+            [str(config.venv_python), "-c", _DUMP],
+            cwd=str(config.project_root) if config.project_root else None,
             capture_output=True,
             text=True,
             timeout=60,
