@@ -17,15 +17,26 @@ import shutil
 import stat
 import subprocess
 import sys
-import tempfile
-import zipfile
 from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: the project root (with protocol/) must be importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from protocol.vendoring import (  # noqa: E402
+    PYZMQ_VERSION,
+    can_import,
+    pip_platform_tag,
+    python_tags,
+    remove_installed,
+    vendor_pyzmq,
+)
+
+__all__ = ["PYZMQ_VERSION", "install", "pip_platform_tag"]  # vendoring lives in protocol/
 
 PLUGIN_NAME = "layeredit"
 MANIFEST = "install-manifest.json"
 CONFIG = "layeredit.json"
 SCHEMAS = "schemas.json"
-PYZMQ_PIN = "pyzmq==27.3.0"
 _SKIP = shutil.ignore_patterns("__pycache__", "*.pyc", "*.pyo")
 
 _DUMP_SCHEMAS = (
@@ -82,8 +93,8 @@ def install(
     schemas = _dump_schemas(project_root, Path(venv_python))
     if schemas is not None:
         (dest / SCHEMAS).write_text(json.dumps(schemas, indent=1) + "\n", encoding="utf-8")
-    if gimp_python and not _can_import_zmq(Path(gimp_python)):
-        _vendor_pyzmq(Path(venv_python), Path(gimp_python), dest / "vendor")
+    if gimp_python and not can_import(Path(gimp_python), "zmq"):
+        vendor_pyzmq(dest / "vendor", *python_tags(Path(gimp_python)), Path(venv_python))
     files = sorted(p for p in dest.rglob("*") if p.is_file())
     manifest = dest / MANIFEST
     rel = [str(p.relative_to(dest)) for p in files] + [MANIFEST]
@@ -97,19 +108,8 @@ def _remove_previous(dest: Path) -> list[Path]:
     if not manifest.is_file():
         return []
     listed = json.loads(manifest.read_text(encoding="utf-8")).get("files", [])
-    removed = []
-    for rel in listed:
-        path = (dest / rel).resolve()
-        if dest.resolve() in path.parents and path.is_file():
-            path.unlink()
-            removed.append(path)
-    for cache in list(dest.rglob("__pycache__")):  # written by Python when the plug-in ran
-        shutil.rmtree(cache, ignore_errors=True)
-    folders = sorted((p for p in dest.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True)
-    for folder in [*folders, dest]:
-        if not any(folder.iterdir()):
-            folder.rmdir()
-    return removed
+    files, _folders = remove_installed([dest / rel for rel in listed], dest)
+    return files
 
 
 def _dump_schemas(project_root: Path, venv_python: Path) -> list[dict] | None:
@@ -127,44 +127,6 @@ def _dump_schemas(project_root: Path, venv_python: Path) -> list[dict] | None:
     except (OSError, subprocess.SubprocessError, ValueError, IndexError):
         return None
     return schemas if isinstance(schemas, list) and schemas else None
-
-
-def _can_import_zmq(python: Path) -> bool:
-    try:
-        subprocess.run([str(python), "-c", "import zmq"], capture_output=True, timeout=60, check=True)
-    except (OSError, subprocess.SubprocessError):
-        return False
-    return True
-
-
-def _python_tags(python: Path) -> tuple[str, str]:
-    """(major.minor, pip platform tag) of another Python, e.g. ('3.11', 'win_amd64')."""
-    code = "import sys, sysconfig; print('%d.%d' % sys.version_info[:2], sysconfig.get_platform())"
-    out = subprocess.run([str(python), "-c", code], capture_output=True, text=True, timeout=60, check=True)
-    version, platform = out.stdout.split()
-    return version, pip_platform_tag(platform)
-
-
-def pip_platform_tag(sysconfig_platform: str) -> str:
-    """sysconfig's platform name -> the tag ``pip download --platform`` wants."""
-    tag = sysconfig_platform.replace("-", "_").replace(".", "_")
-    if tag.startswith("linux_"):
-        return "manylinux_2_28_" + tag.removeprefix("linux_")
-    return tag
-
-
-def _vendor_pyzmq(venv_python: Path, gimp_python: Path, vendor: Path) -> None:
-    version, platform = _python_tags(gimp_python)
-    with tempfile.TemporaryDirectory() as tmp:
-        cmd = [str(venv_python), "-m", "pip", "download", PYZMQ_PIN, "--only-binary=:all:", "--no-deps"]
-        cmd += ["--python-version", version, "--platform", platform, "-d", tmp]
-        subprocess.run(cmd, check=True, capture_output=True, timeout=600)
-        wheels = list(Path(tmp).glob("pyzmq-*.whl"))
-        if not wheels:
-            raise RuntimeError(f"pip found no pyzmq wheel for Python {version} on {platform}")
-        vendor.mkdir(parents=True, exist_ok=True)
-        with zipfile.ZipFile(wheels[0]) as wheel:
-            wheel.extractall(vendor)
 
 
 def main(argv: list[str] | None = None) -> int:

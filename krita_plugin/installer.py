@@ -14,16 +14,19 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 import sys
-import tempfile
-import zipfile
 from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: the project root (with protocol/) must be importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from protocol.vendoring import PYZMQ_VERSION, remove_installed, unzip_wheel, vendor_pyzmq
+
+__all__ = ["PYZMQ_VERSION", "install", "unzip_wheel", "vendor_pyzmq"]  # vendoring lives in protocol/
 
 PLUGIN = "layeredit"
 HERE = Path(__file__).resolve().parent
 MANIFEST = f"{PLUGIN}-install.json"  # in the resource dir, next to pykrita/ (outside what it lists)
-PYZMQ_VERSION = "27.3.0"
 ENABLE_KEY = f"enable_{PLUGIN}"
 
 
@@ -119,51 +122,6 @@ def _copy_tree(src: Path, dst: Path) -> list[Path]:
     return out
 
 
-def vendor_pyzmq(target: Path, python_version: str, platform_tag: str, venv_python: Path) -> list[Path]:
-    """Download the pyzmq wheel for Krita's Python and unzip it into ``target`` (first on the plugin's
-    sys.path). A wheel is a zip: no pip is needed inside Krita."""
-    with tempfile.TemporaryDirectory() as tmp:
-        cmd = [
-            str(venv_python),
-            "-m",
-            "pip",
-            "download",
-            f"pyzmq=={PYZMQ_VERSION}",
-            "--only-binary=:all:",
-            "--no-deps",
-            "--python-version",
-            python_version,
-            "--platform",
-            platform_tag,
-            "-d",
-            tmp,
-        ]
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        wheels = sorted(Path(tmp).glob("pyzmq-*.whl"))
-        if proc.returncode != 0 or not wheels:
-            raise RuntimeError(
-                f"Could not download pyzmq {PYZMQ_VERSION} for Python {python_version} ({platform_tag}): "
-                f"{proc.stderr.strip()[-500:]}"
-            )
-        return unzip_wheel(wheels[0], target)
-
-
-def unzip_wheel(wheel: Path, target: Path) -> list[Path]:
-    out = []
-    with zipfile.ZipFile(wheel) as zf:
-        for name in zf.namelist():
-            if name.endswith("/"):
-                continue
-            dst = (target / name).resolve()
-            if target.resolve() not in dst.parents:
-                raise RuntimeError(f"Refusing to unzip {name!r} outside {target}.")
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            with zf.open(name) as src, open(dst, "wb") as f:
-                shutil.copyfileobj(src, f)
-            out.append(dst)
-    return out
-
-
 # ----------------------------------------------------------------------------------------------------------
 # kritarc: a KConfig INI file. Edited line by line so comments, order and other keys stay untouched.
 
@@ -240,22 +198,16 @@ def _uninstall(res: Path, rc_default: Path) -> list[Path]:
     if not manifest_path.exists():
         return []
     manifest = json.loads(manifest_path.read_text("utf-8"))
+    files = [Path(name) for name in manifest["files"]]
+    pkg = Path(manifest["package"])
     removed: list[Path] = []
-    for name in manifest["files"]:
-        p = Path(name)
-        if p.exists():
+    for p in files:  # the .desktop file next to the package
+        if pkg not in p.parents and p.is_file():
             p.unlink()
             removed.append(p)
-    pkg = Path(manifest["package"])
-    config = pkg / "config.json"
-    if config.exists() and str(config) not in manifest["files"]:
-        config.unlink()
-        removed.append(config)
-    # Empty folders the install made inside the package (never anything holding a user's file).
-    if pkg.exists():
-        for d in sorted((p for p in pkg.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
-            _rmdir_if_empty(d, removed)
-        _rmdir_if_empty(pkg, removed)
+    files.append(pkg / "config.json")  # older installs did not list it
+    pkg_files, pkg_folders = remove_installed(files, pkg)  # also caches Krita's Python wrote, empty folders
+    removed += pkg_files + pkg_folders
     manifest_path.unlink()
     removed.append(manifest_path)
     for d in sorted(map(Path, manifest["dirs"]), key=lambda p: len(p.parts), reverse=True):

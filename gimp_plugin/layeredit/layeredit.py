@@ -12,9 +12,11 @@ import traceback
 from pathlib import Path
 
 HERE = Path(os.path.abspath(__file__)).parent
-for _path in (HERE, HERE / "vendor"):  # vendor ends up first
-    if _path.is_dir():
-        sys.path.insert(0, str(_path))
+if str(HERE) not in sys.path:  # GIMP runs this file as a script: its folder (with protocol/) is already there
+    sys.path.insert(0, str(HERE))
+from protocol.vendoring import put_first_on_path  # noqa: E402
+
+put_first_on_path(HERE / "vendor", HERE)  # pyzmq for GIMP's bundled Python first, then our own packages
 
 import gi  # noqa: E402
 

@@ -10,8 +10,12 @@ import os
 import sys
 
 _VENDOR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_vendor")
-if os.path.isdir(_VENDOR) and _VENDOR not in sys.path:
+if os.path.isdir(_VENDOR):
+    # protocol/ itself is vendored here, so this one insert must come before the shared helper is importable
     sys.path.insert(0, _VENDOR)
+    from protocol.vendoring import put_first_on_path
+
+    put_first_on_path(_VENDOR)  # and once only, even when Krita re-imports the package
 
 try:
     from krita import DockWidgetFactory, DockWidgetFactoryBase, Krita
