@@ -118,6 +118,8 @@ def test_erase_in_real_gimp(sandbox, backend, precision, fmt, bpp):
     assert report["status"] == "success", f"{report.get('error')}\n{report['log'][-3000:]}"
     layers = report["layers"]
     assert [entry["name"] for entry in layers] == ["Erase", "src"]  # a new layer right above the source
+    # the source stays the selected layer (as in Krita): a second Run reads the source, not the result
+    assert report["selected_layers"] == ["src"]
     new = layers[0]
     src_before, src_after = sandbox.read_out("src_before.raw"), sandbox.read_out("src_after.raw")
     assert src_after == src_before  # the source layer is never touched

@@ -117,6 +117,7 @@ def test_write_result_new_layer_above_source_in_one_undo_group():
     mask = bytes(255 if i % 3 == 0 else 0 for i in range(r.w * r.h))
     (layer,) = gimpio.write_result(gimp, gegl, image, source, result, "Erase", mask=mask)
     assert image.layers == [layer, src]  # right above the source
+    assert image.get_selected_layers() == [src]  # GIMP selected the new layer; the source is selected again
     assert (layer.x, layer.y, layer.width, layer.height) == (r.x, r.y, r.w, r.h)
     assert bytes(layer.buffer.data) == result
     assert bytes(src.buffer.data) == before  # the source is never written
@@ -144,6 +145,7 @@ def test_write_result_failure_half_way_leaves_no_layer(monkeypatch):
     with pytest.raises(RuntimeError):
         gimpio.write_result(gimp, gegl, image, source, source.pixels, "Erase", mask=b"x")
     assert image.layers == [src] and image.undo_depth == 0
+    assert image.get_selected_layers() == [src]
 
 
 SCHEMA = {
@@ -384,8 +386,10 @@ def test_run_job_end_to_end_with_real_server(server, tmp_path):
     texts = [c[1] for c in gimp.progress_calls if c[0] == "text"]
     assert "Erase: inverting 3/3" in texts and gimp.progress_calls[-1] == ("end",)
     assert ("select_item", "layeredit mask") in image.log
-    # a second run gets a distinct layer name
-    out2 = plugin.run_job(gimp, gegl, image, src, ERASE, config, registered, tmp_path)
+    # a second Run (GIMP passes the selected layers) reads the source again and gets a distinct layer name
+    (selected,) = image.get_selected_layers()
+    assert selected is src
+    out2 = plugin.run_job(gimp, gegl, image, selected, ERASE, config, registered, tmp_path)
     assert out2.layer.name == "Erase (2)"
 
 

@@ -118,7 +118,8 @@ def write_result(
     ``extra`` (name, pixels) results (e.g. Imagic's other eta values) go below it, still above the source.
 
     ``mask`` (over the same region) optionally replaces the selection, in the same undo group.
-    The source layer is only read, never written. Returns the new layers, top first.
+    The source layer is only read, never written, and stays the selected layer. Returns the new layers, top
+    first.
     """
     r = source.region
     results = [(name, pixels), *extra]
@@ -142,9 +143,14 @@ def write_result(
             layer.update(0, 0, r.w, r.h)
         if mask is not None:
             _select_mask(gimp, gegl, image, source, mask, mask_babl)
+        # GIMP selects an inserted layer; keep the source selected (as the Krita plugin does) so a second
+        # Run reads the source again instead of the result.
+        image.set_selected_layers([source.layer])
     except BaseException:
         for layer in layers:  # a failure half-way must not leave half a result behind
             image.remove_layer(layer)
+        if layers:
+            image.set_selected_layers([source.layer])
         raise
     finally:
         image.undo_group_end()

@@ -93,6 +93,7 @@ try:
                 "height": layer.get_height(),
             }
         )
+    report["selected_layers"] = [layer.get_name() for layer in img.get_selected_layers()]
     dump("src_after.raw", src, fmt)
     dump("selection_after.raw", img.get_selection(), "Y u8")
     layers = img.get_layers()

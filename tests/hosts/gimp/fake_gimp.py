@@ -158,6 +158,7 @@ class Image:
     undo_depth: int = 0
     undo_groups: int = 0
     selection_bounds: tuple | None = None  # set by select_rectangle / select_item
+    selected: list = field(default_factory=list)  # the selected (active) layers
     log: list = field(default_factory=list)
 
     def __post_init__(self):
@@ -189,11 +190,19 @@ class Image:
     def insert_layer(self, layer, parent, position):
         self._need_group()
         self.layers.insert(position, layer)
+        self.selected = [layer]  # as GIMP 3 does: the inserted layer becomes the selected one
         self.log.append(("insert_layer", layer.name, position))
+
+    def get_selected_layers(self):
+        return list(self.selected)
+
+    def set_selected_layers(self, layers):
+        self.selected = list(layers)
 
     def remove_layer(self, layer):
         self._need_group()
         self.layers.remove(layer)
+        self.selected = [x for x in self.selected if x is not layer]
 
     def insert_channel(self, channel, parent, position):
         self._need_group()
