@@ -124,6 +124,8 @@ class Job:
     final_bytes: int = 0
     shm_results: bool = False  # the submitter reads results from shared memory (SPEC.md section 8)
     segment: shm.Segment | None = None  # the stored result's segment; unlinked when the result is dropped
+    result_space: dict | None = None  # a client segment offered for the result ({shm, offset, size})
+    offered_result: Message | None = None  # a result written there, kept to resend inline if it goes
     cancel: threading.Event = field(default_factory=threading.Event)
 
     def describe(self) -> dict:
@@ -329,8 +331,18 @@ class JobManager:
         if err is not None:
             msg = Message(wire.ERROR, job=job.id, parent=job.submit_id, content=err.to_json())
         assert msg is not None
+        shm_inputs = any(b is not None and b.location is not None for b in (job.image, job.selection))
         if job.shm_results and sum(b.nbytes for b in msg.buffers) >= max(1, self.shm_min_bytes):
-            self._to_segment(job, msg)
+            if job.result_space and self._to_offered(job, msg):
+                job.offered_result = msg  # buffers: the op's arrays, located in the client's segment
+            else:
+                self._to_segment(job, msg)
+        if shm_inputs and any(b.location is None for b in msg.buffers):
+            # an inline result may be a view of the client's input segment (an op returning its input), which
+            # the client reuses once this reaches it: store and send a copy
+            msg.buffers = [
+                b if b.location else dataclasses.replace(b, data=bytes(b.data)) for b in msg.buffers
+            ]
         frames = wire.encode(msg, self._key)  # signed here, off the socket thread
         with self._lock:
             job.image = job.selection = None  # let the input frames go
@@ -394,8 +406,39 @@ class JobManager:
         with self._lock:
             job.segment = seg
 
+    def _to_offered(self, job: Job, msg: Message) -> bool:
+        """Write the result into the segment the client offered (pages it already has: no fresh shared memory
+        on either side); False when it is gone or too small (then our own segment, or inline)."""
+        assert job.result_space is not None
+        parts, total = [], 0
+        for b in msg.buffers:
+            parts.append((total, b.data))
+            total = shm.aligned(total + b.nbytes)
+        try:
+            shm.write_into(job.result_space, shm.CLIENT_PREFIX, parts)
+        except ProtocolError as exc:
+            log.info("job %s: offered result space not used (%s)", job.id, exc)
+            return False
+        name, base = job.result_space["shm"], job.result_space.get("offset", 0)
+        msg.buffers = [
+            dataclasses.replace(b, location={"shm": name, "offset": base + off, "size": b.nbytes})
+            for b, (off, _) in zip(msg.buffers, parts, strict=True)
+        ]
+        return True
+
+    def final_frames(self, job: Job) -> list[Any] | None:
+        """The stored final message to resend on ``fetch``. A result written into a client's offered segment
+        is re-sent inline when that segment is gone (its client closed before reading it)."""
+        with self._lock:
+            final, msg = job.final, job.offered_result
+        if msg is None or final is None or shm.exists(msg.buffers[0].location["shm"]):
+            return final
+        inline = [dataclasses.replace(b, location=None) for b in msg.buffers]
+        return wire.encode(dataclasses.replace(msg, buffers=inline), self._key)
+
     def _drop_segment(self, job: Job) -> None:
         """Unlink the job's result segment (lock held); clients that mapped it keep their mapping."""
+        job.offered_result = None
         seg, job.segment = job.segment, None
         if seg is not None:
             seg.unlink()

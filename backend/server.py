@@ -95,7 +95,6 @@ class Server:
         self._probe: shm.Segment | None = None  # proves to a client that it sees our /dev/shm
         self._probe_token = ""
         self._next_sweep = 0.0
-        self._mapped: list[str] = []  # input segments mapped for the message being handled
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._report: dict | None = None  # models and resolved devices, built off the socket thread
@@ -283,12 +282,7 @@ class Server:
         try:
             header = wire.decode_header(wire._view(body[2]))
             parent, job = header["id"], header["job"]
-            try:
-                msg = wire.decode(body, None, self._resolve_input)  # verified above
-            finally:  # mapped inputs are ours now: their names go, whatever happens next
-                for name in self._mapped:
-                    shm.unlink(name)
-                self._mapped.clear()
+            msg = wire.decode(body, None, self._resolve_input)  # verified above
             self._dispatch(identity, msg, frames[0])
         except ProtocolError as exc:
             log.info("error reply to %s: %s", parent, exc)
@@ -299,16 +293,13 @@ class Server:
             self._reply(identity, wire.error_message(err, parent=parent, job=job))
 
     def _resolve_input(self, location: Any, expected: int) -> memoryview:
-        """Map a client's input segment (checked: ours, 0600, in bounds); its name is unlinked right after
-        decoding: the mapping stays valid, and nothing is left in /dev/shm whatever happens to the job or
-        the client."""
+        """Map a client's input segment read-only (checked: ours, 0600, in bounds). The client owns it (and
+        reuses it once the job's result or error reached it); our mapping lives as long as the job's input."""
         if self._probe is None:
             raise ProtocolError(
                 ErrorCode.BAD_BUFFER, "This backend does not accept shared memory; send buffers inline."
             )
-        view = shm.open_readonly(location, shm.CLIENT_PREFIX, expected)
-        self._mapped.append(location["shm"])  # unlinked once the whole message is decoded
-        return view
+        return shm.open_readonly(location, shm.CLIENT_PREFIX, expected)
 
     def _dispatch(self, identity: list[bytes], msg: Message, first_frame: Any) -> None:
         handler = {
@@ -418,6 +409,8 @@ class Server:
             raise ProtocolError(ErrorCode.MALFORMED, "A job id must be 1 to 128 characters.")
         job = Job(job_id, msg.op, params, image, selection, identity, submit_id=msg.id)
         job.shm_results = bool(msg.content.get("shm_results")) and self._probe is not None
+        space = msg.content.get("shm_result")
+        job.result_space = space if job.shm_results and isinstance(space, dict) else None
         position = self.jobs.submit(job)
         log.info("job %s (%s) accepted, queue position %d", job_id, msg.op, position)
         self._reply(
@@ -437,7 +430,7 @@ class Server:
 
     def _on_fetch(self, identity: list[bytes], msg: Message) -> None:
         job = self.jobs.fetch(msg.job, identity)
-        final = job.final
+        final = self.jobs.final_frames(job)
         if job.state in FINISHED and final is not None:
             self._send_frames(identity, final)  # the stored, signed result (or error) as it was first sent
         else:  # still queued or running: progress and the result now come to this client

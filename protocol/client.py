@@ -39,6 +39,7 @@ import zmq
 
 from . import connection, shm, wire
 from .errors import ErrorCode, ProtocolError
+from .shm import Pool as SegmentPool
 from .wire import Buffer, Message
 
 log = logging.getLogger("layeredit.client")
@@ -156,7 +157,8 @@ class Client:
         self.shm_mode = shm
         self.shm_active = False  # decided by hello()
         self.shm_min_bytes = SHM_MIN_BYTES
-        self._segments: dict[str, Any] = {}  # submit id -> our input segment, unlinked at the reply
+        self._pool = SegmentPool()  # our segments, reused from job to job (inputs and offered result space)
+        self._unanswered: set[str] = set()  # submits whose inputs are in the pool and not yet mapped
         self.info = info
         self._key = info.key_bytes
         self._ctx = context or zmq.Context.instance()
@@ -218,14 +220,13 @@ class Client:
         """Close the socket; messages already sent (e.g. a submit) still get ``linger_ms`` to leave."""
         self._await_submits(linger_ms / 1000)
         self._sock.close(linger=linger_ms)
-        for submit_id in list(self._segments):  # inputs not answered for (the backend unlinks mapped ones)
-            self._drop_segment(submit_id)
+        self._pool.close()  # the backend keeps its own mappings of inputs it is still using
 
     def _await_submits(self, timeout: float) -> None:
         """Before closing, give submits whose input is in shared memory time to be answered (the backend maps
-        the segment before it replies), so unlinking the rest cannot pull an input from under a submit."""
+        the segment before it replies), so unlinking our pool cannot pull an input from under a submit."""
         deadline = time.monotonic() + timeout
-        while self._segments and not self._gone and time.monotonic() < deadline:
+        while self._unanswered and not self._gone and time.monotonic() < deadline:
             if self._sock.poll(20, zmq.POLLIN):
                 while (msg := self._recv_ready()) is not None:
                     self._keep(msg)
@@ -250,21 +251,23 @@ class Client:
         return bool(token) and bytes(view[: len(token)]) == token.encode("ascii")
 
     def _send_submit(self, msg: Message) -> None:
-        """Send a submit, its big buffers through one new segment when shm is active (one copy, no hashing)."""
+        """Send a submit; with shm active its big buffers go through a pooled segment (one copy, no hashing)
+        and a second pooled segment is offered for the result (image + mask fit)."""
+        job = msg.job or ""
         if self.shm_active:
             msg.content["shm_results"] = True
-            self._to_shm(msg)
+            self._to_shm(msg, job)
+            self._offer_result_space(msg, job)
         try:
             self.send(msg)
         except BaseException:
-            self._drop_segment(msg.id)
+            self._pool.finished(job)
             raise
-        seg = self._segments.get(msg.id)
-        if seg is not None:
-            msg.buffers = []
-            seg.close()  # the name stays for the backend until it answers the submit
+        if any(b.location is not None for b in msg.buffers):
+            self._unanswered.add(msg.id)
+        msg.buffers = []  # our views of the pool
 
-    def _to_shm(self, msg: Message) -> None:
+    def _to_shm(self, msg: Message, job: str) -> None:
         big = [i for i, b in enumerate(msg.buffers) if b.location is None and b.nbytes >= self.shm_min_bytes]
         if not big:
             return
@@ -273,25 +276,39 @@ class Client:
             offsets.append(total)
             total = shm.aligned(total + msg.buffers[i].nbytes)
         try:
-            seg = shm.Segment.create(total, shm.CLIENT_PREFIX)
+            seg = self._pool.take(total, job)
         except OSError as exc:
             log.info("cannot create a shared-memory segment (%s): buffers go inline", exc)
             return
-        self._segments[msg.id] = seg
+        if seg is None:  # every pooled segment is busy (results still held): inline this time
+            return
         for i, off in zip(big, offsets, strict=True):
             b = msg.buffers[i]
             seg.write(off, b.data)
             loc = {"shm": seg.name, "offset": off, "size": b.nbytes}
             msg.buffers[i] = dataclasses.replace(b, data=seg.view(off, b.nbytes), location=loc)
 
-    def _drop_segment(self, submit_id: str | None) -> None:
-        seg = self._segments.pop(submit_id or "", None)
+    def _offer_result_space(self, msg: Message, job: str) -> None:
+        """A same-size result (image, plus a u8 mask) is written by the backend straight into our segment:
+        pages it already has, so no fresh shared memory is allocated per job on either side."""
+        image = msg.buffer("image")
+        if image is None or image.nbytes < self.shm_min_bytes:
+            return
+        try:
+            seg = self._pool.take(shm.aligned(image.nbytes) + shm.aligned(image.width * image.height), job)
+        except OSError:
+            return
         if seg is not None:
-            seg.unlink()
+            msg.content["shm_result"] = {"shm": seg.name, "offset": 0, "size": seg.size}
 
     def _resolve_result(self, location: Any, expected: int) -> memoryview:
-        """Map a result segment read-only (checked: the backend's, ours, 0600, in bounds). The backend unlinks
-        it when we release the job; our mapping stays valid, so the result is not copied here."""
+        """Map a result read-only (checked: ours, 0600, in bounds): in the backend's own segment (unlinked when
+        we release the job) or in the space we offered (busy in our pool while the view lives). Not copied."""
+        name = location.get("shm") if isinstance(location, dict) else None
+        if isinstance(name, str) and name.startswith(shm.CLIENT_PREFIX):
+            view = shm.open_readonly(location, shm.CLIENT_PREFIX, expected)
+            self._pool.handed_out(name, view)
+            return view
         return shm.open_readonly(location, shm.SERVER_PREFIX, expected)
 
     def _undecodable(self, frames: Any, exc: ProtocolError) -> Message | None:
@@ -302,9 +319,10 @@ class Client:
             header = wire.decode_header(wire._view(frames[2]))
         except ProtocolError:
             return None
-        self._drop_segment(header["parent"])
+        self._unanswered.discard(header["parent"])
         if header["type"] != wire.RESULT or not header["job"]:
             return None
+        self._pool.finished(header["job"])
         err = ProtocolError(
             ErrorCode.RESULT_EXPIRED,
             f"The result of job {header['job']} could not be read ({exc}); run it again.",
@@ -332,8 +350,9 @@ class Client:
         self._heard()
         try:
             msg = wire.decode(frames, self._key, self._resolve_result)
-            if msg.parent in self._segments:  # the submit was answered: its input is mapped or never will be
-                self._drop_segment(msg.parent)
+            self._unanswered.discard(msg.parent or "")  # answered: its input is mapped, or never will be
+            if msg.type in _FINAL and msg.job:  # the backend is done with the job's pooled segments
+                self._pool.finished(msg.job)
             return msg
         except wire.SignatureError as exc:
             log.warning("dropped a message from the backend: %s", exc)

@@ -22,6 +22,7 @@ import secrets
 import stat
 import sys
 import time
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,14 +30,13 @@ from typing import Any
 from .errors import ErrorCode, ProtocolError
 
 SHM_DIR = Path("/dev/shm")
-CLIENT_PREFIX = "le-c"  # segments a client writes (inputs); the backend unlinks them once mapped
-SERVER_PREFIX = "le-s"  # segments the backend writes (results); it unlinks them on release/eviction/stop
-# le-c<pid>-<32 hex>: the pid lets a backend sweep the segments of a client that died before sending.
+CLIENT_PREFIX = "le-c"  # a client's pooled segments (inputs, and results written for it); it unlinks them
+SERVER_PREFIX = "le-s"  # the backend's own results and probe; unlinked on release/eviction/stop
+# le-c<pid>-<32 hex>: the pid lets a backend sweep the segments of a client that was killed.
 NAME_RE = re.compile(r"^le-([cs])(\d{1,10})-([0-9a-f]{32})$")
 MIN_BYTES = 256 << 10  # smaller buffers go inline: making a segment costs more than signing them
 ALIGN = 64  # buffers inside one segment start on cache-line boundaries
 SWEEP_MIN_AGE_S = 2.0  # a dead writer's segment is swept only when at least this old
-ORPHAN_AGE_S = 300.0  # a client's input the backend never mapped (it maps within ms of arrival): swept anyway
 
 
 def available() -> bool:
@@ -118,6 +118,10 @@ def _unlink(name: str) -> None:
         pass
 
 
+def exists(name: str) -> bool:
+    return bool(NAME_RE.match(name)) and (SHM_DIR / name).exists()
+
+
 def unlink(name: str) -> None:
     """Remove a segment by name (only our own naming scheme: a signed header cannot aim this elsewhere)."""
     if NAME_RE.match(name):
@@ -143,22 +147,15 @@ def parse_location(loc: Any) -> tuple[str, int, int]:
     return name, offset, size
 
 
-def open_readonly(loc: Any, prefix: str, expected: int) -> memoryview:
-    """Map ``loc`` read-only after checking it is a regular file of ours, mode 0600, big enough, and that
-    ``size`` is exactly ``expected`` (stride x height). Every failure is BAD_BUFFER saying what to do."""
-    if not available():
-        raise _bad("This side cannot read shared memory; send the buffer inline as a frame.")
-    name, offset, size = parse_location(loc)
-    if not name.startswith(prefix):
-        raise _bad(f"Shared-memory segment {name} has the wrong direction (expected a {prefix}* name).")
-    if size != expected:
-        raise _bad(f"Shared-memory size {size} does not match the descriptor (stride x height = {expected}).")
+def _open_checked(name: str, offset: int, size: int, writable: bool) -> tuple[int, int]:
+    """Open /dev/shm/NAME (no symlinks) and check, on that very descriptor, that it is a regular file of our
+    uid with no group/other bits and that [offset, offset + size) lies inside it. Returns (fd, file size)."""
+    flags = (os.O_RDWR if writable else os.O_RDONLY) | os.O_NOFOLLOW | os.O_CLOEXEC
     try:
-        fd = os.open(SHM_DIR / name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        fd = os.open(SHM_DIR / name, flags)
     except FileNotFoundError:
         raise _bad(
-            f"Shared-memory segment {name} does not exist (already used, or the writer died); "
-            "send the job again.",
+            f"Shared-memory segment {name} does not exist (its writer closed or died); send the job again.",
             shm=name,
         ) from None
     except OSError as exc:
@@ -177,20 +174,131 @@ def open_readonly(loc: Any, prefix: str, expected: int) -> memoryview:
                 f"({st.st_size} bytes).",
                 shm=name,
             )
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd, st.st_size
+
+
+def _map(fd: int, offset: int, size: int, writable: bool) -> tuple[mmap.mmap, int]:
+    """Map only the pages of [offset, offset + size); returns the mapping and offset's place in it."""
+    start = offset - offset % mmap.ALLOCATIONGRANULARITY
+    flags = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
+    prot = mmap.PROT_READ | (mmap.PROT_WRITE if writable else 0)
+    return mmap.mmap(fd, offset + size - start, flags=flags, prot=prot, offset=start), offset - start
+
+
+def _checked_location(loc: Any, prefix: str) -> tuple[str, int, int]:
+    if not available():
+        raise _bad("This side cannot use shared memory; send the buffer inline as a frame.")
+    name, offset, size = parse_location(loc)
+    if not name.startswith(prefix):
+        raise _bad(f"Shared-memory segment {name} has the wrong direction (expected a {prefix}* name).")
+    return name, offset, size
+
+
+def open_readonly(loc: Any, prefix: str, expected: int) -> memoryview:
+    """Map ``loc`` read-only after checking it is a regular file of ours, mode 0600, big enough, and that
+    ``size`` is exactly ``expected`` (stride x height). Every failure is BAD_BUFFER saying what to do.
+    The view's ``obj`` is the mapping (weak-referenceable: a pool learns when the reader let go)."""
+    name, offset, size = _checked_location(loc, prefix)
+    if size != expected:
+        raise _bad(f"Shared-memory size {size} does not match the descriptor (stride x height = {expected}).")
+    fd, _ = _open_checked(name, offset, size, writable=False)
+    try:
         if size == 0:
             return memoryview(b"")
-        start = offset - offset % mmap.ALLOCATIONGRANULARITY  # map only this buffer's pages
-        flags = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
-        mm = mmap.mmap(fd, offset + size - start, flags=flags, prot=mmap.PROT_READ, offset=start)
+        mm, at = _map(fd, offset, size, writable=False)
     finally:
         os.close(fd)
-    return memoryview(mm)[offset - start : offset - start + size]
+    return memoryview(mm)[at : at + size]
+
+
+def write_into(loc: Any, prefix: str, parts: list[tuple[int, Any]]) -> None:
+    """Write ``parts`` ((offset within loc, bytes)...) into a segment another process offered for them,
+    after the same checks as ``open_readonly``; BAD_BUFFER when they do not fit."""
+    name, offset, size = _checked_location(loc, prefix)
+    need = max((off + memoryview(data).nbytes for off, data in parts), default=0)
+    if need > size:
+        raise _bad(f"The result needs {need} bytes; the offered segment {name} has {size}.", shm=name)
+    fd, _ = _open_checked(name, offset, size, writable=True)
+    try:
+        mm, at = _map(fd, offset, need, writable=True)
+    finally:
+        os.close(fd)
+    try:
+        for off, data in parts:
+            view = memoryview(data).cast("B")
+            mm[at + off : at + off + view.nbytes] = view
+    finally:
+        mm.close()
+
+
+@dataclass
+class _Slot:
+    seg: Segment
+    job: str | None = None  # the job using it (input or result), None when idle
+    reader: weakref.ref | None = None  # the read-only mapping a result was handed out in
+
+    def idle(self) -> bool:
+        return self.job is None and (self.reader is None or self.reader() is None)
+
+
+class Pool:
+    """A client's segments, reused from job to job. Fresh tmpfs pages cost ~2.5 us per 4 KiB page to
+    allocate and zero (~40 ms for a 64 MiB layer, both at creation and again when freed); writing into pages a
+    segment already has costs ~8 ms. A segment is reused only when its job has finished (result or error
+    received) and no result view read from it is still alive. At most ``max_segments``; all unlinked by
+    ``close``."""
+
+    def __init__(self, max_segments: int = 4):
+        self.max_segments = max_segments
+        self.slots: list[_Slot] = []
+
+    def take(self, size: int, job: str) -> Segment | None:
+        """An idle segment of at least ``size`` bytes (a new one if needed), now owned by ``job``; None
+        when every slot is busy (the caller sends inline)."""
+        fits = [s for s in self.slots if s.idle() and s.seg.size >= size]
+        if fits:
+            slot = min(fits, key=lambda s: s.seg.size)
+        else:
+            idle = [s for s in self.slots if s.idle()]
+            if len(self.slots) >= self.max_segments:
+                if not idle:
+                    return None
+                self._drop(max(idle, key=lambda s: s.seg.size))
+            slot = _Slot(Segment.create(aligned(size), CLIENT_PREFIX))
+            self.slots.append(slot)
+        slot.job, slot.reader = job, None
+        return slot.seg
+
+    def finished(self, job: str) -> None:
+        for slot in self.slots:
+            if slot.job == job:
+                slot.job = None
+
+    def handed_out(self, name: str, view: memoryview) -> None:
+        """A result view read from our segment ``name``: the segment stays busy while the view lives."""
+        for slot in self.slots:
+            if slot.seg.name == name:
+                slot.reader = weakref.ref(view.obj)
+
+    def owns(self, name: str) -> bool:
+        return any(slot.seg.name == name for slot in self.slots)
+
+    def _drop(self, slot: _Slot) -> None:
+        self.slots.remove(slot)
+        slot.seg.unlink()
+
+    def close(self) -> None:
+        """Unlink every segment (mappings a reader still holds stay valid)."""
+        for slot in list(self.slots):
+            self._drop(slot)
 
 
 def sweep(max_age_s: float = SWEEP_MIN_AGE_S) -> list[str]:
-    """Unlink our-uid segments whose writer process is gone (a client killed before the backend mapped its
-    input, a backend that crashed with results stored), and client inputs nobody mapped for ORPHAN_AGE_S
-    (the backend was gone when they were sent). Returns the names removed."""
+    """Unlink our-uid segments whose writer process is gone (a killed client's pool, a crashed backend's
+    results and probe). Returns the names removed."""
     if not available():
         return []
     removed = []
@@ -207,9 +315,7 @@ def sweep(max_age_s: float = SWEEP_MIN_AGE_S) -> list[str]:
             st = entry.stat(follow_symlinks=False)
         except OSError:
             continue
-        age = now - st.st_mtime
-        orphan = m.group(1) == "c" and age > ORPHAN_AGE_S
-        if st.st_uid != os.getuid() or age < max_age_s or not (orphan or not _pid_alive(int(m.group(2)))):
+        if st.st_uid != os.getuid() or now - st.st_mtime < max_age_s or _pid_alive(int(m.group(2))):
             continue
         _unlink(entry.name)
         removed.append(entry.name)

@@ -98,13 +98,42 @@ def test_round_trip_bit_exact_over_shm(server, client, dtype, name):
     seen = _count_inputs(server)
     img = _image(h=37, w=29, dtype=dtype)
     sel = (_image(h=37, w=29, c=1, dtype=np.uint8, seed=1) > 100).astype(np.uint8) * 255
-    result = client.run("echo", {}, image=array_buffer(img), selection=array_buffer(sel), timeout=30)
-    assert [loc["shm"].startswith(shm.CLIENT_PREFIX) for loc in seen] == [True, True]
-    assert result.image.location is not None and result.image.location["shm"].startswith(shm.SERVER_PREFIX)
-    assert result.image.dtype == name
-    assert np.array_equal(np.frombuffer(result.image.data, img.dtype).reshape(img.shape), img)
-    assert np.array_equal(np.frombuffer(result.mask.data, np.uint8).reshape(sel.shape[:2]), sel[:, :, 0])
-    assert wait_until(lambda: _mine() == [server._probe.name])  # released: only the probe is left
+    for _ in range(3):  # the pooled segments are reused from job to job
+        result = client.run("echo", {}, image=array_buffer(img), selection=array_buffer(sel), timeout=30)
+        assert [loc["shm"].startswith(shm.CLIENT_PREFIX) for loc in seen[-2:]] == [True, True]
+        # image and mask come back in the space the client offered, written there by the backend
+        assert result.image.location["shm"] == result.mask.location["shm"]
+        assert client._pool.owns(result.image.location["shm"]) and result.image.dtype == name
+        assert np.array_equal(np.frombuffer(result.image.data, img.dtype).reshape(img.shape), img)
+        assert np.array_equal(np.frombuffer(result.mask.data, np.uint8).reshape(sel.shape[:2]), sel[:, :, 0])
+        del result
+    assert len(client._pool.slots) == 2 and server.jobs.shm_bytes == 0
+    client.close()
+    assert _mine() == [server._probe.name]  # the client's pool is gone, only the backend's probe is left
+
+
+def test_a_held_result_is_never_overwritten(server, client):
+    """The pool reuses a segment only once no result view read from it is alive."""
+    first_img, second_img = _image(h=30, w=30, seed=1), _image(h=30, w=30, seed=2)
+    first = client.run("echo", {}, image=array_buffer(first_img), timeout=30)
+    second = client.run("echo", {}, image=array_buffer(second_img), timeout=30)
+    assert first.image.location["shm"] != second.image.location["shm"]
+    assert np.array_equal(np.frombuffer(first.image.data, np.uint8).reshape(first_img.shape), first_img)
+    for _ in range(4):  # more jobs than the pool holds while two results are kept: inline when full
+        client.run("echo", {}, image=array_buffer(_image(h=30, w=30, seed=3)), timeout=30)
+    assert np.array_equal(np.frombuffer(first.image.data, np.uint8).reshape(first_img.shape), first_img)
+    assert np.array_equal(np.frombuffer(second.image.data, np.uint8).reshape(second_img.shape), second_img)
+
+
+def test_results_that_do_not_fit_the_offer_come_in_a_backend_segment(server, client):
+    img = _image(h=30, w=30)
+    result = client.run("candidates", {}, image=array_buffer(img), timeout=30)  # 3 images > image + mask
+    names = {b.location["shm"] for b in result.buffers}
+    assert len(names) == 1 and next(iter(names)).startswith(shm.SERVER_PREFIX)
+    for b in result.buffers:
+        assert np.array_equal(np.frombuffer(b.data, np.uint8).reshape(img.shape), img)
+    assert wait_until(lambda: server.jobs.shm_bytes == 0)  # released: the backend unlinked it
+    assert not shm.exists(next(iter(names)))
 
 
 def test_padded_rows_and_bgra_over_shm(server, client):
@@ -225,7 +254,7 @@ def test_a_segment_readable_by_others_is_refused(server, raw, segment):
         )
     )
     assert raw.recv().type == wire.ACCEPTED
-    assert segment.name not in shm.leftovers()  # mapped, then unlinked by the server at once
+    assert shm.exists(segment.name)  # the client owns its segments: the backend never unlinks them
 
 
 def test_a_symlink_is_not_followed(server, raw, tmp_path):
@@ -269,7 +298,9 @@ def test_no_leftovers_after_errors_and_cancels(server, client):
     for j in (queued, queued_behind):
         with pytest.raises(ProtocolError):
             client.wait(j, timeout=30)
-    assert _mine() == [server._probe.name] and server.jobs.shm_bytes == 0
+    assert server.jobs.shm_bytes == 0 and len(client._pool.slots) <= 4
+    client.close()
+    assert _mine() == [server._probe.name]
 
 
 def test_close_right_after_submit_then_fetch(server):
@@ -278,13 +309,29 @@ def test_close_right_after_submit_then_fetch(server):
     first.hello()
     first.shm_min_bytes = 1
     job = first.submit("echo", {}, image=array_buffer(img))
-    first.close()  # waits for the submit's answer, so its input is mapped before anything is unlinked
+    first.close()  # waits for the submit's answer, so its input is mapped before the pool is unlinked
     assert wait_until(lambda: server.jobs.get(job).state == "done")
-    assert server.jobs.shm_bytes > 0  # the stored result sits in a segment until fetched
+    assert _mine() == [server._probe.name] or server.jobs.shm_bytes > 0
     with Client.connect(server.connection_file) as second:
+        # written into the first client's (now gone) segment, or into the backend's own: fetched either way
         result = second.fetch(job, timeout=30)
         assert np.array_equal(np.frombuffer(result.image.data, np.uint8).reshape(img.shape), img)
     assert wait_until(lambda: server.jobs.shm_bytes == 0 and _mine() == [server._probe.name])
+
+
+def test_fetch_by_another_client_reads_the_offered_segment(server):
+    img = _image(h=40, w=40)
+    first = Client.connect(server.connection_file)
+    first.hello()
+    first.shm_min_bytes = 1
+    job = first.submit("steps", {"steps": 3, "delay": 0.01}, image=array_buffer(img))
+    assert wait_until(lambda: server.jobs.get(job).state == "done")
+    assert server.jobs.get(job).offered_result is not None  # written into first's pool
+    with Client.connect(server.connection_file) as second:
+        result = second.fetch(job, timeout=30)
+        assert result.image.location["shm"].startswith(shm.CLIENT_PREFIX)
+        assert np.array_equal(np.frombuffer(result.image.data, np.uint8).reshape(img.shape), img)
+    first.close()
 
 
 def test_eviction_unlinks_result_segments(tmp_path):
@@ -332,6 +379,7 @@ from protocol.client import Client
 from backend.wire_images import array_buffer
 c = Client.connect(sys.argv[1])
 c.hello()
+c.shm_min_bytes = 1
 img = np.full((64, 64, 4), 7, np.uint8)
 job = c.submit("steps", {"steps": 5, "delay": 0.01}, image=array_buffer(img))
 orphan = shm.Segment.create(4096, shm.CLIENT_PREFIX)  # an input written, never sent: the client dies first
@@ -352,15 +400,32 @@ def test_a_killed_client_leaves_nothing_after_server_cleanup(server):
     try:
         job, orphan = proc.stdout.readline().split()
         assert wait_until(lambda: server.jobs.get(job).state == "done")
-        assert orphan in shm.leftovers({proc.pid})
-        assert server.jobs.get(job).segment is not None  # its result waits in shared memory
+        pool = shm.leftovers({proc.pid})
+        assert orphan in pool and len(pool) == 3  # its input, the result space (written), the orphan
+        assert server.jobs.get(job).offered_result is not None
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
-    assert server.sweep_shm(max_age_s=0) == [orphan]  # the dead client's unsent input
+    assert sorted(server.sweep_shm(max_age_s=0)) == pool  # everything the dead client had
     assert shm.leftovers({proc.pid}) == []
-    # the unreleased result stays fetchable until evicted or the backend stops (the fixture checks that)
-    assert server.jobs.get(job).segment is not None
+    with Client.connect(server.connection_file) as c:  # its result is still there, now sent inline
+        result = c.fetch(job, timeout=30)
+        assert result.image.location is None and bytes(result.image.data) == bytes([7]) * (64 * 64 * 4)
+
+
+def test_a_result_in_a_closed_clients_segment_is_resent_inline(server):
+    img = _image(h=40, w=40)
+    first = Client.connect(server.connection_file)
+    first.hello()
+    first.shm_min_bytes = 1
+    job = first.submit("echo", {}, image=array_buffer(img))
+    assert wait_until(lambda: server.jobs.get(job).state == "done")
+    assert server.jobs.get(job).offered_result is not None
+    first.close()  # its pool, holding the unread result, is unlinked
+    with Client.connect(server.connection_file) as second:
+        result = second.fetch(job, timeout=30)
+        assert result.image.location is None
+        assert np.array_equal(np.frombuffer(result.image.data, np.uint8).reshape(img.shape), img)
 
 
 def test_a_crashed_backends_segments_are_swept_at_the_next_start(tmp_path):
