@@ -35,65 +35,12 @@ PROMPT = "a photo of a sitting dog"
 
 # ---- model folders ------------------------------------------------------------------------------------------------
 def build_sd15_random(folder: Path) -> Path:
-    """A StableDiffusionPipeline with random weights in SD-1.5's shapes, saved once (fp32)."""
-    import torch
-    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel
-
-    from tests.tiny_models import _tokenizer
+    """A StableDiffusionPipeline with random weights in SD-1.5's shapes (tests/tiny_models.py), saved once."""
+    from tests.tiny_models import SD15, build_sd
 
     if (folder / "model_index.json").exists():
         return folder
-    torch.manual_seed(0)
-    tokenizer, vocab = _tokenizer(folder.parent / (folder.name + "_tok"))
-    unet = UNet2DConditionModel(
-        sample_size=64,
-        block_out_channels=(320, 640, 1280, 1280),
-        layers_per_block=2,
-        cross_attention_dim=768,
-        attention_head_dim=8,
-    )
-    text_encoder = CLIPTextModel(
-        CLIPTextConfig(
-            hidden_size=768,
-            num_hidden_layers=12,
-            num_attention_heads=12,
-            intermediate_size=3072,
-            vocab_size=49408,
-            max_position_embeddings=77,
-            bos_token_id=vocab - 2,
-            eos_token_id=vocab - 1,
-            pad_token_id=vocab - 1,
-        )
-    )
-    vae = AutoencoderKL(
-        block_out_channels=(128, 256, 512, 512),
-        down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4,
-        layers_per_block=2,
-        latent_channels=4,
-        sample_size=512,
-    )
-    scheduler = DDIMScheduler(
-        beta_start=0.00085,
-        beta_end=0.012,
-        beta_schedule="scaled_linear",
-        clip_sample=False,
-        set_alpha_to_one=False,
-        steps_offset=1,
-    )
-    pipe = StableDiffusionPipeline(
-        unet=unet,
-        vae=vae,
-        text_encoder=text_encoder,
-        tokenizer=tokenizer,
-        scheduler=scheduler,
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
-    pipe.save_pretrained(folder, safe_serialization=True)
-    return folder
+    return build_sd(folder, "text2img", SD15)
 
 
 def model_folder(size: str, work: Path) -> Path:

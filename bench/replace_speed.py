@@ -150,68 +150,10 @@ def measure_tiny(runs: int, resolutions: tuple[int, ...] = (64, 512), steps: int
 
 
 def build_sd15_shaped_inpaint():
-    """StableDiffusionInpaintPipeline with random weights in SD-1.5's real shapes (fp32, CPU)."""
-    import torch
-    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionInpaintPipeline, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel
+    """StableDiffusionInpaintPipeline with random weights in SD-1.5's real shapes (fp32, CPU), in memory."""
+    from tests.tiny_models import SD15, sd_pipeline
 
-    from tests.tiny_models import _tokenizer
-
-    torch.manual_seed(0)
-    unet = UNet2DConditionModel(
-        sample_size=64,
-        in_channels=9,
-        out_channels=4,
-        block_out_channels=(320, 640, 1280, 1280),
-        layers_per_block=2,
-        down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
-        up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
-        cross_attention_dim=768,
-        attention_head_dim=8,
-    )
-    vae = AutoencoderKL(
-        block_out_channels=(128, 256, 512, 512),
-        down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4,
-        latent_channels=4,
-        layers_per_block=2,
-        sample_size=512,
-    )
-    tmp = tempfile.mkdtemp()
-    tokenizer, vocab = _tokenizer(Path(tmp) / "tok")
-    text = CLIPTextModel(
-        CLIPTextConfig(
-            hidden_size=768,
-            intermediate_size=3072,
-            num_attention_heads=12,
-            num_hidden_layers=12,
-            vocab_size=49408,
-            max_position_embeddings=77,
-            bos_token_id=vocab - 2,
-            eos_token_id=vocab - 1,
-            pad_token_id=vocab - 1,
-        )
-    )
-    scheduler = DDIMScheduler(
-        beta_start=0.00085,
-        beta_end=0.012,
-        beta_schedule="scaled_linear",
-        clip_sample=False,
-        set_alpha_to_one=False,
-        steps_offset=1,
-    )
-    pipe = StableDiffusionInpaintPipeline(
-        unet=unet.eval(),
-        vae=vae.eval(),
-        text_encoder=text.eval(),
-        tokenizer=tokenizer,
-        scheduler=scheduler,
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
+    return sd_pipeline("inpaint", SD15, workdir=Path(tempfile.mkdtemp()))
 
 
 def measure_sd15(runs: int, size: int = 256, steps: int = 2, device: str = "cpu") -> list[dict[str, Any]]:

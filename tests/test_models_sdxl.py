@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
-import torch
 
 from backend.models import ModelManager
 from backend.ops import JobContext, OpError, OpInputs
@@ -14,70 +11,7 @@ from backend.ops.replace import ReplaceOp
 from backend.replace import ReplaceParams, ReplacePipeline
 from backend.replace.pipeline_replace import native_resolution
 from protocol.errors import ErrorCode
-
-
-def build_tiny_sdxl_inpaint(folder: Path) -> Path:
-    """A tiny random-weight SDXL inpainting pipeline: two text encoders, text_time conditioning, 9-ch UNet."""
-    from diffusers import (
-        AutoencoderKL,
-        EulerDiscreteScheduler,
-        StableDiffusionXLInpaintPipeline,
-        UNet2DConditionModel,
-    )
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
-
-    from tests.tiny_models import _tokenizer
-
-    torch.manual_seed(0)
-    unet = UNet2DConditionModel(
-        block_out_channels=(32, 64),
-        layers_per_block=1,
-        sample_size=16,
-        in_channels=9,
-        out_channels=4,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        attention_head_dim=(2, 4),
-        use_linear_projection=True,
-        addition_embed_type="text_time",
-        addition_time_embed_dim=8,
-        transformer_layers_per_block=(1, 2),
-        projection_class_embeddings_input_dim=80,  # 6 time ids x 8 + the pooled text projection (32)
-        cross_attention_dim=64,  # both text encoders' hidden states side by side
-    )
-    vae = AutoencoderKL(
-        block_out_channels=(32, 32, 32, 32),
-        down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4,
-        latent_channels=4,
-        sample_size=128,
-    )
-    tokenizer, vocab = _tokenizer(folder.parent / (folder.name + "_tok"))
-    cfg = dict(
-        hidden_size=32,
-        intermediate_size=37,
-        num_attention_heads=4,
-        num_hidden_layers=2,
-        vocab_size=vocab,
-        max_position_embeddings=77,
-        bos_token_id=vocab - 2,
-        eos_token_id=vocab - 1,
-        pad_token_id=vocab - 1,
-    )
-    pipe = StableDiffusionXLInpaintPipeline(
-        vae=vae,
-        text_encoder=CLIPTextModel(CLIPTextConfig(**cfg)),
-        text_encoder_2=CLIPTextModelWithProjection(CLIPTextConfig(**cfg, projection_dim=32)),
-        tokenizer=tokenizer,
-        tokenizer_2=tokenizer,
-        unet=unet,
-        scheduler=EulerDiscreteScheduler(
-            beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", steps_offset=1
-        ),
-        requires_aesthetics_score=False,
-    )
-    pipe.save_pretrained(folder, safe_serialization=True)
-    return folder
+from tests.tiny_models import build_tiny_sdxl_inpaint
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +41,7 @@ def test_fast_mode_refused_for_sdxl(sdxl_dir, tmp_path):
     image = np.zeros((64, 64, 3), np.uint8)
     selection = np.zeros((64, 64), np.float32)
     selection[16:40, 16:40] = 1
-    params = op.spec.validate({"prompt": "x", "fast": True, "model": str(sdxl_dir), "snap": "none"})
+    params = op.spec.validate({"prompt": "x", "fast": True, "model": str(sdxl_dir), "snap": False})
     with pytest.raises(OpError) as err:
         op.run(OpInputs(image, selection), params, JobContext(models=mm))
     assert err.value.code == ErrorCode.BAD_PARAM and err.value.details["param"] == "fast"
