@@ -602,7 +602,7 @@ sock = zmq.Context().socket(zmq.ROUTER)
 port = sock.bind_to_random_port("tcp://127.0.0.1")
 info = connection.ConnectionInfo(endpoint=f"tcp://127.0.0.1:{port}", key=connection.new_key(), pid=os.getpid())
 connection.write(info)
-time.sleep(4.0)  # busy like a cold first start: pings go unanswered, the client calls the backend gone
+time.sleep(4.0)  # busy like a cold first start: pings go unanswered for a while
 while True:
     identity, body = wire.split_identities(sock.recv_multipart())
     msg = wire.decode(body, info.key_bytes)
@@ -613,8 +613,9 @@ while True:
 
 
 @pytest.mark.slow
-def test_self_check_retries_a_backend_that_is_slow_to_answer_at_first(tmp_path, monkeypatch, capsys):
-    """The real client against a stand-in backend that ignores everything for its first 4 s."""
+def test_self_check_waits_for_a_backend_that_is_slow_to_answer_at_first(tmp_path, monkeypatch, capsys):
+    """The real client against a stand-in backend that ignores everything for its first 4 s: its pid is alive,
+    so the client waits (no false ``backend_gone``) and the first hello succeeds."""
     python = REPO / ".venv" / "bin" / "python"
     if not python.exists():
         pytest.skip("needs the project's .venv (pyzmq)")
@@ -625,7 +626,7 @@ def test_self_check_retries_a_backend_that_is_slow_to_answer_at_first(tmp_path, 
     info = install.run_self_check(tmp_path, python, timeout=60)
     assert info == {"protocol": "1.0", "ops": [{"name": "slow"}]}
     out = capsys.readouterr().out
-    assert "answered hello on try 2" in out and "hello attempt 1: [no_backend]" in out
+    assert "hello attempt 1:" not in out
 
 
 @pytest.mark.skipif(
