@@ -347,6 +347,21 @@ class ImagicStandIn(Op):
 
 
 @pytest.fixture
+def no_hang():
+    """Turns a hang into a failure with a traceback (SIGALRM interrupts any blocking wait in this thread),
+    so a lost reply fails the test instead of eating the whole run."""
+
+    def hung(_signum, frame):
+        raise TimeoutError("the test hung for 120 s (stack above shows where)")
+
+    previous = signal.signal(signal.SIGALRM, hung)
+    signal.setitimer(signal.ITIMER_REAL, 120)
+    yield
+    signal.setitimer(signal.ITIMER_REAL, 0)
+    signal.signal(signal.SIGALRM, previous)
+
+
+@pytest.fixture
 def server(tmp_path, monkeypatch):
     from backend.server import Server, ServerConfig
 
@@ -421,7 +436,7 @@ def test_run_job_errors_leave_image_unchanged(server, tmp_path):
     assert image.layers == [src] and image.undo_groups == 0
 
 
-def test_no_backend_without_config_says_what_to_do(tmp_path, monkeypatch):
+def test_no_backend_without_config_says_what_to_do(tmp_path, monkeypatch, no_hang):
     monkeypatch.setenv("LAYEREDIT_RUNTIME_DIR", str(tmp_path / "empty-run"))
     gimp, gegl = fake_gimp.make_modules()
     image, src = _image()
@@ -460,7 +475,7 @@ def _state(server, job: str) -> str | None:
         return None
 
 
-def test_cancel_guard_cancels_the_job_when_gimp_kills_the_plugin(server, tmp_path):
+def test_cancel_guard_cancels_the_job_when_gimp_kills_the_plugin(server, tmp_path, no_hang):
     """GIMP's cancel button kills the plug-in (SIGKILL): the guard must cancel the backend job."""
     from backend.jobs import CANCELLED, RUNNING
 
@@ -485,7 +500,7 @@ def test_cancel_guard_cancels_the_job_when_gimp_kills_the_plugin(server, tmp_pat
         child.wait()
 
 
-def test_guard_cancel_that_overtakes_the_submit_still_cancels(server):
+def test_guard_cancel_that_overtakes_the_submit_still_cancels(server, no_hang):
     """The guard's cancel can reach the backend before the dead plug-in's submit (two connections): it
     cancels again until the backend knows the job, instead of losing the cancel to ``unknown_job``."""
     import threading
