@@ -575,6 +575,7 @@ class Client:
     def pump(self) -> list[Event]:
         """Drain every waiting message into events; never blocks. Also checks liveness while jobs run."""
         messages, self._inbox = self._inbox, []
+        self._pool.trim()
         while self._sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
             msg = self._recv_ready()
             if msg is not None and msg.type != wire.PONG:

@@ -15,6 +15,7 @@ Standard library only: imported inside Krita and GIMP.
 
 from __future__ import annotations
 
+import atexit
 import mmap
 import os
 import re
@@ -23,7 +24,7 @@ import stat
 import sys
 import time
 import weakref
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -78,7 +79,9 @@ class Segment:
         fd = os.open(SHM_DIR / name, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         try:
             os.fchmod(fd, 0o600)  # whatever the umask: never readable by others, exactly what readers check
-            os.ftruncate(fd, size)
+            # reserve every page now: a full /dev/shm (e.g. Docker's 64 MiB default) is ENOSPC here, where it
+            # falls back to inline, instead of SIGBUS when the pixels are written
+            os.posix_fallocate(fd, 0, size)
             mm = mmap.mmap(fd, size, flags=mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0))
         except BaseException:
             os.close(fd)
@@ -239,6 +242,7 @@ class _Slot:
     seg: Segment
     job: str | None = None  # the job using it (input or result), None when idle
     reader: weakref.ref | None = None  # the read-only mapping a result was handed out in
+    used: float = field(default_factory=time.monotonic)
 
     def idle(self) -> bool:
         return self.job is None and (self.reader is None or self.reader() is None)
@@ -251,9 +255,11 @@ class Pool:
     received) and no result view read from it is still alive. At most ``max_segments``; all unlinked by
     ``close``."""
 
-    def __init__(self, max_segments: int = 4):
+    def __init__(self, max_segments: int = 4, keep_idle_s: float = 60.0):
         self.max_segments = max_segments
+        self.keep_idle_s = keep_idle_s  # idle segments older than this are unlinked by ``trim``
         self.slots: list[_Slot] = []
+        atexit.register(_close_pool, weakref.ref(self))  # an exiting host (GIMP plug-in) leaves nothing
 
     def take(self, size: int, job: str) -> Segment | None:
         """An idle segment of at least ``size`` bytes (a new one if needed), now owned by ``job``; None
@@ -269,13 +275,19 @@ class Pool:
                 self._drop(max(idle, key=lambda s: s.seg.size))
             slot = _Slot(Segment.create(aligned(size), CLIENT_PREFIX))
             self.slots.append(slot)
-        slot.job, slot.reader = job, None
+        slot.job, slot.reader, slot.used = job, None, time.monotonic()
         return slot.seg
+
+    def trim(self) -> None:
+        """Unlink segments idle for ``keep_idle_s``: a host that stopped editing gives the memory back."""
+        now = time.monotonic()
+        for slot in [s for s in self.slots if s.idle() and now - s.used > self.keep_idle_s]:
+            self._drop(slot)
 
     def finished(self, job: str) -> None:
         for slot in self.slots:
             if slot.job == job:
-                slot.job = None
+                slot.job, slot.used = None, time.monotonic()
 
     def handed_out(self, name: str, view: memoryview) -> None:
         """A result view read from our segment ``name``: the segment stays busy while the view lives."""
@@ -294,6 +306,12 @@ class Pool:
         """Unlink every segment (mappings a reader still holds stay valid)."""
         for slot in list(self.slots):
             self._drop(slot)
+
+
+def _close_pool(ref: weakref.ref) -> None:
+    pool = ref()
+    if pool is not None:
+        pool.close()
 
 
 def sweep(max_age_s: float = SWEEP_MIN_AGE_S) -> list[str]:

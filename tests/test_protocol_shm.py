@@ -443,3 +443,51 @@ def test_a_crashed_backends_segments_are_swept_at_the_next_start(tmp_path):
 
 def test_capabilities_json_is_plain(server, client):
     json.dumps(client.capabilities["shm"])  # a host in another language reads it as plain JSON
+
+
+def test_idle_pool_segments_are_given_back(server, client):
+    client.run("echo", {}, image=array_buffer(_image(h=30, w=30)), timeout=30)
+    assert len(client._pool.slots) == 2
+    client._pool.keep_idle_s = 0.0
+    client.pump()  # a host's timer calls this every ~250 ms
+    assert client._pool.slots == [] and _mine() == [server._probe.name]
+
+
+def test_a_full_dev_shm_falls_back_to_inline(server, client, monkeypatch):
+    def full(fd, offset, size):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "posix_fallocate", full)
+    seen = _count_inputs(server)
+    img = _image(h=30, w=30)
+    result = client.run("echo", {}, image=array_buffer(img), timeout=30)
+    assert seen == [] and result.image.location is None  # nothing could be reserved on either side
+    assert np.array_equal(np.frombuffer(result.image.data, np.uint8).reshape(img.shape), img)
+
+
+_EXITING_CLIENT = """
+import sys
+import numpy as np
+from protocol.client import Client
+from backend.wire_images import array_buffer
+c = Client.connect(sys.argv[1])
+c.hello()
+c.shm_min_bytes = 1
+result = c.run("echo", {}, image=array_buffer(np.full((64, 64, 4), 9, np.uint8)), timeout=30)
+assert result.image.location is not None
+print(len(c._pool.slots), flush=True)
+"""  # exits without close(), like a GIMP plug-in process
+
+
+def test_a_client_process_that_exits_without_close_leaves_nothing(server):
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(_EXITING_CLIENT), str(server.connection_file)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0 and out.strip() == "2"  # it had a pool of two segments
+    assert shm.leftovers({proc.pid}) == []  # unlinked at exit, no sweep needed
