@@ -239,7 +239,7 @@ class Client:
         ours = shm.host_identity()
         if self.shm_mode == "off" or not isinstance(info, dict) or ours is None:
             return False
-        if info.get("boot_id") != ours["boot_id"] or info.get("uid") != ours["uid"]:
+        if any(info.get(k) != v for k, v in ours.items()):  # boot id, uid, pid namespace
             return False
         token = str(info.get("token", ""))
         probe = {"shm": info.get("probe"), "offset": 0, "size": 32}

@@ -51,9 +51,12 @@ def host_identity() -> dict | None:
         return None
     try:
         boot_id = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        # the pid namespace too: the dead-writer sweep reads the pids in segment names (a sandboxed host
+        # sharing /dev/shm but not pids would have its live segments swept)
+        pid_ns = os.stat("/proc/self/ns/pid").st_ino
     except OSError:
         return None
-    return {"boot_id": boot_id, "uid": os.getuid()}
+    return {"boot_id": boot_id, "uid": os.getuid(), "pid_ns": pid_ns}
 
 
 def new_name(prefix: str) -> str:

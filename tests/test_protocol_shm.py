@@ -79,6 +79,8 @@ def test_a_forged_probe_token_turns_shm_off(server):
         assert not c._check_shm({**caps, "shm": {**caps["shm"], "token": "0" * 32}})
         assert not c._check_shm({**caps, "shm": {**caps["shm"], "boot_id": "another-machine"}})
         assert not c._check_shm({**caps, "shm": None})
+        assert not c._check_shm({**caps, "shm": {**caps["shm"], "pid_ns": 1}})  # a sandbox sharing /dev/shm
+        assert c._check_shm(caps)
 
 
 def test_a_backend_without_shm_advertises_none_and_works_inline(tmp_path):
