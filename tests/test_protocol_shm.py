@@ -48,6 +48,12 @@ def client(server):
     c.close()
 
 
+def _stored(server, job: str) -> bool:
+    """The job's final message is stored (its state turns done a moment before that)."""
+    j = server.jobs.get(job)
+    return j.state == "done" and j.final is not None
+
+
 def _count_inputs(server) -> list[dict]:
     """Record every input location the server maps (to prove the input really went through shm)."""
     seen: list[dict] = []
@@ -312,7 +318,7 @@ def test_close_right_after_submit_then_fetch(server):
     first.shm_min_bytes = 1
     job = first.submit("echo", {}, image=array_buffer(img))
     first.close()  # waits for the submit's answer, so its input is mapped before the pool is unlinked
-    assert wait_until(lambda: server.jobs.get(job).state == "done")
+    assert wait_until(lambda: _stored(server, job))
     assert _mine() == [server._probe.name] or server.jobs.shm_bytes > 0
     with Client.connect(server.connection_file) as second:
         # written into the first client's (now gone) segment, or into the backend's own: fetched either way
@@ -327,7 +333,7 @@ def test_fetch_by_another_client_reads_the_offered_segment(server):
     first.hello()
     first.shm_min_bytes = 1
     job = first.submit("steps", {"steps": 3, "delay": 0.01}, image=array_buffer(img))
-    assert wait_until(lambda: server.jobs.get(job).state == "done")
+    assert wait_until(lambda: _stored(server, job))
     assert server.jobs.get(job).offered_result is not None  # written into first's pool
     with Client.connect(server.connection_file) as second:
         result = second.fetch(job, timeout=30)
@@ -354,7 +360,7 @@ def test_eviction_unlinks_result_segments(tmp_path):
                 ),
                 [memoryview(img).cast("B")],
             )
-        assert wait_until(lambda: all(srv.jobs.get(j).state in ("done", "expired") for j in jobs))
+        assert wait_until(lambda: all(_stored(srv, j) or srv.jobs.get(j).state == "expired" for j in jobs))
         states = [srv.jobs.get(j).state for j in jobs]
         live = [srv.jobs.get(j).segment for j in jobs if srv.jobs.get(j).segment is not None]
         assert states.count("done") == len(live) == 2 and srv.jobs.shm_bytes == 2 * shm.aligned(img.nbytes)
@@ -401,7 +407,7 @@ def test_a_killed_client_leaves_nothing_after_server_cleanup(server):
     )
     try:
         job, orphan = proc.stdout.readline().split()
-        assert wait_until(lambda: server.jobs.get(job).state == "done")
+        assert wait_until(lambda: _stored(server, job))
         pool = shm.leftovers({proc.pid})
         assert orphan in pool and len(pool) == 3  # its input, the result space (written), the orphan
         assert server.jobs.get(job).offered_result is not None
@@ -421,7 +427,7 @@ def test_a_result_in_a_closed_clients_segment_is_resent_inline(server):
     first.hello()
     first.shm_min_bytes = 1
     job = first.submit("echo", {}, image=array_buffer(img))
-    assert wait_until(lambda: server.jobs.get(job).state == "done")
+    assert wait_until(lambda: _stored(server, job))
     assert server.jobs.get(job).offered_result is not None
     first.close()  # its pool, holding the unread result, is unlinked
     with Client.connect(server.connection_file) as second:
