@@ -128,12 +128,6 @@ def exists(name: str) -> bool:
     return bool(NAME_RE.match(name)) and (SHM_DIR / name).exists()
 
 
-def unlink(name: str) -> None:
-    """Remove a segment by name (only our own naming scheme: a signed header cannot aim this elsewhere)."""
-    if NAME_RE.match(name):
-        _unlink(name)
-
-
 def _bad(message: str, **details: Any) -> ProtocolError:
     return ProtocolError(ErrorCode.BAD_BUFFER, message, details)
 
