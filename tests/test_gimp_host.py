@@ -285,7 +285,9 @@ def test_killing_the_plugin_cancels_the_backend_job(sandbox, tmp_path):
     )
     runner.start()
     try:
-        client = Client(connection.read(sandbox.runtime_dir / "backend.json"))
+        client = Client(  # the plug-in's token: the backend lists only a client's own jobs
+            connection.read(sandbox.runtime_dir / "backend.json"), token=sandbox.client_token
+        )
         deadline = time.monotonic() + 120
         while not [j for j in client.jobs() if j["state"] == "running"]:
             assert time.monotonic() < deadline and runner.is_alive(), result
@@ -323,7 +325,9 @@ def test_backend_dying_mid_job_is_a_clear_error(sandbox, tmp_path):
     )
     runner.start()
     try:
-        client = Client(connection.read(sandbox.runtime_dir / "backend.json"))
+        client = Client(  # the plug-in's token: the backend lists only a client's own jobs
+            connection.read(sandbox.runtime_dir / "backend.json"), token=sandbox.client_token
+        )
         deadline = time.monotonic() + 120
         while not [j for j in client.jobs() if j["state"] == "running"]:
             assert time.monotonic() < deadline and runner.is_alive(), result

@@ -56,6 +56,12 @@ class GimpSandbox:
         return box
 
     @property
+    def client_token(self) -> str:
+        """The owner token the plug-in's backend client uses here (the backend shows a client only jobs of its
+        own token): a test's ``Client(info, token=sandbox.client_token)`` sees the plug-in's jobs."""
+        return self.name.replace("-", "")
+
+    @property
     def inner(self) -> str:  # the sandbox as GIMP sees it
         return f"/tmp/{self.name}"
 
@@ -86,6 +92,7 @@ class GimpSandbox:
             "LAYEREDIT_RUNTIME_DIR": f"{self.inner}/run",
             "LE_OUT": f"{self.inner}/out",
             "LANG": "C.UTF-8",
+            "LAYEREDIT_CLIENT_TOKEN": self.client_token,
         }
         if gui:
             env["LAYEREDIT_DIALOG_REPORT"] = f"{self.inner}/out/dialog.json"
