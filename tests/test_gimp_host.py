@@ -9,6 +9,7 @@ Skipped without the chroot (or without root) unless LAYEREDIT_REQUIRE_HOSTS=1.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -269,8 +270,11 @@ def _plugin_pids(sandbox: GimpSandbox) -> list[int]:
     return pids
 
 
-def test_killing_the_plugin_cancels_the_backend_job(sandbox, tmp_path):
-    """GIMP's progress-bar cancel kills the plug-in process; its cancel guard must cancel the job."""
+@contextlib.contextmanager
+def _plugin_running_a_slow_job(sandbox, tmp_path):
+    """The slow backend (tests/hosts/gimp/slow_backend.py), the plug-in running Erase on it in real GIMP (in a
+    thread), and a client with the plug-in's token; yields once the job runs: (backend, client, GIMP's report
+    as it will be filled in, the runner thread)."""
     from protocol import connection
     from protocol.client import Client
 
@@ -292,10 +296,23 @@ def test_killing_the_plugin_cancels_the_backend_job(sandbox, tmp_path):
         while not [j for j in client.jobs() if j["state"] == "running"]:
             assert time.monotonic() < deadline and runner.is_alive(), result
             time.sleep(0.2)
+        try:
+            yield proc, client, result, runner
+        finally:
+            client.close()
+    finally:
+        runner.join(180)
+        _stop(proc)
+
+
+def test_killing_the_plugin_cancels_the_backend_job(sandbox, tmp_path):
+    """GIMP's progress-bar cancel kills the plug-in process; its cancel guard must cancel the job."""
+    with _plugin_running_a_slow_job(sandbox, tmp_path) as (_proc, client, result, runner):
         pids = _plugin_pids(sandbox)
         assert pids, "the plug-in process was not found"
         for pid in pids:
             os.kill(pid, signal.SIGKILL)  # what GIMP does on cancel
+        deadline = time.monotonic() + 120
         (job,) = client.jobs()
         while job["state"] not in ("cancelled", "done", "failed"):
             assert time.monotonic() < deadline, job
@@ -303,36 +320,14 @@ def test_killing_the_plugin_cancels_the_backend_job(sandbox, tmp_path):
             (job,) = client.jobs()
         assert job["state"] == "cancelled", job
         assert job["progress"]["step"] < 1200
-        client.close()
         runner.join(120)
         assert result["status"] == "calling-error"  # GIMP reports the killed plug-in
         assert [entry["name"] for entry in result["layers"]] == ["src"]  # and the image is as it was
-    finally:
-        runner.join(180)
-        _stop(proc)
 
 
 def test_backend_dying_mid_job_is_a_clear_error(sandbox, tmp_path):
     """The backend killed while the job runs: GIMP gets backend_gone with what to do, the image is as it was."""
-    from protocol import connection
-    from protocol.client import Client
-
-    slow = [str(VENV_PYTHON), str(Path(__file__).parent / "hosts" / "gimp" / "slow_backend.py")]
-    proc = _start_backend(sandbox, tmp_path, slow)
-    result: dict = {}
-    runner = threading.Thread(
-        target=lambda: result.update(sandbox.run_driver(_case("plug-in-layeredit-erase")))
-    )
-    runner.start()
-    try:
-        client = Client(  # the plug-in's token: the backend lists only a client's own jobs
-            connection.read(sandbox.runtime_dir / "backend.json"), token=sandbox.client_token
-        )
-        deadline = time.monotonic() + 120
-        while not [j for j in client.jobs() if j["state"] == "running"]:
-            assert time.monotonic() < deadline and runner.is_alive(), result
-            time.sleep(0.2)
-        client.close()
+    with _plugin_running_a_slow_job(sandbox, tmp_path) as (proc, _client, result, runner):
         proc.kill()
         runner.join(120)
         assert result["status"] == "execution-error", f"{result.get('error')}\n{result['log'][-3000:]}"
@@ -341,9 +336,6 @@ def test_backend_dying_mid_job_is_a_clear_error(sandbox, tmp_path):
         ]
         assert [entry["name"] for entry in result["layers"]] == ["src"]
         assert sandbox.read_out("src_after.raw") == sandbox.read_out("src_before.raw")
-    finally:
-        runner.join(180)
-        _stop(proc)
 
 
 if __name__ == "__main__":  # pragma: no cover
