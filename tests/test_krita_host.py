@@ -42,19 +42,25 @@ def test_backend(tmp_path):
     b.stop()
 
 
+def _spec(tmp_path, layer: np.ndarray, **fields) -> dict:
+    """The scripted run's spec: ``layer`` saved as the source layer's raw pixels, covering the canvas
+    (width/height/layer_rect default to the layer's size at 0,0), plus ``fields``."""
+    (tmp_path / "layer.raw").write_bytes(layer.tobytes())
+    h, w = layer.shape[:2]
+    base = {"width": w, "height": h, "layer_raw": str(tmp_path / "layer.raw"), "layer_rect": [0, 0, w, h]}
+    return {**base, **fields}
+
+
 def test_real_erase_in_krita_makes_a_new_layer_and_leaves_the_source(tmp_path, backend):
     w, h = 160, 120
     img, sel = harness.scene_bgra(w, h)
-    (tmp_path / "layer.raw").write_bytes(img.tobytes())
-    spec = {
-        "width": w,
-        "height": h,
-        "layer_raw": str(tmp_path / "layer.raw"),
-        "layer_rect": [0, 0, w, h],
-        "selection": list(sel),
-        "mode": "Erase",
-        "set_selection": True,  # the snapped mask becomes the selection: the test reads it back
-    }
+    spec = _spec(
+        tmp_path,
+        img,
+        selection=list(sel),
+        mode="Erase",
+        set_selection=True,  # the snapped mask becomes the selection: the test reads it back
+    )
     report = harness.run_krita(tmp_path, spec, backend)
     assert "error" not in report, report.get("error")
     assert report["outcome"]["state"] == "done", report["outcome"]
@@ -81,18 +87,18 @@ def test_u16_offset_layer_and_partial_selection_round_trip_exactly(tmp_path, tes
     lx, ly, lw, lh = -10, 5, 100, 60  # the layer hangs off the canvas's left edge
     rng = np.random.default_rng(1)
     layer = rng.integers(1, 60000, (lh, lw, 4)).astype("<u2")
-    (tmp_path / "layer.raw").write_bytes(layer.tobytes())
     sel = (50, 20, 80, 40)  # reaches past the layer and past the canvas
-    spec = {
-        "width": w,
-        "height": h,
-        "depth": "U16",
-        "layer_raw": str(tmp_path / "layer.raw"),
-        "layer_rect": [lx, ly, lw, lh],
-        "selection": list(sel),
-        "mode": "Erase",
-        "params": {"grow": 3},
-    }
+    spec = _spec(
+        tmp_path,
+        layer,
+        width=w,
+        height=h,
+        depth="U16",
+        layer_rect=[lx, ly, lw, lh],
+        selection=list(sel),
+        mode="Erase",
+        params={"grow": 3},
+    )
     report = harness.run_krita(tmp_path, spec, test_backend)
     assert report["outcome"]["state"] == "done", report
     assert report["preview_shown"]  # the op's 8x8 RGB progress preview reached the docker's preview label
@@ -113,16 +119,13 @@ def test_u16_offset_layer_and_partial_selection_round_trip_exactly(tmp_path, tes
 def test_backend_killed_mid_job_in_krita_reports_and_keeps_the_document(tmp_path, test_backend):
     w, h = 64, 48
     img, _ = harness.scene_bgra(w, h)
-    (tmp_path / "layer.raw").write_bytes(img.tobytes())
-    spec = {
-        "width": w,
-        "height": h,
-        "layer_raw": str(tmp_path / "layer.raw"),
-        "layer_rect": [0, 0, w, h],
-        "mode": "Imagic",
-        "prompt": "a dog",
-        "kill_backend": {"pid": test_backend.proc.pid, "stage": "tune"},
-    }
+    spec = _spec(
+        tmp_path,
+        img,
+        mode="Imagic",
+        prompt="a dog",
+        kill_backend={"pid": test_backend.proc.pid, "stage": "tune"},
+    )
     report = harness.run_krita(tmp_path, spec, test_backend)
     assert report["outcome"]["state"] == "failed"
     assert report["outcome"]["code"] == "backend_gone"
@@ -134,16 +137,13 @@ def test_backend_killed_mid_job_in_krita_reports_and_keeps_the_document(tmp_path
 def test_closing_the_document_while_a_job_runs_drops_the_result(tmp_path, test_backend):
     w, h = 64, 48
     img, _ = harness.scene_bgra(w, h)
-    (tmp_path / "layer.raw").write_bytes(img.tobytes())
-    spec = {
-        "width": w,
-        "height": h,
-        "layer_raw": str(tmp_path / "layer.raw"),
-        "layer_rect": [0, 0, w, h],
-        "mode": "Imagic",
-        "prompt": "a dog",
-        "close_document_after_run": True,
-    }
+    spec = _spec(
+        tmp_path,
+        img,
+        mode="Imagic",
+        prompt="a dog",
+        close_document_after_run=True,
+    )
     report = harness.run_krita(tmp_path, spec, test_backend)
     assert "closed_document" in [s[1] for s in report["steps"]]
     assert report["outcome"]["state"] == "failed"
@@ -155,17 +155,14 @@ def test_plugin_starts_the_backend_itself_from_the_installers_config(tmp_path):
     the installer wrote) and the job runs against it."""
     w, h = 64, 48
     img, sel = harness.scene_bgra(w, h)
-    (tmp_path / "layer.raw").write_bytes(img.tobytes())
-    spec = {
-        "width": w,
-        "height": h,
-        "layer_raw": str(tmp_path / "layer.raw"),
-        "layer_rect": [0, 0, w, h],
-        "selection": list(sel),
-        "mode": "Erase",
-        "start_backend": True,
-        "connect_timeout_s": 120,
-    }
+    spec = _spec(
+        tmp_path,
+        img,
+        selection=list(sel),
+        mode="Erase",
+        start_backend=True,
+        connect_timeout_s=120,
+    )
     try:
         report = harness.run_krita(tmp_path, spec, None)
     finally:
@@ -188,16 +185,13 @@ def test_replace_then_imagic_then_eta_slider_rerender_with_tiny_models(
     b = harness.start_backend(tmp_path, env={"LAYEREDIT_MODELS": str(models)})
     w, h = 96, 64
     img, sel = harness.scene_bgra(w, h)
-    (tmp_path / "layer.raw").write_bytes(img.tobytes())
     tiny_imagic = {"steps": 2, "embedding_steps": 2, "finetune_steps": 2, "resolution": 64}
-    spec = {
-        "width": w,
-        "height": h,
-        "layer_raw": str(tmp_path / "layer.raw"),
-        "layer_rect": [0, 0, w, h],
-        "selection": list(sel),
-        "screenshot": True,  # out/docker_N.png: the docker after each job
-        "jobs": [
+    spec = _spec(
+        tmp_path,
+        img,
+        selection=list(sel),
+        screenshot=True,  # out/docker_N.png: the docker after each job
+        jobs=[
             {
                 "mode": "Replace",
                 "prompt": "a blue vase",
@@ -214,7 +208,7 @@ def test_replace_then_imagic_then_eta_slider_rerender_with_tiny_models(
             },
             {"mode": "Erase", "source": "visible"},  # the projection; the result goes on top of the stack
         ],
-    }
+    )
     try:
         report = harness.run_krita(tmp_path, spec, b)
     finally:
