@@ -15,13 +15,13 @@ import json
 import os
 import shutil
 import stat
-import subprocess
 import sys
 from pathlib import Path
 
 if __package__ in (None, ""):  # run as a script: the project root (with protocol/) must be importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from protocol.launcher import LaunchConfig, ask_schemas  # noqa: E402
 from protocol.vendoring import (  # noqa: E402
     PYZMQ_VERSION,
     can_import,
@@ -38,11 +38,6 @@ MANIFEST = "install-manifest.json"
 CONFIG = "layeredit.json"
 SCHEMAS = "schemas.json"
 _SKIP = shutil.ignore_patterns("__pycache__", "*.pyc", "*.pyo")
-
-_DUMP_SCHEMAS = (
-    "import json; from backend.ops import product_registry; "
-    "print(json.dumps([s.to_json() for s in product_registry().specs()]))"
-)
 
 
 def default_plugins_dir(platform: str | None = None, env: dict[str, str] | None = None) -> Path:
@@ -90,7 +85,7 @@ def install(
     os.utime(entry)  # GIMP re-queries a plug-in (and re-reads schemas.json) only when its file time changes
     config = {"project_root": str(project_root), "venv_python": str(Path(venv_python))}
     (dest / CONFIG).write_text(json.dumps(config, indent=1) + "\n", encoding="utf-8")
-    schemas = _dump_schemas(project_root, Path(venv_python))
+    schemas = ask_schemas(LaunchConfig(project_root, Path(venv_python)))
     if schemas is not None:
         (dest / SCHEMAS).write_text(json.dumps(schemas, indent=1) + "\n", encoding="utf-8")
     if gimp_python and not can_import(Path(gimp_python), "zmq"):
@@ -110,23 +105,6 @@ def _remove_previous(dest: Path) -> list[Path]:
     listed = json.loads(manifest.read_text(encoding="utf-8")).get("files", [])
     files, _folders = remove_installed([dest / rel for rel in listed], dest)
     return files
-
-
-def _dump_schemas(project_root: Path, venv_python: Path) -> list[dict] | None:
-    """Ask the project's venv for the ops' schemas; None when that fails (the plug-in has defaults)."""
-    try:
-        out = subprocess.run(
-            [str(venv_python), "-c", _DUMP_SCHEMAS],
-            cwd=project_root,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=True,
-        ).stdout
-        schemas = json.loads(out.strip().splitlines()[-1])
-    except (OSError, subprocess.SubprocessError, ValueError, IndexError):
-        return None
-    return schemas if isinstance(schemas, list) and schemas else None
 
 
 def main(argv: list[str] | None = None) -> int:

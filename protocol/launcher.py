@@ -27,6 +27,10 @@ START_TIMEOUT_S = 120.0  # the first start imports torch: slow on a cold disk
 PROJECT_ENV = "LAYEREDIT_PROJECT"  # override the config's project root (tests, development)
 PYTHON_ENV = "LAYEREDIT_PYTHON"  # override the config's venv python
 READY, STARTING, FAILED = "ready", "starting", "failed"
+_DUMP_SCHEMAS = (
+    "import json; from backend.ops import product_registry; "
+    "print(json.dumps([s.to_json() for s in product_registry().specs()]))"
+)
 
 
 @dataclass(frozen=True)
@@ -42,6 +46,26 @@ class LaunchConfig:
 
     def serve_command(self) -> list[str]:
         return [str(self.venv_python), "-m", "backend", "serve"]
+
+
+def ask_schemas(config: LaunchConfig, timeout: float = 120.0) -> list[dict] | None:
+    """The product ops' parameter schemas (``OpSpec.to_json``), asked from the project's venv without starting
+    a backend (GIMP registers its procedures' arguments before any backend runs); None when that fails."""
+    if config.venv_python is None:
+        return None
+    try:
+        out = subprocess.run(
+            [str(config.venv_python), "-c", _DUMP_SCHEMAS],
+            cwd=str(config.project_root) if config.project_root else None,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=True,
+        ).stdout
+        schemas = json.loads(out.strip().splitlines()[-1])
+    except (OSError, subprocess.SubprocessError, ValueError, IndexError):
+        return None
+    return schemas if isinstance(schemas, list) and schemas else None
 
 
 def load_config(path: Path, environ: Mapping[str, str] | None = None) -> LaunchConfig:

@@ -687,3 +687,14 @@ def test_failed_start_says_why_with_the_log(tmp_path, monkeypatch):
         gimp_backend.connect_or_start(tmp_path, timeout=20)
     assert err.value.code == ErrorCode.NO_BACKEND
     assert "did not start" in err.value.message and "no module named torch" in err.value.message
+
+
+def test_load_schemas_asks_the_venv_when_there_is_no_snapshot(tmp_path):
+    fake_python = tmp_path / "python"
+    fake_python.write_text('#!/bin/sh\necho \'[{"name": "imagic", "params": []}]\'\n')
+    fake_python.chmod(0o755)
+    (tmp_path / "layeredit.json").write_text(
+        json.dumps({"project_root": str(tmp_path), "venv_python": str(fake_python)})
+    )
+    assert plugin.load_schemas(tmp_path) == {"imagic": {"name": "imagic", "params": []}}
+    assert plugin.load_schemas(tmp_path / "nothing-here") == {}  # no snapshot, no config: defaults apply

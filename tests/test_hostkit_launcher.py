@@ -149,3 +149,21 @@ def test_start_real_backend_then_connect(runtime):
     finally:
         lau.proc.terminate()
         lau.proc.wait(20)
+
+
+def test_ask_schemas_from_the_venv_without_a_backend(tmp_path):
+    fake = tmp_path / "python"
+    fake.write_text('#!/bin/sh\necho "noise on stdout"\necho \'[{"name": "erase", "params": []}]\'\n')
+    fake.chmod(0o755)
+    assert launcher.ask_schemas(launcher.LaunchConfig(tmp_path, fake)) == [{"name": "erase", "params": []}]
+    broken = tmp_path / "broken"
+    broken.write_text("#!/bin/sh\necho 'ImportError' >&2\nexit 1\n")
+    broken.chmod(0o755)
+    assert launcher.ask_schemas(launcher.LaunchConfig(tmp_path, broken)) is None
+    assert launcher.ask_schemas(launcher.LaunchConfig(None, None)) is None
+
+
+@pytest.mark.slow
+def test_ask_schemas_from_the_real_venv_lists_the_product_ops():
+    schemas = launcher.ask_schemas(launcher.LaunchConfig(ROOT, VENV_PYTHON))
+    assert {"erase", "replace", "imagic"} <= {s["name"] for s in schemas}

@@ -4,7 +4,6 @@ layer to a new layer. ``layeredit.py`` only wires this to ``Gimp.PlugIn``."""
 from __future__ import annotations
 
 import json
-import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -14,6 +13,7 @@ from typing import Any
 from protocol import connection
 from protocol.errors import ErrorCode, ProtocolError
 from protocol.hostkit import MODES, Form, JobTracker, Mode, forms_from_hello, layer_name, unique_name
+from protocol.launcher import ask_schemas
 from protocol.wire import Buffer
 
 from .backend import connect_or_start, read_config
@@ -24,10 +24,6 @@ from .pdbargs import EXTRA, SELECT, add_arguments, advanced_names, arg_name, par
 PROC_PREFIX = "plug-in-layeredit-"
 MENU = "<Image>/Filters/AI Edit"
 SCHEMAS_NAME = "schemas.json"
-_DUMP = (
-    "import json; from backend.ops import product_registry; "
-    "print(json.dumps([s.to_json() for s in product_registry().specs()]))"
-)
 
 
 def procedure_names() -> list[str]:
@@ -47,26 +43,9 @@ def load_schemas(plugin_dir: Path) -> dict[str, dict]:
     try:
         ops = json.loads((plugin_dir / SCHEMAS_NAME).read_text("utf-8"))
     except (OSError, ValueError):
-        ops = _ask_venv(plugin_dir)
+        config = read_config(plugin_dir)
+        ops = (ask_schemas(config, timeout=60) if config is not None else None) or []
     return {o["name"]: o for o in ops if isinstance(o, dict) and "name" in o}
-
-
-def _ask_venv(plugin_dir: Path) -> list:
-    config = read_config(plugin_dir)
-    if config is None:
-        return []
-    try:
-        out = subprocess.run(
-            [str(config.venv_python), "-c", _DUMP],
-            cwd=str(config.project_root) if config.project_root else None,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=True,
-        ).stdout
-        return json.loads(out.strip().splitlines()[-1])
-    except (OSError, subprocess.SubprocessError, ValueError, IndexError):
-        return []
 
 
 def create_procedure(
