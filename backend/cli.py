@@ -202,6 +202,20 @@ def build_parser(registry: Registry) -> argparse.ArgumentParser:
     serve.add_argument("--connection-file", type=Path, help="default: <runtime dir>/backend.json")
     serve.add_argument("--curve-secret-key", default=os.environ.get("LAYEREDIT_CURVE_SECRET"), help="Z85 key")
     serve.add_argument("--no-model-report", action="store_true", help="do not list installed models in hello")
+    serve.add_argument(
+        "--listen",
+        metavar="HOST:PORT",
+        help="remote mode: listen here with CurveZMQ, admitting the keys from 'python -m backend keys'",
+    )
+    serve.add_argument("--keys-dir", type=Path, help="remote mode keys (default: ~/.config/layeredit/server)")
+    serve.add_argument(
+        "--abandon-after",
+        type=float,
+        help="cancel jobs of a client silent this many seconds (default: never)",
+    )
+    serve.add_argument(
+        "--result-ttl", type=float, default=3600.0, help="drop results not fetched within this many seconds"
+    )
     serve.add_argument("--log-level", default="INFO")
     for spec in registry.specs():
         op = sub.add_parser(spec.name, help=spec.help, description=spec.help)
@@ -228,6 +242,11 @@ def main(
     registry: Registry | None = None,
     models_factory: ModelsFactory | None = default_models,
 ) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["keys"]:  # remote mode's key management needs no registry (no torch import)
+        from backend import keys
+
+        return keys.main(argv[1:])
     registry = registry if registry is not None else load_registry()
     parser = build_parser(registry)
     args = parser.parse_args(argv)
@@ -290,6 +309,21 @@ def _print_progress(stage: str, step: int, total: int, preview: Any = None) -> N
     print(f"\r{stage}: {step}/{total}   ", end="", file=sys.stderr, flush=True)
 
 
+def _remote_config(config: Any, listen: str, keys_dir: Path | None) -> None:
+    """--listen: the server's persistent keys and the authorized-keys file (ConfigError says what to run)."""
+    from backend import remote
+    from backend.server import ConfigError
+
+    try:
+        config.host, config.port = remote.parse_listen(listen)
+        directory = keys_dir or remote.keys_dir()
+        keys = remote.load_server(directory)
+    except remote.KeysError as exc:
+        raise ConfigError(str(exc)) from None
+    config.curve_secret_key, config.key = keys.secret, keys.hmac_key
+    config.authorized_keys = directory / remote.AUTHORIZED_FILE
+
+
 def serve(args: argparse.Namespace, registry: Registry, models_factory: ModelsFactory | None) -> int:
     from backend import logs
     from backend.server import ConfigError, Server, ServerConfig
@@ -306,8 +340,12 @@ def serve(args: argparse.Namespace, registry: Registry, models_factory: ModelsFa
         connection_file=args.connection_file,
         curve_secret_key=args.curve_secret_key,
         report_models=not args.no_model_report,
+        abandon_after_s=args.abandon_after,
+        result_ttl_s=args.result_ttl,
     )
     try:
+        if args.listen:
+            _remote_config(config, args.listen, args.keys_dir)
         server = Server(config, registry, models_factory)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)

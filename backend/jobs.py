@@ -9,9 +9,7 @@ evicted (oldest first once ``max_result_bytes`` is exceeded), so a client that r
 
 from __future__ import annotations
 
-import dataclasses
 import logging
-import queue
 import threading
 import time
 from collections.abc import Callable
@@ -20,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from backend.fairqueue import FairQueue
 from backend.ops import JobCancelled, JobContext, OpError, OpInputs, OpResult, OpSpec, Registry
 from backend.wire_images import (
     array_buffer,
@@ -29,7 +28,7 @@ from backend.wire_images import (
     encode_mask,
     encode_preview,
 )
-from protocol import shm, wire
+from protocol import wire
 from protocol.errors import ErrorCode, ProtocolError
 from protocol.wire import Buffer, Message
 
@@ -122,11 +121,8 @@ class Job:
     error: dict | None = None
     final: list[Any] | None = None  # signed result/error frames, ready to send again on fetch
     final_bytes: int = 0
-    shm_results: bool = False  # the submitter reads results from shared memory (SPEC.md section 8)
-    segment: shm.Segment | None = None  # the stored result's segment; unlinked when the result is dropped
-    result_space: dict | None = None  # a client segment offered for the result ({shm, offset, size})
-    offered_result: Message | None = None  # a result written there, kept to resend inline if it goes
     cancel: threading.Event = field(default_factory=threading.Event)
+    client: str = ""  # who owns it: "key:<curve key>" remotely, "token:<t>" locally; others see UNKNOWN_JOB
 
     def describe(self) -> dict:
         out: dict[str, Any] = {"job": self.id, "op": self.op, "state": self.state, "created": self.created}
@@ -162,7 +158,8 @@ class JobManager:
         max_queue: int = 64,
         max_records: int = 1000,
         models_factory: ModelsFactory | None = default_models,
-        max_shm_bytes: int = 0,
+        result_ttl_s: float | None = None,
+        abandon_after_s: float | None = None,
     ):
         self.registry = registry
         self._key = key
@@ -172,13 +169,13 @@ class JobManager:
         self.max_queue = max_queue
         self.max_records = max_records
         self._models_factory = models_factory
-        self.max_shm_bytes = max_shm_bytes  # result segments alive at once; past it results go inline
-        self.shm_bytes = 0
-        self.shm_min_bytes = shm.MIN_BYTES  # smaller results go inline
         self._models: dict[str, Any] = {}
         self._jobs: dict[str, Job] = {}
         self._lock = threading.Lock()
-        self._queue: queue.Queue[Job | None] = queue.Queue()
+        self._queue: FairQueue[Job] = FairQueue()  # round-robin across clients, FIFO within one
+        self.result_ttl_s = result_ttl_s  # unfetched results older than this are dropped (None: kept)
+        self.abandon_after_s = abandon_after_s  # cancel jobs of clients silent this long (None: finish them)
+        self._seen: dict[str, float] = {}  # client -> monotonic time of its last message
         self._threads: list[threading.Thread] = []
 
     def start(self) -> None:
@@ -197,9 +194,6 @@ class JobManager:
             self._queue.put(None)
         for t in self._threads:
             t.join(timeout)
-        with self._lock:  # the backend is going: no one can fetch these results any more
-            for job in self._jobs.values():
-                self._drop_segment(job)
 
     # -- requests from the socket thread --------------------------------------------------------
     def submit(self, job: Job) -> int:
@@ -220,18 +214,20 @@ class JobManager:
         self._queue.put(job)
         return queued
 
-    def get(self, job_id: str | None) -> Job:
+    def get(self, job_id: str | None, client: str | None = None) -> Job:
+        """The job, if it exists and (with ``client``) belongs to that client: another client's job is
+        UNKNOWN_JOB, exactly like a job that never existed (its id tells nothing)."""
         with self._lock:
             job = self._jobs.get(job_id or "")
-        if job is None:
+        if job is None or (client is not None and job.client != client):
             raise ProtocolError(
                 ErrorCode.UNKNOWN_JOB, f"No job {job_id!r} here (finished long ago, or never sent)."
             )
         return job
 
-    def cancel(self, job_id: str | None) -> Job:
+    def cancel(self, job_id: str | None, client: str | None = None) -> Job:
         """Queued jobs end at once; running ones at their next ``check_cancelled`` (between model steps)."""
-        job = self.get(job_id)
+        job = self.get(job_id, client)
         job.cancel.set()
         with self._lock:
             queued = job.state == QUEUED
@@ -241,9 +237,9 @@ class JobManager:
             self._finish(job, error_of(JobCancelled()))
         return job
 
-    def fetch(self, job_id: str | None, owner: list[bytes]) -> Job:
+    def fetch(self, job_id: str | None, owner: list[bytes], client: str | None = None) -> Job:
         """Re-attach the job to ``owner`` (progress/results go there now); RESULT_EXPIRED if evicted."""
-        job = self.get(job_id)
+        job = self.get(job_id, client)
         with self._lock:
             if job.state in (EXPIRED, RELEASED):
                 raise ProtocolError(
@@ -254,17 +250,58 @@ class JobManager:
             job.owner = owner
         return job
 
-    def release(self, job_id: str | None) -> None:
+    def release(self, job_id: str | None, client: str | None = None) -> None:
         """The client has the result: free its memory (a later fetch is RESULT_EXPIRED)."""
-        job = self.get(job_id)
+        job = self.get(job_id, client)
         with self._lock:
             if job.state == DONE:
                 job.final, job.final_bytes, job.state = None, 0, RELEASED
-                self._drop_segment(job)
 
-    def list(self) -> list[dict]:
+    def list(self, client: str | None = None) -> list[dict]:
         with self._lock:
-            return [j.describe() for j in self._jobs.values()]
+            return [j.describe() for j in self._jobs.values() if client is None or j.client == client]
+
+    def seen(self, client: str) -> None:
+        """A message from ``client`` arrived (its jobs are not abandoned)."""
+        self._seen[client] = time.monotonic()
+
+    def sweep(self) -> None:
+        """Bound what clients that vanished leave behind: cancel their jobs after ``abandon_after_s`` of
+        silence; drop unfetched results after ``result_ttl_s``. Called from the socket loop every second."""
+        now, wall = time.monotonic(), time.time()
+        abandoned: list[Job] = []
+        with self._lock:
+            for job in self._jobs.values():
+                if (
+                    self.abandon_after_s is not None
+                    and job.state in (QUEUED, RUNNING)
+                    and now - self._seen.get(job.client, now) > self.abandon_after_s
+                ):
+                    abandoned.append(job)
+                if (
+                    self.result_ttl_s is not None
+                    and job.state == DONE
+                    and wall - (job.finished or wall) > self.result_ttl_s
+                ):
+                    log.info("job %s: result not fetched within %.0f s, dropped", job.id, self.result_ttl_s)
+                    job.final, job.final_bytes, job.state = None, 0, EXPIRED
+                    self._drop_result_storage(job)
+            active = {j.client for j in self._jobs.values() if j.state not in FINISHED}
+            horizon = max(self.abandon_after_s or 0.0, 3600.0)
+            for client in [c for c, t in self._seen.items() if c not in active and now - t > horizon]:
+                del self._seen[client]
+        for job in abandoned:
+            if not job.cancel.is_set():
+                log.info(
+                    "job %s: its client has been silent for %.0f s, cancelling", job.id, self.abandon_after_s
+                )
+                self.cancel(job.id)
+
+    def _drop_result_storage(self, job: Job) -> None:
+        """Hook for result storage outside the frames (lock held); see _drop_segment where present."""
+        drop = getattr(self, "_drop_segment", None)
+        if drop is not None:
+            drop(job)
 
     # -- workers -------------------------------------------------------------------------------
     def _worker(self, device: str) -> None:
@@ -331,18 +368,6 @@ class JobManager:
         if err is not None:
             msg = Message(wire.ERROR, job=job.id, parent=job.submit_id, content=err.to_json())
         assert msg is not None
-        shm_inputs = any(b is not None and b.location is not None for b in (job.image, job.selection))
-        if job.shm_results and sum(b.nbytes for b in msg.buffers) >= max(1, self.shm_min_bytes):
-            if job.result_space and self._to_offered(job, msg):
-                job.offered_result = msg  # buffers: the op's arrays, located in the client's segment
-            else:
-                self._to_segment(job, msg)
-        if shm_inputs and any(b.location is None for b in msg.buffers):
-            # an inline result may be a view of the client's input segment (an op returning its input), which
-            # the client reuses once this reaches it: store and send a copy
-            msg.buffers = [
-                b if b.location else dataclasses.replace(b, data=bytes(b.data)) for b in msg.buffers
-            ]
         frames = wire.encode(msg, self._key)  # signed here, off the socket thread
         with self._lock:
             job.image = job.selection = None  # let the input frames go
@@ -363,83 +388,9 @@ class JobManager:
             log.info("evicting the result of job %s (%d bytes)", j.id, j.final_bytes)
             total -= j.final_bytes
             j.final, j.final_bytes, j.state = None, 0, EXPIRED
-            self._drop_segment(j)
 
     def _trim_records(self) -> None:
         """Forget the oldest finished jobs beyond ``max_records`` (lock held)."""
         finished = [j for j in self._jobs.values() if j.state in FINISHED]
         for j in finished[: max(0, len(self._jobs) - self.max_records)]:
-            self._drop_segment(j)
             del self._jobs[j.id]
-
-    # -- shared-memory results ------------------------------------------------------------------
-    def _to_segment(self, job: Job, msg: Message) -> None:
-        """Move the result's buffers into one new segment (one copy, in the worker thread) and point the
-        descriptors at it; inline frames instead when the shm budget is spent or the segment cannot be made."""
-        offsets, total = [], 0
-        for b in msg.buffers:
-            offsets.append(total)
-            total = shm.aligned(total + b.nbytes)
-        with self._lock:
-            if self.shm_bytes + total > self.max_shm_bytes:
-                log.info(
-                    "job %s: result sent inline (shared-memory budget %d bytes spent)",
-                    job.id,
-                    self.max_shm_bytes,
-                )
-                return
-            self.shm_bytes += total
-        try:
-            seg = shm.Segment.create(total, shm.SERVER_PREFIX)
-        except OSError as exc:
-            with self._lock:
-                self.shm_bytes -= total
-            log.warning("job %s: result sent inline (cannot create a segment: %s)", job.id, exc)
-            return
-        located = []
-        for b, off in zip(msg.buffers, offsets, strict=True):
-            seg.write(off, b.data)
-            loc = {"shm": seg.name, "offset": off, "size": b.nbytes}
-            located.append(dataclasses.replace(b, data=seg.view(off, b.nbytes), location=loc))
-        msg.buffers = located
-        seg.close()  # the client maps it by name; we only keep the name (views die with the message)
-        with self._lock:
-            job.segment = seg
-
-    def _to_offered(self, job: Job, msg: Message) -> bool:
-        """Write the result into the segment the client offered (pages it already has: no fresh shared memory
-        on either side); False when it is gone or too small (then our own segment, or inline)."""
-        assert job.result_space is not None
-        parts, total = [], 0
-        for b in msg.buffers:
-            parts.append((total, b.data))
-            total = shm.aligned(total + b.nbytes)
-        try:
-            shm.write_into(job.result_space, shm.CLIENT_PREFIX, parts)
-        except ProtocolError as exc:
-            log.info("job %s: offered result space not used (%s)", job.id, exc)
-            return False
-        name, base = job.result_space["shm"], job.result_space.get("offset", 0)
-        msg.buffers = [
-            dataclasses.replace(b, location={"shm": name, "offset": base + off, "size": b.nbytes})
-            for b, (off, _) in zip(msg.buffers, parts, strict=True)
-        ]
-        return True
-
-    def final_frames(self, job: Job) -> list[Any] | None:
-        """The stored final message to resend on ``fetch``. A result written into a client's offered segment
-        is re-sent inline when that segment is gone (its client closed before reading it)."""
-        with self._lock:
-            final, msg = job.final, job.offered_result
-        if msg is None or final is None or shm.exists(msg.buffers[0].location["shm"]):
-            return final
-        inline = [dataclasses.replace(b, location=None) for b in msg.buffers]
-        return wire.encode(dataclasses.replace(msg, buffers=inline), self._key)
-
-    def _drop_segment(self, job: Job) -> None:
-        """Unlink the job's result segment (lock held); clients that mapped it keep their mapping."""
-        job.offered_result = None
-        seg, job.segment = job.segment, None
-        if seg is not None:
-            seg.unlink()
-            self.shm_bytes -= shm.aligned(seg.size) if seg.size else 0

@@ -23,7 +23,8 @@ import zmq
 
 from backend.jobs import DONE, FINISHED, Job, JobManager, ModelsFactory, default_models
 from backend.ops import Registry, product_registry
-from protocol import connection, shm, wire
+from backend.remote import AuthorizedKeys
+from protocol import connection, wire
 from protocol.errors import ErrorCode, ProtocolError
 from protocol.wire import Message
 
@@ -49,8 +50,9 @@ class ServerConfig:
     key: str | None = None  # default: a fresh random key per start
     curve_secret_key: str | None = None  # Z85; required to bind a non-loopback address
     report_models: bool = True  # hello lists which model kinds are installed
-    shm: bool = True  # offer the same-host shared-memory path (SPEC.md section 8) where the OS allows it
-    max_shm_bytes: int = 1 << 30  # result segments alive at once; past it results go inline
+    authorized_keys: Path | None = None  # remote mode: admitted client keys (required off loopback)
+    result_ttl_s: float | None = 3600.0  # unfetched results are dropped after this (None: kept)
+    abandon_after_s: float | None = None  # cancel jobs of clients silent this long (None: let them finish)
 
 
 def is_loopback(host: str) -> bool:
@@ -70,10 +72,12 @@ class Server:
         models_factory: ModelsFactory | None = default_models,
     ):
         self.config = config or ServerConfig()
-        if not is_loopback(self.config.host) and not self.config.curve_secret_key:
+        remote_ok = self.config.curve_secret_key and self.config.authorized_keys is not None
+        if not is_loopback(self.config.host) and not remote_ok:
             raise ConfigError(
                 f"Refusing to listen on {self.config.host}: only loopback (127.0.0.1) is allowed without "
-                "encryption. Use the default host, or configure CurveZMQ (--curve-secret-key) for remote use."
+                "CurveZMQ and an authorized-keys file. For remote use run: python -m backend keys server-init, "
+                "then: python -m backend serve --listen HOST:PORT"
             )
         self.registry = registry if registry is not None else product_registry()
         self.key = (self.config.key or connection.new_key()).encode("ascii")
@@ -90,11 +94,14 @@ class Server:
             max_result_bytes=self.config.max_result_bytes,
             max_queue=self.config.max_queue,
             models_factory=models_factory,
-            max_shm_bytes=self.config.max_shm_bytes,
+            result_ttl_s=self.config.result_ttl_s,
+            abandon_after_s=self.config.abandon_after_s,
         )
-        self._probe: shm.Segment | None = None  # proves to a client that it sees our /dev/shm
-        self._probe_token = ""
-        self._next_sweep = 0.0
+        self._authorized: AuthorizedKeys | None = None  # remote mode: who may connect and send
+        self._authenticator: Any = None
+        self._local_keys: tuple[str, str] | None = None  # this machine's hosts, admitted in memory
+        self._current_client = ""  # owner of the message being handled (socket thread only)
+        self._next_jobs_sweep = 0.0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._report: dict | None = None  # models and resolved devices, built off the socket thread
@@ -111,6 +118,7 @@ class Server:
         self._router.setsockopt(zmq.MAXMSGSIZE, self.config.max_message_bytes)
         curve_public = None
         if self.config.curve_secret_key:
+            self._start_auth()
             secret = self.config.curve_secret_key.encode("ascii")
             self._router.curve_secretkey = secret
             self._router.curve_server = True
@@ -142,34 +150,52 @@ class Server:
             protocol=wire.PROTOCOL_VERSION,
             backend_version=BACKEND_VERSION,
             curve_serverkey=curve_public,
+            curve_publickey=self._local_keys[0] if self._local_keys else None,
+            curve_secretkey=self._local_keys[1] if self._local_keys else None,
         )
-        self._start_shm()
-        self.connection_file = connection.write(info, self.config.connection_file)
+        try:
+            self.connection_file = connection.write(info, self.config.connection_file)
+        except OSError as exc:  # read-only or full runtime dir: say where, and how to point elsewhere
+            self._router.close(linger=0)
+            if self._authenticator is not None:
+                self._authenticator.stop()
+            self._ctx.term()
+            raise ConfigError(
+                f"Cannot write the connection file {self.config.connection_file or connection.default_path()} "
+                f"({exc.strerror or exc}). Free some disk space, or set LAYEREDIT_RUNTIME_DIR (or "
+                "--connection-file) to a writable directory."
+            ) from None
         log.info("listening on %s; connection file %s", self.endpoint, self.connection_file)
         return self.endpoint
 
-    def _start_shm(self) -> None:
-        """Sweep segments of dead writers (a crashed backend, killed clients) and create the probe segment
-        whose name and token ``hello`` advertises; without it the shm path is off."""
-        if not (self.config.shm and shm.available()):
+    def _start_auth(self) -> None:
+        """Remote mode: a ZAP handler admits only keys in the authorized-keys file, plus a key made for this
+        start and written to the (0600) local connection file so this machine's hosts connect as before."""
+        if self.config.authorized_keys is None:  # loopback CurveZMQ without a keys file: encryption only
             return
-        shm.sweep()
-        try:
-            self._probe_token = os.urandom(16).hex()
-            probe = shm.Segment.create(32, shm.SERVER_PREFIX)
-            probe.write(0, self._probe_token.encode("ascii"))
-            probe.close()
-            self._probe = probe
-        except OSError as exc:
-            log.warning("shared memory unavailable (%s): buffers go inline", exc)
+        from zmq.auth.thread import ThreadAuthenticator
 
-    def sweep_shm(self, max_age_s: float = shm.SWEEP_MIN_AGE_S) -> list[str]:
-        """Unlink segments whose writer died (clients killed before we mapped their input). Also run every
-        few seconds from the socket loop."""
-        removed = shm.sweep(max_age_s)
-        if removed:
-            log.info("swept %d shared-memory segments of dead processes", len(removed))
-        return removed
+        public, secret = zmq.curve_keypair()
+        self._local_keys = (public.decode("ascii"), secret.decode("ascii"))
+        self._authorized = AuthorizedKeys(self.config.authorized_keys, extra={self._local_keys[0]: "local"})
+        self._authenticator = ThreadAuthenticator(self._ctx, log=logging.getLogger("layeredit.zap"))
+        self._authenticator.start()
+        self._authenticator.configure_curve_callback("*", credentials_provider=self._authorized)
+
+    def _client_of(self, identity: list[bytes], first_frame: Any) -> str | None:
+        """Who owns what this message asks about: the CurveZMQ key for remote clients (None once revoked),
+        the token in the routing id for local ones, else the connection itself."""
+        if self._authorized is not None and self._local_keys is not None:
+            try:
+                user = first_frame.get("User-Id")
+            except (AttributeError, zmq.ZMQError):
+                user = ""
+            if user and user != self._local_keys[0]:
+                return f"key:{user}" if self._authorized.allowed(user) else None
+        rid = identity[-1] if identity else b""
+        if rid.startswith(b"t:") and rid.count(b":") >= 2:
+            return "token:" + rid.split(b":")[1].decode("ascii", "replace")
+        return "conn:" + rid.hex()
 
     def start(self) -> Server:
         """Bind and serve on a background thread (tests, embedding)."""
@@ -237,9 +263,9 @@ class Server:
                     except OSError:
                         pass
                 self._flush_outbox()
-                if self._probe is not None and time.monotonic() >= self._next_sweep:
-                    self._next_sweep = time.monotonic() + 5.0
-                    self.sweep_shm()
+                if time.monotonic() >= self._next_jobs_sweep:
+                    self._next_jobs_sweep = time.monotonic() + 1.0
+                    self.jobs.sweep()
                 if self._router in ready:
                     for _ in range(64):  # fairness with the outbox
                         try:
@@ -252,13 +278,13 @@ class Server:
             self._shutdown()
 
     def _shutdown(self) -> None:
-        self.jobs.stop()  # also unlinks the stored results' segments
+        self.jobs.stop()
         self._flush_outbox()
-        if self._probe is not None:
-            self._probe.unlink()
         if self.connection_file is not None:
             connection.remove(self.connection_file, pid=os.getpid())
         self._router.close(linger=0)
+        if self._authenticator is not None:
+            self._authenticator.stop()
         self._ctx.term()
         self._wake_r.close()
         self._wake_w.close()
@@ -282,7 +308,15 @@ class Server:
         try:
             header = wire.decode_header(wire._view(body[2]))
             parent, job = header["id"], header["job"]
-            msg = wire.decode(body, None, self._resolve_input)  # verified above
+            client = self._client_of(identity, frames[0])
+            if client is None:
+                raise ProtocolError(
+                    ErrorCode.NOT_ALLOWED,
+                    "This client's key was revoked; ask the backend's admin for a new one.",
+                )
+            self._current_client = client
+            self.jobs.seen(client)
+            msg = wire.decode(body, None)  # verified above
             self._dispatch(identity, msg, frames[0])
         except ProtocolError as exc:
             log.info("error reply to %s: %s", parent, exc)
@@ -291,15 +325,6 @@ class Server:
             log.exception("internal error handling %s", parent)
             err = ProtocolError(ErrorCode.INTERNAL, f"Internal error: {type(exc).__name__}: {exc}")
             self._reply(identity, wire.error_message(err, parent=parent, job=job))
-
-    def _resolve_input(self, location: Any, expected: int) -> memoryview:
-        """Map a client's input segment read-only (checked: ours, 0600, in bounds). The client owns it (and
-        reuses it once the job's result or error reached it); our mapping lives as long as the job's input."""
-        if self._probe is None:
-            raise ProtocolError(
-                ErrorCode.BAD_BUFFER, "This backend does not accept shared memory; send buffers inline."
-            )
-        return shm.open_readonly(location, shm.CLIENT_PREFIX, expected)
 
     def _dispatch(self, identity: list[bytes], msg: Message, first_frame: Any) -> None:
         handler = {
@@ -349,15 +374,7 @@ class Server:
             },
             "sample_types": list(wire.SAMPLE_BYTES),
             "channel_orders": list(wire.ORDER_CHANNELS),
-            "shm": self._shm_capability(),
         }
-
-    def _shm_capability(self) -> dict | None:
-        ident = shm.host_identity() if self._probe is not None else None
-        if ident is None or self._probe is None:
-            return None
-        limit = self.config.max_shm_bytes
-        return {**ident, "probe": self._probe.name, "token": self._probe_token, "max_bytes": limit}
 
     def _start_report(self) -> None:
         if not self.config.report_models:
@@ -408,9 +425,7 @@ class Server:
         if not 1 <= len(job_id) <= 128:
             raise ProtocolError(ErrorCode.MALFORMED, "A job id must be 1 to 128 characters.")
         job = Job(job_id, msg.op, params, image, selection, identity, submit_id=msg.id)
-        job.shm_results = bool(msg.content.get("shm_results")) and self._probe is not None
-        space = msg.content.get("shm_result")
-        job.result_space = space if job.shm_results and isinstance(space, dict) else None
+        job.client = self._current_client
         position = self.jobs.submit(job)
         log.info("job %s (%s) accepted, queue position %d", job_id, msg.op, position)
         self._reply(
@@ -418,19 +433,20 @@ class Server:
         )
 
     def _on_cancel(self, identity: list[bytes], msg: Message) -> None:
-        job = self.jobs.cancel(msg.job)
+        job = self.jobs.cancel(msg.job, self._current_client)
         self._reply(identity, Message(wire.JOB_STATUS, job=job.id, parent=msg.id, content=job.describe()))
 
     def _on_status(self, identity: list[bytes], msg: Message) -> None:
-        job = self.jobs.get(msg.job)
+        job = self.jobs.get(msg.job, self._current_client)
         self._reply(identity, Message(wire.JOB_STATUS, job=job.id, parent=msg.id, content=job.describe()))
 
     def _on_list(self, identity: list[bytes], msg: Message) -> None:
-        self._reply(identity, Message(wire.JOBS, parent=msg.id, content={"jobs": self.jobs.list()}))
+        jobs = self.jobs.list(self._current_client)
+        self._reply(identity, Message(wire.JOBS, parent=msg.id, content={"jobs": jobs}))
 
     def _on_fetch(self, identity: list[bytes], msg: Message) -> None:
-        job = self.jobs.fetch(msg.job, identity)
-        final = self.jobs.final_frames(job)
+        job = self.jobs.fetch(msg.job, identity, self._current_client)
+        final = job.final
         if job.state in FINISHED and final is not None:
             self._send_frames(identity, final)  # the stored, signed result (or error) as it was first sent
         else:  # still queued or running: progress and the result now come to this client
@@ -438,7 +454,7 @@ class Server:
 
     def _on_release(self, identity: list[bytes], msg: Message) -> None:
         try:  # fire and forget: never answered, not even for an unknown job
-            job = self.jobs.get(msg.job)
+            job = self.jobs.get(msg.job, self._current_client)
         except ProtocolError:
             return
         if job.state == DONE:

@@ -48,6 +48,7 @@ PING_AFTER_S = 0.5
 DEAD_AFTER_S = 1.4  # kept for callers; connect() waits PING_AFTER_S + DEAD_AFTER_S for a dead-pid backend
 LOCAL_GRACE_S = 15.0  # a local backend whose process is alive but does not answer (machine under load)
 REMOTE_TIMEOUT_S = 30.0  # a remote backend silent this long is gone (no pid to check over a network)
+SEND_TIMEOUT_MS = 5000  # a send with no connection at all (e.g. our key was refused) gives up after this
 KEEPALIVE_S = 5.0  # while jobs run, ping at least this often so the backend knows we are still here
 TOKEN_ENV = "LAYEREDIT_CLIENT_TOKEN"
 _FINAL = (wire.RESULT, wire.ERROR)
@@ -164,6 +165,7 @@ class Client:
         self._ctx = context or zmq.Context.instance()
         self._sock = self._ctx.socket(zmq.DEALER)
         self._sock.setsockopt(zmq.LINGER, 0)
+        self._sock.setsockopt(zmq.SNDTIMEO, SEND_TIMEOUT_MS)  # no peer at all (key refused): never hang
         self.token = token or default_token()
         self._sock.setsockopt(zmq.ROUTING_ID, _routing_id(self.token))
         self.remote = connection.is_remote(info)
@@ -337,8 +339,16 @@ class Client:
 
     # -- sending and receiving --------------------------------------------------------------------
     def send(self, msg: Message) -> Message:
-        """Sign and send ``msg`` (buffers without copies)."""
-        self._sock.send_multipart(wire.encode(msg, self._key), copy=False)
+        """Sign and send ``msg`` (buffers without copies). NO_BACKEND when there is no connection to queue it
+        on (a remote server that refused this client's key drops the connection for good)."""
+        try:
+            self._sock.send_multipart(wire.encode(msg, self._key), copy=False)
+        except zmq.Again:
+            raise ProtocolError(
+                ErrorCode.NO_BACKEND,
+                f"Cannot reach the backend at {self.info.endpoint} (no connection). Check that it runs; for a "
+                "remote backend, that its admin has admitted this connection's key (python -m backend keys list).",
+            ) from None
         return msg
 
     def _recv_ready(self) -> Message | None:
@@ -389,8 +399,11 @@ class Client:
         silent = now - self._last_heard > PING_AFTER_S
         keepalive = bool(self._active) and now - self._last_ping > KEEPALIVE_S
         if silent or keepalive:
-            self.send(Message(wire.PING))
             self._ping_sent = self._last_ping = now
+            try:
+                self.send(Message(wire.PING))
+            except ProtocolError:  # unsent counts as unanswered: the timeouts above decide
+                pass
 
     def _declare_gone(self, message: str) -> None:
         self._gone = True

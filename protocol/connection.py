@@ -297,4 +297,4 @@ def list_imported(directory: Path | None = None) -> list[tuple[Path, ConnectionI
 
 def is_remote(info: ConnectionInfo) -> bool:
     """Remote backends are judged by heartbeats; local ones by their pid as well."""
-    return bool(info.curve_publickey) or info.pid <= 0
+    return info.pid <= 0
