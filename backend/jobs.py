@@ -9,6 +9,7 @@ evicted (oldest first once ``max_result_bytes`` is exceeded), so a client that r
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -28,7 +29,7 @@ from backend.wire_images import (
     encode_mask,
     encode_preview,
 )
-from protocol import wire
+from protocol import shm, wire
 from protocol.errors import ErrorCode, ProtocolError
 from protocol.wire import Buffer, Message
 
@@ -121,6 +122,10 @@ class Job:
     error: dict | None = None
     final: list[Any] | None = None  # signed result/error frames, ready to send again on fetch
     final_bytes: int = 0
+    shm_results: bool = False  # the submitter reads results from shared memory (SPEC.md section 8)
+    segment: shm.Segment | None = None  # the stored result's segment; unlinked when the result is dropped
+    result_space: dict | None = None  # a client segment offered for the result ({shm, offset, size})
+    offered_result: Message | None = None  # a result written there, kept to resend inline if it goes
     cancel: threading.Event = field(default_factory=threading.Event)
     client: str = ""  # who owns it: "key:<curve key>" remotely, "token:<t>" locally; others see UNKNOWN_JOB
 
@@ -160,6 +165,7 @@ class JobManager:
         models_factory: ModelsFactory | None = default_models,
         result_ttl_s: float | None = None,
         abandon_after_s: float | None = None,
+        max_shm_bytes: int = 0,
     ):
         self.registry = registry
         self._key = key
@@ -169,6 +175,9 @@ class JobManager:
         self.max_queue = max_queue
         self.max_records = max_records
         self._models_factory = models_factory
+        self.max_shm_bytes = max_shm_bytes  # result segments alive at once; past it results go inline
+        self.shm_bytes = 0
+        self.shm_min_bytes = shm.MIN_BYTES  # smaller results go inline
         self._models: dict[str, Any] = {}
         self._jobs: dict[str, Job] = {}
         self._lock = threading.Lock()
@@ -194,6 +203,9 @@ class JobManager:
             self._queue.put(None)
         for t in self._threads:
             t.join(timeout)
+        with self._lock:  # the backend is going: no one can fetch these results any more
+            for job in self._jobs.values():
+                self._drop_segment(job)
 
     # -- requests from the socket thread --------------------------------------------------------
     def submit(self, job: Job) -> int:
@@ -256,6 +268,7 @@ class JobManager:
         with self._lock:
             if job.state == DONE:
                 job.final, job.final_bytes, job.state = None, 0, RELEASED
+                self._drop_segment(job)
 
     def list(self, client: str | None = None) -> list[dict]:
         with self._lock:
@@ -368,6 +381,18 @@ class JobManager:
         if err is not None:
             msg = Message(wire.ERROR, job=job.id, parent=job.submit_id, content=err.to_json())
         assert msg is not None
+        shm_inputs = any(b is not None and b.location is not None for b in (job.image, job.selection))
+        if job.shm_results and sum(b.nbytes for b in msg.buffers) >= max(1, self.shm_min_bytes):
+            if job.result_space and self._to_offered(job, msg):
+                job.offered_result = msg  # buffers: the op's arrays, located in the client's segment
+            else:
+                self._to_segment(job, msg)
+        if shm_inputs and any(b.location is None for b in msg.buffers):
+            # an inline result may be a view of the client's input segment (an op returning its input), which
+            # the client reuses once this reaches it: store and send a copy
+            msg.buffers = [
+                b if b.location else dataclasses.replace(b, data=bytes(b.data)) for b in msg.buffers
+            ]
         frames = wire.encode(msg, self._key)  # signed here, off the socket thread
         with self._lock:
             job.image = job.selection = None  # let the input frames go
@@ -388,9 +413,83 @@ class JobManager:
             log.info("evicting the result of job %s (%d bytes)", j.id, j.final_bytes)
             total -= j.final_bytes
             j.final, j.final_bytes, j.state = None, 0, EXPIRED
+            self._drop_segment(j)
 
     def _trim_records(self) -> None:
         """Forget the oldest finished jobs beyond ``max_records`` (lock held)."""
         finished = [j for j in self._jobs.values() if j.state in FINISHED]
         for j in finished[: max(0, len(self._jobs) - self.max_records)]:
+            self._drop_segment(j)
             del self._jobs[j.id]
+
+    # -- shared-memory results ------------------------------------------------------------------
+    def _to_segment(self, job: Job, msg: Message) -> None:
+        """Move the result's buffers into one new segment (one copy, in the worker thread) and point the
+        descriptors at it; inline frames instead when the shm budget is spent or the segment cannot be made."""
+        offsets, total = [], 0
+        for b in msg.buffers:
+            offsets.append(total)
+            total = shm.aligned(total + b.nbytes)
+        with self._lock:
+            if self.shm_bytes + total > self.max_shm_bytes:
+                log.info(
+                    "job %s: result sent inline (shared-memory budget %d bytes spent)",
+                    job.id,
+                    self.max_shm_bytes,
+                )
+                return
+            self.shm_bytes += total
+        try:
+            seg = shm.Segment.create(total, shm.SERVER_PREFIX)
+        except OSError as exc:
+            with self._lock:
+                self.shm_bytes -= total
+            log.warning("job %s: result sent inline (cannot create a segment: %s)", job.id, exc)
+            return
+        located = []
+        for b, off in zip(msg.buffers, offsets, strict=True):
+            seg.write(off, b.data)
+            loc = {"shm": seg.name, "offset": off, "size": b.nbytes}
+            located.append(dataclasses.replace(b, data=seg.view(off, b.nbytes), location=loc))
+        msg.buffers = located
+        seg.close()  # the client maps it by name; we only keep the name (views die with the message)
+        with self._lock:
+            job.segment = seg
+
+    def _to_offered(self, job: Job, msg: Message) -> bool:
+        """Write the result into the segment the client offered (pages it already has: no fresh shared memory
+        on either side); False when it is gone or too small (then our own segment, or inline)."""
+        assert job.result_space is not None
+        parts, total = [], 0
+        for b in msg.buffers:
+            parts.append((total, b.data))
+            total = shm.aligned(total + b.nbytes)
+        try:
+            shm.write_into(job.result_space, shm.CLIENT_PREFIX, parts)
+        except ProtocolError as exc:
+            log.info("job %s: offered result space not used (%s)", job.id, exc)
+            return False
+        name, base = job.result_space["shm"], job.result_space.get("offset", 0)
+        msg.buffers = [
+            dataclasses.replace(b, location={"shm": name, "offset": base + off, "size": b.nbytes})
+            for b, (off, _) in zip(msg.buffers, parts, strict=True)
+        ]
+        return True
+
+    def final_frames(self, job: Job) -> list[Any] | None:
+        """The stored final message to resend on ``fetch``. A result written into a client's offered segment
+        is re-sent inline when that segment is gone (its client closed before reading it)."""
+        with self._lock:
+            final, msg = job.final, job.offered_result
+        if msg is None or final is None or shm.exists(msg.buffers[0].location["shm"]):
+            return final
+        inline = [dataclasses.replace(b, location=None) for b in msg.buffers]
+        return wire.encode(dataclasses.replace(msg, buffers=inline), self._key)
+
+    def _drop_segment(self, job: Job) -> None:
+        """Unlink the job's result segment (lock held); clients that mapped it keep their mapping."""
+        job.offered_result = None
+        seg, job.segment = job.segment, None
+        if seg is not None:
+            seg.unlink()
+            self.shm_bytes -= shm.aligned(seg.size) if seg.size else 0

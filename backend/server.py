@@ -24,7 +24,7 @@ import zmq
 from backend.jobs import DONE, FINISHED, Job, JobManager, ModelsFactory, default_models
 from backend.ops import Registry, product_registry
 from backend.remote import AuthorizedKeys
-from protocol import connection, wire
+from protocol import connection, shm, wire
 from protocol.errors import ErrorCode, ProtocolError
 from protocol.wire import Message
 
@@ -53,6 +53,8 @@ class ServerConfig:
     authorized_keys: Path | None = None  # remote mode: admitted client keys (required off loopback)
     result_ttl_s: float | None = 3600.0  # unfetched results are dropped after this (None: kept)
     abandon_after_s: float | None = None  # cancel jobs of clients silent this long (None: let them finish)
+    shm: bool = True  # offer the same-host shared-memory path (SPEC.md section 8) where the OS allows it
+    max_shm_bytes: int = 1 << 30  # result segments alive at once; past it results go inline
 
 
 def is_loopback(host: str) -> bool:
@@ -96,7 +98,11 @@ class Server:
             models_factory=models_factory,
             result_ttl_s=self.config.result_ttl_s,
             abandon_after_s=self.config.abandon_after_s,
+            max_shm_bytes=self.config.max_shm_bytes,
         )
+        self._probe: shm.Segment | None = None  # proves to a client that it sees our /dev/shm
+        self._probe_token = ""
+        self._next_sweep = 0.0
         self._authorized: AuthorizedKeys | None = None  # remote mode: who may connect and send
         self._authenticator: Any = None
         self._local_keys: tuple[str, str] | None = None  # this machine's hosts, admitted in memory
@@ -153,6 +159,7 @@ class Server:
             curve_publickey=self._local_keys[0] if self._local_keys else None,
             curve_secretkey=self._local_keys[1] if self._local_keys else None,
         )
+        self._start_shm()
         try:
             self.connection_file = connection.write(info, self.config.connection_file)
         except OSError as exc:  # read-only or full runtime dir: say where, and how to point elsewhere
@@ -167,6 +174,29 @@ class Server:
             ) from None
         log.info("listening on %s; connection file %s", self.endpoint, self.connection_file)
         return self.endpoint
+
+    def _start_shm(self) -> None:
+        """Sweep segments of dead writers (a crashed backend, killed clients) and create the probe segment
+        whose name and token ``hello`` advertises; without it the shm path is off."""
+        if not (self.config.shm and shm.available()):
+            return
+        shm.sweep()
+        try:
+            self._probe_token = os.urandom(16).hex()
+            probe = shm.Segment.create(32, shm.SERVER_PREFIX)
+            probe.write(0, self._probe_token.encode("ascii"))
+            probe.close()
+            self._probe = probe
+        except OSError as exc:
+            log.warning("shared memory unavailable (%s): buffers go inline", exc)
+
+    def sweep_shm(self, max_age_s: float = shm.SWEEP_MIN_AGE_S) -> list[str]:
+        """Unlink segments whose writer died (clients killed before we mapped their input). Also run every
+        few seconds from the socket loop."""
+        removed = shm.sweep(max_age_s)
+        if removed:
+            log.info("swept %d shared-memory segments of dead processes", len(removed))
+        return removed
 
     def _start_auth(self) -> None:
         """Remote mode: a ZAP handler admits only keys in the authorized-keys file, plus a key made for this
@@ -263,6 +293,9 @@ class Server:
                     except OSError:
                         pass
                 self._flush_outbox()
+                if self._probe is not None and time.monotonic() >= self._next_sweep:
+                    self._next_sweep = time.monotonic() + 5.0
+                    self.sweep_shm()
                 if time.monotonic() >= self._next_jobs_sweep:
                     self._next_jobs_sweep = time.monotonic() + 1.0
                     self.jobs.sweep()
@@ -278,8 +311,10 @@ class Server:
             self._shutdown()
 
     def _shutdown(self) -> None:
-        self.jobs.stop()
+        self.jobs.stop()  # also unlinks the stored results' segments
         self._flush_outbox()
+        if self._probe is not None:
+            self._probe.unlink()
         if self.connection_file is not None:
             connection.remove(self.connection_file, pid=os.getpid())
         self._router.close(linger=0)
@@ -316,7 +351,7 @@ class Server:
                 )
             self._current_client = client
             self.jobs.seen(client)
-            msg = wire.decode(body, None)  # verified above
+            msg = wire.decode(body, None, self._resolve_input)  # verified above
             self._dispatch(identity, msg, frames[0])
         except ProtocolError as exc:
             log.info("error reply to %s: %s", parent, exc)
@@ -325,6 +360,15 @@ class Server:
             log.exception("internal error handling %s", parent)
             err = ProtocolError(ErrorCode.INTERNAL, f"Internal error: {type(exc).__name__}: {exc}")
             self._reply(identity, wire.error_message(err, parent=parent, job=job))
+
+    def _resolve_input(self, location: Any, expected: int) -> memoryview:
+        """Map a client's input segment read-only (checked: ours, 0600, in bounds). The client owns it (and
+        reuses it once the job's result or error reached it); our mapping lives as long as the job's input."""
+        if self._probe is None:
+            raise ProtocolError(
+                ErrorCode.BAD_BUFFER, "This backend does not accept shared memory; send buffers inline."
+            )
+        return shm.open_readonly(location, shm.CLIENT_PREFIX, expected)
 
     def _dispatch(self, identity: list[bytes], msg: Message, first_frame: Any) -> None:
         handler = {
@@ -374,7 +418,15 @@ class Server:
             },
             "sample_types": list(wire.SAMPLE_BYTES),
             "channel_orders": list(wire.ORDER_CHANNELS),
+            "shm": self._shm_capability(),
         }
+
+    def _shm_capability(self) -> dict | None:
+        ident = shm.host_identity() if self._probe is not None else None
+        if ident is None or self._probe is None:
+            return None
+        limit = self.config.max_shm_bytes
+        return {**ident, "probe": self._probe.name, "token": self._probe_token, "max_bytes": limit}
 
     def _start_report(self) -> None:
         if not self.config.report_models:
@@ -426,6 +478,9 @@ class Server:
             raise ProtocolError(ErrorCode.MALFORMED, "A job id must be 1 to 128 characters.")
         job = Job(job_id, msg.op, params, image, selection, identity, submit_id=msg.id)
         job.client = self._current_client
+        job.shm_results = bool(msg.content.get("shm_results")) and self._probe is not None
+        space = msg.content.get("shm_result")
+        job.result_space = space if job.shm_results and isinstance(space, dict) else None
         position = self.jobs.submit(job)
         log.info("job %s (%s) accepted, queue position %d", job_id, msg.op, position)
         self._reply(
@@ -446,7 +501,7 @@ class Server:
 
     def _on_fetch(self, identity: list[bytes], msg: Message) -> None:
         job = self.jobs.fetch(msg.job, identity, self._current_client)
-        final = job.final
+        final = self.jobs.final_frames(job)
         if job.state in FINISHED and final is not None:
             self._send_frames(identity, final)  # the stored, signed result (or error) as it was first sent
         else:  # still queued or running: progress and the result now come to this client
