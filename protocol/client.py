@@ -396,14 +396,24 @@ class Client:
                     "Restart it with: python -m backend serve"
                 )
             return
-        silent = now - self._last_heard > PING_AFTER_S
-        keepalive = bool(self._active) and now - self._last_ping > KEEPALIVE_S
-        if silent or keepalive:
-            self._ping_sent = self._last_ping = now
-            try:
-                self.send(Message(wire.PING))
-            except ProtocolError:  # unsent counts as unanswered: the timeouts above decide
-                pass
+        if now - self._last_heard > PING_AFTER_S:
+            self._send_ping(now)
+        else:
+            self._keepalive()
+
+    def _keepalive(self) -> None:
+        """While jobs run, ping every KEEPALIVE_S even when progress keeps arriving, so the backend can tell
+        a client that went away (its jobs may be cancelled after ``--abandon-after``) from a busy one."""
+        now = time.monotonic()
+        if self._active and self._ping_sent is None and now - self._last_ping > KEEPALIVE_S:
+            self._send_ping(now)
+
+    def _send_ping(self, now: float) -> None:
+        self._ping_sent = self._last_ping = now
+        try:
+            self.send(Message(wire.PING))
+        except ProtocolError:  # unsent counts as unanswered: the timeouts above decide
+            pass
 
     def _declare_gone(self, message: str) -> None:
         self._gone = True
@@ -411,6 +421,7 @@ class Client:
 
     def _wait(self, match: Callable[[Message], bool], timeout: float | None) -> Message:
         """Block until a message matching ``match`` arrives; others are kept for ``pump``/later waits."""
+        self._keepalive()
         for i, m in enumerate(self._inbox):
             if match(m):
                 return self._inbox.pop(i)
@@ -600,6 +611,8 @@ class Client:
             except ProtocolError as exc:
                 events.extend(Event(wire.ERROR, job, error=exc) for job in sorted(self._active))
                 self._active.clear()
+        elif self._active:
+            self._keepalive()
         return events
 
     def _event(self, msg: Message) -> Event:
