@@ -69,7 +69,12 @@ class ParamSpec:
                 return value
             raise self._bad(value, "true or false")
         if self.type == "int":
-            if isinstance(value, bool) or not isinstance(value, int | float) or value != int(value):
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, int | float)
+                or not math.isfinite(value)  # NaN/Infinity: JSON from the network may carry them
+                or value != int(value)
+            ):
                 raise self._bad(value, "a whole number")
             return self._ranged(int(value))
         if self.type == "float":
