@@ -278,3 +278,26 @@ def test_one_clients_batch_does_not_starve_anothers_single_job(tmp_path):
         assert (
             order.index(single) <= 2
         )  # round-robin: at most the running job and one more of the batch first
+
+
+def test_remote_progress_cancel_and_reconnect_fetch_work_as_locally(tmp_path):
+    with remote_server(tmp_path) as srv:
+        info = _admitted(tmp_path, srv, "alice")
+        img = _img(5)
+        with Client(info) as client:
+            steps = []
+            client.run(
+                "steps", {"steps": 5, "delay": 0.01}, image=array_buffer(img), on_progress=steps.append
+            )
+            assert [p.step for p in steps] == [1, 2, 3, 4, 5]
+            job = client.submit("steps", {"steps": 2000, "delay": 0.01}, image=array_buffer(img))
+            assert wait_until(lambda: srv.jobs.get(job).state == "running")
+            client.cancel(job)
+            with pytest.raises(ProtocolError) as exc:
+                client.wait(job, timeout=30)
+            assert exc.value.code == ErrorCode.CANCELLED
+            job = client.submit("steps", {"steps": 5, "delay": 0.01}, image=array_buffer(img))
+        assert wait_until(lambda: srv.jobs.get(job).state == "done")
+        with Client(info, token="another-process") as again:  # the key owns the job, whatever the token
+            result = again.fetch(job, timeout=10)
+            assert np.array_equal(np.frombuffer(result.image.data, np.uint8).reshape(img.shape), img)
