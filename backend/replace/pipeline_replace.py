@@ -159,7 +159,7 @@ class ReplacePipeline:
         assert plan is not None  # the region contains the non-empty snapped mask
         # from here on everything works on the crop: a small edit on a huge layer stays cheap
         crop_region = plan.crop(region)
-        model_rgb = plan.to_model(to_rgb_u8(plan.crop(image)))
+        model_rgb = to_rgb_u8(plan.to_model(plan.crop(image)))  # scale first: converts far fewer pixels
         model_mask = plan.to_model(crop_region, smooth=False)
         generated = self._inpaint(model_rgb, model_mask, params, report)
         t_model = time.perf_counter()
