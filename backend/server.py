@@ -163,6 +163,9 @@ class Server:
         try:
             self.connection_file = connection.write(info, self.config.connection_file)
         except OSError as exc:  # read-only or full runtime dir: say where, and how to point elsewhere
+            if self._probe is not None:  # nothing may be left in /dev/shm by a start that failed
+                self._probe.unlink()
+                self._probe = None
             self._router.close(linger=0)
             if self._authenticator is not None:
                 self._authenticator.stop()
