@@ -187,6 +187,7 @@ def test_unfetched_results_expire_and_records_stay_bounded(tmp_path):
         img = array_buffer(np.zeros((16, 16, 4), np.uint8))
         gone = Client(info, token="gone")
         jobs = [gone.submit("echo", {}, image=img) for _ in range(40)]
+        assert wait_until(lambda: jobs[-1] in srv.jobs._jobs)  # all arrived (one socket keeps their order)
         gone.close()
         assert wait_until(
             lambda: all(srv.jobs._jobs.get(j) is None or srv.jobs.get(j).state == "expired" for j in jobs)
