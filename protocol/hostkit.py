@@ -591,14 +591,14 @@ class BackendChoice:
         return f"Remote: {self.name or Path(self.connection_file).stem}"
 
 
-def _choice_path(config: Path | None) -> Path:
-    return (config or connection.config_dir()) / CHOICE_FILE
+def _choice_path(config: Path | None, create: bool = True) -> Path:
+    return (config or connection.config_dir(create=create)) / CHOICE_FILE
 
 
 def load_choice(config: Path | None = None) -> BackendChoice:
     """The saved choice; a missing, damaged or dangling one (its connection file was deleted) means local."""
     try:
-        data = json.loads(_choice_path(config).read_text("utf-8"))
+        data = json.loads(_choice_path(config, create=False).read_text("utf-8"))
         path = data.get("connection_file") if isinstance(data, dict) else None
     except (OSError, ValueError):
         return BackendChoice()

@@ -291,6 +291,7 @@ def test_procedures_cover_the_modes():
         "plug-in-layeredit-erase",
         "plug-in-layeredit-replace",
         "plug-in-layeredit-imagic",
+        "plug-in-layeredit-connect",
     ]
     assert plugin.mode_of("plug-in-layeredit-imagic").op == "imagic"
 

@@ -39,6 +39,8 @@ class LayerEdit(Gimp.PlugIn):
         return plugin.create_procedure(self, name, self.run, Gimp, GObject, HERE)
 
     def run(self, procedure, run_mode, image, drawables, config, data):
+        if procedure.get_name() == plugin.CONNECT_PROC:
+            return _connect(procedure, run_mode, config)
         mode = plugin.mode_of(procedure.get_name())
         if len(drawables) != 1:
             return _error(
@@ -58,6 +60,27 @@ class LayerEdit(Gimp.PlugIn):
         times = ", ".join(f"{k} {v:.3f}" for k, v in outcome.timings.items())
         print(f"layeredit: {mode.op} job {outcome.job}: {times}", file=sys.stderr)  # GIMP's terminal / log
         return procedure.new_return_values(Gimp.PDBStatusType.SUCCESS, GLib.Error())
+
+
+def _connect(procedure, run_mode, config):
+    """Connect to backend…: ask for the connection text (interactive), save the choice, say what happened."""
+    if run_mode == Gimp.RunMode.INTERACTIVE:
+        gi.require_version("GimpUi", "3.0")
+        from gi.repository import GimpUi
+
+        GimpUi.init("layeredit")
+        dialog = GimpUi.ProcedureDialog.new(procedure, config, "AI Edit: Connect to backend")
+        dialog.fill(None)
+        ok = dialog.run()
+        dialog.destroy()
+        if not ok:
+            return procedure.new_return_values(Gimp.PDBStatusType.CANCEL, GLib.Error())
+    try:
+        text = plugin.run_connect(config)
+    except ProtocolError as exc:
+        return _error(procedure, f"Connect failed ({exc.code.value}): {exc.message}")
+    Gimp.message(text)
+    return procedure.new_return_values(Gimp.PDBStatusType.SUCCESS, GLib.Error())
 
 
 def _dialog(procedure, config, mode):

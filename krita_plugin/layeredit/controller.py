@@ -10,24 +10,31 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from protocol import wire
 from protocol.errors import ErrorCode, ProtocolError
 from protocol.hostkit import (
+    BackendChoice,
     Form,
     JobState,
     JobTracker,
     Mode,
+    choose_backend,
     forms_from_hello,
     layer_name,
+    load_choice,
     mode_by_label,
     only_changed,
+    refused_message,
 )
 
 from . import kritaio
 
 ClientFactory = Callable[[], Any]  # -> protocol.client.Client (connect(check=False)); raises ProtocolError
+LOCAL_HELLO_TIMEOUT_S = 3.0  # a local backend answers hello at once
+REMOTE_HELLO_TIMEOUT_S = 10.0  # a network round trip plus the CurveZMQ handshake; a refused key never answers
 
 
 @dataclass
@@ -59,13 +66,17 @@ class Controller:
     def __init__(
         self,
         app: Any,
-        client_factory: ClientFactory,
+        client_factory: ClientFactory | None,
         on_change: Callable[[], None] = lambda: None,
         on_preview: Callable[[wire.Buffer], None] = lambda b: None,
         defer: Callable[[Callable[[], None]], None] = lambda fn: fn(),
+        config_dir: Path | None = None,
     ):
+        """``client_factory`` None: connect through the saved backend choice (local or an imported remote)."""
         self.app = app
-        self.client_factory = client_factory
+        self.client_factory = client_factory or self._connect_chosen
+        self.config_dir = config_dir  # where backend-choice.json and the imported remotes live (tests: tmp)
+        self.choice: BackendChoice = load_choice(config_dir)
         self.on_change = on_change
         self.on_preview = on_preview
         self.defer = defer  # run after Qt's event loop turns (the docker passes QTimer.singleShot(0, fn))
@@ -111,6 +122,33 @@ class Controller:
         self.on_change()
         return True
 
+    @property
+    def remote(self) -> bool:
+        return not self.choice.local
+
+    def _connect_chosen(self) -> Any:
+        from protocol.client import Client  # imported late: tests of the widget-free logic need no zmq
+
+        return Client.connect(self.choice.connection_file, check=False)
+
+    def choose(self, text: str) -> bool:
+        """Use another backend ("local", a connection string, a connection file's path, or "ADDRESS SERVER_KEY
+        SIGNING_KEY"), saved for both hosts, then reconnect. False (reason in ``connection_text``) keeps the old
+        choice and connection."""
+        try:
+            self.choice = choose_backend(text, self.config_dir)
+        except ProtocolError as exc:
+            self.connection_text = exc.message
+            self.on_change()
+            return False
+        self.connect()
+        if self.choice.pending_key:
+            self.connection_text = (
+                f"{self.connection_text} New key for this computer; ask the admin to run: "
+                f"python -m backend keys allow {self.choice.pending_key} NAME"
+            )
+        return True
+
     def disconnect(self) -> None:
         if self.client is not None:
             try:
@@ -118,6 +156,10 @@ class Controller:
             except Exception:  # noqa: BLE001 - closing a dead socket must never raise into Qt
                 pass
         self.client, self.hello, self._hello_id = None, None, None
+
+    @property
+    def hello_timeout_s(self) -> float:
+        return REMOTE_HELLO_TIMEOUT_S if self.remote else LOCAL_HELLO_TIMEOUT_S
 
     def form(self, mode: Mode) -> Form | None:
         return self.forms.get(mode.op)
@@ -207,10 +249,19 @@ class Controller:
             self._lost(ProtocolError(ErrorCode.BACKEND_GONE, f"Lost the backend: {exc}"))
         for ev in events:
             self._handle(ev)
-        if self._hello_id and self.hello is None and time.monotonic() - self._hello_sent > 3.0:
-            self._lost(
-                ProtocolError(ErrorCode.NO_BACKEND, "The backend does not answer; start it and reconnect.")
-            )
+        if (
+            self._hello_id
+            and self.hello is None
+            and time.monotonic() - self._hello_sent > self.hello_timeout_s
+        ):
+            if self.remote:  # a refused key gets no answer at all: say which key to allow
+                self._lost(ProtocolError(ErrorCode.NO_BACKEND, refused_message(self.client.info)))
+            else:
+                self._lost(
+                    ProtocolError(
+                        ErrorCode.NO_BACKEND, "The backend does not answer; start it and reconnect."
+                    )
+                )
         if events:
             self.on_change()
 
@@ -221,7 +272,8 @@ class Controller:
             self.forms = forms_from_hello(ev.content)
             version = ev.content.get("backend_version") or "?"
             devices = ", ".join(ev.content.get("devices") or []) or "?"
-            self.connection_text = f"Backend {version} on {devices} ({self.client.info.endpoint})"
+            where = f"remote {self.choice.label[len('Remote: ') :]}, " if self.remote else ""
+            self.connection_text = f"Backend {version} on {devices} ({where}{self.client.info.endpoint})"
             return
         if ev.type == wire.ERROR and ev.job is None:
             if self.hello is None and ev.message is not None and ev.message.parent == self._hello_id:

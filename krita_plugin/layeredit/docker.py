@@ -17,22 +17,25 @@ from PyQt5.QtWidgets import (
     QCheckBox,
     QComboBox,
     QDoubleSpinBox,
+    QFileDialog,
     QFormLayout,
     QGroupBox,
     QHBoxLayout,
+    QInputDialog,
     QLabel,
     QLineEdit,
+    QMenu,
     QMessageBox,
     QPlainTextEdit,
     QProgressBar,
     QPushButton,
     QSlider,
     QSpinBox,
+    QToolButton,
     QVBoxLayout,
     QWidget,
 )
 
-from protocol.client import Client
 from protocol.errors import ProtocolError
 from protocol.hostkit import MODES, Field, Form, JobState, mode_by_label
 from protocol.launcher import Launcher
@@ -58,17 +61,13 @@ def _decimals(f: Field) -> int:
     return 7 if f.name.endswith("_lr") or any(v < 0.01 for v in small) else 3
 
 
-def _connect_client() -> Client:
-    return Client.connect(check=False)
-
-
 class LayerEditDocker(DockWidget):
     def __init__(self) -> None:
         super().__init__()
         self.setWindowTitle("Layer Edit")
         self.controller = Controller(
             Krita.instance(),
-            _connect_client,
+            None,  # connect through the saved backend choice (local, or an imported remote connection)
             self._refresh,
             self._show_preview,
             defer=lambda fn: QTimer.singleShot(0, fn),
@@ -94,7 +93,16 @@ class LayerEditDocker(DockWidget):
         self.conn_label.setWordWrap(True)
         self.connect_button = QPushButton("Connect")
         self.connect_button.clicked.connect(lambda: self.connect_backend(ask=True))
+        self.backend_button = QToolButton()
+        self.backend_button.setText("Backend…")
+        self.backend_button.setPopupMode(QToolButton.InstantPopup)
+        menu = QMenu(self.backend_button)
+        menu.addAction("Local (this computer)", lambda: self.choose_backend("local"))
+        menu.addAction("Import connection file…", self._import_file)
+        menu.addAction("Paste connection string…", self._paste_string)
+        self.backend_button.setMenu(menu)
         row.addWidget(self.conn_label, 1)
+        row.addWidget(self.backend_button)
         row.addWidget(self.connect_button)
         lay.addLayout(row)
 
@@ -271,8 +279,31 @@ class LayerEditDocker(DockWidget):
         if self.controller.connect():
             self._watch_socket()
             return
-        if ask and self.launcher is None and self._ask_to_start():
+        # a remote backend is someone else's machine: never offer to start a local one in its place
+        if ask and not self.controller.remote and self.launcher is None and self._ask_to_start():
             self.start_backend()
+
+    def choose_backend(self, text: str) -> None:
+        if self.controller.choose(text) and self.controller.client is not None:
+            self._watch_socket()
+        self.backend_button.setToolTip(self.controller.choice.label)
+
+    def _import_file(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(
+            self, "Import a backend connection", "", "Connection files (*.json *.txt);;All files (*)"
+        )
+        if path:
+            self.choose_backend(path)
+
+    def _paste_string(self) -> None:
+        text, ok = QInputDialog.getMultiLineText(
+            self,
+            "Remote backend",
+            "Paste the connection string (layeredit1:…) from the backend's admin,\n"
+            "or ADDRESS:PORT SERVER_KEY SIGNING_KEY (a new key for this computer is then made):",
+        )
+        if ok and text.strip():
+            self.choose_backend(text)
 
     def _ask_to_start(self) -> bool:
         if not self.isVisible():
@@ -372,7 +403,7 @@ class LayerEditDocker(DockWidget):
     def _refresh(self) -> None:
         c = self.controller
         if self.launcher is None:
-            self.conn_label.setText(c.connection_text)
+            self.conn_label.setText(f"[{c.choice.label}] {c.connection_text}")
         self.connect_button.setText("Reconnect" if c.connected else "Connect")
         job = c.job
         self.timer.setInterval(BUSY_POLL_MS if job.busy else IDLE_POLL_MS)

@@ -12,22 +12,63 @@ from typing import Any
 
 from protocol import connection
 from protocol.errors import ErrorCode, ProtocolError
-from protocol.hostkit import MODES, Form, JobTracker, Mode, forms_from_hello, layer_name, unique_name
+from protocol.hostkit import (
+    MODES,
+    Form,
+    JobTracker,
+    Mode,
+    forms_from_hello,
+    layer_name,
+    load_choice,
+    unique_name,
+)
 from protocol.launcher import ask_schemas
 from protocol.wire import Buffer
 
+from .backend import choose as choose_backend
 from .backend import connect_or_start, read_config
 from .gimpio import Source, read_source, write_result
 from .guard import CancelGuard
 from .pdbargs import EXTRA, SELECT, add_arguments, advanced_names, arg_name, params_from_config
 
 PROC_PREFIX = "plug-in-layeredit-"
+CONNECT_PROC = PROC_PREFIX + "connect"
+CONNECT_ARG = "connection"
 MENU = "<Image>/Filters/AI Edit"
 SCHEMAS_NAME = "schemas.json"
 
 
 def procedure_names() -> list[str]:
-    return [PROC_PREFIX + m.op for m in MODES]
+    return [PROC_PREFIX + m.op for m in MODES] + [CONNECT_PROC]
+
+
+def create_connect_procedure(plugin: Any, run_fn: Callable, gimp: Any, gobject: Any) -> Any:
+    """Filters > AI Edit > Connect to backend…: one string, "local", a connection string or a file's path.
+    An image procedure like the others (so it sits in the same menu), usable without an image."""
+    proc = gimp.ImageProcedure.new(plugin, CONNECT_PROC, gimp.PDBProcType.PLUGIN, run_fn, None)
+    proc.set_image_types("*")
+    proc.set_sensitivity_mask(gimp.ProcedureSensitivityMask.ALWAYS)
+    proc.set_menu_label("Connect to backend…")
+    proc.add_menu_path(MENU)
+    proc.set_documentation(
+        "Choose the backend Layer Edit uses",
+        "'local' (this computer, started on demand), a connection string (layeredit1:...) or the path of a "
+        "connection file from the backend's admin, or 'ADDRESS:PORT SERVER_KEY SIGNING_KEY'.",
+        CONNECT_PROC,
+    )
+    proc.add_string_argument(
+        CONNECT_ARG,
+        "Connection",
+        "local, a connection string, a connection file's path, or ADDRESS:PORT SERVER_KEY SIGNING_KEY",
+        "local",
+        gobject.ParamFlags.READWRITE,
+    )
+    return proc
+
+
+def run_connect(config: Any) -> str:
+    """The Connect procedure's body: the message to show; raises ProtocolError (bad_connection, no_backend)."""
+    return choose_backend(str(config.get_property(CONNECT_ARG) or "local"))
 
 
 def mode_of(procedure_name: str) -> Mode:
@@ -51,6 +92,8 @@ def load_schemas(plugin_dir: Path) -> dict[str, dict]:
 def create_procedure(
     plugin: Any, name: str, run_fn: Callable, gimp: Any, gobject: Any, plugin_dir: Path
 ) -> Any:
+    if name == CONNECT_PROC:
+        return create_connect_procedure(plugin, run_fn, gimp, gobject)
     mode = mode_of(name)
     proc = gimp.ImageProcedure.new(plugin, name, gimp.PDBProcType.PLUGIN, run_fn, None)
     proc.set_image_types("RGB*")
@@ -167,7 +210,10 @@ def run_job(
         params = params_from_config(config, form, registered)
         image_buf, sel_buf = source_buffers(source)
         progress.tracker.submitting()
-        watchdog = guard(connection.default_path())  # spawned before the submit: no unguarded window
+        chosen = load_choice().connection_file  # the guard reaches the same backend the plug-in uses
+        watchdog = guard(
+            Path(chosen) if chosen else connection.default_path()
+        )  # spawned before the submit: no unguarded window
         try:
             job = client.submit(mode.op, params, image=image_buf, selection=sel_buf)
             watchdog.watch(job)
