@@ -11,7 +11,7 @@ from typing import Any
 from protocol.errors import ErrorCode
 
 from .base import JobContext, Op, OpError, OpInputs, OpResult, OpSpec, ParamSpec
-from .snap import METHOD_PARAM_HELP, SNAP_METHODS, build_snapper, margin_param, require_image_and_selection
+from .snap import build_snapper, require_image_and_selection, snap_params
 
 FILL_METHODS = ("auto", "telea", "ns", "clone", "diffusion")
 
@@ -22,13 +22,7 @@ class EraseOp(Op):
         help="Erase the selected object and fill its place with background; pixels outside stay identical.",
         needs_selection=True,
         params=(
-            ParamSpec(
-                "snap", "bool", True, "Snap the selection to the object first (off: erase the selection)."
-            ),
-            ParamSpec(
-                "snap_method", "enum", "auto", METHOD_PARAM_HELP, choices=SNAP_METHODS[:-1], advanced=True
-            ),
-            margin_param(),
+            *snap_params("erase"),
             ParamSpec(
                 "grow",
                 "int",

@@ -13,7 +13,7 @@ from typing import Any
 from protocol.errors import ErrorCode
 
 from .base import JobContext, Op, OpError, OpInputs, OpResult, OpSpec, ParamSpec
-from .snap import METHOD_PARAM_HELP, SNAP_METHODS, margin_param
+from .snap import snap_params
 
 
 class ReplaceOp(Op):
@@ -64,13 +64,7 @@ class ReplaceOp(Op):
                 "Few-step mode with LCM-LoRA (install: python3 install.py "
                 "--models lcm-lora); SD 1.5 models only.",
             ),
-            ParamSpec(
-                "snap", "bool", True, "Snap the selection to the object first (off: replace the selection)."
-            ),
-            ParamSpec(
-                "snap_method", "enum", "auto", METHOD_PARAM_HELP, choices=SNAP_METHODS[:-1], advanced=True
-            ),
-            margin_param(),
+            *snap_params("replace"),
             ParamSpec(
                 "grow",
                 "int",

@@ -22,6 +22,17 @@ METHOD_PARAM_HELP = (
 _NONE_HELP = " none: the selection as drawn."
 
 
+def snap_params(verb: str) -> tuple[ParamSpec, ...]:
+    """The snap switch, method and margin that erase and replace share (one shape for both hosts' forms)."""
+    return (
+        ParamSpec(
+            "snap", "bool", True, f"Snap the selection to the object first (off: {verb} the selection)."
+        ),
+        ParamSpec("snap_method", "enum", "auto", METHOD_PARAM_HELP, choices=SNAP_METHODS[:-1], advanced=True),
+        margin_param(),
+    )
+
+
 def margin_param() -> ParamSpec:
     return ParamSpec(
         "margin",
