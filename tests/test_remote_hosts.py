@@ -210,3 +210,32 @@ def test_gimp_registers_the_connect_procedure_with_one_string_argument():
 
 def mode_erase():
     return plugin.mode_of("plug-in-layeredit-erase")
+
+
+def test_reconnect_and_fetch_through_the_chosen_remote_connection(dirs):
+    """A host that lost its socket mid-job reconnects with the same imported connection (same admitted key,
+    so the same owner) and fetches the running job: its progress and result come to the new socket."""
+    from protocol.client import Client
+    from protocol.hostkit import choose_backend
+    from protocol.wire import Buffer
+
+    with remote_backend(dirs, krita_registry()) as (srv, _keys, kdir):
+        choice = choose_backend(connection.to_string(remote.client_new("artist", _endpoint(srv), kdir)))
+        first = Client.connect(load_choice().connection_file)
+        image = Buffer(np.full((8, 8, 4), 7, np.uint8).tobytes(), 8, 8, 4, "u8", "RGBA")
+        job = first.submit("imagic", {"prompt": "x", "eta": [0.7]}, image=image)
+        assert first.status(job, timeout=5.0)  # accepted and known before the socket is dropped
+        first.close(linger_ms=0)
+        again = Client.connect(choice.connection_file)
+        seen = []
+        try:
+
+            def progress(p):
+                seen.append(p.stage)
+                GATE.set()  # the re-attached job reports here: let it finish
+
+            result = again.fetch(job, on_progress=progress, timeout=30.0)
+        finally:
+            again.close()
+        assert seen and seen[0] == "tune"
+        assert result.image is not None and bytes(result.image.data) == image.data
