@@ -14,9 +14,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
-from .locate import Location, default_models_dir  # noqa: E402
+from .locate import Location  # noqa: E402
 from .manager import LoadStats, ModelManager, module_bytes  # noqa: E402
-from .presets import PRESETS, install_command  # noqa: E402
+from .presets import PRESETS, default_models_dir, install_command  # noqa: E402
 
 __all__ = [
     "PRESETS",

@@ -29,7 +29,7 @@ _DTYPE_NAMES = {
 
 def _config_error(message: str) -> ProtocolError:
     # Imported lazily elsewhere; OpError subclasses ProtocolError, so callers catching OpError see this too.
-    from backend.ops.base import OpError
+    from backend.errors import OpError
 
     return OpError(ErrorCode.BAD_PARAM, message)
 

@@ -36,14 +36,6 @@ class Location:
         return str(self.path.resolve())
 
 
-def default_models_dir() -> Path:
-    """$LAYEREDIT_MODELS, else <repo>/models (next to backend/)."""
-    env = os.environ.get("LAYEREDIT_MODELS")
-    if env:
-        return Path(env).expanduser()
-    return Path(__file__).resolve().parents[2] / "models"
-
-
 def extra_model_dirs() -> list[Path]:
     raw = os.environ.get("LAYEREDIT_MODEL_PATHS", "")
     return [Path(p).expanduser() for p in raw.split(os.pathsep) if p.strip()]
@@ -56,7 +48,7 @@ def default_hf_cache() -> Path:
 
 
 def model_error(code: ErrorCode, message: str, **details):
-    from backend.ops.base import OpError
+    from backend.errors import OpError
 
     return OpError(code, message, {k: str(v) for k, v in details.items()})
 

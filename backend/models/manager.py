@@ -20,8 +20,8 @@ from protocol.errors import ErrorCode
 
 from .checkpoint import ARCHITECTURES, sniff_architecture
 from .device import default_budget_bytes, pick_device, pick_dtype
-from .locate import Location, Locator, default_hf_cache, default_models_dir, extra_model_dirs, model_error
-from .presets import DEFAULT_PRESET, PRESETS, install_command
+from .locate import Location, Locator, default_hf_cache, extra_model_dirs, model_error
+from .presets import DEFAULT_PRESET, PRESETS, default_models_dir, install_command
 
 PIPELINE_KINDS = ("inpaint", "text2img")
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".ckpt", ".pt", ".pth")
@@ -95,7 +95,7 @@ class ModelManager:
 
     def has_model(self, kind: str, ref: str | os.PathLike | None = None) -> bool:
         """True when ``locate`` would succeed (used e.g. by erase's "auto" filler choice)."""
-        from backend.ops.base import OpError
+        from backend.errors import OpError
 
         try:
             self.locate(kind, ref)
@@ -189,7 +189,7 @@ class ModelManager:
         """Turn the many ways loading can fail into MODEL_BROKEN / OUT_OF_MEMORY with advice."""
         import torch
 
-        from backend.ops.base import OpError
+        from backend.errors import OpError
 
         try:
             return load()
@@ -269,7 +269,7 @@ class ModelManager:
         for preset in (config_preset, weights_preset):
             if preset is None:
                 continue
-            from backend.ops.base import OpError
+            from backend.errors import OpError
 
             try:
                 found = self._locator.find("config", preset)

@@ -231,6 +231,14 @@ def download(preset: str | Preset, models_dir: str | os.PathLike, progress: bool
     return target
 
 
+def default_models_dir() -> Path:
+    """$LAYEREDIT_MODELS, else <repo>/models (next to backend/)."""
+    env = os.environ.get("LAYEREDIT_MODELS")
+    if env:
+        return Path(env).expanduser()
+    return Path(__file__).resolve().parents[2] / "models"
+
+
 def _allow_network() -> None:
     """Importing backend.models turns on HF offline mode for serving; downloads at install time need it off
     (unless the user set HF_HUB_OFFLINE themselves, which the failure message then names)."""
@@ -278,8 +286,6 @@ def main(argv: list[str] | None = None) -> int:
         for p in PRESETS.values():
             print(f"{p.name:20} {p.repo_id or '(embedded)':52} ~{p.size_mb:>5} MB  {p.help}")
         return 0
-    from backend.models.locate import default_models_dir
-
     models_dir = Path(args.dir) if args.dir else default_models_dir()
     status = 0
     for name in args.names:

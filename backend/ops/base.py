@@ -15,20 +15,13 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
 
-from protocol.errors import ErrorCode, ProtocolError
+from backend.errors import JobCancelled, OpError
+from protocol.errors import ErrorCode
 
 if TYPE_CHECKING:  # pragma: no cover
     from backend.models import ModelManager
 
 ParamType = Literal["int", "float", "bool", "str", "enum", "float_list"]
-
-
-class OpError(ProtocolError):
-    """Raised by ops for user-facing failures (missing model, empty selection...)."""
-
-
-class JobCancelled(Exception):
-    """Raised inside an op by ``JobContext.check_cancelled`` once a cancel arrived."""
 
 
 @dataclass(frozen=True)
