@@ -144,13 +144,17 @@ def parse_location(loc: Any) -> tuple[str, int, int]:
     for label, value in (("offset", offset), ("size", size)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise _bad(f"Shared-memory {label} must be a non-negative integer, got {value!r}.")
+    if offset % ALIGN:
+        raise _bad(f"Shared-memory offset {offset} is not a multiple of {ALIGN} (SPEC.md 8.2).")
     return name, offset, size
 
 
 def _open_checked(name: str, offset: int, size: int, writable: bool) -> tuple[int, int]:
     """Open /dev/shm/NAME (no symlinks) and check, on that very descriptor, that it is a regular file of our
     uid with no group/other bits and that [offset, offset + size) lies inside it. Returns (fd, file size)."""
-    flags = (os.O_RDWR if writable else os.O_RDONLY) | os.O_NOFOLLOW | os.O_CLOEXEC
+    # O_NONBLOCK: a FIFO planted under one of our names must not block us until its writer appears; the
+    # fstat below then refuses it (it is not a regular file). It changes nothing for a regular file.
+    flags = (os.O_RDWR if writable else os.O_RDONLY) | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
     try:
         fd = os.open(SHM_DIR / name, flags)
     except FileNotFoundError:
