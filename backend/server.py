@@ -12,6 +12,7 @@ import ipaddress
 import logging
 import os
 import queue
+import re
 import socket
 import threading
 import time
@@ -31,6 +32,8 @@ from protocol.wire import Message
 log = logging.getLogger("layeredit.server")
 
 BACKEND_VERSION = "0.1.0"
+# A client-chosen routing id that claims a token (SPEC.md 1): t:<token>:<random>, letters and digits only.
+ROUTING_TOKEN_RE = re.compile(rb"^t:([A-Za-z0-9]{1,64}):[A-Za-z0-9]{1,64}$")
 
 
 class ConfigError(Exception):
@@ -55,6 +58,21 @@ class ServerConfig:
     abandon_after_s: float | None = None  # cancel jobs of clients silent this long (None: let them finish)
     shm: bool = True  # offer the same-host shared-memory path (SPEC.md section 8) where the OS allows it
     max_shm_bytes: int = 1 << 30  # result segments alive at once; past it results go inline
+
+
+@dataclass(frozen=True)
+class Peer:
+    """Who sent the message being handled: the owner its jobs are filed under, and how far it is trusted."""
+
+    client: str  # "key:<curve key>" (remote), "token:<t>" or "conn:<routing id hex>" (local key holders)
+    remote: bool  # an admitted remote CurveZMQ key, not this machine's connection file
+    loopback: bool  # its TCP connection comes from this machine
+
+    @property
+    def local(self) -> bool:
+        """The local owner: holds the connection file's key and talks over loopback. Only it may use shared
+        memory (a remote key holder must never name a local client's segment) or shut the backend down."""
+        return not self.remote and self.loopback
 
 
 def is_loopback(host: str) -> bool:
@@ -107,12 +125,13 @@ class Server:
         self._authenticator: Any = None
         self._local_keys: tuple[str, str] | None = None  # this machine's hosts, admitted in memory
         self._current_client = ""  # owner of the message being handled (socket thread only)
+        self._current_peer = Peer("", remote=False, loopback=False)  # and who sent it (socket thread only)
         self._next_jobs_sweep = 0.0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._report: dict | None = None  # models and resolved devices, built off the socket thread
         self._report_lock = threading.Lock()
-        self._pending_hellos: list[tuple[list[bytes], str]] = []
+        self._pending_hellos: list[tuple[list[bytes], str, bool]] = []
         self.endpoint = ""
         self.connection_file: Path | None = None
 
@@ -215,20 +234,28 @@ class Server:
         self._authenticator.start()
         self._authenticator.configure_curve_callback("*", credentials_provider=self._authorized)
 
-    def _client_of(self, identity: list[bytes], first_frame: Any) -> str | None:
-        """Who owns what this message asks about: the CurveZMQ key for remote clients (None once revoked),
-        the token in the routing id for local ones, else the connection itself."""
+    def _peer_of(self, rid: bytes, first_frame: Any) -> Peer | None:
+        """Who sent this message and owns what it asks about: the CurveZMQ key for remote clients (None once
+        revoked), the token in the routing id for local ones, else the connection itself. ``rid`` is the
+        routing id ZeroMQ added (the only frame allowed before the delimiter)."""
+        peer_address = _frame_property(first_frame, "Peer-Address")
+        loopback = is_loopback(peer_address)
         if self._authorized is not None and self._local_keys is not None:
-            try:
-                user = first_frame.get("User-Id")
-            except (AttributeError, zmq.ZMQError):
-                user = ""
+            user = _frame_property(first_frame, "User-Id")
             if user and user != self._local_keys[0]:
-                return f"key:{user}" if self._authorized.allowed(user) else None
-        rid = identity[-1] if identity else b""
-        if rid.startswith(b"t:") and rid.count(b":") >= 2:
-            return "token:" + rid.split(b":")[1].decode("ascii", "replace")
-        return "conn:" + rid.hex()
+                if not self._authorized.allowed(user):
+                    return None
+                return Peer(f"key:{user}", remote=True, loopback=loopback)
+        if rid.startswith(b"t:"):
+            m = ROUTING_TOKEN_RE.match(rid)
+            if m is None:
+                raise ProtocolError(
+                    ErrorCode.MALFORMED,
+                    "A routing id starting with 't:' must be t:<token>:<random> (letters and digits, 1-64 "
+                    "each; SPEC.md 1).",
+                )
+            return Peer("token:" + m.group(1).decode("ascii"), remote=False, loopback=loopback)
+        return Peer("conn:" + rid.hex(), remote=False, loopback=loopback)
 
     def start(self) -> Server:
         """Bind and serve on a background thread (tests, embedding)."""
@@ -342,21 +369,31 @@ class Server:
         except wire.SignatureError as exc:
             log.warning("dropped an unauthenticated message: %s", exc)
             return
+        # replies go to the routing id ZeroMQ added, never to frames a client put before the delimiter
+        identity = identity[:1]
+        self._current_peer = Peer("", remote=True, loopback=False)  # trusted with nothing until known
         parent = job = None
         try:
+            if len(frames) - len(body) != 1:
+                raise ProtocolError(
+                    ErrorCode.MALFORMED,
+                    "Frames before the delimiter: a message starts with the delimiter frame (SPEC.md 3).",
+                )
             header = wire.decode_header(wire._view(body[2]))
             parent, job = header["id"], header["job"]
-            client = self._client_of(identity, frames[0])
-            if client is None:
+            peer = self._peer_of(identity[0], frames[0])
+            if peer is None:
                 raise ProtocolError(
                     ErrorCode.NOT_ALLOWED,
                     "This client's key was revoked; ask the backend's admin for a new one.",
                 )
-            self._current_client = client
-            self.jobs.seen(client)
+            self._current_client, self._current_peer = peer.client, peer
+            self.jobs.seen(peer.client)
             msg = wire.decode(body, None, self._resolve_input)  # verified above
             self._dispatch(identity, msg, frames[0])
         except ProtocolError as exc:
+            if parent is None:  # the header was refused: still name the request when its id is readable
+                parent, job = wire.header_ids(body[2])
             log.info("error reply to %s: %s", parent, exc)
             self._reply(identity, wire.error_message(exc, parent=parent, job=job))
         except Exception as exc:  # a bug in dispatch must not kill the server
@@ -370,6 +407,12 @@ class Server:
         if self._probe is None:
             raise ProtocolError(
                 ErrorCode.BAD_BUFFER, "This backend does not accept shared memory; send buffers inline."
+            )
+        if not self._current_peer.local:  # a remote key holder must never name a local client's segment
+            raise ProtocolError(
+                ErrorCode.BAD_BUFFER,
+                "Shared memory is only for local clients of this backend's connection file; send buffers "
+                "inline as frames.",
             )
         return shm.open_readonly(location, shm.CLIENT_PREFIX, expected)
 
@@ -401,11 +444,13 @@ class Server:
     def _on_hello(self, identity: list[bytes], msg: Message) -> None:
         with self._report_lock:
             if self._report is None:  # answered by the report thread once it is done (torch imports slowly)
-                self._pending_hellos.append((identity, msg.id))
+                self._pending_hellos.append((identity, msg.id, self._current_peer.local))
                 return
-        self._reply(identity, Message(wire.CAPABILITIES, parent=msg.id, content=self.capabilities()))
+        content = self.capabilities(local=self._current_peer.local)
+        self._reply(identity, Message(wire.CAPABILITIES, parent=msg.id, content=content))
 
-    def capabilities(self) -> dict:
+    def capabilities(self, local: bool = True) -> dict:
+        """What ``hello`` answers; ``local``: the peer may use shared memory (else ``shm`` is null)."""
         report = self._report or {}
         return {
             "backend_version": BACKEND_VERSION,
@@ -421,7 +466,7 @@ class Server:
             },
             "sample_types": list(wire.SAMPLE_BYTES),
             "channel_orders": list(wire.ORDER_CHANNELS),
-            "shm": self._shm_capability(),
+            "shm": self._shm_capability() if local else None,
         }
 
     def _shm_capability(self) -> dict | None:
@@ -453,8 +498,8 @@ class Server:
         with self._report_lock:
             self._report = report
             pending, self._pending_hellos = self._pending_hellos, []
-        for identity, parent in pending:
-            msg = Message(wire.CAPABILITIES, parent=parent, content=self.capabilities())
+        for identity, parent, local in pending:
+            msg = Message(wire.CAPABILITIES, parent=parent, content=self.capabilities(local=local))
             self._outbox.put((None, identity, wire.encode(msg, self.key)))
         self._poke()
 
@@ -481,8 +526,16 @@ class Server:
             raise ProtocolError(ErrorCode.MALFORMED, "A job id must be 1 to 128 characters.")
         job = Job(job_id, msg.op, params, image, selection, identity, submit_id=msg.id)
         job.client = self._current_client
-        job.shm_results = bool(msg.content.get("shm_results")) and self._probe is not None
+        job.shm_results = (
+            bool(msg.content.get("shm_results")) and self._probe is not None and self._current_peer.local
+        )
         space = msg.content.get("shm_result")
+        if space is not None and not self._current_peer.local:
+            raise ProtocolError(
+                ErrorCode.BAD_BUFFER,
+                "Shared memory is only for local clients of this backend's connection file; leave "
+                "'shm_result' out and take the result inline.",
+            )
         job.result_space = space if job.shm_results and isinstance(space, dict) else None
         position = self.jobs.submit(job)
         log.info("job %s (%s) accepted, queue position %d", job_id, msg.op, position)
@@ -519,13 +572,20 @@ class Server:
             self.jobs.release(job.id)
 
     def _on_shutdown(self, identity: list[bytes], msg: Message, first_frame: Any) -> None:
-        peer = ""
-        try:
-            peer = first_frame.get("Peer-Address")
-        except (AttributeError, zmq.ZMQError):
-            pass
-        if not is_loopback(peer or ""):
-            raise ProtocolError(ErrorCode.NOT_ALLOWED, "Shutdown is only allowed from this computer.")
+        if not self._current_peer.local:  # a remote key, or the local key from another machine
+            raise ProtocolError(
+                ErrorCode.FORBIDDEN,
+                "Only the backend's owner on its own computer may shut it down (the connection file's key, "
+                "over loopback); ask the admin of the shared backend.",
+            )
         self._reply(identity, Message(wire.BYE, parent=msg.id))
         log.info("shutdown requested")
         self._stop.set()
+
+
+def _frame_property(frame: Any, name: str) -> str:
+    """A ZeroMQ message property (``Peer-Address``, ``User-Id``), "" when the transport does not set it."""
+    try:
+        return str(frame.get(name) or "")
+    except (AttributeError, zmq.ZMQError):
+        return ""

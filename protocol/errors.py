@@ -25,7 +25,8 @@ class ErrorCode(StrEnum):
     MISSING_INPUT = "missing_input"  # e.g. an op that needs an image got none
     NO_SELECTION = "no_selection"  # op needs a selection and it is empty
     UNKNOWN_JOB = "unknown_job"  # cancel/fetch/status of a job id not known (or not yours)
-    NOT_ALLOWED = "not_allowed"  # e.g. shutdown from a non-local client
+    NOT_ALLOWED = "not_allowed"  # a remote key revoked since it connected
+    FORBIDDEN = "forbidden"  # only the local owner may do this (shutdown from a remote key or off loopback)
     QUEUE_FULL = "queue_full"
     # Running
     MODEL_MISSING = "model_missing"  # weights not installed: message names the install command

@@ -291,6 +291,19 @@ def verify(frames: Sequence[Any], key: bytes) -> None:
         raise SignatureError("bad signature")
 
 
+def header_ids(raw: Any) -> tuple[str | None, str | None]:
+    """(``id``, ``job``) of a header when they are readable strings, else None: an error about a header that
+    is refused (``bad_version``, ``malformed``) still names the request it answers."""
+    try:
+        header = json.loads(bytes(_view(raw)).decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError, TypeError):
+        return None, None
+    if not isinstance(header, dict):
+        return None, None
+    ids = (header.get("id"), header.get("job"))
+    return tuple(v if isinstance(v, str) else None for v in ids)  # type: ignore[return-value]
+
+
 def decode_header(raw: bytes | memoryview) -> dict:
     """Parse and type-check a header; raise ProtocolError(MALFORMED / BAD_VERSION) saying what is wrong."""
     try:
