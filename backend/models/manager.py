@@ -24,7 +24,7 @@ from .locate import Location, Locator, default_hf_cache, extra_model_dirs, model
 from .presets import DEFAULT_PRESET, PRESETS, default_models_dir, install_command
 
 PIPELINE_KINDS = ("inpaint", "text2img")
-_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".ckpt", ".pt", ".pth")
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".ckpt", ".pt", ".pth", ".onnx")
 
 
 @dataclass
@@ -134,6 +134,20 @@ class ModelManager:
         loc = self.locate("sam", ref)
         return self._cached(("sam", loc.key), lambda: self._load_sam(loc), loc)
 
+    def onnx_file(self, kind: str, ref: str | os.PathLike | None = None) -> Path:
+        """The .onnx file of ``kind`` (e.g. "lama"): MODEL_MISSING with the install command when not installed,
+        MODEL_BROKEN when its folder holds no .onnx file (a download cut short, a file deleted by hand)."""
+        return self._onnx_in(self.locate(kind, ref), kind)
+
+    def load_onnx(self, kind: str, ref: str | os.PathLike | None = None):
+        """An onnxruntime InferenceSession for ``kind``'s .onnx file, cached across jobs like the pipelines
+        (counted in the memory budget by its file size). CUDA when this manager runs on a GPU and the
+        installed onnxruntime has it, else the CPU. A file onnxruntime cannot read is MODEL_BROKEN."""
+        loc = self.locate(kind, ref)
+        path = self._onnx_in(loc, kind)
+        key = (kind, str(path.resolve()))
+        return self._cached(key, lambda: self._load_onnx(path), loc, nbytes=path.stat().st_size)
+
     def loaded(self) -> list[tuple[str, str]]:
         """Cache keys, least recently used first."""
         with self._lock:
@@ -150,7 +164,9 @@ class ModelManager:
                 self._evict_oldest()
 
     # ---- internals -----------------------------------------------------------------------------------------
-    def _cached(self, key: tuple[str, str], load: Callable[[], Any], loc: Location) -> Any:
+    def _cached(
+        self, key: tuple[str, str], load: Callable[[], Any], loc: Location, nbytes: int | None = None
+    ) -> Any:
         with self._lock:
             entry = self._cache.get(key)
             if entry is not None:
@@ -159,7 +175,7 @@ class ModelManager:
                 return entry.value
             self._make_room(_disk_bytes(loc.path), keep=None)
             value = self._guarded(load, loc)
-            entry = _Entry(value, module_bytes(value))
+            entry = _Entry(value, module_bytes(value) if nbytes is None else nbytes)
             self._cache[key] = entry
             self.stats.loads += 1
             self._make_room(0, keep=key)
@@ -286,6 +302,32 @@ class ModelManager:
             model=config_preset,
             install=install_command(config_preset),
         )
+
+    @staticmethod
+    def _onnx_in(loc: Location, kind: str) -> Path:
+        if loc.form == "file":
+            return loc.path
+        preset = PRESETS.get(DEFAULT_PRESET.get(kind, ""))
+        wanted = [loc.path / pat for pat in (preset.allow_patterns if preset else ()) if "*" not in pat]
+        found = [p for p in wanted if p.is_file()] or sorted(loc.path.glob("*.onnx"))
+        if not found:
+            raise model_error(
+                ErrorCode.MODEL_BROKEN,
+                f"{loc.path} holds no .onnx model file. Its download did not finish or the file was removed; "
+                f"{_reinstall_hint(loc)}",
+                model=loc.label,
+            )
+        return found[0]
+
+    def _load_onnx(self, path: Path):
+        import onnxruntime as ort
+
+        providers = ["CPUExecutionProvider"]
+        if self.device.startswith("cuda") and "CUDAExecutionProvider" in ort.get_available_providers():
+            providers.insert(0, "CUDAExecutionProvider")
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 3  # warnings about unused initialisers are noise in the backend's log
+        return ort.InferenceSession(str(path), opts, providers=providers)
 
     def _load_sam(self, loc: Location):
         _quiet_progress_bars()

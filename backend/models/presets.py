@@ -53,13 +53,15 @@ class Preset:
     """One installable model. ``kind`` is what ModelManager loads it as; ``embedded`` ships in the venv."""
 
     name: str
-    kind: str  # inpaint | text2img | sam | lora | config | erase
+    kind: str  # inpaint | text2img | sam | lora | config | erase | lama | migan
     repo_id: str | None
     help: str
     allow_patterns: tuple[str, ...] = ()
     size_mb: int = 0
     variant: str | None = None  # the diffusers weight variant the patterns select
     embedded: Callable[[], Path] | None = field(default=None, compare=False)
+    revision: str | None = None  # a pinned commit: the file the loader's contract was checked against
+    sha256: tuple[tuple[str, str], ...] = ()  # (file, hex digest) checked after the download
 
 
 def _u2netp_path() -> Path:
@@ -136,6 +138,25 @@ PRESETS: dict[str, Preset] = {
             size_mb=135,
         ),
         Preset(
+            "lama",
+            "lama",
+            "Carve/LaMa-ONNX",
+            "LaMa (big-lama) object-removal fill for erase, ONNX, CPU or GPU; Apache-2.0",
+            ("lama_fp32.onnx",),
+            size_mb=208,
+            revision="c3c0c9e468934d62e79c329e35d82dd09ff8c444",
+            sha256=(("lama_fp32.onnx", "1faef5301d78db7dda502fe59966957ec4b79dd64e16f03ed96913c7a4eb68d6"),),
+        ),
+        Preset(
+            "migan",
+            "migan",
+            "andraniksargsyan/migan",
+            "MI-GAN (Picsart, Places2 512) object-removal fill for erase, ONNX, built for CPUs; MIT",
+            ("migan.onnx",),
+            size_mb=30,
+            revision="b5fe990a75967292c4271b439ab50ae75ea4c758",
+        ),
+        Preset(
             "sd15-config",
             "config",
             "stable-diffusion-v1-5/stable-diffusion-v1-5",
@@ -171,7 +192,14 @@ PRESETS: dict[str, Preset] = {
 }
 
 # The preset that provides the default model of each ModelManager kind.
-DEFAULT_PRESET = {"inpaint": "sd15-inpaint", "text2img": "sd15", "sam": "sam", "lcm-lora": "lcm-lora"}
+DEFAULT_PRESET = {
+    "inpaint": "sd15-inpaint",
+    "text2img": "sd15",
+    "sam": "sam",
+    "lcm-lora": "lcm-lora",
+    "lama": "lama",
+    "migan": "migan",
+}
 
 
 class PresetError(RuntimeError):
@@ -213,7 +241,10 @@ def download(preset: str | Preset, models_dir: str | os.PathLike, progress: bool
         from huggingface_hub.utils import disable_progress_bars, enable_progress_bars
 
         (enable_progress_bars if progress else disable_progress_bars)()
-        snapshot_download(repo_id=p.repo_id, allow_patterns=list(p.allow_patterns), local_dir=str(target))
+        pinned = {"revision": p.revision} if p.revision else {}
+        snapshot_download(
+            repo_id=p.repo_id, allow_patterns=list(p.allow_patterns), local_dir=str(target), **pinned
+        )
     except Exception as exc:  # network, proxy, disk, offline mode: all end the same way for the user
         raise PresetError(_download_failure(p, target, _reason(exc))) from exc
     missing = _missing(p.allow_patterns, target)
@@ -227,6 +258,12 @@ def download(preset: str | Preset, models_dir: str | os.PathLike, progress: bool
         missing = [m for m in missing if not (target / m.replace(".fp16.", ".")).is_file()]
     if missing:
         raise PresetError(_download_failure(p, target, f"these files did not arrive: {', '.join(missing)}"))
+    for name, digest in p.sha256:
+        got = _sha256(target / name)
+        if got != digest:
+            raise PresetError(
+                _download_failure(p, target, f"{name} has SHA-256 {got}, expected {digest} (damaged download)")
+            )
     marker.unlink()
     return target
 
@@ -237,6 +274,16 @@ def default_models_dir() -> Path:
     if env:
         return Path(env).expanduser()
     return Path(__file__).resolve().parents[2] / "models"
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _allow_network() -> None:
