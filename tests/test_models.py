@@ -74,7 +74,14 @@ def test_default_ref_is_the_preset_folder(tiny_inpaint_dir, models_dir):
     assert mm.locate("inpaint").path == models_dir / "sd15-inpaint"
     assert mm.load_pipeline("inpaint") is mm.load_pipeline("inpaint", "sd15-inpaint")
     assert mm.stats.loads == 1
-    assert mm.available() == {"inpaint": True, "text2img": False, "sam": False, "lcm-lora": False}
+    assert mm.available() == {
+        "inpaint": True,
+        "text2img": False,
+        "sam": False,
+        "lcm-lora": False,
+        "lama": False,
+        "migan": False,
+    }
 
 
 def test_name_found_in_user_folders_a1111_layout(tiny_inpaint_dir, models_dir, tmp_path):

@@ -20,6 +20,8 @@ import numpy as np
 
 from backend.replace.pipeline_replace import Callback, ReplaceParams, inpaint, native_resolution
 
+from .fill_learned import LEARNED_FILLS, learned_filler
+
 FILL_NAME = "diffusion"
 BACKGROUND_PROMPT = "background, empty scene, seamless continuation of the surroundings"
 REMOVAL_NEGATIVE = "object, person, animal, text, watermark, logo, frame, border, blurry, artifacts"
@@ -107,7 +109,16 @@ def erase_model_fillers(fill: str, models: Any, callback: Callback | None = None
     replaces the classical auto entry): on a CPU, SD inpainting takes tens of seconds to minutes where the
     classical fill takes well under a second, so auto stays classical there and "diffusion" must be asked for.
     "diffusion" requires the model and raises MODEL_MISSING with the install command when it is absent. With the
-    LCM-LoRA installed (SD 1.5 models), it fills in 6 steps."""
+    LCM-LoRA installed (SD 1.5 models), it fills in 6 steps.
+
+    "lama" / "migan" are the learned object-removal fillers (backend/erase/fill_learned.py): MODEL_MISSING with
+    the install command when absent, MODEL_BROKEN when the file is damaged."""
+    if fill in LEARNED_FILLS:
+        if models is None:
+            from backend.models import ModelManager
+
+            models = ModelManager()
+        return {fill: learned_filler(fill, models)}
     if fill not in ("auto", FILL_NAME):
         return {}
     if fill == "auto" and (models is None or not _on_gpu(models) or not models.has_model("inpaint")):

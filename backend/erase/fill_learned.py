@@ -32,12 +32,13 @@ from protocol.errors import ErrorCode
 
 LEARNED_FILLS = ("lama", "migan")  # also the preference order of ``installed_learned_fill``
 NATIVE_SIDE = 512  # both were trained on 512x512 crops
-CONTEXT = 0.5  # crop context (fraction of the region's long side): enough scene, while the object keeps detail
+# crop context (fraction of the region's long side): enough scene around it, while the object keeps detail
+CONTEXT = 0.5
 
 
 def _broken(name: str, message: str):
-    from backend.models.presets import install_command
     from backend.errors import OpError
+    from backend.models.presets import install_command
 
     return OpError(
         ErrorCode.MODEL_BROKEN,

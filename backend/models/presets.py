@@ -262,7 +262,9 @@ def download(preset: str | Preset, models_dir: str | os.PathLike, progress: bool
         got = _sha256(target / name)
         if got != digest:
             raise PresetError(
-                _download_failure(p, target, f"{name} has SHA-256 {got}, expected {digest} (damaged download)")
+                _download_failure(
+                    p, target, f"{name} has SHA-256 {got}, expected {digest} (damaged download)"
+                )
             )
     marker.unlink()
     return target

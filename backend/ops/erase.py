@@ -13,7 +13,7 @@ from protocol.errors import ErrorCode
 from .base import JobContext, Op, OpError, OpInputs, OpResult, OpSpec, ParamSpec
 from .snap import build_snapper, require_image_and_selection, snap_params
 
-FILL_METHODS = ("auto", "telea", "ns", "clone", "diffusion")
+FILL_METHODS = ("auto", "telea", "ns", "clone", "diffusion", "lama", "migan")
 
 
 class EraseOp(Op):
@@ -47,7 +47,8 @@ class EraseOp(Op):
                 "auto",
                 "Background fill: auto (Stable Diffusion inpainting when installed and on a GPU, else clone on textured "
                 "backgrounds, telea on smooth ones), telea or ns (smooth, fast), clone (copies nearby real "
-                "background; keeps texture), diffusion (needs: python3 install.py --models sd15-inpaint).",
+                "background; keeps texture), diffusion (needs: python3 install.py --models sd15-inpaint), lama or "
+                "migan (learned object-removal fills, CPU or GPU; need: python3 install.py --models lama, or migan).",
                 choices=FILL_METHODS,
             ),
         ),
