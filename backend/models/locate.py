@@ -87,8 +87,20 @@ class Locator:
         found = None if _looks_like_path(text) else self._by_name(text)
         if found is None and _REPO_ID.match(text) and not _looks_like_path(text):
             found = self._in_hf_cache(text)
+        named = PRESETS.get(text)  # a preset asked for by name: its repository may sit in the HF cache too
+        if found is None and named is not None and named.repo_id:
+            found = self._in_hf_cache(named.repo_id)
         if found is not None:
             return self._checked(Location(found.form, found.path, text))
+        if named is not None and named.repo_id:
+            raise model_error(
+                ErrorCode.MODEL_MISSING,
+                f"The model {text} ({named.repo_id}) is not installed; looked in "
+                f"{', '.join(map(str, self.dirs))} and the Hugging Face cache. "
+                f"Install it with: {install_command(text)}",
+                model=text,
+                install=install_command(text),
+            )
         hint = f" The default model installs with: {install_command(preset.name)}" if preset else ""
         raise model_error(
             ErrorCode.MODEL_MISSING,

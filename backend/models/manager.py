@@ -130,7 +130,10 @@ class ModelManager:
         return self._cached((kind, loc.key), lambda: self._load_pipeline(kind, loc), loc)
 
     def load_sam(self, ref: str | os.PathLike | None = None):
-        """(SamModel, SamProcessor) from a local transformers folder, on this manager's device."""
+        """(model, processor) of a segment-anything model from a local transformers folder, on this manager's
+        device: SAM (SamModel + SamProcessor), SAM-HQ (SamHQModel + SamHQProcessor) or SAM 2.1 (Sam2Model +
+        our torchvision-free Sam2Prompts), chosen by the folder's config.json. ``ref``: a preset name such as
+        ``sam2.1-tiny`` (see presets.SAM_AUTO_ORDER), a folder, or a repo id in the HF cache."""
         loc = self.locate("sam", ref)
         return self._cached(("sam", loc.key), lambda: self._load_sam(loc), loc)
 
@@ -331,7 +334,7 @@ class ModelManager:
 
     def _load_sam(self, loc: Location):
         _quiet_progress_bars()
-        from transformers import SamModel, SamProcessor
+        from backend.snapping.sam import load_local
 
         if loc.form != "folder" or not (loc.path / "config.json").is_file():
             raise model_error(
@@ -339,10 +342,8 @@ class ModelManager:
                 f"{loc.path} is not a transformers SAM folder (config.json missing). {_reinstall_hint(loc)}",
                 model=loc.label,
             )
-        model = SamModel.from_pretrained(str(loc.path), local_files_only=True)
-        model = model.to(self.device).eval()
-        processor = SamProcessor.from_pretrained(str(loc.path), local_files_only=True)
-        return model, processor
+        model, processor = load_local(loc.path)
+        return model.to(self.device).eval(), processor
 
 
 def _quiet_progress_bars() -> None:

@@ -47,6 +47,10 @@ _SDXL_FP16_FILES = (
     "text_encoder_2/model.fp16.safetensors",
 )
 
+# SAM 2.1 repositories hold the original .pt/.yaml next to the transformers files: fetch only the latter
+# (processor_config.json is optional: a glob, so that a repository without it still installs).
+_SAM2_FILES = ("config.json", "preprocessor_config.json", "model.safetensors", "processor_config*.json")
+
 
 @dataclass(frozen=True)
 class Preset:
@@ -125,9 +129,33 @@ PRESETS: dict[str, Preset] = {
             "sam",
             "sam",
             "facebook/sam-vit-base",
-            "Segment Anything (ViT-B) for snapping selections to objects",
+            "Segment Anything (ViT-B) for snapping selections to objects; Apache-2.0",
             ("config.json", "preprocessor_config.json", "model.safetensors"),
             size_mb=375,
+        ),
+        Preset(
+            "sam-hq",
+            "sam",
+            "syscv-community/sam-hq-vit-base",
+            "SAM-HQ (ViT-B): SAM with a high-quality token, sharper on thin parts and fine edges; Apache-2.0",
+            ("config.json", "preprocessor_config.json", "model.safetensors"),
+            size_mb=379,
+        ),
+        Preset(
+            "sam2.1-small",
+            "sam",
+            "facebook/sam2.1-hiera-small",
+            "SAM 2.1 Hiera-S: newer and more accurate than SAM, still CPU-friendly; Apache-2.0",
+            _SAM2_FILES,
+            size_mb=184,
+        ),
+        Preset(
+            "sam2.1-tiny",
+            "sam",
+            "facebook/sam2.1-hiera-tiny",
+            "SAM 2.1 Hiera-T: the lightest segment-anything model here (fastest on a CPU); Apache-2.0",
+            _SAM2_FILES,
+            size_mb=156,
         ),
         Preset(
             "lcm-lora",
@@ -200,6 +228,11 @@ DEFAULT_PRESET = {
     "lama": "lama",
     "migan": "migan",
 }
+
+# snap_method=auto takes the first of these that is installed (docs/SNAP_MODELS.md says why this order):
+# SAM-HQ first, because thin parts and exact edges are where snapping fails and it is the one trained for them;
+# then SAM 2.1 (more accurate than SAM per its paper, and far cheaper), small before tiny; SAM ViT-B last.
+SAM_AUTO_ORDER = ("sam-hq", "sam2.1-small", "sam2.1-tiny", "sam")
 
 
 class PresetError(RuntimeError):

@@ -11,7 +11,7 @@ from typing import Any
 from protocol.errors import ErrorCode
 
 from .base import JobContext, Op, OpError, OpInputs, OpResult, OpSpec, ParamSpec
-from .snap import build_snapper, require_image_and_selection, snap_params
+from .snap import build_snapper, require_image_and_selection, snap_params, snap_pipeline_method
 
 FILL_METHODS = ("auto", "telea", "ns", "clone", "diffusion", "lama", "migan")
 
@@ -62,7 +62,11 @@ class EraseOp(Op):
 
         snapper = build_snapper(ctx, params["snap_method"]) if params["snap"] else None
         job = EraseParams(
-            snap=SnapParams(enabled=params["snap"], method=params["snap_method"], margin=params["margin"]),
+            snap=SnapParams(
+                enabled=params["snap"],
+                method=snap_pipeline_method(params["snap_method"]),
+                margin=params["margin"],
+            ),
             grow=params["grow"],
             feather=params["feather"],
             fill=params["fill"],

@@ -183,7 +183,8 @@ def make_snapper(ctx: JobContext, method: str, margin: int):
         return None
     from backend.snapping import SnapParams
 
-    from .snap import build_snapper
+    from .snap import build_snapper, snap_pipeline_method
 
     snap = build_snapper(ctx, method)
-    return lambda image, selection: snap(image, selection, SnapParams(method=method, margin=margin)).mask
+    params = SnapParams(method=snap_pipeline_method(method), margin=margin)
+    return lambda image, selection: snap(image, selection, params).mask

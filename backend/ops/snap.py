@@ -9,15 +9,21 @@ from __future__ import annotations
 
 from typing import Any
 
+from backend.models.presets import SAM_AUTO_ORDER
 from protocol.errors import ErrorCode
 
 from .base import JobContext, Op, OpError, OpInputs, OpResult, OpSpec, ParamSpec
 
-SNAP_METHODS = ("auto", "combined", "grabcut", "u2netp", "sam", "none")
+# the segment-anything models are asked for by their preset names (best first: the order auto uses)
+MODEL_METHODS = SAM_AUTO_ORDER
+SNAP_METHODS = ("auto", "combined", "grabcut", "u2netp", *MODEL_METHODS, "none")
 
 METHOD_PARAM_HELP = (
-    "How to find the object: auto (SAM if installed, else GrabCut + u2netp), combined (GrabCut + u2netp), "
-    "grabcut, u2netp or sam."
+    "How to find the object: auto (the best installed segment-anything model, in this order: "
+    f"{', '.join(MODEL_METHODS)}; GrabCut + u2netp when none is installed or its mask looks wrong), "
+    "combined (GrabCut + u2netp, no downloads), grabcut, u2netp, or one model by name: sam-hq (sharpest on thin "
+    "parts), sam2.1-small, sam2.1-tiny (fastest on a CPU), sam (ViT-B). Models install with: "
+    "python3 install.py --models NAME."
 )
 _NONE_HELP = " none: the selection as drawn."
 
@@ -77,36 +83,66 @@ def require_image_and_selection(inputs: OpInputs, op: str):
 
 
 def build_snapper(ctx: JobContext, method: str):
-    """A SnapPipeline with u2netp (embedded) and SAM when ``method`` may use it and its weights are installed."""
+    """A SnapPipeline with u2netp (embedded) and, when ``method`` may use one, a segment-anything model:
+    the one named, or for ``auto`` the first installed in MODEL_METHODS (a broken one is skipped, and said so)."""
     from backend.snapping import SnapPipeline
-    from backend.snapping.sam import SamSegmenter
 
     if method == "none":
         return SnapPipeline()
-    sam = None
     models = ctx.models
-    if method in ("auto", "sam") and models is not None and _has_sam(models):
-        model, processor = models.load_sam()
-        sam = SamSegmenter.shared(model, processor)
-    elif method == "sam":
+    if method in MODEL_METHODS:
         if models is None:
             raise OpError(
                 ErrorCode.MODEL_MISSING,
-                "SAM snapping needs the SAM weights; install them with: python3 install.py --models sam",
+                f"Snapping with {method} needs its weights; install them with: python3 install.py --models {method}",
             )
-        models.load_sam()  # raises MODEL_MISSING with the install command
-    return SnapPipeline.default(sam=sam)
+        segmenter = _segmenter(models, method)  # MODEL_MISSING (with the install command) or MODEL_BROKEN
+        return SnapPipeline.default(sam=segmenter, model_choice={"asked": method})
+    if method == "auto" and models is not None:
+        segmenter, choice = _best_installed(models)
+        return SnapPipeline.default(sam=segmenter, model_choice=choice)
+    return SnapPipeline.default()
 
 
-def _has_sam(models: Any) -> bool:
+def _segmenter(models: Any, name: str):
+    from backend.snapping.sam import SamSegmenter
+
+    model, processor = models.load_sam(name)
+    return SamSegmenter.shared(model, processor, name=name)
+
+
+def _best_installed(models: Any) -> tuple[Any, dict[str, Any] | None]:
+    """(segmenter or None, how it was chosen) for snap_method=auto."""
     has = getattr(models, "has_model", None)
-    return bool(has and has("sam"))
+    installed = [name for name in MODEL_METHODS if has is not None and has("sam", name)]
+    if not installed:
+        return None, None
+    skipped: dict[str, str] = {}
+    for name in installed:
+        try:
+            segmenter = _segmenter(models, name)
+        except OpError as exc:  # broken download, out of memory: the next model (or the embedded snap) works
+            skipped[name] = f"{exc.code.value}: {exc.message[:300]}"
+            continue
+        why = f"auto: {name} is the first installed model in the order {', '.join(MODEL_METHODS)}"
+        return segmenter, {"picked": name, "installed": installed, "skipped": skipped, "why": why}
+    return None, {
+        "picked": None,
+        "installed": installed,
+        "skipped": skipped,
+        "why": "auto: every model failed",
+    }
+
+
+def snap_pipeline_method(method: str) -> str:
+    """The SnapPipeline method for an op's snap method: every model name means 'the injected model'."""
+    return "sam" if method in MODEL_METHODS else method
 
 
 def run_snap(snapper: Any, image, selection, method: str, margin: int):
     from backend.snapping import SnapParams
 
-    params = SnapParams(enabled=method != "none", method=method, margin=margin)
+    params = SnapParams(enabled=method != "none", method=snap_pipeline_method(method), margin=margin)
     try:
         return snapper(image, selection, params)
     except LookupError as exc:

@@ -1,14 +1,16 @@
 """SnapPipeline: a rough selection -> the mask of the object it was drawn around.
 
 Methods (``SnapParams.method``):
-- ``auto``: SAM when a SAM segmenter was injected (falling back to ``combined`` when SAM's mask fails the
-  plausibility checks below), else ``combined``.
+- ``auto``: the injected segment-anything model when there is one (the op injects the best installed one:
+  SAM-HQ, SAM 2.1 small, SAM 2.1 tiny, SAM ViT-B), falling back to ``combined`` when its mask fails the
+  plausibility checks below; else ``combined``. ``meta["model"]`` says which model ran, what its candidates
+  scored, and whether its mask was used or rejected (and why).
 - ``combined`` (the embedded default, no downloads): GrabCut on the crop with the whole selection as probable
   foreground; when its result looks wrong (it collapsed, or it hugs the selection's edge instead of an object
   inside it), u2netp's confident pixels become sure-foreground seeds for a second GrabCut, and the candidate that
   stays inside the selection best wins; when every candidate looks wrong the selection is kept as it is.
   Chosen by measurement on bench/erase_replace.py (see docs/benchmarks/erase.md).
-- ``grabcut``, ``u2netp``, ``sam``: one method alone (``sam`` needs an injected segmenter).
+- ``grabcut``, ``u2netp``, ``sam``: one method alone (``sam``: the injected segment-anything model, any family).
 - ``none`` (or ``SnapParams.enabled=False``): the selection is returned unchanged.
 
 Guarantees: the result never reaches beyond ``margin`` px around the selection; everything runs on the crop
@@ -68,20 +70,41 @@ def _plausible(touch: float, area: float) -> bool:
     return area >= _MIN_AREA and touch <= _MAX_TOUCH
 
 
+def _implausible_because(touch: float, area: float) -> str:
+    """The failed checks of ``_plausible`` in words, for the meta (a user's log)."""
+    why = []
+    if area < _MIN_AREA:
+        why.append(f"its area is {area:.0%} of the selection's (under {_MIN_AREA:.0%}: it collapsed)")
+    if touch > _MAX_TOUCH:
+        why.append(
+            f"it covers {touch:.0%} of the selection's inner rim (over {_MAX_TOUCH:.0%}: it follows the "
+            "selection, not an object inside it)"
+        )
+    return " and ".join(why)
+
+
 class SnapPipeline:
     """Injected components: ``u2net`` (a callable rgb -> probability, e.g. ``U2NetP()``; None to skip) and
     ``sam`` (a ``SamSegmenter``; None when its weights are not installed). GrabCut needs nothing."""
 
-    def __init__(self, u2net: Callable[[np.ndarray], np.ndarray] | None = None, sam: Any | None = None):
+    def __init__(
+        self,
+        u2net: Callable[[np.ndarray], np.ndarray] | None = None,
+        sam: Any | None = None,
+        model_choice: dict[str, Any] | None = None,
+    ):
         self.u2net = u2net
         self.sam = sam
+        self.model_choice = (
+            model_choice  # how the op picked ``sam`` (order, installed, skipped): for the meta
+        )
 
     @classmethod
-    def default(cls, sam: Any | None = None) -> SnapPipeline:
+    def default(cls, sam: Any | None = None, model_choice: dict[str, Any] | None = None) -> SnapPipeline:
         """GrabCut + u2netp when its file is found (no downloads), plus ``sam`` if given."""
         from .u2net import find_u2netp, shared_u2netp
 
-        return cls(u2net=shared_u2netp() if find_u2netp() else None, sam=sam)
+        return cls(u2net=shared_u2netp() if find_u2netp() else None, sam=sam, model_choice=model_choice)
 
     def __call__(
         self,
@@ -117,6 +140,8 @@ class SnapPipeline:
         out = np.zeros(sel.shape, np.float32)
         x0, y0, x1, y1 = plan.box
         out[y0:y1, x0:x1] = snapped
+        if self.model_choice and "model" not in meta:  # auto found models but none ran (all failed to load)
+            meta["model"] = {"choice": self.model_choice}
         meta.update({"snapped": method != "selection", "crop": list(plan.box)})
         return SnapOutput(out, method, meta)
 
@@ -125,18 +150,24 @@ class SnapPipeline:
     ) -> tuple[np.ndarray, str, dict[str, Any]]:
         method = params.method
         if method == "auto" and self.sam is not None:
-            # SAM first; the embedded methods take over when its mask looks wrong (same checks as 'combined')
-            prob = self.sam(rgb, seed, gap=max(4, params.margin // 2))
-            touch, area = _touch_and_area(prob, seed)
-            if _plausible(touch, area):
-                return prob, "sam", {}
-            method = "combined"
+            # the model first; the embedded methods take over when its mask looks wrong (same checks as 'combined')
+            prob, info = self._model_mask(rgb, seed, params)
+            if info["plausible"]:
+                info["verdict"] = "used: its mask passed the plausibility checks"
+                return prob, "sam", {"model": info}
+            info["verdict"] = (
+                f"rejected: {_implausible_because(info['touch'], info['area'])}; the embedded snap decided"
+            )
+            prob, name, meta = self._segment(rgb, seed, replace(params, method="combined"), callback)
+            return prob, name, {**meta, "model": info}
         elif method == "auto":
             method = "combined"
         if method == "sam":
             if self.sam is None:
                 raise LookupError("SAM snapping needs SAM weights; none are loaded")
-            return self.sam(rgb, seed, gap=max(4, params.margin // 2)), "sam", {}
+            prob, info = self._model_mask(rgb, seed, params)
+            info["verdict"] = "used: asked for by name"
+            return prob, "sam", {"model": info}
         if method == "u2netp":
             if self.u2net is None:
                 raise LookupError("u2netp snapping needs u2netp.onnx; it was not found")
@@ -147,6 +178,25 @@ class SnapPipeline:
         if method == "grabcut":
             return gc, "grabcut", {}
         return self._combined(rgb, seed, gc, params, callback)
+
+    def _model_mask(self, rgb: np.ndarray, seed: np.ndarray, params: SnapParams) -> tuple[np.ndarray, dict]:
+        """The injected model's mask and what decided it (its own scores plus the pipeline's checks)."""
+        gap = max(4, params.margin // 2)
+        segment = getattr(self.sam, "segment", None)
+        if segment is not None:
+            prob, info = segment(rgb, seed, gap=gap)
+        else:  # a bare callable (tests inject lambdas)
+            prob, info = self.sam(rgb, seed, gap=gap), {"name": "sam"}
+        touch, area = _touch_and_area(prob, seed)
+        info = {
+            **info,
+            "touch": round(touch, 3),
+            "area": round(area, 3),
+            "plausible": _plausible(touch, area),
+        }
+        if self.model_choice:
+            info["choice"] = self.model_choice
+        return prob, info
 
     def _combined(
         self, rgb: np.ndarray, seed: np.ndarray, gc: np.ndarray, params: SnapParams, callback: Callback | None
