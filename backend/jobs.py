@@ -401,6 +401,7 @@ class JobManager:
             job.final = frames
             job.final_bytes = sum(b.nbytes for b in msg.buffers)
             self._evict()
+            self._trim_records()  # records submitted while the queue was long become forgettable only now
         self._emit(job.id, frames)
 
     def _evict(self) -> None:
@@ -416,7 +417,8 @@ class JobManager:
             self._drop_segment(j)
 
     def _trim_records(self) -> None:
-        """Forget the oldest finished jobs beyond ``max_records`` (lock held)."""
+        """Forget the oldest finished jobs beyond ``max_records`` (lock held). Called on submit and on every
+        finish: a burst of submits can only be trimmed once its jobs end, else records stay past the bound."""
         finished = [j for j in self._jobs.values() if j.state in FINISHED]
         for j in finished[: max(0, len(self._jobs) - self.max_records)]:
             self._drop_segment(j)

@@ -10,12 +10,15 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from backend.jobs import Job, JobManager
+from backend.ops import JobContext, Op, OpInputs, OpResult, OpSpec, Registry
 from backend.server import ConfigError, Server, ServerConfig
 from backend.wire_images import array_buffer
 from protocol import client as client_mod
@@ -200,6 +203,36 @@ def test_unfetched_results_expire_and_records_stay_bounded(tmp_path):
             assert exc.value.code == ErrorCode.RESULT_EXPIRED
     finally:
         srv.stop()
+
+
+def test_records_submitted_behind_a_busy_worker_are_trimmed_when_they_finish():
+    """The bound holds once jobs end, not only at the next submit: 40 jobs queued behind a held worker with
+    max_records=20 leave at most 20 records when they are all done (was: all 40 until another submit)."""
+    gate = threading.Event()
+
+    class Gate(Op):
+        spec = OpSpec(name="gate", help="Wait for the test (test op).", params=(), needs_image=False)
+
+        def run(self, inputs: OpInputs, params: dict, ctx: JobContext) -> OpResult:
+            assert gate.wait(30)
+            return OpResult(None, np.zeros((1, 1), np.uint8))
+
+    jobs = JobManager(
+        Registry({"gate": Gate}), b"k" * 32, lambda job, frames: None, max_records=20, models_factory=None
+    )
+    jobs.start()
+    try:
+        ids = [f"j{i}" for i in range(40)]
+        for job_id in ids:
+            jobs.submit(Job(id=job_id, op="gate", params={}, image=None, selection=None, owner=[b"x"]))
+        assert len(jobs.list()) == 40  # nothing finished: nothing may be forgotten yet
+        gate.set()
+        assert wait_until(lambda: all(d["state"] == "done" for d in jobs.list()) and ids[-1] in jobs._jobs)
+        assert wait_until(lambda: len(jobs.list()) <= 20)
+        assert [d["job"] for d in jobs.list()] == ids[-20:]  # the oldest went first
+    finally:
+        gate.set()
+        jobs.stop()
 
 
 # -- out of memory inside an op --------------------------------------------------------------------
