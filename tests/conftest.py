@@ -2,12 +2,35 @@
 
 from __future__ import annotations
 
+import logging
 import os
 
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the tests never reach a model hub
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+@pytest.fixture(autouse=True)
+def _no_process_state_between_tests(monkeypatch):
+    """What one test sets up process-wide must not reach the next. ``backend serve`` (tests call cli.main)
+    configures the ``layeredit`` logger once per process: INFO level and a handler on the sys.stderr of that
+    moment, which is pytest's capture stream, closed when that test ends. Every later log line then printed a
+    "Logging error" traceback, slowly enough that test_remote_hosts' 1 s hello timeout ran out when
+    test_remote.py ran first. A fresh client token per test keeps ownership per test too."""
+    monkeypatch.delenv("LAYEREDIT_CLIENT_TOKEN", raising=False)
+    logger = logging.getLogger("layeredit")
+    level, handlers, state = logger.level, list(logger.handlers), dict(vars(logger))
+    yield
+    for handler in [h for h in logger.handlers if h not in handlers]:
+        logger.removeHandler(handler)
+        handler.close()
+    logger.setLevel(level)
+    for name in ("_layeredit_configured", "_layeredit_file"):
+        if name in state:
+            setattr(logger, name, state[name])
+        else:
+            vars(logger).pop(name, None)
 
 
 @pytest.fixture(scope="session")

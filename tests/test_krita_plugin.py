@@ -262,6 +262,28 @@ def test_no_backend_and_missing_selection_are_reported_not_raised(app, tmp_path,
     assert c2.job.error_code == ErrorCode.UNKNOWN_OP.value and "replace" in c2.job.message
 
 
+def test_a_hello_that_cannot_be_sent_is_reported_not_raised(app):
+    """A remote server that refused this computer's key leaves no connection: Client.send raises NO_BACKEND.
+    connect() (and so Connect and the Backend… chooser in Qt) must report it, never raise."""
+
+    class Refused:
+        closed = False
+
+        def send(self, msg):
+            raise ProtocolError(
+                ErrorCode.NO_BACKEND, "Cannot reach the backend at tcp://gpu:5555 (no connection)."
+            )
+
+        def close(self, linger_ms=1000):
+            self.closed = True
+
+    refused = Refused()
+    c = Controller(app, lambda: refused)
+    assert not c.connect()
+    assert "Cannot reach the backend" in c.connection_text
+    assert c.client is None and refused.closed and not c.connected
+
+
 def test_reconnect_during_a_job_abandons_it_instead_of_hanging(app, server):
     c = make_controller(app, server)
     doc, node = layer_doc(app)

@@ -112,11 +112,13 @@ class Controller:
         self.disconnect()
         try:
             self.client = self.client_factory()
+            # a remote server that refused this key leaves no connection to queue on: send raises NO_BACKEND
+            msg = self.client.send(wire.Message(wire.HELLO, content={"client": "layeredit-krita"}))
         except ProtocolError as exc:
+            self.disconnect()
             self.connection_text = exc.message
             self.on_change()
             return False
-        msg = self.client.send(wire.Message(wire.HELLO, content={"client": "layeredit-krita"}))
         self._hello_id, self._hello_sent = msg.id, time.monotonic()
         self.connection_text = f"Connecting to {self.client.info.endpoint}…"
         self.on_change()
