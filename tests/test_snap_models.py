@@ -196,6 +196,31 @@ def test_snap_with_each_model_by_name(built, models_dir, name):
     assert again.meta["model"]["embedding"] == "cached"
 
 
+@pytest.mark.parametrize("name", ["sam", "sam-hq", "sam2.1-tiny"])
+def test_the_cached_embedding_holds_what_each_decoder_reads(built, models_dir, name):
+    """SAM: one feature map; SAM-HQ: that plus the early global-attention features its HQ token fuses;
+    SAM 2: the multi-scale feature pyramid. All of it is cached, so a cached snap never runs the encoder."""
+    from backend.snapping.sam import SamSegmenter
+
+    install(built, models_dir, name)
+    model, processor = manager(models_dir).load_sam(name)
+    seg = SamSegmenter(model, processor, name=name)
+    image, _, _, sel = make_scene(64, seed=2)
+    seg.segment(image[..., :3].astype(np.uint8), sel > 0)
+    (cached,) = seg._cache.values()
+    if name == "sam":
+        assert set(cached) == {"image_embeddings"} and cached["image_embeddings"].ndim == 4
+    elif name == "sam-hq":
+        assert set(cached) == {"image_embeddings", "intermediate_embeddings"}
+        early = cached["intermediate_embeddings"]
+        assert len(early) == 1 and early[0].shape[-1] == model.config.vision_config.hidden_size
+    else:
+        assert [tuple(t.shape[-2:]) for t in cached["image_embeddings"]] == [(32, 32), (16, 16), (8, 8)]
+    assert seg.embed_calls == 1
+    seg.segment(image[..., :3].astype(np.uint8), grow(sel, 2) > 0)
+    assert seg.embed_calls == 1
+
+
 def test_the_picked_candidate_is_the_one_that_agrees_with_the_selection(built, models_dir, monkeypatch):
     """Whatever the (random) model predicts, the pick is the candidate closest to the selection, and the
     refinement is kept only when it agrees as well; the returned mask is what the meta says."""

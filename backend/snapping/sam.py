@@ -238,12 +238,17 @@ class SamSegmenter:
         if key in self._cache:
             self._cache.move_to_end(key)
             return self._cache[key], True
+        pixel_values = pixel_values.to(self.device, self.model.dtype)
         with self._torch.no_grad():
-            emb = self.model.get_image_embeddings(pixel_values.to(self.device, self.model.dtype))
-        if self.family == "sam-hq":  # the HQ token also reads the encoder's early (local) features
-            kwargs = {"image_embeddings": emb[0], "intermediate_embeddings": emb[1]}
-        else:
-            kwargs = {"image_embeddings": emb}
+            if self.family == "sam-hq":
+                # its HQ token also reads the encoder's early global-attention features
+                out = self.model.vision_encoder(pixel_values=pixel_values)
+                kwargs = {
+                    "image_embeddings": out.last_hidden_state,
+                    "intermediate_embeddings": out.intermediate_embeddings,
+                }
+            else:
+                kwargs = {"image_embeddings": self.model.get_image_embeddings(pixel_values)}
         self.embed_calls += 1
         self._cache[key] = kwargs
         while len(self._cache) > self.cache_size:
