@@ -260,6 +260,12 @@ def test_auto_takes_the_best_installed_model_and_says_why(built, models_dir):
     assert snap(manager(models_dir), "auto", image, sel).meta["model"]["choice"]["picked"] == "sam-hq"
 
 
+def test_hello_reports_sam_when_any_segment_anything_model_is_installed(built, models_dir):
+    assert manager(models_dir).available()["sam"] is False
+    install(built, models_dir, "sam2.1-tiny")
+    assert manager(models_dir).available()["sam"] is True
+
+
 def test_auto_without_models_is_the_embedded_snap(models_dir):
     image, _, obj, sel = make_scene(96, seed=7)
     res = snap(manager(models_dir), "auto", image, sel)

@@ -21,7 +21,7 @@ from protocol.errors import ErrorCode
 from .checkpoint import ARCHITECTURES, sniff_architecture
 from .device import default_budget_bytes, pick_device, pick_dtype
 from .locate import Location, Locator, default_hf_cache, extra_model_dirs, model_error
-from .presets import DEFAULT_PRESET, PRESETS, default_models_dir, install_command
+from .presets import DEFAULT_PRESET, PRESETS, SAM_AUTO_ORDER, default_models_dir, install_command
 
 PIPELINE_KINDS = ("inpaint", "text2img")
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".ckpt", ".pt", ".pth", ".onnx")
@@ -104,8 +104,11 @@ class ModelManager:
         return True
 
     def available(self) -> dict[str, bool]:
-        """Which default models are installed, by kind (for `hello`, host UIs and erase's "auto" fill)."""
-        return {kind: self.has_model(kind) for kind in DEFAULT_PRESET}
+        """Which default models are installed, by kind (for `hello`, host UIs and erase's "auto" fill).
+        ``sam`` is true when any segment-anything preset is (snapping uses whichever is: SAM_AUTO_ORDER)."""
+        found = {kind: self.has_model(kind) for kind in DEFAULT_PRESET}
+        found["sam"] = any(self.has_model("sam", name) for name in SAM_AUTO_ORDER)
+        return found
 
     def lora_file(self, ref: str | os.PathLike | None = None, preset: str = "lcm-lora") -> Path:
         """The .safetensors file of a LoRA: ``ref`` (a file, or a folder holding one) or the preset's."""
