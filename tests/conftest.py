@@ -47,3 +47,18 @@ def tiny_sd_dir(tmp_path_factory):
     from tests.tiny_models import build_tiny_sd
 
     return build_tiny_sd(tmp_path_factory.mktemp("models") / "tiny-sd")
+
+
+@pytest.fixture(scope="session")
+def xvfb_server():
+    """One X server for every real-host test of the session (Krita, GIMP's GUI in its chroot), on a display
+    number Xvfb found free, ready before the first host starts (tests/hosts/xvfb.py)."""
+    from tests.hosts import xvfb
+
+    if not xvfb.available():
+        if os.environ.get("LAYEREDIT_REQUIRE_HOSTS") == "1":
+            pytest.fail("Xvfb is not installed (tests/hosts/krita/setup.sh installs it)")
+        pytest.skip("Xvfb is not installed")
+    server = xvfb.start()
+    yield server
+    server.stop()

@@ -224,12 +224,12 @@ def test_procedures_registered_from_schemas(sandbox):
         assert wanted <= set(args)
 
 
-def test_interactive_dialog_from_schemas_then_job(sandbox, backend):
-    """The full GIMP under Xvfb, run-mode INTERACTIVE: the GimpUi dialog is built from the op's schema
-    (basic fields up front, advanced ones folded), OK runs the job, the result is a new layer."""
-    if not (sandbox.root / "usr" / "bin" / "xvfb-run").exists():
-        pytest.skip("the chroot has no xvfb (re-run tests/hosts/gimp/setup.sh)")
-    report = sandbox.run_driver({**_case("plug-in-layeredit-erase"), "interactive": True}, gui=True)
+def test_interactive_dialog_from_schemas_then_job(sandbox, backend, xvfb_server):
+    """The full GIMP on the session's Xvfb, run-mode INTERACTIVE: the GimpUi dialog is built from the op's
+    schema (basic fields up front, advanced ones folded), OK runs the job, the result is a new layer."""
+    report = sandbox.run_driver(
+        {**_case("plug-in-layeredit-erase"), "interactive": True}, gui=True, display=xvfb_server
+    )
     assert report["status"] == "success", f"{report.get('error')}\n{report['log'][-3000:]}"
     assert [entry["name"] for entry in report["layers"]] == ["Erase", "src"]
     dialog = json.loads((sandbox.out_dir / "dialog.json").read_text())

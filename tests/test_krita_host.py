@@ -1,4 +1,4 @@
-"""Real Krita (Debian 12's 5.1.5, headless under xvfb-run, fresh HOME, plugin installed by its installer).
+"""Real Krita (Debian 12's 5.1.5, headless on the session's Xvfb, fresh HOME, plugin installed by its installer).
 
 The plugin's own scripted hook (krita_plugin/layeredit/scripted.py) builds the document, selects, sets the
 docker's widgets and presses its Run button; the backend is a real process. Skipped when Krita is not
@@ -22,7 +22,7 @@ pytestmark = [pytest.mark.host, pytest.mark.slow]
 def _need_krita():
     if not harness.krita_available():
         if os.environ.get("LAYEREDIT_REQUIRE_HOSTS") == "1":
-            pytest.fail("Krita / xvfb-run are not installed; run tests/hosts/krita/setup.sh")
+            pytest.fail("Krita / Xvfb are not installed; run tests/hosts/krita/setup.sh")
         pytest.skip("Krita is not installed (tests/hosts/krita/setup.sh installs it)")
 
 
@@ -51,7 +51,7 @@ def _spec(tmp_path, layer: np.ndarray, **fields) -> dict:
     return {**base, **fields}
 
 
-def test_real_erase_in_krita_makes_a_new_layer_and_leaves_the_source(tmp_path, backend):
+def test_real_erase_in_krita_makes_a_new_layer_and_leaves_the_source(xvfb_server, tmp_path, backend):
     w, h = 160, 120
     img, sel = harness.scene_bgra(w, h)
     spec = _spec(
@@ -61,7 +61,7 @@ def test_real_erase_in_krita_makes_a_new_layer_and_leaves_the_source(tmp_path, b
         mode="Erase",
         set_selection=True,  # the snapped mask becomes the selection: the test reads it back
     )
-    report = harness.run_krita(tmp_path, spec, backend)
+    report = harness.run_krita(tmp_path, spec, backend, display=xvfb_server)
     assert "error" not in report, report.get("error")
     assert report["outcome"]["state"] == "done", report["outcome"]
     assert report["layers"][:3] == ["Background", "source", "Erase"] and report["result_above_source"]
@@ -82,7 +82,7 @@ def test_real_erase_in_krita_makes_a_new_layer_and_leaves_the_source(tmp_path, b
     assert mask.sum() < 4 * disc.sum()  # ...and the edit stayed near the object
 
 
-def test_u16_offset_layer_and_partial_selection_round_trip_exactly(tmp_path, test_backend):
+def test_u16_offset_layer_and_partial_selection_round_trip_exactly(xvfb_server, tmp_path, test_backend):
     w, h = 120, 80
     lx, ly, lw, lh = -10, 5, 100, 60  # the layer hangs off the canvas's left edge
     rng = np.random.default_rng(1)
@@ -99,7 +99,7 @@ def test_u16_offset_layer_and_partial_selection_round_trip_exactly(tmp_path, tes
         mode="Erase",
         params={"grow": 3},
     )
-    report = harness.run_krita(tmp_path, spec, test_backend)
+    report = harness.run_krita(tmp_path, spec, test_backend, display=xvfb_server)
     assert report["outcome"]["state"] == "done", report
     assert report["preview_shown"]  # the op's 8x8 RGB progress preview reached the docker's preview label
     canvas = np.zeros((h, w, 4), "<u2")
@@ -116,7 +116,7 @@ def test_u16_offset_layer_and_partial_selection_round_trip_exactly(tmp_path, tes
     assert not covered[:, 90:].any() and not covered[:5].any()  # nothing beyond the layer
 
 
-def test_backend_killed_mid_job_in_krita_reports_and_keeps_the_document(tmp_path, test_backend):
+def test_backend_killed_mid_job_in_krita_reports_and_keeps_the_document(xvfb_server, tmp_path, test_backend):
     w, h = 64, 48
     img, _ = harness.scene_bgra(w, h)
     spec = _spec(
@@ -126,7 +126,7 @@ def test_backend_killed_mid_job_in_krita_reports_and_keeps_the_document(tmp_path
         prompt="a dog",
         kill_backend={"pid": test_backend.proc.pid, "stage": "tune"},
     )
-    report = harness.run_krita(tmp_path, spec, test_backend)
+    report = harness.run_krita(tmp_path, spec, test_backend, display=xvfb_server)
     assert report["outcome"]["state"] == "failed"
     assert report["outcome"]["code"] == "backend_gone"
     assert report["layers"] == ["Background", "source"]
@@ -134,7 +134,7 @@ def test_backend_killed_mid_job_in_krita_reports_and_keeps_the_document(tmp_path
     assert np.array_equal(source_after, img)
 
 
-def test_closing_the_document_while_a_job_runs_drops_the_result(tmp_path, test_backend):
+def test_closing_the_document_while_a_job_runs_drops_the_result(xvfb_server, tmp_path, test_backend):
     w, h = 64, 48
     img, _ = harness.scene_bgra(w, h)
     spec = _spec(
@@ -144,13 +144,13 @@ def test_closing_the_document_while_a_job_runs_drops_the_result(tmp_path, test_b
         prompt="a dog",
         close_document_after_run=True,
     )
-    report = harness.run_krita(tmp_path, spec, test_backend)
+    report = harness.run_krita(tmp_path, spec, test_backend, display=xvfb_server)
     assert "closed_document" in [s[1] for s in report["steps"]]
     assert report["outcome"]["state"] == "failed"
     assert "closed" in report["outcome"]["message"]
 
 
-def test_plugin_starts_the_backend_itself_from_the_installers_config(tmp_path):
+def test_plugin_starts_the_backend_itself_from_the_installers_config(xvfb_server, tmp_path):
     """No backend running: the docker's start path spawns ``<venv python> -m backend serve`` (from config.json
     the installer wrote) and the job runs against it."""
     w, h = 64, 48
@@ -164,7 +164,7 @@ def test_plugin_starts_the_backend_itself_from_the_installers_config(tmp_path):
         connect_timeout_s=120,
     )
     try:
-        report = harness.run_krita(tmp_path, spec, None)
+        report = harness.run_krita(tmp_path, spec, None, display=xvfb_server)
     finally:
         harness.stop_backend_of(tmp_path / "run")
     assert report["outcome"]["state"] == "done", report
@@ -172,7 +172,7 @@ def test_plugin_starts_the_backend_itself_from_the_installers_config(tmp_path):
 
 
 def test_replace_then_imagic_then_eta_slider_rerender_with_tiny_models(
-    tmp_path, tiny_inpaint_dir, tiny_sd_dir
+    xvfb_server, tmp_path, tiny_inpaint_dir, tiny_sd_dir
 ):
     """Four jobs in one Krita session through the docker's widgets: Replace (prompt + schema-built advanced
     fields), Imagic, moving the eta slider re-renders Imagic from the backend's cached tuning, then Erase on
@@ -210,7 +210,7 @@ def test_replace_then_imagic_then_eta_slider_rerender_with_tiny_models(
         ],
     )
     try:
-        report = harness.run_krita(tmp_path, spec, b)
+        report = harness.run_krita(tmp_path, spec, b, display=xvfb_server)
     finally:
         b.stop()
     jobs = report["jobs"]

@@ -17,6 +17,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 PROJECT = Path(__file__).resolve().parents[3]
 DEFAULT_ROOT = Path("/var/cache/layeredit/trixie-root")
@@ -81,9 +82,19 @@ class GimpSandbox:
     def out_dir(self) -> Path:
         return self.host_path / "out"
 
-    def run_driver(self, case: dict, timeout: float = 240, gui: bool = False) -> dict:
+    def run_driver(self, case: dict, timeout: float = 240, gui: bool = False, display: Any = None) -> dict:
         """Run driver.py in gimp-console's python-fu-eval with ``case`` (JSON); return its report.
-        ``gui``: the full GIMP under xvfb-run instead (for interactive runs: the plug-in's dialog)."""
+        ``gui``: the full GIMP instead (for interactive runs: the plug-in's dialog) on ``display``, the tests'
+        session Xvfb (tests/hosts/xvfb.py; reached from the chroot through its abstract socket), or one
+        started just for this run when None."""
+        if gui and display is None:
+            from tests.hosts import xvfb
+
+            own = xvfb.start()
+            try:
+                return self.run_driver(case, timeout, gui, own)
+            finally:
+                own.stop()
         (self.out_dir / "case.json").write_text(json.dumps(case))
         env = {
             "PATH": "/usr/bin:/bin",
@@ -95,8 +106,11 @@ class GimpSandbox:
             "LAYEREDIT_CLIENT_TOKEN": self.client_token,
         }
         if gui:
+            if not display.alive():
+                raise RuntimeError(f"the Xvfb server {display.display} died (log: {display.log})")
             env["LAYEREDIT_DIALOG_REPORT"] = f"{self.inner}/out/dialog.json"
-            gimp = ["xvfb-run", "-a", GIMP_GUI, "-n", "--no-splash"]
+            env.update(display.env)
+            gimp = [GIMP_GUI, "-n", "--no-splash"]
         else:
             gimp = [GIMP, "-i", "-n"]
         cmd = ["chroot", str(self.root), "env", "-i", *(f"{k}={v}" for k, v in env.items())]

@@ -1,4 +1,4 @@
-"""Run a real Krita (Debian's 5.1, headless under xvfb-run) with the plugin installed by its own installer and
+"""Run a real Krita (Debian's 5.1, headless on an Xvfb display, tests/hosts/xvfb.py) with the plugin installed by its own installer and
 a scripted job (krita_plugin/layeredit/scripted.py), against a backend started here.
 
 Used by tests/test_krita_host.py; also runnable by hand:
@@ -19,12 +19,14 @@ from pathlib import Path
 
 import numpy as np
 
+from tests.hosts import xvfb
+
 ROOT = Path(__file__).resolve().parents[3]
 VENV_PYTHON = ROOT / ".venv" / "bin" / "python"
 
 
 def krita_available() -> bool:
-    return bool(shutil.which("krita") and shutil.which("xvfb-run"))
+    return bool(shutil.which("krita") and shutil.which("Xvfb"))
 
 
 @dataclass
@@ -100,9 +102,23 @@ def fresh_home(work: Path, krita_python: str | None = None) -> dict[str, str]:
 
 
 def run_krita(
-    work: Path, spec: dict, backend: Backend | None, timeout: float = 300.0, krita_python: str | None = None
+    work: Path,
+    spec: dict,
+    backend: Backend | None,
+    timeout: float = 300.0,
+    krita_python: str | None = None,
+    display: xvfb.Xvfb | None = None,
 ) -> dict:
-    """Start Krita with the scripted job; return report.json (raises with Krita's log when there is none)."""
+    """Start Krita with the scripted job on ``display`` (the tests' session Xvfb; None: one just for this run);
+    return report.json (raises with Krita's log when there is none)."""
+    if display is None:
+        own = xvfb.start()
+        try:
+            return run_krita(work, spec, backend, timeout, krita_python, own)
+        finally:
+            own.stop()
+    if not display.alive():
+        raise RuntimeError(f"the Xvfb server {display.display} died (log: {display.log})")
     out = work / "out"
     out.mkdir(parents=True, exist_ok=True)
     spec = {**spec, "out_dir": str(out)}
@@ -113,6 +129,7 @@ def run_krita(
         **fresh_home(work, krita_python),
         "LAYEREDIT_KRITA_SCRIPT": str(spec_path),
         "QT_QPA_PLATFORM": "xcb",
+        **display.env,
     }
     if backend is not None:
         env["LAYEREDIT_RUNTIME_DIR"] = str(backend.runtime)
@@ -121,7 +138,7 @@ def run_krita(
     log = work / "krita.log"
     with open(log, "wb") as f:
         proc = subprocess.run(
-            ["xvfb-run", "-a", "-s", "-screen 0 1280x1024x24", "krita", "--nosplash"],
+            ["krita", "--nosplash"],
             env=env,
             stdout=f,
             stderr=subprocess.STDOUT,
