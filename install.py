@@ -507,18 +507,34 @@ def install_models(python: Path, args: argparse.Namespace, tools: Tools) -> None
     if not names:
         raise InstallError("--models needs at least one preset name, e.g. --models sd15-inpaint.")
     models_dir = args.models_dir or os.environ.get("LAYEREDIT_MODELS")
-    if names == ["list"]:
-        tools.run(
-            [str(python), "-m", "backend.models.presets", "--list"],
-            "listing model presets",
-            cwd=tools.project_root,
-        )
-        return
     for name in names:
         cmd = [str(python), "-m", "backend.models.presets", name]
         if models_dir:
             cmd += ["--dir", str(Path(models_dir).expanduser())]
         tools.run(cmd, f"installing model preset {name!r}", cwd=tools.project_root)
+
+
+def list_models(project_root: Path) -> int:
+    """`--models list` only lists: no venv, no packages, no plugins, no self-check. The presets module is
+    standard library only at import time, so it is loaded by its path with the Python running this script."""
+    import importlib.util
+
+    path = project_root / "backend" / "models" / "presets.py"
+    spec = importlib.util.spec_from_file_location("_layeredit_presets", path)
+    if spec is None or spec.loader is None or not path.is_file():
+        raise InstallError(f"{path} is missing: this is not a complete LayerEdit checkout.")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the class is built
+    try:
+        spec.loader.exec_module(module)
+        module.main(["--list"])
+    finally:
+        sys.modules.pop(spec.name, None)
+    print(
+        f"\ninstall with: python3 {project_root / 'install.py'} --models NAME[,NAME] "
+        "(into --models-dir, default $LAYEREDIT_MODELS or models/ next to install.py)"
+    )
+    return 0
 
 
 def host_options(host: str, args: argparse.Namespace) -> dict:
@@ -930,6 +946,8 @@ def main(argv: list | None = None, tools: Tools | None = None) -> int:
         if args.uninstall:
             uninstall(venv, args, tools)
             return 0
+        if args.models and [n.strip() for n in args.models.split(",")] == ["list"]:
+            return list_models(tools.project_root)
         return install(venv, args, tools)
     except InstallError as exc:
         print(f"install.py: error: {exc}", file=sys.stderr, flush=True)

@@ -558,9 +558,20 @@ def test_models_run_the_presets_module_once_per_name(project, tmp_path, monkeypa
         [python, "-m", "backend.models.presets", "erase", "--dir", str(models)],
         [python, "-m", "backend.models.presets", "sd15-inpaint", "--dir", str(models)],
     ]
+
+
+def test_models_list_only_lists(project, capsys):
+    """`--models list` prints the presets and does nothing else: no venv, no pip, no plugins, no self-check."""
+    (project / "backend" / "models").mkdir(parents=True)
+    shutil.copy(REPO / "backend" / "models" / "presets.py", project / "backend" / "models" / "presets.py")
     listing = FakeMachine()
-    assert run_main(project, listing, "--no-hosts", "--models", "list") == 0
-    assert [cmd[3:] for cmd in listing.calls if "backend.models.presets" in cmd] == [["--list"]]
+    assert run_main(project, listing, "--models", "list") == 0
+    assert listing.calls == [] and listing.self_checks == []
+    assert not (project / ".venv").exists()
+    out = capsys.readouterr().out
+    assert "sd15-inpaint" in out and "stable-diffusion-v1-5/stable-diffusion-inpainting" in out
+    assert f"python3 {project / 'install.py'} --models NAME" in out
+    assert "==>" not in out  # no install phase ran
 
 
 def test_models_failure_names_the_preset(project, capsys):
