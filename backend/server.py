@@ -458,6 +458,7 @@ class Server:
             "devices": report.get("devices", list(self.config.devices)),
             "ops": [spec.to_json() for spec in self.registry.specs()],
             "models": report.get("models", {}),
+            "presets": report.get("presets"),  # None: not checked (--no-model-report)
             "limits": {
                 "max_pixels": self.config.max_pixels,
                 "max_message_bytes": self.config.max_message_bytes,
@@ -493,6 +494,7 @@ class Server:
             report["devices"] = [pick_device(d) for d in self.config.devices]
             manager = ModelManager(device="cpu")
             report["models"] = manager.available()
+            report["presets"] = manager.installed_presets()
         except Exception as exc:  # advisory only: ops raise MODEL_MISSING themselves
             log.info("model report incomplete: %s", exc)
         with self._report_lock:

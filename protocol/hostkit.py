@@ -11,7 +11,9 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Iterable
+import re
+import shlex
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -24,6 +26,9 @@ from protocol.errors import ErrorCode, ProtocolError
 # Modes: what the user picks, and which backend op runs it.
 
 
+LAYER, SELECTION = "layer", "selection"  # what a mode's result becomes in the host
+
+
 @dataclass(frozen=True)
 class Mode:
     label: str  # shown in the UI and used in layer names
@@ -31,12 +36,26 @@ class Mode:
     needs_selection: bool  # False: without a selection the whole layer is the input
     has_prompt: bool
     has_negative: bool
+    output: str = LAYER  # LAYER: new layer(s) above the source; SELECTION: the result replaces the selection
+    snaps: bool = (
+        False  # returns the snapped object's mask: hosts offer "select the snapped object afterwards"
+    )
+
+    @property
+    def makes_layer(self) -> bool:
+        return self.output == LAYER
 
 
+# The order both hosts show them in: the Krita docker's Mode list and GIMP's Filters > AI Edit menu.
 MODES: tuple[Mode, ...] = (
-    Mode("Erase", "erase", needs_selection=True, has_prompt=False, has_negative=False),
-    Mode("Replace", "replace", needs_selection=True, has_prompt=True, has_negative=True),
+    Mode("Erase", "erase", needs_selection=True, has_prompt=False, has_negative=False, snaps=True),
+    Mode("Replace", "replace", needs_selection=True, has_prompt=True, has_negative=True, snaps=True),
     Mode("Imagic", "imagic", needs_selection=False, has_prompt=True, has_negative=True),
+    # The snap op as a smart selection tool (like Photoshop's Object Selection): rough selection in, the
+    # selection snapped to the object out; no pixels change and no layer is added.
+    Mode(
+        "Select object", "snap", needs_selection=True, has_prompt=False, has_negative=False, output=SELECTION
+    ),
 )
 
 
@@ -51,7 +70,7 @@ def mode_by_label(label: str) -> Mode:
 
 def no_selection_message(mode: Mode) -> str:
     """What to tell the user when a mode needs a selection and there is none (stable wording for tests)."""
-    what = "remove" if mode.op == "erase" else "replace"
+    what = {"erase": "remove", "snap": "select"}.get(mode.op, "replace")
     return (
         f"{mode.label} needs a selection: select roughly around the object you want to {what} "
         "(any selection tool; it is snapped to the object's edge), then press Run."
@@ -252,6 +271,7 @@ class Field:
     max: float | None = None
     choices: tuple[str, ...] = ()
     advanced: bool = False
+    needs: tuple[tuple[str, str], ...] = ()  # (choice, model preset it needs), in the order of ``choices``
 
     @property
     def label(self) -> str:
@@ -269,8 +289,9 @@ class Field:
                 max=spec.get("max"),
                 choices=tuple(spec.get("choices") or ()),
                 advanced=bool(spec.get("advanced", False)),
+                needs=_needs(spec.get("needs"), tuple(spec.get("choices") or ())),
             )
-        except (KeyError, TypeError) as exc:
+        except (KeyError, TypeError, AttributeError) as exc:
             raise ProtocolError(
                 ErrorCode.MALFORMED, f"Backend sent a bad parameter schema: {exc!r}."
             ) from None
@@ -337,6 +358,17 @@ class Field:
         return "" if value is None else str(value)
 
 
+def _needs(raw: Any, choices: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
+    """The schema's ``needs`` ({choice: preset}) as pairs in the order of the choices (the op lists the
+    choice it recommends first)."""
+    if not raw:
+        return ()
+    order = {c: i for i, c in enumerate(choices)}
+    return tuple(
+        sorted(((str(c), str(p)) for c, p in raw.items()), key=lambda cp: order.get(cp[0], len(order)))
+    )
+
+
 _EXPECTED = {
     "int": "a whole number",
     "float": "a number",
@@ -398,6 +430,70 @@ class Form:
 def forms_from_hello(hello: dict) -> dict[str, Form]:
     """op name -> Form, from the ``ops`` list of a hello reply."""
     return {f.op: f for f in (Form.from_op_json(s) for s in hello.get("ops", []))}
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Telling the user what to install, with a command they can paste.
+
+_INSTALL_PY = re.compile(r"(?<![\w/.~-])python3? install\.py\b")
+
+
+def install_py(project_root: str | os.PathLike | None) -> str:
+    """``python3 /abs/path/install.py`` when the plugin's config knows the project folder, else the relative form."""
+    if not project_root:
+        return "python3 install.py"
+    path = str(Path(project_root) / "install.py")
+    if os.name == "nt":  # cmd.exe quotes with double quotes only
+        return f'python "{path}"' if " " in path else f"python {path}"
+    return f"python3 {shlex.quote(path)}"
+
+
+def with_project_path(text: str, project_root: str | os.PathLike | None) -> str:
+    """Make every ``python3 install.py ...`` in a message name the project's install.py by its absolute path
+    (the user reads the message in Krita or GIMP, whose working folder is not the project). ``project_root``
+    None (unknown, or a remote backend, whose messages are about another machine): the text is unchanged."""
+    if not project_root:
+        return text
+    return _INSTALL_PY.sub(lambda _m: install_py(project_root), text)
+
+
+def installed_presets(hello: dict | None) -> dict[str, bool] | None:
+    """Model preset -> installed, as the backend's ``hello`` advertises it; None from a backend that does not
+    say (then hosts show no install hints rather than wrong ones)."""
+    presets = (hello or {}).get("presets")
+    if not isinstance(presets, dict):
+        return None
+    return {str(k): bool(v) for k, v in presets.items()}
+
+
+def model_hint(
+    field: Field, presets: Mapping[str, bool] | None, project_root: str | os.PathLike | None = None
+) -> str:
+    """What to show next to a choice field some of whose choices need a model (erase's fill: learned or
+    diffusion fillers) when none of those models is installed: what better quality needs and the one command
+    that installs the recommended model (the first such choice in the op's order). '' when there is nothing
+    to say: no such choices, one of them installed, or a backend that does not report presets."""
+    if not field.needs or presets is None:
+        return ""
+    if any(presets.get(preset, False) for _choice, preset in field.needs):
+        return ""
+    names = [choice for choice, _preset in field.needs]
+    listed = names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"
+    preset = field.needs[0][1]
+    return (
+        f"Better {field.label.lower()} quality needs a model ({listed}); none is installed. "
+        f"Install one with: {install_py(project_root)} --models {preset}"
+    )
+
+
+def model_hints(
+    form: Form | None, presets: Mapping[str, bool] | None, project_root: str | os.PathLike | None = None
+) -> dict[str, str]:
+    """field name -> hint (``model_hint``) for every field of ``form`` that has one."""
+    if form is None:
+        return {}
+    hints = {f.name: model_hint(f, presets, project_root) for f in form.fields}
+    return {name: text for name, text in hints.items() if text}
 
 
 def only_changed(old: dict[str, Any] | None, new: dict[str, Any]) -> set[str]:

@@ -123,6 +123,10 @@ class Locator:
                         return Location("file", folder / (name + suffix), name)
         return None
 
+    def find_by_name(self, name: str) -> Location | None:
+        """A folder or checkpoint called ``name`` in the models folder or the extra folders, else None."""
+        return self._by_name(name)
+
     def find_in_cache(self, repo_id: str) -> Location | None:
         return self._in_hf_cache(repo_id)
 

@@ -21,7 +21,14 @@ from protocol.errors import ErrorCode
 from .checkpoint import ARCHITECTURES, sniff_architecture
 from .device import default_budget_bytes, pick_device, pick_dtype
 from .locate import Location, Locator, default_hf_cache, extra_model_dirs, model_error
-from .presets import DEFAULT_PRESET, PRESETS, SAM_AUTO_ORDER, default_models_dir, install_command
+from .presets import (
+    DEFAULT_PRESET,
+    INCOMPLETE_MARKER,
+    PRESETS,
+    SAM_AUTO_ORDER,
+    default_models_dir,
+    install_command,
+)
 
 PIPELINE_KINDS = ("inpaint", "text2img")
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".ckpt", ".pt", ".pth", ".onnx")
@@ -109,6 +116,28 @@ class ModelManager:
         found = {kind: self.has_model(kind) for kind in DEFAULT_PRESET}
         found["sam"] = any(self.has_model("sam", name) for name in SAM_AUTO_ORDER)
         return found
+
+    def preset_installed(self, name: str) -> bool:
+        """True when ``install.py --models NAME`` has been run to the end (or the files are where it puts them,
+        in an extra models folder, or in the Hugging Face cache). File checks only; nothing is loaded."""
+        preset = PRESETS.get(name)
+        if preset is None:
+            return False
+        if preset.embedded is not None:
+            try:
+                return preset.embedded().is_file()
+            except Exception:  # noqa: BLE001 - a broken venv: not installed, whatever went wrong
+                return False
+        found = self._locator.find_by_name(name)
+        if found is None and preset.repo_id:
+            found = self._locator.find_in_cache(preset.repo_id)
+        if found is None:
+            return False
+        return not (found.form == "folder" and (found.path / INCOMPLETE_MARKER).exists())
+
+    def installed_presets(self) -> dict[str, bool]:
+        """Every install preset -> installed (``hello`` advertises it: hosts say what to install, and how)."""
+        return {name: self.preset_installed(name) for name in PRESETS}
 
     def lora_file(self, ref: str | os.PathLike | None = None, preset: str = "lcm-lora") -> Path:
         """The .safetensors file of a LoRA: ``ref`` (a file, or a folder holding one) or the preset's."""

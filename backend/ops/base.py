@@ -38,6 +38,9 @@ class ParamSpec:
     advanced: bool = False  # hosts fold these away behind an "Advanced" section
     max_length: int = 2000  # for str
     max_items: int = 16  # for float_list
+    # enum: (choice, model preset) for choices that need a model installed; hosts compare it with the presets
+    # ``hello`` reports installed, to say what better quality needs and the command that installs it.
+    needs: tuple[tuple[str, str], ...] = ()
 
     def to_json(self) -> dict:
         out: dict[str, Any] = {
@@ -53,6 +56,8 @@ class ParamSpec:
             out["choices"] = list(self.choices)
         if self.advanced:
             out["advanced"] = True
+        if self.needs:
+            out["needs"] = dict(self.needs)
         return out
 
     def validate(self, value: Any) -> Any:

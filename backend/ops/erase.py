@@ -16,6 +16,16 @@ from .snap import build_snapper, require_image_and_selection, snap_params, snap_
 FILL_METHODS = ("auto", "telea", "ns", "clone", "diffusion", "lama", "migan")
 
 
+def fill_needs(methods: tuple[str, ...] = FILL_METHODS) -> tuple[tuple[str, str], ...]:
+    """(fill, preset) for the fills that need a model: a learned filler is named after its install preset,
+    diffusion needs the default inpainting model. Hosts show the install hint from this (schema ``needs``)."""
+    from backend.models.presets import DEFAULT_PRESET, PRESETS
+
+    named = {m: m for m in methods if m in PRESETS}
+    named["diffusion"] = DEFAULT_PRESET["inpaint"]
+    return tuple((m, named[m]) for m in methods if m in named)
+
+
 class EraseOp(Op):
     spec = OpSpec(
         name="erase",
@@ -50,6 +60,7 @@ class EraseOp(Op):
                 "background; keeps texture), diffusion (needs: python3 install.py --models sd15-inpaint), lama or "
                 "migan (learned object-removal fills, CPU or GPU; need: python3 install.py --models lama, or migan).",
                 choices=FILL_METHODS,
+                needs=fill_needs(),
             ),
         ),
     )
