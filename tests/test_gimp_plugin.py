@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -197,7 +198,10 @@ def test_add_arguments_from_schema():
     keys = [label[label.index("_") + 1].lower() for label in labels if "_" in label]
     assert len(set(keys)) == len(keys) and not set(keys) & set(pdbargs.DIALOG_KEYS)
     assert {pdbargs.SELECT, pdbargs.EXTRA} <= set(proc.args)
-    assert pdbargs.advanced_names(SCHEMA["params"]) == ["eta", pdbargs.EXTRA]
+    assert pdbargs.advanced_names(SCHEMA["params"]) == ["eta"]  # the JSON escape hatch is never shown
+    no_snap = fake_gimp.RecordingProcedure()  # Imagic and Select object return no snapped object to select
+    pdbargs.add_arguments(no_snap, SCHEMA, gimp, gobject, select=False)
+    assert pdbargs.SELECT not in no_snap.args and pdbargs.EXTRA in no_snap.args  # scripts keep extra-params
 
 
 def test_params_from_config_uses_live_schema():
@@ -275,25 +279,87 @@ def test_fill_dialog_basic_up_front_advanced_folded():
     }  # eta: not (yet)
     plugin.fill_dialog(dialog, SCHEMA["params"], registered, spin_type="SpinScale")
     calls = {c[0]: c[1:] for c in dialog.calls}
-    assert calls["fill_box"] == (
-        "layeredit-advanced-box",
-        [pdbargs.EXTRA],
-    )  # eta is advanced but unregistered
+    assert "fill_box" not in calls  # eta is advanced but unregistered: no empty Advanced expander
+    assert calls["fill"] == (["prompt", "strength", "seed", "snap", "snapper", pdbargs.SELECT],)
+    assert ("get_widget", "strength", "SpinScale") in dialog.calls
+    assert calls["set_increments"] == (0.01, 0.1)
+    # with eta registered it is folded away; extra-params (raw JSON) never shows, though it is registered
+    dialog = RecordingDialog()
+    plugin.fill_dialog(dialog, SCHEMA["params"], registered | {"eta"})
+    calls = {c[0]: c[1:] for c in dialog.calls}
+    assert calls["fill_box"] == ("layeredit-advanced-box", ["eta"])
     assert calls["fill"] == (
         ["prompt", "strength", "seed", "snap", "snapper", pdbargs.SELECT, "layeredit-advanced"],
     )
-    assert ("get_widget", "strength", "SpinScale") in dialog.calls
-    assert calls["set_increments"] == (0.01, 0.1)
+    assert all(pdbargs.EXTRA not in str(c) for c in dialog.calls)
 
 
-def test_procedures_cover_the_modes():
-    assert plugin.procedure_names() == [
+def test_fill_dialog_puts_an_install_hint_under_its_field():
+    dialog = RecordingDialog()
+    hint = "Better snapper quality needs a model (u2net); none is installed. Install one with: ..."
+    registered = {"prompt", "snapper", "eta", pdbargs.SELECT}
+    labels = plugin.fill_dialog(dialog, SCHEMA["params"], registered, hints={"snapper": hint, "gone": "x"})
+    assert list(labels) == ["snapper"]
+    assert ("get_label", "layeredit-hint-snapper", hint, False, False) in dialog.calls
+    assert ("set_line_wrap", True) in dialog.calls and ("set_selectable", True) in dialog.calls
+    calls = {c[0]: c[1:] for c in dialog.calls}
+    assert calls["fill"] == (
+        ["prompt", "snapper", "layeredit-hint-snapper", pdbargs.SELECT, "layeredit-advanced"],
+    )
+
+
+def test_procedures_cover_the_modes_in_the_dockers_order():
+    names = plugin.procedure_names()
+    assert names == [
         "plug-in-layeredit-erase",
         "plug-in-layeredit-replace",
         "plug-in-layeredit-imagic",
+        "plug-in-layeredit-snap",
         "plug-in-layeredit-connect",
     ]
     assert plugin.mode_of("plug-in-layeredit-imagic").op == "imagic"
+    assert plugin.mode_of("plug-in-layeredit-snap").label == "Select object"
+    # GIMP sorts one menu path's entries by label; each entry's own section keeps the order above
+    paths = [plugin.menu_path(n) for n in names]
+    assert all(p.startswith(plugin.MENU + "/[") for p in paths) and paths == sorted(paths)
+
+
+class FakeProcedure(fake_gimp.RecordingProcedure):
+    def __init__(self, name):
+        super().__init__()
+        self.name, self.menu_paths, self.calls = name, [], {}
+
+    def add_menu_path(self, path):
+        self.menu_paths.append(path)
+
+    def __getattr__(self, attr):
+        if attr.startswith("set_"):
+            return lambda *args: self.calls.__setitem__(attr, args)
+        return super().__getattr__(attr)
+
+
+def test_select_object_procedure_sits_in_ai_edit_and_in_select(tmp_path):
+    made = {}
+
+    def new(_plugin, name, *_args):
+        made[name] = FakeProcedure(name)
+        return made[name]
+
+    gimp = SimpleNamespace(
+        ImageProcedure=SimpleNamespace(new=new),
+        PDBProcType=SimpleNamespace(PLUGIN=1),
+        ProcedureSensitivityMask=SimpleNamespace(DRAWABLE=2, ALWAYS=3),
+        Choice=FakeChoice,
+    )
+    gobject = SimpleNamespace(ParamFlags=SimpleNamespace(READWRITE=3))
+    (tmp_path / plugin.SCHEMAS_NAME).write_text(json.dumps([SNAP_SCHEMA, INVERT_SPEC.to_json()]))
+    snap = plugin.create_procedure(None, "plug-in-layeredit-snap", None, gimp, gobject, tmp_path)
+    assert snap.calls["set_menu_label"] == ("Select object…",)
+    assert snap.menu_paths == [plugin.menu_path(snap.name), "<Image>/Select/[Modify]"]
+    assert "no layer is added" in snap.calls["set_documentation"][1]
+    assert set(snap.args) == {"method", "margin", pdbargs.EXTRA}  # nothing to "select afterwards"
+    erase = plugin.create_procedure(None, "plug-in-layeredit-erase", None, gimp, gobject, tmp_path)
+    assert erase.menu_paths == [plugin.menu_path(erase.name)] and pdbargs.SELECT in erase.args
 
 
 def test_load_schemas_prefers_snapshot(tmp_path):
@@ -333,6 +399,26 @@ class InvertOp(Op):
         return OpResult(out, mask=(inside * 255).astype(np.uint8))
 
 
+from backend.ops.snap import SnapOp  # noqa: E402
+
+SNAP_SCHEMA = SnapOp.spec.to_json()
+
+
+class SnapStandIn(Op):
+    """The real snap schema; the "object" is every other row of the selection, so the test can tell the
+    snapped mask from the rough selection."""
+
+    spec = SnapOp.spec
+
+    def run(self, inputs, params, ctx):
+        import numpy as np
+
+        ctx.progress("snap", 1, 1)
+        mask = (inputs.selection > 0.5).astype(np.uint8) * 255
+        mask[1::2] = 0
+        return OpResult(None, mask=mask, meta={"method": params["method"]})
+
+
 class ImagicStandIn(Op):
     """Returns one image per eta (as the real Imagic op does: first in ``image``, the rest as candidates)."""
 
@@ -370,7 +456,7 @@ def server(tmp_path, monkeypatch):
     monkeypatch.setenv("LAYEREDIT_RUNTIME_DIR", str(run))
     srv = Server(
         ServerConfig(report_models=False),
-        registry=Registry({"erase": InvertOp, "imagic": ImagicStandIn}),
+        registry=Registry({"erase": InvertOp, "imagic": ImagicStandIn, "snap": SnapStandIn}),
         models_factory=None,
     ).start()
     yield srv
@@ -407,6 +493,48 @@ def test_run_job_end_to_end_with_real_server(server, tmp_path):
     assert selected is src
     out2 = plugin.run_job(gimp, gegl, image, selected, ERASE, config, registered, tmp_path)
     assert out2.layer.name == "Erase (2)"
+
+
+@pytest.mark.parametrize(
+    ("precision", "one"), [("u8-non-linear", b"\xff"), ("float-linear", b"\x00\x00\x80?")]
+)
+def test_select_object_replaces_the_selection_and_adds_no_layer(server, tmp_path, precision, one):
+    gimp, gegl = fake_gimp.make_modules()
+    image, src = _image(precision=precision)
+    image.set_selected_layers([src])
+    image.select_rectangle("REPLACE", 14, 10, 6, 5)
+    before = bytes(src.buffer.data)
+    select = mode_by_label("Select object")
+    config = fake_gimp.Config(method="none", margin=24, **{pdbargs.EXTRA: "{}"})
+    out = plugin.run_job(
+        gimp, gegl, image, src, select, config, {"method", "margin", pdbargs.EXTRA}, tmp_path
+    )
+    assert out.layer is None and out.layers == [] and out.meta["method"] == "none"
+    assert image.layers == [src] and image.get_selected_layers() == [src]  # no layer, same layer selected
+    assert bytes(src.buffer.data) == before  # no pixel changed
+    assert image.undo_groups == 1 and image.undo_depth == 0 and image.channels == []
+    assert ("select_item", "layeredit mask") in image.log
+    size, sel = len(one), bytes(image.selection.buffer.data)
+    pixels = [sel[i : i + size] for i in range(0, len(sel), size)]
+    selected = {(i % image.width, i // image.width) for i, v in enumerate(pixels) if v == one}
+    assert set(pixels) == {one, bytes(size)}  # the channel's own format: fully selected or not at all
+    region_top = gimpio.read_source(gimp, gegl, image, src, select).region.y  # the op dropped odd region rows
+    assert selected == {(x, y) for x in range(14, 20) for y in range(10, 15) if (y - region_top) % 2 == 0}
+    texts = [c[1] for c in gimp.progress_calls if c[0] == "text"]
+    assert any(t.startswith("Select object: ") for t in texts) and gimp.progress_calls[-1] == ("end",)
+
+
+def test_select_object_bad_mask_leaves_the_selection(server, tmp_path):
+    gimp, gegl = fake_gimp.make_modules()
+    image, src = _image()
+    image.select_rectangle("REPLACE", 14, 10, 6, 5)
+    source = gimpio.read_source(gimp, gegl, image, src, mode_by_label("Select object"))
+    with pytest.raises(ProtocolError) as err:
+        plugin.check_result_mask(None, source)
+    assert err.value.code == ErrorCode.BAD_BUFFER and "selection is unchanged" in err.value.message
+    with pytest.raises(ValueError):
+        gimpio.replace_selection(gimp, gegl, image, source, b"\x00")
+    assert image.undo_groups == 0 and image.selection_bounds == (14, 10, 20, 15)
 
 
 def test_imagic_without_selection_gives_one_layer_per_eta(server, tmp_path):
@@ -699,3 +827,95 @@ def test_load_schemas_asks_the_venv_when_there_is_no_snapshot(tmp_path):
     )
     assert plugin.load_schemas(tmp_path) == {"imagic": {"name": "imagic", "params": []}}
     assert plugin.load_schemas(tmp_path / "nothing-here") == {}  # no snapshot, no config: defaults apply
+
+
+# -- what the dialog and the errors tell the user to install --------------------------------------------------
+
+
+def _config(plugin_dir: Path, project: Path, python: Path) -> None:
+    (plugin_dir / "layeredit.json").write_text(
+        json.dumps({"project_root": str(project), "venv_python": str(python)})
+    )
+
+
+def test_errors_name_install_py_by_its_absolute_path(tmp_path, monkeypatch):
+    from protocol.hostkit import BackendChoice, save_choice
+
+    monkeypatch.setenv("LAYEREDIT_CONFIG_DIR", str(tmp_path / "config"))
+    _config(tmp_path, Path("/opt/layer edit"), Path("/opt/layer edit/.venv/bin/python"))
+    msg = "The inpaint model is not installed. Install it with: python3 install.py --models sd15-inpaint"
+    assert plugin.user_text(msg, tmp_path).endswith(
+        "python3 '/opt/layer edit/install.py' --models sd15-inpaint"
+    )
+    assert plugin.user_text(msg, tmp_path / "no-config") == msg  # the relative form when the path is unknown
+    remote = tmp_path / "remote.json"
+    remote.write_text("{}")
+    save_choice(BackendChoice(str(remote), "gpu-box"))
+    assert plugin.user_text(msg, tmp_path) == msg  # a remote backend's message is about the other machine
+
+
+ERASE_SCHEMA = INVERT_SPEC.to_json() | {
+    "params": [
+        {
+            "name": "fill",
+            "type": "enum",
+            "default": "auto",
+            "help": "fill",
+            "choices": ["auto", "telea", "diffusion"],
+            "needs": {"diffusion": "sd15-inpaint"},
+        }
+    ]
+}
+
+
+def test_preset_probe_asks_the_venv_without_holding_the_dialog(tmp_path, monkeypatch, no_hang):
+    monkeypatch.setenv("LAYEREDIT_CONFIG_DIR", str(tmp_path / "config"))
+    monkeypatch.setenv("LAYEREDIT_RUNTIME_DIR", str(tmp_path / "run"))  # no backend runs
+    gate = tmp_path / "gate"
+    slow_python = tmp_path / "python"  # answers only once the test opens the gate
+    slow_python.write_text(
+        f"#!/bin/sh\nwhile [ ! -f '{gate}' ]; do sleep 0.05; done\n"
+        'echo \'{"sd15-inpaint": false, "erase": true}\'\n'
+    )
+    slow_python.chmod(0o755)
+    project = tmp_path / "le"
+    project.mkdir()
+    _config(tmp_path, project, slow_python)
+    probe = plugin.PresetProbe.start(tmp_path, ERASE_SCHEMA)  # returns while the venv is still thinking
+    assert probe.proc is not None and not probe.poll()
+    assert probe.fields == ["fill"] and probe.hints() == {}  # the dialog shows now, the hint comes later
+    gate.write_text("")
+    probe.wait(60)
+    assert probe.presets == {"sd15-inpaint": False, "erase": True}
+    assert probe.hints() == {
+        "fill": "Better fill quality needs a model (diffusion); none is installed. "
+        f"Install one with: python3 {project}/install.py --models sd15-inpaint"
+    }
+    quiet = plugin.PresetProbe.start(tmp_path, INVERT_SPEC.to_json())  # no field needs a model: no probe
+    assert quiet.poll() and quiet.proc is None and quiet.hints() == {}
+
+
+def test_preset_probe_prefers_a_running_backend_and_the_real_venv_answers(tmp_path, monkeypatch, no_hang):
+    from backend.server import Server, ServerConfig
+
+    monkeypatch.setenv("LAYEREDIT_CONFIG_DIR", str(tmp_path / "config"))
+    monkeypatch.setenv("LAYEREDIT_RUNTIME_DIR", str(tmp_path / "run"))
+    monkeypatch.setenv("LAYEREDIT_MODELS", str(tmp_path / "models"))
+    (tmp_path / "models" / "sd15-inpaint").mkdir(parents=True)
+    _config(tmp_path, ROOT, ROOT / ".venv" / "bin" / "python")
+    srv = Server(ServerConfig(report_models=True), registry=Registry({"erase": InvertOp})).start()
+    try:
+        from protocol.client import Client
+
+        first = Client.connect()
+        first.hello(timeout=120)  # the backend's model report is ready (it is built once, after start)
+        first.close()
+        probe = plugin.PresetProbe.start(tmp_path, ERASE_SCHEMA, ask_venv=False)
+        assert probe.poll() and probe.proc is None  # answered by the backend's hello
+        assert probe.presets["sd15-inpaint"] is True and probe.hints() == {}
+    finally:
+        srv.stop()
+    probe = plugin.PresetProbe.start(tmp_path, ERASE_SCHEMA)  # no backend now: the project's venv answers
+    probe.wait(120)
+    assert probe.presets is not None and probe.presets["sd15-inpaint"] is True
+    assert probe.hints() == {}

@@ -205,7 +205,7 @@ def test_gimp_registers_the_connect_procedure_with_one_string_argument():
     gimp.ImageProcedure.new.assert_called_once_with(
         "plug-in", "plug-in-layeredit-connect", gimp.PDBProcType.PLUGIN, print, None
     )
-    proc.add_menu_path.assert_called_once_with("<Image>/Filters/AI Edit")
+    proc.add_menu_path.assert_called_once_with(plugin.menu_path(plugin.CONNECT_PROC))  # last in AI Edit
     proc.set_menu_label.assert_called_once_with("Connect to backend…")
     ((args, _),) = [(c.args, c.kwargs) for c in proc.add_string_argument.call_args_list]
     assert args[0] == plugin.CONNECT_ARG and args[3] == "local"

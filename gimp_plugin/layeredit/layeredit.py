@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Layer Edit for GIMP 3: Filters > AI Edit > Erase / Replace / Imagic, as a new layer from a local backend.
+"""LayerEdit for GIMP 3: Filters > AI Edit > Erase / Replace / Imagic (a new layer from a local backend) and
+Select object (the rough selection snapped to the object; also in Select, next to Grow and Shrink).
 
 Thin entry point: puts the plug-in folder (and ``vendor/``, where the installer unpacks pyzmq for GIMP's
 bundled Python on Windows/macOS) first on sys.path, then hands GIMP's modules to ``layeredit_gimp``.
@@ -52,7 +53,9 @@ class LayerEdit(Gimp.PlugIn):
         try:
             outcome = plugin.run_job(Gimp, Gegl, image, drawables[0], mode, config, registered, HERE)
         except ProtocolError as exc:
-            return _error(procedure, f"{mode.label} failed ({exc.code.value}): {exc.message}")
+            return _error(
+                procedure, f"{mode.label} failed ({exc.code.value}): {plugin.user_text(exc.message, HERE)}"
+            )
         except Exception as exc:  # noqa: BLE001 - a bug: show it instead of dying silently
             traceback.print_exc()
             return _error(procedure, f"{mode.label} failed (internal): {exc!r}. The image was not changed.")
@@ -78,7 +81,7 @@ def _connect(procedure, run_mode, config):
     try:
         text = plugin.run_connect(config)
     except ProtocolError as exc:
-        return _error(procedure, f"Connect failed ({exc.code.value}): {exc.message}")
+        return _error(procedure, f"Connect failed ({exc.code.value}): {plugin.user_text(exc.message, HERE)}")
     Gimp.message(text)
     return procedure.new_return_values(Gimp.PDBStatusType.SUCCESS, GLib.Error())
 
@@ -90,23 +93,46 @@ def _dialog(procedure, config, mode):
     GimpUi.init("layeredit")
     dialog = GimpUi.ProcedureDialog.new(procedure, config, f"AI Edit: {mode.label}")
     schema = plugin.load_schemas(HERE).get(mode.op, {})
+    probe = plugin.PresetProbe.start(HERE, schema)  # install hints: answered now, or by a child process
     try:
         registered = {spec.get_name() for spec in procedure.get_arguments()}
-        plugin.fill_dialog(dialog, schema.get("params", []), registered, GimpUi.SpinScale.__gtype__)
+        hints = {name: "" for name in probe.fields} | probe.hints()  # room for the hints, filled when known
+        labels = plugin.fill_dialog(
+            dialog, schema.get("params", []), registered, GimpUi.SpinScale.__gtype__, hints=hints
+        )
     except Exception:  # noqa: BLE001 - an older GimpUi without expanders: show everything flat
         traceback.print_exc()
         dialog.fill(None)
+        labels = {}
+    GLib.timeout_add(200, _show_hints, probe, labels)
     report = os.environ.get("LAYEREDIT_DIALOG_REPORT")  # test hook: describe the dialog, then press OK
     if report:
-        GLib.timeout_add(300, _auto_ok, dialog, report)
+        GLib.timeout_add(300, _auto_ok, dialog, report, probe, labels)
     ok = dialog.run()
+    probe.close()
     dialog.destroy()
     return ok
 
 
-def _auto_ok(dialog, report_path):
+def _show_hints(probe, labels):
+    """GTK timer: once the probe has its answer, put the hints in their labels (then stop)."""
+    if not probe.poll():
+        return True
+    for name, text in probe.hints().items():
+        if name in labels:
+            labels[name].set_text(text)
+    return False
+
+
+def _auto_ok(dialog, report_path, probe, hint_labels):
     from gi.repository import Gtk
 
+    if not probe.poll():  # wait for the install hints, so the report (and screenshot) shows them
+        return True
+    _show_hints(probe, hint_labels)
+    while Gtk.events_pending():
+        Gtk.main_iteration()
+    _screenshot(dialog, report_path.rsplit(".", 1)[0] + ".png")
     labels = []
 
     def walk(widget):
@@ -123,6 +149,19 @@ def _auto_ok(dialog, report_path):
         json.dump({"title": dialog.get_title(), "labels": labels}, f)
     dialog.response(Gtk.ResponseType.OK)
     return False
+
+
+def _screenshot(dialog, path):
+    """The dialog as the user sees it, as a PNG (test hook: docs/images are taken from real runs)."""
+    try:
+        gi.require_version("Gdk", "3.0")
+        from gi.repository import Gdk
+
+        window = dialog.get_window()
+        pixbuf = Gdk.pixbuf_get_from_window(window, 0, 0, window.get_width(), window.get_height())
+        pixbuf.savev(path, "png", [], [])
+    except Exception:  # noqa: BLE001 - a screenshot must never fail the run
+        traceback.print_exc()
 
 
 def _error(procedure, message):

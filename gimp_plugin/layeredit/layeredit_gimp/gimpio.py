@@ -157,6 +157,31 @@ def write_result(
     return layers
 
 
+def replace_selection(gimp: Any, gegl: Any, image: Any, source: Source, mask: bytes) -> None:
+    """Select object: the 8-bit ``mask`` over ``source.region`` becomes the selection, in one undo group (Edit >
+    Undo brings the rough selection back). No layer is added, no pixel changes; the selected layer stays."""
+    r = source.region
+    if len(mask) != r.w * r.h:
+        raise ValueError(f"mask has {len(mask)} bytes, expected {r.w}x{r.h}")
+    data, babl = mask_in_format(mask, source.fmt.mask_babl)
+    image.undo_group_start()
+    try:
+        _select_mask(gimp, gegl, image, source, data, babl)
+    finally:
+        image.undo_group_end()
+
+
+def mask_in_format(mask: bytes, babl: str) -> tuple[bytes, str]:
+    """An 8-bit mask in the selection channel's own format ("Y u8" as is, "Y float" as 0..1 floats), so GEGL
+    stores it without a conversion of its own."""
+    if babl != "Y float":
+        return bytes(mask), "Y u8"
+    from array import array
+
+    scale = [v / 255.0 for v in range(256)]
+    return array("f", [scale[v] for v in mask]).tobytes(), babl
+
+
 def _select_mask(gimp: Any, gegl: Any, image: Any, source: Source, mask: bytes, mask_babl: str) -> None:
     """Replace the selection through a temporary channel, which keeps the change undoable."""
     channel = gimp.Channel.new(

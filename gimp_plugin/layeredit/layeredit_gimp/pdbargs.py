@@ -41,8 +41,11 @@ def nick(param: str, used: set[str] | None = None) -> str:
     return label
 
 
-def add_arguments(procedure: Any, op_schema: dict, gimp: Any, gobject: Any) -> list[str]:
-    """Register one PDB argument per schema parameter (plus the host's own); returns their names."""
+def add_arguments(
+    procedure: Any, op_schema: dict, gimp: Any, gobject: Any, *, select: bool = True
+) -> list[str]:
+    """Register one PDB argument per schema parameter (plus the host's own); returns their names.
+    ``select``: also "Select the snapped object" (only ops that return the snapped object's mask)."""
     flags = gobject.ParamFlags.READWRITE
     names = []
     keys = set(DIALOG_KEYS)
@@ -72,9 +75,15 @@ def add_arguments(procedure: Any, op_schema: dict, gimp: Any, gobject: Any) -> l
         else:  # "str" and any type added later: a string the backend validates
             procedure.add_string_argument(name, nick(param["name"], keys), blurb, str(default or ""), flags)
         names.append(name)
-    procedure.add_boolean_argument(
-        SELECT, nick("select_the_snapped_object", keys), "Make the snapped mask the selection", False, flags
-    )
+    if select:
+        procedure.add_boolean_argument(
+            SELECT,
+            nick("select_the_snapped_object", keys),
+            "Make the snapped mask the selection",
+            False,
+            flags,
+        )
+    # For scripts only (the dialog never shows it: raw JSON is not for artists).
     procedure.add_string_argument(
         EXTRA, nick("extra_params", keys) + " (JSON)", "Further op params as a JSON object", "{}", flags
     )
@@ -82,8 +91,8 @@ def add_arguments(procedure: Any, op_schema: dict, gimp: Any, gobject: Any) -> l
 
 
 def advanced_names(schema_params: list[dict]) -> list[str]:
-    """Arguments the dialog folds away: the schema's advanced ones plus the JSON escape hatch."""
-    return [arg_name(p["name"]) for p in schema_params if p.get("advanced")] + [EXTRA]
+    """Arguments the dialog folds away: the schema's advanced ones."""
+    return [arg_name(p["name"]) for p in schema_params if p.get("advanced")]
 
 
 def params_from_config(config: Any, form: Form, registered: set[str]) -> dict[str, Any]:

@@ -4,6 +4,7 @@ layer to a new layer. ``layeredit.py`` only wires this to ``Gimp.PlugIn``."""
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,28 +19,52 @@ from protocol.hostkit import (
     JobTracker,
     Mode,
     forms_from_hello,
+    installed_presets,
     layer_name,
     load_choice,
+    model_hints,
     unique_name,
+    with_project_path,
 )
 from protocol.launcher import ask_schemas
 from protocol.wire import Buffer
 
 from .backend import choose as choose_backend
 from .backend import connect_or_start, read_config
-from .gimpio import Source, read_source, write_result
+from .gimpio import Source, read_source, replace_selection, write_result
 from .guard import CancelGuard
-from .pdbargs import EXTRA, SELECT, add_arguments, advanced_names, arg_name, params_from_config
+from .pdbargs import SELECT, add_arguments, advanced_names, arg_name, params_from_config
 
 PROC_PREFIX = "plug-in-layeredit-"
 CONNECT_PROC = PROC_PREFIX + "connect"
 CONNECT_ARG = "connection"
 MENU = "<Image>/Filters/AI Edit"
+SELECT_MENU = "<Image>/Select/[Modify]"  # next to Shrink, Grow, Sharpen...: it refines the current selection
 SCHEMAS_NAME = "schemas.json"
 
 
 def procedure_names() -> list[str]:
+    """In the order of the Krita docker: Erase, Replace, Imagic, Select object, then Connect to backend."""
     return [PROC_PREFIX + m.op for m in MODES] + [CONNECT_PROC]
+
+
+def menu_path(name: str) -> str:
+    """The AI Edit menu path for a procedure. GIMP sorts the plug-in entries of one menu path by label at
+    start-up (Connect, Erase, Imagic, Replace...), so each entry gets its own unnamed section, "[1 ...]" to
+    "[5 ...]": GIMP sorts by that first, and a section name the menu does not define puts the entry at the
+    end of the menu itself (no submenu, no separator), which keeps the order above."""
+    index = procedure_names().index(name) + 1
+    return f"{MENU}/[{index} layeredit]"
+
+
+def user_text(message: str, plugin_dir: Path) -> str:
+    """An error as the user reads it: ``python3 install.py`` names the project's install.py by its absolute
+    path (from the installer's config), unless the backend is a remote one (its messages are about another
+    machine)."""
+    if not load_choice().local:
+        return message
+    config = read_config(plugin_dir)
+    return with_project_path(message, config.project_root if config is not None else None)
 
 
 def create_connect_procedure(plugin: Any, run_fn: Callable, gimp: Any, gobject: Any) -> Any:
@@ -49,7 +74,7 @@ def create_connect_procedure(plugin: Any, run_fn: Callable, gimp: Any, gobject: 
     proc.set_image_types("*")
     proc.set_sensitivity_mask(gimp.ProcedureSensitivityMask.ALWAYS)
     proc.set_menu_label("Connect to backend…")
-    proc.add_menu_path(MENU)
+    proc.add_menu_path(menu_path(CONNECT_PROC))
     proc.set_documentation(
         "Choose the backend Layer Edit uses",
         "'local' (this computer, started on demand), a connection string (layeredit1:...) or the path of a "
@@ -99,17 +124,24 @@ def create_procedure(
     proc.set_image_types("RGB*")
     proc.set_sensitivity_mask(gimp.ProcedureSensitivityMask.DRAWABLE)
     proc.set_menu_label(f"{mode.label}…")
-    proc.add_menu_path(MENU)
+    proc.add_menu_path(menu_path(name))
+    if not mode.makes_layer:
+        proc.add_menu_path(SELECT_MENU)  # a selection tool: also where GIMP keeps the selection modifiers
     schema = load_schemas(plugin_dir).get(mode.op) or {"name": mode.op, "help": "", "params": []}
-    blurb = schema.get("help") or f"Layer Edit: {mode.label}"
+    blurb = schema.get("help") or f"LayerEdit: {mode.label}"
+    result = (
+        "The result is a new layer above the active layer; the layer itself is not changed."
+        if mode.makes_layer
+        else "A rough selection in, the selection snapped to the object out; no layer is added and no pixel "
+        "changes (Edit > Undo brings the rough selection back)."
+    )
     proc.set_documentation(
         blurb,
-        f"{blurb}\nThe result is a new layer above the active layer; the layer itself is not changed. "
-        "Needs the Layer Edit backend (it is started when the installer's config says how).",
+        f"{blurb}\n{result} Needs the LayerEdit backend (it is started when the installer's config says how).",
         name,
     )
-    proc.set_attribution("Layer Edit contributors", "Layer Edit contributors", "2026")
-    add_arguments(proc, schema, gimp, gobject)
+    proc.set_attribution("LayerEdit contributors", "LayerEdit contributors", "2026")
+    add_arguments(proc, schema, gimp, gobject, select=mode.snaps)
     return proc
 
 
@@ -148,6 +180,19 @@ def check_result_image(buf: Buffer | None, source: Source) -> bytes:
             ErrorCode.BAD_BUFFER,
             f"The backend returned {got}, expected {(r.w, r.h, source.fmt.sample, 'RGBA')}; "
             "update the plug-in and the backend together (python3 install.py).",
+        )
+    return packed(buf)
+
+
+def check_result_mask(buf: Buffer | None, source: Source) -> bytes:
+    """The snapped mask of a Select object job: 8-bit gray over the region that was sent."""
+    r = source.region
+    if buf is None or (buf.width, buf.height, buf.dtype, buf.channels) != (r.w, r.h, "u8", 1):
+        got = None if buf is None else (buf.width, buf.height, buf.dtype, buf.channels)
+        raise ProtocolError(
+            ErrorCode.BAD_BUFFER,
+            f"The backend returned the mask {got}, expected {(r.w, r.h, 'u8', 1)}; the selection is unchanged. "
+            "Update the plug-in and the backend together (python3 install.py).",
         )
     return packed(buf)
 
@@ -223,6 +268,16 @@ def run_job(
             timings["job_s"] = time.perf_counter() - sent
         finally:
             watchdog.done()
+        if (
+            not mode.makes_layer
+        ):  # Select object: the snapped mask becomes the selection, nothing else changes
+            written = time.perf_counter()
+            replace_selection(gimp, gegl, image, source, check_result_mask(result.mask, source))
+            timings["write_s"] = time.perf_counter() - written
+            timings["total_s"] = time.perf_counter() - started
+            gimp.progress_update(1.0)
+            progress.tracker.finished()
+            return Outcome(None, job, params, result.meta, [], timings)
         pixels = check_result_image(result.image, source)
         mask = None
         if SELECT in registered and config.get_property(SELECT) and result.mask is not None:
@@ -243,9 +298,18 @@ def run_job(
         gimp.progress_end()
 
 
-def fill_dialog(dialog: Any, schema_params: list[dict], registered: set[str], spin_type: Any = None) -> None:
-    """Basic arguments up front, advanced ones (and the JSON escape hatch) in a folded expander; only
-    arguments GIMP registered (a newer schemas.json than GIMP's last query must not name unknown ones).
+def fill_dialog(
+    dialog: Any,
+    schema_params: list[dict],
+    registered: set[str],
+    spin_type: Any = None,
+    hints: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """Basic arguments up front, advanced ones in a folded expander; only arguments GIMP registered (a newer
+    schemas.json than GIMP's last query must not name unknown ones). The JSON escape hatch stays a PDB
+    argument for scripts but is never shown: raw JSON is not for artists. ``hints`` (param -> text, e.g. what
+    better fill quality needs and the command that installs it) go in a label right under their field; the
+    labels are returned by param name so the caller can change their text later.
     Narrow float ranges (strength 0..1) get increments that fit them (GIMP's default page is 10)."""
     for p in schema_params:
         name = arg_name(p["name"])
@@ -259,10 +323,121 @@ def fill_dialog(dialog: Any, schema_params: list[dict], registered: set[str], sp
             span = float(p["max"]) - float(p["min"])
             if 0 < span < 10:
                 dialog.get_widget(name, spin_type).set_increments(span / 100, span / 10)
-    order = [arg_name(p["name"]) for p in schema_params] + [SELECT, EXTRA]
+    order = [arg_name(p["name"]) for p in schema_params] + [SELECT]
     advanced = [n for n in advanced_names(schema_params) if n in registered]
     basic = [n for n in order if n in registered and n not in advanced]
-    dialog.get_label("layeredit-advanced-title", "Advanced", False, False)
-    dialog.fill_box("layeredit-advanced-box", advanced)
-    dialog.fill_expander("layeredit-advanced", "layeredit-advanced-title", False, "layeredit-advanced-box")
-    dialog.fill([*basic, "layeredit-advanced"])
+    labels: dict[str, Any] = {}
+    for param, text in (hints or {}).items():
+        name = arg_name(param)
+        if name not in registered:
+            continue
+        label_id = f"layeredit-hint-{name}"
+        labels[param] = label = dialog.get_label(label_id, text, False, False)
+        label.set_line_wrap(True)
+        label.set_selectable(True)  # the command can be copied
+        label.set_xalign(0.0)
+        for ids in (basic, advanced):
+            if name in ids:
+                ids.insert(ids.index(name) + 1, label_id)
+    if advanced:
+        dialog.get_label("layeredit-advanced-title", "Advanced", False, False)
+        dialog.fill_box("layeredit-advanced-box", advanced)
+        dialog.fill_expander(
+            "layeredit-advanced", "layeredit-advanced-title", False, "layeredit-advanced-box"
+        )
+        basic.append("layeredit-advanced")
+    dialog.fill(basic)
+    return labels
+
+
+_ASK_PRESETS = (
+    "import json; from backend.models import ModelManager; "
+    "print(json.dumps(ModelManager(device='cpu').installed_presets()))"
+)
+
+
+class PresetProbe:
+    """Which model presets are installed, for the dialog's install hints (e.g. next to Erase's Fill), found
+    without holding the dialog back: a backend that already runs answers in its ``hello``; otherwise the
+    project's venv is asked in a child process (a few seconds) that the dialog polls from GTK's loop."""
+
+    def __init__(self, plugin_dir: Path, schema: dict):
+        self.plugin_dir = plugin_dir
+        self.form = Form.from_op_json({"name": schema.get("name", ""), **schema}) if schema else None
+        self.presets: dict[str, bool] | None = None
+        self.proc: subprocess.Popen | None = None
+        self.done = True
+
+    @property
+    def fields(self) -> list[str]:
+        """Params whose hint may show: the dialog makes room for them before the answer is in."""
+        return [f.name for f in self.form.fields if f.needs] if self.form is not None else []
+
+    @classmethod
+    def start(cls, plugin_dir: Path, schema: dict, ask_venv: bool = True) -> PresetProbe:
+        probe = cls(plugin_dir, schema)
+        if not probe.fields:
+            return probe
+        probe.presets = running_backend_presets()
+        config = read_config(plugin_dir)
+        if probe.presets is None and ask_venv and load_choice().local and config is not None:
+            try:
+                probe.proc = subprocess.Popen(
+                    [str(config.venv_python), "-c", _ASK_PRESETS],
+                    cwd=str(config.project_root) if config.project_root else None,
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.DEVNULL,
+                    text=True,
+                )
+                probe.done = False
+            except OSError:
+                probe.proc = None
+        return probe
+
+    def poll(self) -> bool:
+        """True once the answer is in (or there will be none)."""
+        if self.done or self.proc is None or self.proc.poll() is None:
+            return self.done
+        out = self.proc.stdout.read() if self.proc.stdout else ""
+        try:
+            presets = json.loads(out.strip().splitlines()[-1]) if self.proc.returncode == 0 else None
+        except (ValueError, IndexError):
+            presets = None
+        self.presets = installed_presets({"presets": presets})
+        self.done = True
+        return True
+
+    def wait(self, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not self.poll() and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+    def hints(self) -> dict[str, str]:
+        if not self.done:
+            return {}
+        local = load_choice().local
+        config = read_config(self.plugin_dir) if local else None
+        return model_hints(self.form, self.presets, config.project_root if config is not None else None)
+
+    def close(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def running_backend_presets(timeout: float = 3.0) -> dict[str, bool] | None:
+    """The presets the chosen backend reports, if it is already running and answers at once; else None
+    (starting a backend just to draw a dialog would hold the dialog back for seconds)."""
+    from protocol.client import Client
+
+    try:
+        client = Client.connect(load_choice().connection_file, check=False)
+    except ProtocolError:
+        return None
+    try:
+        return installed_presets(client.hello(timeout=timeout))
+    except ProtocolError:
+        return None
+    finally:
+        client.close(linger_ms=0)
