@@ -23,11 +23,14 @@ from protocol.hostkit import (
     Mode,
     choose_backend,
     forms_from_hello,
+    installed_presets,
     layer_name,
     load_choice,
     mode_by_label,
+    model_hints,
     only_changed,
     refused_message,
+    with_project_path,
 )
 
 from . import kritaio
@@ -71,9 +74,16 @@ class Controller:
         on_preview: Callable[[wire.Buffer], None] = lambda b: None,
         defer: Callable[[Callable[[], None]], None] = lambda fn: fn(),
         config_dir: Path | None = None,
+        project_root: Path | None = None,
     ):
-        """``client_factory`` None: connect through the saved backend choice (local or an imported remote)."""
+        """``client_factory`` None: connect through the saved backend choice (local or an imported remote).
+        ``project_root``: where install.py is, for the commands in messages (default: the installer's config)."""
         self.app = app
+        if project_root is None:
+            from .backend_proc import load_config
+
+            project_root = load_config().project_root
+        self.project_root = project_root
         self.client_factory = client_factory or self._connect_chosen
         self.config_dir = config_dir  # where backend-choice.json and the imported remotes live (tests: tmp)
         self.choice: BackendChoice = load_choice(config_dir)
@@ -116,7 +126,7 @@ class Controller:
             msg = self.client.send(wire.Message(wire.HELLO, content={"client": "layeredit-krita"}))
         except ProtocolError as exc:
             self.disconnect()
-            self.connection_text = exc.message
+            self.connection_text = self.user_text(exc.message)
             self.on_change()
             return False
         self._hello_id, self._hello_sent = msg.id, time.monotonic()
@@ -166,6 +176,17 @@ class Controller:
     def form(self, mode: Mode) -> Form | None:
         return self.forms.get(mode.op)
 
+    def user_text(self, message: str) -> str:
+        """A message as the user reads it: ``python3 install.py`` names the project's install.py by its absolute
+        path, unless the backend is remote (its install commands are for the other machine)."""
+        return with_project_path(message, None if self.remote else self.project_root)
+
+    def hints(self, mode: Mode) -> dict[str, str]:
+        """param -> what better quality needs and the command that installs it (e.g. next to Erase's Fill when
+        no learned or diffusion filler is installed), from the presets the backend reports."""
+        root = None if self.remote else self.project_root
+        return model_hints(self.form(mode), installed_presets(self.hello), root)
+
     # -- running ----------------------------------------------------------------------------------
     def run(
         self,
@@ -196,7 +217,7 @@ class Controller:
                 mode.op, params, image=pixels.image_buffer(), selection=pixels.selection_buffer()
             )
         except ProtocolError as exc:
-            self.job.failed(exc.code, exc.message)
+            self.job.failed(exc.code, self.user_text(exc.message))
             self.on_change()
             return False
         self.pending = Pending(
@@ -294,8 +315,8 @@ class Controller:
             self._apply(ev.result)
         elif ev.type == wire.ERROR:
             err = ev.error
-            self.job.failed(err.code, err.message)
-            self.last = Outcome(self.job.state.value, message=err.message, code=err.code.value)
+            self.job.failed(err.code, self.user_text(err.message))
+            self.last = Outcome(self.job.state.value, message=self.job.message, code=err.code.value)
             self.pending = None
             if err.code == ErrorCode.BACKEND_GONE:
                 self._lost(err)
@@ -303,10 +324,10 @@ class Controller:
     def _lost(self, err: ProtocolError) -> None:
         """The backend went away: fail the job (the document is untouched: nothing was written yet)."""
         if self.job.busy:
-            self.job.failed(err.code, err.message)
-            self.last = Outcome(self.job.state.value, message=err.message, code=err.code.value)
+            self.job.failed(err.code, self.user_text(err.message))
+            self.last = Outcome(self.job.state.value, message=self.job.message, code=err.code.value)
         self.pending = None
-        self.connection_text = err.message
+        self.connection_text = self.user_text(err.message)
         self.disconnect()
         self.on_change()
 
@@ -318,6 +339,9 @@ class Controller:
                 ErrorCode.MISSING_INPUT, "The document was closed while the job ran; result dropped."
             )
             self.last = Outcome(self.job.state.value, message=self.job.message, code="document_closed")
+            return
+        if not pend.mode.makes_layer:
+            self._apply_selection(result, pend)
             return
         image = result.image
         if image is None or (image.width, image.height) != (region.w, region.h):
@@ -346,6 +370,38 @@ class Controller:
         }
         self.last = Outcome(
             self.job.state.value, layer=layer, message=self.job.message, meta=dict(result.meta), sent=sent
+        )
+
+    def _apply_selection(self, result: Any, pend: Pending) -> None:
+        """Select object: the snapped mask replaces the selection over the region sent; no layer, no pixels."""
+        region = pend.pixels.plan.region
+        mask = result.mask
+        if mask is None or (mask.width, mask.height, mask.channels, mask.dtype) != (
+            region.w,
+            region.h,
+            1,
+            "u8",
+        ):
+            self.job.failed(
+                ErrorCode.BAD_BUFFER,
+                "The backend returned no mask of the right size; the selection is unchanged.",
+            )
+            self.last = Outcome(
+                self.job.state.value, message=self.job.message, code=ErrorCode.BAD_BUFFER.value
+            )
+            return
+        kritaio.set_selection(pend.doc, mask.data, region)
+        took = time.monotonic() - pend.submitted_at
+        self.job.finished(f"Done in {took:.1f} s: the object is selected.")
+        sent = {
+            "region": region.as_tuple(),
+            "source": pend.source.name() if pend.source is not None else None,
+        }
+        self.last = Outcome(
+            self.job.state.value,
+            message=self.job.message,
+            meta=dict(result.meta),
+            sent={**sent, "params": pend.params},
         )
 
     @staticmethod

@@ -213,18 +213,22 @@ class LayerEditDocker(DockWidget):
             eta = form.values["eta"]
             eta = eta[0] if isinstance(eta, list) and eta else eta
             self.eta_slider.setValue(int(round(float(eta) * ETA_SCALE)))
+        self.select_after.setVisible(mode.snaps)  # only ops that return the snapped object offer it
         if form is None:
             self.advanced_toggle.setVisible(False)
             return
+        hints = self.controller.hints(
+            mode
+        )  # e.g. under Fill: what better quality needs, and how to install it
         for f in form.basic:
             if f.name != "eta":
-                self._add_field(self.basic_form, form, f)
+                self._add_field(self.basic_form, form, f, hints.get(f.name, ""))
         for f in form.advanced:
             if f.name != "eta":
-                self._add_field(self.advanced_form, form, f)
+                self._add_field(self.advanced_form, form, f, hints.get(f.name, ""))
         self.advanced_toggle.setVisible(bool(form.advanced))
 
-    def _add_field(self, layout: QFormLayout, form: Form, f: Field) -> None:
+    def _add_field(self, layout: QFormLayout, form: Form, f: Field, hint: str = "") -> None:
         value = form.values.get(f.name, f.default)
         if f.type == "int":
             w: QWidget = QSpinBox()
@@ -250,6 +254,12 @@ class LayerEditDocker(DockWidget):
         w.setToolTip(f.help)
         layout.addRow(f.label, w)
         self.param_widgets[f.name] = (f, w)
+        if hint:
+            note = QLabel(hint)
+            note.setWordWrap(True)
+            note.setTextInteractionFlags(Qt.TextSelectableByMouse)  # the command can be copied
+            note.setObjectName(f"hint_{f.name}")
+            layout.addRow("", note)
 
     def collect_params(self) -> dict:
         """Widget values -> validated params (bad values raise ProtocolError(bad_param) naming the field)."""
