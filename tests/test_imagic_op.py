@@ -74,6 +74,24 @@ def test_several_etas_come_back_as_candidates_and_reuse_the_tuning(env):
     assert _same(before, _state(mm.load_pipeline("text2img", model)))
 
 
+def test_one_seed_rule_across_ops_and_the_picked_seed_redoes_the_result(env):
+    """Every op with a seed: default -1 = pick one and report it (Imagic was 0, Replace -1: two rules in one
+    docker). Sending the reported seed back renders the same pixels."""
+    registry = product_registry()
+    specs = [registry.get(n).spec for n in registry.names()]
+    seeds = {s.name: s.param("seed") for s in specs if any(p.name == "seed" for p in s.params)}
+    assert {"replace", "imagic"} <= set(seeds)
+    assert {(p.default, p.min) for p in seeds.values()} == {(-1, -1)}
+    mm, model = env
+    img = np.random.default_rng(2).integers(0, 255, (24, 32, 3), dtype=np.uint8)
+    first = _run(mm, model, img)
+    seed = first.meta["seed"]
+    assert isinstance(seed, int) and 0 <= seed < 2**31
+    again = _run(mm, model, img, seed=seed)
+    assert again.meta["cache_hit"] and again.meta["seed"] == seed
+    np.testing.assert_array_equal(again.image, first.image)
+
+
 def test_selection_outside_is_exact_and_mask_returned(env):
     mm, model = env
     img = np.random.default_rng(1).integers(0, 65535, (48, 64, 3), dtype=np.uint16)

@@ -8,6 +8,7 @@ import time: ``hello`` lists this schema without loading torch.
 
 from __future__ import annotations
 
+import secrets
 import threading
 from pathlib import Path
 from typing import Any
@@ -44,7 +45,13 @@ SPEC = OpSpec(
             max=1.5,
         ),
         ParamSpec(
-            "seed", "int", 0, "Random seed of the sampling (a new seed also reuses the tuning).", 0, 2**31 - 1
+            "seed",
+            "int",
+            -1,
+            "Random seed of the sampling; -1 picks one (reported back) so a result can be redone. A new seed "
+            "reuses the tuning.",
+            min=-1,
+            max=2**31 - 1,
         ),
         ParamSpec("steps", "int", 25, "DDIM sampling steps.", 1, 200),
         ParamSpec("guidance", "float", 7.5, "Classifier-free guidance scale.", 1.0, 30.0),
@@ -154,7 +161,8 @@ def _is_oom(exc: BaseException) -> bool:
 
 
 def pipeline_params(params: dict[str, Any]) -> Any:
-    """Validated op params -> ImagicParams (0 means "the default" for finetune_lr and resolution)."""
+    """Validated op params -> ImagicParams (0 means "the default" for finetune_lr and resolution; seed -1 picks
+    one, as replace does)."""
     from backend.imagic import ImagicParams
 
     return ImagicParams(
@@ -162,7 +170,7 @@ def pipeline_params(params: dict[str, Any]) -> Any:
         etas=[float(e) for e in params["eta"]],
         guidance_scale=params["guidance"],
         num_inference_steps=params["steps"],
-        seed=params["seed"],
+        seed=params["seed"] if params["seed"] >= 0 else secrets.randbelow(2**31),
         embedding_steps=params["embedding_steps"],
         embedding_lr=params["embedding_lr"],
         finetune=params["finetune"],
@@ -209,8 +217,9 @@ class ImagicOp(Op):
             ctx.progress(stage, step, total)
             ctx.check_cancelled()
 
+        job = pipeline_params(params)
         try:
-            out = engine(image, selection, pipeline_params(params), callback)
+            out = engine(image, selection, job, callback)
         except ValueError as exc:
             raise OpError(ErrorCode.BAD_PARAM, f"{exc}.") from exc
         except (RuntimeError, MemoryError) as exc:
@@ -233,6 +242,7 @@ class ImagicOp(Op):
             "precision": out.info.get("precision"),
             "finetune": out.info.get("finetune"),
             "model_size": out.info.get("model_size"),
+            "seed": job.seed,  # the one -1 picked: sending it back redoes this result
         }
         return OpResult(image=out.images[0], mask=mask, meta=meta, extra_images=out.images[1:])
 
