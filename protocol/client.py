@@ -547,9 +547,14 @@ class Client:
     ) -> Result:
         """Get a job's result by id, from any client (e.g. after a reconnect). A job still running is
         re-attached to this client: its progress and result come here; this call waits for them."""
+        self.attach(job_id)
+        return self.wait(job_id, on_progress=on_progress, timeout=timeout)
+
+    def attach(self, job_id: str) -> None:
+        """``fetch`` without waiting (Qt): the job's progress and its result or error arrive through ``pump``,
+        and its liveness is checked like a job submitted here."""
         self.send(Message(wire.FETCH, job=job_id))
         self._active.add(job_id)
-        return self.wait(job_id, on_progress=on_progress, timeout=timeout)
 
     def wait(
         self, job_id: str, on_progress: Callable[[Progress], Any] | None = None, timeout: float | None = None

@@ -277,6 +277,11 @@ class Field:
     def label(self) -> str:
         return self.name.replace("_", " ").capitalize()
 
+    @property
+    def unit(self) -> str:
+        """ "px" for a number the schema's help measures in pixels (margin, grow, feather, ...), else ""."""
+        return "px" if self.type in ("int", "float") and "pixel" in self.help.lower() else ""
+
     @classmethod
     def from_json(cls, spec: dict) -> Field:
         try:
@@ -504,6 +509,61 @@ def only_changed(old: dict[str, Any] | None, new: dict[str, Any]) -> set[str]:
 
 
 # ----------------------------------------------------------------------------------------------------------
+# The connection line: what an artist reads (where the backend runs, on what); the address goes in a tooltip.
+
+
+def device_words(devices: Iterable[str]) -> str:
+    """'CPU', 'GPU', 'Apple GPU' (several: joined) from the device names a hello lists (cpu, cuda:0, mps)."""
+    words: list[str] = []
+    for d in devices:
+        d = str(d).lower()
+        word = "GPU" if d.startswith("cuda") else "Apple GPU" if d.startswith("mps") else d.upper()
+        if word not in words:
+            words.append(word)
+    return " + ".join(words) or "unknown device"
+
+
+def backend_status(hello: dict, endpoint: str, remote_name: str | None = None) -> tuple[str, str]:
+    """(line, tooltip) for a connected backend: "Backend: running on this computer (CPU)"."""
+    where = f"remote {remote_name}" if remote_name is not None else "this computer"
+    devices = [str(d) for d in hello.get("devices") or []]
+    line = f"Backend: running on {where} ({device_words(devices)})"
+    tip = (
+        f"LayerEdit backend {hello.get('backend_version') or '?'} at {endpoint}; "
+        f"devices: {', '.join(devices) or '?'}"
+    )
+    return line, tip
+
+
+def no_backend_status(reason: str, remote: bool) -> tuple[str, str]:
+    """(line, tooltip) when nothing answers. Locally Connect starts the backend, so say that rather than a
+    shell command; the technical reason goes in the tooltip."""
+    if remote:
+        return f"Backend: not reachable. {reason}", reason
+    return "Backend: not running. Press Connect to start it on this computer.", reason
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Stage names: the backend reports internal words (snap, fill, composite, denoise, ...); artists see these.
+
+STAGE_WORDS: dict[str, str] = {
+    "snap": "Finding the object",
+    "fill": "Filling",
+    "composite": "Blending",
+    "denoise": "Painting",
+    "embedding": "Learning the text",
+    "finetune": "Learning the image",
+    "generate": "Rendering",
+}
+
+
+def stage_words(stage: str) -> str:
+    """The plain words for a backend stage; a stage this table does not know is shown as sent (a newer
+    backend's stage, a test op's)."""
+    return STAGE_WORDS.get(stage, stage)
+
+
+# ----------------------------------------------------------------------------------------------------------
 # The job state machine.
 
 
@@ -592,8 +652,34 @@ class JobTracker:
             return False
         self._go(JobState.RUNNING)
         self.stage, self.step, self.total = stage, int(step), int(total)
-        self.message = f"{stage} {step}/{total}" if total else stage
+        self.message = f"{self.stage_label} {step}/{total}" if total else self.stage_label
         return True
+
+    @property
+    def stage_label(self) -> str:
+        """The current stage in plain words ("" before the first progress of this job)."""
+        return stage_words(self.stage) if self.stage else ""
+
+    @property
+    def bar_text(self) -> str:
+        """A progress bar's format for this job (Qt's %p% is the percentage): the stage while it runs, the
+        outcome after. Reset by every new job, so a finished job's "100%" never shows under the next one."""
+        if self.state in (JobState.RUNNING, JobState.CANCELLING) and self.stage:
+            return f"{self.stage_label} %p%"
+        return {
+            JobState.STARTING_BACKEND: "Starting the backend…",
+            JobState.SUBMITTING: "Sending…",
+            JobState.RUNNING: "Queued…",
+            JobState.CANCELLING: "Cancelling…",
+            JobState.DONE: "Done",
+            JobState.FAILED: "Failed",
+            JobState.CANCELLED: "Cancelled",
+        }.get(self.state, "")
+
+    @property
+    def bar_fraction(self) -> float:
+        """What a progress bar fills: 0 unless a job is running or done (a failed job shows an empty bar)."""
+        return self.fraction if self.state in (JobState.RUNNING, JobState.CANCELLING, JobState.DONE) else 0.0
 
     def cancel(self) -> bool:
         ok = self._go(JobState.CANCELLING)

@@ -12,15 +12,19 @@ from protocol.hostkit import (
     JobState,
     JobTracker,
     Rect,
+    backend_status,
+    device_words,
     forms_from_hello,
     krita_layout,
     layer_name,
     mask_bounds,
     mask_coverage,
     mode_by_label,
+    no_backend_status,
     no_selection_message,
     only_changed,
     plan_region,
+    stage_words,
     unique_name,
 )
 
@@ -213,9 +217,51 @@ def test_job_happy_path_and_progress():
     assert job.submitting() and job.busy
     assert job.accepted("j1") and job.state == JobState.RUNNING
     assert job.progress("denoise", 3, 10) and job.fraction == pytest.approx(0.3)
-    assert "denoise 3/10" in job.status_text
+    assert "Painting 3/10" in job.status_text and job.stage == "denoise"  # plain words; the raw stage kept
     assert job.finished() and not job.busy and job.fraction == 1.0
     assert job.submitting()  # the next run starts from a finished job
+
+
+def test_stage_words_are_plain_and_unknown_stages_pass_through():
+    assert [stage_words(s) for s in ("snap", "fill", "composite")] == [
+        "Finding the object",
+        "Filling",
+        "Blending",
+    ]
+    assert stage_words("inverting") == "inverting"  # a newer backend's (or a test op's) stage, as sent
+
+
+def test_progress_bar_is_reset_per_job_and_says_the_outcome():
+    """The bar never carries the last job's "composite 100%" into the next one."""
+    job = JobTracker()
+    assert (job.bar_text, job.bar_fraction) == ("", 0.0)
+    job.submitting()
+    job.accepted("j1")
+    assert job.bar_text == "Queued…"
+    job.progress("composite", 3, 3)
+    assert (job.bar_text, job.bar_fraction) == ("Blending %p%", 1.0)
+    job.finished()
+    assert (job.bar_text, job.bar_fraction) == ("Done", 1.0)
+    job.submitting()
+    assert (job.bar_text, job.bar_fraction, job.stage_label) == ("Sending…", 0.0, "")
+    job.accepted("j2")
+    job.progress("snap", 0, 3)
+    assert job.bar_text == "Finding the object %p%"
+    job.failed(ErrorCode.MODEL_MISSING, "No inpainting model.")
+    assert (job.bar_text, job.bar_fraction) == ("Failed", 0.0)
+
+
+def test_connection_line_says_where_and_on_what_with_details_in_the_tooltip():
+    hello = {"backend_version": "0.9", "devices": ["cpu"]}
+    line, tip = backend_status(hello, "tcp://127.0.0.1:5123")
+    assert (
+        line == "Backend: running on this computer (CPU)" and "tcp://127.0.0.1:5123" in tip and "0.9" in tip
+    )
+    line, _ = backend_status({"devices": ["cuda:0"]}, "tcp://gpu.lan:5555", "studio")
+    assert line == "Backend: running on remote studio (GPU)"
+    assert device_words(["mps"]) == "Apple GPU" and device_words(["cuda:0", "cuda:1"]) == "GPU"
+    line, tip = no_backend_status("No backend is running (no connection file at /x).", remote=False)
+    assert "python -m backend" not in line and "Connect" in line and "/x" in tip
 
 
 def test_cancel_then_late_messages_do_not_revive_the_job():

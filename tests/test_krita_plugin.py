@@ -27,6 +27,7 @@ from krita_plugin.layeredit.controller import Controller  # noqa: E402
 from protocol.client import Client  # noqa: E402
 from protocol.errors import ErrorCode, ProtocolError  # noqa: E402
 from protocol.hostkit import JobState, Rect, mode_by_label  # noqa: E402
+from tests.hosts.krita import testops  # noqa: E402
 from tests.hosts.krita.testops import GATE, registry  # noqa: E402
 
 
@@ -251,7 +252,8 @@ def test_backend_killed_mid_job_fails_clearly_and_leaves_the_document(app, tmp_p
 def test_no_backend_and_missing_selection_are_reported_not_raised(app, tmp_path, server):
     c = Controller(app, lambda: Client.connect(tmp_path / "nothing.json", check=False))
     assert not c.connect()
-    assert "No backend is running" in c.connection_text
+    assert c.connection_text == "Backend: not running. Press Connect to start it on this computer."
+    assert "No backend is running" in c.connection_tip  # the technical reason, in the tooltip
     doc, node = layer_doc(app)
     assert not c.run(doc, node, "Erase", {})
     assert c.job.error_code == ErrorCode.NO_BACKEND.value
@@ -280,20 +282,46 @@ def test_a_hello_that_cannot_be_sent_is_reported_not_raised(app):
     refused = Refused()
     c = Controller(app, lambda: refused)
     assert not c.connect()
-    assert "Cannot reach the backend" in c.connection_text
+    assert "Cannot reach the backend" in c.connection_tip
     assert c.client is None and refused.closed and not c.connected
 
 
-def test_reconnect_during_a_job_abandons_it_instead_of_hanging(app, server):
+def test_reconnect_during_a_job_fetches_it_and_keeps_showing_its_progress(app, server, monkeypatch):
+    """Reconnect (or a new socket after a hiccup) while a job runs: the job is re-attached on the new socket
+    (same owner token), its progress keeps coming, and its result still lands as the new layer."""
+    monkeypatch.setattr(testops, "HOLD_STEPS", 100_000)  # runs until GATE is set
     c = make_controller(app, server)
     doc, node = layer_doc(app)
     assert c.run(doc, node, "Imagic", {"prompt": "x", "eta": [0.7]})
     wait_for(lambda: c.job.stage == "tune", c)
+    old, job_id, step = c.client, c.job.job_id, c.job.step
     assert c.connect()
-    assert c.job.state == JobState.FAILED and "abandoned" in c.job.message
+    assert c.client is not old and c.job.busy and c.job.job_id == job_id
+    assert c.job.stage == "tune" and c.job.step >= step  # the bar keeps what it showed
     wait_for(lambda: c.connected, c)
+    assert "following the running job" in c.job.message
+    step = c.job.step
+    wait_for(lambda: c.job.step > step, c)  # progress now comes to the new socket
     GATE.set()
-    assert c.run(doc, node, "Imagic", {"prompt": "x", "eta": [0.7]})
     wait_for(lambda: not c.job.busy, c)
-    assert c.job.state == JobState.DONE
+    assert c.job.state == JobState.DONE, c.job.status_text
     assert [n.name() for n in doc.topLevelNodes()] == ["source", "Imagic η0.7: x"]
+    assert node.writes == 0
+
+
+def test_reconnect_to_nothing_during_a_job_fails_it_clearly(app, server, tmp_path):
+    c = make_controller(app, server)
+    doc, node = layer_doc(app)
+    assert c.run(doc, node, "Imagic", {"prompt": "x", "eta": [0.7]})
+    wait_for(lambda: c.job.stage == "tune", c)
+    c.client_factory = lambda: Client.connect(tmp_path / "nothing.json", check=False)
+    assert not c.connect()
+    assert c.job.state == JobState.FAILED and c.job.error_code == ErrorCode.NO_BACKEND.value
+    assert "No backend is running" in c.job.message and c.pending is None
+    assert [n.name() for n in doc.topLevelNodes()] == ["source"]
+
+
+def test_connection_line_is_plain_with_the_address_in_the_tooltip(app, server):
+    c = make_controller(app, server)
+    assert c.connection_text == "Backend: running on this computer (CPU)"
+    assert c.client.info.endpoint in c.connection_tip and "tcp://" not in c.connection_text

@@ -21,6 +21,7 @@ from protocol.hostkit import (
     JobState,
     JobTracker,
     Mode,
+    backend_status,
     choose_backend,
     forms_from_hello,
     installed_presets,
@@ -28,6 +29,7 @@ from protocol.hostkit import (
     load_choice,
     mode_by_label,
     model_hints,
+    no_backend_status,
     only_changed,
     refused_message,
     with_project_path,
@@ -101,6 +103,9 @@ class Controller:
         self.last_imagic_input: tuple | None = None  # (doc, node, source kind, set_selection) it read
         self._hello_id: str | None = None
         self._hello_sent = 0.0
+        self._resume: str | None = None  # a running job to fetch once the new socket's hello is answered
+        self.connection_tip = ""  # the technical side of connection_text (address, version, raw error)
+        self.last_imagic_seed: int | None = None  # the seed the last Imagic run used (-1 picked one)
 
     # -- connection -------------------------------------------------------------------------------
     @property
@@ -109,15 +114,14 @@ class Controller:
 
     def connect(self) -> bool:
         """Open the socket and send hello; ``capabilities`` arrives through ``poll``. False: no backend.
-        A job still running is cancelled and reported as abandoned: its answers would go to the old socket."""
-        if self.job.busy:
-            job_id = self.job.job_id
-            if job_id and self.client is not None:
-                try:
-                    self.client.cancel(job_id)
-                except Exception:  # noqa: BLE001 - best effort on a socket we are dropping
-                    pass
-            self.job.failed(ErrorCode.CANCELLED, "Reconnected to the backend; the running job was abandoned.")
+        A job running on the backend keeps running: once the new socket's hello is answered it is fetched
+        (re-attached), so its progress and result come to the new socket. The same owner token (local) or
+        key (remote) makes it ours there."""
+        resume = self.job.job_id if self.job.busy and self.pending is not None else None
+        if self.job.busy and resume is None:  # not sent yet, or no id: nothing to fetch on the new socket
+            self.job.failed(
+                ErrorCode.CANCELLED, "Reconnected to the backend before the job was sent; run it again."
+            )
             self.pending = None
         self.disconnect()
         try:
@@ -126,11 +130,18 @@ class Controller:
             msg = self.client.send(wire.Message(wire.HELLO, content={"client": "layeredit-krita"}))
         except ProtocolError as exc:
             self.disconnect()
-            self.connection_text = self.user_text(exc.message)
+            self.connection_text, self.connection_tip = no_backend_status(
+                self.user_text(exc.message), self.remote
+            )
+            if resume is not None:
+                self._fail_pending(exc)
             self.on_change()
             return False
         self._hello_id, self._hello_sent = msg.id, time.monotonic()
-        self.connection_text = f"Connecting to {self.client.info.endpoint}…"
+        self._resume = resume
+        if resume is not None:
+            self.job.message = "Reconnecting; the job keeps running…"
+        self.connection_text, self.connection_tip = "Backend: connecting…", self.client.info.endpoint
         self.on_change()
         return True
 
@@ -245,7 +256,13 @@ class Controller:
         doc, node, source, set_selection = self.last_imagic_input
         if not kritaio.document_alive(self.app, doc):
             return False
-        return self.run(doc, node, "Imagic", params, source=source, set_selection=set_selection)
+        sent = dict(params)
+        if "seed" in sent and sent["seed"] < 0 and self.last_imagic_seed is not None:
+            sent["seed"] = self.last_imagic_seed  # same noise: only eta differs from the layer beside it
+        ok = self.run(doc, node, "Imagic", sent, source=source, set_selection=set_selection)
+        if ok:
+            self.last_imagic = dict(params)  # what the form said, so the next eta move compares alike
+        return ok
 
     def cancel(self) -> None:
         if not self.job.busy:
@@ -293,10 +310,18 @@ class Controller:
             self.hello = ev.content
             self.client.capabilities = ev.content
             self.forms = forms_from_hello(ev.content)
-            version = ev.content.get("backend_version") or "?"
-            devices = ", ".join(ev.content.get("devices") or []) or "?"
-            where = f"remote {self.choice.label[len('Remote: ') :]}, " if self.remote else ""
-            self.connection_text = f"Backend {version} on {devices} ({where}{self.client.info.endpoint})"
+            remote_name = self.choice.label[len("Remote: ") :] if self.remote else None
+            self.connection_text, self.connection_tip = backend_status(
+                ev.content, self.client.info.endpoint, remote_name
+            )
+            if self._resume is not None:
+                job_id, self._resume = self._resume, None
+                try:
+                    self.client.attach(job_id)
+                except ProtocolError as exc:
+                    self._fail_pending(exc)
+                    return
+                self.job.message = "Reconnected; following the running job…"
             return
         if ev.type == wire.ERROR and ev.job is None:
             if self.hello is None and ev.message is not None and ev.message.parent == self._hello_id:
@@ -321,13 +346,25 @@ class Controller:
             if err.code == ErrorCode.BACKEND_GONE:
                 self._lost(err)
 
+    def _fail_pending(self, err: ProtocolError) -> None:
+        """The job in flight cannot be followed any more (nothing was written to the document)."""
+        if self.job.busy:
+            self.job.failed(err.code, self.user_text(err.message))
+            self.last = Outcome(self.job.state.value, message=self.job.message, code=err.code.value)
+        self.pending = None
+
     def _lost(self, err: ProtocolError) -> None:
         """The backend went away: fail the job (the document is untouched: nothing was written yet)."""
         if self.job.busy:
             self.job.failed(err.code, self.user_text(err.message))
             self.last = Outcome(self.job.state.value, message=self.job.message, code=err.code.value)
         self.pending = None
-        self.connection_text = self.user_text(err.message)
+        self._resume = None
+        said = self.user_text(err.message)
+        if self.remote or err.code == ErrorCode.BACKEND_GONE:  # says what happened and what to do
+            self.connection_text = self.connection_tip = said
+        else:
+            self.connection_text, self.connection_tip = no_backend_status(said, remote=False)
         self.disconnect()
         self.on_change()
 
@@ -361,6 +398,8 @@ class Controller:
         self.defer(lambda: kritaio.reactivate(self.app, pend.doc, pend.source))
         if pend.set_selection and result.mask is not None:
             kritaio.set_selection(pend.doc, result.mask.data, region)
+        if pend.mode.op == "imagic" and isinstance(result.meta.get("seed"), int):
+            self.last_imagic_seed = int(result.meta["seed"])
         took = time.monotonic() - pend.submitted_at
         self.job.finished(f"Done in {took:.1f} s: new layer '{layer.name()}'.")
         sent = {

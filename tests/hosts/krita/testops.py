@@ -42,6 +42,9 @@ class PaintRed(Op):
         return OpResult(img, mask=(sel * 255).astype(np.uint8))
 
 
+HOLD_STEPS = 400  # Slow's most steps of 20 ms (~8 s); an in-process test may raise it to hold a job longer
+
+
 class Slow(Op):
     """Runs until GATE is set (or ~8 s), checking for cancel (a model's steps); one candidate per eta."""
 
@@ -55,7 +58,7 @@ class Slow(Op):
     )
 
     def run(self, inputs, params, ctx):
-        for i in range(400):
+        for i in range(HOLD_STEPS):
             ctx.check_cancelled()
             if GATE.wait(0.02):
                 break
