@@ -111,13 +111,14 @@ def _copy_file(src: Path, dst: Path) -> Path:
 
 
 def _copy_tree(src: Path, dst: Path) -> list[Path]:
-    """Copy the .py/.desktop/.json files of a package (no caches, no tests' leftovers)."""
+    """Copy the .py/.desktop/.json/.html files of a package (no caches, no tests' leftovers); Manual.html is the
+    manual the .desktop names (Krita's Python Plugin Manager shows it from inside the package folder)."""
     out = []
     for path in sorted(src.rglob("*")):
         rel = path.relative_to(src)
         if path.is_dir() or "__pycache__" in rel.parts or rel.parts[0] in ("_vendor", "config.json"):
             continue
-        if path.suffix in (".py", ".desktop", ".json", ".md", ".txt"):
+        if path.suffix in (".py", ".desktop", ".json", ".md", ".txt", ".html"):
             out.append(_copy_file(path, dst / rel))
     return out
 
@@ -229,7 +230,7 @@ def _rmdir_if_empty(d: Path, removed: list[Path]) -> None:
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
-    ap = argparse.ArgumentParser(description="Install the Layer Edit plugin into Krita.")
+    ap = argparse.ArgumentParser(description="Install the LayerEdit plugin into Krita.")
     ap.add_argument("--project-root", default=str(HERE.parent))
     ap.add_argument("--venv-python", default=str(HERE.parent / ".venv" / "bin" / "python"))
     ap.add_argument("--resource-dir")

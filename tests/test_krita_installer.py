@@ -21,7 +21,10 @@ def test_install_lays_out_pykrita_vendors_protocol_and_enables_in_kritarc(tmp_pa
     res, rc = tmp_path / "krita", tmp_path / "config" / "kritarc"
     paths = installer.install(ROOT, tmp_path / "venv" / "bin" / "python", res, kritarc=rc)
     pkg = res / "pykrita" / "layeredit"
-    assert (res / "pykrita" / "layeredit.desktop").read_text().count("X-KDE-Library=layeredit") == 1
+    desktop = (res / "pykrita" / "layeredit.desktop").read_text()
+    assert desktop.count("X-KDE-Library=layeredit") == 1 and "Name=LayerEdit " in desktop
+    (manual,) = [line.split("=", 1)[1] for line in desktop.splitlines() if line.startswith("X-Krita-Manual=")]
+    assert (pkg / manual).is_file() and pkg / manual in paths  # Krita reads it from the package folder
     for name in ("__init__.py", "docker.py", "controller.py", "kritaio.py", "backend_proc.py", "scripted.py"):
         assert (pkg / name).exists() and pkg / name in paths
     for name in ("wire.py", "client.py", "connection.py", "errors.py", "hostkit.py"):

@@ -1,4 +1,4 @@
-"""Layer Edit for Krita: Erase, Replace and Imagic as new layers, computed by the local backend.
+"""LayerEdit for Krita: Erase, Replace and Imagic as new layers, computed by the local backend.
 
 Krita imports this package at start. The installer vendors ``protocol/`` (and, for Krita's bundled Python,
 pyzmq) into ``_vendor/``, which goes first on sys.path so the plugin never depends on the user's site-packages.
