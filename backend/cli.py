@@ -329,6 +329,9 @@ def serve(args: argparse.Namespace, registry: Registry, models_factory: ModelsFa
     from backend.server import ConfigError, Server, ServerConfig
 
     logs.setup(args.log_level.upper())
+    from backend import malloc
+
+    logging.getLogger("layeredit.server").info("allocator: %s", malloc.status)
     config = ServerConfig(
         host=args.host,
         port=args.port,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import threading
 from collections import OrderedDict
@@ -19,6 +20,9 @@ from pathlib import Path
 import torch
 
 _WEIGHT_PREFIX = "w."
+DEFAULT_DISK_BYTES = 4 << 30  # holds two full-fine-tune deltas of SD-1.5 (1.7 GB each) or ~1000 LoRA entries
+
+log = logging.getLogger("layeredit.imagic")
 
 
 @dataclass
@@ -32,10 +36,12 @@ class TunedState:
     mode: str
     weights: dict[str, torch.Tensor] = field(default_factory=dict)
     config: dict = field(default_factory=dict)
+    uncond: torch.Tensor | None = None  # the empty prompt's encoding, so a re-render skips the text encoder
 
     @property
     def nbytes(self) -> int:
         tensors = [self.e_tgt, self.e_opt, *self.weights.values()]
+        tensors += [self.uncond] if self.uncond is not None else []
         return sum(t.numel() * t.element_size() for t in tensors)
 
 
@@ -68,7 +74,8 @@ class TunedStateCache:
     """LRU in memory (``memory_bytes``), then a directory of safetensors files (``disk_bytes``, oldest evicted).
 
     ``directory=None`` keeps the cache in memory only; a bound of 0 disables that level. An entry larger than a
-    level's bound is not stored there (a full fine-tune of SD-1.5 is 3.4 GB: by default it is not kept).
+    level's bound is not stored there (a full fine-tune of SD-1.5 is cached as a 1.7 GB fp16 delta: on disk, not
+    in memory). Every write logs the disk level's size against its cap and what was evicted.
     """
 
     def __init__(
@@ -76,7 +83,7 @@ class TunedStateCache:
         directory: str | os.PathLike | None = None,
         *,
         memory_bytes: int = 1 << 30,
-        disk_bytes: int = 4 << 30,
+        disk_bytes: int = DEFAULT_DISK_BYTES,
     ):
         self.directory = Path(directory) if directory is not None else None
         self.memory_bytes = int(memory_bytes)
@@ -130,20 +137,36 @@ class TunedStateCache:
         path = self._path(key)
         if path is None or state.nbytes > self.disk_bytes:
             return
-        from safetensors.torch import save_file
+        from .guard import write_safetensors
 
-        path.parent.mkdir(parents=True, exist_ok=True)
         tensors = {"e_tgt": state.e_tgt, "e_opt": state.e_opt}
-        tensors.update({_WEIGHT_PREFIX + k: v.contiguous() for k, v in state.weights.items()})
+        if state.uncond is not None:
+            tensors["uncond"] = state.uncond
+        tensors.update({_WEIGHT_PREFIX + k: v for k, v in state.weights.items()})
         meta = {"mode": state.mode, "config": json.dumps(state.config), "format": "layeredit-imagic-1"}
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
         try:
-            save_file(tensors, str(tmp), metadata=meta)
-            os.replace(tmp, path)
-        except OSError:
-            tmp.unlink(missing_ok=True)  # a full or read-only disk costs the cache, not the job
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_safetensors(path, tensors, meta)
+        except OSError as exc:  # a full or read-only disk costs the cache, not the job
+            log.warning("imagic cache: could not write %s (%s)", path.name, exc)
             return
-        self._evict_disk()
+        evicted, total = self._evict_disk()
+        log.info(
+            "imagic cache: stored %s (%s, %.1f MB); disk %.2f of %.2f GB in %s%s",
+            key[:12],
+            state.mode,
+            path.stat().st_size / 1e6 if path.exists() else 0.0,
+            total / 1e9,
+            self.disk_bytes / 1e9,
+            self.directory,
+            f"; evicted {len(evicted)} least recently used ({', '.join(evicted)})" if evicted else "",
+        )
+
+    def disk_usage(self) -> int:
+        """Bytes the disk level holds now."""
+        if self.directory is None or not self.directory.is_dir():
+            return 0
+        return sum(p.stat().st_size for p in self.directory.glob("*.safetensors"))
 
     def _load(self, key: str) -> TunedState | None:
         path = self._path(key)
@@ -161,7 +184,12 @@ class TunedStateCache:
                 k[len(_WEIGHT_PREFIX) :]: v for k, v in tensors.items() if k.startswith(_WEIGHT_PREFIX)
             }
             state = TunedState(
-                tensors["e_tgt"], tensors["e_opt"], meta["mode"], weights, json.loads(meta["config"])
+                tensors["e_tgt"],
+                tensors["e_opt"],
+                meta["mode"],
+                weights,
+                json.loads(meta["config"]),
+                tensors.get("uncond"),
             )
         except Exception:  # corrupt, truncated or foreign file: drop it and tune again
             path.unlink(missing_ok=True)
@@ -169,15 +197,19 @@ class TunedStateCache:
         os.utime(path)  # mark as recently used for eviction
         return state
 
-    def _evict_disk(self) -> None:
+    def _evict_disk(self) -> tuple[list[str], int]:
+        """Remove least recently used files until the level fits its cap; returns (evicted keys, bytes left)."""
         assert self.directory is not None
         files = sorted(self.directory.glob("*.safetensors"), key=lambda p: p.stat().st_mtime)
         total = sum(p.stat().st_size for p in files)
+        evicted = []
         for p in files:
             if total <= self.disk_bytes:
                 break
             total -= p.stat().st_size
             p.unlink(missing_ok=True)
+            evicted.append(p.stem[:12])
+        return evicted, total
 
 
 def _detached_cpu(state: TunedState) -> TunedState:
@@ -185,4 +217,5 @@ def _detached_cpu(state: TunedState) -> TunedState:
         return t.detach().to("cpu", copy=True)
 
     weights = {k: cpu(v) for k, v in state.weights.items()}
-    return TunedState(cpu(state.e_tgt), cpu(state.e_opt), state.mode, weights, dict(state.config))
+    uncond = cpu(state.uncond) if state.uncond is not None else None
+    return TunedState(cpu(state.e_tgt), cpu(state.e_opt), state.mode, weights, dict(state.config), uncond)

@@ -5,7 +5,12 @@ What it adds to the paper's three stages (see ``stages.py``) so that it fits an 
   a 3.4 GB UNet copy with Adam state; full fine-tuning stays available.
 - The tuned state (e_tgt, e_opt, LoRA weights) is cached by image content + text + tuning settings + model, so
   changing eta or the seed only re-runs stage C (seconds, not minutes): that is what makes an eta slider usable.
-- Several etas are sampled as one batch and come back as several candidates.
+- Several etas are sampled as one batch (one UNet call per step for all of them) and come back as candidates.
+- ``preview=True`` renders a cheap draft for a dragged eta slider (a low DDIM step count from the same noise);
+  the full render follows on release.
+- Full fine-tuning stays within the community pipeline's memory: the base UNet is recorded on disk, not copied in
+  RAM (``ModelGuard``), and its tuned state is cached as an fp16 delta (half a UNet) on a size-capped disk LRU.
+- Gradient checkpointing is used when the memory estimate says it is needed (``auto``), said in ``info``.
 - The shared base model is bit-identical after every job (``ModelGuard``), on success, cancel, error or OOM.
 - A selection limits the edit: the crop around it goes to the model and the result is composited back only inside
   it, through ``backend.imaging`` (bit-exact outside).
@@ -18,6 +23,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -34,6 +41,11 @@ from .guard import ModelGuard, add_lora, lora_config, lora_weights
 
 FINETUNE_MODES = ("lora", "full", "none")
 PRECISIONS = ("auto", "no", "fp16", "bf16")
+CHECKPOINTING = ("auto", "on", "off")
+PREVIEW_STEPS = 8  # DDIM steps of a slider preview without LCM-LoRA (capped by num_inference_steps)
+DELTA_FORMAT = "fp16-delta-1"
+
+log = logging.getLogger("layeredit.imagic")
 DEFAULT_LR = {"lora": 3e-4, "full": 5e-7, "none": 0.0}  # full: the paper's SD setting
 
 Callback = Callable[[str, int, int], None]
@@ -59,10 +71,19 @@ class ImagicParams:
         0  # noise/timesteps of stages A and B (kept apart from ``seed`` so a new seed hits the cache)
     )
     precision: str = "auto"  # auto: fp16/bf16 autocast on GPU, fp32 on CPU
-    gradient_checkpointing: bool = True
+    gradient_checkpointing: str | bool = "auto"  # auto: only when the memory estimate needs it; on / off
     adam_8bit: bool = False  # needs bitsandbytes on CUDA; falls back to Adam (reported in info)
     use_cache: bool = True
     resolution: int | None = None  # model long side; None: the UNet's native size
+    preview: bool = False  # slider drag: few-step draft from the cached tuning (LCM-LoRA when given)
+
+    @property
+    def checkpointing(self) -> str:
+        """``gradient_checkpointing`` as auto / on / off (booleans from older callers mean on / off)."""
+        value = self.gradient_checkpointing
+        if isinstance(value, bool):
+            return "on" if value else "off"
+        return str(value).lower()
 
     def check(self) -> None:
         """Raise ValueError naming the field for values no run can use."""
@@ -74,6 +95,8 @@ class ImagicParams:
             raise ValueError(f"finetune must be one of {', '.join(FINETUNE_MODES)}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}")
+        if self.checkpointing not in CHECKPOINTING:
+            raise ValueError(f"gradient_checkpointing must be one of {', '.join(CHECKPOINTING)}")
         for name in ("num_inference_steps",):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
@@ -128,12 +151,14 @@ class ImagicPipeline:
         device: str | torch.device | None = None,
         cache: TunedStateCache | None = None,
         model_id: str | None = None,
+        spill_dir: str | os.PathLike | None = None,
     ):
         self.unet, self.vae, self.text_encoder, self.tokenizer = unet, vae, text_encoder, tokenizer
         self.scheduler = scheduler
         self.device = torch.device(device) if device is not None else next(unet.parameters()).device
         self.cache = cache if cache is not None else TunedStateCache(None)
         self.model_id = model_id or self._fingerprint()
+        self.spill_dir = spill_dir if spill_dir is not None else self.cache.directory
         self.stats = {"embedding_runs": 0, "finetune_runs": 0, "generate_runs": 0}
 
     @classmethod
@@ -207,36 +232,49 @@ class ImagicPipeline:
         )
         timings: dict[str, float] = {}
         info: dict = {"precision": precision.name, "finetune": params.finetune, "cache_key": key}
-        with ModelGuard(self.unet, self.text_encoder, self.vae) as guard:
+        with ModelGuard(self.unet, self.text_encoder, self.vae, spill_dir=self.spill_dir) as guard:
             self._freeze()
+            t0 = time.perf_counter()
             state = self.cache.get(key) if params.use_cache else None
             hit = state is not None
             if state is None:
                 state = self._tune(rgb, params, precision, guard, progress, timings, info)
                 if params.use_cache:
-                    self._store(key, state, params)
+                    self._store(key, state, guard, info)
             else:
                 self._apply(state, guard)
+                timings["apply"] = time.perf_counter() - t0
             t0 = time.perf_counter()
-            uncond = stages.encode_text(self.text_encoder, self.tokenizer, "", self.device)
-            images = stages.generate(
-                self.unet,
-                self.vae,
-                self.scheduler.config,
-                state.e_tgt.to(self.device),
-                state.e_opt.to(self.device),
-                uncond,
-                [float(e) for e in params.etas],
-                latent_hw=(h // self.vae_scale, w // self.vae_scale),
-                steps=params.num_inference_steps,
-                guidance=params.guidance_scale,
-                seed=params.seed,
-                precision=precision,
-                progress=progress,
-            )
+            if state.uncond is None:
+                state.uncond = stages.encode_text(self.text_encoder, self.tokenizer, "", self.device).cpu()
+            sampler = self._sampler(params, info)
+            with sampler as (scheduler_config, steps, guidance):
+                images = stages.generate(
+                    self.unet,
+                    self.vae,
+                    scheduler_config,
+                    state.e_tgt.to(self.device),
+                    state.e_opt.to(self.device),
+                    state.uncond.to(self.device),
+                    [float(e) for e in params.etas],
+                    latent_hw=(h // self.vae_scale, w // self.vae_scale),
+                    steps=steps,
+                    guidance=guidance,
+                    seed=params.seed,
+                    precision=precision,
+                    progress=progress,
+                )
             self.stats["generate_runs"] += 1
             timings["generate"] = time.perf_counter() - t0
         return images, hit, timings, info
+
+    def _sampler(self, params: ImagicParams, info: dict) -> _Sampler:
+        """Scheduler, steps and guidance for stage C: the full render, or a few-step preview."""
+        if not params.preview:
+            return _Sampler(self.scheduler.config, params.num_inference_steps, params.guidance_scale)
+        steps = min(params.num_inference_steps, PREVIEW_STEPS)
+        info["preview"] = f"ddim, {steps} steps"
+        return _Sampler(self.scheduler.config, steps, params.guidance_scale)
 
     # ---- internals ----------------------------------------------------------------------------------------------
     def _freeze(self) -> None:
@@ -252,11 +290,15 @@ class ImagicPipeline:
 
         noise_schedule = DDIMScheduler.from_config(self.scheduler.config)
         generator = torch.Generator("cpu").manual_seed(int(params.tune_seed))
-        if params.gradient_checkpointing and getattr(self.unet, "_supports_gradient_checkpointing", False):
+        use, why = self._checkpointing_choice(params, rgb.shape[:2], precision)
+        info["gradient_checkpointing"] = use
+        info["gradient_checkpointing_why"] = why
+        if use:
             self.unet.enable_gradient_checkpointing()
         t0 = time.perf_counter()
         latents = stages.encode_image(self.vae, rgb, self.device)
         e_tgt = stages.encode_text(self.text_encoder, self.tokenizer, params.prompt, self.device)
+        uncond = stages.encode_text(self.text_encoder, self.tokenizer, "", self.device)
         e_opt, info["embedding"] = stages.optimise_embedding(
             self.unet,
             noise_schedule,
@@ -272,10 +314,12 @@ class ImagicPipeline:
         self.stats["embedding_runs"] += 1
         timings["embedding"] = time.perf_counter() - t0
         if params.finetune == "none":
-            return TunedState(e_tgt, e_opt, "none")
+            return TunedState(e_tgt, e_opt, "none", uncond=uncond)
         t0 = time.perf_counter()
         trainable, config = self._prepare_finetune(params, guard)
         info["trainable_params"] = sum(p.numel() for p in trainable)
+        if "base_record" in config:
+            info["base_record"] = config["base_record"]
         info["finetune_stats"] = stages.finetune_unet(
             self.unet,
             noise_schedule,
@@ -293,25 +337,29 @@ class ImagicPipeline:
             p.requires_grad_(False)
         self.stats["finetune_runs"] += 1
         timings["finetune"] = time.perf_counter() - t0
-        return TunedState(e_tgt, e_opt, params.finetune, {}, config)
+        return TunedState(e_tgt, e_opt, params.finetune, {}, config, uncond)
 
     def _prepare_finetune(self, params: ImagicParams, guard: ModelGuard) -> tuple[list, dict]:
         if params.finetune == "lora":
             config = lora_config(params.lora_rank)
             return add_lora(self.unet, config, seed=params.tune_seed), config
-        guard.backup_weights()
+        info_where = guard.backup_weights()
         self._upcast()  # Adam on fp16 weights diverges; the guard restores the original dtype and values
-        return list(self.unet.parameters()), {}
+        return list(self.unet.parameters()), {"format": DELTA_FORMAT, "base_record": info_where}
 
-    def _store(self, key: str, state: TunedState, params: ImagicParams) -> None:
-        """Cache the tuned state; the weights are read from the tuned UNet only when the cache would keep them."""
+    def _store(self, key: str, state: TunedState, guard: ModelGuard, info: dict) -> None:
+        """Cache the tuned state. A full fine-tune is kept as an fp16 delta from the base (``full_delta``), and
+        the UNet is set to exactly what that delta rebuilds, so the first render equals every cache hit."""
         if state.mode == "lora":
             state.weights = lora_weights(self.unet)
         elif state.mode == "full":
-            size = sum(v.numel() * v.element_size() for v in self.unet.state_dict().values())
-            if not self.cache.would_keep(size):
+            half = sum(v.numel() * 2 for v in self.unet.state_dict().values())
+            if not self.cache.would_keep(half):
+                info["full_cache"] = f"not kept: ~{half / 1e9:.2f} GB exceeds the cache's bounds"
                 return
-            state.weights = {k: v.detach().cpu().clone() for k, v in self.unet.state_dict().items()}
+            state.weights = full_delta(self.unet, _base_tensors(guard))
+            apply_full_delta(self.unet, state.weights, _base_tensors(guard))
+            info["full_cache"] = f"fp16 delta, {state.nbytes / 1e9:.2f} GB"
         self.cache.put(key, state)
         state.weights = {}
 
@@ -322,11 +370,25 @@ class ImagicPipeline:
         elif state.mode == "full":
             guard.backup_weights()
             self._upcast()
-            with torch.no_grad():
-                for k, v in self.unet.state_dict(keep_vars=True).items():
-                    v.copy_(state.weights[k].to(v.device))
+            apply_full_delta(self.unet, state.weights, None)
         for p in self.unet.parameters():
             p.requires_grad_(False)
+
+    def _checkpointing_choice(self, params: ImagicParams, hw: tuple[int, int], precision) -> tuple[bool, str]:
+        """Gradient checkpointing only when tuning would not fit otherwise (it recomputes every forward pass:
+        1.3-2x slower steps). ``auto`` compares an estimate of what tuning adds to the free memory."""
+        if not getattr(self.unet, "_supports_gradient_checkpointing", False):
+            return False, "not supported by this UNet"
+        mode = params.checkpointing
+        if mode != "auto":
+            return mode == "on", f"{mode} (asked)"
+        need = tuning_bytes(self.unet, params.finetune, hw, self.vae_scale, precision.amp_dtype is not None)
+        free = free_memory_bytes(self.device)
+        use = need > 0.8 * free
+        return use, (
+            f"auto: tuning needs ~{need / 2**30:.1f} GiB beyond the loaded model, "
+            f"{free / 2**30:.1f} GiB free -> {'on' if use else 'off'}"
+        )
 
     def _upcast(self) -> None:
         if self.unet.dtype != torch.float32:
@@ -347,6 +409,104 @@ class ImagicPipeline:
             for p in params[:4] + params[-4:]:
                 h.update(p.detach().flatten()[:512].float().cpu().numpy().tobytes())
         return "sd-" + h.hexdigest()[:24]
+
+
+class _Sampler:
+    """Stage C's scheduler config, step count and guidance (a context manager so that a sampler which changes
+    the model for its call can undo it)."""
+
+    def __init__(self, scheduler_config, steps: int, guidance: float):
+        self.value = (scheduler_config, int(steps), float(guidance))
+
+    def __enter__(self):
+        return self.value
+
+    def __exit__(self, *exc) -> None:
+        return None
+
+
+# ---- full fine-tune: compact delta --------------------------------------------------------------------------------
+def _base_tensors(guard: ModelGuard):
+    """(name, base tensor) pairs from the guard's record: the disk snapshot, else its RAM fallback."""
+    if guard.snapshot is not None:
+        return guard.snapshot.tensors()
+    return iter((guard._backup or {}).items())
+
+
+def full_delta(unet, base) -> dict[str, torch.Tensor]:
+    """``tuned - base`` per changed float tensor as fp16 with a per-tensor fp32 scale (``delta.K``, ``scale.K``).
+
+    Half a UNet on disk (1.7 GB for SD-1.5 instead of 3.4); the scale puts each tensor's largest change at the top
+    of fp16's range, so the small steps of a low-lr fine-tune (5e-7 per Adam step) are not lost as subnormals."""
+    live = unet.state_dict()
+    out: dict[str, torch.Tensor] = {}
+    with torch.no_grad():
+        for k, b in base:
+            v = live[k]
+            if not v.is_floating_point():
+                continue
+            d = v.detach().float().cpu() - b.float()
+            amax = float(d.abs().max()) if d.numel() else 0.0
+            if amax == 0.0:
+                continue  # unchanged: nothing to keep
+            scale = amax / 60000.0
+            out["delta." + k] = (d / scale).to(torch.float16)
+            out["scale." + k] = torch.tensor([scale], dtype=torch.float32)
+    return out
+
+
+def apply_full_delta(unet, weights: dict[str, torch.Tensor], base) -> None:
+    """Set the (fp32) UNet to base + delta. ``base`` None: the UNet holds the base now and the delta is added in
+    place; else it is read from ``base`` (the first render after tuning), giving the same values bit for bit."""
+    live = unet.state_dict(keep_vars=True)
+    with torch.no_grad():
+        if base is None:
+            for k, v in live.items():
+                if "delta." + k in weights:
+                    v.add_(_dequant(weights, k).to(v.device))
+            return
+        for k, b in base:
+            if "delta." + k in weights:
+                v = live[k]
+                v.copy_((b.float() + _dequant(weights, k)).to(v.device))
+
+
+def _dequant(weights: dict[str, torch.Tensor], k: str) -> torch.Tensor:
+    return weights["delta." + k].float() * weights["scale." + k]
+
+
+# ---- memory estimate for gradient checkpointing -------------------------------------------------------------------
+def tuning_bytes(unet, finetune: str, hw: tuple[int, int], vae_scale: int, half: bool) -> int:
+    """Rough bytes tuning adds to the loaded model: activations kept for the backward pass, plus gradients and
+    Adam moments of what is trained (the whole UNet in full mode). Activations were calibrated on SD-1.5 shapes
+    (docs/benchmarks/imagic.md): ~55 floats per latent pixel per unit of the UNet's summed block widths, plus
+    the attention probabilities of the highest-resolution blocks; 1.25x headroom."""
+    lat = (hw[0] // vae_scale) * (hw[1] // vae_scale)
+    width = sum(getattr(unet.config, "block_out_channels", (320, 640, 1280, 1280)))
+    elem = 2 if half else 4
+    heads = getattr(unet.config, "attention_head_dim", 8)
+    heads = heads if isinstance(heads, int) else max(heads)
+    acts = 55 * width * lat * elem + 5 * 2 * heads * lat * lat * elem
+    trained = sum(p.numel() for p in unet.parameters()) if finetune == "full" else 0
+    return int(1.25 * (acts + 3 * 4 * trained))
+
+
+def free_memory_bytes(device: torch.device) -> int:
+    """Free memory where tuning runs: CUDA's free bytes, else the system's MemAvailable."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free)
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # pragma: no cover - non-POSIX
+        return 8 << 30
 
 
 __all__ = ["ImagicOutput", "ImagicParams", "ImagicPipeline"]

@@ -24,7 +24,7 @@ _CACHES_LOCK = threading.Lock()
 
 OOM_ADVICE = (
     "Imagic ran out of memory while tuning the model to this image; the shared model is unchanged. Try a smaller "
-    "'resolution', keep finetune=lora with gradient_checkpointing on, use precision fp16/bf16 on a GPU, close "
+    "'resolution', keep finetune=lora with gradient_checkpointing auto or on, use precision fp16/bf16 on a GPU, close "
     "other GPU programs, or choose finetune=none."
 )
 
@@ -55,6 +55,14 @@ SPEC = OpSpec(
         ),
         ParamSpec("steps", "int", 25, "DDIM sampling steps.", 1, 200),
         ParamSpec("guidance", "float", 7.5, "Classifier-free guidance scale.", 1.0, 30.0),
+        ParamSpec(
+            "preview",
+            "bool",
+            False,
+            "Quick draft from the cached tuning (few sampling steps), e.g. while the eta slider is dragged; "
+            "the full render follows on release.",
+            advanced=True,
+        ),
         ParamSpec(
             "model",
             "str",
@@ -128,7 +136,13 @@ SPEC = OpSpec(
             advanced=True,
         ),
         ParamSpec(
-            "gradient_checkpointing", "bool", True, "Trade compute for memory while tuning.", advanced=True
+            "gradient_checkpointing",
+            "enum",
+            "auto",
+            "Trade compute for memory while tuning: auto = only when the memory estimate needs it (the result's "
+            "info says which), on, off.",
+            choices=("auto", "on", "off"),
+            advanced=True,
         ),
         ParamSpec(
             "adam_8bit",
@@ -183,6 +197,7 @@ def pipeline_params(params: dict[str, Any]) -> Any:
         adam_8bit=params["adam_8bit"],
         use_cache=params["cache"],
         resolution=params["resolution"] or None,
+        preview=params["preview"],
     )
 
 
@@ -244,6 +259,15 @@ class ImagicOp(Op):
             "model_size": out.info.get("model_size"),
             "seed": job.seed,  # the one -1 picked: sending it back redoes this result
         }
+        for key in (
+            "gradient_checkpointing",
+            "gradient_checkpointing_why",
+            "preview",
+            "full_cache",
+            "base_record",
+        ):
+            if key in out.info:
+                meta[key] = out.info[key]
         return OpResult(image=out.images[0], mask=mask, meta=meta, extra_images=out.images[1:])
 
     @staticmethod

@@ -1,0 +1,301 @@
+"""Issue 15: Imagic's slider speed and full-mode memory, on the tiny SD pipeline (behaviour, never timings).
+
+- the base UNet is recorded on disk (no second copy in RAM), reused while unchanged, rewritten when changed;
+- a full fine-tune is cached as a scaled fp16 delta that rebuilds the first render bit for bit;
+- gradient checkpointing follows the memory estimate (auto) and says so;
+- a cache hit skips the text encoder; a preview samples fewer steps; etas share one UNet call per step;
+- the allocator setting of ``python -m backend`` stops the page-fault churn (counted, not timed).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from backend.imagic import ImagicParams, ImagicPipeline, TunedStateCache
+from backend.imagic import pipeline_imagic as pi
+from backend.imagic.guard import BaseSnapshot, ModelGuard, write_safetensors
+from tests.test_imagic import _assert_intact, _image, _params, _snapshot
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def sd(tiny_sd_dir):
+    from diffusers import StableDiffusionPipeline
+
+    torch.set_num_threads(1)
+    return StableDiffusionPipeline.from_pretrained(tiny_sd_dir, local_files_only=True)
+
+
+class _Calls:
+    """Counts forward calls of a module and the batch size each saw."""
+
+    def __init__(self, module):
+        self.batches: list[int] = []
+        self.handle = module.register_forward_pre_hook(self._hook, with_kwargs=True)
+
+    def _hook(self, module, args, kwargs):
+        x = args[0] if args else next(iter(kwargs.values()))
+        self.batches.append(int(x.shape[0]))
+
+    def close(self):
+        self.handle.remove()
+
+
+# ---- the base-model record ----------------------------------------------------------------------------------------
+def test_write_safetensors_streams_a_file_safetensors_reads(tmp_path):
+    from safetensors.torch import load_file
+
+    tensors = {
+        "a": torch.randn(3, 5),
+        "b": torch.randn(4).to(torch.bfloat16),
+        "c": torch.arange(6, dtype=torch.int64).reshape(2, 3).t(),  # not contiguous
+        "d": torch.zeros(0),
+        "e": torch.randn(2, 2).half(),
+    }
+    write_safetensors(tmp_path / "x.safetensors", tensors, {"format": "test"})
+    back = load_file(str(tmp_path / "x.safetensors"))
+    assert back.keys() == tensors.keys()
+    for k, v in tensors.items():
+        assert back[k].dtype == v.dtype and torch.equal(back[k], v), k
+    assert not list(tmp_path.glob("*.tmp*"))
+
+
+def test_full_finetune_keeps_no_ram_copy_and_restores_from_disk(sd, tmp_path, monkeypatch):
+    snap = _snapshot(sd)
+    seen = {}
+    real_backup = ModelGuard.backup_weights
+
+    def spy(self):
+        where = real_backup(self)
+        seen["where"], seen["ram"] = where, self._backup
+        seen["path"] = self.snapshot.path if self.snapshot else None
+        return where
+
+    monkeypatch.setattr(ModelGuard, "backup_weights", spy)
+    ip = ImagicPipeline.from_pipe(sd, spill_dir=tmp_path)
+    out = ip(_image(), None, _params(finetune="full", finetune_lr=1e-2))
+    assert seen["where"] == "disk" and seen["ram"] is None and out.info["base_record"] == "disk"
+    assert seen["path"].parent == tmp_path / "base-snapshots" and seen["path"].exists()
+    _assert_intact(sd, snap)
+
+
+def test_base_record_is_reused_while_unchanged_and_rewritten_after_a_change(sd, tmp_path):
+    unet = sd.unet
+    first = BaseSnapshot.of(unet, tmp_path)
+    mtime = first.path.stat().st_mtime_ns
+    assert BaseSnapshot.of(unet, tmp_path) is first and first.path.stat().st_mtime_ns == mtime
+    with torch.no_grad():
+        next(unet.parameters()).add_(1.0)  # someone changes the base model between two jobs
+    changed = _snapshot(sd)
+    second = BaseSnapshot.of(unet, tmp_path)
+    assert second.matches(unet)
+    with ModelGuard(unet, spill_dir=tmp_path) as guard:
+        guard.backup_weights()
+        with torch.no_grad():
+            for p in unet.parameters():
+                p.mul_(0.5)
+    _assert_intact(sd, changed)  # restored to the changed values, not to the first record
+
+
+def test_ram_fallback_when_the_record_cannot_be_written(sd, tmp_path, monkeypatch):
+    snap = _snapshot(sd)
+
+    def no_disk(*a, **kw):
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(BaseSnapshot, "of", classmethod(lambda cls, *a, **kw: no_disk()))
+    out = ImagicPipeline.from_pipe(sd)(_image(), None, _params(finetune="full", finetune_lr=1e-2))
+    assert out.info["base_record"] == "ram"
+    _assert_intact(sd, snap)
+
+
+# ---- the compact full-fine-tune cache ---------------------------------------------------------------------------
+def test_full_cache_is_an_fp16_delta_that_rebuilds_the_first_render(sd, tmp_path, caplog):
+    snap = _snapshot(sd)
+    cache = TunedStateCache(tmp_path / "cache", memory_bytes=0)  # disk only: the hit reads the file
+    ip = ImagicPipeline.from_pipe(sd, cache=cache, spill_dir=tmp_path)
+    img = _image()
+    with caplog.at_level(logging.INFO, logger="layeredit.imagic"):
+        miss = ip(img, None, _params(finetune="full", finetune_lr=1e-3))
+    assert "fp16 delta" in miss.info["full_cache"]
+    assert any("imagic cache: stored" in r.message and "GB in" in r.message for r in caplog.records)
+    state = cache.get(miss.info["cache_key"])
+    deltas = {k: v for k, v in state.weights.items() if k.startswith("delta.")}
+    assert deltas and all(v.dtype == torch.float16 for v in deltas.values())
+    unet_bytes = sum(v.numel() * v.element_size() for v in sd.unet.state_dict().values())
+    assert sum(v.numel() * 2 for v in deltas.values()) <= unet_bytes // 2
+    _assert_intact(sd, snap)
+    hit = ImagicPipeline.from_pipe(sd, cache=cache, spill_dir=tmp_path)(
+        img, None, _params(finetune="full", finetune_lr=1e-3)
+    )
+    assert hit.cache_hit
+    np.testing.assert_array_equal(miss.images[0], hit.images[0])
+    _assert_intact(sd, snap)
+
+
+def test_fp16_delta_keeps_small_changes():
+    """A low-lr fine-tune moves weights by ~1e-6: the per-tensor scale keeps them (plain fp16 would flush)."""
+    base = torch.nn.Linear(64, 64)
+    tuned = torch.nn.Linear(64, 64)
+    tuned.load_state_dict(base.state_dict())
+    with torch.no_grad():
+        tuned.weight.add_(torch.randn_like(tuned.weight) * 1e-6)
+    delta = pi.full_delta(tuned, base.state_dict().items())
+    assert set(delta) == {"delta.weight", "scale.weight"}  # the bias did not change: nothing kept
+    rebuilt = base.weight.detach() + pi._dequant(delta, "weight")
+    true = tuned.weight.detach() - base.weight.detach()
+    err = (rebuilt - tuned.weight.detach()).abs().max()
+    assert err <= 1e-3 * true.abs().max() + 1e-7
+
+
+def test_disk_cache_evicts_least_recently_used_to_its_cap(tmp_path, caplog):
+    from backend.imagic.cache import TunedState
+
+    def state(i: int) -> TunedState:
+        e = torch.full((1, 4, 8), float(i))
+        return TunedState(e, e, "full", {"delta.w": torch.zeros(4096, dtype=torch.float16)}, {})
+
+    probe = TunedStateCache(tmp_path / "p")
+    probe.put("p", state(0))
+    size = probe.disk_usage()
+    cache = TunedStateCache(tmp_path / "c", memory_bytes=0, disk_bytes=int(size * 2.5))
+    with caplog.at_level(logging.INFO, logger="layeredit.imagic"):
+        for i in range(3):
+            cache.put(f"k{i}", state(i))
+            if i == 1:
+                assert cache.get("k0") is not None  # k0 used again: k1 is now the oldest
+    assert cache.disk_usage() <= cache.disk_bytes
+    assert "k0" in cache and "k2" in cache and "k1" not in cache
+    assert any("evicted 1" in r.message for r in caplog.records)
+
+
+# ---- gradient checkpointing: auto -------------------------------------------------------------------------------
+@pytest.mark.parametrize(("free", "expect"), [(1 << 40, False), (1 << 10, True)])
+def test_gradient_checkpointing_auto_follows_the_memory_estimate(sd, monkeypatch, free, expect):
+    monkeypatch.setattr(pi, "free_memory_bytes", lambda device: free)
+    seen = []
+    real = pi.stages.finetune_unet
+
+    def spy(unet, *a, **kw):
+        seen.append(unet.is_gradient_checkpointing)
+        return real(unet, *a, **kw)
+
+    monkeypatch.setattr(pi.stages, "finetune_unet", spy)
+    snap = _snapshot(sd)
+    out = ImagicPipeline.from_pipe(sd)(_image(), None, _params())
+    assert seen == [expect] and out.info["gradient_checkpointing"] is expect
+    assert out.info["gradient_checkpointing_why"].startswith("auto: tuning needs")
+    _assert_intact(sd, snap)
+
+
+@pytest.mark.parametrize(("value", "expect"), [("on", True), ("off", False), (True, True), (False, False)])
+def test_gradient_checkpointing_can_be_forced(sd, monkeypatch, value, expect):
+    monkeypatch.setattr(pi, "free_memory_bytes", lambda device: 1 << 10 if not expect else 1 << 40)
+    out = ImagicPipeline.from_pipe(sd)(_image(), None, _params(gradient_checkpointing=value))
+    assert out.info["gradient_checkpointing"] is expect and "asked" in out.info["gradient_checkpointing_why"]
+    with pytest.raises(ValueError, match="gradient_checkpointing"):
+        _params(gradient_checkpointing="sometimes").check()
+
+
+def test_tuning_estimate_grows_with_size_and_full_mode(sd):
+    small = pi.tuning_bytes(sd.unet, "lora", (64, 64), 8, False)
+    big = pi.tuning_bytes(sd.unet, "lora", (256, 256), 8, False)
+    full = pi.tuning_bytes(sd.unet, "full", (64, 64), 8, False)
+    n = sum(p.numel() for p in sd.unet.parameters())
+    assert small < big and full - small >= 12 * n
+
+
+# ---- slider ---------------------------------------------------------------------------------------------------------
+def test_cache_hit_skips_the_text_encoder_and_batches_the_etas(sd):
+    ip = ImagicPipeline.from_pipe(sd)
+    img = _image()
+    ip(img, None, _params())
+    text, unet = _Calls(sd.text_encoder), _Calls(sd.unet)
+    try:
+        out = ip(img, None, _params(etas=[0.5, 0.6, 0.8, 0.9, 1.0], num_inference_steps=3))
+    finally:
+        text.close()
+        unet.close()
+    assert out.cache_hit and len(out.images) == 5
+    assert text.batches == []  # e_tgt, e_opt and the empty prompt all come from the cache
+    assert unet.batches == [10, 10, 10]  # one UNet call per step for all 5 etas (x2 for guidance)
+
+
+def test_preview_samples_few_steps_from_the_same_tuning(sd):
+    ip = ImagicPipeline.from_pipe(sd)
+    img = _image(dtype=np.float32)
+    full = ip(img, None, _params(num_inference_steps=20, etas=[0.7]))
+    unet = _Calls(sd.unet)
+    try:
+        draft = ip(img, None, _params(num_inference_steps=20, etas=[0.7], preview=True))
+    finally:
+        unet.close()
+    assert draft.cache_hit and len(unet.batches) == pi.PREVIEW_STEPS
+    assert draft.info["preview"] == f"ddim, {pi.PREVIEW_STEPS} steps"
+    assert draft.images[0].shape == full.images[0].shape and not np.array_equal(
+        draft.images[0], full.images[0]
+    )
+    again = ip(img, None, _params(num_inference_steps=20, etas=[0.7]))
+    np.testing.assert_array_equal(again.images[0], full.images[0])  # the release render is the full one
+
+
+def test_op_preview_and_checkpointing_params_reach_the_pipeline():
+    from backend.ops.imagic import SPEC, pipeline_params
+
+    p = pipeline_params(SPEC.validate({"prompt": "a dog", "preview": True, "gradient_checkpointing": "off"}))
+    assert p.preview is True and p.checkpointing == "off"
+    d = pipeline_params(SPEC.validate({"prompt": "a dog"}))
+    assert (
+        d.preview is ImagicParams("a dog").preview and d.checkpointing == ImagicParams("a dog").checkpointing
+    )
+
+
+# ---- allocator ----------------------------------------------------------------------------------------------------
+_CHURN = """
+import resource, sys, json
+import numpy as np
+from backend import malloc
+state = malloc.configure()
+faults = []
+for i in range(12):
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    a = np.ones(48 << 18, dtype=np.float32)  # 48 MiB, above glibc's default mmap threshold
+    del a
+    faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+print(json.dumps({"state": state, "faults": faults[4:]}))
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc malloc")
+def test_backend_allocator_setting_stops_refaulting_big_buffers():
+    """The same 48 MiB buffer allocated 12 times: with glibc's defaults every round re-faults its pages
+    (mmap + munmap); with the setting ``python -m backend`` applies, the pages are reused."""
+
+    def run(env_extra: dict) -> dict:
+        env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), **env_extra}
+        done = subprocess.run(
+            [sys.executable, "-c", _CHURN], capture_output=True, text=True, env=env, cwd=ROOT, check=True
+        )
+        return json.loads(done.stdout.strip().splitlines()[-1])
+
+    tuned, default = run({}), run({"LAYEREDIT_MALLOC": "off"})
+    if tuned["state"]["malloc"] == "not glibc: unchanged":
+        pytest.skip("not glibc")
+    assert tuned["state"]["malloc"] == "pinned"
+    huge_pages = (48 << 20) // (2 << 20)  # numpy asks for transparent huge pages: one fault per 2 MiB at least
+    assert min(default["faults"]) >= huge_pages  # each round faults the whole buffer in again
+    assert max(tuned["faults"]) <= 2  # reused: no new faults
+
+
+def test_backend_entry_point_configures_the_allocator():
+    src = (ROOT / "backend" / "__main__.py").read_text()
+    assert src.index("malloc.configure()") < src.index("from backend.cli import main")
