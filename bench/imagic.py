@@ -1,29 +1,31 @@
-"""Imagic benchmark: one edit followed by 5 further eta values, this engine vs. the naive public configuration.
+"""Imagic benchmark: this engine against the diffusers community pipeline as its users run it (issue 15).
 
-Both configurations run the same stage code (``backend.imagic.stages``) on the same model with the same step
-counts, each in a fresh subprocess so that its peak RSS is its own:
+One fresh subprocess per configuration (its peak RSS is its own), the same model, image, size and step counts
+(E embedding steps, F fine-tune steps, S sampling steps), 6 etas: the edit at 0.7, then 5 slider moves.
 
-- ``engine``: ImagicPipeline defaults (LoRA fine-tune, gradient checkpointing, auto precision, tuned-state cache).
-  The first request tunes and samples; the 5 eta changes hit the cache and only sample.
-- ``naive``: what the public Stable Diffusion implementations do (diffusers' community imagic pipeline): full
-  UNet fine-tune in fp32 with plain Adam, no checkpointing, nothing cached, the UNet overwritten in place, so every
-  eta is a fresh run (reload the model, stage A, stage B, sample one image).
+- ``community``: ``bench/community_imagic.py``, a replica of ``imagic_stable_diffusion.py``: train once (full
+  fp32 Adam fine-tune), then one call per alpha. Python as users start it: glibc's default malloc.
+- ``lora``: ``ImagicPipeline`` defaults (LoRA, checkpointing auto) with the allocator setting ``python -m
+  backend`` applies. First request (tune + sample), 5 later etas one request each (cache hits), the same 5 etas
+  as one batched request, a preview request, and plain generations of the base model (diffusers'
+  StableDiffusionPipeline, same steps and size) in the same process: the slider's yardstick.
+- ``full``: the same with ``finetune=full`` (the paper's and the community's fine-tune).
 
-Models: ``--size tiny`` is the test suite's tiny pipeline (plumbing check, seconds); ``--size sd15`` is a
-random-weight pipeline in the real SD-1.5 shapes (real FLOPs and memory; output is noise), built once and saved
-under ``--work`` (~4.3 GB on disk).
+Models: ``--size tiny`` is the test suite's tiny pipeline (plumbing, seconds); ``--size sd15`` has random weights
+in the real SD-1.5 shapes (real FLOPs and memory; the output is noise), built once under ``--work`` (4 GB).
+The extrapolation to other step counts uses per-step costs measured in the run (stage time / steps).
 
-    OMP_NUM_THREADS=1 .venv/bin/python -m bench.imagic --size tiny
-    .venv/bin/python -m bench.imagic --size sd15 --res 128 --threads 2 --emb-steps 3 --ft-steps 3 --gen-steps 5
+    .venv/bin/python -m bench.imagic --size tiny
+    flock /work/heavy.lock .venv/bin/python -m bench.imagic --size sd15 --res 128 --steps 3/3/5,10/20/5
 """
 
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -31,25 +33,19 @@ from pathlib import Path
 
 ETAS = (0.7, 0.5, 0.6, 0.8, 0.9, 1.0)  # the edit, then 5 slider moves
 PROMPT = "a photo of a sitting dog"
+CONFIGS = ("community", "lora", "full")
+COMMUNITY_DEFAULTS = (500, 1000, 50)  # E, F, S of imagic_stable_diffusion.py
+OUR_DEFAULTS = (100, 150, 25)  # ImagicParams defaults (LoRA)
 
 
 # ---- model folders ------------------------------------------------------------------------------------------------
-def build_sd15_random(folder: Path) -> Path:
-    """A StableDiffusionPipeline with random weights in SD-1.5's shapes (tests/tiny_models.py), saved once."""
-    from tests.tiny_models import SD15, build_sd
+def model_folder(size: str, work: Path) -> Path:
+    from tests.tiny_models import SD15, build_sd, build_tiny_sd
 
+    folder = work / ("tiny-sd" if size == "tiny" else "sd15-random")
     if (folder / "model_index.json").exists():
         return folder
-    return build_sd(folder, "text2img", SD15)
-
-
-def model_folder(size: str, work: Path) -> Path:
-    if size == "tiny":
-        from tests.tiny_models import build_tiny_sd
-
-        folder = work / "tiny-sd"
-        return folder if (folder / "model_index.json").exists() else build_tiny_sd(folder)
-    return build_sd15_random(work / "sd15-random")
+    return build_tiny_sd(folder) if size == "tiny" else build_sd(folder, "text2img", SD15)
 
 
 # ---- workers (one configuration per fresh process) ----------------------------------------------------------------
@@ -70,105 +66,106 @@ def _input_image(res: int):
     return np.clip(base + 0.05 * rng.standard_normal(base.shape), 0, 1).astype(np.float32)
 
 
-def run_engine(args) -> dict:
-    """This engine's defaults: tune once, then 5 eta changes served from the cache."""
+def _faults() -> tuple[int, float]:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_minflt, r.ru_stime
+
+
+def _timed(fn, *a, **kw) -> tuple[object, dict]:
+    f0, s0 = _faults()
+    t0 = time.perf_counter()
+    out = fn(*a, **kw)
+    f1, s1 = _faults()
+    return out, {"s": time.perf_counter() - t0, "faults": f1 - f0, "sys_s": s1 - s0}
+
+
+def run_community(args) -> dict:
+    """The replica: train once, then one call per alpha (nothing shared between calls)."""
+    import torch
+
+    from bench.community_imagic import CommunityImagicReplica
+
+    torch.manual_seed(0)  # the published train() draws its noise from the global RNG
+    pipe = _load(args.model)
+    replica = CommunityImagicReplica(pipe)
+    image = torch.from_numpy(_input_image(args.res)).permute(2, 0, 1)[None] * 2 - 1
+    requests = []
+    for i, eta in enumerate(ETAS):
+        gen = torch.Generator().manual_seed(0)
+        t0 = time.perf_counter()
+        f0, s0 = _faults()
+        if i == 0:
+            replica.train(
+                PROMPT,
+                image,
+                generator=gen,
+                text_embedding_optimization_steps=args.E,
+                model_fine_tuning_optimization_steps=args.F,
+            )
+        replica(alpha=eta, height=args.res, width=args.res, num_inference_steps=args.S, generator=gen)
+        f1, s1 = _faults()
+        stages = {
+            k: replica.timings[k]
+            for k in (("embedding", "finetune", "generate") if i == 0 else ("generate",))
+        }
+        requests.append(
+            {"eta": eta, "s": time.perf_counter() - t0, "faults": f1 - f0, "sys_s": s1 - s0, **stages}
+        )
+    return {"requests": requests}
+
+
+def run_engine(args, finetune: str) -> dict:
+    """This engine: tune once, 5 cache hits, the 5 etas batched, a preview, and plain base-model generations."""
     import tempfile
 
+    from backend import malloc
     from backend.imagic import ImagicParams, ImagicPipeline, TunedStateCache
 
-    t0 = time.perf_counter()
     pipe = _load(args.model)
-    load_s = time.perf_counter() - t0
     image = _input_image(args.res)
+    out: dict = {"malloc": dict(malloc.status)}
+
+    def params(**kw) -> ImagicParams:
+        base = dict(
+            etas=[ETAS[0]],
+            embedding_steps=args.E,
+            finetune_steps=args.F,
+            finetune=finetune,
+            num_inference_steps=args.S,
+            resolution=args.res,
+        )
+        return ImagicParams(PROMPT, **{**base, **kw})
+
     requests = []
     with tempfile.TemporaryDirectory() as cache_dir:
         engine = ImagicPipeline.from_pipe(pipe, cache=TunedStateCache(cache_dir))
         for eta in ETAS:
-            params = ImagicParams(
-                PROMPT,
-                etas=[eta],
-                embedding_steps=args.emb_steps,
-                finetune_steps=args.ft_steps,
-                num_inference_steps=args.gen_steps,
-                resolution=args.res,
-            )
-            r0 = time.perf_counter()
-            out = engine(image, None, params)
-            requests.append(
-                {"eta": eta, "s": time.perf_counter() - r0, "cache_hit": out.cache_hit, **out.timings}
-            )
-    return {"load_s": load_s, "requests": requests}
+            result, cost = _timed(engine, image, None, params(etas=[eta]))
+            requests.append({"eta": eta, **cost, "cache_hit": result.cache_hit, **result.timings})
+            if len(requests) == 1:
+                out["info"] = {k: v for k, v in result.info.items() if k not in ("cache_key",)}
+        result, cost = _timed(engine, image, None, params(etas=list(ETAS[1:])))
+        out["batched"] = {"etas": list(ETAS[1:]), **cost, "cache_hit": result.cache_hit}
+        result, cost = _timed(engine, image, None, params(etas=[ETAS[1]], preview=True))
+        out["preview"] = {**cost, "cache_hit": result.cache_hit, "info": result.info.get("preview")}
+    plain = []
+    for _ in range(2):
+        import torch
 
-
-def run_naive(args) -> dict:
-    """The public configuration: every eta reloads the model and runs A (fp32 Adam), full-UNet B, then C."""
-    import torch
-
-    from backend.imagic import stages
-
-    device = torch.device("cpu")
-    precision = stages.Precision.resolve("no", device)
-    image = _input_image(args.res)
-    requests = []
-    load_s = 0.0
-    for eta in ETAS:
-        r0 = time.perf_counter()
-        pipe = _load(args.model)  # the previous run overwrote the UNet: a fresh copy is needed
-        load_s += time.perf_counter() - r0
-        timings = {}
-        t = time.perf_counter()
-        for m in (pipe.unet, pipe.vae, pipe.text_encoder):
-            m.requires_grad_(False)
-        latents = stages.encode_image(pipe.vae, image, device)
-        e_tgt = stages.encode_text(pipe.text_encoder, pipe.tokenizer, PROMPT, device)
         gen = torch.Generator().manual_seed(0)
-        e_opt, _ = stages.optimise_embedding(
-            pipe.unet,
-            pipe.scheduler,
-            latents,
-            e_tgt,
-            steps=args.emb_steps,
-            lr=2e-3,
+        _, cost = _timed(
+            pipe,
+            PROMPT,
+            height=args.res,
+            width=args.res,
+            num_inference_steps=args.S,
             generator=gen,
-            precision=precision,
+            output_type="np",
         )
-        timings["embedding"] = time.perf_counter() - t
-        t = time.perf_counter()
-        pipe.unet.train()  # as the public pipeline does
-        stages.finetune_unet(
-            pipe.unet,
-            pipe.scheduler,
-            latents,
-            e_opt,
-            list(pipe.unet.parameters()),
-            steps=args.ft_steps,
-            lr=5e-7,
-            generator=gen,
-            precision=precision,
-        )
-        pipe.unet.eval()
-        timings["finetune"] = time.perf_counter() - t
-        t = time.perf_counter()
-        uncond = stages.encode_text(pipe.text_encoder, pipe.tokenizer, "", device)
-        stages.generate(
-            pipe.unet,
-            pipe.vae,
-            pipe.scheduler.config,
-            e_tgt,
-            e_opt,
-            uncond,
-            [eta],
-            latent_hw=(args.res // 8, args.res // 8),
-            steps=args.gen_steps,
-            guidance=7.5,
-            seed=0,
-            precision=precision,
-        )
-        timings["generate"] = time.perf_counter() - t
-        requests.append({"eta": eta, "s": time.perf_counter() - r0, "cache_hit": False, **timings})
-        del pipe, latents, e_tgt, e_opt
-        gc.collect()
-    return {"load_s": load_s, "requests": requests}
+        plain.append(cost)
+    out["plain"] = plain
+    out["requests"] = requests
+    return out
 
 
 def worker(args) -> None:
@@ -180,81 +177,179 @@ def worker(args) -> None:
     import backend.imagic  # noqa: F401
 
     t0 = time.perf_counter()
-    result = (run_engine if args.worker == "engine" else run_naive)(args)
+    result = run_community(args) if args.worker == "community" else run_engine(args, args.worker)
     result["wall_s"] = time.perf_counter() - t0
     result["peak_rss_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # Linux: KiB
     print("RESULT " + json.dumps(result))
 
 
 # ---- driver -------------------------------------------------------------------------------------------------------
-def run_config(name: str, folder: Path, args) -> dict:
-    cmd = [sys.executable, "-m", "bench.imagic", "--worker", name, "--model", str(folder)]
-    cmd += ["--res", str(args.res), "--threads", str(args.threads)]
-    cmd += [
-        "--emb-steps",
-        str(args.emb_steps),
-        "--ft-steps",
-        str(args.ft_steps),
-        "--gen-steps",
-        str(args.gen_steps),
-    ]
+def run_config(name: str, folder: Path, steps: tuple[int, int, int], args) -> dict:
+    E, F, S = steps
+    cmd = [sys.executable]
+    if name != "community":  # as `python -m backend` starts: the allocator setting before anything allocates
+        cmd += ["-c", "from backend import malloc; malloc.configure(); from bench.imagic import main; main()"]
+    else:
+        cmd += ["-m", "bench.imagic"]
+    cmd += ["--worker", name, "--model", str(folder), "--res", str(args.res), "--threads", str(args.threads)]
+    cmd += ["--E", str(E), "--F", str(F), "--S", str(S)]
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "HF_HUB_OFFLINE": "1"}
+    env.pop("GLIBC_TUNABLES", None)
+    env.pop("LAYEREDIT_MALLOC", None)
+    t0 = time.perf_counter()
     done = subprocess.run(
         cmd, capture_output=True, text=True, env=env, cwd=Path(__file__).resolve().parents[1]
     )
     lines = [ln for ln in done.stdout.splitlines() if ln.startswith("RESULT ")]
     if done.returncode != 0 or not lines:
         raise RuntimeError(f"{name} failed ({done.returncode}):\n{done.stderr[-3000:]}")
-    return json.loads(lines[-1][len("RESULT ") :])
+    result = json.loads(lines[-1][len("RESULT ") :])
+    result["process_s"] = time.perf_counter() - t0
+    print(
+        f"  {name} E/F/S={E}/{F}/{S}: {result['wall_s']:.1f} s, {result['peak_rss_gib']:.2f} GiB", flush=True
+    )
+    return result
 
 
-def report(results: dict, args) -> str:
-    eng, nai = results["engine"], results["naive"]
-    rows = [
-        "| config | wall s | peak RSS GiB | load s | first request s | each later eta s |",
-        "|---|---|---|---|---|---|",
-    ]
-    for name, r in (("engine (defaults)", eng), ("naive (public)", nai)):
-        later = [q["s"] for q in r["requests"][1:]]
-        rows.append(
-            f"| {name} | {r['wall_s']:.1f} | {r['peak_rss_gib']:.2f} | {r['load_s']:.1f} | "
-            f"{r['requests'][0]['s']:.1f} | {sum(later) / len(later):.1f} |"
-        )
-    first_n = nai["requests"][0]
-    derived = first_n["s"] + sum(q["generate"] for q in nai["requests"][1:])
+def summarise(r: dict) -> dict:
+    """first request, each later eta (mean of the 5 single requests), total, peak RSS, per-step costs."""
+    first, later = r["requests"][0], r["requests"][1:]
+    each = statistics.mean(q["s"] for q in later)
+    s = {
+        "first_s": first["s"],
+        "each_later_s": each,
+        "total_s": first["s"] + sum(q["s"] for q in later),
+        "peak_rss_gib": r["peak_rss_gib"],
+        "later_faults": statistics.mean(q["faults"] for q in later),
+        "later_sys_s": statistics.mean(q["sys_s"] for q in later),
+    }
+    if "batched" in r:
+        s["batched_per_eta_s"] = r["batched"]["s"] / len(r["batched"]["etas"])
+        s["preview_s"] = r["preview"]["s"]
+        s["plain_s"] = statistics.median(p["s"] for p in r["plain"])
+    return s
+
+
+def per_step(results: dict, sets: list[tuple[int, int, int]]) -> dict:
+    """Per-step costs from the run: the slope between the two step sets when there are two (start-up costs
+    cancel), else stage time / steps. C per step = later-eta request / S (includes the VAE decode share)."""
+    out = {}
+    for name in CONFIGS:
+        runs = [results[f"{name}@{e}/{f}/{s}"] for e, f, s in sets if f"{name}@{e}/{f}/{s}" in results]
+        if not runs:
+            continue
+        firsts = [r["requests"][0] for r in runs]
+        if len(runs) >= 2 and sets[-1][0] != sets[0][0] and sets[-1][1] != sets[0][1]:
+            a = (firsts[-1]["embedding"] - firsts[0]["embedding"]) / (sets[-1][0] - sets[0][0])
+            b = (firsts[-1]["finetune"] - firsts[0]["finetune"]) / (sets[-1][1] - sets[0][1])
+        else:
+            a = firsts[-1]["embedding"] / max(sets[-1][0], 1)
+            b = firsts[-1]["finetune"] / max(sets[-1][1], 1)
+        S = sets[-1][2]
+        later = runs[-1]["requests"][1:]
+        c = statistics.mean(q["s"] for q in later) / S
+        out[name] = {"embedding_step_s": a, "finetune_step_s": b, "sample_step_s": c}
+        if "batched" in runs[-1]:
+            out[name]["batched_sample_step_per_eta_s"] = (
+                runs[-1]["batched"]["s"] / len(runs[-1]["batched"]["etas"]) / S
+            )
+    return out
+
+
+def extrapolate(steps: dict, E: int, F: int, S: int, n_etas: int = 6) -> dict:
+    """Seconds for one edit + (n_etas - 1) eta changes at E/F/S from the per-step costs."""
+    out = {}
+    for name, c in steps.items():
+        tune = E * c["embedding_step_s"] + F * c["finetune_step_s"]
+        out[name] = tune + n_etas * S * c["sample_step_s"]
+        if "batched_sample_step_per_eta_s" in c:
+            out[name + " (later etas batched)"] = (
+                tune + S * c["sample_step_s"] + (n_etas - 1) * S * c["batched_sample_step_per_eta_s"]
+            )
+    return out
+
+
+def report(results: dict, sets: list[tuple[int, int, int]], args) -> str:
     lines = [
-        f"model {args.size}, input {args.res}x{args.res}, steps A={args.emb_steps} B={args.ft_steps} "
-        f"C={args.gen_steps}, {args.threads} thread(s), etas {', '.join(map(str, ETAS))}",
+        f"model {args.size}, {args.res}x{args.res}, {args.threads} thread(s), etas {', '.join(map(str, ETAS))}",
         "",
-        *rows,
-        "",
-        f"speed-up (naive wall / engine wall): {nai['wall_s'] / eng['wall_s']:.2f}x",
-        f"peak memory ratio (engine / naive): {eng['peak_rss_gib'] / nai['peak_rss_gib']:.2f}",
-        f"stage times, first request: engine {_stages(eng['requests'][0])}; naive {_stages(first_n)}",
-        f"derived: naive tuned once, then 6 sampling runs (the community pipeline within one session): "
-        f"{derived:.1f} s -> engine is {derived / eng['wall_s']:.2f}x faster",
+        "| E/F/S | config | first request s | each later eta s | total s | peak RSS GiB | later-eta page faults |",
+        "|---|---|---|---|---|---|---|",
     ]
+    for e, f, s in sets:
+        for name in CONFIGS:
+            r = results.get(f"{name}@{e}/{f}/{s}")
+            if r is None:
+                continue
+            m = summarise(r)
+            lines.append(
+                f"| {e}/{f}/{s} | {name} | {m['first_s']:.1f} | {m['each_later_s']:.2f} | {m['total_s']:.1f} | "
+                f"{m['peak_rss_gib']:.2f} | {m['later_faults']:.0f} |"
+            )
+    lines += ["", "Ratios within each set (ours / community):", ""]
+    for e, f, s in sets:
+        com = results.get(f"community@{e}/{f}/{s}")
+        if com is None:
+            continue
+        c = summarise(com)
+        for name in ("lora", "full"):
+            r = results.get(f"{name}@{e}/{f}/{s}")
+            if r is None:
+                continue
+            m = summarise(r)
+            lines.append(
+                f"- {e}/{f}/{s} {name}: first request {c['first_s'] / m['first_s']:.2f}x faster, memory "
+                f"{m['peak_rss_gib'] / c['peak_rss_gib']:.2f}x, each later eta {m['each_later_s'] / c['each_later_s']:.2f}x "
+                f"a community call, batched {m['batched_per_eta_s'] / c['each_later_s']:.2f}x per eta, "
+                f"preview {m['preview_s'] / c['each_later_s']:.2f}x, later eta vs plain generation in the same "
+                f"process {m['each_later_s'] / m['plain_s']:.2f}x, total {c['total_s'] / m['total_s']:.2f}x faster"
+            )
+    steps = per_step(results, sets)
+    lines += [
+        "",
+        "Per-step costs (s): "
+        + json.dumps({k: {a: round(b, 3) for a, b in v.items()} for k, v in steps.items()}),
+    ]
+    for E, F, S in (COMMUNITY_DEFAULTS, OUR_DEFAULTS):
+        ex = extrapolate(steps, E, F, S)
+        lines.append(
+            f"Extrapolated edit + 5 etas at E/F/S={E}/{F}/{S}: "
+            + ", ".join(f"{k} {v:.0f} s" for k, v in ex.items())
+        )
+    if "community" in steps and "lora" in steps:
+        com = extrapolate(steps, *COMMUNITY_DEFAULTS)["community"]
+        ours = extrapolate(steps, *OUR_DEFAULTS)
+        lines.append(
+            f"Community defaults vs ours with our defaults (LoRA {OUR_DEFAULTS}): {com / ours['lora']:.1f}x "
+            f"(most of it from fewer steps; quality not checkable without real weights)"
+        )
     return "\n".join(lines)
 
 
-def _stages(r: dict) -> str:
-    return ", ".join(f"{k} {r[k]:.1f}s" for k in ("embedding", "finetune", "generate") if k in r)
+def parse_sets(text: str) -> list[tuple[int, int, int]]:
+    sets = []
+    for part in text.split(","):
+        e, f, s = (int(x) for x in part.split("/"))
+        sets.append((e, f, s))
+    return sets
 
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--size", choices=("tiny", "sd15"), default="tiny")
     ap.add_argument("--res", type=int, default=None, help="input side in px (default: 64 tiny, 128 sd15)")
-    ap.add_argument("--emb-steps", type=int, default=3)
-    ap.add_argument("--ft-steps", type=int, default=3)
-    ap.add_argument("--gen-steps", type=int, default=5)
+    ap.add_argument("--steps", default="3/3/5", help="E/F/S sets, comma-separated (e.g. 3/3/5,10/20/5)")
+    ap.add_argument("--configs", default=",".join(CONFIGS), help="which of community,lora,full to run")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument(
         "--work", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "layeredit-bench-imagic"
     )
     ap.add_argument("--json", type=Path, help="also write the raw results here")
-    ap.add_argument("--worker", choices=("engine", "naive"), help=argparse.SUPPRESS)
+    ap.add_argument("--worker", choices=CONFIGS, help=argparse.SUPPRESS)
     ap.add_argument("--model", help=argparse.SUPPRESS)
+    ap.add_argument("--E", type=int, default=3, help=argparse.SUPPRESS)
+    ap.add_argument("--F", type=int, default=3, help=argparse.SUPPRESS)
+    ap.add_argument("--S", type=int, default=5, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.res is None:
         args.res = 64 if args.size == "tiny" else 128
@@ -265,13 +360,18 @@ def main(argv=None) -> None:
     t0 = time.perf_counter()
     folder = model_folder(args.size, args.work)
     print(f"model ready in {time.perf_counter() - t0:.1f} s: {folder}", flush=True)
-    results = {name: run_config(name, folder, args) for name in ("engine", "naive")}
-    text = report(results, args)
+    sets = parse_sets(args.steps)
+    configs = [c for c in args.configs.split(",") if c]
+    results = {}
+    for steps in sets:
+        for name in configs:
+            results[f"{name}@{steps[0]}/{steps[1]}/{steps[2]}"] = run_config(name, folder, steps, args)
+            if args.json:  # keep what is done if a later configuration fails
+                args.json.write_text(
+                    json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, **results}, indent=1)
+                )
+    text = report(results, sets, args)
     print(text)
-    if args.json:
-        args.json.write_text(
-            json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, **results}, indent=1)
-        )
 
 
 if __name__ == "__main__":

@@ -406,15 +406,21 @@ def test_bf16_autocast_on_cpu_runs_and_keeps_base(sd):
 
 
 @pytest.mark.slow
-def test_bench_tiny_runs_both_configurations(tmp_path, capsys):
+def test_bench_tiny_runs_every_configuration(tmp_path, capsys):
     """The benchmark's plumbing (subprocess per configuration, cache hits, report); no timing is asserted."""
     import json
 
     from bench import imagic as bench
 
     out = tmp_path / "r.json"
-    bench.main(["--size", "tiny", "--work", str(tmp_path), "--gen-steps", "2", "--json", str(out)])
+    bench.main(["--size", "tiny", "--work", str(tmp_path), "--steps", "2/2/2", "--json", str(out)])
     data = json.loads(out.read_text())
-    assert [r["cache_hit"] for r in data["engine"]["requests"]] == [False] + [True] * 5
-    assert not any(r["cache_hit"] for r in data["naive"]["requests"])
-    assert data["engine"]["peak_rss_gib"] > 0 and "speed-up" in capsys.readouterr().out
+    for name in ("lora", "full"):
+        run = data[f"{name}@2/2/2"]
+        assert [r["cache_hit"] for r in run["requests"]] == [False] + [True] * 5
+        assert run["batched"]["cache_hit"] and run["preview"]["cache_hit"] and len(run["plain"]) == 2
+        assert run["malloc"]["malloc"] == "pinned"
+    community = data["community@2/2/2"]
+    assert len(community["requests"]) == 6 and "finetune" in community["requests"][0]
+    text = capsys.readouterr().out
+    assert "each later eta" in text and "Extrapolated edit + 5 etas at E/F/S=500/1000/50" in text

@@ -291,7 +291,9 @@ def test_backend_allocator_setting_stops_refaulting_big_buffers():
     if tuned["state"]["malloc"] == "not glibc: unchanged":
         pytest.skip("not glibc")
     assert tuned["state"]["malloc"] == "pinned"
-    huge_pages = (48 << 20) // (2 << 20)  # numpy asks for transparent huge pages: one fault per 2 MiB at least
+    huge_pages = (48 << 20) // (
+        2 << 20
+    )  # numpy asks for transparent huge pages: one fault per 2 MiB at least
     assert min(default["faults"]) >= huge_pages  # each round faults the whole buffer in again
     assert max(tuned["faults"]) <= 2  # reused: no new faults
 
@@ -299,3 +301,36 @@ def test_backend_allocator_setting_stops_refaulting_big_buffers():
 def test_backend_entry_point_configures_the_allocator():
     src = (ROOT / "backend" / "__main__.py").read_text()
     assert src.index("malloc.configure()") < src.index("from backend.cli import main")
+
+
+# ---- fused adapter --------------------------------------------------------------------------------------------------
+def test_fused_adapter_is_put_back_as_the_same_parameter_objects(sd):
+    from backend.imagic.guard import add_lora, lora_config, lora_weights, remove_lora
+
+    before = {n: p for n, p in sd.unet.named_parameters()}
+    config = lora_config(4)
+    add_lora(sd.unet, config)
+    with torch.no_grad():
+        for n, p in sd.unet.named_parameters():
+            if "lora_B" in n:
+                p.normal_()
+    weights = lora_weights(sd.unet)
+    x = torch.randn(1, 4, 8, 8)
+    ctx = torch.randn(1, 77, sd.unet.config.cross_attention_dim)
+    with torch.no_grad():
+        wrapped = sd.unet(x, 10, encoder_hidden_states=ctx).sample
+    remove_lora(sd.unet)
+    del sd.unet.peft_config
+    snap = _snapshot(sd)  # peft's injection above froze the base: the guard must keep what it finds
+    with ModelGuard(sd.unet) as guard:
+        assert guard.fuse_lora(config, weights) == len([k for k in weights if "lora_A" in k])
+        with torch.no_grad():
+            fused = sd.unet(x, 10, encoder_hidden_states=ctx).sample
+        assert not any("lora" in n for n, _ in sd.unet.named_parameters())  # plain Linear layers
+    with torch.no_grad():
+        plain = sd.unet(x, 10, encoder_hidden_states=ctx).sample
+    adapter_effect = (wrapped - plain).abs().max()
+    assert adapter_effect > 1e-2
+    assert (fused - wrapped).abs().max() < 1e-2 * adapter_effect  # the same function, folded (rounding only)
+    assert all(p is before[n] for n, p in sd.unet.named_parameters())
+    _assert_intact(sd, snap)

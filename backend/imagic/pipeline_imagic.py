@@ -37,7 +37,7 @@ from backend.imaging.formats import match_channels
 
 from . import stages
 from .cache import TunedState, TunedStateCache, cache_key
-from .guard import ModelGuard, add_lora, lora_config, lora_weights
+from .guard import ModelGuard, add_lora, lora_config, lora_weights, remove_lora
 
 FINETUNE_MODES = ("lora", "full", "none")
 PRECISIONS = ("auto", "no", "fp16", "bf16")
@@ -241,6 +241,10 @@ class ImagicPipeline:
                 state = self._tune(rgb, params, precision, guard, progress, timings, info)
                 if params.use_cache:
                     self._store(key, state, guard, info)
+                if state.mode == "lora":  # sample exactly as a cache hit will: adapter folded into the weights
+                    weights = state.weights or lora_weights(self.unet)
+                    remove_lora(self.unet)
+                    guard.fuse_lora(state.config, weights)
             else:
                 self._apply(state, guard)
                 timings["apply"] = time.perf_counter() - t0
@@ -352,7 +356,9 @@ class ImagicPipeline:
         the UNet is set to exactly what that delta rebuilds, so the first render equals every cache hit."""
         if state.mode == "lora":
             state.weights = lora_weights(self.unet)
-        elif state.mode == "full":
+            self.cache.put(key, state)
+            return  # the adapter stays in state.weights: _fuse_for_sampling folds it in
+        if state.mode == "full":
             half = sum(v.numel() * 2 for v in self.unet.state_dict().values())
             if not self.cache.would_keep(half):
                 info["full_cache"] = f"not kept: ~{half / 1e9:.2f} GB exceeds the cache's bounds"
@@ -366,7 +372,7 @@ class ImagicPipeline:
     def _apply(self, state: TunedState, guard: ModelGuard) -> None:
         """Put cached fine-tuned weights on the UNet (under the guard) before sampling."""
         if state.mode == "lora":
-            add_lora(self.unet, state.config, state.weights)
+            guard.fuse_lora(state.config, state.weights)
         elif state.mode == "full":
             guard.backup_weights()
             self._upcast()
