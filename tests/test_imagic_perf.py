@@ -334,3 +334,61 @@ def test_fused_adapter_is_put_back_as_the_same_parameter_objects(sd):
     assert (fused - wrapped).abs().max() < 1e-2 * adapter_effect  # the same function, folded (rounding only)
     assert all(p is before[n] for n, p in sd.unet.named_parameters())
     _assert_intact(sd, snap)
+
+
+# ---- the benchmark's community replica --------------------------------------------------------------------------
+def test_community_replica_generates_what_diffusers_generates(sd):
+    """With nothing trained and alpha 1 the community call is a plain guided DDIM generation from the prompt:
+    the replica must give diffusers' own StableDiffusionPipeline output for the same generator."""
+    from bench.community_imagic import CommunityImagicReplica
+
+    replica = CommunityImagicReplica(sd)
+    image = torch.rand(1, 3, 64, 64) * 2 - 1
+    replica.train(
+        "a photo of a sitting dog",
+        image,
+        text_embedding_optimization_steps=0,
+        model_fine_tuning_optimization_steps=0,
+    )
+    sd.unet.eval()
+    ours = replica(
+        alpha=1.0, height=64, width=64, num_inference_steps=3, generator=torch.Generator().manual_seed(5)
+    )
+    ref = sd(
+        "a photo of a sitting dog",
+        height=64,
+        width=64,
+        num_inference_steps=3,
+        guidance_scale=7.5,
+        generator=torch.Generator().manual_seed(5),
+        output_type="np",
+    ).images[0]
+    np.testing.assert_allclose(ours, ref, atol=1e-5)
+
+
+def test_community_replica_trains_as_published(sd):
+    """Stage A moves only the embedding; stage B moves every UNet weight and leaves the UNet in train mode;
+    the noise comes from the global RNG (same seed, same losses)."""
+    from bench.community_imagic import CommunityImagicReplica
+
+    image = torch.rand(1, 3, 64, 64) * 2 - 1
+    before = {k: v.clone() for k, v in sd.unet.state_dict().items()}
+    losses = []
+    for _ in range(2):
+        sd.unet.load_state_dict(before)
+        torch.manual_seed(0)
+        replica = CommunityImagicReplica(sd)
+        replica.train(
+            "a dog",
+            image,
+            generator=torch.Generator().manual_seed(0),
+            text_embedding_optimization_steps=2,
+            model_fine_tuning_optimization_steps=2,
+            diffusion_model_learning_rate=1e-3,
+        )
+        losses.append(replica.losses)
+    assert losses[0] == losses[1] and len(losses[0]) == 4
+    assert not torch.equal(replica.text_embeddings, replica.text_embeddings_orig)
+    after = sd.unet.state_dict()
+    assert sum(not torch.equal(before[k], after[k]) for k in before) > 0.9 * len(before)
+    assert sd.unet.training and all(p.requires_grad for p in sd.unet.parameters())
