@@ -241,7 +241,7 @@ class ImagicPipeline:
                 state = self._tune(rgb, params, precision, guard, progress, timings, info)
                 if params.use_cache:
                     self._store(key, state, guard, info)
-                if state.mode == "lora":  # sample exactly as a cache hit will: adapter folded into the weights
+                if state.mode == "lora":  # sample as a cache hit will: the adapter folded into the weights
                     weights = state.weights or lora_weights(self.unet)
                     remove_lora(self.unet)
                     guard.fuse_lora(state.config, weights)
