@@ -246,7 +246,9 @@ class Controller:
     def eta_only_change(self, params: dict) -> bool:
         """True when an Imagic re-run differs from the last one only in eta (the backend re-renders from cache)."""
         changed = only_changed(self.last_imagic, params)
-        return bool(self.last_imagic) and changed <= {"eta", "etas"} and bool(changed)
+        return (
+            bool(self.last_imagic) and changed <= {"eta", "etas", "preview"} and bool(changed - {"preview"})
+        )
 
     def rerun_eta(self, params: dict) -> bool:
         """Re-submit the last Imagic job with a new eta, on the same document and layer it read (whatever is
@@ -262,6 +264,18 @@ class Controller:
         ok = self.run(doc, node, "Imagic", sent, source=source, set_selection=set_selection)
         if ok:
             self.last_imagic = dict(params)  # what the form said, so the next eta move compares alike
+        return ok
+
+    def preview_eta(self, params: dict) -> bool:
+        """While the eta slider is dragged: a quick draft (``preview``: few sampling steps from the cached
+        tuning) shown in the docker, not written as a layer; the full render follows on release. False when the
+        backend has no preview, or the job is not an eta-only change of the last Imagic run."""
+        form = self.forms.get("imagic")
+        if form is None or not form.has("preview") or self.last_imagic is None:
+            return False
+        before = self.last_imagic
+        ok = self.rerun_eta({**params, "preview": True})
+        self.last_imagic = before  # a draft does not count: releasing at this eta still renders it fully
         return ok
 
     def cancel(self) -> None:
@@ -379,6 +393,12 @@ class Controller:
             return
         if not pend.mode.makes_layer:
             self._apply_selection(result, pend)
+            return
+        if pend.params.get("preview"):  # an eta-slider draft: shown in the docker, never a layer
+            if result.image is not None:
+                self.on_preview(result.image)
+            self.job.finished("Preview; release the slider for the full render.")
+            self.last = Outcome(self.job.state.value, message=self.job.message, meta=dict(result.meta))
             return
         image = result.image
         if image is None or (image.width, image.height) != (region.w, region.h):

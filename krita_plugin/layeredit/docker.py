@@ -133,6 +133,8 @@ class LayerEditDocker(DockWidget):
         self.eta_label = QLabel("η 0.70")
         self.eta_slider.valueChanged.connect(lambda v: self.eta_label.setText(f"η {v / ETA_SCALE:.2f}"))
         self.eta_slider.sliderReleased.connect(self._eta_released)
+        self.eta_slider.sliderMoved.connect(self._eta_dragged)
+        self._render_when_idle = False  # released while a draft ran: render fully once it is done
         eta_lay.addWidget(QLabel("Eta"))
         eta_lay.addWidget(self.eta_slider, 1)
         eta_lay.addWidget(self.eta_label)
@@ -354,10 +356,27 @@ class LayerEditDocker(DockWidget):
         self._refresh()
         return ok
 
-    def _eta_released(self) -> None:
-        """Imagic: moving eta re-renders from the backend's cached tuning (only eta changed)."""
+    def _eta_dragged(self, *_: Any) -> None:
+        """Imagic: while dragging, a few-step draft in the preview box (skipped while one is in flight)."""
         if self.mode.op != "imagic" or self.controller.job.busy:
             return
+        try:
+            params = self.collect_params()
+        except ProtocolError:
+            return
+        if self.controller.eta_only_change(params) and self.controller.preview_eta(params):
+            self._refresh()
+
+    def _eta_released(self) -> None:
+        """Imagic: moving eta re-renders from the backend's cached tuning (only eta changed)."""
+        if self.mode.op != "imagic":
+            return
+        if self.controller.job.busy:  # a draft is still running: render when it is done
+            self._render_when_idle = bool(
+                self.controller.pending and self.controller.pending.params.get("preview")
+            )
+            return
+        self._render_when_idle = False
         try:
             params = self.collect_params()
         except ProtocolError:
@@ -427,6 +446,9 @@ class LayerEditDocker(DockWidget):
             self._rebuild_params()
         if job.state in (JobState.FAILED, JobState.CANCELLED):
             self.progress.setValue(0)
+        if getattr(self, "_render_when_idle", False) and not job.busy:
+            self._render_when_idle = False
+            self._eta_released()
 
     def _show_preview(self, buf: Any) -> None:
         fmt = _QIMAGE_FORMATS.get(buf.order)
