@@ -273,6 +273,22 @@ def test_auto_without_models_is_the_embedded_snap(models_dir):
     assert iou(res.mask / 255.0, obj) > 0.9
 
 
+def test_replace_reports_the_snap_it_used(built, models_dir, tiny_inpaint_dir):
+    """Replace snaps too: its result's meta carries the same snap meta as erase's (model, scores, verdict)."""
+    from backend.ops.replace import ReplaceOp
+
+    (models_dir / "sd15-inpaint").symlink_to(tiny_inpaint_dir, target_is_directory=True)
+    install(built, models_dir, "sam2.1-tiny")
+    image, _, _, sel = make_scene(64, seed=5)
+    ctx = JobContext(models=manager(models_dir))
+    op = ReplaceOp()
+    params = op.spec.validate({"prompt": "a red vase", "steps": 1, "snap_method": "sam2.1-tiny", "margin": 8})
+    res = op.run(OpInputs(image, sel), params, ctx)
+    assert res.meta["model"] == "sd15-inpaint"  # the inpainting model; the snap's model sits under "snap"
+    assert res.meta["snap"]["method"] == "sam" and res.meta["snap"]["model"]["name"] == "sam2.1-tiny"
+    assert "snap" not in op.run(OpInputs(image, sel), op.spec.validate({**params, "snap": False}), ctx).meta
+
+
 # ---- errors -------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("name", ["sam-hq", "sam2.1-small", "sam2.1-tiny"])
 def test_missing_model_names_its_install_command(models_dir, name):

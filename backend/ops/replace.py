@@ -130,11 +130,8 @@ class ReplaceOp(Op):
             )
         lora = models.lora_file() if params["fast"] else None
         seed = params["seed"] if params["seed"] >= 0 else secrets.randbelow(2**31)
-        replace = ReplacePipeline(
-            pipe,
-            snapper=make_snapper(ctx, params["snap_method"] if params["snap"] else "none", params["margin"]),
-            lcm_lora=lora,
-        )
+        snapper = make_snapper(ctx, params["snap_method"] if params["snap"] else "none", params["margin"])
+        replace = ReplacePipeline(pipe, snapper=snapper, lcm_lora=lora)
         job = ReplaceParams(
             prompt=params["prompt"],
             negative_prompt=params["negative_prompt"],
@@ -165,7 +162,10 @@ class ReplaceOp(Op):
                 "Out of GPU memory while replacing; lower 'resolution', "
                 "select a smaller area, or close other GPU programs.",
             ) from None
-        return OpResult(out.image, mask=out.mask, meta={**out.info, "seed": seed, "model": model_label})
+        meta = {**out.info, "seed": seed, "model": model_label}
+        if snapper is not None and snapper.meta:  # which snap ran and why, as erase reports it
+            meta["snap"] = snapper.meta
+        return OpResult(out.image, mask=out.mask, meta=meta)
 
 
 def _models(ctx: JobContext):
@@ -177,7 +177,7 @@ def _models(ctx: JobContext):
     return ctx.models
 
 
-def make_snapper(ctx: JobContext, method: str, margin: int):
+def make_snapper(ctx: JobContext, method: str, margin: int) -> MaskSnapper | None:
     """selection -> object mask through the shared SnapPipeline (the snap op's builder: SAM when installed)."""
     if method == "none":
         return None
@@ -185,6 +185,20 @@ def make_snapper(ctx: JobContext, method: str, margin: int):
 
     from .snap import build_snapper, snap_pipeline_method
 
-    snap = build_snapper(ctx, method)
     params = SnapParams(method=snap_pipeline_method(method), margin=margin)
-    return lambda image, selection: snap(image, selection, params).mask
+    return MaskSnapper(build_snapper(ctx, method), params)
+
+
+class MaskSnapper:
+    """The snapper ReplacePipeline wants (image, selection) -> mask, keeping the last snap's meta for the op's
+    result (which method or model ran, and the scores that decided)."""
+
+    def __init__(self, pipeline: Any, params: Any):
+        self.pipeline = pipeline
+        self.params = params
+        self.meta: dict[str, Any] = {}
+
+    def __call__(self, image: Any, selection: Any) -> Any:
+        out = self.pipeline(image, selection, self.params)
+        self.meta = {"method": out.method, **out.meta}
+        return out.mask
