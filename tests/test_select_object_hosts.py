@@ -26,7 +26,7 @@ def _need(available: bool, what: str) -> None:
         pytest.skip(f"{what} is not installed (see tests/hosts/)")
 
 
-def test_select_object_in_real_krita_snaps_the_selection_and_adds_no_layer(tmp_path):
+def test_select_object_in_real_krita_snaps_the_selection_and_adds_no_layer(xvfb_server, tmp_path):
     _need(krita.krita_available(), "Krita")
     w, h = 160, 120
     img, rough = krita.scene_bgra(w, h)
@@ -42,7 +42,7 @@ def test_select_object_in_real_krita_snaps_the_selection_and_adds_no_layer(tmp_p
     }
     backend = krita.start_backend(tmp_path)
     try:
-        report = krita.run_krita(tmp_path, spec, backend)
+        report = krita.run_krita(tmp_path, spec, backend, display=xvfb_server)
     finally:
         backend.stop()
     assert "error" not in report, report.get("error")

@@ -106,8 +106,8 @@ def _dialog(procedure, config, mode):
         labels = {}
     GLib.timeout_add(200, _show_hints, probe, labels)
     report = os.environ.get("LAYEREDIT_DIALOG_REPORT")  # test hook: describe the dialog, then press OK
-    if report:
-        GLib.timeout_add(300, _auto_ok, dialog, report, probe, labels)
+    if report:  # "{op}" in the path: one report (and screenshot) per procedure
+        GLib.timeout_add(300, _auto_ok, dialog, report.replace("{op}", mode.op), probe, labels)
     ok = dialog.run()
     probe.close()
     dialog.destroy()

@@ -182,6 +182,7 @@ class ScriptedJob:
         }
         if self.spec.get("screenshot"):
             self.docker.grab().save(str(self.out / f"docker{suffix}.png"))
+            self._screenshot_window(self.out / f"window{suffix}.png")
         if not job.get("close_document_after_run"):
             doc, s = self.doc, self.spec
             w, h = s["width"], s["height"]
@@ -200,6 +201,22 @@ class ScriptedJob:
         if hasattr(self, "t_kill"):
             out["failed_after_kill_s"] = round(time.monotonic() - self.t_kill, 3)
         return out
+
+    def _screenshot_window(self, path: Path) -> None:
+        """Krita's main window (canvas fitted to the view, marching ants, dockers), for docs/images."""
+        from PyQt5.QtCore import QEventLoop
+        from PyQt5.QtWidgets import QApplication
+
+        k = Krita.instance()
+        self.doc.refreshProjection()
+        self.doc.waitForDone()
+        fit = k.action("zoom_to_fit")
+        if fit is not None:
+            fit.trigger()
+        for _ in range(20):  # let the canvas repaint (and the marching ants start) before grabbing
+            QApplication.processEvents(QEventLoop.AllEvents, 50)
+            time.sleep(0.02)
+        k.activeWindow().qwindow().grab().save(str(path))
 
 
 def install_hook(spec_path: str) -> None:

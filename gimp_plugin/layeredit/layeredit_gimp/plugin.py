@@ -334,6 +334,7 @@ def fill_dialog(
         label_id = f"layeredit-hint-{name}"
         labels[param] = label = dialog.get_label(label_id, text, False, False)
         label.set_line_wrap(True)
+        label.set_max_width_chars(72)  # wrap instead of widening the dialog
         label.set_selectable(True)  # the command can be copied
         label.set_xalign(0.0)
         for ids in (basic, advanced):
