@@ -364,14 +364,11 @@ class Field:
 
 
 def _needs(raw: Any, choices: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
-    """The schema's ``needs`` ({choice: preset}) as pairs in the order of the choices (the op lists the
-    choice it recommends first)."""
+    """The schema's ``needs`` ({choice: preset}) as pairs, in the schema's order (the op lists the choice it
+    recommends first); choices the field does not offer are dropped."""
     if not raw:
         return ()
-    order = {c: i for i, c in enumerate(choices)}
-    return tuple(
-        sorted(((str(c), str(p)) for c, p in raw.items()), key=lambda cp: order.get(cp[0], len(order)))
-    )
+    return tuple((str(c), str(p)) for c, p in raw.items() if not choices or str(c) in choices)
 
 
 _EXPECTED = {

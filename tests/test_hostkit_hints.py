@@ -83,13 +83,15 @@ FILL = {
     "default": "auto",
     "help": "fill",
     "choices": ["auto", "lama", "telea", "migan", "diffusion"],
-    "needs": {"diffusion": "sd15-inpaint", "migan": "migan", "lama": "lama"},
+    "needs": {"lama": "lama", "migan": "migan", "diffusion": "sd15-inpaint", "gone": "gone"},
 }
 
 
-def test_field_needs_follow_the_choices_order():
+def test_field_needs_keep_the_schemas_order():
     f = Field.from_json(FILL)
-    assert f.needs == (("lama", "lama"), ("migan", "migan"), ("diffusion", "sd15-inpaint"))
+    assert f.needs == (("lama", "lama"), ("migan", "migan"), ("diffusion", "sd15-inpaint"))  # no "gone"
+    other = Field.from_json({**FILL, "needs": {"diffusion": "sd15-inpaint", "lama": "lama"}})
+    assert other.needs == (("diffusion", "sd15-inpaint"), ("lama", "lama"))  # the op recommends diffusion
     assert Field.from_json({**FILL, "needs": None}).needs == ()
     with pytest.raises(ProtocolError) as err:
         Field.from_json({**FILL, "needs": ["lama"]})
@@ -128,6 +130,8 @@ def test_erase_schema_says_which_fills_need_which_preset():
         assert choice in FILL_METHODS and preset in PRESETS
     learned = [m for m in FILL_METHODS if m in PRESETS]  # learned fills are named after their presets
     assert all(fill["needs"][m] == m for m in learned)
+    # recommended first: the learned fillers (small, CPU), diffusion (gigabytes, GPU) last
+    assert list(fill["needs"]) == [*learned, "diffusion"]
     assert fill_needs(("auto", "telea")) == ()  # no fill that needs a model: no hint at all
 
 

@@ -17,13 +17,13 @@ FILL_METHODS = ("auto", "telea", "ns", "clone", "diffusion", "lama", "migan")
 
 
 def fill_needs(methods: tuple[str, ...] = FILL_METHODS) -> tuple[tuple[str, str], ...]:
-    """(fill, preset) for the fills that need a model: a learned filler is named after its install preset,
-    diffusion needs the default inpainting model. Hosts show the install hint from this (schema ``needs``)."""
+    """(fill, preset) for the fills that need a model, the one to recommend first: the learned fillers (named
+    after their install presets: small, fast on a CPU), then diffusion (the default inpainting model: gigabytes,
+    wants a GPU). Hosts show the install hint from this (the schema's ``needs``, in this order)."""
     from backend.models.presets import DEFAULT_PRESET, PRESETS
 
-    named = {m: m for m in methods if m in PRESETS}
-    named["diffusion"] = DEFAULT_PRESET["inpaint"]
-    return tuple((m, named[m]) for m in methods if m in named)
+    learned = [(m, m) for m in methods if m in PRESETS]
+    return (*learned, *((("diffusion", DEFAULT_PRESET["inpaint"]),) if "diffusion" in methods else ()))
 
 
 class EraseOp(Op):
