@@ -94,6 +94,20 @@ def test_fixed_size_file_is_fed_512_and_dynamic_one_multiples_of_8(files):
     assert dynamic.target == 512 and 0 < dynamic.context < 1
 
 
+def test_real_lama_layer_types_load_and_run(tmp_path):
+    """big-lama's own layer types at a tiny width, Fourier convolutions exported as ONNX DFT ops like Carve's
+    file: the loader opens it, reads the 0..255 output off the known pixels and returns the crop in [0, 1]."""
+    from bench.learned_arch import export_lama
+
+    export_lama(tmp_path / "lama" / "lama_fp32.onnx", ngf=8, n_blocks=1)
+    filler = learned_filler("lama", manager(tmp_path))
+    rgb, hole = crop(200, 120)
+    out = filler(rgb, hole)
+    assert out.shape == (200, 120, 3) and np.isfinite(out).all()
+    assert np.allclose(out[~hole], rgb[~hole] / 255.0, atol=1e-4)
+    assert out[hole].min() >= 0 and out[hole].max() <= 1 and out[hole].std() > 0
+
+
 def test_bigger_crop_than_the_model_takes_is_shrunk_and_restored(files):
     filler = LearnedFiller("migan", session(files["migan_colour"]))
     rgb, hole = crop(600, 700)
@@ -187,6 +201,24 @@ def test_cut_short_download_is_model_broken_not_missing(tmp_path):
     with pytest.raises(OpError) as err:
         learned_filler("lama", manager(tmp_path))
     assert err.value.code == ErrorCode.MODEL_BROKEN and "install.py --models lama" in err.value.message
+
+
+def test_hf_cache_snapshot_without_the_file_is_not_an_install(files, tmp_path):
+    """A user's Hugging Face cache may hold the repository's README only: that is "missing", not "broken"."""
+    cache = tmp_path / "hf"
+    snap = cache / "models--Carve--LaMa-ONNX" / "snapshots" / "abc123"
+    snap.mkdir(parents=True)
+    (snap / "README.md").write_text("LaMa")
+    (cache / "models--Carve--LaMa-ONNX" / "refs").mkdir()
+    (cache / "models--Carve--LaMa-ONNX" / "refs" / "main").write_text("abc123")
+    models = ModelManager(models_dir=tmp_path / "m", device="cpu", search_dirs=[], hf_cache_dir=cache)
+    assert models.locate("lama").path == snap
+    assert installed_learned_fill(models) is None
+    with pytest.raises(OpError) as err:
+        learned_filler("lama", models)
+    assert err.value.code == ErrorCode.MODEL_MISSING and "install.py --models lama" in err.value.message
+    shutil.copyfile(files["lama"], snap / "lama_fp32.onnx")  # the file in the cache: used as it is
+    assert installed_learned_filler(models).name == "lama"
 
 
 def test_installed_learned_filler_for_auto(files, tmp_path):

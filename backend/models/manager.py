@@ -338,13 +338,22 @@ class ModelManager:
             install=install_command(config_preset),
         )
 
-    @staticmethod
-    def _onnx_in(loc: Location, kind: str) -> Path:
+    def _onnx_in(self, loc: Location, kind: str) -> Path:
         if loc.form == "file":
             return loc.path
         preset = PRESETS.get(DEFAULT_PRESET.get(kind, ""))
         wanted = [loc.path / pat for pat in (preset.allow_patterns if preset else ()) if "*" not in pat]
         found = [p for p in wanted if p.is_file()] or sorted(loc.path.glob("*.onnx"))
+        cache = self._locator.hf_cache
+        if not found and preset is not None and cache is not None and loc.path.is_relative_to(cache):
+            # a Hugging Face cache snapshot of the repository without the file: simply not installed
+            raise model_error(
+                ErrorCode.MODEL_MISSING,
+                f"The {kind} model is not installed (the Hugging Face cache holds {preset.repo_id} without its "
+                f"model file). Install it with: {install_command(preset.name)}",
+                model=preset.name,
+                install=install_command(preset.name),
+            )
         if not found:
             raise model_error(
                 ErrorCode.MODEL_BROKEN,
