@@ -199,6 +199,23 @@ def params(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
+def gflops(kind: str) -> float:
+    """Floating-point operations of one 512x512 forward pass, in G, as torch counts them (convolutions and
+    matrix products; the FFTs, norms and activations are not counted, a few percent for big-lama)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model = (BigLama() if kind == "lama" else MiGan()).eval()
+    args = (
+        (torch.rand(1, 3, 512, 512), torch.zeros(1, 1, 512, 512))
+        if kind == "lama"
+        else (torch.rand(1, 4, 512, 512),)
+    )
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        model(*args)
+    return counter.get_total_flops() / 1e9
+
+
 def export_lama(path: Path, **kw) -> Path:
     """big-lama with random weights as an ONNX file with Carve's inputs (needs onnxscript: its FFTs become
     ONNX DFT ops, which only the dynamo exporter writes)."""
@@ -215,6 +232,7 @@ def export_lama(path: Path, **kw) -> Path:
             input_names=["image", "mask"],
             output_names=["output"],
             dynamo=True,
+            external_data=False,  # one self-contained file, like Carve's
             verbose=False,
         )
     return path

@@ -62,23 +62,24 @@ def _layer(side: int = 4096, obj: int = 600) -> tuple[np.ndarray, np.ndarray]:
     return image, sel
 
 
-def build_files(folder: Path) -> dict[str, tuple[str, Path, float]]:
-    """name -> (model kind, installed file, seconds to build it)."""
-    from bench.learned_arch import export_lama, export_migan
+def build_files(folder: Path) -> dict[str, tuple[str, Path, float, float | None]]:
+    """name -> (model kind, installed file, seconds to build it, GFLOPs per 512 crop where the architecture
+    is the real one)."""
+    from bench.learned_arch import export_lama, export_migan, gflops
     from tests.learned_models import build_lama, build_migan
 
     plan = {
-        "lama plumbing stand-in": ("lama", lambda p: build_lama(p)),
-        "migan plumbing stand-in": ("migan", lambda p: build_migan(p)),
-        "lama architecture (big-lama, random weights)": ("lama", export_lama),
-        "migan architecture (MI-GAN-512, random weights)": ("migan", export_migan),
+        "lama plumbing stand-in": ("lama", lambda p: build_lama(p), False),
+        "migan plumbing stand-in": ("migan", lambda p: build_migan(p), False),
+        "lama architecture (big-lama, random weights)": ("lama", export_lama, True),
+        "migan architecture (MI-GAN-512, random weights)": ("migan", export_migan, True),
     }
     out = {}
-    for i, (label, (kind, build)) in enumerate(plan.items()):
+    for i, (label, (kind, build, real)) in enumerate(plan.items()):
         target = folder / f"m{i}" / kind / ("lama_fp32.onnx" if kind == "lama" else "migan.onnx")
         t = time.perf_counter()
         build(target)
-        out[label] = (kind, target, time.perf_counter() - t)
+        out[label] = (kind, target, time.perf_counter() - t, gflops(kind) if real else None)
     return out
 
 
@@ -105,9 +106,9 @@ def main(argv: list[str] | None = None) -> int:
     t_telea_e2e = _median_time(
         lambda: ErasePipeline(snapper=None)(image, sel, EraseParams(fill="telea")), args.runs
     )
-    rows = [("telea (OpenCV, reference)", None, 0, 0.0, t_telea, t_telea_e2e)]
+    rows = [("telea (OpenCV, reference)", None, None, 0.0, t_telea, t_telea_e2e)]
     with tempfile.TemporaryDirectory() as tmp:
-        for label, (kind, path, built) in build_files(Path(tmp)).items():
+        for label, (kind, path, _built, flops) in build_files(Path(tmp)).items():
             models = ModelManager(models_dir=path.parent.parent, device="cpu", search_dirs=[])
             t = time.perf_counter()
             session = models.load_onnx(kind)
@@ -116,29 +117,25 @@ def main(argv: list[str] | None = None) -> int:
             per_crop = _median_time(lambda f=filler: f(rgb, hole), args.runs)
             pipe = ErasePipeline(snapper=None, fillers={kind: filler})
             e2e = _median_time(lambda p=pipe, k=kind: p(image, sel, EraseParams(fill=k)), args.runs)
-            rows.append((label, path.stat().st_size, built, load, per_crop, e2e))
-    results["rows"] = [
-        {
-            "filler": r[0],
-            "file_bytes": r[1],
-            "build_s": r[2],
-            "load_s": r[3],
-            "crop_s": r[4],
-            "erase_4096_s": r[5],
-        }
-        for r in rows
-    ]
+            size = sum(f.stat().st_size for f in path.parent.iterdir())
+            rows.append((label, size, flops, load, per_crop, e2e))
+    keys = ("filler", "file_bytes", "gflops", "load_s", "crop_s", "erase_4096_s")
+    results["rows"] = [dict(zip(keys, r, strict=True)) for r in rows]
+    results["loadavg_after"] = os.getloadavg()[0]
     print(f"# {results['machine']}; crop {rgb.shape[1]}x{rgb.shape[0]}, layer 4096x4096 with a 600 px object")
     print(
-        "| filler | file | session load s | s per 512 crop | x Telea | erase 4096 layer s (no snap) | x Telea |"
+        "| filler | file | GFLOPs per crop | session load s | s per 512 crop | x Telea | "
+        "erase 4096 layer s (no snap) | x Telea |"
     )
-    print("|---|---|---|---|---|---|---|")
-    for label, size, _built, load, crop_s, e2e in rows:
+    print("|---|---|---|---|---|---|---|---|")
+    for label, size, flops, load, crop_s, e2e in rows:
         mb = f"{size / 1e6:.1f} MB" if size else "-"
+        gf = f"{flops:.0f}" if flops else "-"
         print(
-            f"| {label} | {mb} | {load:.2f} | {crop_s:.3f} | {crop_s / t_telea:.1f} | {e2e:.2f} | "
+            f"| {label} | {mb} | {gf} | {load:.2f} | {crop_s:.3f} | {crop_s / t_telea:.1f} | {e2e:.2f} | "
             f"{e2e / t_telea_e2e:.1f} |"
         )
+    print(f"# load average after the run: {results['loadavg_after']:.1f} (2 cores)")
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
     return 0
