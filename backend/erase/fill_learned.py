@@ -86,10 +86,13 @@ class _LamaIO:
         x = rgb.astype(np.float32).transpose(2, 0, 1)[None] / np.float32(255)
         m = hole.astype(np.float32)[None, None]
         out = _run(session, {self.image: x * (1 - m), self.mask: m}, "lama")
-        known = ~hole
         # Carve's export returns 0..255; others return 0..1: whichever reproduces the known pixels is right
-        err255 = float(np.abs(out[:, known] / 255 - x[0][:, known]).mean())
-        err1 = float(np.abs(out[:, known] - x[0][:, known]).mean())
+        # (a few thousand of them decide it as well as all, at a fraction of the cost)
+        idx = np.flatnonzero(~hole.ravel())
+        idx = idx[:: max(1, idx.size // 4096)]
+        got, want = out.reshape(3, -1)[:, idx], x[0].reshape(3, -1)[:, idx]
+        err255 = float(np.abs(got / 255 - want).mean())
+        err1 = float(np.abs(got - want).mean())
         scale = 1.0 if err1 < err255 else 255.0
         return np.clip(out.transpose(1, 2, 0) / np.float32(scale), 0, 1)
 
