@@ -392,3 +392,54 @@ def test_community_replica_trains_as_published(sd):
     after = sd.unet.state_dict()
     assert sum(not torch.equal(before[k], after[k]) for k in before) > 0.9 * len(before)
     assert sd.unet.training and all(p.requires_grad for p in sd.unet.parameters())
+
+
+def test_preview_with_lcm_lora_folds_it_in_for_the_draft_only(sd, tiny_sd_dir, tmp_path):
+    from tests.test_replace_fast import save_tiny_lora
+
+    lcm = save_tiny_lora(tiny_sd_dir, tmp_path / "lcm-lora")
+    snap = _snapshot(sd)
+    ip = ImagicPipeline.from_pipe(sd, lcm_lora=lcm)
+    img = _image(dtype=np.float32)
+    full = ip(img, None, _params(num_inference_steps=6, etas=[0.7, 0.9]))
+    deltas = pi.lcm_deltas(lcm)
+    assert deltas and all(scale == 1.0 for *_, scale in deltas)
+    unet = _Calls(sd.unet)
+    try:
+        draft = ip(img, None, _params(num_inference_steps=6, etas=[0.7, 0.9], preview=True))
+    finally:
+        unet.close()
+    assert draft.cache_hit and draft.info["preview"] == f"lcm-lora, 4 steps, {len(deltas)} layers"
+    assert unet.batches == [2] * pi.LCM_PREVIEW_STEPS  # guidance 1: no unconditional half, both etas batched
+    assert not np.array_equal(draft.images[0], full.images[0])
+    _assert_intact(sd, snap)
+    again = ip(img, None, _params(num_inference_steps=6, etas=[0.7, 0.9]))
+    np.testing.assert_array_equal(again.images[1], full.images[1])  # the LCM layers were taken out again
+
+
+def test_guidance_one_equals_the_conditional_prediction(sd):
+    """Skipping the unconditional half at guidance 1 is exact maths, not an approximation."""
+    ip = ImagicPipeline.from_pipe(sd)
+    img = _image(dtype=np.float32)
+    ip(img, None, _params())
+    calls = _Calls(sd.unet)
+    try:
+        out = ip(img, None, _params(guidance_scale=1.0, etas=[0.3, 0.6, 0.9], num_inference_steps=2))
+    finally:
+        calls.close()
+    assert calls.batches == [3, 3] and len(out.images) == 3
+
+
+def test_op_uses_an_installed_lcm_lora_for_previews_only(monkeypatch, tmp_path):
+    from backend.ops import imagic as op
+
+    class Models:
+        def lora_file(self):
+            return tmp_path / "lcm.safetensors"
+
+    class NoModels:
+        def lora_file(self):
+            raise RuntimeError("model_missing")
+
+    assert op._lcm_lora(Models()) == tmp_path / "lcm.safetensors"
+    assert op._lcm_lora(NoModels()) is None

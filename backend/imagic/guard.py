@@ -138,16 +138,29 @@ class ModelGuard:
                 marker = f".{part}."
                 if marker in key:
                     pairs.setdefault(key.split(marker)[0], {})[part] = value
+        return self.fuse_deltas((p, ab["lora_A"], ab["lora_B"], scale) for p, ab in pairs.items())
+
+    def fuse_deltas(self, deltas) -> int:
+        """Fold low-rank deltas ``(module path, A, B, scale)`` into the UNet's Linear/Conv weights (see
+        ``fuse_lora``); paths this UNet lacks are skipped. Returns how many layers were changed."""
+        n = 0
         with torch.no_grad():
-            for path, ab in pairs.items():
-                module = self.unet.get_submodule(path)
-                base = module.weight
-                a = ab["lora_A"].to(base.device, torch.float32)
-                b = ab["lora_B"].to(base.device, torch.float32)
-                merged = (base.float() + scale * (b @ a)).to(base.dtype)
+            for path, a, b, scale in deltas:
+                try:
+                    module = self.unet.get_submodule(path)
+                except AttributeError:
+                    continue
+                base = getattr(module, "weight", None)
+                if base is None:
+                    continue
+                a = a.to(base.device, torch.float32)
+                b = b.to(base.device, torch.float32)
+                delta = (b.flatten(1) @ a.flatten(1)).reshape(base.shape)
+                merged = (base.float() + scale * delta).to(base.dtype)
                 self._fused.append((module, base))
                 module.weight = nn.Parameter(merged, requires_grad=False)
-        return len(pairs)
+                n += 1
+        return n
 
     def _unfuse(self) -> None:
         for module, original in reversed(self._fused):

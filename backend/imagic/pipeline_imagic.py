@@ -6,7 +6,8 @@ What it adds to the paper's three stages (see ``stages.py``) so that it fits an 
 - The tuned state (e_tgt, e_opt, LoRA weights) is cached by image content + text + tuning settings + model, so
   changing eta or the seed only re-runs stage C (seconds, not minutes): that is what makes an eta slider usable.
 - Several etas are sampled as one batch (one UNet call per step for all of them) and come back as candidates.
-- ``preview=True`` renders a cheap draft for a dragged eta slider (a low DDIM step count from the same noise);
+- ``preview=True`` renders a cheap draft for a dragged eta slider (LCM-LoRA folded in when given, else a low
+  DDIM step count, from the same noise);
   the full render follows on release.
 - Full fine-tuning stays within the community pipeline's memory: the base UNet is recorded on disk, not copied in
   RAM (``ModelGuard``), and its tuned state is cached as an fp16 delta (half a UNet) on a size-capped disk LRU.
@@ -43,6 +44,7 @@ FINETUNE_MODES = ("lora", "full", "none")
 PRECISIONS = ("auto", "no", "fp16", "bf16")
 CHECKPOINTING = ("auto", "on", "off")
 PREVIEW_STEPS = 8  # DDIM steps of a slider preview without LCM-LoRA (capped by num_inference_steps)
+LCM_PREVIEW_STEPS = 4  # with LCM-LoRA folded in: 4 LCM steps at guidance 1 (no unconditional half)
 DELTA_FORMAT = "fp16-delta-1"
 
 log = logging.getLogger("layeredit.imagic")
@@ -152,6 +154,7 @@ class ImagicPipeline:
         cache: TunedStateCache | None = None,
         model_id: str | None = None,
         spill_dir: str | os.PathLike | None = None,
+        lcm_lora: str | os.PathLike | None = None,
     ):
         self.unet, self.vae, self.text_encoder, self.tokenizer = unet, vae, text_encoder, tokenizer
         self.scheduler = scheduler
@@ -159,6 +162,7 @@ class ImagicPipeline:
         self.cache = cache if cache is not None else TunedStateCache(None)
         self.model_id = model_id or self._fingerprint()
         self.spill_dir = spill_dir if spill_dir is not None else self.cache.directory
+        self.lcm_lora = lcm_lora  # the LCM-LoRA file for previews (None: previews use few DDIM steps)
         self.stats = {"embedding_runs": 0, "finetune_runs": 0, "generate_runs": 0}
 
     @classmethod
@@ -251,8 +255,8 @@ class ImagicPipeline:
             t0 = time.perf_counter()
             if state.uncond is None:
                 state.uncond = stages.encode_text(self.text_encoder, self.tokenizer, "", self.device).cpu()
-            sampler = self._sampler(params, info)
-            with sampler as (scheduler_config, steps, guidance):
+            sampler = self._sampler(params, info, guard)
+            with sampler as (scheduler_config, steps, guidance, kind):
                 images = stages.generate(
                     self.unet,
                     self.vae,
@@ -267,15 +271,23 @@ class ImagicPipeline:
                     seed=params.seed,
                     precision=precision,
                     progress=progress,
+                    sampler=kind,
                 )
             self.stats["generate_runs"] += 1
             timings["generate"] = time.perf_counter() - t0
         return images, hit, timings, info
 
-    def _sampler(self, params: ImagicParams, info: dict) -> _Sampler:
-        """Scheduler, steps and guidance for stage C: the full render, or a few-step preview."""
+    def _sampler(self, params: ImagicParams, info: dict, guard: ModelGuard) -> _Sampler:
+        """Scheduler, steps and guidance for stage C: the full render, or a few-step preview (LCM-LoRA folded
+        into the tuned weights under the guard when the file is there, else a low DDIM step count)."""
         if not params.preview:
             return _Sampler(self.scheduler.config, params.num_inference_steps, params.guidance_scale)
+        if self.lcm_lora is not None and os.path.isfile(self.lcm_lora):
+            fused = guard.fuse_deltas(lcm_deltas(self.lcm_lora))
+            if fused:
+                info["preview"] = f"lcm-lora, {LCM_PREVIEW_STEPS} steps, {fused} layers"
+                return _Sampler(self.scheduler.config, LCM_PREVIEW_STEPS, 1.0, "lcm")
+            info["preview_note"] = "the LCM-LoRA file fits no layer of this UNet"
         steps = min(params.num_inference_steps, PREVIEW_STEPS)
         info["preview"] = f"ddim, {steps} steps"
         return _Sampler(self.scheduler.config, steps, params.guidance_scale)
@@ -421,14 +433,49 @@ class _Sampler:
     """Stage C's scheduler config, step count and guidance (a context manager so that a sampler which changes
     the model for its call can undo it)."""
 
-    def __init__(self, scheduler_config, steps: int, guidance: float):
-        self.value = (scheduler_config, int(steps), float(guidance))
+    def __init__(self, scheduler_config, steps: int, guidance: float, kind: str = "ddim"):
+        self.value = (scheduler_config, int(steps), float(guidance), kind)
 
     def __enter__(self):
         return self.value
 
     def __exit__(self, *exc) -> None:
         return None
+
+
+# ---- LCM-LoRA for previews --------------------------------------------------------------------------------------
+_LCM_CACHE: dict[tuple[str, float], list] = {}
+
+
+def lcm_deltas(path: str | os.PathLike) -> list[tuple[str, torch.Tensor, torch.Tensor, float]]:
+    """(UNet module path, A, B, scale) of every UNet layer in a LoRA file (diffusers or kohya format, read
+    through diffusers' converter); the last file read is kept in memory (a slider drag reads it once)."""
+    from diffusers import StableDiffusionPipeline
+
+    key = (str(path), os.path.getmtime(path))
+    if key in _LCM_CACHE:
+        return _LCM_CACHE[key]
+    state, alphas = StableDiffusionPipeline.lora_state_dict(str(path))
+    alphas = alphas or {}
+    pairs: dict[str, dict[str, torch.Tensor]] = {}
+    for k, v in state.items():
+        if not k.startswith("unet."):
+            continue
+        for down, up in ((".lora.down.weight", ".lora.up.weight"), (".lora_A.weight", ".lora_B.weight")):
+            if k.endswith(down):
+                pairs.setdefault(k[len("unet.") : -len(down)], {})["A"] = v
+            elif k.endswith(up):
+                pairs.setdefault(k[len("unet.") : -len(up)], {})["B"] = v
+    out = []
+    for module, ab in pairs.items():
+        if "A" not in ab or "B" not in ab:
+            continue
+        rank = ab["A"].shape[0]
+        alpha = alphas.get(f"unet.{module}.alpha", alphas.get(f"{module}.alpha"))
+        out.append((module, ab["A"], ab["B"], float(alpha) / rank if alpha is not None else 1.0))
+    _LCM_CACHE.clear()
+    _LCM_CACHE[key] = out
+    return out
 
 
 # ---- full fine-tune: compact delta --------------------------------------------------------------------------------

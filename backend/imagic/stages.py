@@ -235,25 +235,34 @@ def generate(
     seed: int,
     precision: Precision,
     progress: Progress = _no_progress,
+    sampler: str = "ddim",
 ) -> list[np.ndarray]:
-    """Stage C: all etas as one batch from the same starting noise, so each image equals its eta run alone."""
-    from diffusers import DDIMScheduler
+    """Stage C: all etas as one batch from the same starting noise, so each image equals its eta run alone.
+    ``sampler`` "lcm" (a preview with LCM-LoRA folded in) uses LCMScheduler; guidance 1 skips the
+    unconditional half of the batch (uncond + 1 * (cond - uncond) is cond)."""
+    from diffusers import DDIMScheduler, LCMScheduler
 
-    scheduler = DDIMScheduler.from_config(scheduler_config)  # private copy: set_timesteps mutates it
+    cls = LCMScheduler if sampler == "lcm" else DDIMScheduler
+    scheduler = cls.from_config(scheduler_config)  # private copy: set_timesteps mutates it
     scheduler.set_timesteps(steps, device=e_tgt.device)
     n = len(etas)
     cond = mix_embeddings(e_tgt, e_opt, etas)
-    context = torch.cat([uncond.expand(n, -1, -1), cond], dim=0)
+    cfg = guidance > 1.0
+    context = torch.cat([uncond.expand(n, -1, -1), cond], dim=0) if cfg else cond
     generator = torch.Generator("cpu").manual_seed(int(seed))
     noise = torch.randn((1, unet.config.in_channels, *latent_hw), generator=generator).to(e_tgt.device)
     latents = noise.expand(n, -1, -1, -1) * scheduler.init_noise_sigma
     dtype = unet.dtype if precision.amp_dtype is None else torch.float32
     for i, t in enumerate(scheduler.timesteps):
-        model_in = scheduler.scale_model_input(torch.cat([latents, latents]), t)
+        model_in = scheduler.scale_model_input(torch.cat([latents, latents]) if cfg else latents, t)
         with precision.autocast():
             pred = unet(model_in.to(dtype), t, encoder_hidden_states=context.to(dtype)).sample.float()
-        uncond_pred, cond_pred = pred.chunk(2)
-        pred = uncond_pred + guidance * (cond_pred - uncond_pred)
-        latents = scheduler.step(pred, t, latents, eta=0.0).prev_sample
+        if cfg:
+            uncond_pred, cond_pred = pred.chunk(2)
+            pred = uncond_pred + guidance * (cond_pred - uncond_pred)
+        if sampler == "lcm":
+            latents = scheduler.step(pred, t, latents, generator=generator).prev_sample
+        else:
+            latents = scheduler.step(pred, t, latents, eta=0.0).prev_sample
         progress("generate", i + 1, steps)
     return [decode_latents(vae, latents[j : j + 1]) for j in range(n)]

@@ -59,8 +59,8 @@ SPEC = OpSpec(
             "preview",
             "bool",
             False,
-            "Quick draft from the cached tuning (few sampling steps), e.g. while the eta slider is dragged; "
-            "the full render follows on release.",
+            "Quick draft from the cached tuning, e.g. while the eta slider is dragged: 4 LCM steps when the "
+            "lcm-lora model is installed, else 8 DDIM steps; the full render follows on release.",
             advanced=True,
         ),
         ParamSpec(
@@ -166,6 +166,14 @@ def _cache_for(models: Any) -> Any:
         return _CACHES[directory]
 
 
+def _lcm_lora(models: Any) -> Any:
+    """The installed LCM-LoRA file for previews, or None (previews then use a few DDIM steps)."""
+    try:
+        return models.lora_file()
+    except Exception:  # not installed, or no manager support: the DDIM preview still works
+        return None
+
+
 def _is_oom(exc: BaseException) -> bool:
     import torch
 
@@ -225,7 +233,10 @@ class ImagicOp(Op):
         from backend.imagic import ImagicPipeline
 
         engine = ImagicPipeline.from_pipe(
-            pipe, device=getattr(ctx.models, "device", None), cache=_cache_for(ctx.models)
+            pipe,
+            device=getattr(ctx.models, "device", None),
+            cache=_cache_for(ctx.models),
+            lcm_lora=_lcm_lora(ctx.models) if params["preview"] else None,
         )
 
         def callback(stage: str, step: int, total: int) -> None:
@@ -263,6 +274,7 @@ class ImagicOp(Op):
             "gradient_checkpointing",
             "gradient_checkpointing_why",
             "preview",
+            "preview_note",
             "full_cache",
             "base_record",
         ):
