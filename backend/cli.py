@@ -193,7 +193,9 @@ def build_parser(registry: Registry) -> argparse.ArgumentParser:
     )
     serve.add_argument("--max-pixels", type=int, default=100_000_000, help="largest image, in pixels")
     serve.add_argument(
-        "--max-message-mb", type=int, default=2048, help="largest message (ZMQ_MAXMSGSIZE), MiB"
+        "--max-message-mb",
+        type=int,
+        help="largest message (ZMQ_MAXMSGSIZE), MiB (default: what --max-pixels needs, 20 bytes a pixel)",
     )
     serve.add_argument(
         "--max-result-mb", type=int, default=1024, help="memory kept for unfetched results, MiB"
@@ -337,7 +339,7 @@ def serve(args: argparse.Namespace, registry: Registry, models_factory: ModelsFa
         port=args.port,
         devices=tuple(args.device or [os.environ.get("LAYEREDIT_DEVICE") or "auto"]),
         max_pixels=args.max_pixels,
-        max_message_bytes=args.max_message_mb << 20,
+        max_message_bytes=args.max_message_mb << 20 if args.max_message_mb else None,
         max_result_bytes=args.max_result_mb << 20,
         max_queue=args.max_queue,
         connection_file=args.connection_file,

@@ -128,6 +128,7 @@ class Job:
     offered_result: Message | None = None  # a result written there, kept to resend inline if it goes
     cancel: threading.Event = field(default_factory=threading.Event)
     client: str = ""  # who owns it: "key:<curve key>" remotely, "token:<t>" locally; others see UNKNOWN_JOB
+    key: str = ""  # where JobManager files it: the id, or id + owner when another owner has that id already
 
     def describe(self) -> dict:
         out: dict[str, Any] = {"job": self.id, "op": self.op, "state": self.state, "created": self.created}
@@ -139,7 +140,7 @@ class Job:
         return out
 
 
-Emit = Callable[[str, list[Any]], None]  # (job id, signed frames) -> handed to the socket thread
+Emit = Callable[[Job, list[Any]], None]  # (job, signed frames) -> handed to the socket thread
 ModelsFactory = Callable[[str], Any]
 
 
@@ -217,11 +218,13 @@ class JobManager:
                     ErrorCode.QUEUE_FULL,
                     f"{queued} jobs are waiting already; wait for one to finish and retry.",
                 )
-            if job.id in self._jobs:
+            if self._find(job.id, job.client) is not None:  # only the same owner's ids can collide
                 raise ProtocolError(
                     ErrorCode.MALFORMED, f"Job id {job.id!r} is already in use; pick a new one."
                 )
-            self._jobs[job.id] = job
+            # job ids are per owner: another owner's job with this id is filed apart, and stays invisible
+            job.key = job.id if job.id not in self._jobs else f"{job.id}\0{job.client}"
+            self._jobs[job.key] = job
             self._trim_records()
         self._queue.put(job)
         return queued
@@ -230,12 +233,19 @@ class JobManager:
         """The job, if it exists and (with ``client``) belongs to that client: another client's job is
         UNKNOWN_JOB, exactly like a job that never existed (its id tells nothing)."""
         with self._lock:
-            job = self._jobs.get(job_id or "")
-        if job is None or (client is not None and job.client != client):
+            job = self._find(job_id or "", client)
+        if job is None:
             raise ProtocolError(
                 ErrorCode.UNKNOWN_JOB, f"No job {job_id!r} here (finished long ago, or never sent)."
             )
         return job
+
+    def _find(self, job_id: str, client: str | None) -> Job | None:
+        """The job ``job_id`` of ``client`` (None: of any owner; tests and tools). Lock held."""
+        job = self._jobs.get(job_id)
+        if client is None or (job is not None and job.client == client):
+            return job
+        return self._jobs.get(f"{job_id}\0{client}")
 
     def cancel(self, job_id: str | None, client: str | None = None) -> Job:
         """Queued jobs end at once; running ones at their next ``check_cancelled`` (between model steps)."""
@@ -308,7 +318,7 @@ class JobManager:
                 log.info(
                     "job %s: its client has been silent for %.0f s, cancelling", job.id, self.abandon_after_s
                 )
-                self.cancel(job.id)
+                self.cancel(job.id, job.client)
 
     def _drop_result_storage(self, job: Job) -> None:
         """Hook for result storage outside the frames (lock held); see _drop_segment where present."""
@@ -375,7 +385,7 @@ class JobManager:
         buffers = [encode_preview(preview)] if preview is not None else []
         content = {"stage": str(stage), "step": int(step), "total": int(total)}
         msg = Message(wire.PROGRESS, job=job.id, parent=job.submit_id, content=content, buffers=buffers)
-        self._emit(job.id, wire.encode(msg, self._key))
+        self._emit(job, wire.encode(msg, self._key))
 
     def _finish(self, job: Job, err: ProtocolError | None, msg: Message | None = None) -> None:
         if err is not None:
@@ -402,7 +412,7 @@ class JobManager:
             job.final_bytes = sum(b.nbytes for b in msg.buffers)
             self._evict()
             self._trim_records()  # records submitted while the queue was long become forgettable only now
-        self._emit(job.id, frames)
+        self._emit(job, frames)
 
     def _evict(self) -> None:
         """Drop the oldest finished results until their bytes fit (the newest always stays). Lock held."""
@@ -422,7 +432,7 @@ class JobManager:
         finished = [j for j in self._jobs.values() if j.state in FINISHED]
         for j in finished[: max(0, len(self._jobs) - self.max_records)]:
             self._drop_segment(j)
-            del self._jobs[j.id]
+            del self._jobs[j.key or j.id]
 
     # -- shared-memory results ------------------------------------------------------------------
     def _to_segment(self, job: Job, msg: Message) -> None:

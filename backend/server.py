@@ -21,7 +21,9 @@ from pathlib import Path
 from typing import Any
 
 import zmq
+from zmq.utils.monitor import parse_monitor_message
 
+from backend.guard import PeerGuard, SeenIds
 from backend.jobs import DONE, FINISHED, Job, JobManager, ModelsFactory, default_models
 from backend.ops import Registry, product_registry
 from backend.remote import AuthorizedKeys
@@ -46,7 +48,12 @@ class ServerConfig:
     port: int = 0  # 0: a free port
     devices: tuple[str, ...] = ("cpu",)
     max_pixels: int = 100_000_000  # per buffer; a 10000x10000 layer
-    max_message_bytes: int = 2 << 30  # ZMQ_MAXMSGSIZE: bigger messages drop the connection
+    max_message_bytes: int | None = (
+        None  # ZMQ_MAXMSGSIZE (bigger drops the connection); None: from max_pixels
+    )
+    recv_hwm: int = 2  # ZMQ_RCVHWM: messages ZeroMQ queues per connection before it stops reading it
+    max_unproven_peers: int = 8  # connections that have not sent a signed message yet; the oldest go first
+    max_bad_signatures: int = 4  # an unproven connection is dropped after this many unsigned messages
     max_result_bytes: int = 1 << 30  # finished results kept for fetch, oldest evicted first
     max_queue: int = 64
     connection_file: Path | None = None  # default: <runtime dir>/backend.json
@@ -75,6 +82,12 @@ class Peer:
         return not self.remote and self.loopback
 
 
+def message_limit(max_pixels: int) -> int:
+    """The largest message a legitimate submit needs: an image of ``max_pixels`` at the widest sample type
+    (f32 RGBA, 16 bytes a pixel) plus a selection as large (f32 gray, 4 bytes), plus the largest header."""
+    return max_pixels * 20 + wire.MAX_HEADER_BYTES + (64 << 10)
+
+
 def is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
@@ -100,9 +113,13 @@ class Server:
                 "then: python -m backend serve --listen HOST:PORT"
             )
         self.registry = registry if registry is not None else product_registry()
+        self.max_message_bytes = self.config.max_message_bytes or message_limit(self.config.max_pixels)
+        self.guard = PeerGuard(self.config.max_unproven_peers, self.config.max_bad_signatures)
+        self.seen_ids = SeenIds(self.config.result_ttl_s or 3600.0)
+        self._monitor: zmq.Socket | None = None
         self.key = (self.config.key or connection.new_key()).encode("ascii")
         self._ctx = zmq.Context()
-        self._outbox: queue.Queue[tuple[str | None, list[bytes] | None, list[Any]]] = queue.Queue()
+        self._outbox: queue.Queue[tuple[Job | None, list[bytes] | None, list[Any]]] = queue.Queue()
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
@@ -140,7 +157,8 @@ class Server:
         """Bind the ROUTER and the wake-up socket, write the connection file; returns the endpoint."""
         self._router = self._ctx.socket(zmq.ROUTER)
         self._router.setsockopt(zmq.LINGER, 0)
-        self._router.setsockopt(zmq.MAXMSGSIZE, self.config.max_message_bytes)
+        self._router.setsockopt(zmq.MAXMSGSIZE, self.max_message_bytes)
+        self._router.setsockopt(zmq.RCVHWM, self.config.recv_hwm)
         curve_public = None
         if self.config.curve_secret_key:
             self._start_auth()
@@ -194,6 +212,10 @@ class Server:
                 f"({exc.strerror or exc}). Free some disk space, or set LAYEREDIT_RUNTIME_DIR (or "
                 "--connection-file) to a writable directory."
             ) from None
+        # which TCP connections exist (their fds), for PeerGuard: ZMQ_SRCFD tells which one a message came by
+        self._monitor = self._router.get_monitor_socket(
+            zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED | zmq.EVENT_CLOSED
+        )
         log.info("listening on %s; connection file %s", self.endpoint, self.connection_file)
         return self.endpoint
 
@@ -279,8 +301,8 @@ class Server:
             self._thread.join(5)
 
     # -- worker -> socket thread ----------------------------------------------------------------
-    def _emit(self, job_id: str, frames: list[Any]) -> None:
-        self._outbox.put((job_id, None, frames))
+    def _emit(self, job: Job, frames: list[Any]) -> None:
+        self._outbox.put((job, None, frames))
         self._poke()
 
     def _poke(self) -> None:
@@ -292,15 +314,13 @@ class Server:
     def _flush_outbox(self) -> None:
         while True:
             try:
-                job_id, identity, frames = self._outbox.get_nowait()
+                job, identity, frames = self._outbox.get_nowait()
             except queue.Empty:
                 return
-            if identity is None:
-                try:
-                    identity = self.jobs.get(job_id).owner
-                except ProtocolError:
-                    continue
-            self._send_frames(identity, frames)
+            if identity is None and job is not None:
+                identity = job.owner  # read now: a fetch may have re-attached the job meanwhile
+            if identity is not None:
+                self._send_frames(identity, frames)
 
     def _send_frames(self, identity: list[bytes], frames: list[Any]) -> None:
         try:
@@ -313,6 +333,8 @@ class Server:
         poller = zmq.Poller()
         poller.register(self._router, zmq.POLLIN)
         poller.register(self._wake_r, zmq.POLLIN)
+        if self._monitor is not None:
+            poller.register(self._monitor, zmq.POLLIN)
         try:
             while not self._stop.is_set():
                 ready = dict(poller.poll(500))
@@ -329,20 +351,44 @@ class Server:
                 if time.monotonic() >= self._next_jobs_sweep:
                     self._next_jobs_sweep = time.monotonic() + 1.0
                     self.jobs.sweep()
+                    self.seen_ids.expire()
+                self._drain_monitor()
                 if self._router in ready:
                     for _ in range(64):  # fairness with the outbox
                         try:
                             frames = self._router.recv_multipart(zmq.NOBLOCK, copy=False)
                         except zmq.Again:
                             break
+                        self._drain_monitor()  # know a connection before judging its messages
                         self._handle(frames)
                         self._flush_outbox()
         finally:
             self._shutdown()
 
+    def _drain_monitor(self) -> None:
+        """Connections accepted and closed, in order, for PeerGuard (socket thread only)."""
+        if self._monitor is None:
+            return
+        while True:
+            try:
+                frames = self._monitor.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            try:
+                event = parse_monitor_message(frames)
+            except (ValueError, IndexError):
+                continue
+            if event["event"] == zmq.EVENT_ACCEPTED:
+                self.guard.accepted(int(event["value"]))
+            elif event["event"] in (zmq.EVENT_DISCONNECTED, zmq.EVENT_CLOSED):
+                self.guard.closed(int(event["value"]))
+
     def _shutdown(self) -> None:
         self.jobs.stop()  # also unlinks the stored results' segments
         self._flush_outbox()
+        if self._monitor is not None:
+            self._router.disable_monitor()
+            self._monitor.close(linger=0)
         if self._probe is not None:
             self._probe.unlink()
         if self.connection_file is not None:
@@ -359,16 +405,22 @@ class Server:
         self._send_frames(identity, wire.encode(msg, self.key))
 
     def _handle(self, frames: list[Any]) -> None:
+        fd = _frame_fd(frames[0])
+        if not self.guard.admit(fd):
+            return  # what a dropped connection had queued: not even read
         try:
             identity, body = wire.split_identities(frames)
         except ProtocolError:
             log.warning("dropped a message without a delimiter frame (%d frames)", len(frames))
+            self.guard.bad_signature(fd)
             return
         try:
             wire.verify(body, self.key)
         except wire.SignatureError as exc:
             log.warning("dropped an unauthenticated message: %s", exc)
+            self.guard.bad_signature(fd)
             return
+        self.guard.proven(fd)
         # replies go to the routing id ZeroMQ added, never to frames a client put before the delimiter
         identity = identity[:1]
         self._current_peer = Peer("", remote=True, loopback=False)  # trusted with nothing until known
@@ -388,6 +440,12 @@ class Server:
                     "This client's key was revoked; ask the backend's admin for a new one.",
                 )
             self._current_client, self._current_peer = peer.client, peer
+            if not self.seen_ids.check_and_add(header["id"], peer.client):
+                raise ProtocolError(
+                    ErrorCode.MALFORMED,
+                    f"Message id {header['id']!r} was already used; every message needs a fresh id (a "
+                    "resent message is refused, not run again).",
+                )
             self.jobs.seen(peer.client)
             msg = wire.decode(body, None, self._resolve_input)  # verified above
             self._dispatch(identity, msg, frames[0])
@@ -461,7 +519,7 @@ class Server:
             "presets": report.get("presets"),  # None: not checked (--no-model-report)
             "limits": {
                 "max_pixels": self.config.max_pixels,
-                "max_message_bytes": self.config.max_message_bytes,
+                "max_message_bytes": self.max_message_bytes,
                 "max_buffers": wire.MAX_BUFFERS,
                 "max_queue": self.config.max_queue,
             },
@@ -523,9 +581,12 @@ class Server:
             raise ProtocolError(
                 ErrorCode.MISSING_INPUT, f"Op '{spec.name}' needs an image buffer (role 'image')."
             )
-        job_id = msg.job or wire.new_id()
-        if not 1 <= len(job_id) <= 128:
-            raise ProtocolError(ErrorCode.MALFORMED, "A job id must be 1 to 128 characters.")
+        job_id = wire.new_id() if msg.job is None else msg.job  # "" is not "none": it is refused
+        if not 1 <= len(job_id) <= wire.MAX_ID_CHARS or not job_id.isprintable():
+            raise ProtocolError(
+                ErrorCode.MALFORMED,
+                f"A job id must be 1 to {wire.MAX_ID_CHARS} printable characters (or null: the server picks).",
+            )
         job = Job(job_id, msg.op, params, image, selection, identity, submit_id=msg.id)
         job.client = self._current_client
         job.shm_results = (
@@ -571,7 +632,7 @@ class Server:
         except ProtocolError:
             return
         if job.state == DONE:
-            self.jobs.release(job.id)
+            self.jobs.release(job.id, self._current_client)
 
     def _on_shutdown(self, identity: list[bytes], msg: Message, first_frame: Any) -> None:
         if not self._current_peer.local:  # a remote key, or the local key from another machine
@@ -591,3 +652,12 @@ def _frame_property(frame: Any, name: str) -> str:
         return str(frame.get(name) or "")
     except (AttributeError, zmq.ZMQError):
         return ""
+
+
+def _frame_fd(frame: Any) -> int | None:
+    """The TCP socket a message came by (ZMQ_SRCFD), None where the transport does not say."""
+    try:
+        fd = frame.get(zmq.SRCFD)
+    except (AttributeError, zmq.ZMQError):
+        return None
+    return fd if isinstance(fd, int) and fd >= 0 else None

@@ -187,6 +187,9 @@ class Client:
         self._ping_sent: float | None = None
         self._last_ping = 0.0
         self._gone = False
+        self._sent = 0  # messages sent (pings excluded) ...
+        self._read_upto = 0  # ... of which the backend has certainly read this many (a later ping was answered)
+        self._pings: dict[str, int] = {}  # ping id -> _sent when it left
         self.capabilities: dict = {}
 
     # -- connecting -------------------------------------------------------------------------------
@@ -219,10 +222,21 @@ class Client:
         return client
 
     def close(self, linger_ms: int = 1000) -> None:
-        """Close the socket; messages already sent (e.g. a submit) still get ``linger_ms`` to leave."""
+        """Close the socket; messages already sent (e.g. a submit, a release) still get ``linger_ms`` to be
+        read. The backend reads only a few messages ahead per connection (SPEC.md 1), and ZeroMQ discards
+        what it has not read when the connection goes, so close first waits for a ping sent after them."""
         self._await_submits(linger_ms / 1000)
+        self._await_read(linger_ms / 1000)
         self._sock.close(linger=linger_ms)
         self._pool.close()  # the backend keeps its own mappings of inputs it is still using
+
+    def _await_read(self, timeout: float) -> None:
+        if self._gone or self._read_upto >= self._sent or timeout <= 0:
+            return
+        try:
+            self.ping(timeout=timeout)
+        except ProtocolError:  # gone or too slow: close anyway, as before
+            pass
 
     def _await_submits(self, timeout: float) -> None:
         """Before closing, give submits whose input is in shared memory time to be answered (the backend maps
@@ -343,6 +357,12 @@ class Client:
         on (a remote server that refused this client's key drops the connection for good)."""
         try:
             self._sock.send_multipart(wire.encode(msg, self._key), copy=False)
+            if msg.type == wire.PING:
+                self._pings[msg.id] = self._sent
+                if len(self._pings) > 64:  # unanswered pings of a vanished backend: keep the newest
+                    self._pings.pop(next(iter(self._pings)))
+            else:
+                self._sent += 1
         except zmq.Again:
             raise ProtocolError(
                 ErrorCode.NO_BACKEND,
@@ -360,6 +380,8 @@ class Client:
         self._heard()
         try:
             msg = wire.decode(frames, self._key, self._resolve_result)
+            if msg.type == wire.PONG and msg.parent in self._pings:  # everything sent before it was read
+                self._read_upto = max(self._read_upto, self._pings.pop(msg.parent))
             self._unanswered.discard(msg.parent or "")  # answered: its input is mapped, or never will be
             if msg.type in _FINAL and msg.job:  # the backend is done with the job's pooled segments
                 self._pool.finished(msg.job)

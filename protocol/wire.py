@@ -29,6 +29,7 @@ DELIMITER = b"<LAYEREDIT>"
 CHUNK = 4 << 20  # buffer digests hash 4 MiB chunks (in parallel for big buffers)
 MAX_HEADER_BYTES = 1 << 20
 MAX_BUFFERS = 16
+MAX_ID_CHARS = 128  # message and job ids
 
 # Sample type -> bytes per sample. All multi-byte samples are little-endian.
 SAMPLE_BYTES = {"u8": 1, "u16": 2, "f16": 2, "f32": 4}
@@ -283,6 +284,8 @@ def verify(frames: Sequence[Any], key: bytes) -> None:
     if len(frames) < 3 or bytes(_view(frames[0])) != DELIMITER:
         raise SignatureError("message too short or lacks the delimiter")
     sig = bytes(_view(frames[1]))
+    if len(sig) != 64 or sig.strip(b"0123456789abcdef"):  # not even shaped like one: no hashing needed
+        raise SignatureError("bad signature")
     header = _view(frames[2])
     if header.nbytes > MAX_HEADER_BYTES or len(frames) - 3 > MAX_BUFFERS:
         raise SignatureError("header or buffer count over the limit: not even checked")
@@ -341,6 +344,8 @@ def decode_header(raw: bytes | memoryview) -> dict:
             raise ProtocolError(ErrorCode.MALFORMED, f"Header lacks {name!r}.")
         if not isinstance(header[name], types):
             raise ProtocolError(ErrorCode.MALFORMED, f"Header field {name!r} has the wrong type.")
+    if not 1 <= len(header["id"]) <= MAX_ID_CHARS:
+        raise ProtocolError(ErrorCode.MALFORMED, f"A message id must be 1 to {MAX_ID_CHARS} characters.")
     if len(header["buffers"]) > MAX_BUFFERS:
         raise ProtocolError(ErrorCode.MALFORMED, f"At most {MAX_BUFFERS} buffers per message.")
     return header

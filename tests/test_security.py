@@ -203,3 +203,114 @@ def test_a_routing_id_that_claims_a_token_must_follow_the_grammar(tmp_path, rid)
             d.close()
         with Client(connection.read(srv.connection_file), token="ok") as c:
             c.ping()
+
+
+# -- 2. what peers without the key can make the server hold ------------------------------------------
+@pytest.mark.slow
+def test_an_unsigned_flood_keeps_the_backends_memory_bounded_while_a_signed_client_is_served(tmp_path):
+    from backend.server import ServerConfig
+    from bench.flood import run_flood
+
+    cfg = ServerConfig()
+    report = run_flood(sockets=12, seconds=3.0, max_pixels=250_000, workdir=tmp_path)
+    assert (
+        report.max_message_bytes < 7 << 20
+    )  # ZMQ_MAXMSGSIZE follows --max-pixels (20 bytes a pixel + header)
+    assert report.signed_errors == [] and report.signed_jobs >= 1 and report.signed_pings >= 1
+    # at most max_unproven_peers connections (plus ones accepted while a message was being checked) hold at
+    # most recv_hwm queued messages, one being decoded and one being checked each
+    bound = (cfg.max_unproven_peers + 2) * (cfg.recv_hwm + 2) * report.max_message_bytes / (1 << 20)
+    assert report.offered_bytes / (1 << 20) > 4 * bound  # the flood offered far more than that
+    assert report.growth_mb < bound, report
+
+
+def test_unsigned_messages_get_a_connection_dropped_and_a_signed_one_proves_it(tmp_path):
+    with running_server(tmp_path, max_bad_signatures=3) as srv:
+        info = connection.read(srv.connection_file)
+        honest = Dealer(info)
+        stranger = Dealer(info)
+        try:
+            assert honest.ask(_header("ping")).type == wire.PONG  # proven: never dropped for later mistakes
+            for _ in range(5):
+                honest.sock.send_multipart([wire.DELIMITER, b"0" * 64, b"{}"])
+                stranger.sock.send_multipart([wire.DELIMITER, b"0" * 64, b"{}"])
+            assert wait_until(lambda: srv.guard.dropped_total == 1)  # the stranger's connection only
+            assert honest.ask(_header("ping")).type == wire.PONG
+        finally:
+            honest.close()
+            stranger.close()
+
+
+def test_connections_that_never_prove_the_key_are_capped(tmp_path):
+    with running_server(tmp_path, max_unproven_peers=2) as srv:
+        info = connection.read(srv.connection_file)
+        idle = [Dealer(info) for _ in range(5)]  # connect, say nothing
+        try:
+            assert wait_until(lambda: srv.guard.dropped_total >= 3 and srv.guard.unproven() <= 2)
+            with Client(info) as c:  # a client with the key connects and is served at once
+                c.ping()
+        finally:
+            for d in idle:
+                d.close()
+
+
+# -- 6. a resent signed message is refused -------------------------------------------------------------
+def test_a_replayed_submit_is_refused_from_any_socket(tmp_path):
+    with running_server(tmp_path) as srv:
+        info = connection.read(srv.connection_file)
+        img = _img()
+        header = _header("submit", job="j1", op="echo", params={}, buffers=[array_buffer(img).descriptor()])
+        raw = json.dumps(header).encode()
+        frames = [wire.DELIMITER, wire.sign(info.key_bytes, raw, [img.tobytes()]), raw, img.tobytes()]
+        alice = Dealer(info, routing_id=b"t:alice:1")
+        replayer = Dealer(info, routing_id=b"t:mallory:1")
+        try:
+            alice.sock.send_multipart(frames)
+            kinds = []
+            while (m := alice.recv()) is not None and m.type != wire.RESULT:
+                kinds.append(m.type)
+            assert m is not None and kinds == [wire.ACCEPTED]
+            for sock in (replayer, alice):  # from another socket and owner, and from the same one
+                sock.sock.send_multipart(frames)
+                reply = sock.recv()
+                assert reply.type == wire.ERROR and reply.content["code"] == "malformed"
+                assert "already used" in reply.content["message"] and reply.parent == header["id"]
+            assert replayer.recv(300) is None  # no result ever reaches the replayer
+            assert [j["job"] for j in srv.jobs.list()] == ["j1"]  # it ran once
+        finally:
+            alice.close()
+            replayer.close()
+
+
+def test_seen_ids_expire_after_the_window_and_are_capped_per_owner():
+    from backend.guard import SeenIds
+
+    seen = SeenIds(window_s=10.0, per_owner=3)
+    assert seen.check_and_add("a", "alice", now=0.0)
+    assert not seen.check_and_add("a", "mallory", now=1.0)  # any owner: a replay is a replay
+    for i in range(5):  # mallory's flood of ids pushes out only mallory's own
+        assert seen.check_and_add(f"m{i}", "mallory", now=2.0)
+    assert not seen.check_and_add("a", "mallory", now=3.0)
+    seen.expire(now=11.0)
+    assert seen.check_and_add("a", "alice", now=11.0)  # past the window (the result TTL)
+
+
+# -- 7. job ids are per owner --------------------------------------------------------------------------
+def test_another_owners_job_id_behaves_like_a_new_one(tmp_path):
+    with running_server(tmp_path) as srv:
+        info = connection.read(srv.connection_file)
+        with Client(info, token="alice") as alice, Client(info, token="bob") as bob:
+            a_img, b_img = _img(seed=1), _img(seed=2)
+            for c, img in ((alice, a_img), (bob, b_img)):
+                msg = Message(wire.SUBMIT, job="shared-id", op="echo", params={}, buffers=[array_buffer(img)])
+                c.send(msg)
+            a = alice.wait("shared-id", timeout=30)
+            b = bob.wait("shared-id", timeout=30)
+            assert np.array_equal(np.frombuffer(a.image.data, np.uint8).reshape(a_img.shape), a_img)
+            assert np.array_equal(np.frombuffer(b.image.data, np.uint8).reshape(b_img.shape), b_img)
+            again = Message(wire.SUBMIT, job="shared-id", op="echo", params={}, buffers=[array_buffer(a_img)])
+            alice.send(again)  # the same owner's id is still its own, and taken
+            with pytest.raises(ProtocolError) as exc:
+                alice.wait("shared-id", timeout=30)
+            assert exc.value.code == ErrorCode.MALFORMED and "in use" in exc.value.message
+            assert [j["job"] for j in bob.jobs()] == ["shared-id"]

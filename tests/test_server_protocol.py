@@ -327,9 +327,9 @@ def test_bad_frames_get_error_replies(server):
         # truncated: two buffers described, one frame sent
         assert _raw_error(raw, sub, [bytes(16)])["code"] == "bad_buffer"
         # wrong buffer length
-        assert _raw_error(raw, {**sub, "buffers": [desc]}, [bytes(15)])["code"] == "bad_buffer"
+        assert _raw_error(raw, {**sub, "id": wire.new_id(), "buffers": [desc]}, [bytes(15)])["code"] == "bad_buffer"
         # unsupported sample type
-        bad = {**sub, "buffers": [{**desc, "dtype": "u32"}]}
+        bad = {**sub, "id": wire.new_id(), "buffers": [{**desc, "dtype": "u32"}]}
         assert _raw_error(raw, bad, [bytes(16)])["code"] == "unsupported_format"
         assert _raw_error(raw, b"{not json")["code"] == "malformed"
         assert _raw_error(raw, _header("dance"))["code"] == "unknown_type"

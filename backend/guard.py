@@ -1,0 +1,159 @@
+"""What a peer can make the server hold before it proves the key, and replayed message ids (issue 13).
+
+ZeroMQ reads a whole message into memory before the server sees a byte of it, so a peer without the key can
+still make the backend hold memory: up to ``ZMQ_MAXMSGSIZE`` per message, ``ZMQ_RCVHWM`` queued messages per
+connection, for as many connections as it opens. ``PeerGuard`` bounds the last two factors: connections that
+have not yet sent one correctly signed message ("unproven") are capped (the oldest is dropped past the cap),
+and an unproven connection is dropped after a few bad signatures. Dropping is a ``shutdown()`` of the TCP
+socket ZeroMQ owns (its fd comes from the monitor's ``ACCEPTED`` event and the message's ``ZMQ_SRCFD``):
+ZeroMQ then sees the peer hang up, closes the connection and frees what it buffered for it. Proven
+connections (holders of the key) are never dropped here; quotas bound them.
+
+``SeenIds`` remembers message ids for a window (the result TTL) so a signed message sent again, from any
+socket, is refused instead of run again. Ids are stored per owner, and each owner's list is capped, so one
+key holder flooding ids can only push out its own.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+from collections import OrderedDict, deque
+from dataclasses import dataclass, field
+
+log = logging.getLogger("layeredit.guard")
+
+
+@dataclass
+class _Conn:
+    proven: bool = False
+    bad: int = 0
+    dropped: bool = False
+    peer: tuple | None = None  # getpeername() when first seen: a reused fd is never shut down by mistake
+
+
+class PeerGuard:
+    """Per-connection bookkeeping, socket thread only. fds are ZeroMQ's TCP sockets."""
+
+    def __init__(self, max_unproven: int = 8, max_bad_signatures: int = 4):
+        self.max_unproven = max_unproven
+        self.max_bad_signatures = max_bad_signatures
+        self._conns: OrderedDict[int, _Conn] = OrderedDict()  # accept order: oldest first
+        self.dropped_total = 0
+
+    # -- monitor events -------------------------------------------------------------------------
+    def accepted(self, fd: int) -> None:
+        self._conns.pop(fd, None)  # a reused fd is a new connection
+        self._conns[fd] = _Conn(peer=_peername(fd))
+        unproven = [f for f, c in self._conns.items() if not c.proven and not c.dropped]
+        for old in unproven[: max(0, len(unproven) - self.max_unproven)]:
+            log.warning("too many connections that have not proved the key: dropping the oldest")
+            self._drop(old)
+
+    def closed(self, fd: int) -> None:
+        self._conns.pop(fd, None)
+
+    # -- messages -------------------------------------------------------------------------------
+    def admit(self, fd: int | None) -> bool:
+        """False for a message from a connection already dropped: discard it without reading it."""
+        if fd is None:
+            return True
+        conn = self._conns.get(fd)
+        return conn is None or not conn.dropped
+
+    def proven(self, fd: int | None) -> None:
+        if fd is None:
+            return
+        conn = self._conns.setdefault(fd, _Conn(peer=_peername(fd)))
+        conn.proven = True
+
+    def bad_signature(self, fd: int | None) -> None:
+        if fd is None:
+            return
+        conn = self._conns.setdefault(fd, _Conn(peer=_peername(fd)))
+        if conn.proven:
+            return  # a holder of the key sending a bad message is a bug, not an attack
+        conn.bad += 1
+        if conn.bad >= self.max_bad_signatures:
+            log.warning("dropping a connection after %d messages without a valid signature", conn.bad)
+            self._drop(fd)
+
+    def unproven(self) -> int:
+        return sum(1 for c in self._conns.values() if not c.proven and not c.dropped)
+
+    def _drop(self, fd: int) -> None:
+        conn = self._conns.get(fd)
+        if conn is None or conn.dropped:
+            return
+        conn.dropped = True
+        if conn.peer is None or _peername(fd) != conn.peer:
+            return  # not the connection we meant (closed meanwhile): leave whatever has that fd now alone
+        try:
+            sock = socket.socket(fileno=fd)
+        except OSError:
+            return
+        try:
+            sock.shutdown(socket.SHUT_RDWR)  # ZeroMQ sees the hang-up and closes its side
+            self.dropped_total += 1
+        except OSError:
+            pass
+        finally:
+            sock.detach()  # the fd stays ZeroMQ's
+
+
+def _peername(fd: int) -> tuple | None:
+    try:
+        sock = socket.socket(fileno=fd)
+    except OSError:
+        return None
+    try:
+        return tuple(sock.getpeername())
+    except OSError:
+        return None
+    finally:
+        sock.detach()
+
+
+@dataclass
+class _Owner:
+    ids: deque[tuple[float, str]] = field(default_factory=deque)
+
+
+class SeenIds:
+    """Message ids seen within ``window_s``; at most ``per_owner`` remembered per owner (oldest go first)."""
+
+    def __init__(self, window_s: float = 3600.0, per_owner: int = 100_000):
+        self.window_s = window_s
+        self.per_owner = per_owner
+        self._where: dict[str, str] = {}  # id -> owner that sent it
+        self._owners: dict[str, _Owner] = {}
+
+    def check_and_add(self, msg_id: str, owner: str, now: float | None = None) -> bool:
+        """True for a fresh id (now remembered); False for one already seen, from any owner."""
+        now = time.monotonic() if now is None else now
+        if msg_id in self._where:
+            return False
+        entry = self._owners.setdefault(owner, _Owner())
+        entry.ids.append((now, msg_id))
+        self._where[msg_id] = owner
+        while len(entry.ids) > self.per_owner:
+            self._forget(entry.ids.popleft()[1])
+        return True
+
+    def expire(self, now: float | None = None) -> None:
+        """Forget ids older than the window (called every second from the socket loop)."""
+        now = time.monotonic() if now is None else now
+        horizon = now - self.window_s
+        for owner in list(self._owners):
+            entry = self._owners[owner]
+            while entry.ids and entry.ids[0][0] < horizon:
+                self._forget(entry.ids.popleft()[1])
+            if not entry.ids:
+                del self._owners[owner]
+
+    def _forget(self, msg_id: str) -> None:
+        self._where.pop(msg_id, None)
+
+    def __len__(self) -> int:
+        return len(self._where)
