@@ -188,7 +188,9 @@ class Client:
         self._last_ping = 0.0
         self._gone = False
         self._sent = 0  # messages sent (pings excluded) ...
-        self._read_upto = 0  # ... of which the backend has certainly read this many (a later ping was answered)
+        self._read_upto = (
+            0  # ... of which the backend has certainly read this many (a later ping was answered)
+        )
         self._pings: dict[str, int] = {}  # ping id -> _sent when it left
         self.capabilities: dict = {}
 

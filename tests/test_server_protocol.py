@@ -327,7 +327,10 @@ def test_bad_frames_get_error_replies(server):
         # truncated: two buffers described, one frame sent
         assert _raw_error(raw, sub, [bytes(16)])["code"] == "bad_buffer"
         # wrong buffer length
-        assert _raw_error(raw, {**sub, "id": wire.new_id(), "buffers": [desc]}, [bytes(15)])["code"] == "bad_buffer"
+        assert (
+            _raw_error(raw, {**sub, "id": wire.new_id(), "buffers": [desc]}, [bytes(15)])["code"]
+            == "bad_buffer"
+        )
         # unsupported sample type
         bad = {**sub, "id": wire.new_id(), "buffers": [{**desc, "dtype": "u32"}]}
         assert _raw_error(raw, bad, [bytes(16)])["code"] == "unsupported_format"
