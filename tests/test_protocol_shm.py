@@ -18,7 +18,7 @@ import pytest
 
 from backend.wire_images import array_buffer
 from protocol import shm, wire
-from protocol.client import Client
+from protocol.client import Client, default_token
 from protocol.errors import ErrorCode, ProtocolError
 from tests.test_server_protocol import Raw, _header, _image, _still_serving
 from tests.test_server_support import running_server, wait_until
@@ -397,7 +397,8 @@ time.sleep(60)
 
 
 def test_a_killed_client_leaves_nothing_after_server_cleanup(server):
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    # the child owns its job by this process's token, so the fetch below may see it (whatever ran before)
+    env = dict(os.environ, PYTHONPATH=str(ROOT), LAYEREDIT_CLIENT_TOKEN=default_token())
     proc = subprocess.Popen(
         [sys.executable, "-c", textwrap.dedent(_KILLED_CLIENT), str(server.connection_file)],
         cwd=ROOT,
