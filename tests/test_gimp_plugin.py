@@ -901,6 +901,10 @@ def test_preset_probe_prefers_a_running_backend_and_the_real_venv_answers(tmp_pa
     monkeypatch.setenv("LAYEREDIT_CONFIG_DIR", str(tmp_path / "config"))
     monkeypatch.setenv("LAYEREDIT_RUNTIME_DIR", str(tmp_path / "run"))
     monkeypatch.setenv("LAYEREDIT_MODELS", str(tmp_path / "models"))
+    import huggingface_hub.constants  # an empty HF cache: models cached on this machine change nothing here
+
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf-cache"))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf-cache"))
     (tmp_path / "models" / "sd15-inpaint").mkdir(parents=True)
     _config(tmp_path, ROOT, ROOT / ".venv" / "bin" / "python")
     srv = Server(ServerConfig(report_models=True), registry=Registry({"erase": InvertOp})).start()

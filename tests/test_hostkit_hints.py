@@ -157,6 +157,14 @@ def test_installed_presets_checks_folders_and_interrupted_downloads(tmp_path):
     assert _manager(models, tmp_path).preset_installed("no-such-preset") is False
 
 
+def _no_hf_cache(tmp_path, monkeypatch) -> None:
+    """An empty Hugging Face cache: models cached on this machine must not change what "installed" means."""
+    import huggingface_hub.constants
+
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf-cache"))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf-cache"))
+
+
 def test_hello_reports_presets_only_when_it_checked(tmp_path, monkeypatch):
     from backend.server import Server, ServerConfig
     from protocol.client import Client
@@ -165,6 +173,7 @@ def test_hello_reports_presets_only_when_it_checked(tmp_path, monkeypatch):
     models = tmp_path / "models"
     (models / "sd15-inpaint").mkdir(parents=True)
     monkeypatch.setenv("LAYEREDIT_MODELS", str(models))
+    _no_hf_cache(tmp_path, monkeypatch)
     for report, expect in ((True, True), (False, None)):
         conn = tmp_path / f"backend-{report}.json"
         srv = Server(ServerConfig(connection_file=conn, report_models=report)).start()

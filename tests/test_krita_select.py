@@ -59,9 +59,18 @@ class NeedsAModel(Op):
         )
 
 
+def _no_hf_cache(tmp_path, monkeypatch) -> None:
+    """An empty Hugging Face cache: models cached on this machine must not change what "installed" means."""
+    import huggingface_hub.constants
+
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf-cache"))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf-cache"))
+
+
 def _server(tmp_path, monkeypatch, report_models: bool = False):
     monkeypatch.setenv("LAYEREDIT_RUNTIME_DIR", str(tmp_path / "run"))
     monkeypatch.setenv("LAYEREDIT_MODELS", str(tmp_path / "no-models"))
+    _no_hf_cache(tmp_path, monkeypatch)
     conn = tmp_path / "backend.json"
     registry = Registry({"snap": SnapStandIn, "erase": NeedsAModel})
     return Server(ServerConfig(connection_file=conn, report_models=report_models), registry, None).start()
