@@ -226,7 +226,9 @@ def test_installed_learned_filler_for_auto(files, tmp_path):
     models = manager(tmp_path)
     assert installed_learned_fill(models) is None and installed_learned_filler(models) is None
     install(tmp_path, "migan", files["migan"])
-    assert installed_learned_fill(manager(tmp_path)) == "migan"
+    models = manager(tmp_path)
+    assert installed_learned_fill(models) == "migan"
+    assert models.stats.loads == 0 and not models.loaded()  # asking is free: nothing was loaded
     install(tmp_path, "lama", files["lama"])
     models = manager(tmp_path)
     filler = installed_learned_filler(models)
