@@ -141,6 +141,26 @@ def test_random_weight_model_through_erase_is_exact_outside(files, name, dtype):
     assert (out.image[selection > 0] != image[selection > 0]).any()
 
 
+def test_small_object_gets_real_surroundings_not_an_upscaled_crop(files):
+    """A 30 px object in a big layer: the model sees a 512 px window of the photo at its own resolution."""
+    image = np.random.default_rng(2).integers(0, 256, (1500, 2000, 3), dtype=np.uint8)
+    selection = np.zeros((1500, 2000), np.float32)
+    selection[700:730, 1200:1225] = 1.0
+    filler = LearnedFiller("lama", session(files["lama"]))
+    out = ErasePipeline(snapper=None, fillers={"lama": filler})(image, selection, EraseParams(fill="lama"))
+    x0, y0, x1, y1 = out.meta["crop"]
+    mw, mh = out.meta["model_size"]
+    assert max(x1 - x0, y1 - y0) >= 512 and abs(mw - (x1 - x0)) < 8 and abs(mh - (y1 - y0)) < 8  # scale ~1
+    edited = out.mask > 0
+    assert out.image[~edited].tobytes() == image[~edited].tobytes()
+    # near a corner the window slides inward instead of shrinking
+    corner = np.zeros_like(selection)
+    corner[3:33, 1960:1990] = 1.0
+    out = ErasePipeline(snapper=None, fillers={"lama": filler})(image, corner, EraseParams(fill="lama"))
+    x0, y0, x1, y1 = out.meta["crop"]
+    assert (x1, y0) == (2000, 0) and max(x1 - x0, y1 - y0) >= 512
+
+
 def test_op_runs_the_installed_model_and_says_so(files, tmp_path):
     models = manager(tmp_path)
     install(tmp_path, "migan", files["migan_colour"])

@@ -165,6 +165,7 @@ class LearnedFiller:
     session: Any
     target: int | None = NATIVE_SIDE
     context: float = CONTEXT
+    min_crop: int = NATIVE_SIDE  # a small object gets a crop of real surroundings, not a tiny crop upscaled
     io: Any = field(init=False, repr=False)
 
     def __post_init__(self) -> None:

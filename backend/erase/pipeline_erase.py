@@ -90,6 +90,7 @@ class ErasePipeline:
             multiple=8 if filler.target is not None else 1,
             target=target,
             allow_upscale=filler.target is not None,
+            min_context=_min_context(weights, getattr(filler, "min_crop", None)),
         )
         if plan is None:
             raise NothingToFill("nothing left to erase after snapping")
@@ -135,6 +136,17 @@ def _region_weights(snapped: np.ndarray, grow_px: int, feather_px: int) -> np.nd
     region = np.where(region >= 0.5, 1.0, region * 2).astype(np.float32)
     out[y0:y1, x0:x1] = feather_inward(region, feather_px)
     return out
+
+
+def _min_context(weights: np.ndarray, min_crop: int | None) -> int:
+    """Context in px so the crop is at least ``min_crop`` on its long side (where the layer has the room).
+
+    A filler trained on fixed-size crops of photos (LaMa, MI-GAN: 512) then sees a small object among real
+    surroundings at their own resolution, instead of a tight crop blown up many times."""
+    box = bbox(weights > 0) if min_crop else None
+    if box is None:
+        return 16  # plan_crop's default
+    return max(16, -(-(int(min_crop) - max(box[2] - box[0], box[3] - box[1])) // 2))
 
 
 def _report(callback: Callback | None, stage: str, step: int, total: int) -> None:
