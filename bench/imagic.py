@@ -66,17 +66,18 @@ def _input_image(res: int):
     return np.clip(base + 0.05 * rng.standard_normal(base.shape), 0, 1).astype(np.float32)
 
 
-def _faults() -> tuple[int, float]:
+def _faults() -> tuple[int, float, float]:
+    """(minor page faults, system seconds, CPU seconds) of this process so far."""
     r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_minflt, r.ru_stime
+    return r.ru_minflt, r.ru_stime, r.ru_utime + r.ru_stime
 
 
 def _timed(fn, *a, **kw) -> tuple[object, dict]:
-    f0, s0 = _faults()
+    f0, s0, c0 = _faults()
     t0 = time.perf_counter()
     out = fn(*a, **kw)
-    f1, s1 = _faults()
-    return out, {"s": time.perf_counter() - t0, "faults": f1 - f0, "sys_s": s1 - s0}
+    f1, s1, c1 = _faults()
+    return out, {"s": time.perf_counter() - t0, "cpu_s": c1 - c0, "faults": f1 - f0, "sys_s": s1 - s0}
 
 
 def run_community(args) -> dict:
@@ -93,7 +94,7 @@ def run_community(args) -> dict:
     for i, eta in enumerate(ETAS):
         gen = torch.Generator().manual_seed(0)
         t0 = time.perf_counter()
-        f0, s0 = _faults()
+        f0, s0, c0 = _faults()
         if i == 0:
             replica.train(
                 PROMPT,
@@ -103,13 +104,20 @@ def run_community(args) -> dict:
                 model_fine_tuning_optimization_steps=args.F,
             )
         replica(alpha=eta, height=args.res, width=args.res, num_inference_steps=args.S, generator=gen)
-        f1, s1 = _faults()
+        f1, s1, c1 = _faults()
         stages = {
             k: replica.timings[k]
             for k in (("embedding", "finetune", "generate") if i == 0 else ("generate",))
         }
         requests.append(
-            {"eta": eta, "s": time.perf_counter() - t0, "faults": f1 - f0, "sys_s": s1 - s0, **stages}
+            {
+                "eta": eta,
+                "s": time.perf_counter() - t0,
+                "cpu_s": c1 - c0,
+                "faults": f1 - f0,
+                "sys_s": s1 - s0,
+                **stages,
+            }
         )
     return {"requests": requests}
 
@@ -222,12 +230,26 @@ def summarise(r: dict) -> dict:
         "peak_rss_gib": r["peak_rss_gib"],
         "later_faults": statistics.mean(q["faults"] for q in later),
         "later_sys_s": statistics.mean(q["sys_s"] for q in later),
+        "first_cpu_s": first.get("cpu_s", float("nan")),
+        "each_later_cpu_s": statistics.mean(q.get("cpu_s", float("nan")) for q in later),
     }
+    s["total_cpu_s"] = s["first_cpu_s"] + 5 * s["each_later_cpu_s"]
     if "batched" in r:
         s["batched_per_eta_s"] = r["batched"]["s"] / len(r["batched"]["etas"])
+        s["batched_per_eta_cpu_s"] = r["batched"].get("cpu_s", float("nan")) / len(r["batched"]["etas"])
         s["preview_s"] = r["preview"]["s"]
+        s["preview_cpu_s"] = r["preview"].get("cpu_s", float("nan"))
         s["plain_s"] = statistics.median(p["s"] for p in r["plain"])
+        s["plain_cpu_s"] = statistics.median(p.get("cpu_s", float("nan")) for p in r["plain"])
     return s
+
+
+def _r(a: dict, b: dict, key: str, key_b: str | None = None) -> str:
+    """``a[key] / b[key_b]`` on wall clock, then on CPU time in brackets."""
+    key_b = key_b or key
+    wall = a[key + "_s"] / b[key_b + "_s"]
+    cpu = a[key + "_cpu_s"] / b[key_b + "_cpu_s"]
+    return f"{wall:.2f}x [{cpu:.2f}x]"
 
 
 def per_step(results: dict, sets: list[tuple[int, int, int]]) -> dict:
@@ -273,7 +295,8 @@ def report(results: dict, sets: list[tuple[int, int, int]], args) -> str:
     lines = [
         f"model {args.size}, {args.res}x{args.res}, {args.threads} thread(s), etas {', '.join(map(str, ETAS))}",
         "",
-        "| E/F/S | config | first request s | each later eta s | total s | peak RSS GiB | later-eta page faults |",
+        "| E/F/S | config | first request s (CPU s) | each later eta s (CPU s) | total s (CPU s) | peak RSS GiB "
+        "| later-eta page faults |",
         "|---|---|---|---|---|---|---|",
     ]
     for e, f, s in sets:
@@ -283,10 +306,11 @@ def report(results: dict, sets: list[tuple[int, int, int]], args) -> str:
                 continue
             m = summarise(r)
             lines.append(
-                f"| {e}/{f}/{s} | {name} | {m['first_s']:.1f} | {m['each_later_s']:.2f} | {m['total_s']:.1f} | "
+                f"| {e}/{f}/{s} | {name} | {m['first_s']:.1f} ({m['first_cpu_s']:.1f}) | "
+                f"{m['each_later_s']:.2f} ({m['each_later_cpu_s']:.2f}) | {m['total_s']:.1f} ({m['total_cpu_s']:.1f}) | "
                 f"{m['peak_rss_gib']:.2f} | {m['later_faults']:.0f} |"
             )
-    lines += ["", "Ratios within each set (ours / community):", ""]
+    lines += ["", "Ratios within each set, wall clock [CPU time in brackets]:", ""]
     for e, f, s in sets:
         com = results.get(f"community@{e}/{f}/{s}")
         if com is None:
@@ -298,11 +322,11 @@ def report(results: dict, sets: list[tuple[int, int, int]], args) -> str:
                 continue
             m = summarise(r)
             lines.append(
-                f"- {e}/{f}/{s} {name}: first request {c['first_s'] / m['first_s']:.2f}x faster, memory "
-                f"{m['peak_rss_gib'] / c['peak_rss_gib']:.2f}x, each later eta {m['each_later_s'] / c['each_later_s']:.2f}x "
-                f"a community call, batched {m['batched_per_eta_s'] / c['each_later_s']:.2f}x per eta, "
-                f"preview {m['preview_s'] / c['each_later_s']:.2f}x, later eta vs plain generation in the same "
-                f"process {m['each_later_s'] / m['plain_s']:.2f}x, total {c['total_s'] / m['total_s']:.2f}x faster"
+                f"- {e}/{f}/{s} {name}: first request {_r(c, m, 'first')} faster, memory "
+                f"{m['peak_rss_gib'] / c['peak_rss_gib']:.2f}x, each later eta {_r(m, c, 'each_later', 'each_later')} "
+                f"a community call, batched {_r(m, c, 'batched_per_eta', 'each_later')} per eta, "
+                f"preview {_r(m, c, 'preview', 'each_later')}, later eta vs plain generation in the same "
+                f"process {_r(m, m, 'each_later', 'plain')}, total {_r(c, m, 'total')} faster"
             )
     steps = per_step(results, sets)
     lines += [
