@@ -443,3 +443,15 @@ def test_op_uses_an_installed_lcm_lora_for_previews_only(monkeypatch, tmp_path):
 
     assert op._lcm_lora(Models()) == tmp_path / "lcm.safetensors"
     assert op._lcm_lora(NoModels()) is None
+
+
+@pytest.mark.parametrize("mode", ["lora", "full"])
+def test_fp16_weights_with_fp16_autocast_tune_and_restore(sd, mode):
+    """What a GPU runs by default (fp16 weights, fp16 autocast with a GradScaler), here on the CPU: the LoRA
+    adapter must train in fp32 (the scaler refuses fp16 gradients), the base must come back fp16 and exact."""
+    sd.unet.to(torch.float16)
+    snap = _snapshot(sd)
+    out = ImagicPipeline.from_pipe(sd)(_image(), None, _params(finetune=mode, precision="fp16"))
+    assert out.info["precision"] == "fp16" and np.isfinite(out.images[0].astype(np.float32)).all()
+    assert out.info["finetune_stats"]["last_loss"] is not None
+    _assert_intact(sd, snap)

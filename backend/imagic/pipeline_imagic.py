@@ -358,7 +358,12 @@ class ImagicPipeline:
     def _prepare_finetune(self, params: ImagicParams, guard: ModelGuard) -> tuple[list, dict]:
         if params.finetune == "lora":
             config = lora_config(params.lora_rank)
-            return add_lora(self.unet, config, seed=params.tune_seed), config
+            params_ = add_lora(self.unet, config, seed=params.tune_seed)
+            for p in params_:  # peft makes the adapter fp16 on an fp16 UNet (the GPU default): the GradScaler
+                p.data = (
+                    p.data.float()
+                )  # refuses fp16 gradients and Adam on fp16 is unstable; train it in fp32
+            return params_, config
         info_where = guard.backup_weights()
         self._upcast()  # Adam on fp16 weights diverges; the guard restores the original dtype and values
         return list(self.unet.parameters()), {"format": DELTA_FORMAT, "base_record": info_where}
