@@ -17,12 +17,33 @@ key holder flooding ids can only push out its own.
 from __future__ import annotations
 
 import logging
+import re
 import socket
 import time
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 
 log = logging.getLogger("layeredit.guard")
+
+# An absolute (or home-relative) server path inside a message: /x/y, ~/x, C:\x. Not "a/b", not URLs.
+_PATH_RE = re.compile(r"(?<![\w:/.\\])(?:~?/|[A-Za-z]:\\)[\w.+@-][^\s'\",;()\[\]]*")
+# A model a remote client may name: a plain name (no separators, not . or ..), looked up in the model folders.
+MODEL_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$")
+
+
+def scrub_paths(text: str) -> str:
+    """``text`` with server paths replaced: what a remote peer may read of an error (it must not learn the
+    server's file layout)."""
+    return _PATH_RE.sub("<server path>", text)
+
+
+def scrub_error(error: dict) -> dict:
+    """An error's JSON (``code``, ``message``, ``details``) with server paths scrubbed from every string."""
+    out = dict(error)
+    out["message"] = scrub_paths(str(out.get("message", "")))
+    if isinstance(out.get("details"), dict):
+        out["details"] = {k: scrub_paths(v) if isinstance(v, str) else v for k, v in out["details"].items()}
+    return out
 
 
 @dataclass

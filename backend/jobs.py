@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from backend.fairqueue import FairQueue
+from backend.guard import scrub_error
 from backend.ops import JobCancelled, JobContext, OpError, OpInputs, OpResult, OpSpec, Registry
 from backend.wire_images import (
     array_buffer,
@@ -128,6 +129,7 @@ class Job:
     offered_result: Message | None = None  # a result written there, kept to resend inline if it goes
     cancel: threading.Event = field(default_factory=threading.Event)
     client: str = ""  # who owns it: "key:<curve key>" remotely, "token:<t>" locally; others see UNKNOWN_JOB
+    local: bool = True  # submitted by the local owner (SPEC.md 1); errors to others have server paths scrubbed
     key: str = ""  # where JobManager files it: the id, or id + owner when another owner has that id already
 
     def describe(self) -> dict:
@@ -389,6 +391,9 @@ class JobManager:
 
     def _finish(self, job: Job, err: ProtocolError | None, msg: Message | None = None) -> None:
         if err is not None:
+            if not job.local:  # a remote owner never reads server paths (issue 13)
+                clean = scrub_error(err.to_json())
+                err = ProtocolError(err.code, clean["message"], clean.get("details"))
             msg = Message(wire.ERROR, job=job.id, parent=job.submit_id, content=err.to_json())
         assert msg is not None
         shm_inputs = any(b is not None and b.location is not None for b in (job.image, job.selection))

@@ -23,7 +23,7 @@ from typing import Any
 import zmq
 from zmq.utils.monitor import parse_monitor_message
 
-from backend.guard import PeerGuard, SeenIds
+from backend.guard import MODEL_NAME_RE, PeerGuard, SeenIds, scrub_error
 from backend.jobs import DONE, FINISHED, Job, JobManager, ModelsFactory, default_models
 from backend.ops import Registry, product_registry
 from backend.remote import AuthorizedKeys
@@ -117,6 +117,7 @@ class Server:
         self.guard = PeerGuard(self.config.max_unproven_peers, self.config.max_bad_signatures)
         self.seen_ids = SeenIds(self.config.result_ttl_s or 3600.0)
         self._monitor: zmq.Socket | None = None
+        self._locator: Any = None  # the model folders, for remote clients' model names
         self.key = (self.config.key or connection.new_key()).encode("ascii")
         self._ctx = zmq.Context()
         self._outbox: queue.Queue[tuple[Job | None, list[bytes] | None, list[Any]]] = queue.Queue()
@@ -453,11 +454,18 @@ class Server:
             if parent is None:  # the header was refused: still name the request when its id is readable
                 parent, job = wire.header_ids(body[2])
             log.info("error reply to %s: %s", parent, exc)
-            self._reply(identity, wire.error_message(exc, parent=parent, job=job))
+            self._reply_error(identity, exc, parent, job)
         except Exception as exc:  # a bug in dispatch must not kill the server
             log.exception("internal error handling %s", parent)
             err = ProtocolError(ErrorCode.INTERNAL, f"Internal error: {type(exc).__name__}: {exc}")
-            self._reply(identity, wire.error_message(err, parent=parent, job=job))
+            self._reply_error(identity, err, parent, job)
+
+    def _reply_error(
+        self, identity: list[bytes], exc: ProtocolError, parent: str | None, job: str | None
+    ) -> None:
+        """An ``error`` reply; a peer that is not the local owner never reads server paths in it."""
+        content = exc.to_json() if self._current_peer.local else scrub_error(exc.to_json())
+        self._reply(identity, Message(wire.ERROR, job=job, parent=parent, content=content))
 
     def _resolve_input(self, location: Any, expected: int) -> memoryview:
         """Map a client's input segment read-only (checked: ours, 0600, in bounds). The client owns it (and
@@ -526,7 +534,50 @@ class Server:
             "sample_types": list(wire.SAMPLE_BYTES),
             "channel_orders": list(wire.ORDER_CHANNELS),
             "shm": self._shm_capability() if local else None,
+            "model_names": self._model_names(),
         }
+
+    def _model_locator(self) -> Any:
+        """The model folders' locator (no torch, no Hugging Face: file checks only); None without backend.models."""
+        if self._locator is None:
+            try:
+                from backend.models.locate import Locator, extra_model_dirs
+                from backend.models.presets import default_models_dir
+            except ImportError:
+                return None
+            self._locator = Locator(default_models_dir(), extra_model_dirs(), None)
+        return self._locator
+
+    def _model_names(self) -> list[str]:
+        """What a remote client may pass as a ``model`` parameter: install preset names and the models in the
+        server's model folders, by name (SPEC.md 4.1)."""
+        locator = self._model_locator()
+        if locator is None:
+            return []
+        from backend.models.presets import PRESETS
+
+        return sorted({*PRESETS, *locator.names()})
+
+    def _check_model_names(self, params: dict) -> None:
+        """A remote peer's ``model`` (or ``*_model``) parameters must be "" or a name the server lists: it never
+        names, or learns anything about, paths on the server. Local owners keep passing paths."""
+        for name, value in params.items():
+            if not (name == "model" or name.endswith("_model")) or not isinstance(value, str) or not value:
+                continue
+            locator = self._model_locator()
+            from backend.models.presets import PRESETS
+
+            ok = MODEL_NAME_RE.match(value) is not None and locator is not None
+            if ok and value not in PRESETS and locator.find_by_name(value) is None:
+                ok = False
+            if not ok:
+                raise ProtocolError(
+                    ErrorCode.BAD_PARAM,
+                    f"Parameter '{name}': this backend offers no model named {value!r}. A remote client names a "
+                    "model from the list hello sends (capabilities.model_names), never a path; leave it empty "
+                    "for the default.",
+                    {"param": name},
+                )
 
     def _shm_capability(self) -> dict | None:
         ident = shm.host_identity() if self._probe is not None else None
@@ -568,6 +619,8 @@ class Server:
             raise ProtocolError(ErrorCode.MALFORMED, "A submit needs 'op' (see the ops listed by hello).")
         spec = self.registry.get(msg.op).spec
         params = spec.validate(msg.params)  # unknown/bad params fail here, before any op code runs
+        if not self._current_peer.local:
+            self._check_model_names(params)
         for b in msg.buffers:
             if b.width * b.height > self.config.max_pixels:
                 raise ProtocolError(
@@ -588,7 +641,7 @@ class Server:
                 f"A job id must be 1 to {wire.MAX_ID_CHARS} printable characters (or null: the server picks).",
             )
         job = Job(job_id, msg.op, params, image, selection, identity, submit_id=msg.id)
-        job.client = self._current_client
+        job.client, job.local = self._current_client, self._current_peer.local
         job.shm_results = (
             bool(msg.content.get("shm_results")) and self._probe is not None and self._current_peer.local
         )

@@ -6,11 +6,16 @@ from __future__ import annotations
 import json
 import os
 import secrets
+from contextlib import contextmanager
+from pathlib import Path
 
 import numpy as np
 import pytest
 import zmq
 
+from backend import remote
+from backend.ops import JobContext, Op, OpInputs, OpResult, OpSpec, ParamSpec, Registry
+from backend.server import Server, ServerConfig
 from backend.wire_images import array_buffer
 from protocol import connection, shm, wire
 from protocol.client import Client
@@ -314,3 +319,86 @@ def test_another_owners_job_id_behaves_like_a_new_one(tmp_path):
                 alice.wait("shared-id", timeout=30)
             assert exc.value.code == ErrorCode.MALFORMED and "in use" in exc.value.message
             assert [j["job"] for j in bob.jobs()] == ["shared-id"]
+
+
+# -- 5. remote clients name models, never server paths -------------------------------------------------
+class FindModel(Op):
+    """Resolves its ``model`` parameter the way replace does (backend.models' locator), loads nothing."""
+
+    spec = OpSpec(
+        name="findmodel",
+        help="Locate a model (test op).",
+        params=(ParamSpec("model", "str", "", "a model name or path"),),
+        needs_image=False,
+    )
+
+    def run(self, inputs: OpInputs, params: dict, ctx: JobContext) -> OpResult:
+        from backend.models.locate import Locator, extra_model_dirs
+        from backend.models.presets import default_models_dir
+
+        loc = Locator(default_models_dir(), extra_model_dirs(), None).find("inpaint", params["model"] or None)
+        return OpResult(None, np.zeros((1, 1), np.uint8), meta={"label": loc.label, "form": loc.form})
+
+
+@contextmanager
+def _remote_with(tmp_path: Path, registry: Registry):
+    kdir = tmp_path / "keys"
+    kdir.mkdir(exist_ok=True)
+    keys = remote.init_server(kdir)
+    cfg = ServerConfig(
+        connection_file=tmp_path / "backend.json",
+        curve_secret_key=keys.secret,
+        key=keys.hmac_key,
+        authorized_keys=kdir / remote.AUTHORIZED_FILE,
+        report_models=False,
+    )
+    srv = Server(cfg, registry, models_factory=None).start()
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+@needs_curve
+def test_remote_model_parameters_are_names_the_server_lists_and_errors_hide_paths(tmp_path, monkeypatch):
+    models = tmp_path / "srv-models"
+    (models / "folder-model").mkdir(parents=True)
+    (models / "good.safetensors").write_bytes(b"")
+    monkeypatch.setenv("LAYEREDIT_MODELS", str(models))
+    monkeypatch.setenv("LAYEREDIT_MODEL_PATHS", "")
+    reg = Registry()
+    reg.register(FindModel)
+    with _remote_with(tmp_path, reg) as srv:
+        with Client(_admitted(tmp_path, srv, "alice")) as rc, Client.connect(srv.connection_file) as lc:
+            names = rc.hello()["model_names"]
+            assert {"good", "folder-model", "sd15-inpaint"} <= set(names)
+            assert rc.run("findmodel", {"model": "good"}, timeout=30).meta == {
+                "label": "good",
+                "form": "file",
+            }
+            # paths, existing or not, file or folder, are all the same refusal before anything runs
+            answers = set()
+            for probe in (
+                "/etc/passwd",
+                "/etc",
+                "/nonexistent",
+                str(models / "good.safetensors"),
+                "../x",
+                "a/b",
+            ):
+                with pytest.raises(ProtocolError) as exc:
+                    rc.run("findmodel", {"model": probe}, timeout=30)
+                assert exc.value.code == ErrorCode.BAD_PARAM
+                answers.add(exc.value.message.replace(repr(probe), "X").replace("'<server path>'", "X"))
+            assert len(answers) == 1 and "capabilities.model_names" in answers.pop()
+            with pytest.raises(ProtocolError) as exc:  # a listed preset that is not installed: no paths
+                rc.run("findmodel", {"model": "sd15-inpaint"}, timeout=30)
+            assert exc.value.code == ErrorCode.MODEL_MISSING
+            assert str(models) not in exc.value.message and "<server path>" in exc.value.message
+            assert "install.py --models sd15-inpaint" in exc.value.message
+            # the local owner keeps passing paths, and reads them in errors
+            path = str(models / "good.safetensors")
+            assert lc.run("findmodel", {"model": path}, timeout=30).meta["form"] == "file"
+            with pytest.raises(ProtocolError) as exc:
+                lc.run("findmodel", {"model": "sd15-inpaint"}, timeout=30)
+            assert str(models) in exc.value.message

@@ -123,6 +123,25 @@ class Locator:
                         return Location("file", folder / (name + suffix), name)
         return None
 
+    def names(self) -> list[str]:
+        """Every name ``find`` resolves in the model folders (folders and checkpoints, suffix dropped): what a
+        remote client may ask for by name (it never names server paths)."""
+        found: set[str] = set()
+        for base in self.dirs:
+            for sub in _SUBDIRS:
+                try:
+                    entries = list((base / sub if sub else base).iterdir())
+                except OSError:
+                    continue
+                for entry in entries:
+                    if entry.name.startswith(".") or (not sub and entry.name in _SUBDIRS):
+                        continue
+                    if entry.is_dir() and not (entry / INCOMPLETE_MARKER).exists():
+                        found.add(entry.name)
+                    elif entry.is_file() and entry.suffix in CHECKPOINT_SUFFIXES:
+                        found.add(entry.stem)
+        return sorted(found)
+
     def find_by_name(self, name: str) -> Location | None:
         """A folder or checkpoint called ``name`` in the models folder or the extra folders, else None."""
         return self._by_name(name)
