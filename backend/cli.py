@@ -201,6 +201,16 @@ def build_parser(registry: Registry) -> argparse.ArgumentParser:
         "--max-result-mb", type=int, default=1024, help="memory kept for unfetched results, MiB"
     )
     serve.add_argument("--max-queue", type=int, default=64, help="jobs waiting at most")
+    serve.add_argument(
+        "--max-queued-per-client",
+        type=int,
+        help="jobs one client may have waiting (default: 3/4 of --max-queue)",
+    )
+    serve.add_argument(
+        "--max-result-mb-per-client",
+        type=int,
+        help="unfetched results one client may keep, MiB (default: half of --max-result-mb)",
+    )
     serve.add_argument("--connection-file", type=Path, help="default: <runtime dir>/backend.json")
     serve.add_argument("--curve-secret-key", default=os.environ.get("LAYEREDIT_CURVE_SECRET"), help="Z85 key")
     serve.add_argument("--no-model-report", action="store_true", help="do not list installed models in hello")
@@ -342,6 +352,8 @@ def serve(args: argparse.Namespace, registry: Registry, models_factory: ModelsFa
         max_message_bytes=args.max_message_mb << 20 if args.max_message_mb else None,
         max_result_bytes=args.max_result_mb << 20,
         max_queue=args.max_queue,
+        max_queued_per_client=args.max_queued_per_client,
+        max_result_bytes_per_client=(args.max_result_mb_per_client or 0) << 20 or None,
         connection_file=args.connection_file,
         curve_secret_key=args.curve_secret_key,
         report_models=not args.no_model_report,

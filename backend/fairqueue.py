@@ -1,13 +1,16 @@
-"""A job queue that is fair across clients: round-robin over owners, FIFO within one owner.
+"""A job queue that is fair across clients: strict round-robin over owners, FIFO within one owner.
 
-One client's batch of fifty jobs must not make another client's single job wait behind all fifty: each
-``get`` takes the oldest job of the next client in turn. ``None`` (the stop sentinel) jumps the queue.
+One client's batch of fifty jobs must not make another client's single job wait behind more than the job
+that is running: each ``get`` takes the oldest job of the client served least recently (a client never
+served yet goes first, in arrival order). ``None`` (the stop sentinel) jumps the queue.
 """
 
 from __future__ import annotations
 
+import itertools
 import threading
-from collections import OrderedDict, deque
+from collections import deque
+from collections.abc import Callable
 from typing import Generic, Protocol, TypeVar
 
 
@@ -22,7 +25,10 @@ class FairQueue(Generic[T]):
     """Thread-safe; ``put``/``get`` like ``queue.Queue`` (``get`` blocks), ``len`` counts waiting items."""
 
     def __init__(self) -> None:
-        self._lanes: OrderedDict[str, deque[T]] = OrderedDict()  # rotation order: next client first
+        self._lanes: dict[str, deque[T]] = {}  # client -> its waiting items, oldest first
+        self._served: dict[str, int] = {}  # client -> turn it was last served at (absent: never, or long ago)
+        self._arrived: dict[str, int] = {}  # client -> when its lane last became non-empty (ties)
+        self._turn = itertools.count(1)
         self._stops = 0
         self._cond = threading.Condition()
 
@@ -31,8 +37,15 @@ class FairQueue(Generic[T]):
             if item is None:
                 self._stops += 1
             else:
-                self._lanes.setdefault(item.client, deque()).append(item)
+                lane = self._lanes.setdefault(item.client, deque())
+                if not lane:
+                    self._arrived[item.client] = next(self._turn)
+                lane.append(item)
             self._cond.notify()
+
+    def _next_client(self) -> str:
+        """The waiting client served least recently (never served: first), ties by arrival. Lock held."""
+        return min(self._lanes, key=lambda c: (self._served.get(c, 0), self._arrived[c]))
 
     def get(self) -> T | None:
         with self._cond:
@@ -41,12 +54,39 @@ class FairQueue(Generic[T]):
             if self._stops:
                 self._stops -= 1
                 return None
-            client, lane = next(iter(self._lanes.items()))
+            client = self._next_client()
+            lane = self._lanes[client]
             item = lane.popleft()
-            del self._lanes[client]
-            if lane:  # back of the rotation: every other waiting client goes first
-                self._lanes[client] = lane
+            if not lane:
+                del self._lanes[client]
+                del self._arrived[client]
+            self._served[client] = next(self._turn)
+            if len(self._served) > 4096:  # forget clients served long ago (they count as "never": first)
+                for old in sorted(self._served, key=self._served.__getitem__)[:2048]:
+                    if old not in self._lanes:
+                        del self._served[old]
             return item
+
+    def position(self, item: T, skip: Callable[[T], bool] | None = None) -> int:
+        """How many waiting items ``get`` hands out before ``item`` (0: it is next; also 0 when it was taken
+        already), if nothing else arrives. Items for which ``skip`` is true (e.g. cancelled) are not counted."""
+        with self._cond:
+            lanes = {c: list(lane) for c, lane in self._lanes.items()}
+            served, arrived = dict(self._served), dict(self._arrived)
+        turn = max([0, *served.values(), *arrived.values()]) + 1
+        n = 0
+        while lanes:
+            client = min(lanes, key=lambda c: (served.get(c, 0), arrived[c]))
+            got = lanes[client].pop(0)
+            if got is item:
+                return n
+            if skip is None or not skip(got):
+                n += 1
+            if not lanes[client]:
+                del lanes[client]
+            served[client] = turn
+            turn += 1
+        return 0  # not waiting any more: a worker took it
 
     def __len__(self) -> int:
         with self._cond:

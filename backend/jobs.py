@@ -24,6 +24,7 @@ from backend.guard import scrub_error
 from backend.ops import JobCancelled, JobContext, OpError, OpInputs, OpResult, OpSpec, Registry
 from backend.wire_images import (
     array_buffer,
+    buffer_array,
     decode_image,
     decode_selection,
     encode_image,
@@ -55,6 +56,37 @@ def build_inputs(spec: OpSpec, image: Buffer | None, selection: Buffer | None) -
     arr = decode_image(image) if image is not None else None
     origin = (image.x, image.y) if image is not None else (0, 0)
     return OpInputs(image=arr, selection=sel, origin=origin)
+
+
+def check_inputs(spec: OpSpec, image: Buffer | None, selection: Buffer | None) -> None:
+    """What ``build_inputs`` would refuse, checked without converting anything, so that the server refuses
+    it before ``accepted`` (SPEC.md 4: everything checkable without running the op comes first)."""
+    if spec.needs_image and image is None:
+        raise OpError(ErrorCode.MISSING_INPUT, f"Op '{spec.name}' needs an image; send the layer's pixels.")
+    if selection is not None and selection.channels != 1:
+        raise ProtocolError(
+            ErrorCode.UNSUPPORTED_FORMAT,
+            f"The selection must be one gray channel, got {selection.channels} ({selection.order}); send the "
+            "selection mask.",
+        )
+    if spec.needs_selection and (selection is None or not selection_reaches(selection, image)):
+        raise OpError(
+            ErrorCode.NO_SELECTION,
+            f"Op '{spec.name}' needs a selection over the layer; select the object first, then run it again.",
+        )
+
+
+def selection_reaches(selection: Buffer, image: Buffer | None) -> bool:
+    """True when some selected (> 0) pixel of ``selection`` lies on the image's rectangle (views only)."""
+    arr = buffer_array(selection)[:, :, 0]
+    if image is not None:
+        x0, y0 = max(selection.x, image.x) - selection.x, max(selection.y, image.y) - selection.y
+        x1 = min(selection.x + selection.width, image.x + image.width) - selection.x
+        y1 = min(selection.y + selection.height, image.y + image.height) - selection.y
+        if x1 <= x0 or y1 <= y0:
+            return False
+        arr = arr[y0:y1, x0:x1]
+    return bool((arr > 0).any())  # NaN > 0 is False: a NaN selection is no selection, as decode makes it
 
 
 def encode_result(result: OpResult, image: Buffer | None) -> list[Buffer]:
@@ -127,16 +159,23 @@ class Job:
     segment: shm.Segment | None = None  # the stored result's segment; unlinked when the result is dropped
     result_space: dict | None = None  # a client segment offered for the result ({shm, offset, size})
     offered_result: Message | None = None  # a result written there, kept to resend inline if it goes
+    final_msg: Message | None = (
+        None  # the final message, re-sent on fetch with a fresh id (its parent: the fetch)
+    )
     cancel: threading.Event = field(default_factory=threading.Event)
     client: str = ""  # who owns it: "key:<curve key>" remotely, "token:<t>" locally; others see UNKNOWN_JOB
-    local: bool = True  # submitted by the local owner (SPEC.md 1); errors to others have server paths scrubbed
+    local: bool = (
+        True  # submitted by the local owner (SPEC.md 1); errors to others have server paths scrubbed
+    )
     key: str = ""  # where JobManager files it: the id, or id + owner when another owner has that id already
 
     def describe(self) -> dict:
+        """The ``job_status`` content: every field SPEC.md section 4 lists, ``null`` when it does not apply yet
+        (no progress yet, nothing failed)."""
         out: dict[str, Any] = {"job": self.id, "op": self.op, "state": self.state, "created": self.created}
         for name in ("started", "finished", "device", "error"):
-            if getattr(self, name) is not None:
-                out[name] = getattr(self, name)
+            out[name] = getattr(self, name)
+        out["progress"] = None
         if self.progress:
             out["progress"] = {"stage": self.progress[0], "step": self.progress[1], "total": self.progress[2]}
         return out
@@ -169,6 +208,8 @@ class JobManager:
         result_ttl_s: float | None = None,
         abandon_after_s: float | None = None,
         max_shm_bytes: int = 0,
+        max_queued_per_client: int | None = None,
+        max_result_bytes_per_client: int | None = None,
     ):
         self.registry = registry
         self._key = key
@@ -176,6 +217,10 @@ class JobManager:
         self.devices = devices
         self.max_result_bytes = max_result_bytes
         self.max_queue = max_queue
+        # per-owner quotas (one artist cannot fill a shared box's queue or memory); None: 3/4 of the queue,
+        # half of the result memory
+        self.max_queued_per_client = max_queued_per_client or max(1, max_queue * 3 // 4)
+        self.max_result_bytes_per_client = max_result_bytes_per_client or max(1, max_result_bytes // 2)
         self.max_records = max_records
         self._models_factory = models_factory
         self.max_shm_bytes = max_shm_bytes  # result segments alive at once; past it results go inline
@@ -220,6 +265,7 @@ class JobManager:
                     ErrorCode.QUEUE_FULL,
                     f"{queued} jobs are waiting already; wait for one to finish and retry.",
                 )
+            self._check_quota(job.client)
             if self._find(job.id, job.client) is not None:  # only the same owner's ids can collide
                 raise ProtocolError(
                     ErrorCode.MALFORMED, f"Job id {job.id!r} is already in use; pick a new one."
@@ -229,7 +275,8 @@ class JobManager:
             self._jobs[job.key] = job
             self._trim_records()
         self._queue.put(job)
-        return queued
+        # jobs that start before this one, in the fair order; running jobs are not counted (SPEC.md 4)
+        return self._queue.position(job, skip=lambda j: j.state != QUEUED)
 
     def get(self, job_id: str | None, client: str | None = None) -> Job:
         """The job, if it exists and (with ``client``) belongs to that client: another client's job is
@@ -241,6 +288,27 @@ class JobManager:
                 ErrorCode.UNKNOWN_JOB, f"No job {job_id!r} here (finished long ago, or never sent)."
             )
         return job
+
+    def _check_quota(self, client: str) -> None:
+        """QUOTA_EXCEEDED when ``client`` has its share of the queue waiting, or its share of the result memory
+        in finished results it has not fetched or released (lock held)."""
+        mine = [j for j in self._jobs.values() if j.client == client]
+        waiting = sum(1 for j in mine if j.state == QUEUED)
+        if waiting >= self.max_queued_per_client:
+            raise ProtocolError(
+                ErrorCode.QUOTA_EXCEEDED,
+                f"You have {waiting} jobs waiting, this backend's limit per client; wait for one to finish "
+                "(or cancel one) and retry.",
+                {"queued": waiting, "limit": self.max_queued_per_client},
+            )
+        stored = sum(j.final_bytes for j in mine if j.state == DONE)
+        if stored >= self.max_result_bytes_per_client:
+            raise ProtocolError(
+                ErrorCode.QUOTA_EXCEEDED,
+                f"You have {stored >> 20} MiB of finished results stored here, this backend's limit per client; "
+                "fetch or release them (or wait for them to expire), then retry.",
+                {"stored_bytes": stored, "limit": self.max_result_bytes_per_client},
+            )
 
     def _find(self, job_id: str, client: str | None) -> Job | None:
         """The job ``job_id`` of ``client`` (None: of any owner; tests and tools). Lock held."""
@@ -261,7 +329,9 @@ class JobManager:
             self._finish(job, error_of(JobCancelled()))
         return job
 
-    def fetch(self, job_id: str | None, owner: list[bytes], client: str | None = None) -> Job:
+    def fetch(
+        self, job_id: str | None, owner: list[bytes], client: str | None = None, reply_to: str | None = None
+    ) -> Job:
         """Re-attach the job to ``owner`` (progress/results go there now); RESULT_EXPIRED if evicted."""
         job = self.get(job_id, client)
         with self._lock:
@@ -272,6 +342,8 @@ class JobManager:
                     "run the job again.",
                 )
             job.owner = owner
+            if reply_to is not None and job.state not in FINISHED:
+                job.submit_id = reply_to  # its later progress and result answer this fetch
         return job
 
     def release(self, job_id: str | None, client: str | None = None) -> None:
@@ -397,11 +469,12 @@ class JobManager:
             msg = Message(wire.ERROR, job=job.id, parent=job.submit_id, content=err.to_json())
         assert msg is not None
         shm_inputs = any(b is not None and b.location is not None for b in (job.image, job.selection))
-        if job.shm_results and sum(b.nbytes for b in msg.buffers) >= max(1, self.shm_min_bytes):
-            if job.result_space and self._to_offered(job, msg):
-                job.offered_result = msg  # buffers: the op's arrays, located in the client's segment
-            else:
-                self._to_segment(job, msg)
+        # SPEC.md 8.2: an offered segment takes the result whenever it fits, whatever its size or the
+        # shm_results flag; else, with shm_results, a segment of ours from shm.MIN_BYTES on; else inline
+        if msg.buffers and job.result_space and self._to_offered(job, msg):
+            job.offered_result = msg  # buffers: the op's arrays, located in the client's segment
+        elif job.shm_results and sum(b.nbytes for b in msg.buffers) >= max(1, self.shm_min_bytes):
+            self._to_segment(job, msg)
         if shm_inputs and any(b.location is None for b in msg.buffers):
             # an inline result may be a view of the client's input segment (an op returning its input), which
             # the client reuses once this reaches it: store and send a copy
@@ -413,7 +486,7 @@ class JobManager:
             job.image = job.selection = None  # let the input frames go
             job.finished = time.time()
             job.error = err.to_json() if err is not None else None
-            job.final = frames
+            job.final, job.final_msg = frames, msg
             job.final_bytes = sum(b.nbytes for b in msg.buffers)
             self._evict()
             self._trim_records()  # records submitted while the queue was long become forgettable only now
@@ -493,15 +566,19 @@ class JobManager:
         ]
         return True
 
-    def final_frames(self, job: Job) -> list[Any] | None:
-        """The stored final message to resend on ``fetch``. A result written into a client's offered segment
-        is re-sent inline when that segment is gone (its client closed before reading it)."""
+    def final_frames(self, job: Job, parent: str | None = None) -> list[Any] | None:
+        """The stored final message, signed again as a new message answering ``parent`` (the fetch): every
+        message has a fresh id. A result written into a client's offered segment is re-sent inline when that
+        segment is gone (its client closed before reading it)."""
         with self._lock:
-            final, msg = job.final, job.offered_result
-        if msg is None or final is None or shm.exists(msg.buffers[0].location["shm"]):
-            return final
-        inline = [dataclasses.replace(b, location=None) for b in msg.buffers]
-        return wire.encode(dataclasses.replace(msg, buffers=inline), self._key)
+            final, msg, offered = job.final, job.final_msg, job.offered_result
+        if final is None or msg is None:
+            return None
+        buffers = msg.buffers
+        if offered is not None and not shm.exists(offered.buffers[0].location["shm"]):
+            buffers = [dataclasses.replace(b, location=None) for b in offered.buffers]
+        again = dataclasses.replace(msg, id=wire.new_id(), parent=parent, buffers=buffers)
+        return wire.encode(again, self._key)
 
     def _drop_segment(self, job: Job) -> None:
         """Unlink the job's result segment (lock held); clients that mapped it keep their mapping."""

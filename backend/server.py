@@ -24,7 +24,7 @@ import zmq
 from zmq.utils.monitor import parse_monitor_message
 
 from backend.guard import MODEL_NAME_RE, PeerGuard, SeenIds, scrub_error
-from backend.jobs import DONE, FINISHED, Job, JobManager, ModelsFactory, default_models
+from backend.jobs import DONE, FINISHED, Job, JobManager, ModelsFactory, check_inputs, default_models
 from backend.ops import Registry, product_registry
 from backend.remote import AuthorizedKeys
 from protocol import connection, shm, wire
@@ -34,6 +34,7 @@ from protocol.wire import Message
 log = logging.getLogger("layeredit.server")
 
 BACKEND_VERSION = "0.1.0"
+SUBMIT_ROLES = ("image", "selection")
 # A client-chosen routing id that claims a token (SPEC.md 1): t:<token>:<random>, letters and digits only.
 ROUTING_TOKEN_RE = re.compile(rb"^t:([A-Za-z0-9]{1,64}):[A-Za-z0-9]{1,64}$")
 
@@ -56,6 +57,8 @@ class ServerConfig:
     max_bad_signatures: int = 4  # an unproven connection is dropped after this many unsigned messages
     max_result_bytes: int = 1 << 30  # finished results kept for fetch, oldest evicted first
     max_queue: int = 64
+    max_queued_per_client: int | None = None  # quota_exceeded past it; None: 3/4 of max_queue
+    max_result_bytes_per_client: int | None = None  # stored unfetched results; None: half of max_result_bytes
     connection_file: Path | None = None  # default: <runtime dir>/backend.json
     key: str | None = None  # default: a fresh random key per start
     curve_secret_key: str | None = None  # Z85; required to bind a non-loopback address
@@ -135,6 +138,8 @@ class Server:
             result_ttl_s=self.config.result_ttl_s,
             abandon_after_s=self.config.abandon_after_s,
             max_shm_bytes=self.config.max_shm_bytes,
+            max_queued_per_client=self.config.max_queued_per_client,
+            max_result_bytes_per_client=self.config.max_result_bytes_per_client,
         )
         self._probe: shm.Segment | None = None  # proves to a client that it sees our /dev/shm
         self._probe_token = ""
@@ -530,6 +535,8 @@ class Server:
                 "max_message_bytes": self.max_message_bytes,
                 "max_buffers": wire.MAX_BUFFERS,
                 "max_queue": self.config.max_queue,
+                "max_queued_per_client": self.jobs.max_queued_per_client,
+                "max_result_bytes_per_client": self.jobs.max_result_bytes_per_client,
             },
             "sample_types": list(wire.SAMPLE_BYTES),
             "channel_orders": list(wire.ORDER_CHANNELS),
@@ -629,11 +636,20 @@ class Server:
                     f"most {self.config.max_pixels}. Crop or scale it, or restart with a larger --max-pixels.",
                     {"role": b.role},
                 )
+        roles = [b.role for b in msg.buffers]
+        for role in roles:
+            if role not in SUBMIT_ROLES or roles.count(role) > 1:
+                raise ProtocolError(
+                    ErrorCode.BAD_BUFFER,
+                    f"A submit carries at most one 'image' and one 'selection' buffer; got {roles}.",
+                    {"role": role},
+                )
         image, selection = msg.buffer("image"), msg.buffer("selection")
         if spec.needs_image and image is None:
             raise ProtocolError(
                 ErrorCode.MISSING_INPUT, f"Op '{spec.name}' needs an image buffer (role 'image')."
             )
+        check_inputs(spec, image, selection)  # everything checkable without running the op: before accepted
         job_id = wire.new_id() if msg.job is None else msg.job  # "" is not "none": it is refused
         if not 1 <= len(job_id) <= wire.MAX_ID_CHARS or not job_id.isprintable():
             raise ProtocolError(
@@ -652,7 +668,13 @@ class Server:
                 "Shared memory is only for local clients of this backend's connection file; leave "
                 "'shm_result' out and take the result inline.",
             )
-        job.result_space = space if job.shm_results and isinstance(space, dict) else None
+        if space is not None:  # well formed now; gone or too small is found when the result is written
+            name, _, _ = shm.parse_location(space)
+            if not name.startswith(shm.CLIENT_PREFIX):
+                raise ProtocolError(
+                    ErrorCode.BAD_BUFFER, f"'shm_result' must name a {shm.CLIENT_PREFIX}* segment."
+                )
+        job.result_space = space if self._probe is not None else None
         position = self.jobs.submit(job)
         log.info("job %s (%s) accepted, queue position %d", job_id, msg.op, position)
         self._reply(
@@ -672,10 +694,10 @@ class Server:
         self._reply(identity, Message(wire.JOBS, parent=msg.id, content={"jobs": jobs}))
 
     def _on_fetch(self, identity: list[bytes], msg: Message) -> None:
-        job = self.jobs.fetch(msg.job, identity, self._current_client)
-        final = self.jobs.final_frames(job)
-        if job.state in FINISHED and final is not None:
-            self._send_frames(identity, final)  # the stored, signed result (or error) as it was first sent
+        job = self.jobs.fetch(msg.job, identity, self._current_client, reply_to=msg.id)
+        final = self.jobs.final_frames(job, parent=msg.id) if job.state in FINISHED else None
+        if final is not None:
+            self._send_frames(identity, final)  # the stored result (or error), as a fresh reply to this fetch
         else:  # still queued or running: progress and the result now come to this client
             self._reply(identity, Message(wire.JOB_STATUS, job=job.id, parent=msg.id, content=job.describe()))
 

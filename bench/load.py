@@ -81,7 +81,10 @@ def run_load(
     report = LoadReport(clients, jobs)
     tmp = Path(workdir or tempfile.mkdtemp(prefix="layeredit-load-"))
     cfg = ServerConfig(
-        connection_file=tmp / "backend.json", report_models=False, max_queue=clients * jobs + 8
+        connection_file=tmp / "backend.json",
+        report_models=False,
+        max_queue=clients * jobs + 8,
+        max_queued_per_client=jobs + 8,  # every client queues its whole batch at once
     )
     srv = Server(cfg, registry(), models_factory=None).start()
     info = connection.read(srv.connection_file)

@@ -28,6 +28,7 @@ class ErrorCode(StrEnum):
     NOT_ALLOWED = "not_allowed"  # a remote key revoked since it connected
     FORBIDDEN = "forbidden"  # only the local owner may do this (shutdown from a remote key or off loopback)
     QUEUE_FULL = "queue_full"
+    QUOTA_EXCEEDED = "quota_exceeded"  # this client has too many jobs waiting or results stored
     # Running
     MODEL_MISSING = "model_missing"  # weights not installed: message names the install command
     MODEL_BROKEN = "model_broken"  # weights present but corrupt / partial

@@ -165,7 +165,7 @@ class Buffer:
     def from_descriptor(cls, desc: Any, data: Any) -> Buffer:
         """Rebuild a buffer from its header entry and frame; any inconsistency is a ``bad_buffer`` error."""
         if not isinstance(desc, dict):
-            raise ProtocolError(ErrorCode.MALFORMED, "Each buffer descriptor must be a JSON object.")
+            raise ProtocolError(ErrorCode.BAD_BUFFER, "Each buffer descriptor must be a JSON object.")
         try:
             kwargs = {k: desc[k] for k in ("width", "height", "channels", "dtype", "order", "stride")}
         except KeyError as exc:
@@ -176,8 +176,10 @@ class Buffer:
         if not isinstance(kwargs["channels"], int) or isinstance(kwargs["channels"], bool):
             raise ProtocolError(ErrorCode.BAD_BUFFER, "Buffer channels must be an integer.")
         role = desc.get("role", "image")
-        if not isinstance(role, str):
-            raise ProtocolError(ErrorCode.BAD_BUFFER, "Buffer role must be a string.")
+        if role not in ROLES:  # an unknown role is refused, never ignored
+            raise ProtocolError(
+                ErrorCode.BAD_BUFFER, f"Buffer role {role!r} is not one of {', '.join(ROLES)}."
+            )
         stride = kwargs.pop("stride")
         if not isinstance(stride, int) or isinstance(stride, bool) or stride <= 0:
             raise ProtocolError(

@@ -61,7 +61,7 @@ class Dealer:
     def recv(self, timeout_ms: int = 5000) -> Message | None:
         if not self.sock.poll(timeout_ms):
             return None
-        return wire.decode(self.sock.recv_multipart(), self.key)
+        return wire.decode(self.sock.recv_multipart(), self.key, _map_result)
 
     def ask(self, header: dict, buffers=(), before: tuple[bytes, ...] = ()) -> Message:
         self.send(header, buffers, before)
@@ -71,6 +71,11 @@ class Dealer:
 
     def close(self) -> None:
         self.sock.close()
+
+
+def _map_result(location: dict, expected: int) -> memoryview:
+    """Read a result the server located in shared memory (our offer, or its own segment)."""
+    return shm.open_readonly(location, str(location.get("shm", ""))[:4], expected)
 
 
 def _located(seg: shm.Segment, h: int, w: int) -> dict:
@@ -402,3 +407,232 @@ def test_remote_model_parameters_are_names_the_server_lists_and_errors_hide_path
             with pytest.raises(ProtocolError) as exc:
                 lc.run("findmodel", {"model": "sd15-inpaint"}, timeout=30)
             assert str(models) in exc.value.message
+
+
+# -- protocol disagreements ------------------------------------------------------------------------------
+def _until_final(d: Dealer, job: str) -> list[Message]:
+    seen = []
+    while (m := d.recv()) is not None:
+        seen.append(m)
+        if m.job == job and m.type in (wire.RESULT, wire.ERROR):
+            break
+    return seen
+
+
+def test_job_status_lists_every_field_with_null_when_unset(tmp_path):
+    with running_server(tmp_path) as srv, Client.connect(srv.connection_file) as c:
+        running = c.submit("steps", {"steps": 2000, "delay": 0.01}, image=array_buffer(_img()))
+        queued = c.submit("echo", {}, image=array_buffer(_img()))
+        assert wait_until(lambda: srv.jobs.get(running).state == "running")
+        fields = {"job", "op", "state", "created", "started", "finished", "device", "progress", "error"}
+        status = c.status(queued)
+        assert set(status) == fields and status["state"] == "queued"
+        assert status["started"] is status["finished"] is status["device"] is status["progress"] is None
+        assert status["error"] is None
+        c.cancel(running)
+        c.wait(queued, timeout=30)
+        done = c.status(queued)
+        assert set(done) == fields and done["error"] is None and done["finished"] is not None
+        assert c.status(running)["error"]["code"] == "cancelled"
+
+
+def test_round_robin_is_strict_and_queue_position_counts_what_runs_first(tmp_path):
+    with running_server(tmp_path) as srv:
+        info = connection.read(srv.connection_file)
+        with Client(info, token="a") as a, Client(info, token="b") as b:
+            img = array_buffer(_img())
+            a_jobs = [
+                a.submit("steps", {"steps": 2000 if i == 0 else 1, "delay": 0.01}, image=img)
+                for i in range(4)
+            ]
+            positions = {}
+            for job in a_jobs:
+                positions[job] = a._wait(lambda m, j=job: m.type == wire.ACCEPTED and m.job == j, 10).content
+            assert wait_until(lambda: srv.jobs.get(a_jobs[0]).state == "running")
+            b_job = b.submit("steps", {"steps": 1, "delay": 0.01}, image=img)
+            b_pos = b._wait(lambda m: m.type == wire.ACCEPTED and m.job == b_job, 10).content
+            assert b_pos == {
+                "queue_position": 0
+            }  # next, though three of a's jobs wait: the running one aside
+            assert positions[a_jobs[3]]["queue_position"] in (2, 3)  # a2, a3 (and a1 if not yet taken) first
+            a.cancel(a_jobs[0])
+            b.wait(b_job, timeout=30)
+            for job in a_jobs[1:]:
+                a.wait(job, timeout=30)
+        order = sorted([*a_jobs, b_job], key=lambda j: srv.jobs.get(j).started)
+        assert order == [a_jobs[0], b_job, *a_jobs[1:]]
+
+
+def test_refused_headers_echo_a_readable_request_id(tmp_path):
+    with running_server(tmp_path) as srv:
+        d = Dealer(connection.read(srv.connection_file))
+        try:
+            reply = d.ask({"protocol": "7.0", "type": "ping", "id": "abc"})
+            assert (reply.content["code"], reply.parent) == ("bad_version", "abc")
+            reply = d.ask({"protocol": "1.0", "type": 5, "id": "xyz", "job": "j"})
+            assert (reply.content["code"], reply.parent, reply.job) == ("malformed", "xyz", "j")
+            reply = d.ask({"protocol": "1.0", "type": "ping", "id": 7})  # no readable id: null
+            assert (reply.content["code"], reply.parent) == ("malformed", None)
+        finally:
+            d.close()
+
+
+def test_a_fetched_result_is_a_fresh_message_answering_the_fetch(tmp_path):
+    with running_server(tmp_path) as srv:
+        d = Dealer(connection.read(srv.connection_file), routing_id=b"t:fetcher:1")
+        try:
+            img = _img()
+            submit = _header("submit", job="j", op="echo", buffers=[array_buffer(img).descriptor()])
+            first = _until_final(d, d.send(submit, [img.tobytes()]) or "j")[-1]
+            assert first.type == wire.RESULT and first.parent == submit["id"]
+            fetch = _header("fetch", job="j")
+            again = d.ask(fetch)
+            assert again.type == wire.RESULT and again.parent == fetch["id"] and again.id != first.id
+            assert bytes(again.buffers[0].data) == img.tobytes()
+            # a running job re-attached by a fetch: its later messages answer the fetch
+            d.send(_header("submit", job="k", op="steps", params={"steps": 30, "delay": 0.02}, buffers=[]))
+            assert d.recv().content["code"] == "missing_input"
+            run = _header("submit", job="k", op="steps", params={"steps": 30, "delay": 0.02})
+            run["buffers"] = [array_buffer(img).descriptor()]
+            d.send(run, [img.tobytes()])
+            assert d.recv().type == wire.ACCEPTED
+            fetch = _header("fetch", job="k")
+            d.send(fetch)
+            later = [m for m in _until_final(d, "k") if m.type in (wire.PROGRESS, wire.RESULT)]
+            assert later[-1].type == wire.RESULT and later[-1].parent == fetch["id"]
+        finally:
+            d.close()
+
+
+@needs_shm
+def test_an_offered_segment_takes_any_result_that_fits_flag_or_not(tmp_path):
+    h, w = 400, 600  # a snap-like 240 kB mask: under the 256 KiB threshold of backend segments
+    img = _img(h, w)
+    sel = np.zeros((h, w), np.uint8)
+    sel[100:300, 100:500] = 255
+    with running_server(tmp_path, max_pixels=1 << 20) as srv:
+        with Client.connect(srv.connection_file) as c:
+            c.hello()
+            assert c.shm_active
+            result = c.run(
+                "maskonly", {}, image=array_buffer(img), selection=array_buffer(sel, role="selection")
+            )
+            assert result.mask.location is not None and result.mask.location["shm"].startswith(
+                shm.CLIENT_PREFIX
+            )
+            assert np.array_equal(np.frombuffer(result.mask.data, np.uint8).reshape(h, w), 255 - sel)
+        space = shm.Segment.create(shm.aligned(h * w), shm.CLIENT_PREFIX)
+        try:
+            d = Dealer(connection.read(srv.connection_file))
+            small = _img(4, 4)
+            desc = array_buffer(small).descriptor()
+            offer = {"shm": space.name, "offset": 0, "size": space.size}
+            d.send(
+                _header("submit", job="s", op="echo", buffers=[desc], content={"shm_result": offer}),
+                [small.tobytes()],
+            )
+            final = _until_final(d, "s")[-1]  # no shm_results flag, a 64-byte result: still in the offer
+            assert final.type == wire.RESULT and final.buffers[0].location["shm"] == space.name
+            assert bytes(final.buffers[0].data) == small.tobytes()
+            d.close()
+        finally:
+            space.unlink()
+
+
+def _submit_reply(d: Dealer, buffers: list, frames: list, **fields) -> Message:
+    header = _header("submit", op=fields.pop("op", "echo"), buffers=buffers, **fields)
+    d.send(header, frames)
+    reply = d.recv()
+    assert reply is not None
+    return reply
+
+
+def test_ambiguities_are_settled_before_accepted(tmp_path):
+    with running_server(tmp_path) as srv:
+        d = Dealer(connection.read(srv.connection_file))
+        try:
+            img = _img()
+            desc, data = array_buffer(img).descriptor(), img.tobytes()
+            sel = np.zeros((6, 5), np.uint8)
+            sel_desc = array_buffer(sel, role="selection").descriptor()
+
+            def code(buffers, frames, **fields):
+                reply = _submit_reply(d, buffers, frames, **fields)
+                return reply.content.get("code") if reply.type == wire.ERROR else reply.type
+
+            assert code([desc], [data], job="") == "malformed"  # an empty job id
+            assert code(["not an object"], [data]) == "bad_buffer"
+            assert code([{**desc, "role": "bogus"}], [data]) == "bad_buffer"  # unknown role: refused
+            assert code([desc, {**desc, "role": "mask"}], [data, data]) == "bad_buffer"  # not a submit's
+            assert code([desc, desc], [data, data]) == "bad_buffer"  # two images
+            # what decoding the inputs would refuse comes before accepted, not after it
+            assert code([desc, sel_desc], [data, sel.tobytes()], op="needsel") == "no_selection"
+            colour = array_buffer(_img(), role="selection").descriptor()
+            assert code([desc, colour], [data, data]) == "unsupported_format"
+            off = {**desc, "location": {"shm": f"le-c1-{'a' * 32}", "offset": 8, "size": len(data)}}
+            reply = _submit_reply(d, [off], [])
+            assert reply.content["code"] == "bad_buffer" and "multiple of 64" in reply.content["message"]
+            # a single number where a float list is expected is a list of one
+            d.send(_header("submit", job="g", op="echo", params={"gains": 2}, buffers=[desc]), [data])
+            final = _until_final(d, "g")[-1]
+            assert final.type == wire.RESULT and final.content["params"]["gains"] == [2.0]
+        finally:
+            d.close()
+
+
+def test_sigterm_is_a_clean_stop(tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    conn = tmp_path / "backend.json"
+    env = dict(os.environ, LAYEREDIT_REGISTRY="tests.test_server_support:registry", PYTHONPATH=str(root))
+    env["LAYEREDIT_RUNTIME_DIR"] = str(tmp_path)
+    cmd = [sys.executable, "-m", "backend", "serve", "--no-model-report", "--connection-file", str(conn)]
+    proc = subprocess.Popen([*cmd, "--device", "cpu"], cwd=root, env=env, stderr=subprocess.DEVNULL)
+    try:
+        assert wait_until(lambda: conn.exists() and connection.read(conn).pid == proc.pid, 60)
+        with Client.connect(conn) as c:
+            c.run("echo", {}, image=array_buffer(_img()), timeout=30)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+        assert not conn.exists() and shm.leftovers({proc.pid}) == []
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+
+
+# -- quotas ---------------------------------------------------------------------------------------------
+def test_per_client_quotas_on_queued_jobs_and_stored_results(tmp_path):
+    img = _img(64, 64)  # 16 KiB results
+    with running_server(tmp_path, max_queued_per_client=2, max_result_bytes_per_client=40_000) as srv:
+        info = connection.read(srv.connection_file)
+        with Client(info, token="greedy") as greedy, Client(info, token="other") as other:
+            running = greedy.submit("steps", {"steps": 2000, "delay": 0.01}, image=array_buffer(img))
+            assert wait_until(lambda: srv.jobs.get(running).state == "running")
+            waiting = [greedy.submit("echo", {}, image=array_buffer(img)) for _ in range(2)]
+            refused = greedy.submit("echo", {}, image=array_buffer(img))
+            with pytest.raises(ProtocolError) as exc:
+                greedy.wait(refused, timeout=30)
+            assert exc.value.code == ErrorCode.QUOTA_EXCEEDED and "waiting" in exc.value.message
+            other_job = other.submit("echo", {}, image=array_buffer(img))  # another client is not held back
+            greedy.cancel(running)
+            assert other.wait(other_job, timeout=30).image is not None
+            for job in waiting:
+                greedy.wait(job, timeout=30)
+        hoarder = Dealer(info, routing_id=b"t:hoarder:1")  # never releases what it receives
+        try:
+            desc = array_buffer(img).descriptor()
+            for job in ("h1", "h2", "h3"):
+                d_reply = _submit_reply(hoarder, [desc], [img.tobytes()], job=job)
+                assert d_reply.type == wire.ACCEPTED, d_reply.content
+                _until_final(hoarder, job)
+            reply = _submit_reply(hoarder, [desc], [img.tobytes()], job="h4")  # 48 KiB stored >= 40 000
+            assert reply.content["code"] == "quota_exceeded" and "release" in reply.content["message"]
+            for job in ("h1", "h2"):
+                hoarder.send(_header("release", job=job))
+            assert _submit_reply(hoarder, [desc], [img.tobytes()], job="h5").type == wire.ACCEPTED
+        finally:
+            hoarder.close()

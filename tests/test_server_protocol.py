@@ -228,7 +228,11 @@ def test_fetch_of_a_running_job_reattaches_it(server):
 
 def test_oldest_results_are_evicted_by_bytes(tmp_path):
     img = _image(h=64, w=64)  # 16 KiB per result
-    with running_server(tmp_path, max_result_bytes=40_000) as srv, Client.connect(srv.connection_file) as c:
+    quota = {"max_result_bytes_per_client": 40_000}  # one client here: its quota is the whole store
+    with (
+        running_server(tmp_path, max_result_bytes=40_000, **quota) as srv,
+        Client.connect(srv.connection_file) as c,
+    ):
         jobs = [c.submit("echo", {}, image=array_buffer(img)) for _ in range(4)]
         assert wait_until(lambda: all(srv.jobs.get(j).state in ("done", "expired") for j in jobs))
         with Client.connect(srv.connection_file) as other:  # c holds the pushed results in its own queue
