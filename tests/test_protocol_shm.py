@@ -344,7 +344,8 @@ def test_fetch_by_another_client_reads_the_offered_segment(server):
 
 def test_eviction_unlinks_result_segments(tmp_path):
     img = _image(h=64, w=64)  # 16 KiB per result
-    with running_server(tmp_path, max_result_bytes=40_000) as srv:
+    quota = {"max_result_bytes_per_client": 40_000}  # one client here: its quota is the whole store
+    with running_server(tmp_path, max_result_bytes=40_000, **quota) as srv:
         srv.jobs.shm_min_bytes = 1
         raw = Raw(srv)
         jobs = []
