@@ -273,3 +273,20 @@ def test_crop_plans_always_cover_the_mask_inside_the_image(h, w, data, target, k
     crop = plan.to_model(np.ones((h, w, 3), np.uint8))
     assert crop.shape == (mh, mw, 3)
     assert plan.from_model(crop).shape == (by1 - by0, bx1 - bx0, 3)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_composite_weights_below_the_u8_mask_step_change_nothing(dtype):
+    """A weight that the returned u8 mask rounds to 0 must not move a u16/float sample (issue 11)."""
+    rng = np.random.default_rng(5)
+    orig = _random_image(rng, 31, 27, dtype, 4)
+    edited = _random_image(rng, 31, 27, np.float32, 3)
+    mask = np.zeros((31, 27), np.float32)
+    mask[3:20, 5:17] = rng.random((17, 12)).astype(np.float32) * 0.01  # many weights under 0.5/255
+    mask[10:14, 8:12] = 1.0
+    out = composite(orig, edited, mask)
+    returned = mask_to_u8(mask)
+    changed = (out != orig).any(axis=2)
+    assert not (changed & (returned == 0)).any()
+    assert out[returned == 0].tobytes() == orig[returned == 0].tobytes()
+    assert changed[10:14, 8:12].all() or dtype == np.uint8  # the full-weight block took the edit

@@ -4,7 +4,7 @@ Nothing here is rewritten per op: erase, replace and Imagic all crop, scale and 
 functions, so the bit-exactness guarantee outside the edit lives in one place (``composite``).
 """
 
-from .composite import composite, feather_inward
+from .composite import blend_weights, composite, feather_inward
 from .crop import CropPlan, plan_crop, resize
 from .formats import from_float, split_alpha, to_float, to_gray_float, to_rgb_u8
 from .masks import bbox, binarize, grow, mask_to_float, mask_to_u8, shrink
@@ -12,6 +12,7 @@ from .masks import bbox, binarize, grow, mask_to_float, mask_to_u8, shrink
 __all__ = [
     "CropPlan",
     "bbox",
+    "blend_weights",
     "binarize",
     "composite",
     "feather_inward",

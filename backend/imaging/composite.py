@@ -3,6 +3,11 @@
 Generators change pixels they were not asked to (the VAE round trip alters the whole frame, resampling blurs),
 so every op pastes its result through ``composite``: wherever the mask is 0 the output is the original's exact
 bytes. Feathering works inward (``feather_inward``), so the blend zone lies inside the mask and never leaks out.
+
+The blend weights are the mask as ops return it (``mask_to_u8``: 256 levels), not the float mask: a weight of
+0.001 rounds to 0 in the returned mask but would still move a u16 or float sample, so a pixel the returned mask
+calls untouched must be untouched. Quantising the weights here makes "mask == 0" and "bit-identical" the same
+set of pixels in every sample type.
 """
 
 from __future__ import annotations
@@ -11,7 +16,7 @@ import cv2
 import numpy as np
 
 from .formats import as_hwc, from_float, match_channels, split_alpha, to_float
-from .masks import bbox, mask_to_float
+from .masks import bbox, mask_to_float, mask_to_u8
 
 
 def feather_inward(mask: np.ndarray, radius: float) -> np.ndarray:
@@ -62,8 +67,16 @@ def composite(
     # blend only inside the mask's bounding box: a small edit on a 4096x4096 layer stays cheap
     x0, y0, x1, y1 = box
     region = np.s_[y0:y1, x0:x1]
-    out[region] = _blend(orig_hwc[region], as_hwc(edited)[region], m[region], keep_alpha)
+    weights = blend_weights(m[region])
+    out[region] = _blend(orig_hwc[region], as_hwc(edited)[region], weights, keep_alpha)
     return out.reshape(original.shape)
+
+
+def blend_weights(mask: np.ndarray) -> np.ndarray:
+    """float32 HxW: the mask on the 256-level grid of ``mask_to_u8`` (what ops return as their mask).
+
+    Zero exactly where the returned u8 mask is 0 and 1.0 exactly where it is 255, whatever the float mask was."""
+    return mask_to_u8(mask).astype(np.float32) / np.float32(255.0)
 
 
 def _blend(orig: np.ndarray, edited: np.ndarray, m: np.ndarray, keep_alpha: bool) -> np.ndarray:
