@@ -240,7 +240,15 @@ def build_parser(registry: Registry) -> argparse.ArgumentParser:
             help="result image (keeps size, alpha, depth); a mask-only op writes its mask here",
         )
         op.add_argument(
-            "--mask-out", metavar="PNG", help="also write the op's mask (e.g. the snapped selection)"
+            "--mask-out",
+            metavar="PNG",
+            help="also write the snapped object mask (ops that do not snap: their mask)",
+        )
+        op.add_argument(
+            "--region-out",
+            metavar="PNG",
+            help="also write the edited region: the mask the result was blended with (grown past the object, "
+            "feathered inward); every pixel outside it is unchanged",
         )
         op.add_argument("--device", help="cpu, cuda, mps (default: LAYEREDIT_DEVICE or the best available)")
         op.add_argument("--quiet", action="store_true", help="no progress on stderr")
@@ -310,9 +318,14 @@ def run_op(
         path = out.with_name(f"{out.stem}.candidate{i}{out.suffix}")
         save_image(extra, path)
         written.append(str(path))
-    if args.mask_out and result.mask is not None:
-        save_image(np.asarray(result.mask, dtype=np.uint8), args.mask_out)
-        written.append(str(args.mask_out))
+    snapped = result.object_mask if result.object_mask is not None else result.mask
+    region = result.mask if (result.meta.get("masks") or [None])[0] == "region" else None
+    if args.region_out and region is None:
+        print(f"note: {spec.name} returns no edited region; --region-out not written", file=sys.stderr)
+    for path, mask in ((args.mask_out, snapped), (args.region_out, region)):
+        if path and mask is not None:
+            save_image(np.asarray(mask, dtype=np.uint8), path)
+            written.append(str(path))
     print(json.dumps({"written": written, "params": used, "meta": result.meta}, default=str))
     return 0
 

@@ -90,7 +90,8 @@ def selection_reaches(selection: Buffer, image: Buffer | None) -> bool:
 
 
 def encode_result(result: OpResult, image: Buffer | None) -> list[Buffer]:
-    """OpResult -> buffers: the image in the host's format, the mask as gray u8, extras as candidates."""
+    """OpResult -> buffers: the image in the host's format, the mask (then the object mask, if any) as gray u8,
+    extras as candidates."""
     out: list[Buffer] = []
 
     def encode(arr: np.ndarray, role: str) -> Buffer:
@@ -100,6 +101,8 @@ def encode_result(result: OpResult, image: Buffer | None) -> list[Buffer]:
         out.append(encode(result.image, "image"))
     if result.mask is not None:
         out.append(encode_mask(result.mask, image))
+        if result.object_mask is not None:  # second mask buffer: meta["masks"] names the two
+            out.append(encode_mask(result.object_mask, image))
     out.extend(encode(extra, "candidate") for extra in result.extra_images)
     return out
 

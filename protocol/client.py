@@ -67,8 +67,9 @@ class Progress:
 
 @dataclass
 class Result:
-    """A finished job. ``image`` is in the format the host sent; ``mask`` is gray u8 (e.g. the snapped
-    selection); ``candidates`` are extra images (e.g. Imagic's eta variants)."""
+    """A finished job. ``image`` is in the format the host sent; ``mask`` is gray u8 (the region the op
+    changed, or the snapped selection); ``object_mask`` is the snapped object when the op also sends it (erase:
+    ``meta["masks"] == ["region", "object"]``); ``candidates`` are extra images (e.g. Imagic's eta variants)."""
 
     job: str
     image: Buffer | None
@@ -76,16 +77,23 @@ class Result:
     candidates: list[Buffer] = field(default_factory=list)
     meta: dict = field(default_factory=dict)
     buffers: list[Buffer] = field(default_factory=list)
+    object_mask: Buffer | None = None
 
     @classmethod
     def from_message(cls, msg: Message) -> Result:
+        meta = dict(msg.content.get("meta") or {})
+        masks = [b for b in msg.buffers if b.role == "mask"]
+        names = meta.get("masks")
+        ok = isinstance(names, list) and all(isinstance(n, str) for n in names)
+        named = dict(zip(names, masks, strict=False)) if ok else {}
         return cls(
             job=msg.job or "",
             image=msg.buffer("image"),
-            mask=msg.buffer("mask"),
+            mask=masks[0] if masks else None,
             candidates=[b for b in msg.buffers if b.role == "candidate"],
-            meta=dict(msg.content.get("meta") or {}),
+            meta=meta,
             buffers=list(msg.buffers),
+            object_mask=named.get("object"),
         )
 
 

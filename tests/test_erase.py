@@ -180,14 +180,17 @@ def test_erase_and_snap_from_the_command_line(scene, tmp_path):
     Image.fromarray(image).save(tmp_path / "in.png")
     Image.fromarray((sel * 255).astype(np.uint8)).save(tmp_path / "sel.png")
     args = ["erase", str(tmp_path / "in.png"), "--selection", str(tmp_path / "sel.png"), "--quiet"]
-    assert (
-        main([*args, "--out", str(tmp_path / "out.png"), "--mask-out", str(tmp_path / "m.png")], None, None)
-        == 0
-    )
+    outputs = ["--out", str(tmp_path / "out.png"), "--mask-out", str(tmp_path / "m.png")]
+    assert main([*args, *outputs, "--region-out", str(tmp_path / "r.png")], None, None) == 0
     out = np.asarray(Image.open(tmp_path / "out.png"))
-    mask = np.asarray(Image.open(tmp_path / "m.png"))
+    mask = np.asarray(Image.open(tmp_path / "r.png"))  # the edited region: nothing changed outside it
     assert out.shape == image.shape and (out[mask == 0] == image[mask == 0]).all()
     assert (mask[obj] > 0).all()
+    snapped = (
+        np.asarray(Image.open(tmp_path / "m.png")) > 127
+    )  # --mask-out: the snapped object, as documented
+    assert (snapped & obj).sum() / (snapped | obj).sum() > 0.9
+    assert (mask[snapped] > 0).all() and (mask > 0).sum() > snapped.sum()
     assert main([*args, "--out", str(tmp_path / "raw.png"), "--no-snap"], None, None) == 0
     raw_mask_area = (np.asarray(Image.open(tmp_path / "raw.png")) != image).any(axis=2).sum()
     assert raw_mask_area > (mask > 0).sum() * 0.9  # the unsnapped erase covers the loose selection

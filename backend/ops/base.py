@@ -166,12 +166,17 @@ class OpInputs:
 @dataclass
 class OpResult:
     """What an op returns. ``image`` has the input's shape and dtype (the server encodes it back in the host's
-    format); ``mask`` is the region the op changed / snapped to, uint8 HxW (0..255), or None."""
+    format); ``mask`` is the region the op changed / snapped to, uint8 HxW (0..255), or None.
+
+    ``object_mask`` (uint8 HxW or None): the snapped object, when ``mask`` is the edited region grown past it
+    (erase). It travels as a second ``mask`` buffer after the first, and ``meta["masks"]`` names both
+    (``["region", "object"]``), so a client that reads only the first mask sees what it always saw."""
 
     image: np.ndarray | None
     mask: np.ndarray | None = None
     meta: dict[str, Any] = field(default_factory=dict)
     extra_images: list[np.ndarray] = field(default_factory=list)  # e.g. several Imagic eta candidates
+    object_mask: np.ndarray | None = None
 
 
 ProgressFn = Callable[[str, int, int, "np.ndarray | None"], None]
