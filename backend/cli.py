@@ -14,6 +14,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -349,6 +350,18 @@ def _remote_config(config: Any, listen: str, keys_dir: Path | None) -> None:
     config.authorized_keys = directory / remote.AUTHORIZED_FILE
 
 
+def _warm_fill() -> None:
+    """Compile (or load from numba's cache) erase's PatchMatch kernels while the backend waits for its first job,
+    so the user's first erase does not pay for it (a few seconds when nothing is cached)."""
+    log = logging.getLogger("layeredit.server")
+    try:
+        from backend.erase.patchmatch import warm_up
+
+        log.info("erase fill kernels ready in %.2f s", warm_up())
+    except Exception as exc:  # the first erase compiles them instead
+        log.warning("could not warm the erase fill kernels: %s", exc)
+
+
 def serve(args: argparse.Namespace, registry: Registry, models_factory: ModelsFactory | None) -> int:
     from backend import logs
     from backend.server import ConfigError, Server, ServerConfig
@@ -381,6 +394,7 @@ def serve(args: argparse.Namespace, registry: Registry, models_factory: ModelsFa
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     signal.signal(signal.SIGTERM, lambda *_: server.stop())
+    threading.Thread(target=_warm_fill, name="layeredit-warm", daemon=True).start()
     try:
         server.serve_forever()
     except ConfigError as exc:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from backend.erase import EraseParams, ErasePipeline
-from backend.erase.fill_diffusion import DiffusionFiller, diffusion_fillers, erase_fill_choice
+from backend.erase.fill_diffusion import DiffusionFiller, diffusion_fillers
 from backend.models import ModelManager
 from backend.ops import JobCancelled
 
@@ -19,7 +19,8 @@ def models(tiny_inpaint_dir, tmp_path_factory):
 
 
 class GpuLooking:
-    """A ModelManager as seen from a GPU backend (auto erase picks diffusion only there); loads stay on CPU."""
+    """A ModelManager as seen from a GPU backend (auto erase must not pick diffusion even there); loads stay on
+    CPU."""
 
     def __init__(self, models):
         import torch
@@ -89,14 +90,9 @@ def test_partial_strength_starts_from_classical_prefill(models):
     assert odd.shape == (60, 61, 3)
 
 
-def test_auto_choice_and_fillers_follow_installed_model(models, tmp_path):
+def test_diffusion_fillers_follow_installed_model(models, tmp_path):
     empty = ModelManager(models_dir=tmp_path, device="cpu", search_dirs=[], hf_cache_dir=tmp_path / "hf")
     assert diffusion_fillers(empty) == {} and diffusion_fillers(None) == {}
-    assert erase_fill_choice("auto", empty) == "auto"
-    assert erase_fill_choice("auto", None) == "auto"
-    assert erase_fill_choice("auto", models) == "auto"  # CPU: the classical fill is 100x faster
-    assert erase_fill_choice("auto", GpuLooking(models)) == "diffusion"
-    assert erase_fill_choice("telea", models) == "telea"
     fillers = diffusion_fillers(models, steps=2)
     assert list(fillers) == ["diffusion"] and fillers["diffusion"].steps == 2
 
@@ -108,10 +104,12 @@ def test_erase_op_hook(models, tmp_path):
 
     empty = ModelManager(models_dir=tmp_path, device="cpu", search_dirs=[], hf_cache_dir=tmp_path / "hf")
     assert erase_model_fillers("auto", empty) == {} and erase_model_fillers("telea", models) == {}
-    assert erase_model_fillers("auto", models) == {}  # CPU backend: auto stays classical
-    auto = erase_model_fillers("auto", GpuLooking(models))
-    assert list(auto) == ["auto"] and isinstance(auto["auto"], DiffusionFiller) and not auto["auto"].fast
-    assert auto["auto"].name == "diffusion"  # erase's meta reports what really filled
+    assert (
+        erase_model_fillers("patchmatch", GpuLooking(models)) == {}
+    )  # what auto becomes without a learned one
+    asked = erase_model_fillers("diffusion", GpuLooking(models))
+    assert list(asked) == ["diffusion"] and isinstance(asked["diffusion"], DiffusionFiller)
+    assert not asked["diffusion"].fast
     assert isinstance(erase_model_fillers("diffusion", models)["diffusion"], DiffusionFiller)
     with pytest.raises(OpError) as err:
         erase_model_fillers("diffusion", empty)
@@ -119,7 +117,7 @@ def test_erase_op_hook(models, tmp_path):
         err.value.code == ErrorCode.MODEL_MISSING and "install.py --models sd15-inpaint" in err.value.message
     )
     image, selection = scene()
-    out = ErasePipeline(snapper=None, fillers=auto)(image, selection, EraseParams(fill="auto"))
+    out = ErasePipeline(snapper=None, fillers=asked)(image, selection, EraseParams(fill="diffusion"))
     assert out.meta["fill"] == "diffusion"
 
 
@@ -130,11 +128,11 @@ def test_erase_hook_uses_lcm_when_installed(tiny_inpaint_dir, tmp_path):
     (tmp_path / "sd15-inpaint").symlink_to(tiny_inpaint_dir, target_is_directory=True)
     save_tiny_lora(tiny_inpaint_dir, tmp_path / "lcm-lora")
     mm = ModelManager(models_dir=tmp_path, device="cpu", search_dirs=[], hf_cache_dir=tmp_path / "hf")
-    filler = erase_model_fillers("auto", GpuLooking(mm))["auto"]
+    filler = erase_model_fillers("diffusion", GpuLooking(mm))["diffusion"]
     assert filler.fast and filler.steps == 6 and filler.lcm_lora == mm.lora_file()
 
 
-def test_erase_op_auto_uses_diffusion_when_installed(models, tmp_path):
+def test_erase_op_runs_diffusion_only_when_asked(models, tmp_path):
     from backend.ops import JobContext, OpError, OpInputs
     from backend.ops.erase import EraseOp
     from protocol.errors import ErrorCode
@@ -143,9 +141,12 @@ def test_erase_op_auto_uses_diffusion_when_installed(models, tmp_path):
     op = EraseOp()
     events: list[tuple] = []
     on_cpu = op.run(OpInputs(image, selection), op.spec.validate({"snap": False}), JobContext(models=models))
-    assert on_cpu.meta["fill"] != "diffusion"
+    assert on_cpu.meta["fill"] == "patchmatch" and on_cpu.meta["fill_requested"] == "auto"
     ctx = JobContext(models=GpuLooking(models), progress_fn=lambda *e: events.append(e[:3]))
-    result = op.run(OpInputs(image, selection), op.spec.validate({"snap": False}), ctx)
+    on_gpu = op.run(OpInputs(image, selection), op.spec.validate({"snap": False}), ctx)
+    assert on_gpu.meta["fill"] == "patchmatch" and not any(e[0] == "denoise" for e in events)
+    diffusion = {"snap": False, "fill": "diffusion"}
+    result = op.run(OpInputs(image, selection), op.spec.validate(diffusion), ctx)
     assert result.meta["fill"] == "diffusion" and ("denoise", 20, 20) in events
     changed = result.mask > 0
     assert np.array_equal(result.image[~changed], image[~changed])
@@ -162,4 +163,4 @@ def test_erase_op_auto_uses_diffusion_when_installed(models, tmp_path):
     )
     events.clear()
     with pytest.raises(JobCancelled):
-        op.run(OpInputs(image, selection), op.spec.validate({"snap": False}), cancel)
+        op.run(OpInputs(image, selection), op.spec.validate(diffusion), cancel)

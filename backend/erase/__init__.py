@@ -1,10 +1,11 @@
-"""Erase: fill the snapped object region with background (classical fillers here; diffusion plugs in)."""
+"""Erase: fill the snapped object region with background (PatchMatch and classical fillers here; learned and
+diffusion fillers plug in)."""
 
-from .fillers import AutoFiller, CloneFiller, Filler, FlatFiller, OpenCVFiller, classical_fillers
+from .fillers import CloneFiller, Filler, FlatFiller, OpenCVFiller, classical_fillers
+from .patchmatch import PatchMatchFiller
 from .pipeline_erase import EraseOutput, EraseParams, ErasePipeline, NoBackground, NothingToFill
 
 __all__ = [
-    "AutoFiller",
     "CloneFiller",
     "EraseOutput",
     "EraseParams",
@@ -14,5 +15,6 @@ __all__ = [
     "NoBackground",
     "NothingToFill",
     "OpenCVFiller",
+    "PatchMatchFiller",
     "classical_fillers",
 ]

@@ -3,8 +3,9 @@
 Classical fills smear (Telea/NS) or copy (clone) what is around the hole; an inpainting model can continue
 structure it has to invent (a table edge behind a vase, a horizon behind a person). Asked for "background" with
 the usual removal negatives, it tends to fill with scene instead of a new object; a fixed seed keeps it
-repeatable. It runs only when an inpainting model is installed: ``erase_fill_choice`` maps the erase op's
-"auto" to it then, and to the classical auto fill otherwise.
+repeatable. It runs only when asked for (``fill=diffusion``) and an inpainting model is installed: erase's "auto"
+is a learned filler (LaMa, MI-GAN) when installed, else PatchMatch completion (issue 11: a dedicated eraser beats
+a general inpainting model asked for "background", at a fraction of the cost).
 
 The filler receives the crop already scaled to its ``target`` (the model's native size, sides multiples of 8)
 and returns the whole crop; ErasePipeline composites only the hole back, bit-exactly outside it.
@@ -95,19 +96,10 @@ def diffusion_fillers(models: Any, callback: Callback | None = None, ref: str | 
     return {FILL_NAME: DiffusionFiller(pipe, callback=callback, **options)}
 
 
-def erase_fill_choice(choice: str, models: Any, ref: str | None = None) -> str:
-    """The erase op's fill param -> the filler to use: "auto" is diffusion on a GPU with a model installed."""
-    if choice == "auto" and models is not None and _on_gpu(models) and models.has_model("inpaint", ref):
-        return FILL_NAME
-    return choice
-
-
 def erase_model_fillers(fill: str, models: Any, callback: Callback | None = None) -> dict[str, Any]:
-    """The erase op's hook (``backend.ops.erase.model_fillers``): the fillers that need a model.
+    """The erase op's hook (``backend.ops.erase.model_fillers``): the fillers that need a model, for ``fill``
+    (the op has already turned "auto" into the filler auto stands for).
 
-    "auto" becomes the diffusion filler when an inpainting model is installed AND the backend runs on a GPU (it
-    replaces the classical auto entry): on a CPU, SD inpainting takes tens of seconds to minutes where the
-    classical fill takes well under a second, so auto stays classical there and "diffusion" must be asked for.
     "diffusion" requires the model and raises MODEL_MISSING with the install command when it is absent. With the
     LCM-LoRA installed (SD 1.5 models), it fills in 6 steps.
 
@@ -119,9 +111,7 @@ def erase_model_fillers(fill: str, models: Any, callback: Callback | None = None
 
             models = ModelManager()
         return {fill: learned_filler(fill, models)}
-    if fill not in ("auto", FILL_NAME):
-        return {}
-    if fill == "auto" and (models is None or not _on_gpu(models) or not models.has_model("inpaint")):
+    if fill != FILL_NAME:
         return {}
     if models is None:
         from backend.models import ModelManager
@@ -133,8 +123,3 @@ def erase_model_fillers(fill: str, models: Any, callback: Callback | None = None
         options = {"fast": True, "steps": 6, "guidance": 1.5, "lcm_lora": models.lora_file()}
     filler = DiffusionFiller(pipe, callback=callback, **options)
     return {fill: filler}
-
-
-def _on_gpu(models: Any) -> bool:
-    device = getattr(models, "device", None)
-    return getattr(device, "type", str(device)) in ("cuda", "mps")

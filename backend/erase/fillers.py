@@ -159,36 +159,10 @@ class FlatFiller:
         return out
 
 
-@dataclass
-class AutoFiller:
-    """Clone on textured backgrounds, Telea on smooth ones.
-
-    Telea smears grass or gravel into an obvious blur, while a cloned patch of it is invisible; on smooth
-    backgrounds (sky, skin, walls) Telea is seamless and scores the best PSNR. The rim's mean absolute Laplacian
-    decides: measured on the benchmark scenes, smooth backgrounds score under ~35, grass/gravel 90-130.
-    """
-
-    name: str = "auto"
-    threshold: float = 40.0
-    target: int | None = None
-
-    def __call__(self, rgb: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        chosen = CloneFiller() if rim_texture(rgb, mask) >= self.threshold else OpenCVFiller("telea")
-        return chosen(rgb, mask)
-
-
-def rim_texture(rgb: np.ndarray, mask: np.ndarray, width: int = 12) -> float:
-    """Mean absolute Laplacian of the gray image on a ``width``-px rim around the hole."""
-    hole = mask.astype(np.uint8)
-    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * width + 1, 2 * width + 1))
-    rim = (cv2.dilate(hole, kernel) > 0) & ~mask.astype(bool)
-    if not rim.any():
-        return 0.0
-    gray = cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2GRAY).astype(np.float32)
-    return float(np.abs(cv2.Laplacian(gray, cv2.CV_32F, ksize=3))[rim].mean())
-
-
 def classical_fillers() -> dict[str, Filler]:
-    """The fillers that need no model, by name."""
-    fillers = (AutoFiller(), OpenCVFiller("telea"), OpenCVFiller("ns"), CloneFiller(), FlatFiller())
+    """The fillers that need no model, by name: PatchMatch completion (the embedded default), Telea and NS
+    (smooth, fast), clone (one copied patch) and flat (the benchmark's blur reference)."""
+    from .patchmatch import PatchMatchFiller
+
+    fillers = (PatchMatchFiller(), OpenCVFiller("telea"), OpenCVFiller("ns"), CloneFiller(), FlatFiller())
     return {f.name: f for f in fillers}

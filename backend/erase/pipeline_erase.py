@@ -1,7 +1,8 @@
 """ErasePipeline: snap the selection to the object, grow it over the object's edge, fill it with background.
 
 Components are injected: a ``SnapPipeline`` (or None: the selection is used as is) and fillers by name
-(``classical_fillers()`` by default; the diffusion filler from backend/replace joins the same dict). The fill
+(``classical_fillers()`` by default; learned and diffusion fillers join the same dict). ``fill="auto"`` takes the
+first of ``AUTO_ORDER`` present: a learned filler when one was injected, else PatchMatch completion. The fill
 runs on the crop around the region (``imaging.plan_crop``), never on the whole layer, and the result is pasted
 back through ``imaging.composite``: pixels outside the region are the input's exact bytes.
 """
@@ -18,9 +19,14 @@ from backend.imaging import bbox, composite, feather_inward, grow, plan_crop, to
 from backend.snapping import SnapParams, SnapPipeline
 
 from .fillers import Filler, classical_fillers
+from .learned import LEARNED_FILLS
 
 Callback = Callable[[str, int, int], None]
 DEFAULT_FILL = "auto"
+AUTO_ORDER = (
+    *LEARNED_FILLS,
+    "patchmatch",
+)  # a learned filler when one was injected, else the embedded completion
 
 
 class NothingToFill(ValueError):
@@ -55,6 +61,12 @@ class ErasePipeline:
         self.fillers: dict[str, Filler] = dict(classical_fillers())
         self.fillers.update(fillers or {})
 
+    def resolve(self, fill: str) -> str:
+        """The filler name ``fill`` stands for: "auto" is the first of ``AUTO_ORDER`` this pipeline has."""
+        if fill != "auto" or "auto" in self.fillers:
+            return fill
+        return next((name for name in AUTO_ORDER if name in self.fillers), fill)
+
     def __call__(
         self,
         image: np.ndarray,
@@ -63,7 +75,7 @@ class ErasePipeline:
         callback: Callback | None = None,
     ) -> EraseOutput:
         params = params or EraseParams()
-        filler = self.fillers.get(params.fill)
+        filler = self.fillers.get(self.resolve(params.fill))
         if filler is None:
             raise KeyError(f"unknown fill method {params.fill!r}; have: {', '.join(sorted(self.fillers))}")
         sel = np.asarray(selection, np.float32)
@@ -115,6 +127,7 @@ class ErasePipeline:
         meta = {
             "snap": snap_meta,
             "fill": filler.name,
+            "fill_requested": params.fill,
             "crop": list(plan.box),
             "model_size": list(plan.model_size),
         }

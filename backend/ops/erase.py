@@ -2,6 +2,11 @@
 
 Adapter only: validates parameters, builds the snapper (embedded GrabCut + u2netp, SAM when installed) and
 the ErasePipeline with the classical fillers, and maps its failures onto stable error codes.
+
+``fill=auto`` is decided by measurement (docs/benchmarks/erase-fill.md): a learned eraser (LaMa, MI-GAN) when
+one is installed, else PatchMatch completion, which keeps texture and straight edges where Telea smears them.
+The result carries two masks: the edited region (every changed pixel lies inside it; the first ``mask``
+buffer, as before) and the snapped object (a second ``mask`` buffer); ``meta["masks"]`` names them.
 """
 
 from __future__ import annotations
@@ -13,7 +18,15 @@ from protocol.errors import ErrorCode
 from .base import JobContext, Op, OpError, OpInputs, OpResult, OpSpec, ParamSpec
 from .snap import build_snapper, require_image_and_selection, snap_params, snap_pipeline_method
 
-FILL_METHODS = ("auto", "telea", "ns", "clone", "diffusion", "lama", "migan")
+FILL_METHODS = ("auto", "patchmatch", "telea", "ns", "clone", "diffusion", "lama", "migan")
+FILL_HELP = (
+    "Background fill: auto (a learned eraser when installed, lama before migan; else patchmatch), patchmatch "
+    "(rebuilds the background from nearby patches: continues texture and straight edges, no download), telea or "
+    "ns (smooth, fast; blur texture), clone (copies one nearby patch of real background), lama or migan (learned "
+    "object-removal fills, CPU or GPU; need: python3 install.py --models lama, or migan), diffusion (Stable "
+    "Diffusion inpainting; needs: python3 install.py --models sd15-inpaint). The result's meta 'fill' says which "
+    "filler ran."
+)
 
 
 def fill_needs(methods: tuple[str, ...] = FILL_METHODS) -> tuple[tuple[str, str], ...]:
@@ -55,10 +68,7 @@ class EraseOp(Op):
                 "fill",
                 "enum",
                 "auto",
-                "Background fill: auto (Stable Diffusion inpainting when installed and on a GPU, else clone on textured "
-                "backgrounds, telea on smooth ones), telea or ns (smooth, fast), clone (copies nearby real "
-                "background; keeps texture), diffusion (needs: python3 install.py --models sd15-inpaint), lama or "
-                "migan (learned object-removal fills, CPU or GPU; need: python3 install.py --models lama, or migan).",
+                FILL_HELP,
                 choices=FILL_METHODS,
                 needs=fill_needs(),
             ),
@@ -68,6 +78,7 @@ class EraseOp(Op):
     def run(self, inputs: OpInputs, params: dict[str, Any], ctx: JobContext) -> OpResult:
         image, selection = require_image_and_selection(inputs, "erase")
         from backend.erase import EraseParams, ErasePipeline, NoBackground, NothingToFill
+        from backend.erase.learned import installed_learned_fill
         from backend.imaging import mask_to_u8
         from backend.snapping import SnapParams
 
@@ -87,8 +98,11 @@ class EraseOp(Op):
             ctx.progress(stage, i, total)
             ctx.check_cancelled()
 
+        fill = params["fill"]
+        if fill == "auto":  # the pipeline's auto takes the learned filler when we hand it one
+            fill = installed_learned_fill(ctx.models) or "patchmatch"
         try:
-            out = ErasePipeline(snapper=snapper, fillers=model_fillers(params["fill"], ctx))(
+            out = ErasePipeline(snapper=snapper, fillers=model_fillers(fill, ctx))(
                 image, selection, job, callback=step
             )
         except NothingToFill as exc:
@@ -102,7 +116,8 @@ class EraseOp(Op):
             ) from None
         except LookupError as exc:
             raise OpError(ErrorCode.MODEL_MISSING, f"{exc}; choose another snap method.") from None
-        return OpResult(out.image, mask=mask_to_u8(out.mask), meta=out.meta)
+        meta = {**out.meta, "masks": ["region", "object"]}
+        return OpResult(out.image, mask=mask_to_u8(out.mask), meta=meta, object_mask=mask_to_u8(out.snapped))
 
 
 def model_fillers(fill: str, ctx: JobContext) -> dict[str, Any]:
