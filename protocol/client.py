@@ -315,13 +315,14 @@ class Client:
             msg.buffers[i] = dataclasses.replace(b, data=seg.view(off, b.nbytes), location=loc)
 
     def _offer_result_space(self, msg: Message, job: str) -> None:
-        """A same-size result (image, plus a u8 mask) is written by the backend straight into our segment:
-        pages it already has, so no fresh shared memory is allocated per job on either side."""
+        """A same-size result (image, plus up to two u8 masks: erase sends its edited region and the snapped
+        object) is written by the backend straight into our segment: pages it already has, so no fresh shared
+        memory is allocated per job on either side."""
         image = msg.buffer("image")
         if image is None or image.nbytes < self.shm_min_bytes:
             return
         try:
-            seg = self._pool.take(shm.aligned(image.nbytes) + shm.aligned(image.width * image.height), job)
+            seg = self._pool.take(shm.aligned(image.nbytes) + 2 * shm.aligned(image.width * image.height), job)
         except OSError:
             return
         if seg is not None:
