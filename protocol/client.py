@@ -322,7 +322,9 @@ class Client:
         if image is None or image.nbytes < self.shm_min_bytes:
             return
         try:
-            seg = self._pool.take(shm.aligned(image.nbytes) + 2 * shm.aligned(image.width * image.height), job)
+            seg = self._pool.take(
+                shm.aligned(image.nbytes) + 2 * shm.aligned(image.width * image.height), job
+            )
         except OSError:
             return
         if seg is not None:
