@@ -73,7 +73,11 @@ def _server(tmp_path, monkeypatch, report_models: bool = False):
     _no_hf_cache(tmp_path, monkeypatch)
     conn = tmp_path / "backend.json"
     registry = Registry({"snap": SnapStandIn, "erase": NeedsAModel})
-    return Server(ServerConfig(connection_file=conn, report_models=report_models), registry, None).start()
+    srv = Server(ServerConfig(connection_file=conn, report_models=report_models), registry, None).start()
+    first = Client.connect(conn)
+    first.hello(timeout=120)  # the server answers hellos once its model report is built (torch imports first)
+    first.close()
+    return srv
 
 
 @pytest.fixture
@@ -99,6 +103,9 @@ def test_select_object_replaces_the_selection_and_adds_no_layer(app, tmp_path, m
         before = pixels(node, doc, "U8").copy()
         select(doc, 10, 8, 6, 4)
         mode = mode_by_label("Select object")
+        defaults = c.form_defaults(mode)  # what the Tools > Scripts action sends
+        assert defaults == {"method": "auto", "margin": 24}
+        assert c.form_defaults(mode_by_label("Replace")) == {}  # an op this backend does not offer
         assert c.run(doc, node, mode.label, c.forms["snap"].params(method="none"))
         wait_for(lambda: not c.job.busy, c)
     finally:

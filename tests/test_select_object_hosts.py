@@ -26,7 +26,16 @@ def _need(available: bool, what: str) -> None:
         pytest.skip(f"{what} is not installed (see tests/hosts/)")
 
 
-def test_select_object_in_real_krita_snaps_the_selection_and_adds_no_layer(xvfb_server, tmp_path):
+@pytest.mark.parametrize(
+    ("mode", "trigger"),
+    [("Select object", None), ("Erase", "select_object_action")],
+    ids=["docker-mode", "action-while-docker-shows-erase"],
+)
+def test_select_object_in_real_krita_snaps_the_selection_and_adds_no_layer(
+    xvfb_server, tmp_path, mode, trigger
+):
+    """Through the docker (mode Select object, Run) and through the Tools > Scripts action (whatever mode the
+    docker shows: here Erase, which must not run)."""
     _need(krita.krita_available(), "Krita")
     w, h = 160, 120
     img, rough = krita.scene_bgra(w, h)
@@ -37,7 +46,8 @@ def test_select_object_in_real_krita_snaps_the_selection_and_adds_no_layer(xvfb_
         "layer_raw": str(tmp_path / "layer.raw"),
         "layer_rect": [0, 0, w, h],
         "selection": list(rough),
-        "mode": "Select object",
+        "mode": mode,
+        "trigger": trigger,
         "screenshot": True,
     }
     backend = krita.start_backend(tmp_path)

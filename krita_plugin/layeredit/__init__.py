@@ -28,6 +28,9 @@ if Krita is not None:
     Krita.instance().addDockWidgetFactory(
         DockWidgetFactory("layeredit_docker", DockWidgetFactoryBase.DockRight, LayerEditDocker)
     )
+    from .actions import LayerEditActions
+
+    Krita.instance().addExtension(LayerEditActions(Krita.instance()))  # Tools > Scripts > Select Object
     if os.environ.get("LAYEREDIT_KRITA_SCRIPT"):  # the real-Krita test drives the plugin's own code
         from .scripted import install_hook
 

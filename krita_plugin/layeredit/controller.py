@@ -187,6 +187,11 @@ class Controller:
     def form(self, mode: Mode) -> Form | None:
         return self.forms.get(mode.op)
 
+    def form_defaults(self, mode: Mode) -> dict:
+        """The params of ``mode``'s op as the schema's defaults (for actions that run it without its widgets)."""
+        form = self.form(mode)
+        return {} if form is None else {f.name: f.default for f in form.fields}
+
     def user_text(self, message: str) -> str:
         """A message as the user reads it: ``python3 install.py`` names the project's install.py by its absolute
         path, unless the backend is remote (its install commands are for the other machine)."""

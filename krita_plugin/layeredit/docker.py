@@ -356,6 +356,33 @@ class LayerEditDocker(DockWidget):
         self._refresh()
         return ok
 
+    def select_object(self) -> bool:
+        """The Select Object action: snap the current selection to the object whatever mode the docker shows
+        (with the mode's widgets when Select object is the mode, else the snap op's defaults). The docker may be
+        hidden, so the outcome also shows as a message on the canvas."""
+        select = mode_by_label("Select object")
+        app = Krita.instance()
+        doc = app.activeDocument()
+        node = doc.activeNode() if doc is not None else None
+        try:
+            params = self.collect_params() if self.mode == select else self.controller.form_defaults(select)
+        except ProtocolError as exc:
+            self.status.setText(exc.message)
+            return False
+        ok = self.controller.run(doc, node, select.label, params, source=self.source_box.currentData())
+        self._refresh()
+        if not ok:
+            self._canvas_message(self.controller.job.status_text)
+        return ok
+
+    def _canvas_message(self, text: str) -> None:
+        window = Krita.instance().activeWindow()
+        view = window.activeView() if window is not None else None
+        if view is not None and text:
+            from PyQt5.QtGui import QIcon
+
+            view.showFloatingMessage(text, QIcon(), 4000, 1)
+
     def _eta_dragged(self, *_: Any) -> None:
         """Imagic: while dragging, a few-step draft in the preview box (skipped while one is in flight)."""
         if self.mode.op != "imagic" or self.controller.job.busy:

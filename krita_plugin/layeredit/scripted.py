@@ -134,6 +134,9 @@ class ScriptedJob:
         if job.get("trigger") == "eta_release":
             d._eta_released()
             ok = c.job.busy
+        elif job.get("trigger") == "select_object_action":  # Tools > Scripts > Select Object (LayerEdit)
+            Krita.instance().action("layeredit_select_object").trigger()
+            ok = c.job.busy or c.job.state.value == "done"
         else:
             ok = d.run_clicked()
         self.step(f"run {len(self.results)}", run_ok=ok, status_after_run=d.status.text())
