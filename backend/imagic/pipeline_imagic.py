@@ -399,7 +399,8 @@ class ImagicPipeline:
 
     def _checkpointing_choice(self, params: ImagicParams, hw: tuple[int, int], precision) -> tuple[bool, str]:
         """Gradient checkpointing only when tuning would not fit otherwise (it recomputes every forward pass:
-        1.3-2x slower steps). ``auto`` compares an estimate of what tuning adds to the free memory."""
+        1.3-2x slower steps). ``auto``: on when an estimate of what tuning adds exceeds 90% of the free memory
+        (checkpointing only saves activations, but then every byte counts)."""
         if not getattr(self.unet, "_supports_gradient_checkpointing", False):
             return False, "not supported by this UNet"
         mode = params.checkpointing
@@ -407,7 +408,7 @@ class ImagicPipeline:
             return mode == "on", f"{mode} (asked)"
         need = tuning_bytes(self.unet, params.finetune, hw, self.vae_scale, precision.amp_dtype is not None)
         free = free_memory_bytes(self.device)
-        use = need > 0.8 * free
+        use = need > 0.9 * free
         return use, (
             f"auto: tuning needs ~{need / 2**30:.1f} GiB beyond the loaded model, "
             f"{free / 2**30:.1f} GiB free -> {'on' if use else 'off'}"
@@ -538,7 +539,8 @@ def tuning_bytes(unet, finetune: str, hw: tuple[int, int], vae_scale: int, half:
     """Rough bytes tuning adds to the loaded model: activations kept for the backward pass, plus gradients and
     Adam moments of what is trained (the whole UNet in full mode). Activations were calibrated on SD-1.5 shapes
     (docs/benchmarks/imagic.md): ~55 floats per latent pixel per unit of the UNet's summed block widths, plus
-    the attention probabilities of the highest-resolution blocks; 1.25x headroom."""
+    the attention probabilities of the highest-resolution blocks; 1.25x headroom on the activations (the rest
+    is exact: fp32 gradient + two Adam moments per trained weight)."""
     lat = (hw[0] // vae_scale) * (hw[1] // vae_scale)
     width = sum(getattr(unet.config, "block_out_channels", (320, 640, 1280, 1280)))
     elem = 2 if half else 4
@@ -546,7 +548,7 @@ def tuning_bytes(unet, finetune: str, hw: tuple[int, int], vae_scale: int, half:
     heads = heads if isinstance(heads, int) else max(heads)
     acts = 55 * width * lat * elem + 5 * 2 * heads * lat * lat * elem
     trained = sum(p.numel() for p in unet.parameters()) if finetune == "full" else 0
-    return int(1.25 * (acts + 3 * 4 * trained))
+    return int(1.25 * acts + 3 * 4 * trained)
 
 
 def free_memory_bytes(device: torch.device) -> int:
