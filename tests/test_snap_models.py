@@ -249,7 +249,7 @@ def test_auto_takes_the_best_installed_model_and_says_why(built, models_dir):
     info = res.meta["model"]
     assert info["choice"]["picked"] == "sam2.1-tiny" and info["name"] == "sam2.1-tiny"
     assert info["choice"]["installed"] == ["sam2.1-tiny", "sam"] and info["choice"]["skipped"] == {}
-    assert "first installed" in info["choice"]["why"]
+    assert "first installed model that loads" in info["choice"]["why"]
     # random weights: the model's mask is used only if it passed the checks; otherwise the embedded snap decided
     if info["plausible"]:
         assert res.meta["method"] == "sam" and info["verdict"].startswith("used")
@@ -333,6 +333,9 @@ def test_interrupted_download_and_foreign_models_are_model_broken(built, models_
     with pytest.raises(OpError) as err:
         mm.load_sam("sam2.1-small")
     assert err.value.code == ErrorCode.MODEL_BROKEN and "--models sam2.1-small" in err.value.message
+    image, _, _, sel = make_scene(64, seed=1)
+    choice = snap(mm, "auto", image, sel).meta["model"]["choice"]  # auto says why the model did not run
+    assert choice["installed"] == ["sam2.1-small"] and "did not finish" in choice["skipped"]["sam2.1-small"]
     other = models_dir / "edgetam"
     shutil.copytree(built["sam2.1-tiny"], other)
     cfg = json.loads((other / "config.json").read_text())

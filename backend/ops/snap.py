@@ -112,20 +112,30 @@ def _segmenter(models: Any, name: str):
 
 
 def _best_installed(models: Any) -> tuple[Any, dict[str, Any] | None]:
-    """(segmenter or None, how it was chosen) for snap_method=auto."""
-    has = getattr(models, "has_model", None)
-    installed = [name for name in MODEL_METHODS if has is not None and has("sam", name)]
-    if not installed:
-        return None, None
+    """(segmenter or None, how it was chosen) for snap_method=auto: the first model in MODEL_METHODS that loads.
+    Missing ones are passed over; broken ones (an interrupted or damaged download, out of memory) too, but listed
+    with their error, so that the log says why a better model the user installed did not run."""
+    installed: list[str] = []
     skipped: dict[str, str] = {}
-    for name in installed:
+    for name in MODEL_METHODS:
+        try:
+            models.locate("sam", name)  # file checks only: which are there, and which are half-downloaded
+        except OpError as exc:
+            if exc.code != ErrorCode.MODEL_MISSING:
+                skipped[name] = f"{exc.code.value}: {exc.message[:300]}"
+                installed.append(name)
+            continue
+        installed.append(name)
+    for name in (n for n in installed if n not in skipped):
         try:
             segmenter = _segmenter(models, name)
-        except OpError as exc:  # broken download, out of memory: the next model (or the embedded snap) works
+        except OpError as exc:  # damaged weights, out of memory: the next model (or the embedded snap) works
             skipped[name] = f"{exc.code.value}: {exc.message[:300]}"
             continue
-        why = f"auto: {name} is the first installed model in the order {', '.join(MODEL_METHODS)}"
+        why = f"auto: {name} is the first installed model that loads, in the order {', '.join(MODEL_METHODS)}"
         return segmenter, {"picked": name, "installed": installed, "skipped": skipped, "why": why}
+    if not installed:
+        return None, None
     return None, {
         "picked": None,
         "installed": installed,
