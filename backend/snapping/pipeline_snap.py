@@ -5,11 +5,12 @@ Methods (``SnapParams.method``):
   SAM-HQ, SAM 2.1 small, SAM 2.1 tiny, SAM ViT-B), falling back to ``combined`` when its mask fails the
   plausibility checks below; else ``combined``. ``meta["model"]`` says which model ran, what its candidates
   scored, and whether its mask was used or rejected (and why).
-- ``combined`` (the embedded default, no downloads): GrabCut on the crop with the whole selection as probable
-  foreground; when its result looks wrong (it collapsed, or it hugs the selection's edge instead of an object
-  inside it), u2netp's confident pixels become sure-foreground seeds for a second GrabCut, and the candidate that
-  stays inside the selection best wins; when every candidate looks wrong the selection is kept as it is.
-  Chosen by measurement on bench/erase_replace.py (see docs/benchmarks/erase.md).
+- ``combined`` (the embedded default, no downloads): several candidates (GrabCut variants, u2netp, an edge
+  watershed) scored by evidence that needs no truth (boundary on image edges, colour separation, agreement
+  with the selection); the best plausible one wins and is refined at full resolution; when every candidate
+  looks wrong the selection is kept as it is. ``meta["candidates"]`` holds every candidate's evidence and
+  score, ``meta["why"]`` the winner and its runner-up. See backend/snapping/embedded.py; measured on
+  bench/realphoto.py and bench/erase_replace.py (docs/benchmarks/snap-realphoto.md).
 - ``grabcut``, ``u2netp``, ``sam``: one method alone (``sam``: the injected segment-anything model, any family).
 - ``none`` (or ``SnapParams.enabled=False``): the selection is returned unchanged.
 
@@ -38,7 +39,6 @@ Callback = Callable[[str, int, int], None]
 # a wrong one (background picked as the object) covers much of the selection's inner rim
 _MIN_AREA = 0.08
 _MAX_TOUCH = 0.35
-_GOOD_TOUCH = 0.02
 
 
 @dataclass
@@ -174,10 +174,9 @@ class SnapPipeline:
             return self.u2net(rgb) * seed, "u2netp", {}
         side = int(min(params.max_side_cap, max(params.max_side, max(rgb.shape[:2]) // 4)))
         params = replace(params, max_side=side)
-        gc = grabcut(rgb, seed, max_side=side)
         if method == "grabcut":
-            return gc, "grabcut", {}
-        return self._combined(rgb, seed, gc, params, callback)
+            return grabcut(rgb, seed, max_side=side), "grabcut", {}
+        return self._combined(rgb, seed, params, callback)
 
     def _model_mask(self, rgb: np.ndarray, seed: np.ndarray, params: SnapParams) -> tuple[np.ndarray, dict]:
         """The injected model's mask and what decided it (its own scores plus the pipeline's checks)."""
@@ -199,25 +198,13 @@ class SnapPipeline:
         return prob, info
 
     def _combined(
-        self, rgb: np.ndarray, seed: np.ndarray, gc: np.ndarray, params: SnapParams, callback: Callback | None
+        self, rgb: np.ndarray, seed: np.ndarray, params: SnapParams, callback: Callback | None
     ) -> tuple[np.ndarray, str, dict[str, Any]]:
-        touch, area = _touch_and_area(gc, seed)
-        tried = {"grabcut": {"touch": round(touch, 3), "area": round(area, 3)}}
-        candidates = [("grabcut", gc, touch, area)]
-        if not (_plausible(touch, area) and touch <= _GOOD_TOUCH) and self.u2net is not None:
-            _report(callback, "snap", 1, 2)
-            prob = self.u2net(rgb)
-            helped = grabcut(rgb, seed, max_side=params.max_side, sure_fg=prob > 0.95)
-            for name, cand in (("grabcut+u2netp", helped), ("u2netp", (prob > 0.5) & seed)):
-                t, a = _touch_and_area(cand, seed)
-                tried[name] = {"touch": round(t, 3), "area": round(a, 3)}
-                candidates.append((name, cand.astype(np.float32), t, a))
-        good = [c for c in candidates if _plausible(c[2], c[3])]
-        if not good:
-            return seed.astype(np.float32), "selection", {"fallback": True, "candidates": tried}
-        best_touch = min(c[2] for c in good)
-        name, cand, _, _ = next(c for c in good if c[2] <= best_touch + 0.03)  # ties: earlier (simpler) wins
-        return cand, name, {"fallback": False, "candidates": tried}
+        """The embedded snap (backend/snapping/embedded.py): candidates chosen by truth-free evidence."""
+        from .embedded import snap_embedded
+
+        _report(callback, "snap", 1, 2)
+        return snap_embedded(rgb, seed, side=params.max_side, u2net=self.u2net)
 
 
 def _report(callback: Callback | None, stage: str, step: int, total: int) -> None:
