@@ -69,24 +69,23 @@ class FairQueue(Generic[T]):
 
     def position(self, item: T, skip: Callable[[T], bool] | None = None) -> int:
         """How many waiting items ``get`` hands out before ``item`` (0: it is next; also 0 when it was taken
-        already), if nothing else arrives. Items for which ``skip`` is true (e.g. cancelled) are not counted."""
+        already), if nothing else arrives. Items for which ``skip`` is true (e.g. cancelled) are not counted.
+
+        Strict round robin serves the waiting lanes in a fixed cycle (least recently served first), so the
+        item at place k of its lane comes after k items of every other lane, plus one more of each lane ahead
+        of its own in the cycle."""
         with self._cond:
-            lanes = {c: list(lane) for c, lane in self._lanes.items()}
-            served, arrived = dict(self._served), dict(self._arrived)
-        turn = max([0, *served.values(), *arrived.values()]) + 1
-        n = 0
-        while lanes:
-            client = min(lanes, key=lambda c: (served.get(c, 0), arrived[c]))
-            got = lanes[client].pop(0)
-            if got is item:
-                return n
-            if skip is None or not skip(got):
-                n += 1
-            if not lanes[client]:
-                del lanes[client]
-            served[client] = turn
-            turn += 1
-        return 0  # not waiting any more: a worker took it
+            lane = self._lanes.get(item.client)
+            k = next((i for i, x in enumerate(lane or ()) if x is item), None)  # by identity, not ==
+            if lane is None or k is None:
+                return 0  # not waiting any more: a worker took it
+            order = sorted(self._lanes, key=lambda c: (self._served.get(c, 0), self._arrived[c]))
+            rank = order.index(item.client)
+            ahead = list(itertools.islice(lane, k))
+            for i, client in enumerate(order):
+                if client != item.client:
+                    ahead.extend(itertools.islice(self._lanes[client], k + (1 if i < rank else 0)))
+        return sum(1 for other in ahead if skip is None or not skip(other))
 
     def __len__(self) -> int:
         with self._cond:

@@ -121,6 +121,7 @@ class Server:
         self.seen_ids = SeenIds(self.config.result_ttl_s or 3600.0)
         self._monitor: zmq.Socket | None = None
         self._locator: Any = None  # the model folders, for remote clients' model names
+        self._model_names_cache: tuple[float, list[str]] | None = None
         self.key = (self.config.key or connection.new_key()).encode("ascii")
         self._ctx = zmq.Context()
         self._outbox: queue.Queue[tuple[Job | None, list[bytes] | None, list[Any]]] = queue.Queue()
@@ -375,7 +376,7 @@ class Server:
         """Connections accepted and closed, in order, for PeerGuard (socket thread only)."""
         if self._monitor is None:
             return
-        while True:
+        while self._monitor.getsockopt(zmq.EVENTS) & zmq.POLLIN:
             try:
                 frames = self._monitor.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
@@ -558,12 +559,17 @@ class Server:
     def _model_names(self) -> list[str]:
         """What a remote client may pass as a ``model`` parameter: install preset names and the models in the
         server's model folders, by name (SPEC.md 4.1)."""
+        now = time.monotonic()
+        if self._model_names_cache is not None and now - self._model_names_cache[0] < 5.0:
+            return self._model_names_cache[1]  # hello may be asked often (a prober, many hosts)
         locator = self._model_locator()
         if locator is None:
             return []
         from backend.models.presets import PRESETS
 
-        return sorted({*PRESETS, *locator.names()})
+        names = sorted({*PRESETS, *locator.names()})
+        self._model_names_cache = (now, names)
+        return names
 
     def _check_model_names(self, params: dict) -> None:
         """A remote peer's ``model`` (or ``*_model``) parameters must be "" or a name the server lists: it never

@@ -8,6 +8,9 @@ the signed client's round trips (all must succeed).
 
     OMP_NUM_THREADS=1 .venv/bin/python bench/flood.py --sockets 24 --seconds 6 --max-pixels 250000
     .venv/bin/python bench/flood.py --backend-root /tmp/old-checkout    # the same flood against other code
+
+``--rss-cap-mb`` kills the server when its RSS passes the cap (a shared machine must not be swamped by a
+backend without the bounds): the report then says so instead of giving its peak.
 """
 
 from __future__ import annotations
@@ -51,6 +54,7 @@ class FloodReport:
     signed_errors: list[str] = field(default_factory=list)
     ping_p50_ms: float = 0.0
     ping_max_ms: float = 0.0
+    killed_at_cap_mb: float = 0.0  # non-zero: the server's RSS passed --rss-cap-mb and it was killed there
 
     @property
     def growth_mb(self) -> float:
@@ -115,12 +119,26 @@ def _flood(endpoint: str, payload: bytes, until: float, offered: list[int], lock
         offered[0] += sent
 
 
+def _watch(proc: subprocess.Popen, cap_mb: float, until: float, report: FloodReport) -> None:
+    while time.monotonic() < until and proc.poll() is None:
+        try:
+            rss = _vm(proc.pid, "VmRSS")
+        except OSError:
+            return
+        if rss > cap_mb:
+            report.killed_at_cap_mb = rss
+            proc.kill()
+            return
+        time.sleep(0.02)
+
+
 def run_flood(
     sockets: int = 24,
     seconds: float = 6.0,
     max_pixels: int = 250_000,
     workdir: Path | None = None,
     backend_root: Path = ROOT,
+    rss_cap_mb: float = 0.0,
 ) -> FloodReport:
     tmp = Path(workdir or tempfile.mkdtemp(prefix="layeredit-flood-"))
     proc, conn = _serve(tmp, max_pixels, backend_root)
@@ -138,6 +156,10 @@ def run_flood(
             payload = secrets.token_bytes(size)
             offered, lock = [0], threading.Lock()
             until = time.monotonic() + seconds
+            if rss_cap_mb:
+                threading.Thread(
+                    target=_watch, args=(proc, rss_cap_mb, until + 60, report), daemon=True
+                ).start()
             threads = [
                 threading.Thread(
                     target=_flood, args=(connection.read(conn).endpoint, payload, until, offered, lock)
@@ -147,7 +169,7 @@ def run_flood(
             for t in threads:
                 t.start()
             pings: list[float] = []
-            while time.monotonic() < until:
+            while time.monotonic() < until and not report.killed_at_cap_mb:
                 t0 = time.perf_counter()
                 try:
                     client.ping(timeout=30)
@@ -159,6 +181,9 @@ def run_flood(
                     report.signed_errors.append(repr(exc))
             for t in threads:
                 t.join()
+            if report.killed_at_cap_mb:
+                report.offered_bytes = offered[0]
+                return report
             client.ping(timeout=30)  # still served after the flood
             report.offered_bytes = offered[0]
             report.signed_pings = len(pings)
@@ -183,8 +208,15 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=6.0)
     parser.add_argument("--max-pixels", type=int, default=250_000)
     parser.add_argument("--backend-root", type=Path, default=ROOT, help="checkout whose backend to run")
+    parser.add_argument("--rss-cap-mb", type=float, default=0.0, help="kill the server past this RSS")
     args = parser.parse_args()
-    report = run_flood(args.sockets, args.seconds, args.max_pixels, backend_root=args.backend_root)
+    report = run_flood(
+        args.sockets,
+        args.seconds,
+        args.max_pixels,
+        backend_root=args.backend_root,
+        rss_cap_mb=args.rss_cap_mb,
+    )
     print(json.dumps({**asdict(report), "growth_mb": round(report.growth_mb, 1)}, indent=2))
     return 0
 

@@ -228,10 +228,12 @@ def test_an_unsigned_flood_keeps_the_backends_memory_bounded_while_a_signed_clie
     )  # ZMQ_MAXMSGSIZE follows --max-pixels (20 bytes a pixel + header)
     assert report.signed_errors == [] and report.signed_jobs >= 1 and report.signed_pings >= 1
     # at most max_unproven_peers connections (plus ones accepted while a message was being checked) hold at
-    # most recv_hwm queued messages, one being decoded and one being checked each
+    # most recv_hwm queued messages, one being decoded and one being checked each; half as much again for
+    # the allocator (freed 6 MB blocks are kept and reused, not returned at once). The code before issue 13
+    # grew 540-1960 MiB under the same flood (docs/benchmarks/flood.md).
     bound = (cfg.max_unproven_peers + 2) * (cfg.recv_hwm + 2) * report.max_message_bytes / (1 << 20)
     assert report.offered_bytes / (1 << 20) > 4 * bound  # the flood offered far more than that
-    assert report.growth_mb < bound, report
+    assert report.growth_mb < 1.5 * bound, report
 
 
 def test_unsigned_messages_get_a_connection_dropped_and_a_signed_one_proves_it(tmp_path):
