@@ -7,6 +7,13 @@ image embedding; later snaps on the same layer reuse it (cache) and run only the
 
     flock /work/heavy.lock .venv/bin/python -m bench.snap_models [--runs 3] [--only sam2.1-tiny,sam-hq]
 
+With real weights installed (python3 install.py --models sam2.1-tiny,...), ``--realphoto`` scores each installed
+model on the real-photo set of bench/realphoto.py instead (mean IoU, 2 px boundary F; by name and through auto,
+which falls back to the embedded snap when a model's mask looks wrong). This machine has no weights, so those
+figures come from users' machines:
+
+    .venv/bin/python -m bench.snap_models --realphoto [--models-dir DIR] [--only-objects coffee_spoon,...]
+
 Reports medians of wall and CPU time and CPU-time ratios to sam2.1-tiny, measured round-robin in one run (the
 machine is shared: trust the ratios).
 """
@@ -107,15 +114,85 @@ def measure(names: list[str], runs: int) -> list[dict[str, Any]]:
     return list(rows.values())
 
 
+def realphoto(models: Any, names: list[str], only: set[str] | None = None) -> dict[str, dict[str, Any]]:
+    """{model: {"by name": (mean IoU, mean BF), "auto": (...), "cases": [...]}} on bench/realphoto.py's cases,
+    for each of ``names`` that ``models`` (a ModelManager) has installed; the snap op's own code path."""
+    from backend.ops.base import JobContext
+    from backend.ops.snap import build_snapper, run_snap
+    from bench.realphoto import boundary_f, iou, load_cases
+
+    cases = load_cases(only)
+    ctx = JobContext(models=models)
+    results: dict[str, dict[str, Any]] = {}
+    for name in names:
+        if not models.has_model("sam", name):
+            continue
+        snapper = build_snapper(ctx, name)
+        rows = []
+        for case in cases:
+            by_name = run_snap(snapper, case.image, case.selection.astype(np.float32), name, 24)
+            info = by_name.meta["model"]
+            auto_mask = by_name.mask if info["plausible"] else None
+            if auto_mask is None:  # what auto does with this model's mask: the embedded snap decides
+                fallback = build_snapper(JobContext(), "combined")
+                auto_mask = run_snap(
+                    fallback, case.image, case.selection.astype(np.float32), "combined", 24
+                ).mask
+            rows.append(
+                {
+                    "case": case.name,
+                    "iou": round(iou(by_name.mask, case), 3),
+                    "bf": round(boundary_f(by_name.mask, case), 3),
+                    "auto_iou": round(iou(auto_mask, case), 3),
+                    "auto_bf": round(boundary_f(auto_mask, case), 3),
+                    "plausible": info["plausible"],
+                }
+            )
+        results[name] = {
+            "by name": (_mean(rows, "iou"), _mean(rows, "bf")),
+            "auto": (_mean(rows, "auto_iou"), _mean(rows, "auto_bf")),
+            "rejected": sum(not r["plausible"] for r in rows),
+            "cases": rows,
+        }
+    return results
+
+
+def _mean(rows: list[dict[str, Any]], key: str) -> float:
+    return round(float(np.mean([r[key] for r in rows])), 3)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--only", default="", help="comma-separated subset of " + ", ".join(MODELS))
     parser.add_argument("--json", default="", help="also write the results here")
+    parser.add_argument("--realphoto", action="store_true", help="score installed models on real photos")
+    parser.add_argument(
+        "--models-dir", default=None, help="with --realphoto: where the presets are installed"
+    )
+    parser.add_argument("--only-objects", default="", help="with --realphoto: comma-separated object names")
     args = parser.parse_args(argv)
     import torch
 
     names = [n for n in args.only.split(",") if n] or list(MODELS)
+    if args.realphoto:
+        from backend.models import ModelManager
+
+        objects = {n for n in args.only_objects.split(",") if n} or None
+        found = realphoto(ModelManager(models_dir=args.models_dir), names, objects)
+        if not found:
+            print("no segment-anything model installed (python3 install.py --models sam2.1-tiny, ...)")
+            return 1
+        print(f"{'model':14} {'IoU':>6} {'BF 2px':>7} | auto: {'IoU':>6} {'BF 2px':>7} (model mask rejected)")
+        for name, r in found.items():
+            (i, b), (ai, ab) = r["by name"], r["auto"]
+            print(
+                f"{name:14} {i:>6.3f} {b:>7.3f} |       {ai:>6.3f} {ab:>7.3f} ({r['rejected']} of {len(r['cases'])})"
+            )
+        if args.json:
+            with open(args.json, "w") as fh:
+                json.dump(found, fh, indent=1)
+        return 0
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs, "
         f"load {os.getloadavg()[0]:.2f}, {time.strftime('%H:%M UTC', time.gmtime())}"

@@ -414,3 +414,19 @@ def test_real_weights_snap_the_scene(name):
     image, _, obj, sel = make_scene(256)
     res = snap(models, name, image, sel, margin=24)
     assert iou(res.mask / 255.0, obj) > 0.9
+
+
+def test_realphoto_quality_bench_runs_the_snap_ops_code_on_installed_models(built, models_dir):
+    """bench/snap_models.py --realphoto scores users' real weights on the real-photo set; here its plumbing runs
+    with a tiny random model on one object (the figures are meaningless: random weights)."""
+    from bench.snap_models import realphoto
+
+    install(built, models_dir, "sam2.1-tiny")
+    found = realphoto(manager(models_dir), ["sam2.1-tiny", "sam-hq"], {"coffee_spoon"})
+    assert list(found) == ["sam2.1-tiny"]  # sam-hq is not installed: left out
+    result = found["sam2.1-tiny"]
+    assert len(result["cases"]) == 3 and 0 <= result["rejected"] <= 3
+    for iou_value, bf in (result["by name"], result["auto"]):
+        assert 0 <= iou_value <= 1 and 0 <= bf <= 1
+    # where the model's mask was rejected, auto's is the embedded snap's, which finds the spoon
+    assert all(r["auto_iou"] > 0.5 for r in result["cases"] if not r["plausible"])
