@@ -612,6 +612,8 @@ def test_per_client_quotas_on_queued_jobs_and_stored_results(tmp_path):
     with running_server(tmp_path, max_queued_per_client=2, max_result_bytes_per_client=40_000) as srv:
         info = connection.read(srv.connection_file)
         with Client(info, token="greedy") as greedy, Client(info, token="other") as other:
+            limits = greedy.hello()["limits"]
+            assert (limits["max_queued_per_client"], limits["max_result_bytes_per_client"]) == (2, 40_000)
             running = greedy.submit("steps", {"steps": 2000, "delay": 0.01}, image=array_buffer(img))
             assert wait_until(lambda: srv.jobs.get(running).state == "running")
             waiting = [greedy.submit("echo", {}, image=array_buffer(img)) for _ in range(2)]
