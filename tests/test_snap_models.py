@@ -266,6 +266,34 @@ def test_hello_reports_sam_when_any_segment_anything_model_is_installed(built, m
     assert manager(models_dir).available()["sam"] is True
 
 
+def test_auto_rejects_a_model_mask_whose_outline_sits_on_no_edge():
+    """The model's mask must pass the embedded candidates' own checks, edges included: a disc inside the object
+    (right area, clear of the selection's rim, outline across flat colour) is not the object, so auto falls
+    back; the true object's mask is used, and its evidence is in the meta either way."""
+    from backend.snapping import SnapParams, SnapPipeline
+
+    image, _, obj, sel = make_scene(120, seed=11)
+    yy, xx = np.mgrid[0 : sel.shape[0], 0 : sel.shape[1]]
+    cy, cx = np.argwhere(obj).mean(axis=0)
+    disc = ((yy - cy) ** 2 + (xx - cx) ** 2) < (0.45 * np.sqrt(obj.sum() / np.pi)) ** 2
+    assert (disc <= obj).all()
+
+    def pipeline(full: np.ndarray) -> SnapPipeline:
+        def model(rgb, seed, gap):  # the crop the pipeline works on is found by the selection's placement
+            from tests.test_snap_sam import _crop_like
+
+            return _crop_like(full, sel, seed)
+
+        return SnapPipeline(sam=model)
+
+    out = pipeline(disc)(image, sel, SnapParams(method="auto"))
+    info = out.meta["model"]
+    assert not info["plausible"] and "image edges" in info["verdict"] and out.method != "sam"
+    assert iou(out.mask, obj) > 0.9  # the embedded snap found the object instead
+    out = pipeline(obj)(image, sel, SnapParams(method="auto"))
+    assert out.method == "sam" and out.meta["model"]["plausible"] and out.meta["model"]["edge"] >= 0.4
+
+
 def test_auto_without_models_is_the_embedded_snap(models_dir):
     image, _, obj, sel = make_scene(96, seed=7)
     res = snap(manager(models_dir), "auto", image, sel)

@@ -3,7 +3,8 @@
 Methods (``SnapParams.method``):
 - ``auto``: the injected segment-anything model when there is one (the op injects the best installed one:
   SAM-HQ, SAM 2.1 small, SAM 2.1 tiny, SAM ViT-B), falling back to ``combined`` when its mask fails the
-  plausibility checks below; else ``combined``. ``meta["model"]`` says which model ran, what its candidates
+  embedded candidates' own checks (area, rim touch, an outline on image edges: embedded.plausible); else
+  ``combined``. ``meta["model"]`` says which model ran, what its candidates
   scored, and whether its mask was used or rejected (and why).
 - ``combined`` (the embedded default, no downloads): several candidates (GrabCut variants, u2netp, an edge
   watershed) scored by evidence that needs no truth (boundary on image edges, colour separation, agreement
@@ -28,17 +29,12 @@ from typing import Any
 
 import numpy as np
 
-from backend.imaging import grow, mask_to_float, plan_crop, shrink, to_rgb_u8
+from backend.imaging import grow, mask_to_float, plan_crop, to_rgb_u8
 
 from .grabcut import grabcut
 
 METHODS = ("auto", "combined", "grabcut", "u2netp", "sam", "none")
 Callback = Callable[[str, int, int], None]
-
-# candidate checks, measured on the bench scenes: a collapsed GrabCut keeps < 8 % of the selection's area;
-# a wrong one (background picked as the object) covers much of the selection's inner rim
-_MIN_AREA = 0.08
-_MAX_TOUCH = 0.35
 
 
 @dataclass
@@ -58,28 +54,48 @@ class SnapOutput:
     meta: dict[str, Any] = field(default_factory=dict)
 
 
-def _touch_and_area(candidate: np.ndarray, seed: np.ndarray) -> tuple[float, float]:
-    """(share of the selection's 3-px inner rim the candidate covers, candidate area / selection area)."""
-    c = candidate > 0.5
-    rim = seed & ~(shrink(seed, 3) > 0.5)
-    touch = float(c[rim].mean()) if rim.any() else 1.0
-    return touch, float(c.sum() / max(1, seed.sum()))
+def _model_evidence(
+    rgb: np.ndarray, seed: np.ndarray, prob: np.ndarray, params: SnapParams
+) -> dict[str, Any]:
+    """The embedded snap's truth-free evidence for a model's mask (backend/snapping/embedded.py: boundary on
+    image edges, colour separation, rim touch, area, fragments, solidity), at the embedded path's working
+    resolution, and whether it passes the same checks (area, rim, and an outline that sits on image edges)."""
+    from backend.imaging import resize
+
+    from .embedded import Evidence, plausible, score_candidate, total_score
+
+    side = int(min(params.max_side_cap, max(params.max_side, max(rgb.shape[:2]) // 4)))
+    h, w = seed.shape
+    scale = min(1.0, side / max(h, w))
+    mask = prob > 0.5
+    if scale < 1.0:
+        size = (max(8, round(w * scale)), max(8, round(h * scale)))
+        rgb = resize(rgb, size)
+        seed = resize(seed.astype(np.uint8), size, smooth=False) > 0
+        mask = resize(mask.astype(np.uint8), size, smooth=False) > 0
+    scores = score_candidate(mask, Evidence.of(rgb, seed))
+    return {
+        **{k: round(v, 3) for k, v in scores.items()},
+        "score": round(total_score(scores), 3),
+        "plausible": plausible(scores),
+    }
 
 
-def _plausible(touch: float, area: float) -> bool:
-    return area >= _MIN_AREA and touch <= _MAX_TOUCH
+def _implausible_because(info: dict[str, Any]) -> str:
+    """The failed checks in words, for the meta (a user's log)."""
+    from .embedded import MAX_TOUCH, MIN_AREA, MIN_EDGE
 
-
-def _implausible_because(touch: float, area: float) -> str:
-    """The failed checks of ``_plausible`` in words, for the meta (a user's log)."""
+    touch, area = info["touch"], info["area"]
     why = []
-    if area < _MIN_AREA:
-        why.append(f"its area is {area:.0%} of the selection's (under {_MIN_AREA:.0%}: it collapsed)")
-    if touch > _MAX_TOUCH:
+    if area < MIN_AREA:
+        why.append(f"its area is {area:.0%} of the selection's (under {MIN_AREA:.0%}: it collapsed)")
+    if touch > MAX_TOUCH:
         why.append(
-            f"it covers {touch:.0%} of the selection's inner rim (over {_MAX_TOUCH:.0%}: it follows the "
+            f"it covers {touch:.0%} of the selection's inner rim (over {MAX_TOUCH:.0%}: it follows the "
             "selection, not an object inside it)"
         )
+    if info.get("edge", MIN_EDGE) < MIN_EDGE:
+        why.append(f"its outline does not sit on image edges (edge {info['edge']:.2f}, under {MIN_EDGE})")
     return " and ".join(why)
 
 
@@ -155,9 +171,7 @@ class SnapPipeline:
             if info["plausible"]:
                 info["verdict"] = "used: its mask passed the plausibility checks"
                 return prob, "sam", {"model": info}
-            info["verdict"] = (
-                f"rejected: {_implausible_because(info['touch'], info['area'])}; the embedded snap decided"
-            )
+            info["verdict"] = f"rejected: {_implausible_because(info)}; the embedded snap decided"
             prob, name, meta = self._segment(rgb, seed, replace(params, method="combined"), callback)
             return prob, name, {**meta, "model": info}
         elif method == "auto":
@@ -186,13 +200,7 @@ class SnapPipeline:
             prob, info = segment(rgb, seed, gap=gap)
         else:  # a bare callable (tests inject lambdas)
             prob, info = self.sam(rgb, seed, gap=gap), {"name": "sam"}
-        touch, area = _touch_and_area(prob, seed)
-        info = {
-            **info,
-            "touch": round(touch, 3),
-            "area": round(area, 3),
-            "plausible": _plausible(touch, area),
-        }
+        info = {**info, **_model_evidence(rgb, seed, prob, params)}
         if self.model_choice:
             info["choice"] = self.model_choice
         return prob, info
