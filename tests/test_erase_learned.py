@@ -22,7 +22,7 @@ from backend.erase.fill_learned import (
 )
 from backend.models import ModelManager
 from backend.models.presets import INCOMPLETE_MARKER, PRESETS, Preset, PresetError, download
-from backend.ops.base import JobContext, OpError, OpInputs
+from backend.ops.base import JobCancelled, JobContext, OpError, OpInputs
 from backend.ops.erase import FILL_METHODS, EraseOp
 from protocol.errors import ErrorCode
 from tests.learned_models import build_lama, build_migan
@@ -139,6 +139,19 @@ def test_random_weight_model_through_erase_is_exact_outside(files, name, dtype):
     assert out.image[~edited].tobytes() == image[~edited].tobytes()
     assert out.image[..., 3].tobytes() == image[..., 3].tobytes()  # alpha kept everywhere
     assert (out.image[selection > 0] != image[selection > 0]).any()
+
+
+@pytest.mark.parametrize("name", ["lama", "migan"])
+def test_cancel_stops_the_model_call(files, name):
+    """A cancelled job's flag reaches onnxruntime's terminate flag: JobCancelled, not model_broken; the same
+    filler runs normally once the flag is down."""
+    flag = {"cancel": True}
+    filler = LearnedFiller(name, session(files[name]), cancelled=lambda: flag["cancel"])
+    rgb, hole = crop(64, 80)
+    with pytest.raises(JobCancelled):
+        filler(rgb, hole)
+    flag["cancel"] = False
+    assert filler(rgb, hole).shape == (64, 80, 3)
 
 
 def test_small_object_gets_real_surroundings_not_an_upscaled_crop(files):

@@ -13,6 +13,7 @@ and returns the whole crop; ErasePipeline composites only the hole back, bit-exa
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -96,7 +97,9 @@ def diffusion_fillers(models: Any, callback: Callback | None = None, ref: str | 
     return {FILL_NAME: DiffusionFiller(pipe, callback=callback, **options)}
 
 
-def erase_model_fillers(fill: str, models: Any, callback: Callback | None = None) -> dict[str, Any]:
+def erase_model_fillers(
+    fill: str, models: Any, callback: Callback | None = None, cancelled: Callable[[], bool] | None = None
+) -> dict[str, Any]:
     """The erase op's hook (``backend.ops.erase.model_fillers``): the fillers that need a model, for ``fill``
     (the op has already turned "auto" into the filler auto stands for).
 
@@ -104,13 +107,14 @@ def erase_model_fillers(fill: str, models: Any, callback: Callback | None = None
     LCM-LoRA installed (SD 1.5 models), it fills in 6 steps.
 
     "lama" / "migan" are the learned object-removal fillers (backend/erase/fill_learned.py): MODEL_MISSING with
-    the install command when absent, MODEL_BROKEN when the file is damaged."""
+    the install command when absent, MODEL_BROKEN when the file is damaged; ``cancelled`` (the job's cancel
+    flag) stops their one long model call midway."""
     if fill in LEARNED_FILLS:
         if models is None:
             from backend.models import ModelManager
 
             models = ModelManager()
-        return {fill: learned_filler(fill, models)}
+        return {fill: learned_filler(fill, models, cancelled)}
     if fill != FILL_NAME:
         return {}
     if models is None:

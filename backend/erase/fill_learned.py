@@ -23,6 +23,8 @@ sees plausible surroundings rather than a black frame; the padding is cut off ag
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,6 +32,7 @@ import numpy as np
 
 from protocol.errors import ErrorCode
 
+Cancelled = Callable[[], bool] | None
 LEARNED_FILLS = ("lama", "migan")  # also the preference order of ``installed_learned_fill``
 NATIVE_SIDE = 512  # both were trained on 512x512 crops
 # crop context (fraction of the region's long side): enough scene around it, while the object keeps detail
@@ -82,10 +85,10 @@ class _LamaIO:
         self.frame = _frame_of(by_channels[3].shape, "lama")
         _check_rgb_output(session, "lama")
 
-    def run(self, session: Any, rgb: np.ndarray, hole: np.ndarray) -> np.ndarray:
+    def run(self, session: Any, rgb: np.ndarray, hole: np.ndarray, cancelled: Cancelled = None) -> np.ndarray:
         x = rgb.astype(np.float32).transpose(2, 0, 1)[None] / np.float32(255)
         m = hole.astype(np.float32)[None, None]
-        out = _run(session, {self.image: x * (1 - m), self.mask: m}, "lama")
+        out = _run(session, {self.image: x * (1 - m), self.mask: m}, "lama", cancelled)
         # Carve's export returns 0..255; others return 0..1: whichever reproduces the known pixels is right
         # (a few thousand of them decide it as well as all, at a fraction of the cost)
         idx = np.flatnonzero(~hole.ravel())
@@ -113,11 +116,11 @@ class _MiganIO:
         self.frame = frame if frame.fixed is not None else _Frame((NATIVE_SIDE, NATIVE_SIDE))
         _check_rgb_output(session, "migan")
 
-    def run(self, session: Any, rgb: np.ndarray, hole: np.ndarray) -> np.ndarray:
+    def run(self, session: Any, rgb: np.ndarray, hole: np.ndarray, cancelled: Cancelled = None) -> np.ndarray:
         known = (~hole).astype(np.float32)[None, None]
         x = rgb.astype(np.float32).transpose(2, 0, 1)[None] / np.float32(127.5) - 1
         feed = np.concatenate([known - 0.5, x * known], axis=1)
-        out = _run(session, {self.input: feed}, "migan")
+        out = _run(session, {self.input: feed}, "migan", cancelled)
         return np.clip((out.transpose(1, 2, 0) + 1) / 2, 0, 1)
 
 
@@ -137,13 +140,37 @@ def _check_rgb_output(session: Any, name: str) -> None:
         raise _broken(name, f"expected an RGB output [1,3,H,W], got {got}")
 
 
-def _run(session: Any, feeds: dict[str, np.ndarray], name: str) -> np.ndarray:
-    """The first output's first image, CHW float32; an onnxruntime failure is MODEL_BROKEN."""
+def _run(session: Any, feeds: dict[str, np.ndarray], name: str, cancelled: Cancelled = None) -> np.ndarray:
+    """The first output's first image, CHW float32; an onnxruntime failure is MODEL_BROKEN.
+
+    One call of big-lama takes seconds on a CPU (tens on a slow one): with ``cancelled`` given, a watcher
+    thread polls it and sets onnxruntime's terminate flag, which stops the run between two graph nodes; the
+    caller then gets JobCancelled instead of waiting for the whole pass."""
+    options, done = None, threading.Event()
+    if cancelled is not None:
+        import onnxruntime as ort
+
+        options = ort.RunOptions()
+        options.terminate = bool(cancelled())  # already cancelled: onnxruntime stops before the first node
+
+        def watch() -> None:
+            while not done.wait(0.05):
+                if cancelled():
+                    options.terminate = True
+                    return
+
+        threading.Thread(target=watch, name="learned-fill-cancel", daemon=True).start()
     try:
-        out = session.run(None, feeds)[0]
+        out = session.run(None, feeds, options)[0]
     except Exception as exc:  # onnxruntime's errors share no public base class
+        if cancelled is not None and cancelled():
+            from backend.errors import JobCancelled
+
+            raise JobCancelled() from None
         first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
         raise _broken(name, f"running it failed ({first})") from exc
+    finally:
+        done.set()
     h, w = next(iter(feeds.values())).shape[2:]
     out = np.asarray(out, np.float32)
     if out.ndim != 4 or out.shape[1] != 3 or out.shape[2:] != (h, w):
@@ -166,6 +193,7 @@ class LearnedFiller:
     target: int | None = NATIVE_SIDE
     context: float = CONTEXT
     min_crop: int = NATIVE_SIDE  # a small object gets a crop of real surroundings, not a tiny crop upscaled
+    cancelled: Cancelled = None  # polled during the model call (the job's cancel flag): stops it mid-pass
     io: Any = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -182,7 +210,7 @@ class LearnedFiller:
         pad = ((0, fh - h), (0, fw - w))
         big = np.pad(np.asarray(rgb, np.uint8), (*pad, (0, 0)), mode="symmetric")
         big_hole = np.pad(hole, pad, mode="symmetric")
-        return self.io.run(self.session, big, big_hole)[:h, :w]
+        return self.io.run(self.session, big, big_hole, self.cancelled)[:h, :w]
 
     def _shrunk(self, rgb: np.ndarray, hole: np.ndarray, fh: int, fw: int) -> np.ndarray:
         from backend.imaging import resize
@@ -194,10 +222,11 @@ class LearnedFiller:
         return resize(small, (w, h))
 
 
-def learned_filler(name: str, models: Any) -> LearnedFiller:
+def learned_filler(name: str, models: Any, cancelled: Cancelled = None) -> LearnedFiller:
     """The ``name`` filler ("lama" or "migan") with its model loaded: MODEL_MISSING naming the install
-    command when it is not installed, MODEL_BROKEN when its file is damaged or not the expected model."""
-    return LearnedFiller(name, models.load_onnx(name))
+    command when it is not installed, MODEL_BROKEN when its file is damaged or not the expected model.
+    ``cancelled`` (e.g. the job's cancel flag) stops a running model call: JobCancelled."""
+    return LearnedFiller(name, models.load_onnx(name), cancelled=cancelled)
 
 
 def installed_learned_fill(models: Any) -> str | None:
@@ -220,11 +249,11 @@ def installed_learned_fill(models: Any) -> str | None:
     return None
 
 
-def installed_learned_filler(models: Any) -> LearnedFiller | None:
+def installed_learned_filler(models: Any, cancelled: Cancelled = None) -> LearnedFiller | None:
     """For ``fill=auto``: the installed learned filler, loaded (LaMa preferred over MI-GAN), or None when
     neither is installed. Raises MODEL_BROKEN when the installed one cannot be used."""
     name = installed_learned_fill(models)
-    return None if name is None else learned_filler(name, models)
+    return None if name is None else learned_filler(name, models, cancelled)
 
 
 __all__ = [

@@ -133,4 +133,4 @@ def model_fillers(fill: str, ctx: JobContext) -> dict[str, Any]:
         ctx.progress(stage, i, total)
         ctx.check_cancelled()
 
-    return erase_model_fillers(fill, ctx.models, callback=step)
+    return erase_model_fillers(fill, ctx.models, callback=step, cancelled=lambda: ctx.cancelled)
