@@ -16,6 +16,7 @@ from backend.snapping.embedded import (
     plausible,
     recover_thin,
     score_candidate,
+    soft_edge,
     total_score,
 )
 from backend.snapping.u2net import find_u2netp, shared_u2netp
@@ -144,3 +145,25 @@ def test_a_featureless_crop_has_no_plausible_candidate():
     s = score_candidate(inner, ev)
     assert s["edge"] == 0.0 and not plausible(s)
     assert np.isfinite(total_score(s))
+
+
+@pytest.mark.parametrize("sigma", [0.0, 2.5])
+def test_soft_edges_where_the_picture_is_soft_and_sharp_where_it_is_sharp(sigma):
+    """A disc composited with a known alpha (sharp, or blurred like motion/defocus): on the band around the
+    outline, the snap's alpha follows the true alpha; a sharp edge stays crisp."""
+    rng = np.random.default_rng(1)
+    disc = _disc((160, 160), 80, 80, 45).astype(np.float32)
+    alpha = cv2.GaussianBlur(disc, (0, 0), sigma) if sigma else disc
+    bg = rng.normal(90, 6, (160, 160, 3))
+    image = np.clip(alpha[..., None] * np.array([220.0, 190, 60]) + (1 - alpha[..., None]) * bg, 0, 255)
+    mask = alpha > 0.5
+    out = soft_edge(image.astype(np.uint8), mask)
+    k = np.ones((5, 5), np.uint8)
+    band = (cv2.dilate(mask.astype(np.uint8), k) > 0) & ~(cv2.erode(mask.astype(np.uint8), k) > 0)
+    err_soft, err_hard = np.abs(out - alpha)[band].mean(), np.abs(mask - alpha)[band].mean()
+    partial = ((out > 0.1) & (out < 0.9))[band].mean()
+    if sigma:
+        assert err_soft < 0.6 * err_hard and partial > 0.3  # the ramp is followed
+    else:
+        assert err_soft < 0.02 and partial < 0.01  # no invented softness
+    assert (out[~band] == mask[~band]).all()  # off the band the mask is untouched

@@ -11,9 +11,12 @@ Candidates (all on the crop around the selection, at a working resolution of at 
 Evidence per candidate (``score_candidate``): how strongly its boundary sits on image edges (``edge``), how
 well its colours separate from the surroundings (``separation``), how much of the selection's inner rim it
 covers (``touch``: an object lies inside a rough selection, the background reaches its rim), its share of the
-selection (``area``) and how fragmented it is (``fragments``). The winner is refined at full resolution: thin
-parts the working resolution lost come back where their colour matches the object, and the edge follows the
-image (guided filter).
+selection (``area``), how fragmented (``fragments``) and how solid (``solidity``) it is. The winner is
+refined at full resolution: thin parts the working resolution lost come back where their colour matches the
+object, and the edge follows the image (guided filter). At full resolution the outline gets alpha on a 2 px
+band from a colour-guided filter (the local colour-line model of closed-form matting): soft where the picture's
+edge is soft, crisp where it is sharp. (pymatting itself was measured and left out: its numba import took 95 s
+the first time here; see docs/benchmarks/snap-realphoto.md.)
 """
 
 from __future__ import annotations
@@ -288,13 +291,62 @@ def recover_thin(rgb: np.ndarray, seed: np.ndarray, mask: np.ndarray, width: int
     return np.isin(labels, touching[touching > 0])
 
 
+def colour_guided_filter(rgb: np.ndarray, p: np.ndarray, radius: int, eps: float = 1e-3) -> np.ndarray:
+    """He et al.'s guided filter with the colour image as guide: locally q = a . I + b, the colour-line model
+    closed-form matting rests on, so a red lens on a red housing keeps the edge a grey guide cannot see."""
+    img = rgb.astype(np.float32) / 255.0
+    k = (2 * radius + 1, 2 * radius + 1)
+
+    def box(x: np.ndarray) -> np.ndarray:
+        return cv2.boxFilter(x, -1, k, borderType=cv2.BORDER_REFLECT)
+
+    mean_i = [box(img[..., c]) for c in range(3)]
+    mean_p = box(p)
+    cov_ip = [box(img[..., c] * p) - mean_i[c] * mean_p for c in range(3)]
+    var = {
+        (i, j): box(img[..., i] * img[..., j]) - mean_i[i] * mean_i[j] + (eps if i == j else 0.0)
+        for i in range(3)
+        for j in range(i, 3)
+    }
+    rr, rg, rb, gg, gb, bb = var[0, 0], var[0, 1], var[0, 2], var[1, 1], var[1, 2], var[2, 2]
+    inv = [gg * bb - gb * gb, gb * rb - rg * bb, rg * gb - gg * rb, rr * bb - rb * rb, rb * rg - rr * gb]
+    inv.append(rr * gg - rg * rg)  # cofactors of the symmetric 3x3: 00, 01, 02, 11, 12, 22
+    det = rr * inv[0] + rg * inv[1] + rb * inv[2]
+    c00, c01, c02, c11, c12, c22 = (x / det for x in inv)
+    a0 = c00 * cov_ip[0] + c01 * cov_ip[1] + c02 * cov_ip[2]
+    a1 = c01 * cov_ip[0] + c11 * cov_ip[1] + c12 * cov_ip[2]
+    a2 = c02 * cov_ip[0] + c12 * cov_ip[1] + c22 * cov_ip[2]
+    b = mean_p - a0 * mean_i[0] - a1 * mean_i[1] - a2 * mean_i[2]
+    q = box(a0) * img[..., 0] + box(a1) * img[..., 1] + box(a2) * img[..., 2] + box(b)
+    return np.clip(q, 0.0, 1.0).astype(np.float32)
+
+
+def soft_edge(rgb: np.ndarray, mask: np.ndarray, width: int = 2) -> np.ndarray:
+    """Alpha on a thin band (``width`` px either side of the outline) from the picture: where its edge is
+    sharp the alpha stays sharp, where it is soft (motion blur, defocus, fur) the alpha follows its ramp.
+    Off the band the mask's 0 or 1 stay."""
+    m8 = mask.astype(np.uint8)
+    k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * width + 1, 2 * width + 1))
+    band = (cv2.dilate(m8, k) > 0) & ~(cv2.erode(m8, k) > 0)
+    out = mask.astype(np.float32)
+    if band.any():
+        ys, xs = np.nonzero(band)
+        pad = 2 * width + 2
+        y0, y1 = max(0, ys.min() - pad), min(mask.shape[0], ys.max() + pad + 1)
+        x0, x1 = max(0, xs.min() - pad), min(mask.shape[1], xs.max() + pad + 1)
+        soft = colour_guided_filter(rgb[y0:y1, x0:x1], out[y0:y1, x0:x1], radius=width)
+        sub = band[y0:y1, x0:x1]
+        out[y0:y1, x0:x1][sub] = soft[sub]
+    return out
+
+
 def refine_full(rgb: np.ndarray, seed: np.ndarray, small_mask: np.ndarray, scale: float) -> np.ndarray:
     """The working-resolution mask at full resolution: thin parts recovered by colour, edge on the image."""
     from .grabcut import guided_refine
 
     h, w = seed.shape
     if scale >= 1.0:
-        return small_mask.astype(np.float32)
+        return soft_edge(rgb, small_mask)
     prob = resize(small_mask.astype(np.float32), (w, h))
     prob = guided_refine(rgb, prob, radius=max(2, round(2 / scale)))
     thin = recover_thin(rgb, seed, prob > 0.5, width=2 * int(np.ceil(1 / scale)) + 1)
