@@ -239,3 +239,32 @@ def test_replace_then_imagic_then_eta_slider_rerender_with_tiny_models(
     for n in range(4):
         suffix = f"_{n}" if n else ""
         assert np.array_equal(harness.read_raw(out / f"source_after{suffix}.raw", w, h), img)
+
+
+def test_a_rough_lasso_around_the_coffee_spoon_snaps_to_the_whole_spoon_in_krita(tmp_path, backend):
+    """examples/coffee.png with the shipped rough lasso as Krita's selection, Erase with the default snap
+    (embedded: no models installed), grow and feather 0; the erased region, read back as the selection, is
+    the whole spoon."""
+    from bench.realphoto import coffee_spoon, spoon_checks
+
+    image, lasso, _, _, _ = coffee_spoon()
+    h, w = lasso.shape
+    bgra = np.dstack([image[:, :, ::-1], np.full((h, w), 255, np.uint8)])
+    (tmp_path / "selection.raw").write_bytes(np.ascontiguousarray(lasso).tobytes())
+    spec = _spec(
+        tmp_path,
+        bgra,
+        selection_raw=str(tmp_path / "selection.raw"),
+        mode="Erase",
+        set_selection=True,
+        show_advanced=True,
+        params={"grow": 0, "feather": 0},  # the selection read back is then the snapped mask itself
+    )
+    report = harness.run_krita(tmp_path, spec, backend)
+    assert "error" not in report, report.get("error")
+    assert report["outcome"]["state"] == "done", report["outcome"]
+    out = tmp_path / "out"
+    assert np.array_equal(harness.read_raw(out / "source_after.raw", w, h), bgra)  # the source is untouched
+    snapped = harness.read_raw(out / "selection_after.raw", w, h, 1)[:, :, 0] > 127
+    got = spoon_checks(snapped)
+    assert got["iou"] > 0.9 and got["tip"] > 0.9 and got["neck"] > 0.8 and got["spill"] < 0.02, got

@@ -74,6 +74,10 @@ class ScriptedJob:
             sel = Selection()
             sel.select(*s["selection"], 255)
             doc.setSelection(sel)
+        elif s.get("selection_raw"):  # a drawn (lasso) selection: 1 byte per pixel over the whole canvas
+            sel = Selection()
+            sel.setPixelData(Path(s["selection_raw"]).read_bytes(), 0, 0, s["width"], s["height"])
+            doc.setSelection(sel)
         doc.waitForDone()
         self.doc, self.layer = doc, layer
         self.step("document", layers_before=[n.name() for n in doc.topLevelNodes()])
