@@ -322,11 +322,39 @@ def contact_sheet(cases: list[Case], rows: dict[str, list[dict]], path: str) -> 
     cv2.imwrite(path, np.vstack([head, sheet])[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, 80])
 
 
+def measure_speed(repeats: int = 3) -> None:
+    """The snap of a ~600 px object on a 4096x4096 RGBA layer (bench/erase_replace.py's big scene): the embedded
+    snap against a single GrabCut at the same working resolution, interleaved, wall and CPU seconds (CPU time
+    counts both threads of the embedded snap)."""
+    from backend.snapping import SnapParams, SnapPipeline
+    from backend.snapping.u2net import U2NetP, find_u2netp
+    from bench.erase_replace import make_big_scene
+
+    pipe = SnapPipeline(u2net=U2NetP(threads=1) if find_u2netp() else None)
+    sc = make_big_scene(object_px=600)
+    pipe(sc.image, sc.selection, SnapParams(method="combined"))  # warm up (onnxruntime session, caches)
+    times: dict[str, list[tuple[float, float]]] = {"combined": [], "grabcut": []}
+    for _ in range(repeats):
+        for method in times:
+            w, c = time.perf_counter(), time.process_time()
+            pipe(sc.image, sc.selection, SnapParams(method=method))
+            times[method].append((time.perf_counter() - w, time.process_time() - c))
+    for method, ts in times.items():
+        wall, cpu = np.median([t[0] for t in ts]), np.median([t[1] for t in ts])
+        print(f"{method:<10} wall {wall:.3f} s  cpu {cpu:.3f} s  (median of {repeats})")
+    ratio = np.median([a[1] / b[1] for a, b in zip(times["combined"], times["grabcut"], strict=True)])
+    print(f"embedded / single GrabCut, CPU time: {ratio:.2f}x")
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--only", help="comma-separated object names")
     ap.add_argument("--sheet", help="write a contact sheet (JPEG) here")
+    ap.add_argument("--speed", action="store_true", help="only the 4096x4096 layer timing")
     args = ap.parse_args(argv)
+    if args.speed:
+        measure_speed()
+        return
     cases = load_cases(set(args.only.split(",")) if args.only else None)
     print(f"{len(cases)} cases ({len(cases) // 3} objects x {', '.join(KINDS)})")
     rows = run(cases)
