@@ -192,6 +192,26 @@ def test_op_runs_the_installed_model_and_says_so(files, tmp_path):
     assert models.stats.loads == 1 and models.stats.hits >= 1
 
 
+def test_auto_takes_the_installed_learned_fill(files, tmp_path):
+    """The op's default fill: LaMa when installed, else MI-GAN, else the embedded completion; meta says which."""
+    image, selection = crop(120, 160)
+    sel = selection.astype(np.float32)
+    params = EraseOp.spec.validate({"snap": False})
+    assert params["fill"] == "auto"
+
+    def ran() -> str:
+        res = EraseOp().run(OpInputs(image, sel), params, JobContext(models=manager(tmp_path)))
+        assert res.meta["fill_requested"] == "auto"
+        assert res.image[res.mask == 0].tobytes() == image[res.mask == 0].tobytes()
+        return res.meta["fill"]
+
+    assert ran() == "patchmatch"
+    install(tmp_path, "migan", files["migan_colour"])
+    assert ran() == "migan"
+    install(tmp_path, "lama", files["lama_colour"])
+    assert ran() == "lama"
+
+
 @pytest.mark.parametrize("name", ["lama", "migan"])
 def test_missing_model_names_the_install_command(tmp_path, name):
     assert name in FILL_METHODS
