@@ -255,6 +255,44 @@ def mask_bounds(mask: bytes | bytearray | memoryview, width: int, height: int) -
     return Rect.from_corners(x0, rows[0], x1, rows[-1] + 1)
 
 
+_NONZERO = bytes([0] + [1] * 255)  # bytes.translate table: selected (any value > 0) -> 1
+
+
+def mask_runs(row: bytes) -> list[tuple[int, int]]:
+    """[start, end) of the selected (non-zero) runs of one mask row."""
+    bits, runs, x = row.translate(_NONZERO), [], 0
+    while (start := bits.find(1, x)) >= 0:
+        end = bits.find(0, start)
+        end = len(bits) if end < 0 else end
+        runs.append((start, end))
+        x = end
+    return runs
+
+
+def outline_rects(
+    mask: bytes | bytearray | memoryview, width: int, height: int
+) -> list[tuple[int, int, int, int]]:
+    """Rectangles (x, y, w, h) whose union is exactly the selected pixels of a row-major 8-bit mask: each row's
+    runs, plus a two-row bridge wherever runs of neighbouring rows overlap. The bridges make neighbouring rows
+    overlap instead of merely touching, so a path union of the rectangles has no seams between rows (Krita
+    builds its marching-ants outline that way from ``Selection.select`` calls)."""
+    data = bytes(mask)
+    if len(data) != width * height:
+        raise ProtocolError(ErrorCode.BAD_BUFFER, f"mask has {len(data)} bytes, expected {width}x{height}.")
+    rects: list[tuple[int, int, int, int]] = []
+    above: list[tuple[int, int]] = []
+    for y in range(height):
+        runs = mask_runs(data[y * width : (y + 1) * width])
+        rects.extend((x0, y, x1 - x0, 1) for x0, x1 in runs)
+        for a0, a1 in above:
+            for b0, b1 in runs:
+                lo, hi = max(a0, b0), min(a1, b1)
+                if lo < hi:
+                    rects.append((lo, y - 1, hi - lo, 2))
+        above = runs
+    return rects
+
+
 # ----------------------------------------------------------------------------------------------------------
 # Forms from the op schemas advertised in ``hello``.
 
@@ -510,21 +548,25 @@ def only_changed(old: dict[str, Any] | None, new: dict[str, Any]) -> set[str]:
 
 
 def device_words(devices: Iterable[str]) -> str:
-    """'CPU', 'GPU', 'Apple GPU' (several: joined) from the device names a hello lists (cpu, cuda:0, mps)."""
+    """'CPU', 'GPU', 'Apple GPU' (several: joined) from the device names a hello lists (cpu, cuda:0, mps);
+    "" when none is known yet."""
     words: list[str] = []
     for d in devices:
         d = str(d).lower()
+        if d == "auto":  # not resolved yet (a backend started with --no-model-report): say nothing
+            continue
         word = "GPU" if d.startswith("cuda") else "Apple GPU" if d.startswith("mps") else d.upper()
         if word not in words:
             words.append(word)
-    return " + ".join(words) or "unknown device"
+    return " + ".join(words)
 
 
 def backend_status(hello: dict, endpoint: str, remote_name: str | None = None) -> tuple[str, str]:
     """(line, tooltip) for a connected backend: "Backend: running on this computer (CPU)"."""
     where = f"remote {remote_name}" if remote_name is not None else "this computer"
     devices = [str(d) for d in hello.get("devices") or []]
-    line = f"Backend: running on {where} ({device_words(devices)})"
+    hardware = device_words(devices)
+    line = f"Backend: running on {where}" + (f" ({hardware})" if hardware else "")
     tip = (
         f"LayerEdit backend {hello.get('backend_version') or '?'} at {endpoint}; "
         f"devices: {', '.join(devices) or '?'}"

@@ -23,6 +23,7 @@ from protocol.hostkit import (
     no_backend_status,
     no_selection_message,
     only_changed,
+    outline_rects,
     plan_region,
     stage_words,
     unique_name,
@@ -260,6 +261,7 @@ def test_connection_line_says_where_and_on_what_with_details_in_the_tooltip():
     line, _ = backend_status({"devices": ["cuda:0"]}, "tcp://gpu.lan:5555", "studio")
     assert line == "Backend: running on remote studio (GPU)"
     assert device_words(["mps"]) == "Apple GPU" and device_words(["cuda:0", "cuda:1"]) == "GPU"
+    assert backend_status({"devices": ["auto"]}, "tcp://h:1")[0] == "Backend: running on this computer"
     line, tip = no_backend_status("No backend is running (no connection file at /x).", remote=False)
     assert "python -m backend" not in line and "Connect" in line and "/x" in tip
 
@@ -305,3 +307,22 @@ def test_layer_names():
     assert len(long) <= len("Replace: ") + 48 and long.endswith("…")
     assert unique_name("Erase", ["Erase", "Erase (2)"]) == "Erase (3)"
     assert unique_name("Erase", ["Other"]) == "Erase"
+
+
+@given(st.integers(1, 12), st.integers(1, 12), st.data())
+def test_outline_rects_cover_exactly_the_selected_pixels_and_bridge_neighbouring_rows(w, h, data):
+    """Krita draws marching ants from the union of these rectangles: it must be the selection, no more, no
+    less, and rows that touch must overlap (a seam would show as a line of ants across the object)."""
+    mask = bytes(data.draw(st.lists(st.sampled_from([0, 0, 1, 128, 255]), min_size=w * h, max_size=w * h)))
+    covered = [[0] * w for _ in range(h)]
+    rects = outline_rects(mask, w, h)
+    for x, y, rw, rh in rects:
+        assert rw > 0 and rh in (1, 2) and 0 <= x and x + rw <= w and 0 <= y and y + rh <= h
+        for yy in range(y, y + rh):
+            for xx in range(x, x + rw):
+                covered[yy][xx] += 1
+    for y in range(h):
+        for x in range(w):
+            assert (covered[y][x] > 0) == (mask[y * w + x] > 0)
+            if y and mask[y * w + x] and mask[(y - 1) * w + x]:  # vertical neighbours: one rect holds both
+                assert any(rx <= x < rx + rw and ry == y - 1 and rh == 2 for rx, ry, rw, rh in rects)

@@ -241,7 +241,9 @@ def test_replace_then_imagic_then_eta_slider_rerender_with_tiny_models(
         assert np.array_equal(harness.read_raw(out / f"source_after{suffix}.raw", w, h), img)
 
 
-def test_a_rough_lasso_around_the_coffee_spoon_snaps_to_the_whole_spoon_in_krita(tmp_path, backend):
+def test_a_rough_lasso_around_the_coffee_spoon_snaps_to_the_whole_spoon_in_krita(
+    xvfb_server, tmp_path, backend
+):
     """examples/coffee.png with the shipped rough lasso as Krita's selection, Erase with the default snap
     (embedded: no models installed), grow and feather 0; the erased region, read back as the selection, is
     the whole spoon."""
@@ -260,7 +262,7 @@ def test_a_rough_lasso_around_the_coffee_spoon_snaps_to_the_whole_spoon_in_krita
         show_advanced=True,
         params={"grow": 0, "feather": 0},  # the selection read back is then the snapped mask itself
     )
-    report = harness.run_krita(tmp_path, spec, backend)
+    report = harness.run_krita(tmp_path, spec, backend, display=xvfb_server)
     assert "error" not in report, report.get("error")
     assert report["outcome"]["state"] == "done", report["outcome"]
     out = tmp_path / "out"
@@ -268,3 +270,75 @@ def test_a_rough_lasso_around_the_coffee_spoon_snaps_to_the_whole_spoon_in_krita
     snapped = harness.read_raw(out / "selection_after.raw", w, h, 1)[:, :, 0] > 127
     got = spoon_checks(snapped)
     assert got["iou"] > 0.9 and got["tip"] > 0.9 and got["neck"] > 0.8 and got["spill"] < 0.02, got
+
+
+def test_docker_in_a_small_window_keeps_run_and_status_visible_and_shows_the_snapped_selection(
+    xvfb_server, tmp_path
+):
+    """An artist's small Krita window (900x560), Advanced open: Erase with 'select the snapped object' (the
+    selection is set AND shown: marching ants on the canvas), then a Replace that fails with model_missing
+    (no inpainting model here), then Imagic. Run, Cancel, the bar and the status line stay on screen, the status
+    sits right under the bar, the words are plain. Screenshots land in out/ (docs/images/ has copies)."""
+    w, h = 160, 120
+    img, sel = harness.scene_bgra(w, h)
+    spec = _spec(
+        tmp_path,
+        img,
+        selection=list(sel),
+        window=[900, 560],
+        screenshot=True,
+        jobs=[
+            {"mode": "Erase", "set_selection": True, "show_advanced": True, "check_selection_shown": True},
+            {"mode": "Replace", "prompt": "a blue vase", "show_advanced": True},
+            {"mode": "Imagic", "prompt": "a photo", "show_advanced": True},
+        ],
+    )
+    backend = harness.start_backend(tmp_path, ["backend", "serve"])  # as users run it: devices resolved
+    try:
+        report = harness.run_krita(tmp_path, spec, backend, display=xvfb_server)
+    finally:
+        backend.stop()
+    assert "error" not in report, report.get("error")
+    erase, replace, imagic = report["jobs"]
+    assert erase["outcome"]["state"] == "done", erase["outcome"]
+    assert erase["selection_after"] is not None and erase["ants_px"] > 50  # set, and drawn on the canvas
+    mask = harness.read_raw(tmp_path / "out" / "selection_after.raw", w, h, 1)[:, :, 0] > 0
+    disc = (img[:, :, :3] == [40, 30, 220]).all(axis=-1)
+    assert mask[disc].mean() > 0.95 and mask.sum() < 4 * disc.sum()  # the snapped object, not the rough box
+    for job in (erase, replace, imagic):
+        ui = job["ui"]
+        assert ui["advanced_open"] and all(ui["visible"].values()), ui
+        assert 0 <= ui["status_below_progress_px"] <= 12, ui  # the status line sits right under the bar
+        assert ui["title"] == "LayerEdit" and not ui["preview_visible"]
+        assert ui["connection_line"] == "Backend: running on this computer (CPU)", ui
+        assert "tcp://127.0.0.1:" in ui["connection_tip"]
+    assert erase["ui"]["progress_format"] == "Done" and erase["ui"]["select_after_visible"]
+    assert {"margin", "grow", "feather"} <= set(erase["ui"]["units"])  # "px" after the number
+    assert set(erase["ui"]["units"].values()) == {" px"}
+    assert replace["outcome"]["state"] == "failed" and replace["outcome"]["code"] == "model_missing"
+    assert "model_missing" in replace["ui"]["status_text"] and replace["ui"]["progress_format"] == "Failed"
+    assert imagic["ui"]["eta_title"] == "Edit strength (eta)" and "0.6-0.8" in imagic["ui"]["eta_tip"]
+    assert not imagic["ui"]["select_after_visible"]  # Imagic does not snap
+
+
+def test_reconnect_during_a_job_fetches_it_and_keeps_its_progress(xvfb_server, tmp_path):
+    """Reconnect pressed while a job runs: the docker fetches the job on its new socket, progress keeps
+    coming there, and the result still lands as a layer."""
+    runtime = tmp_path / "run"
+    b = harness.start_backend(
+        tmp_path,
+        ["tests.hosts.krita.testops", str(runtime / "backend.json")],
+        env={"LAYEREDIT_TEST_HOLD_STEPS": "600"},  # ~12 s of progress, time for the reconnect
+    )
+    w, h = 64, 48
+    img, _ = harness.scene_bgra(w, h)
+    spec = _spec(tmp_path, img, mode="Imagic", prompt="a dog", reconnect_at_stage="tune", window=[900, 560])
+    try:
+        report = harness.run_krita(tmp_path, spec, b, display=xvfb_server)
+    finally:
+        b.stop()
+    assert "error" not in report, report.get("error")
+    assert report["outcome"]["state"] == "done", report["outcome"]
+    assert report["reconnected"]["steps_after"] > 0  # progress through the new socket
+    assert report["layers"] == ["Background", "source", "Imagic η0.7: a dog"]
+    assert report["ui"]["progress_format"] == "Done"

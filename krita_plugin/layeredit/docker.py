@@ -1,4 +1,4 @@
-"""The Layer Edit docker: widgets only. The logic is in ``controller.Controller`` and ``protocol.hostkit``.
+"""The LayerEdit docker: widgets only. The logic is in ``controller.Controller`` and ``protocol.hostkit``.
 
 The socket is watched by a QSocketNotifier on the client's ZMQ_FD plus a 250 ms QTimer (the FD is
 edge-triggered, and the timer also drives the client's liveness check and the backend start-up), so Krita's UI
@@ -29,6 +29,8 @@ from PyQt5.QtWidgets import (
     QPlainTextEdit,
     QProgressBar,
     QPushButton,
+    QScrollArea,
+    QSizePolicy,
     QSlider,
     QSpinBox,
     QToolButton,
@@ -37,7 +39,7 @@ from PyQt5.QtWidgets import (
 )
 
 from protocol.errors import ProtocolError
-from protocol.hostkit import MODES, Field, Form, JobState, mode_by_label
+from protocol.hostkit import MODES, Field, Form, mode_by_label
 from protocol.launcher import Launcher
 
 from . import kritaio
@@ -52,6 +54,10 @@ _QIMAGE_FORMATS = {
     "gray": QImage.Format_Grayscale8,
 }
 ETA_SCALE = 100  # slider ticks per 1.0 of eta
+ETA_TIP = "Edit strength: 0 = the input, 1 = the text; 0.6-0.8 usually works."
+PREVIEW_H = 128
+FORM_MIN_H = 24  # the scrolling form may shrink to about one row
+STATUS_LINES = 3  # the status line grows up to this many lines, then scrolls (full text in its tooltip)
 IDLE_POLL_MS, BUSY_POLL_MS = 250, 100  # busy: the client's 2 s liveness verdict is seen within 0.1 s
 
 
@@ -64,7 +70,7 @@ def _decimals(f: Field) -> int:
 class LayerEditDocker(DockWidget):
     def __init__(self) -> None:
         super().__init__()
-        self.setWindowTitle("Layer Edit")
+        self.setWindowTitle("LayerEdit")
         self.controller = Controller(
             Krita.instance(),
             None,  # connect through the saved backend choice (local, or an imported remote connection)
@@ -86,10 +92,14 @@ class LayerEditDocker(DockWidget):
 
     # -- layout -----------------------------------------------------------------------------------
     def _build(self) -> None:
+        """Connection line on top, the form in a scroll area, and Run/Cancel, the progress bar and the status
+        line pinned at the bottom: in a short docker they stay visible however long the form gets."""
         root = QWidget(self)
-        lay = QVBoxLayout(root)
+        outer = QVBoxLayout(root)
+        outer.setContentsMargins(4, 2, 4, 2)
+        outer.setSpacing(3)
         row = QHBoxLayout()
-        self.conn_label = QLabel("Not connected.")
+        self.conn_label = QLabel("Backend: not connected.")
         self.conn_label.setWordWrap(True)
         self.connect_button = QPushButton("Connect")
         self.connect_button.clicked.connect(lambda: self.connect_backend(ask=True))
@@ -104,8 +114,11 @@ class LayerEditDocker(DockWidget):
         row.addWidget(self.conn_label, 1)
         row.addWidget(self.backend_button)
         row.addWidget(self.connect_button)
-        lay.addLayout(row)
+        outer.addLayout(row)
 
+        self.form_widget = QWidget()
+        lay = QVBoxLayout(self.form_widget)
+        lay.setContentsMargins(0, 0, 0, 0)
         top = QFormLayout()
         self.mode_box = QComboBox()
         self.mode_box.addItems([m.label for m in MODES])
@@ -130,14 +143,16 @@ class LayerEditDocker(DockWidget):
         self.eta_slider = QSlider(Qt.Horizontal)
         self.eta_slider.setRange(0, 150)
         self.eta_slider.setValue(70)
-        self.eta_label = QLabel("η 0.70")
-        self.eta_slider.valueChanged.connect(lambda v: self.eta_label.setText(f"η {v / ETA_SCALE:.2f}"))
+        self.eta_label = QLabel("0.70")
+        self.eta_slider.valueChanged.connect(lambda v: self.eta_label.setText(f"{v / ETA_SCALE:.2f}"))
         self.eta_slider.sliderReleased.connect(self._eta_released)
         self.eta_slider.sliderMoved.connect(self._eta_dragged)
         self._render_when_idle = False  # released while a draft ran: render fully once it is done
-        eta_lay.addWidget(QLabel("Eta"))
+        self.eta_title = QLabel("Edit strength (eta)")
+        eta_lay.addWidget(self.eta_title)
         eta_lay.addWidget(self.eta_slider, 1)
         eta_lay.addWidget(self.eta_label)
+        self._set_eta_tip(ETA_TIP)
         lay.addWidget(self.eta_row)
 
         self.basic_box = QWidget()
@@ -155,7 +170,23 @@ class LayerEditDocker(DockWidget):
         lay.addWidget(self.advanced_box)
 
         self.select_after = QCheckBox("Select the snapped object afterwards")
+        self.select_after.setToolTip(
+            "After the job, the selection becomes the object as the backend found it."
+        )
         lay.addWidget(self.select_after)
+        self.log_view = QPlainTextEdit()
+        self.log_view.setReadOnly(True)
+        self.log_view.setVisible(False)
+        lay.addWidget(self.log_view)
+        lay.addStretch(1)
+        self.scroll = QScrollArea()
+        self.scroll.setWidgetResizable(True)
+        self.scroll.setFrameShape(QScrollArea.NoFrame)
+        self.scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
+        self.scroll.setWidget(self.form_widget)
+        self.scroll.setMinimumHeight(FORM_MIN_H)  # the form gives way first; the controls below never do
+        outer.addWidget(self.scroll, 1)
+
         buttons = QHBoxLayout()
         self.run_button = QPushButton("Run")
         self.run_button.clicked.connect(self.run_clicked)
@@ -163,26 +194,52 @@ class LayerEditDocker(DockWidget):
         self.cancel_button.clicked.connect(self.controller.cancel)
         buttons.addWidget(self.run_button)
         buttons.addWidget(self.cancel_button)
-        lay.addLayout(buttons)
+        outer.addLayout(buttons)
         self.progress = QProgressBar()
         self.progress.setRange(0, 1000)
+        self.progress.setValue(0)
         self.progress.setTextVisible(True)
-        lay.addWidget(self.progress)
-        self.preview = QLabel()
-        self.preview.setFixedHeight(128)
-        self.preview.setAlignment(Qt.AlignCenter)
-        lay.addWidget(self.preview)
+        self.progress.setFormat("")
+        outer.addWidget(self.progress)
         self.status = QLabel("")
         self.status.setWordWrap(True)
-        self.status.setTextInteractionFlags(Qt.TextSelectableByMouse)
-        lay.addWidget(self.status)
-        self.log_view = QPlainTextEdit()
-        self.log_view.setReadOnly(True)
-        self.log_view.setVisible(False)
-        lay.addWidget(self.log_view)
-        lay.addStretch(1)
+        self.status.setTextInteractionFlags(Qt.TextSelectableByMouse)  # the install command can be copied
+        self.status.setAlignment(Qt.AlignLeft | Qt.AlignTop)
+        self.status_box = QScrollArea()  # up to STATUS_LINES lines; a longer message scrolls, never clips
+        self.status_box.setWidgetResizable(True)
+        self.status_box.setFrameShape(QScrollArea.NoFrame)
+        self.status_box.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
+        self.status_box.setWidget(self.status)
+        self.status_box.setSizePolicy(QSizePolicy.Preferred, QSizePolicy.Fixed)
+        outer.addWidget(self.status_box)  # right under the bar: an error is read where the bar stopped
+        self.preview = QLabel()
+        self.preview.setFixedHeight(PREVIEW_H)
+        self.preview.setAlignment(Qt.AlignCenter)
+        self.preview.setVisible(False)  # shown only while there is a preview to show
+        outer.addWidget(self.preview)
         self.setWidget(root)
         self._rebuild_params()
+
+    def resizeEvent(self, event: Any) -> None:  # noqa: N802 - Qt's name
+        super().resizeEvent(event)
+        self._fit_status()
+
+    def _fit_status(self) -> None:
+        """A wrapped QLabel in a dock gets one line's height when space is short: give the status the height
+        its text needs at the current width, up to STATUS_LINES lines (a longer one, e.g. model_missing with
+        its install command, scrolls there instead of making Krita's window taller)."""
+        width = max(1, self.status_box.viewport().width() or self.status_box.width())
+        need = self.status.heightForWidth(width) if self.status.text() else 0
+        cap = STATUS_LINES * self.status.fontMetrics().lineSpacing()
+        self.status_box.setFixedHeight(max(self.status.fontMetrics().lineSpacing(), min(need, cap)) + 2)
+
+    def _set_eta_tip(self, tip: str) -> None:
+        for w in (self.eta_title, self.eta_slider, self.eta_label):
+            w.setToolTip(tip)
+
+    def _clear_preview(self) -> None:
+        self.preview.clear()
+        self.preview.setVisible(False)
 
     def _toggle_advanced(self, on: bool) -> None:
         self.advanced_box.setVisible(on)
@@ -210,6 +267,7 @@ class LayerEditDocker(DockWidget):
         self.eta_row.setVisible(has_eta)
         if has_eta:
             f = form.field("eta")
+            self._set_eta_tip(f.help.split(". Several")[0] + "." if f.help else ETA_TIP)
             lo, hi = f.min if f.min is not None else 0.0, f.max if f.max is not None else 1.5
             self.eta_slider.setRange(int(lo * ETA_SCALE), int(hi * ETA_SCALE))
             eta = form.values["eta"]
@@ -219,9 +277,7 @@ class LayerEditDocker(DockWidget):
         if form is None:
             self.advanced_toggle.setVisible(False)
             return
-        hints = self.controller.hints(
-            mode
-        )  # e.g. under Fill: what better quality needs, and how to install it
+        hints = self.controller.hints(mode)  # e.g. under Fill: what better quality needs, how to install it
         for f in form.basic:
             if f.name != "eta":
                 self._add_field(self.basic_form, form, f, hints.get(f.name, ""))
@@ -238,12 +294,16 @@ class LayerEditDocker(DockWidget):
                 int(f.min) if f.min is not None else -(2**31), int(f.max) if f.max is not None else 2**31 - 1
             )
             w.setValue(int(value))
+            if f.unit:
+                w.setSuffix(f" {f.unit}")
         elif f.type == "float":
             w = QDoubleSpinBox()
             w.setDecimals(_decimals(f))
             w.setRange(f.min if f.min is not None else -1e9, f.max if f.max is not None else 1e9)
             w.setSingleStep(0.05 if (f.max or 0) <= 2 else 1.0)
             w.setValue(float(value))
+            if f.unit:
+                w.setSuffix(f" {f.unit}")
         elif f.type == "bool":
             w = QCheckBox()
             w.setChecked(bool(value))
@@ -321,7 +381,7 @@ class LayerEditDocker(DockWidget):
         if not self.isVisible():
             return False  # never pop dialogs for a hidden docker (e.g. at Krita start)
         answer = QMessageBox.question(
-            self, "Layer Edit", f"{self.controller.connection_text}\n\nStart the backend now?"
+            self, "LayerEdit", f"{self.controller.connection_text}\n\nStart the backend now?"
         )
         return answer == QMessageBox.Yes
 
@@ -344,7 +404,7 @@ class LayerEditDocker(DockWidget):
         except ProtocolError as exc:
             self.status.setText(exc.message)
             return False
-        self.preview.clear()
+        self._clear_preview()
         ok = self.controller.run(
             doc,
             node,
@@ -409,7 +469,7 @@ class LayerEditDocker(DockWidget):
         except ProtocolError:
             return
         if self.controller.eta_only_change(params):
-            self.preview.clear()
+            self._clear_preview()
             self.controller.rerun_eta(params)
             self._refresh()
 
@@ -459,20 +519,21 @@ class LayerEditDocker(DockWidget):
     def _refresh(self) -> None:
         c = self.controller
         if self.launcher is None:
-            self.conn_label.setText(f"[{c.choice.label}] {c.connection_text}")
+            self.conn_label.setText(c.connection_text)
+            self.conn_label.setToolTip(f"{c.choice.label}: {c.connection_tip}" if c.connection_tip else "")
         self.connect_button.setText("Reconnect" if c.connected else "Connect")
         job = c.job
         self.timer.setInterval(BUSY_POLL_MS if job.busy else IDLE_POLL_MS)
         self.run_button.setEnabled(not job.busy)
         self.cancel_button.setEnabled(job.busy)
-        self.progress.setValue(int(job.fraction * 1000))
-        self.progress.setFormat(f"{job.stage} %p%" if job.stage else "%p%")
+        self.progress.setValue(int(job.bar_fraction * 1000))  # this job's, from 0: never the last one's 100%
+        self.progress.setFormat(job.bar_text)
         self.status.setText(job.status_text)
+        self.status.setToolTip(job.status_text)
+        self._fit_status()
         if c.hello is not None and c.hello is not self._built_for:
             self._built_for = c.hello
             self._rebuild_params()
-        if job.state in (JobState.FAILED, JobState.CANCELLED):
-            self.progress.setValue(0)
         if getattr(self, "_render_when_idle", False) and not job.busy:
             self._render_when_idle = False
             self._eta_released()
@@ -483,9 +544,10 @@ class LayerEditDocker(DockWidget):
             return
         data = bytes(buf.data)
         img = QImage(data, buf.width, buf.height, buf.stride, fmt).copy()
+        self.preview.setVisible(True)
         self.preview.setPixmap(
             QPixmap.fromImage(img).scaled(
-                self.preview.width(), 128, Qt.KeepAspectRatio, Qt.SmoothTransformation
+                max(1, self.preview.width()), PREVIEW_H, Qt.KeepAspectRatio, Qt.SmoothTransformation
             )
         )
 

@@ -10,7 +10,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from protocol.errors import ErrorCode, ProtocolError
-from protocol.hostkit import Mode, PixelLayout, Rect, RegionPlan, krita_layout, mask_coverage, plan_region
+from protocol.hostkit import (
+    Mode,
+    PixelLayout,
+    Rect,
+    RegionPlan,
+    krita_layout,
+    mask_coverage,
+    outline_rects,
+    plan_region,
+)
 from protocol.wire import Buffer
 
 SOURCE_LAYER = "layer"
@@ -154,9 +163,18 @@ def reactivate(app: Any, doc: Any, node: Any) -> None:
 
 
 def set_selection(doc: Any, mask: bytes | memoryview, region: Rect) -> None:
-    """Make the snapped mask the document's selection (8-bit, region-sized)."""
+    """Make the snapped mask the document's selection (8-bit, region-sized), with its marching ants.
+
+    Krita 5.1's ``Selection.setPixelData`` leaves the selection's outline cache "valid and empty", so the view
+    draws no ants (the selection is there: Show Global Selection Mask shows it). ``Selection.select(rect)``
+    adds its rectangle to that cache, so the outline is built from rectangles covering exactly the selected
+    pixels (``hostkit.outline_rects``), then the exact values (soft edges) are written over them.
+    ``Document.setSelection`` is not undoable in Krita's API."""
     from krita import Selection
 
+    data = bytes(mask)
     sel = Selection()
-    sel.setPixelData(bytes(mask), region.x, region.y, region.w, region.h)
+    for x, y, w, h in outline_rects(data, region.w, region.h):
+        sel.select(region.x + x, region.y + y, w, h, 255)
+    sel.setPixelData(data, region.x, region.y, region.w, region.h)
     doc.setSelection(sel)

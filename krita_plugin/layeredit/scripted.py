@@ -85,6 +85,14 @@ class ScriptedJob:
 
         self.docker = INSTANCES[0] if INSTANCES else LayerEditDocker()
         self.step("docker", docker_instances=len(INSTANCES))
+        if s.get("window"):  # [w, h]: a small Krita window, the docker docked in it and shown
+            win = k.activeWindow().qwindow()
+            win.showNormal()
+            win.resize(*s["window"])
+            self.docker.setFloating(False)
+            self.docker.show()
+            self.docker.raise_()
+
         if s.get("start_backend"):
             self.docker.start_backend()
         self.every(20, self._count)
@@ -161,17 +169,78 @@ class ScriptedJob:
             os.kill(int(kill["pid"]), signal.SIGKILL)
             self.t_kill = time.monotonic()
             self.step("killed_backend")
+        again = job.get("reconnect_at_stage")  # press Reconnect while the job runs: it must be fetched
+        if again and c.job.busy and c.job.stage == again and not hasattr(self, "reconnected"):
+            self.reconnected = {"job": c.job.job_id, "step": c.job.step, "steps_after": 0}
+            self.docker.connect_backend(ask=False)
+            self.last_step = c.job.step
+            self.step("reconnected")
+        elif hasattr(self, "reconnected") and c.job.busy and c.job.step != self.last_step:
+            self.reconnected["steps_after"] += 1  # progress that came through the new socket
+            self.last_step = c.job.step
         if c.job.busy:
             if time.monotonic() - self.t_run > job.get("timeout_s", 240):
                 c.cancel()
                 self.finish(error="timeout", status=c.job.status_text, jobs=self.results)
             return
         self.done_timer.stop()
-        self.results.append(self._record(job, c))
+        if job.get("check_selection_shown"):
+            QTimer.singleShot(1000, self.guarded(lambda: self._check_shown(job, c)))
+        elif self.spec.get("window"):  # let Qt repaint before the screen is grabbed
+            QTimer.singleShot(300, self.guarded(lambda: self._recorded(job, c)))
+        else:
+            self._recorded(job, c)
+
+    def _recorded(self, job: dict, c: Any, **extra: Any) -> None:
+        self.results.append({**self._record(job, c), **extra})
         if len(self.results) < len(self.jobs):
             QTimer.singleShot(0, self.guarded(self._start_job))
             return
         self.finish(**self.results[-1], jobs=self.results)
+
+    def _canvas_shot(self, name: str) -> int:
+        """Grab the canvas from the screen (a GL canvas does not grab() itself) and count its pure black
+        pixels: the marching ants' dashes (the image here has none)."""
+        from PyQt5.QtCore import QPoint
+        from PyQt5.QtGui import QImage
+        from PyQt5.QtWidgets import QApplication, QWidget
+
+        win = Krita.instance().activeWindow().qwindow()
+        canvas = [
+            w
+            for w in win.findChildren(QWidget)
+            if w.metaObject().className() in ("KisOpenGLCanvas2", "KisQPainterCanvas") and w.isVisible()
+        ][0]
+        at = canvas.mapToGlobal(QPoint(0, 0))
+        shot = QApplication.primaryScreen().grabWindow(0, at.x(), at.y(), canvas.width(), canvas.height())
+        shot.save(str(self.out / name))
+        img = shot.toImage().convertToFormat(QImage.Format_RGB32)
+        bits = img.constBits()
+        bits.setsize(img.byteCount())
+        return bytes(bits).count(b"\x00\x00\x00\xff")
+
+    def _check_shown(self, job: dict, c: Any) -> None:
+        """The selection is shown when hiding Krita's selection display removes black (ants) pixels."""
+        shown = self._canvas_shot("canvas_selection_shown.png")
+        toggle = Krita.instance().action("toggle_display_selection")
+        toggle.trigger()
+
+        def hidden() -> None:
+            base = self._canvas_shot("canvas_selection_hidden.png")
+            toggle.trigger()  # shown again, and repainted before the window is grabbed
+            QTimer.singleShot(500, self.guarded(lambda: self._recorded(job, c, ants_px=shown - base)))
+
+        QTimer.singleShot(500, self.guarded(hidden))
+
+    def _ui(self, suffix: str) -> dict[str, Any]:
+        """Which of the docker's always-needed widgets an artist can see, and a screenshot of the window."""
+        from PyQt5.QtWidgets import QApplication
+
+        window = Krita.instance().activeWindow().qwindow()
+        screen = QApplication.primaryScreen()
+        g = window.frameGeometry()
+        screen.grabWindow(0, g.x(), g.y(), g.width(), g.height()).save(str(self.out / f"screen{suffix}.png"))
+        return _ui_of(self.docker, window, screen.geometry())
 
     def _record(self, job: dict, c: Any) -> dict[str, Any]:
         """What the test checks about one job; pixels go to raw files (suffix _N for the N-th job, N > 0)."""
@@ -190,6 +259,10 @@ class ScriptedJob:
         if self.spec.get("screenshot"):
             self.docker.grab().save(str(self.out / f"docker{suffix}.png"))
             self._screenshot_window(self.out / f"window{suffix}.png")
+        if self.spec.get("window"):
+            out["ui"] = self._ui(suffix)
+        if hasattr(self, "reconnected"):
+            out["reconnected"] = self.reconnected
         if not job.get("close_document_after_run"):
             doc, s = self.doc, self.spec
             w, h = s["width"], s["height"]
@@ -224,6 +297,54 @@ class ScriptedJob:
             QApplication.processEvents(QEventLoop.AllEvents, 50)
             time.sleep(0.02)
         k.activeWindow().qwindow().grab().save(str(path))
+
+
+def _visible_in(widget: Any, docker: Any, screen: Any) -> bool:
+    """Shown whole: inside the docker's content (a layout out of room pushes its last rows past the bottom,
+    where they are clipped), the docker's content inside its dock, and all of it on the screen."""
+    from PyQt5.QtCore import QPoint, QRect
+
+    content = docker.widget()
+    rect = QRect(widget.mapTo(content, QPoint(0, 0)), widget.size())
+    in_dock = docker.rect().contains(QRect(content.mapTo(docker, QPoint(0, 0)), content.size()))
+    on_screen = screen.contains(QRect(widget.mapToGlobal(QPoint(0, 0)), widget.size()))
+    return widget.isVisible() and content.rect().contains(rect) and in_dock and on_screen
+
+
+def _ui_of(docker: Any, window: Any, screen: Any) -> dict[str, Any]:
+    d = docker
+    below = (
+        d.status.mapTo(d, d.status.rect().topLeft()).y()
+        - d.progress.mapTo(d, d.progress.rect().bottomLeft()).y()
+    )
+    return {
+        "visible": {
+            "run_button": _visible_in(d.run_button, d, screen),
+            "cancel_button": _visible_in(d.cancel_button, d, screen),
+            "progress": _visible_in(d.progress, d, screen),
+            "status": _visible_in(d.status_box, d, screen),
+        },
+        "status_below_progress_px": below,
+        "advanced_open": d.advanced_box.isVisible(),
+        "form_scrolls": d.scroll.verticalScrollBar().maximum() > 0,
+        "preview_visible": d.preview.isVisible(),
+        "docker_size": [d.width(), d.height()],
+        "window_size": [window.width(), window.height()],
+        "status_text": d.status.text(),
+        "status_whole": d.status_box.verticalScrollBar().maximum() == 0,  # no part scrolled out of view
+        "progress_format": d.progress.format(),
+        "connection_line": d.conn_label.text(),
+        "connection_tip": d.conn_label.toolTip(),
+        "eta_title": d.eta_title.text(),
+        "eta_tip": d.eta_slider.toolTip(),
+        "select_after_visible": d.select_after.isVisible(),
+        "units": {
+            name: w.suffix()
+            for name, (_f, w) in d.param_widgets.items()
+            if hasattr(w, "suffix") and w.suffix()
+        },
+        "title": d.windowTitle(),
+    }
 
 
 def install_hook(spec_path: str) -> None:

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 from pathlib import Path
@@ -42,7 +43,9 @@ class PaintRed(Op):
         return OpResult(img, mask=(sel * 255).astype(np.uint8))
 
 
-HOLD_STEPS = 400  # Slow's most steps of 20 ms (~8 s); an in-process test may raise it to hold a job longer
+# Slow's most steps of 20 ms (~8 s); an in-process test raises it to hold a job longer, a backend process
+# started with LAYEREDIT_TEST_HOLD_STEPS too (the real-Krita reconnect test)
+HOLD_STEPS = int(os.environ.get("LAYEREDIT_TEST_HOLD_STEPS", "400"))
 
 
 class Slow(Op):
