@@ -92,8 +92,8 @@ class LayerEditDocker(DockWidget):
 
     # -- layout -----------------------------------------------------------------------------------
     def _build(self) -> None:
-        """Connection line on top, the form in a scroll area, and Run/Cancel, the progress bar and the status
-        line pinned at the bottom: in a short docker they stay visible however long the form gets."""
+        """The connection line and the form in a scroll area; Run/Cancel, the progress bar and the status line
+        pinned below it: in a short docker they stay visible however long the form gets."""
         root = QWidget(self)
         outer = QVBoxLayout(root)
         outer.setContentsMargins(4, 2, 4, 2)
@@ -114,11 +114,11 @@ class LayerEditDocker(DockWidget):
         row.addWidget(self.conn_label, 1)
         row.addWidget(self.backend_button)
         row.addWidget(self.connect_button)
-        outer.addLayout(row)
 
         self.form_widget = QWidget()
         lay = QVBoxLayout(self.form_widget)
         lay.setContentsMargins(0, 0, 0, 0)
+        lay.addLayout(row)  # scrolls with the form: in a short docker the room goes to Run and the status
         top = QFormLayout()
         self.mode_box = QComboBox()
         self.mode_box.addItems([m.label for m in MODES])
