@@ -6,7 +6,7 @@ What it adds to the paper's three stages (see ``stages.py``) so that it fits an 
 - The tuned state (e_tgt, e_opt, LoRA weights) is cached by image content + text + tuning settings + model, so
   changing eta or the seed only re-runs stage C (seconds, not minutes): that is what makes an eta slider usable.
 - Several etas are sampled as one batch (one UNet call per step for all of them) and come back as candidates.
-- ``preview=True`` renders a cheap draft for a dragged eta slider (LCM-LoRA folded in when given, else a low
+- ``preview=True`` renders a cheap draft for a dragged eta slider (LCM-LoRA attached when given, else a low
   DDIM step count, from the same noise);
   the full render follows on release.
 - Full fine-tuning stays within the community pipeline's memory: the base UNet is recorded on disk, not copied in
@@ -44,7 +44,7 @@ FINETUNE_MODES = ("lora", "full", "none")
 PRECISIONS = ("auto", "no", "fp16", "bf16")
 CHECKPOINTING = ("auto", "on", "off")
 PREVIEW_STEPS = 8  # DDIM steps of a slider preview without LCM-LoRA (capped by num_inference_steps)
-LCM_PREVIEW_STEPS = 4  # with LCM-LoRA folded in: 4 LCM steps at guidance 1 (no unconditional half)
+LCM_PREVIEW_STEPS = 4  # with LCM-LoRA attached: 4 LCM steps at guidance 1 (no unconditional half)
 DELTA_FORMAT = "fp16-delta-1"
 
 log = logging.getLogger("layeredit.imagic")
@@ -245,10 +245,10 @@ class ImagicPipeline:
                 state = self._tune(rgb, params, precision, guard, progress, timings, info)
                 if params.use_cache:
                     self._store(key, state, guard, info)
-                if state.mode == "lora":  # sample as a cache hit will: the adapter folded into the weights
+                if state.mode == "lora":  # sample as a cache hit will: the adapter as forward hooks
                     weights = state.weights or lora_weights(self.unet)
                     remove_lora(self.unet)
-                    guard.fuse_lora(state.config, weights)
+                    guard.attach_lora(state.config, weights)
             else:
                 self._apply(state, guard)
                 timings["apply"] = time.perf_counter() - t0
@@ -278,12 +278,12 @@ class ImagicPipeline:
         return images, hit, timings, info
 
     def _sampler(self, params: ImagicParams, info: dict, guard: ModelGuard) -> _Sampler:
-        """Scheduler, steps and guidance for stage C: the full render, or a few-step preview (LCM-LoRA folded
-        into the tuned weights under the guard when the file is there, else a low DDIM step count)."""
+        """Scheduler, steps and guidance for stage C: the full render, or a few-step preview (LCM-LoRA attached
+        on top of the tuned state under the guard when the file is there, else a low DDIM step count)."""
         if not params.preview:
             return _Sampler(self.scheduler.config, params.num_inference_steps, params.guidance_scale)
         if self.lcm_lora is not None and os.path.isfile(self.lcm_lora):
-            fused = guard.fuse_deltas(lcm_deltas(self.lcm_lora))
+            fused = guard.attach_deltas(lcm_deltas(self.lcm_lora))
             if fused:
                 info["preview"] = f"lcm-lora, {LCM_PREVIEW_STEPS} steps, {fused} layers"
                 return _Sampler(self.scheduler.config, LCM_PREVIEW_STEPS, 1.0, "lcm")
@@ -374,7 +374,7 @@ class ImagicPipeline:
         if state.mode == "lora":
             state.weights = lora_weights(self.unet)
             self.cache.put(key, state)
-            return  # the adapter stays in state.weights: _fuse_for_sampling folds it in
+            return  # the adapter stays in state.weights: attached as hooks for sampling
         if state.mode == "full":
             half = sum(v.numel() * 2 for v in self.unet.state_dict().values())
             if not self.cache.would_keep(half):
@@ -389,7 +389,7 @@ class ImagicPipeline:
     def _apply(self, state: TunedState, guard: ModelGuard) -> None:
         """Put cached fine-tuned weights on the UNet (under the guard) before sampling."""
         if state.mode == "lora":
-            guard.fuse_lora(state.config, state.weights)
+            guard.attach_lora(state.config, state.weights)
         elif state.mode == "full":
             guard.backup_weights()
             self._upcast()
