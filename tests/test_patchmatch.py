@@ -105,3 +105,30 @@ def test_auto_is_patchmatch_without_a_learned_filler_and_meta_says_so():
     assert out.image.tobytes() == res.image.tobytes()
     schema = {p.name: p for p in EraseOp.spec.params}["fill"]
     assert "patchmatch" in schema.choices and "learned" in schema.help and schema.default == "auto"
+
+
+def test_auto_takes_the_installed_learned_filler_lama_first(tmp_path):
+    """fill=auto: MI-GAN when only it is installed, LaMa once it is too; the meta says which ran."""
+    from backend.models import ModelManager
+    from backend.models.presets import PRESETS
+    from tests.learned_models import build_lama, build_migan
+
+    def install(name: str, build) -> None:
+        target = tmp_path / name / PRESETS[name].allow_patterns[0]
+        target.parent.mkdir(parents=True, exist_ok=True)
+        build(target)
+
+    def run() -> dict:
+        models = ModelManager(models_dir=tmp_path, device="cpu", search_dirs=[], hf_cache_dir=tmp_path / "hf")
+        params = EraseOp.spec.validate({"snap": False})
+        return EraseOp().run(OpInputs(image, hole.astype(np.float32)), params, JobContext(models=models)).meta
+
+    truth, hole = _stripes(), _hole()
+    image = truth.copy()
+    image[hole] = (255, 0, 255)
+    assert run()["fill"] == "patchmatch"
+    install("migan", build_migan)
+    assert run()["fill"] == "migan"
+    install("lama", build_lama)
+    meta = run()
+    assert meta["fill"] == "lama" and meta["fill_requested"] == "auto"
