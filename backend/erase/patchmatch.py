@@ -264,9 +264,9 @@ def complete(
     seed: int = 0,
     min_side: int = 24,
     coarse_thickness: float | None = None,
-    em_coarse: int = 6,
+    em_coarse: int = 12,
     em_fine: int = 2,
-    pm_iters: int = 3,
+    pm_iters: int = 5,
     alpha: float = 2.0,
     fine_radius: int = 32,
     budget: int = 100_000,
@@ -341,7 +341,8 @@ def complete(
             _upsample_nnf(nnf, ty, tx, valid, vy, vx, new, level_seed)
         nnf = new
         dist = np.zeros(lv.hole.shape, np.float64)
-        if depth > 0 and init_vote:  # a first image at this level from the inherited field (no resampling)
+        huge = depth > 0 and ty.size > budget
+        if depth > 0 and init_vote and not huge:  # a first image at this level from the inherited field
             img[hy, hx] = _vote(img, conf, weight_sum, hy, hx, targets, nnf, dist, r, 1.0)
         elif depth > 0:  # a first guess for the hole: the level above, enlarged (search and vote sharpen it)
             up = cv2.resize(prev, (img.shape[1], img.shape[0]), interpolation=cv2.INTER_LINEAR)
@@ -351,10 +352,12 @@ def complete(
         )
         last = depth == n_levels - 1
         passes, radius = pm_iters, max(img.shape) if depth == 0 else fine_radius  # finer levels refine
-        if depth > 0 and ty.size > budget:  # a huge hole at a fine level: one short refinement keeps it fast
+        if huge:  # a huge hole at a fine level: one short refinement keeps it fast
             rounds, passes, radius = 1, 1, max(4, fine_radius // 4)
         elif depth > 0 and ty.size > budget // 4:
             rounds, passes = min(rounds, 2), min(passes, 2)
+        elif depth > 0 and ty.size > budget // 16:
+            rounds, passes = min(rounds, 4), min(passes, 3)
         for k in range(max(1, rounds)):
             _patchmatch(img, conf, ty, tx, targets, valid, nnf, dist, r, passes, level_seed * 100 + k, radius)
             img[hy, hx] = _vote(
