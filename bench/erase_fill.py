@@ -31,7 +31,7 @@ import numpy as np
 
 from bench.erase_replace import make_big_scene, make_scenes, psnr, texture_ratio
 
-FILLS = ("patchmatch", "telea", "ns", "clone")
+FILLS = ("auto", "patchmatch", "telea", "ns", "clone")
 ROOT = Path(__file__).resolve().parent.parent
 
 

@@ -38,7 +38,7 @@ def test_erase_removes_the_object(scene, fill):
     before = _err_inside(image, background, obj)
     after = _err_inside(out.image, background, obj)
     assert after < before / 3, (fill, before, after)
-    assert out.meta["fill"] == fill
+    assert out.meta["fill"] == fill or (fill == "auto" and out.meta["fill"] in ("patchmatch", "telea"))
     # snapped, then grown: the region hugs the object instead of the loose selection
     assert (out.mask > 0).sum() < (sel > 0).sum()
     assert (out.mask[obj] > 0).all()

@@ -132,3 +132,24 @@ def test_auto_takes_the_installed_learned_filler_lama_first(tmp_path):
     install("lama", build_lama)
     meta = run()
     assert meta["fill"] == "lama" and meta["fill_requested"] == "auto"
+
+
+def test_auto_uses_telea_on_a_smooth_gradient_and_says_so():
+    """A disc on a smooth gradient: auto's measurement (the rim fits one quadratic surface) picks Telea, which
+    is seamless there; on texture it picks PatchMatch. The meta names the filler that ran."""
+    from backend.erase.fillers import rim_residual
+
+    yy, xx = np.mgrid[0:120, 0:160].astype(np.float32)
+    smooth = np.dstack([60 + xx * 0.8, 90 + yy * 0.6, 200 - xx * 0.3]).astype(np.uint8)
+    hole = _hole()
+    image = smooth.copy()
+    image[hole] = (220, 30, 40)
+    assert rim_residual(image, hole) < 2 < 20 < rim_residual(_stripes(), hole)
+    params = EraseOp.spec.validate({"snap": False})
+    res = EraseOp().run(OpInputs(image, hole.astype(np.float32)), params, JobContext())
+    assert res.meta["fill"] == "telea" and res.meta["fill_requested"] == "auto"
+    assert np.abs(res.image[hole].astype(int) - smooth[hole]).mean() < 6  # the gradient, no seams
+    textured = _stripes()
+    textured[hole] = (220, 30, 40)
+    res = EraseOp().run(OpInputs(textured, hole.astype(np.float32)), params, JobContext())
+    assert res.meta["fill"] == "patchmatch"

@@ -2,7 +2,8 @@
 
 Components are injected: a ``SnapPipeline`` (or None: the selection is used as is) and fillers by name
 (``classical_fillers()`` by default; learned and diffusion fillers join the same dict). ``fill="auto"`` takes the
-first of ``AUTO_ORDER`` present: a learned filler when one was injected, else PatchMatch completion. The fill
+first of ``AUTO_ORDER`` present: a learned filler when one was injected, else the embedded auto filler
+(PatchMatch completion; Telea where the background is a smooth gradient). The fill
 runs on the crop around the region (``imaging.plan_crop``), never on the whole layer, and the result is pasted
 back through ``imaging.composite``: pixels outside the region are the input's exact bytes.
 """
@@ -23,10 +24,7 @@ from .learned import LEARNED_FILLS
 
 Callback = Callable[[str, int, int], None]
 DEFAULT_FILL = "auto"
-AUTO_ORDER = (
-    *LEARNED_FILLS,
-    "patchmatch",
-)  # a learned filler when one was injected, else the embedded completion
+AUTO_ORDER = (*LEARNED_FILLS, "auto")  # a learned filler when one was injected, else the embedded auto
 
 
 class NothingToFill(ValueError):
@@ -62,8 +60,9 @@ class ErasePipeline:
         self.fillers.update(fillers or {})
 
     def resolve(self, fill: str) -> str:
-        """The filler name ``fill`` stands for: "auto" is the first of ``AUTO_ORDER`` this pipeline has."""
-        if fill != "auto" or "auto" in self.fillers:
+        """The filler name ``fill`` stands for: "auto" is the first learned filler this pipeline was given, else
+        the embedded auto filler (PatchMatch; Telea on smooth gradients)."""
+        if fill != "auto":
             return fill
         return next((name for name in AUTO_ORDER if name in self.fillers), fill)
 
@@ -126,7 +125,7 @@ class ErasePipeline:
         _report(callback, "composite", 3, 3)
         meta = {
             "snap": snap_meta,
-            "fill": filler.name,
+            "fill": getattr(filler, "chosen", None) or filler.name,  # what really filled (auto picks one)
             "fill_requested": params.fill,
             "crop": list(plan.box),
             "model_size": list(plan.model_size),

@@ -20,7 +20,8 @@ from .snap import build_snapper, require_image_and_selection, snap_params, snap_
 
 FILL_METHODS = ("auto", "patchmatch", "telea", "ns", "clone", "diffusion", "lama", "migan")
 FILL_HELP = (
-    "Background fill: auto (a learned eraser when installed, lama before migan; else patchmatch), patchmatch "
+    "Background fill: auto (a learned eraser when installed, lama before migan; else patchmatch, or telea where "
+    "the background is a smooth gradient), patchmatch "
     "(rebuilds the background from nearby patches: continues texture and straight edges, no download), telea or "
     "ns (smooth, fast; blur texture), clone (copies one nearby patch of real background), lama or migan (learned "
     "object-removal fills, CPU or GPU; need: python3 install.py --models lama, or migan), diffusion (Stable "
@@ -100,7 +101,7 @@ class EraseOp(Op):
 
         fill = params["fill"]
         if fill == "auto":  # the pipeline's auto takes the learned filler when we hand it one
-            fill = installed_learned_fill(ctx.models) or "patchmatch"
+            fill = installed_learned_fill(ctx.models) or "auto"
         try:
             out = ErasePipeline(snapper=snapper, fillers=model_fillers(fill, ctx))(
                 image, selection, job, callback=step
