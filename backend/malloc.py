@@ -71,3 +71,14 @@ def _configure(env) -> dict:
         "trim_threshold": TRIM_THRESHOLD,
         "arena_max": ARENA_MAX,
     }
+
+
+def release_free_memory() -> bool:
+    """Give the heap's free pages back to the system (``malloc_trim(0)``), after a job freed a lot at once (a full
+    fine-tune's gradients and Adam moments: ~10 GB on SD-1.5). The pinned thresholds keep freed memory for reuse,
+    which is what the sampling steps want, not what 10 GB of optimizer state should do. False when not glibc."""
+    libc = _libc()
+    if libc is None or not hasattr(libc, "malloc_trim"):
+        return False
+    libc.malloc_trim(0)
+    return True

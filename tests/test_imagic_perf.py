@@ -21,7 +21,7 @@ import torch
 
 from backend.imagic import ImagicParams, ImagicPipeline, TunedStateCache
 from backend.imagic import pipeline_imagic as pi
-from backend.imagic.guard import BaseSnapshot, ModelGuard, write_safetensors
+from backend.imagic.guard import BaseSnapshot, ModelGuard, read_safetensors, write_safetensors
 from tests.test_imagic import _assert_intact, _image, _params, _snapshot
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -67,6 +67,14 @@ def test_write_safetensors_streams_a_file_safetensors_reads(tmp_path):
     for k, v in tensors.items():
         assert back[k].dtype == v.dtype and torch.equal(back[k], v), k
     assert not list(tmp_path.glob("*.tmp*"))
+    meta, items = read_safetensors(tmp_path / "x.safetensors")  # plain reads, no mapping
+    mine = dict(items)
+    assert meta == {"format": "test"} and mine.keys() == tensors.keys()
+    assert all(mine[k].dtype == v.dtype and torch.equal(mine[k], v) for k, v in tensors.items())
+    data = (tmp_path / "x.safetensors").read_bytes()
+    (tmp_path / "cut.safetensors").write_bytes(data[:-8])
+    with pytest.raises(ValueError, match="truncated"):
+        dict(read_safetensors(tmp_path / "cut.safetensors")[1])
 
 
 def test_full_finetune_keeps_no_ram_copy_and_restores_from_disk(sd, tmp_path, monkeypatch):

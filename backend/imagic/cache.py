@@ -172,14 +172,14 @@ class TunedStateCache:
         path = self._path(key)
         if path is None or not path.exists():
             return None
-        from safetensors import safe_open
+        from .guard import read_safetensors
 
-        try:
-            with safe_open(str(path), framework="pt") as f:
-                meta = f.metadata() or {}
-                if meta.get("format") != "layeredit-imagic-1":
-                    raise ValueError("not an imagic cache entry")
-                tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open has no iterator)
+        try:  # plain reads, not a mapping: a full fine-tune's 1.7 GB delta would be resident twice
+            meta, items = read_safetensors(path)
+            if meta.get("format") != "layeredit-imagic-1":
+                items.close()
+                raise ValueError("not an imagic cache entry")
+            tensors = dict(items)
             weights = {
                 k[len(_WEIGHT_PREFIX) :]: v for k, v in tensors.items() if k.startswith(_WEIGHT_PREFIX)
             }

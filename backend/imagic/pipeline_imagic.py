@@ -351,6 +351,10 @@ class ImagicPipeline:
         )
         for p in trainable:
             p.requires_grad_(False)
+        if params.finetune == "full":  # ~10 GB of gradients and Adam moments just freed: hand them back
+            from backend import malloc
+
+            malloc.release_free_memory()
         self.stats["finetune_runs"] += 1
         timings["finetune"] = time.perf_counter() - t0
         return TunedState(e_tgt, e_opt, params.finetune, {}, config, uncond)
