@@ -42,8 +42,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _positionals_after_allow(argv: Sequence[str]) -> list[str]:
+    """A Z85 public key may start with '-', which argparse would read as an option: after ``allow``
+    everything is positional (an explicit ``--`` the user typed is kept as it is)."""
+    args = list(argv)
+    if "allow" in args and "--" not in args:
+        args.insert(args.index("allow") + 1, "--")
+    return args
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(_positionals_after_allow(sys.argv[1:] if argv is None else argv))
     directory = args.keys_dir or remote.keys_dir()
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     authorized = remote.AuthorizedKeys(directory / remote.AUTHORIZED_FILE)

@@ -145,13 +145,15 @@ def test_keys_command_manages_the_authorized_keys(tmp_path, capsys):
     pub, _ = zmq.curve_keypair()
     assert keys.main(["--keys-dir", str(kdir), "allow", pub.decode(), "bob"]) == 0
     assert keys.main(["--keys-dir", str(kdir), "allow", "not-a-key", "eve"]) == 1
+    dashed = next(k for k in (zmq.curve_keypair()[0].decode() for _ in range(20000)) if k.startswith("-"))
+    assert keys.main(["--keys-dir", str(kdir), "allow", dashed, "dash"]) == 0  # Z85 keys may start with '-'
     capsys.readouterr()
     assert keys.main(["--keys-dir", str(kdir), "list"]) == 0
     listed = capsys.readouterr().out
     assert "alice\t" + info.curve_publickey in listed and "bob\t" + pub.decode() in listed
     assert keys.main(["--keys-dir", str(kdir), "revoke", "alice"]) == 0
     assert keys.main(["--keys-dir", str(kdir), "revoke", "alice"]) == 1
-    assert set(remote.AuthorizedKeys(kdir / remote.AUTHORIZED_FILE).entries()) == {"bob"}
+    assert set(remote.AuthorizedKeys(kdir / remote.AUTHORIZED_FILE).entries()) == {"bob", "dash"}
     assert stat.S_IMODE((kdir / remote.AUTHORIZED_FILE).stat().st_mode) == 0o600
 
 
