@@ -341,3 +341,36 @@ def test_backend_dying_mid_job_is_a_clear_error(sandbox, tmp_path):
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(pytest.main([__file__, "-v"]))
+
+
+def test_a_rough_lasso_around_the_coffee_spoon_snaps_to_the_whole_spoon_in_gimp(sandbox, backend):
+    """examples/coffee.png with the shipped rough lasso as GIMP's selection, Erase with the default snap
+    (embedded: no models installed); the snapped mask (select-mask) is the whole spoon, handle included."""
+    import numpy as np
+
+    from bench.realphoto import coffee_spoon, spoon_checks
+
+    image, lasso, _, _, _ = coffee_spoon()
+    h, w = lasso.shape
+    rgba = np.dstack([image, np.full((h, w), 255, np.uint8)])
+    (sandbox.out_dir / "layer.raw").write_bytes(np.ascontiguousarray(rgba).tobytes())
+    (sandbox.out_dir / "selection.raw").write_bytes(np.ascontiguousarray(lasso).tobytes())
+    case = {
+        "image": {"width": w, "height": h},
+        "layer": {"width": w, "height": h, "x": 0, "y": 0, "pixels_file": "layer.raw"},
+        "selection": {"shape": "mask", "file": "selection.raw"},
+        "procedure": "plug-in-layeredit-erase",
+        "args": {"select-mask": True, "grow": 0, "feather": 0},  # the selection after = the snapped mask
+    }
+    report = sandbox.run_driver(case)
+    assert report.get("driver_error") is None, report["driver_error"]
+    assert report["status"] == "success", f"{report.get('error')}\n{report['log'][-3000:]}"
+    assert sandbox.read_out("src_after.raw") == sandbox.read_out("src_before.raw")  # the source is untouched
+    sel_before = np.frombuffer(sandbox.read_out("selection_before.raw"), np.uint8).reshape(h, w)
+    assert (sel_before > 127).sum() == (lasso > 127).sum()  # the lasso arrived as drawn
+    snapped = np.frombuffer(sandbox.read_out("selection_after.raw"), np.uint8).reshape(h, w) > 127
+    got = spoon_checks(snapped)
+    # IoU > 0.85, not 0.9 as in-process and in Krita (0.944 there): GIMP's selection after select-mask is the
+    # backend's mask brightened like a linear -> sRGB conversion (measured 2026-11-28: it equals the mask > 54
+    # of 255 pixel for pixel, not > 127), so the 1-2 px soft edge counts as selected; the spoon itself is whole
+    assert got["iou"] > 0.85 and got["tip"] > 0.9 and got["neck"] > 0.8 and got["spill"] < 0.02, got

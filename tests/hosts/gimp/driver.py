@@ -48,7 +48,9 @@ try:
     img.insert_layer(src, None, 0)
     src.set_offsets(lay["x"], lay["y"])
     buf = src.get_buffer()
-    if lay.get("fast_fill"):  # big layers (benchmarks): a byte ramp, no per-pixel Python
+    if lay.get("pixels_file"):  # a photo: raw R'G'B'A u8 bytes the test wrote next to case.json
+        pixels = open(os.path.join(OUT, lay["pixels_file"]), "rb").read()
+    elif lay.get("fast_fill"):  # big layers (benchmarks): a byte ramp, no per-pixel Python
         n = lay["width"] * lay["height"] * 4
         pixels = (bytes(range(251)) * (n // 251 + 1))[:n]
     else:
@@ -57,7 +59,17 @@ try:
     buf.flush()
     sel = case.get("selection")
     if sel:
-        if sel["shape"] == "ellipse":
+        if sel["shape"] == "mask":  # a drawn (lasso) selection: "Y u8" bytes over the whole image
+            channel = img.get_selection()
+            sbuf = channel.get_buffer()
+            sbuf.set(
+                Gegl.Rectangle.new(0, 0, im["width"], im["height"]),
+                "Y u8",
+                open(os.path.join(OUT, sel["file"]), "rb").read(),
+            )
+            sbuf.flush()
+            channel.update(0, 0, im["width"], im["height"])
+        elif sel["shape"] == "ellipse":
             img.select_ellipse(Gimp.ChannelOps.REPLACE, *sel["rect"])
         else:
             img.select_rectangle(Gimp.ChannelOps.REPLACE, *sel["rect"])
