@@ -19,6 +19,8 @@ from typing import Any
 from krita import Krita, Selection
 from PyQt5.QtCore import QTimer
 
+ANTS_MIN_PX = 50  # black pixels the marching ants add to a screen grab of the canvas (a 40 px disc: ~440)
+
 
 class ScriptedJob:
     def __init__(self, spec_path: str):
@@ -219,8 +221,9 @@ class ScriptedJob:
         bits.setsize(img.byteCount())
         return bytes(bits).count(b"\x00\x00\x00\xff")
 
-    def _check_shown(self, job: dict, c: Any) -> None:
-        """The selection is shown when hiding Krita's selection display removes black (ants) pixels."""
+    def _check_shown(self, job: dict, c: Any, tries: int = 0) -> None:
+        """The selection is shown when hiding Krita's selection display removes black (ants) pixels. Polled:
+        on a loaded machine the canvas may repaint late, so look again (up to ~15 s) before calling it absent."""
         shown = self._canvas_shot("canvas_selection_shown.png")
         toggle = Krita.instance().action("toggle_display_selection")
         toggle.trigger()
@@ -228,6 +231,9 @@ class ScriptedJob:
         def hidden() -> None:
             base = self._canvas_shot("canvas_selection_hidden.png")
             toggle.trigger()  # shown again, and repainted before the window is grabbed
+            if shown - base <= ANTS_MIN_PX and tries < 15:
+                QTimer.singleShot(500, self.guarded(lambda: self._check_shown(job, c, tries + 1)))
+                return
             QTimer.singleShot(500, self.guarded(lambda: self._recorded(job, c, ants_px=shown - base)))
 
         QTimer.singleShot(500, self.guarded(hidden))
