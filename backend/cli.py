@@ -183,7 +183,14 @@ def build_parser(registry: Registry) -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=f"ops:\n{ops}\n\n'python -m backend <op> --help' lists an op's parameters.",
     )
-    sub = parser.add_subparsers(dest="command", metavar="{" + ",".join(["serve", *registry.names()]) + "}")
+    commands = ["serve", "check", "schemas", *registry.names()]
+    sub = parser.add_subparsers(dest="command", metavar="{" + ",".join(commands) + "}")
+    sub.add_parser(
+        "check", help="say hello to a running backend and print its answer as JSON (--help: options)"
+    )
+    sub.add_parser(
+        "schemas", help="print the ops' parameter schemas as JSON (the hosts build their forms from it)"
+    )
     serve = sub.add_parser("serve", help="run the job server for the Krita/GIMP plugins")
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (loopback only without CurveZMQ)")
     serve.add_argument("--port", type=int, default=0, help="TCP port (default: a free one)")
@@ -268,7 +275,13 @@ def main(
         from backend import keys
 
         return keys.main(argv[1:])
+    if argv[:1] == ["check"]:  # a client of a running backend: the protocol's own hello check
+        from protocol import launcher
+
+        return launcher.check_main(argv[1:])
     registry = registry if registry is not None else load_registry()
+    if argv[:1] == ["schemas"]:
+        return print_schemas(registry)
     parser = build_parser(registry)
     args = parser.parse_args(argv)
     if args.command is None:
@@ -284,6 +297,13 @@ def main(
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+
+
+def print_schemas(registry: Registry) -> int:
+    """``python -m backend schemas``: every op's ``OpSpec.to_json`` as one JSON list on one line, asked by the GIMP
+    plug-in and installer before any backend runs (GIMP registers its procedures' arguments from it)."""
+    print(json.dumps([spec.to_json() for spec in registry.specs()]))
+    return 0
 
 
 def run_op(

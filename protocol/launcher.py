@@ -11,6 +11,7 @@ Two ways to wait: ``poll()`` never blocks (Krita calls it from a QTimer), ``wait
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
@@ -27,10 +28,6 @@ START_TIMEOUT_S = 120.0  # the first start imports torch: slow on a cold disk
 PROJECT_ENV = "LAYEREDIT_PROJECT"  # override the config's project root (tests, development)
 PYTHON_ENV = "LAYEREDIT_PYTHON"  # override the config's venv python
 READY, STARTING, FAILED = "ready", "starting", "failed"
-_DUMP_SCHEMAS = (
-    "import json; from backend.ops import product_registry; "
-    "print(json.dumps([s.to_json() for s in product_registry().specs()]))"
-)
 
 
 @dataclass(frozen=True)
@@ -55,7 +52,7 @@ def ask_schemas(config: LaunchConfig, timeout: float = 120.0) -> list[dict] | No
         return None
     try:
         out = subprocess.run(
-            [str(config.venv_python), "-c", _DUMP_SCHEMAS],
+            [str(config.venv_python), "-m", "backend", "schemas"],
             cwd=str(config.project_root) if config.project_root else None,
             capture_output=True,
             text=True,
@@ -214,3 +211,77 @@ class Launcher:
         text = f"{head} Run it by hand to see why: {self.manual_command()}\nIts log ({self.log})"
         log_tail = self.log_tail()
         return f"{text}, last lines:\n{log_tail}" if log_tail else f"{text} is empty."
+
+
+def wait_for_file(proc: subprocess.Popen, path: Path, timeout: float, interval: float = 0.1) -> str:
+    """READY once ``path`` exists, FAILED when ``proc`` exited first or ``timeout`` passed (blocks, bounded)."""
+    deadline = time.monotonic() + timeout
+    while not Path(path).is_file():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            return FAILED
+        time.sleep(interval)
+    return READY
+
+
+def stop_process(proc: subprocess.Popen, timeout: float = 10.0) -> None:
+    """Terminate, then kill if it does not go within ``timeout``; a process that already exited is left be."""
+    if proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=timeout)
+
+
+RETRY_CODES = (ErrorCode.BACKEND_GONE, ErrorCode.TIMEOUT, ErrorCode.NO_BACKEND)
+
+
+def hello_check(
+    connection_file: Path | str | None, wait: float, note: Callable[[str], None] = lambda text: None
+) -> tuple[dict, int]:
+    """(hello reply, tries): say hello to the backend named by ``connection_file``. A backend's very first start
+    can keep it busy for a few seconds (cold caches, first imports) so that the client declares it gone; it is
+    retried for ``wait`` seconds, each failed try passed to ``note``."""
+    from .client import Client  # pyzmq only when really connecting
+
+    deadline = time.monotonic() + wait
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            with Client.connect(connection_file) as client:
+                return client.hello(), attempt
+        except ProtocolError as exc:
+            if exc.code not in RETRY_CODES or time.monotonic() > deadline:
+                raise
+            note(f"hello attempt {attempt}: {exc}; retrying")
+            time.sleep(1.0)
+
+
+def check_main(argv: list[str] | None = None) -> int:
+    """``python -m backend check``: hello to a running backend; prints ``{"hello": ..., "attempts": n}`` as JSON
+    on its last line (install.py's self-check reads it), 1 with the error code when it does not answer."""
+    parser = argparse.ArgumentParser(
+        prog="python -m backend check", description="Say hello to a running backend and print its answer."
+    )
+    parser.add_argument("--connection-file", type=Path, help="default: <runtime dir>/backend.json")
+    parser.add_argument(
+        "--wait",
+        type=float,
+        default=0.0,
+        help="keep retrying a busy or not yet listening backend this long, s",
+    )
+    args = parser.parse_args(argv)
+
+    def note(text: str) -> None:
+        print(text, file=sys.stderr, flush=True)
+
+    try:
+        info, attempts = hello_check(args.connection_file, args.wait, note)
+    except ProtocolError as exc:
+        print(f"error [{exc.code.value}]: {exc.message}", file=sys.stderr)
+        return 1
+    print(json.dumps({"hello": info, "attempts": attempts}, default=str))
+    return 0

@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from backend.cli import main
-from tests.test_server_support import registry
+from tests.test_server_support import registry, running_server
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -198,3 +198,44 @@ def test_mask_only_op_writes_its_mask_to_out(tmp_path, capsys):
     assert code == 0, err
     out = Image.open(tmp_path / "m.png")
     assert out.mode == "L" and np.array_equal(np.asarray(out), 255 - sel)
+
+
+def test_schemas_prints_every_ops_schema_as_json(capsys):
+    code, out, _ = run(["schemas"], capsys)
+    assert code == 0
+    schemas = json.loads(out.strip())  # one line: hosts read the last line of the output
+    assert schemas == [spec.to_json() for spec in registry().specs()]
+    echo = next(s for s in schemas if s["name"] == "echo")
+    assert "invert" in {p["name"] for p in echo["params"]}
+
+
+def test_python_m_backend_schemas_lists_the_product_ops_without_a_backend(tmp_path):
+    env = dict(os.environ, PYTHONPATH=str(ROOT), LAYEREDIT_RUNTIME_DIR=str(tmp_path / "run"))
+    env.pop("LAYEREDIT_REGISTRY", None)
+    done = subprocess.run(
+        [sys.executable, "-m", "backend", "schemas"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    names = {s["name"] for s in json.loads(done.stdout.strip().splitlines()[-1])}
+    assert {"erase", "replace", "imagic"} <= names
+    assert not (tmp_path / "run" / "backend.json").exists()  # no backend was started
+
+
+def test_check_says_hello_to_a_running_backend(tmp_path, capsys):
+    with running_server(tmp_path) as _:
+        code, out, err = run(["check", "--connection-file", str(tmp_path / "backend.json")], capsys)
+    assert code == 0, err
+    answer = json.loads(out.strip().splitlines()[-1])
+    assert answer["attempts"] == 1
+    assert "echo" in [op["name"] for op in answer["hello"]["ops"]]
+
+
+def test_check_without_a_backend_fails_with_the_code(tmp_path, capsys):
+    code, out, err = run(["check", "--connection-file", str(tmp_path / "nothing.json")], capsys)
+    assert code == 1 and out == ""
+    assert "error [no_backend]" in err
