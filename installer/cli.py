@@ -10,8 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from .errors import InstallError
-from .hosts import HOST_TITLES, HOSTS, host_options, install_plugins, installer_kwargs
+from .hosts import HOST_TITLES, HOSTS
 from .models import install_models, list_models
+from .plugins import host_options, install_plugins, installer_kwargs
 from .selfcheck import describe_hello
 from .state import STATE_NAME, load_state, save_state
 from .tools import Tools, dry_run_command, phase, phase_done

@@ -6,12 +6,9 @@ import argparse
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from .errors import InstallError
-
-if TYPE_CHECKING:  # annotations only: tools imports this module
-    from .tools import Tools
+from .tools import Tools
 
 
 def install_models(python: Path, args: argparse.Namespace, tools: Tools) -> None:

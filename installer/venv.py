@@ -6,14 +6,11 @@ import argparse
 import platform
 import shutil
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from .errors import InstallError
 from .state import PIP_OPTIONS, STATE_NAME, parts_to_install, requirements_file, save_state, wanted_parts
+from .tools import Tools
 from .torch_plan import TORCH_VERSION, TorchPlan, plan_torch, resolve_torch_build
-
-if TYPE_CHECKING:  # annotations only: tools imports this module
-    from .tools import Tools
 
 
 def venv_python(venv: Path, system: str | None = None) -> Path:

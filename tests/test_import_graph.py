@@ -11,7 +11,7 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("protocol", "backend")
+PACKAGES = ("protocol", "backend", "installer")
 
 
 def _modules() -> dict[str, tuple[Path, bool]]:
@@ -106,6 +106,35 @@ def test_protocol_imports_nothing_from_the_backend():
     graph = import_graph()
     upward = {name: sorted(d for d in deps if d.startswith("backend")) for name, deps in graph.items()}
     assert {name: deps for name, deps in upward.items() if name.startswith("protocol") and deps} == {}
+
+
+def test_the_installer_imports_only_the_standard_library_at_import_time():
+    """install.py runs on the system Python before the venv exists: its package may import the standard library
+    and itself at module level; the project's own packages (protocol, for the self-check) only inside functions."""
+    import sys
+
+    allowed = set(sys.stdlib_module_names) | {"installer", "__future__"}
+    found = {}
+    for path in [ROOT / "install.py", *sorted((ROOT / "installer").glob("*.py"))]:
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in tree.body:
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                names = [] if node.level else [node.module or ""]
+            else:
+                continue
+            bad = [name for name in names if name.split(".")[0] not in allowed]
+            if bad:
+                found[path.name] = bad
+    assert found == {}
+    graph = import_graph()
+    assert not any(
+        dep.startswith("backend")
+        for name, deps in graph.items()
+        if name.startswith("installer")
+        for dep in deps
+    )
 
 
 def test_the_checker_sees_a_circle():
