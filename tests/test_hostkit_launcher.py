@@ -167,3 +167,27 @@ def test_ask_schemas_from_the_venv_without_a_backend(tmp_path):
 def test_ask_schemas_from_the_real_venv_lists_the_product_ops():
     schemas = launcher.ask_schemas(launcher.LaunchConfig(ROOT, VENV_PYTHON))
     assert {"erase", "replace", "imagic"} <= {s["name"] for s in schemas}
+
+
+def test_wait_for_file_ready_failed_and_stop_process(tmp_path):
+    """The installer's self-check waits with these: ready once the file is there, failed once the process exited
+    (before the timeout), and stop_process ends a live process and leaves an exited one alone."""
+    import subprocess
+
+    target = tmp_path / "backend.json"
+    writer = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            f"import pathlib, time; pathlib.Path({str(target)!r}).write_text('{{}}'); time.sleep(60)",
+        ]
+    )
+    try:
+        assert launcher.wait_for_file(writer, target, timeout=60) == launcher.READY
+    finally:
+        launcher.stop_process(writer)
+    assert writer.returncode is not None
+    launcher.stop_process(writer)  # already gone: nothing to do
+    quitter = subprocess.Popen([sys.executable, "-c", "raise SystemExit(3)"])
+    assert launcher.wait_for_file(quitter, tmp_path / "never.json", timeout=60) == launcher.FAILED
+    assert quitter.returncode == 3
