@@ -253,28 +253,27 @@ def _r(a: dict, b: dict, key: str, key_b: str | None = None) -> str:
 
 
 def per_step(results: dict, sets: list[tuple[int, int, int]]) -> dict:
-    """Per-step costs from the run: the slope between the two step sets when there are two (start-up costs
-    cancel), else stage time / steps. C per step = later-eta request / S (includes the VAE decode share)."""
+    """Per-step CPU seconds from the largest step set run: stage wall time / steps, scaled by that request's
+    CPU/wall ratio (the cores are shared: wall time depends on the load of the minute, CPU time much less).
+    Sample step = later-eta request CPU time / S (includes the VAE decode's share)."""
     out = {}
     for name in CONFIGS:
-        runs = [results[f"{name}@{e}/{f}/{s}"] for e, f, s in sets if f"{name}@{e}/{f}/{s}" in results]
-        if not runs:
+        done = [st for st in sets if f"{name}@{st[0]}/{st[1]}/{st[2]}" in results]
+        if not done:
             continue
-        firsts = [r["requests"][0] for r in runs]
-        if len(runs) >= 2 and sets[-1][0] != sets[0][0] and sets[-1][1] != sets[0][1]:
-            a = (firsts[-1]["embedding"] - firsts[0]["embedding"]) / (sets[-1][0] - sets[0][0])
-            b = (firsts[-1]["finetune"] - firsts[0]["finetune"]) / (sets[-1][1] - sets[0][1])
-        else:
-            a = firsts[-1]["embedding"] / max(sets[-1][0], 1)
-            b = firsts[-1]["finetune"] / max(sets[-1][1], 1)
-        S = sets[-1][2]
-        later = runs[-1]["requests"][1:]
-        c = statistics.mean(q["s"] for q in later) / S
-        out[name] = {"embedding_step_s": a, "finetune_step_s": b, "sample_step_s": c}
-        if "batched" in runs[-1]:
-            out[name]["batched_sample_step_per_eta_s"] = (
-                runs[-1]["batched"]["s"] / len(runs[-1]["batched"]["etas"]) / S
-            )
+        E, F, S = done[-1]
+        run = results[f"{name}@{E}/{F}/{S}"]
+        first = run["requests"][0]
+        k = first.get("cpu_s", first["s"]) / first["s"]
+        later = run["requests"][1:]
+        out[name] = {
+            "embedding_step_s": k * first["embedding"] / max(E, 1),
+            "finetune_step_s": k * first["finetune"] / max(F, 1),
+            "sample_step_s": statistics.mean(q.get("cpu_s", q["s"]) for q in later) / S,
+        }
+        if "batched" in run:
+            b = run["batched"]
+            out[name]["batched_sample_step_per_eta_s"] = b.get("cpu_s", b["s"]) / len(b["etas"]) / S
     return out
 
 
@@ -331,7 +330,7 @@ def report(results: dict, sets: list[tuple[int, int, int]], args) -> str:
     steps = per_step(results, sets)
     lines += [
         "",
-        "Per-step costs (s): "
+        "Per-step CPU costs (s): "
         + json.dumps({k: {a: round(b, 3) for a, b in v.items()} for k, v in steps.items()}),
     ]
     for E, F, S in (COMMUNITY_DEFAULTS, OUR_DEFAULTS):
