@@ -55,6 +55,16 @@ def test_pixel_format_follows_precision(nick, babl, sample, mask):
     assert (fmt.babl, fmt.sample, fmt.mask_babl) == (babl, sample, mask)
 
 
+def test_new_channels_of_8_bit_non_linear_images_are_written_non_linear():
+    """GIMP 3.0.4 makes such channels "Y' u8" and select_item copies their values into the linear selection:
+    a mask written as "Y u8" came out brightened (54 -> 127), so it goes in as "Y' u8" there."""
+    assert gimpio.pixel_format("u8-non-linear").channel_babl == "Y' u8"
+    assert gimpio.pixel_format("u8-linear").channel_babl == "Y u8"
+    assert gimpio.pixel_format("float-linear").channel_babl == "Y float"
+    data, babl = gimpio.mask_in_format(bytes([0, 54, 128, 255]), "Y' u8")
+    assert (data, babl) == (bytes([0, 54, 128, 255]), "Y' u8")
+
+
 def test_pixel_format_rejects_unknown():
     with pytest.raises(ValueError):
         gimpio.pixel_format("u12-linear")

@@ -34,6 +34,7 @@ class PixelFormat:
     bytes_per_sample: int
     mask_babl: str  # selection channel format: "Y u8" or "Y float"
     mask_sample: str
+    channel_babl: str = ""  # a new channel's format: "Y' u8" in 8-bit non-linear images (GIMP's own choice)
 
     @property
     def bytes_per_pixel(self) -> int:
@@ -47,8 +48,12 @@ def pixel_format(precision_nick: str) -> PixelFormat:
         raise ValueError(f"unsupported GIMP precision {precision_nick!r}")
     babl_type, sample, size = _COMPONENT[component]
     if sample == "u8":
-        return PixelFormat(f"{_CURVE[curve]} {babl_type}", sample, size, "Y u8", "u8")
-    return PixelFormat(f"{_CURVE[curve]} {babl_type}", sample, size, "Y float", "f32")
+        # The selection is linear "Y u8"; a channel GIMP makes in an 8-bit non-linear image is "Y' u8", and
+        # select_item copies its stored values as they are (checked in GIMP 3.0.4): a mask written to it as
+        # "Y u8" would come out brightened (54 -> 127) in the selection, so it is written as "Y' u8".
+        channel = "Y' u8" if curve == "non-linear" else "Y u8"
+        return PixelFormat(f"{_CURVE[curve]} {babl_type}", sample, size, "Y u8", "u8", channel)
+    return PixelFormat(f"{_CURVE[curve]} {babl_type}", sample, size, "Y float", "f32", "Y float")
 
 
 @dataclass
@@ -111,7 +116,6 @@ def write_result(
     pixels: bytes,
     name: str,
     mask: bytes | None = None,
-    mask_babl: str = "Y u8",
     extra: list[tuple[str, bytes]] | tuple = (),
 ) -> list[Any]:
     """Add the result as a new layer over ``source.region``, right above the source, in one undo group;
@@ -142,7 +146,7 @@ def write_result(
             buffer.flush()
             layer.update(0, 0, r.w, r.h)
         if mask is not None:
-            _select_mask(gimp, gegl, image, source, mask, mask_babl)
+            _select_mask(gimp, gegl, image, source, *mask_in_format(mask, source.fmt.channel_babl))
         # GIMP selects an inserted layer; keep the source selected (as the Krita plugin does) so a second
         # Run reads the source again instead of the result.
         image.set_selected_layers([source.layer])
@@ -163,7 +167,7 @@ def replace_selection(gimp: Any, gegl: Any, image: Any, source: Source, mask: by
     r = source.region
     if len(mask) != r.w * r.h:
         raise ValueError(f"mask has {len(mask)} bytes, expected {r.w}x{r.h}")
-    data, babl = mask_in_format(mask, source.fmt.mask_babl)
+    data, babl = mask_in_format(mask, source.fmt.channel_babl)
     image.undo_group_start()
     try:
         _select_mask(gimp, gegl, image, source, data, babl)
@@ -172,10 +176,10 @@ def replace_selection(gimp: Any, gegl: Any, image: Any, source: Source, mask: by
 
 
 def mask_in_format(mask: bytes, babl: str) -> tuple[bytes, str]:
-    """An 8-bit mask in the selection channel's own format ("Y u8" as is, "Y float" as 0..1 floats), so GEGL
-    stores it without a conversion of its own."""
+    """An 8-bit mask in a new channel's own format (8-bit formats as is, "Y float" as 0..1 floats), so GEGL
+    stores the values unconverted and the selection made from the channel holds exactly the mask."""
     if babl != "Y float":
-        return bytes(mask), "Y u8"
+        return bytes(mask), babl
     from array import array
 
     scale = [v / 255.0 for v in range(256)]

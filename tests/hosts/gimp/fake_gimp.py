@@ -16,7 +16,7 @@ _SAMPLE = {"u8": 1, "u16": 2, "half": 2, "float": 4}
 
 def format_bpp(fmt: str) -> int:
     model, sample = fmt.split(" ")
-    channels = 1 if model == "Y" else 4
+    channels = 1 if model.rstrip("'~") == "Y" else 4
     return channels * _SAMPLE[sample]
 
 
@@ -139,7 +139,7 @@ class Channel(Item):
 
     @classmethod
     def new(cls, image, name, width, height, opacity, color):
-        return cls(image, name, width, height, image.mask_babl)
+        return cls(image, name, width, height, image.channel_babl)
 
     def is_layer(self):
         return False
@@ -167,6 +167,9 @@ class Image:
         babl_type = {"u8": "u8", "u16": "u16", "half": "half"}.get(comp, "float")
         self.pixel_babl = f"{curve[trc]} {babl_type}"
         self.mask_babl = "Y u8" if comp == "u8" else "Y float"
+        # as GIMP 3.0.4: the selection is linear, a new channel of an 8-bit non-linear image is "Y' u8", and
+        # select_item copies the channel's stored values as they are
+        self.channel_babl = "Y' u8" if self.precision == "u8-non-linear" else self.mask_babl
         self.selection = Channel(self, "selection", self.width, self.height, self.mask_babl)
 
     def get_width(self):
