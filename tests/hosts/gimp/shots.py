@@ -62,6 +62,8 @@ Gimp.displays_flush()
 mark("ready")
 wait("menu-done")
 print("select:", run("plug-in-layeredit-snap"))
+sel = img.get_selection().get_buffer().get(Gegl.Rectangle.new(0, 0, 600, 400), 1.0, "Y u8", Gegl.AbyssPolicy.NONE)
+open(os.path.join(OUT, "selection_after.raw"), "wb").write(bytes(sel))
 Gimp.displays_flush()
 mark("selected")
 wait("shot-done")
@@ -143,6 +145,7 @@ def main(argv: list[str]) -> int:
             print("wrote", dest / name)
 
         wait("ready")
+        subprocess.run(["xdotool", "mousemove", str(SIZE[0] - 5), str(SIZE[1] - 5)], env=xenv, check=True)
         subprocess.run(["xdotool", "key", "alt+r"], env=xenv, check=True)
         time.sleep(1.0)
         subprocess.run(["xdotool", "key", "Up"], env=xenv, check=True)
@@ -159,7 +162,14 @@ def main(argv: list[str]) -> int:
         subprocess.run(["xdotool", "key", "Escape", "Escape"], env=xenv, check=True)
         (box.out_dir / "menu-done").write_text("")
         wait("selected")
+        # the pointer off the canvas: the paintbrush's outline (a dashed circle) would pass for a selection
+        subprocess.run(["xdotool", "mousemove", str(SIZE[0] - 5), str(SIZE[1] - 5)], env=xenv, check=True)
+        time.sleep(2.0)
         shot("gimp-select-object-result.png")
+        snapped = np.frombuffer((box.out_dir / "selection_after.raw").read_bytes(), np.uint8).reshape(
+            400, 600
+        )
+        print(f"GIMP's selection after Select object: {int((snapped > 127).sum())} px selected")
         (box.out_dir / "shot-done").write_text("")
         gimp.wait(300)
         for op in ("erase", "snap"):
