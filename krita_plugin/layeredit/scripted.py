@@ -299,10 +299,14 @@ class ScriptedJob:
         fit = k.action("zoom_to_fit")
         if fit is not None:
             fit.trigger()
-        for _ in range(20):  # let the canvas repaint (and the marching ants start) before grabbing
+        for _ in range(80):  # let the canvas repaint (and the marching ants start: seconds) before grabbing
             QApplication.processEvents(QEventLoop.AllEvents, 50)
-            time.sleep(0.02)
-        k.activeWindow().qwindow().grab().save(str(path))
+            time.sleep(0.05)
+        window = k.activeWindow().qwindow()
+        g = (
+            window.frameGeometry()
+        )  # from the screen: a GL canvas's decorations (the ants) do not grab() themselves
+        QApplication.primaryScreen().grabWindow(0, g.x(), g.y(), g.width(), g.height()).save(str(path))
 
 
 def _visible_in(widget: Any, docker: Any, screen: Any) -> bool:

@@ -73,7 +73,7 @@ def choose(text: str) -> str:
     parsed, so allowing the key on the server is all that is left to do)."""
     choice = choose_backend(text)
     if choice.local:
-        return "Layer Edit now uses the local backend (started on demand)."
+        return "LayerEdit now uses the local backend (started on demand)."
     client = connect_remote(choice)
     try:
         hello = client.hello()
@@ -81,4 +81,4 @@ def choose(text: str) -> str:
         client.close()
     version = hello.get("backend_version") or "?"
     devices = ", ".join(hello.get("devices") or []) or "?"
-    return f"Layer Edit now uses {choice.label}: backend {version} on {devices}."
+    return f"LayerEdit now uses {choice.label}: backend {version} on {devices}."

@@ -76,7 +76,7 @@ def create_connect_procedure(plugin: Any, run_fn: Callable, gimp: Any, gobject: 
     proc.set_menu_label("Connect to backend…")
     proc.add_menu_path(menu_path(CONNECT_PROC))
     proc.set_documentation(
-        "Choose the backend Layer Edit uses",
+        "Choose the backend LayerEdit uses",
         "'local' (this computer, started on demand), a connection string (layeredit1:...) or the path of a "
         "connection file from the backend's admin, or 'ADDRESS:PORT SERVER_KEY SIGNING_KEY'.",
         CONNECT_PROC,
