@@ -542,7 +542,7 @@ def _dequant(weights: dict[str, torch.Tensor], k: str) -> torch.Tensor:
 def tuning_bytes(unet, finetune: str, hw: tuple[int, int], vae_scale: int, half: bool) -> int:
     """Rough bytes tuning adds to the loaded model: activations kept for the backward pass, plus gradients and
     Adam moments of what is trained (the whole UNet in full mode). Activations were calibrated on SD-1.5 shapes
-    (docs/benchmarks/imagic.md): ~55 floats per latent pixel per unit of the UNet's summed block widths, plus
+    (the team notes: ~0.8 GB at 256 px): ~55 floats per latent pixel per unit of the UNet's summed block widths, plus
     the attention probabilities of the highest-resolution blocks; 1.25x headroom on the activations (the rest
     is exact: fp32 gradient + two Adam moments per trained weight)."""
     lat = (hw[0] // vae_scale) * (hw[1] // vae_scale)
