@@ -325,3 +325,17 @@ def test_connection_line_is_plain_with_the_address_in_the_tooltip(app, server):
     c = make_controller(app, server)
     assert c.connection_text == "Backend: running on this computer (CPU)"
     assert c.client.info.endpoint in c.connection_tip and "tcp://" not in c.connection_text
+
+
+def test_a_local_backend_whose_process_lives_gets_time_to_answer_hello(app, server):
+    """A backend still importing torch on a loaded machine is starting, not gone: only a dead pid fails fast."""
+    from types import SimpleNamespace
+
+    from krita_plugin.layeredit import controller as ctl
+
+    c = make_controller(app, server)
+    assert c.hello_timeout_s == ctl.LOCAL_BUSY_HELLO_TIMEOUT_S  # the test server runs in this very process
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    c.client = SimpleNamespace(info=SimpleNamespace(pid=dead.pid))
+    assert c.hello_timeout_s == ctl.LOCAL_HELLO_TIMEOUT_S

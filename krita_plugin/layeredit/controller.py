@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from protocol import wire
+from protocol import connection, wire
 from protocol.errors import ErrorCode, ProtocolError
 from protocol.hostkit import (
     BackendChoice,
@@ -38,7 +38,8 @@ from protocol.hostkit import (
 from . import kritaio
 
 ClientFactory = Callable[[], Any]  # -> protocol.client.Client (connect(check=False)); raises ProtocolError
-LOCAL_HELLO_TIMEOUT_S = 3.0  # a local backend answers hello at once
+LOCAL_HELLO_TIMEOUT_S = 3.0  # a local backend answers hello at once...
+LOCAL_BUSY_HELLO_TIMEOUT_S = 60.0  # ...unless it is still starting (importing torch): its process lives
 REMOTE_HELLO_TIMEOUT_S = 10.0  # a network round trip plus the CurveZMQ handshake; a refused key never answers
 
 
@@ -182,7 +183,15 @@ class Controller:
 
     @property
     def hello_timeout_s(self) -> float:
-        return REMOTE_HELLO_TIMEOUT_S if self.remote else LOCAL_HELLO_TIMEOUT_S
+        """How long a hello may go unanswered before the backend counts as not running. A local backend whose
+        process is alive is starting or busy, not gone: it gets longer (a dead pid still fails after 3 s)."""
+        if self.remote:
+            return REMOTE_HELLO_TIMEOUT_S
+        info = getattr(self.client, "info", None)
+        pid = getattr(info, "pid", None)
+        if isinstance(pid, int) and pid > 0 and connection.pid_alive(pid):
+            return LOCAL_BUSY_HELLO_TIMEOUT_S
+        return LOCAL_HELLO_TIMEOUT_S
 
     def form(self, mode: Mode) -> Form | None:
         return self.forms.get(mode.op)
