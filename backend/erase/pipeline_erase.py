@@ -19,8 +19,8 @@ import numpy as np
 from backend.imaging import bbox, composite, feather_inward, grow, plan_crop, to_float, to_rgb_u8
 from backend.snapping import SnapParams, SnapPipeline
 
+from .fill_learned import LEARNED_FILLS
 from .fillers import Filler, classical_fillers
-from .learned import LEARNED_FILLS
 
 Callback = Callable[[str, int, int], None]
 DEFAULT_FILL = "auto"

@@ -79,7 +79,7 @@ class EraseOp(Op):
     def run(self, inputs: OpInputs, params: dict[str, Any], ctx: JobContext) -> OpResult:
         image, selection = require_image_and_selection(inputs, "erase")
         from backend.erase import EraseParams, ErasePipeline, NoBackground, NothingToFill
-        from backend.erase.learned import installed_learned_fill
+        from backend.erase.fill_learned import installed_learned_fill
         from backend.imaging import mask_to_u8
         from backend.snapping import SnapParams
 
