@@ -30,7 +30,7 @@ def test_help_lists_ops(capsys):
         main(["--help"], registry=registry(), models_factory=None)
     assert exc.value.code == 0
     out = capsys.readouterr().out
-    for name in ("serve", "echo", "steps", "Return the image as received"):
+    for name in ("serve", "check", "schemas", "keys", "echo", "steps", "Return the image as received"):
         assert name in out
 
 
