@@ -191,7 +191,9 @@ def build_parser(registry: Registry) -> argparse.ArgumentParser:
     sub.add_parser(
         "schemas", help="print the ops' parameter schemas as JSON (the hosts build their forms from it)"
     )
-    sub.add_parser("keys", help="remote mode's keys: server-init, client-new, allow, revoke, list, show (--help)")
+    sub.add_parser(
+        "keys", help="remote mode's keys: server-init, client-new, allow, revoke, list, show (--help)"
+    )
     serve = sub.add_parser("serve", help="run the job server for the Krita/GIMP plugins")
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (loopback only without CurveZMQ)")
     serve.add_argument("--port", type=int, default=0, help="TCP port (default: a free one)")
