@@ -79,12 +79,6 @@ class Result:
     buffers: list[Buffer] = field(default_factory=list)
     object_mask: Buffer | None = None
 
-    @property
-    def selection_mask(self) -> Buffer | None:
-        """What "select the snapped object" selects: the object itself when the op sent it, not the grown and
-        feathered region it repainted; for ops with one mask (snap), that mask."""
-        return self.object_mask if self.object_mask is not None else self.mask
-
     @classmethod
     def from_message(cls, msg: Message) -> Result:
         meta = dict(msg.content.get("meta") or {})

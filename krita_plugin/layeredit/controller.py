@@ -430,8 +430,8 @@ class Controller:
         ]  # each goes right above the source, so the first (the primary eta) ends on top
         layer = layers[0]
         self.defer(lambda: kritaio.reactivate(self.app, pend.doc, pend.source))
-        if pend.set_selection and result.selection_mask is not None:
-            kritaio.set_selection(pend.doc, result.selection_mask.data, region)
+        if pend.set_selection and result.mask is not None:
+            kritaio.set_selection(pend.doc, result.mask.data, region)
         if pend.mode.op == "imagic" and isinstance(result.meta.get("seed"), int):
             self.last_imagic_seed = int(result.meta["seed"])
         took = time.monotonic() - pend.submitted_at

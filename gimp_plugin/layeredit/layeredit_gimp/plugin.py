@@ -280,8 +280,8 @@ def run_job(
             return Outcome(None, job, params, result.meta, [], timings)
         pixels = check_result_image(result.image, source)
         mask = None
-        if SELECT in registered and config.get_property(SELECT) and result.selection_mask is not None:
-            mask = packed(result.selection_mask)
+        if SELECT in registered and config.get_property(SELECT) and result.mask is not None:
+            mask = packed(result.mask)
         names = result_names(mode, params, result.meta, 1 + len(result.candidates), image)
         extra = [
             (n, check_result_image(c, source)) for n, c in zip(names[1:], result.candidates, strict=True)
