@@ -710,7 +710,9 @@ def test_installer_round_trip(tmp_path):
     dest = target / "layeredit"
     entry = dest / "layeredit.py"
     assert entry in files and entry.stat().st_mode & stat.S_IXUSR
-    assert (dest / "protocol" / "client.py").is_file() and (dest / "protocol" / "hostkit.py").is_file()
+    for rel in (p.relative_to(ROOT) for p in (ROOT / "protocol").rglob("*.py")):  # hostkit/ included
+        assert (dest / rel).read_bytes() == (ROOT / rel).read_bytes()
+    assert (dest / "protocol" / "hostkit" / "__init__.py").is_file()
     assert (dest / "layeredit_gimp" / "plugin.py").is_file()
     config = json.loads((dest / "layeredit.json").read_text())
     assert config == {"project_root": str(ROOT), "venv_python": "/nonexistent/python"}

@@ -1,4 +1,4 @@
-"""Host-neutral plugin logic (protocol/hostkit.py): layouts, regions, selection maths, forms, job states."""
+"""Host-neutral plugin logic (protocol/hostkit/): layouts, regions, selection maths, forms, job states."""
 
 from __future__ import annotations
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import zipfile
 from pathlib import Path
 
@@ -27,8 +29,21 @@ def test_install_lays_out_pykrita_vendors_protocol_and_enables_in_kritarc(tmp_pa
     assert (pkg / manual).is_file() and pkg / manual in paths  # Krita reads it from the package folder
     for name in ("__init__.py", "docker.py", "controller.py", "kritaio.py", "backend_proc.py", "scripted.py"):
         assert (pkg / name).exists() and pkg / name in paths
-    for name in ("wire.py", "client.py", "connection.py", "errors.py", "hostkit.py"):
-        assert (pkg / "_vendor" / "protocol" / name).read_bytes() == (ROOT / "protocol" / name).read_bytes()
+    vendored = pkg / "_vendor" / "protocol"
+    sources = [p.relative_to(ROOT / "protocol") for p in (ROOT / "protocol").rglob("*.py")]
+    assert Path("hostkit", "__init__.py") in sources and Path("client.py") in sources
+    for rel in sources:  # the whole package, subpackages (hostkit/) included
+        assert (vendored / rel).read_bytes() == (ROOT / "protocol" / rel).read_bytes()
+    # Krita's Python sees only the vendored copy: the shared host logic imports from it alone
+    code = "import protocol.hostkit as hk, sys; print(hk.__file__); print(hk.MODES[0].label)"
+    out = subprocess.run(
+        [sys.executable, "-I", "-c", f"import sys; sys.path.insert(0, {str(vendored.parent)!r}); {code}"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        check=True,
+    ).stdout.split()
+    assert Path(out[0]).is_relative_to(vendored) and out[1] == "Erase"
     assert not any("__pycache__" in str(p) for p in paths)
     config = json.loads((pkg / "config.json").read_text())
     assert config == {"project_root": str(ROOT), "venv_python": str(tmp_path / "venv" / "bin" / "python")}
