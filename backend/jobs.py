@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from backend.errors import is_out_of_memory, out_of_memory_error
 from backend.fairqueue import FairQueue
 from backend.guard import scrub_error
 from backend.ops import JobCancelled, JobContext, OpError, OpInputs, OpResult, OpSpec, Registry
@@ -40,6 +41,8 @@ log = logging.getLogger("layeredit.jobs")
 QUEUED, RUNNING, DONE, FAILED, CANCELLED = "queued", "running", "done", "failed", "cancelled"
 EXPIRED, RELEASED = "expired", "released"  # result dropped: evicted for memory / freed after delivery
 FINISHED = frozenset({DONE, FAILED, CANCELLED, EXPIRED, RELEASED})
+# out of memory where the op gave no advice of its own (the ops' guards name what to lower for them)
+OOM_ADVICE = "Out of memory. Use a smaller selection or image, or a lighter model preset."
 
 
 # -- the run path ---------------------------------------------------------------------------------
@@ -129,11 +132,8 @@ def error_of(exc: BaseException) -> ProtocolError:
         return exc
     if isinstance(exc, JobCancelled):
         return ProtocolError(ErrorCode.CANCELLED, "The job was cancelled.")
-    if isinstance(exc, MemoryError) or "out of memory" in str(exc).lower():
-        return ProtocolError(
-            ErrorCode.OUT_OF_MEMORY,
-            f"Out of memory ({exc}). Use a smaller selection or image, or a lighter model preset.",
-        )
+    if is_out_of_memory(exc):
+        return out_of_memory_error(exc, OOM_ADVICE)
     return ProtocolError(
         ErrorCode.INTERNAL, f"Internal error: {type(exc).__name__}: {exc} (see the backend log)."
     )

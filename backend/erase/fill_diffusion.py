@@ -25,6 +25,7 @@ from backend.replace.pipeline_replace import Callback, ReplaceParams, inpaint, n
 from .fill_learned import LEARNED_FILLS, learned_filler
 
 FILL_NAME = "diffusion"
+MODEL_FILLS = (*LEARNED_FILLS, FILL_NAME)  # the fills that need a model (the op builds them on demand)
 BACKGROUND_PROMPT = "background, empty scene, seamless continuation of the surroundings"
 REMOVAL_NEGATIVE = "object, person, animal, text, watermark, logo, frame, border, blurry, artifacts"
 
@@ -70,14 +71,7 @@ class DiffusionFiller:
             seed=self.seed,
             fast=self.fast,
         )
-        report = None
-        if self.callback is not None:
-            cb = self.callback
-
-            def report(stage: str, step: int, total: int) -> None:
-                cb("denoise", step, total)
-
-        return inpaint(self.pipe, start, hole, params, report, self.lcm_lora)
+        return inpaint(self.pipe, start, hole, params, self.callback, self.lcm_lora)
 
 
 def _padded(filler: DiffusionFiller, rgb: np.ndarray, hole: np.ndarray) -> np.ndarray:
@@ -101,7 +95,8 @@ def erase_model_fillers(
     fill: str, models: Any, callback: Callback | None = None, cancelled: Callable[[], bool] | None = None
 ) -> dict[str, Any]:
     """The erase op's hook (``backend.ops.erase.model_fillers``): the fillers that need a model, for ``fill``
-    (the op has already turned "auto" into the filler auto stands for).
+    (the op has already turned "auto" into the filler auto stands for), loaded from ``models`` (a
+    ModelManager: the op's ``ctx.model_manager()``).
 
     "diffusion" requires the model and raises MODEL_MISSING with the install command when it is absent. With the
     LCM-LoRA installed (SD 1.5 models), it fills in 6 steps.
@@ -110,17 +105,9 @@ def erase_model_fillers(
     the install command when absent, MODEL_BROKEN when the file is damaged; ``cancelled`` (the job's cancel
     flag) stops their one long model call midway."""
     if fill in LEARNED_FILLS:
-        if models is None:
-            from backend.models import ModelManager
-
-            models = ModelManager()
         return {fill: learned_filler(fill, models, cancelled)}
     if fill != FILL_NAME:
         return {}
-    if models is None:
-        from backend.models import ModelManager
-
-        models = ModelManager()
     pipe = models.load_pipeline("inpaint")  # MODEL_MISSING / MODEL_BROKEN with what to do
     options: dict[str, Any] = {}
     if models.has_model("lcm-lora") and "XL" not in type(pipe).__name__:

@@ -238,22 +238,19 @@ class ModelManager:
 
     def _guarded(self, load: Callable[[], Any], loc: Location) -> Any:
         """Turn the many ways loading can fail into MODEL_BROKEN / OUT_OF_MEMORY with advice."""
-        import torch
-
-        from backend.errors import OpError
+        from backend.errors import OpError, is_out_of_memory, out_of_memory_error
 
         try:
             return load()
         except OpError:
             raise
-        except (torch.OutOfMemoryError, MemoryError) as exc:
-            raise model_error(
-                ErrorCode.OUT_OF_MEMORY,
-                f"Not enough memory to load {loc.label} on {self.device} ({exc}). Close other GPU programs, "
-                "or set LAYEREDIT_MEMORY_GB lower so fewer models stay loaded.",
-                model=loc.label,
-            ) from exc
         except Exception as exc:
+            if is_out_of_memory(exc):
+                advice = (
+                    f"Not enough memory to load {loc.label} on {self.device}. Close other GPU programs, "
+                    "or set LAYEREDIT_MEMORY_GB lower so fewer models stay loaded."
+                )
+                raise out_of_memory_error(exc, advice, model=str(loc.label)) from exc
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
             raise model_error(
                 ErrorCode.MODEL_BROKEN,

@@ -180,6 +180,7 @@ class OpResult:
 
 
 ProgressFn = Callable[[str, int, int, "np.ndarray | None"], None]
+StepFn = Callable[..., None]  # (stage, step, total) or (stage, step, total, preview): what pipelines call
 
 
 @dataclass
@@ -203,6 +204,25 @@ class JobContext:
         """Call between model steps; raises JobCancelled once a cancel has arrived."""
         if self.cancelled:
             raise JobCancelled()
+
+    def step_callback(self) -> StepFn:
+        """The callback every pipeline takes, ``(stage, step, total[, preview])``: reports the step, then raises
+        JobCancelled once a cancel has arrived, so a pipeline stops within one step. One closure for every op."""
+
+        def step(stage: str, i: int, total: int, preview: np.ndarray | None = None) -> None:
+            self.progress(stage, i, total, preview)
+            self.check_cancelled()
+
+        return step
+
+    def model_manager(self) -> ModelManager:
+        """The shared ModelManager, made on first use for this context's device when the caller gave none (a
+        bare CLI or test context): every op that needs a model gets it this one way."""
+        if self.models is None:
+            from backend.models import ModelManager
+
+            self.models = ModelManager(device=self.device)
+        return self.models
 
 
 class Op:

@@ -94,17 +94,12 @@ class EraseOp(Op):
             feather=params["feather"],
             fill=params["fill"],
         )
-
-        def step(stage: str, i: int, total: int) -> None:
-            ctx.progress(stage, i, total)
-            ctx.check_cancelled()
-
         fill = params["fill"]
         if fill == "auto":  # the pipeline's auto takes the learned filler when we hand it one
             fill = installed_learned_fill(ctx.models) or "auto"
         try:
             out = ErasePipeline(snapper=snapper, fillers=model_fillers(fill, ctx))(
-                image, selection, job, callback=step
+                image, selection, job, callback=ctx.step_callback()
             )
         except NothingToFill as exc:
             raise OpError(
@@ -128,10 +123,10 @@ def model_fillers(fill: str, ctx: JobContext) -> dict[str, Any]:
     ``{name: filler}`` here, where ``filler`` follows ``backend.erase.Filler`` (``name``, ``target`` = the model's
     native long side, ``__call__(rgb_u8, mask_bool) -> HxWx3``); the pipeline crops, scales and composites.
     """
-    from backend.erase.fill_diffusion import erase_model_fillers
+    from backend.erase.fill_diffusion import MODEL_FILLS, erase_model_fillers
 
-    def step(stage: str, i: int, total: int) -> None:
-        ctx.progress(stage, i, total)
-        ctx.check_cancelled()
-
-    return erase_model_fillers(fill, ctx.models, callback=step, cancelled=lambda: ctx.cancelled)
+    if fill not in MODEL_FILLS:
+        return {}
+    return erase_model_fillers(
+        fill, ctx.model_manager(), callback=ctx.step_callback(), cancelled=lambda: ctx.cancelled
+    )

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from backend.errors import out_of_memory_guard
 from protocol.errors import ErrorCode
 
 from .base import JobContext, Op, OpError, OpInputs, OpResult, OpSpec, ParamSpec
@@ -174,14 +175,6 @@ def _lcm_lora(models: Any) -> Any:
         return None
 
 
-def _is_oom(exc: BaseException) -> bool:
-    import torch
-
-    return isinstance(exc, torch.OutOfMemoryError | MemoryError) or (
-        isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
-    )
-
-
 def pipeline_params(params: dict[str, Any]) -> Any:
     """Validated op params -> ImagicParams (0 means "the default" for finetune_lr and resolution; seed -1 picks
     one, as replace does)."""
@@ -214,14 +207,9 @@ class ImagicOp(Op):
 
     def run(self, inputs: OpInputs, params: dict[str, Any], ctx: JobContext) -> OpResult:
         image, selection = self._check_inputs(inputs, params)
-        if ctx.models is None:
-            raise OpError(
-                ErrorCode.MODEL_MISSING,
-                "No model manager is available to load the text-to-image model; run the backend with "
-                "backend.models installed (python3 install.py).",
-            )
+        models = ctx.model_manager()
         ctx.check_cancelled()
-        pipe = ctx.models.load_pipeline("text2img", params["model"] or None)
+        pipe = models.load_pipeline("text2img", params["model"] or None)
         if getattr(pipe, "text_encoder_2", None) is not None:
             raise OpError(
                 ErrorCode.BAD_PARAM,
@@ -234,26 +222,16 @@ class ImagicOp(Op):
 
         engine = ImagicPipeline.from_pipe(
             pipe,
-            device=getattr(ctx.models, "device", None),
-            cache=_cache_for(ctx.models),
-            lcm_lora=_lcm_lora(ctx.models) if params["preview"] else None,
+            device=getattr(models, "device", None),
+            cache=_cache_for(models),
+            lcm_lora=_lcm_lora(models) if params["preview"] else None,
         )
-
-        def callback(stage: str, step: int, total: int) -> None:
-            ctx.progress(stage, step, total)
-            ctx.check_cancelled()
-
         job = pipeline_params(params)
         try:
-            out = engine(image, selection, job, callback)
+            with out_of_memory_guard(OOM_ADVICE):
+                out = engine(image, selection, job, ctx.step_callback())
         except ValueError as exc:
             raise OpError(ErrorCode.BAD_PARAM, f"{exc}.") from exc
-        except (RuntimeError, MemoryError) as exc:
-            if _is_oom(exc):
-                raise OpError(
-                    ErrorCode.OUT_OF_MEMORY, f"{OOM_ADVICE} ({str(exc).splitlines()[0][:200]})"
-                ) from exc
-            raise
         finally:
             _release_gpu_memory()
         mask = None

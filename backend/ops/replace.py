@@ -10,10 +10,13 @@ from __future__ import annotations
 import secrets
 from typing import Any
 
+from backend.errors import out_of_memory_guard
 from protocol.errors import ErrorCode
 
 from .base import JobContext, Op, OpError, OpInputs, OpResult, OpSpec, ParamSpec
 from .snap import snap_params
+
+OOM_ADVICE = "Out of GPU memory while replacing; lower 'resolution', select a smaller area, or close other GPU programs."
 
 
 class ReplaceOp(Op):
@@ -114,11 +117,9 @@ class ReplaceOp(Op):
             raise OpError(
                 ErrorCode.BAD_PARAM, "Describe what should appear: the prompt is empty.", {"param": "prompt"}
             )
-        import torch
-
         from backend.replace import EmptySelectionError, ReplaceParams, ReplacePipeline
 
-        models = _models(ctx)
+        models = ctx.model_manager()
         model_label = models.locate("inpaint", params["model"] or None).label
         pipe = models.load_pipeline("inpaint", params["model"] or None)
         if params["fast"] and "XL" in type(pipe).__name__:
@@ -146,35 +147,17 @@ class ReplaceOp(Op):
             previews=True,
         )
 
-        def step(stage: str, i: int, total: int, preview: Any = None) -> None:
-            ctx.progress(stage, i, total, preview)
-            ctx.check_cancelled()
-
         try:
-            out = replace(inputs.image, inputs.selection, job, callback=step)
+            with out_of_memory_guard(OOM_ADVICE):
+                out = replace(inputs.image, inputs.selection, job, callback=ctx.step_callback())
         except EmptySelectionError as exc:
             raise OpError(ErrorCode.NO_SELECTION, f"Nothing to replace: {exc}.") from None
         except LookupError as exc:  # a snap method whose model is not there
             raise OpError(ErrorCode.MODEL_MISSING, f"{exc}; choose another snap method.") from None
-        except torch.OutOfMemoryError:
-            raise OpError(
-                ErrorCode.OUT_OF_MEMORY,
-                "Out of GPU memory while replacing; lower 'resolution', "
-                "select a smaller area, or close other GPU programs.",
-            ) from None
         meta = {**out.info, "seed": seed, "model": model_label}
         if snapper is not None and snapper.meta:  # which snap ran and why, as erase reports it
             meta["snap"] = snapper.meta
         return OpResult(out.image, mask=out.mask, meta=meta)
-
-
-def _models(ctx: JobContext):
-    if ctx.models is not None:
-        return ctx.models
-    from backend.models import ModelManager
-
-    ctx.models = ModelManager(device=ctx.device)
-    return ctx.models
 
 
 def make_snapper(ctx: JobContext, method: str, margin: int) -> MaskSnapper | None:
