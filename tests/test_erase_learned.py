@@ -18,6 +18,7 @@ from backend.erase.fill_learned import (
     LearnedFiller,
     installed_learned_fill,
     installed_learned_filler,
+    learned_fill_order,
     learned_filler,
 )
 from backend.models import ModelManager
@@ -193,7 +194,8 @@ def test_op_runs_the_installed_model_and_says_so(files, tmp_path):
 
 
 def test_auto_takes_the_installed_learned_fill(files, tmp_path):
-    """The op's default fill: LaMa when installed, else MI-GAN, else the embedded completion; meta says which."""
+    """The op's default fill on a CPU: MI-GAN when installed, else LaMa, else the embedded completion (big-lama
+    is ~8x slower per crop on a CPU); meta says which."""
     image, selection = crop(120, 160)
     sel = selection.astype(np.float32)
     params = EraseOp.spec.validate({"snap": False})
@@ -206,10 +208,10 @@ def test_auto_takes_the_installed_learned_fill(files, tmp_path):
         return res.meta["fill"]
 
     assert ran() == "patchmatch"
-    install(tmp_path, "migan", files["migan_colour"])
-    assert ran() == "migan"
     install(tmp_path, "lama", files["lama_colour"])
     assert ran() == "lama"
+    install(tmp_path, "migan", files["migan_colour"])
+    assert ran() == "migan"  # both installed, on a CPU: the fast one
 
 
 @pytest.mark.parametrize("name", ["lama", "migan"])
@@ -285,12 +287,36 @@ def test_installed_learned_filler_for_auto(files, tmp_path):
     install(tmp_path, "lama", files["lama"])
     models = manager(tmp_path)
     filler = installed_learned_filler(models)
-    assert filler is not None and filler.name == "lama" and filler.target == 512  # LaMa preferred
+    assert filler is not None and filler.name == "migan" and filler.target == 512  # MI-GAN first on a CPU
     assert models.available()["lama"] and models.available()["migan"]
-    (tmp_path / "lama" / "lama_fp32.onnx").write_bytes(b"broken")
+    (tmp_path / "migan" / "migan.onnx").write_bytes(b"broken")
     with pytest.raises(OpError) as err:  # installed but damaged: said, not silently replaced
         installed_learned_filler(manager(tmp_path))
     assert err.value.code == ErrorCode.MODEL_BROKEN
+
+
+def test_learned_fill_order_is_migan_first_on_a_cpu_lama_first_on_a_gpu(files, tmp_path, monkeypatch):
+    """LaMa first only where onnxruntime really runs on the GPU: a cuda manager whose onnxruntime has no CUDA
+    provider (install.py installs the CPU build) still runs the models on the CPU, so MI-GAN goes first."""
+    import onnxruntime as ort
+
+    install(tmp_path, "lama", files["lama"])
+    install(tmp_path, "migan", files["migan"])
+    cpu = manager(tmp_path)
+    assert learned_fill_order(cpu) == ("migan", "lama") and installed_learned_fill(cpu) == "migan"
+
+    class OnCuda:  # what the op asks of a manager: its device and where a model's file is
+        device = "cuda:0"
+        onnx_file = cpu.onnx_file
+
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ["CPUExecutionProvider"])
+    assert learned_fill_order(OnCuda()) == ("migan", "lama")
+    monkeypatch.setattr(
+        ort, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    )
+    assert learned_fill_order(OnCuda()) == ("lama", "migan") and installed_learned_fill(OnCuda()) == "lama"
+    schema = {p.name: p for p in EraseOp.spec.params}["fill"]
+    assert "migan before lama" in schema.help and "on a CPU" in schema.help
 
 
 class FakeHub:

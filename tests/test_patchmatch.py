@@ -107,8 +107,9 @@ def test_auto_is_patchmatch_without_a_learned_filler_and_meta_says_so():
     assert "patchmatch" in schema.choices and "learned" in schema.help and schema.default == "auto"
 
 
-def test_auto_takes_the_installed_learned_filler_lama_first(tmp_path):
-    """fill=auto: MI-GAN when only it is installed, LaMa once it is too; the meta says which ran."""
+def test_auto_takes_the_installed_learned_filler_migan_first_on_a_cpu(tmp_path):
+    """fill=auto on a CPU: LaMa when only it is installed, MI-GAN once it is too (the fast one on a CPU); the
+    meta says which ran."""
     from backend.models import ModelManager
     from backend.models.presets import PRESETS
     from tests.learned_models import build_lama, build_migan
@@ -127,11 +128,11 @@ def test_auto_takes_the_installed_learned_filler_lama_first(tmp_path):
     image = truth.copy()
     image[hole] = (255, 0, 255)
     assert run()["fill"] == "patchmatch"
-    install("migan", build_migan)
-    assert run()["fill"] == "migan"
     install("lama", build_lama)
+    assert run()["fill"] == "lama"
+    install("migan", build_migan)
     meta = run()
-    assert meta["fill"] == "lama" and meta["fill_requested"] == "auto"
+    assert meta["fill"] == "migan" and meta["fill_requested"] == "auto"
 
 
 def test_auto_uses_telea_on_a_smooth_gradient_and_says_so():

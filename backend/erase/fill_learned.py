@@ -33,7 +33,7 @@ import numpy as np
 from protocol.errors import ErrorCode
 
 Cancelled = Callable[[], bool] | None
-LEARNED_FILLS = ("lama", "migan")  # also the preference order of ``installed_learned_fill``
+LEARNED_FILLS = ("lama", "migan")  # the preference order on a GPU (``learned_fill_order``)
 NATIVE_SIDE = 512  # both were trained on 512x512 crops
 # crop context (fraction of the region's long side): enough scene around it, while the object keeps detail
 CONTEXT = 0.5
@@ -229,8 +229,30 @@ def learned_filler(name: str, models: Any, cancelled: Cancelled = None) -> Learn
     return LearnedFiller(name, models.load_onnx(name), cancelled=cancelled)
 
 
+def learned_fill_order(models: Any) -> tuple[str, ...]:
+    """The order in which ``fill=auto`` prefers the learned fillers: MI-GAN before LaMa where the ONNX session
+    runs on a CPU, LaMa first where it runs on a GPU.
+
+    Measured on the project's 2-core CPU with the real architectures (docs/benchmarks/learned-fill.md):
+    big-lama ~17 s per 512 px crop (440 GFLOPs), MI-GAN ~2.3 s (29 GFLOPs, built for CPUs). An erase that
+    takes 17 s is not interactive, so on a CPU the fast model wins; on a GPU both are well under a second and
+    LaMa, the better-known quality (IOPaint's default eraser), goes first. A GPU counts only when onnxruntime
+    can use it (the CUDA provider), as ``ModelManager.load_onnx`` decides."""
+    device = str(getattr(models, "device", "cpu") or "cpu")
+    if device.startswith("cuda"):
+        try:
+            import onnxruntime as ort
+
+            if "CUDAExecutionProvider" in ort.get_available_providers():
+                return LEARNED_FILLS
+        except ImportError:  # pragma: no cover - onnxruntime is a runtime dependency
+            pass
+    return tuple(reversed(LEARNED_FILLS))
+
+
 def installed_learned_fill(models: Any) -> str | None:
-    """The name of the learned filler that is installed ("lama" before "migan"), or None; loads nothing.
+    """The name of the learned filler that is installed, in ``learned_fill_order`` (MI-GAN before LaMa on a
+    CPU, LaMa first on a GPU), or None; loads nothing.
 
     A model whose folder is there but broken (a download cut short) counts as installed: using it then
     raises MODEL_BROKEN with the reinstall command instead of silently filling another way."""
@@ -238,7 +260,7 @@ def installed_learned_fill(models: Any) -> str | None:
 
     if models is None:
         return None
-    for name in LEARNED_FILLS:
+    for name in learned_fill_order(models):
         try:
             models.onnx_file(name)
         except OpError as exc:
@@ -250,8 +272,8 @@ def installed_learned_fill(models: Any) -> str | None:
 
 
 def installed_learned_filler(models: Any, cancelled: Cancelled = None) -> LearnedFiller | None:
-    """For ``fill=auto``: the installed learned filler, loaded (LaMa preferred over MI-GAN), or None when
-    neither is installed. Raises MODEL_BROKEN when the installed one cannot be used."""
+    """For ``fill=auto``: the installed learned filler, loaded, or None when
+    neither is installed (``learned_fill_order``). Raises MODEL_BROKEN when the installed one cannot be used."""
     name = installed_learned_fill(models)
     return None if name is None else learned_filler(name, models, cancelled)
 
@@ -261,5 +283,6 @@ __all__ = [
     "LearnedFiller",
     "installed_learned_fill",
     "installed_learned_filler",
+    "learned_fill_order",
     "learned_filler",
 ]
