@@ -45,3 +45,35 @@ def test_fast_mode_refused_for_sdxl(sdxl_dir, tmp_path):
     with pytest.raises(OpError) as err:
         op.run(OpInputs(image, selection), params, JobContext(models=mm))
     assert err.value.code == ErrorCode.BAD_PARAM and err.value.details["param"] == "fast"
+    assert mm.stats.loads == 0  # decided from the folder's files: the model is not loaded to be refused
+
+
+def test_model_manager_reads_the_architecture_from_the_files(
+    sdxl_dir, tiny_sd_dir, tiny_inpaint_dir, tmp_path
+):
+    mm = ModelManager(models_dir=tmp_path, device="cpu", search_dirs=[], hf_cache_dir=tmp_path / "hf")
+    assert mm.architecture("inpaint", sdxl_dir) == "sdxl-inpaint"
+    assert mm.architecture("text2img", tiny_sd_dir) == "sd15"
+    assert mm.architecture("inpaint", tiny_inpaint_dir) == "sd15-inpaint"
+    assert mm.stats.loads == 0
+
+
+@pytest.mark.parametrize(
+    ("index", "unet", "arch"),
+    [
+        ({"text_encoder": [], "text_encoder_2": []}, {"in_channels": 4, "cross_attention_dim": 2048}, "sdxl"),
+        ({"text_encoder": []}, {"in_channels": 9, "cross_attention_dim": 1024}, "sd2-inpaint"),
+        ({"text_encoder": []}, {"in_channels": 4, "cross_attention_dim": 1024}, "sd2"),
+        ({"text_encoder": []}, {"in_channels": 4, "cross_attention_dim": 768}, "sd15"),
+    ],
+)
+def test_folder_architecture_from_the_configs(tmp_path, index, unet, arch):
+    import json
+
+    from backend.models.checkpoint import FAMILIES, FOLDER_ARCHITECTURES, family, folder_architecture
+
+    (tmp_path / "unet").mkdir()
+    (tmp_path / "model_index.json").write_text(json.dumps(index))
+    (tmp_path / "unet" / "config.json").write_text(json.dumps(unet))
+    assert folder_architecture(tmp_path) == arch and arch in FOLDER_ARCHITECTURES
+    assert family(arch) in FAMILIES

@@ -51,6 +51,7 @@ def test_inpaint_checkpoint_with_config_preset(tiny_inpaint_dir, reference, tmp_
     config_only_copy(tiny_inpaint_dir, tmp_path / "sd15-inpaint-config")
     mm = manager(tmp_path)
     assert mm.locate("inpaint", "my-inpaint").path == ckpt  # A1111's Stable-diffusion/ sub-folder
+    assert mm.architecture("inpaint", "my-inpaint") == "sd15-inpaint"  # from the header, before loading
     pipe = mm.load_pipeline("inpaint", "my-inpaint")
     assert type(pipe) is StableDiffusionInpaintPipeline and pipe.safety_checker is None
     assert same_weights(pipe, reference)

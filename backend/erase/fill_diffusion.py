@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from backend.models.checkpoint import family
 from backend.replace.pipeline_replace import Callback, ReplaceParams, inpaint, native_resolution
 
 from .fill_learned import LEARNED_FILLS, learned_filler
@@ -110,7 +111,7 @@ def erase_model_fillers(
         return {}
     pipe = models.load_pipeline("inpaint")  # MODEL_MISSING / MODEL_BROKEN with what to do
     options: dict[str, Any] = {}
-    if models.has_model("lcm-lora") and "XL" not in type(pipe).__name__:
+    if models.has_model("lcm-lora") and family(models.architecture("inpaint")) == "sd15":
         options = {"fast": True, "steps": 6, "guidance": 1.5, "lcm_lora": models.lora_file()}
     filler = DiffusionFiller(pipe, callback=callback, **options)
     return {fill: filler}

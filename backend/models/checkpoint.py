@@ -14,14 +14,52 @@ from protocol.errors import ErrorCode
 
 from .locate import model_error
 
-# architecture -> (label, preset with its configs only, preset with full weights of the same shape)
+# architecture -> (label, preset with its configs only, preset with full weights of the same shape): what a
+# single-file checkpoint can be (SD 2.x checkpoints are refused by ``sniff_architecture``)
 ARCHITECTURES = {
     "sd15": ("Stable Diffusion 1.x", "sd15-config", "sd15"),
     "sd15-inpaint": ("Stable Diffusion 1.x inpainting", "sd15-inpaint-config", "sd15-inpaint"),
     "sdxl": ("SDXL", "sdxl-config", None),
     "sdxl-inpaint": ("SDXL inpainting", "sdxl-inpaint-config", "sdxl-inpaint"),
 }
+# what a diffusers folder can be, besides those: SD 2.x folders load (text-to-image, inpainting)
+FOLDER_ARCHITECTURES = {
+    **{arch: label for arch, (label, _, _) in ARCHITECTURES.items()},
+    "sd2": "Stable Diffusion 2.x",
+    "sd2-inpaint": "Stable Diffusion 2.x inpainting",
+}
+FAMILIES = ("sd15", "sd2", "sdxl")  # an architecture's family is its key without "-inpaint"
 _UNET_IN = "model.diffusion_model.input_blocks.0.0.weight"
+_SD2_TEXT_DIM = (
+    1024  # the UNet's cross-attention width: 768 in SD 1.x (CLIP ViT-L), 1024 in SD 2.x (OpenCLIP ViT-H)
+)
+
+
+def family(arch: str) -> str:
+    """ "sd15", "sd2" or "sdxl": what decides which LoRAs, text encoders and latent space a model takes."""
+    return arch.removesuffix("-inpaint")
+
+
+def folder_architecture(folder: Path) -> str:
+    """One of FOLDER_ARCHITECTURES' keys for a diffusers pipeline folder, from its JSON files only (no weights
+    are read): SDXL has a second text encoder, inpainting UNets take 9 input channels, SD 2.x cross-attends
+    to 1024-wide text states. A folder without the files it would need reads as SD 1.x (loading it says more)."""
+    try:
+        index = json.loads((folder / "model_index.json").read_text())
+    except (OSError, ValueError):
+        index = {}
+    try:
+        unet = json.loads((folder / "unet" / "config.json").read_text())
+    except (OSError, ValueError):
+        unet = {}
+    inpaint = unet.get("in_channels") == 9
+    if "text_encoder_2" in index:
+        base = "sdxl"
+    elif unet.get("cross_attention_dim") == _SD2_TEXT_DIM:
+        base = "sd2"
+    else:
+        base = "sd15"
+    return f"{base}-inpaint" if inpaint else base
 
 
 def read_safetensors_header(path: Path) -> dict:

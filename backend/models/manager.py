@@ -18,7 +18,7 @@ from typing import Any
 
 from protocol.errors import ErrorCode
 
-from .checkpoint import ARCHITECTURES, sniff_architecture
+from .checkpoint import ARCHITECTURES, folder_architecture, sniff_architecture
 from .device import default_budget_bytes, pick_device, pick_dtype
 from .locate import Location, Locator, default_hf_cache, extra_model_dirs, model_error
 from .presets import (
@@ -93,12 +93,25 @@ class ModelManager:
         self._locator = Locator(self.models_dir, dirs, cache)
         self._cache: OrderedDict[tuple[str, str], _Entry] = OrderedDict()
         self._lock = threading.RLock()
+        self._architectures: dict[tuple[str, int], str] = {}  # (location key, mtime) -> architecture
         self.stats = LoadStats()
 
     # ---- finding -------------------------------------------------------------------------------------------
     def locate(self, kind: str, ref: str | os.PathLike | None = None) -> Location:
         """Where ``ref`` (or the kind's default preset) lives; OpError(MODEL_MISSING) if nowhere."""
         return self._locator.find(kind, ref)
+
+    def architecture(self, kind: str, ref: str | os.PathLike | None = None) -> str:
+        """What ``ref`` (or the kind's default) is: "sd15", "sd2", "sdxl", with "-inpaint" for inpainting
+        models (``checkpoint.family`` strips it). Read from the files (a checkpoint's header, a folder's
+        configs), never by loading; the ops decide SDXL and LCM-LoRA support from this, not from the pipeline."""
+        loc = self.locate(kind, ref)
+        key = (loc.key, loc.path.stat().st_mtime_ns)  # a file copied over the old one is read again
+        with self._lock:
+            if key not in self._architectures:
+                read = sniff_architecture if loc.form == "file" else folder_architecture
+                self._architectures[key] = read(loc.path)
+            return self._architectures[key]
 
     def has_model(self, kind: str, ref: str | os.PathLike | None = None) -> bool:
         """True when ``locate`` would succeed (used e.g. by erase's "auto" filler choice)."""
