@@ -17,7 +17,7 @@ from types import SimpleNamespace
 import pytest
 
 from protocol.errors import ErrorCode, ProtocolError
-from protocol.hostkit import Form, mode_by_label
+from protocol.hostkit import Form, mode_by_label, result_mask
 from tests.hosts.gimp import fake_gimp
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -540,7 +540,7 @@ def test_select_object_bad_mask_leaves_the_selection(server, tmp_path):
     image.select_rectangle("REPLACE", 14, 10, 6, 5)
     source = gimpio.read_source(gimp, gegl, image, src, mode_by_label("Select object"))
     with pytest.raises(ProtocolError) as err:
-        plugin.check_result_mask(None, source)
+        result_mask(None, source.region)
     assert err.value.code == ErrorCode.BAD_BUFFER and "selection is unchanged" in err.value.message
     with pytest.raises(ValueError):
         gimpio.replace_selection(gimp, gegl, image, source, b"\x00")

@@ -1,4 +1,4 @@
-"""Host-neutral plugin logic (protocol/hostkit/): layouts, regions, selection maths, forms, job states."""
+"""Host-neutral plugin logic (protocol/hostkit/): regions, selection maths, forms, job states."""
 
 from __future__ import annotations
 
@@ -15,7 +15,6 @@ from protocol.hostkit import (
     backend_status,
     device_words,
     forms_from_hello,
-    krita_layout,
     layer_name,
     mask_bounds,
     mask_coverage,
@@ -30,31 +29,6 @@ from protocol.hostkit import (
 )
 
 ERASE, REPLACE, IMAGIC = (mode_by_label(n) for n in ("Erase", "Replace", "Imagic"))
-
-
-@pytest.mark.parametrize(
-    ("model", "depth", "sample", "order", "bpp"),
-    [
-        ("RGBA", "U8", "u8", "BGRA", 4),
-        ("RGBA", "U16", "u16", "BGRA", 8),
-        ("RGBA", "F16", "f16", "RGBA", 8),
-        ("RGBA", "F32", "f32", "RGBA", 16),
-    ],
-)
-def test_krita_layouts_match_krita_bytes_per_pixel(model, depth, sample, order, bpp):
-    layout = krita_layout(model, depth)
-    assert (layout.sample, layout.order, layout.bytes_per_pixel) == (sample, order, bpp)
-    assert layout.nbytes(3, 2) == 6 * bpp
-
-
-@pytest.mark.parametrize(
-    ("model", "depth"), [("CMYKA", "U8"), ("LABA", "U16"), ("GRAYA", "U8"), ("RGBA", "F64")]
-)
-def test_unsupported_colour_spaces_say_how_to_convert(model, depth):
-    with pytest.raises(ProtocolError) as err:
-        krita_layout(model, depth)
-    assert err.value.code == ErrorCode.UNSUPPORTED_FORMAT
-    assert "Convert" in err.value.message
 
 
 def test_rect_intersection_and_corners():

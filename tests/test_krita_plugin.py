@@ -26,7 +26,7 @@ from krita_plugin.layeredit import kritaio  # noqa: E402
 from krita_plugin.layeredit.controller import Controller  # noqa: E402
 from protocol.client import Client  # noqa: E402
 from protocol.errors import ErrorCode, ProtocolError  # noqa: E402
-from protocol.hostkit import JobState, Rect, mode_by_label  # noqa: E402
+from protocol.hostkit import JobState, Rect, mode_by_label, result_names  # noqa: E402
 from tests.hosts.krita import testops  # noqa: E402
 from tests.hosts.krita.testops import GATE, registry  # noqa: E402
 
@@ -100,13 +100,44 @@ def pixels(node, doc, depth):
 # -- document I/O ------------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize(
+    ("model", "depth", "sample", "order", "bpp"),
+    [
+        ("RGBA", "U8", "u8", "BGRA", 4),
+        ("RGBA", "U16", "u16", "BGRA", 8),
+        ("RGBA", "F16", "f16", "RGBA", 8),
+        ("RGBA", "F32", "f32", "RGBA", 16),
+    ],
+)
+def test_krita_layouts_match_krita_bytes_per_pixel(model, depth, sample, order, bpp):
+    layout = kritaio.krita_layout(model, depth)
+    assert (layout.sample, layout.order, layout.bytes_per_pixel) == (sample, order, bpp)
+    assert layout.nbytes(3, 2) == 6 * bpp
+
+
+@pytest.mark.parametrize(
+    ("model", "depth"), [("CMYKA", "U8"), ("LABA", "U16"), ("GRAYA", "U8"), ("RGBA", "F64")]
+)
+def test_unsupported_colour_spaces_say_how_to_convert(model, depth):
+    with pytest.raises(ProtocolError) as err:
+        kritaio.krita_layout(model, depth)
+    assert err.value.code == ErrorCode.UNSUPPORTED_FORMAT
+    assert "Convert" in err.value.message
+
+
 def test_read_source_sends_krita_layout_region_and_aligned_selection(app):
     doc, node = layer_doc(app)
     select(doc, 10, 8, 6, 4)
     src = kritaio.read_source(doc, node, mode_by_label("Erase"))
     assert src.plan.region == Rect(0, 0, 40, 30)  # context clipped to the layer
-    buf = src.image_buffer()
+    buf, sel_buf = src.buffers()
     assert (buf.dtype, buf.order, buf.channels, buf.x, buf.y) == ("u8", "BGRA", 4, 0, 0)
+    assert (sel_buf.dtype, sel_buf.order, sel_buf.role, bytes(sel_buf.data)) == (
+        "u8",
+        "gray",
+        "selection",
+        src.selection,
+    )
     sel = np.frombuffer(src.selection, np.uint8).reshape(30, 40)
     assert sel[8:12, 10:16].all() and sel.sum() == 24 * 255
 
@@ -115,8 +146,9 @@ def test_read_source_float_depth_is_rgba_and_offset_layer_is_clipped_to_canvas(a
     doc, node = layer_doc(app, "F32", layer_rect=(-5, 3, 30, 20))
     src = kritaio.read_source(doc, node, mode_by_label("Imagic"))
     assert src.plan.region == Rect(0, 3, 25, 20) and src.selection is None
-    buf = src.image_buffer()
+    buf, sel_buf = src.buffers()
     assert (buf.dtype, buf.order, buf.x, buf.y, buf.stride) == ("f32", "RGBA", 0, 3, 25 * 16)
+    assert sel_buf is None
 
 
 def test_read_source_errors_say_what_to_do(app):
@@ -147,7 +179,8 @@ def test_result_layer_goes_above_source_with_unique_name(app):
     doc.rootNode().addChildNode(top, node)
     data = bytes([9, 9, 9, 255]) * 4
     a = kritaio.add_result_layer(doc, node, "Erase", data, Rect(1, 1, 2, 2))
-    b = kritaio.add_result_layer(doc, node, "Erase", data, Rect(1, 1, 2, 2))
+    (name,) = result_names(mode_by_label("Erase"), {}, {}, 1, kritaio.layer_names(doc))
+    b = kritaio.add_result_layer(doc, node, name, data, Rect(1, 1, 2, 2))
     assert [n.name() for n in doc.topLevelNodes()] == ["source", "Erase (2)", "Erase", "top"]
     assert a.pixelData(1, 1, 1, 1) == bytes([9, 9, 9, 255]) and b.bounds() == fake_krita.QRect(1, 1, 2, 2)
     assert node.writes == 0

@@ -25,13 +25,16 @@ from protocol.hostkit import (
     choose_backend,
     forms_from_hello,
     installed_presets,
-    layer_name,
     load_choice,
     mode_by_label,
     model_hints,
     no_backend_status,
     only_changed,
+    op_form,
     refused_message,
+    result_image,
+    result_mask,
+    result_names,
     with_project_path,
 )
 
@@ -231,16 +234,10 @@ class Controller:
         try:
             if not self.connected:
                 raise ProtocolError(ErrorCode.NO_BACKEND, "Not connected to the backend yet: press Connect.")
-            if mode.op not in self.forms:
-                raise ProtocolError(
-                    ErrorCode.UNKNOWN_OP,
-                    f"This backend has no '{mode.op}' op (it offers {', '.join(self.forms) or 'none'}); "
-                    "update the backend.",
-                )
+            mode = mode.with_schema(op_form(self.forms, mode.op).needs_selection)
             pixels = kritaio.read_source(doc, node, mode, source)
-            job_id = self.client.submit(
-                mode.op, params, image=pixels.image_buffer(), selection=pixels.selection_buffer()
-            )
+            image, selection = pixels.buffers()
+            job_id = self.client.submit(mode.op, params, image=image, selection=selection)
         except ProtocolError as exc:
             self.job.failed(exc.code, self.user_text(exc.message))
             self.on_change()
@@ -414,24 +411,27 @@ class Controller:
             self.job.finished("Preview; release the slider for the full render.")
             self.last = Outcome(self.job.state.value, message=self.job.message, meta=dict(result.meta))
             return
-        image = result.image
-        if image is None or (image.width, image.height) != (region.w, region.h):
-            self.job.failed(
-                ErrorCode.BAD_BUFFER, "The backend returned an image of the wrong size; nothing changed."
+        layout = pend.pixels.layout
+        try:  # every buffer is checked before the document is touched
+            images = [
+                result_image(img, region, layout.sample, layout.order)
+                for img in (result.image, *result.candidates)
+            ]
+            mask = (
+                result_mask(result.mask, region) if pend.set_selection and result.mask is not None else None
             )
-            self.last = Outcome(
-                self.job.state.value, message=self.job.message, code=ErrorCode.BAD_BUFFER.value
-            )
+        except ProtocolError as exc:
+            self._fail_pending(exc)
             return
+        names = result_names(pend.mode, pend.params, result.meta, len(images), kritaio.layer_names(pend.doc))
         layers = [
-            kritaio.add_result_layer(pend.doc, pend.source, layer_name(pend.mode, params), img.data, region)
-            for img, params in self._images_and_params(result, pend)
-            if (img.width, img.height) == (region.w, region.h)
+            kritaio.add_result_layer(pend.doc, pend.source, name, data, region)
+            for name, data in zip(names, images, strict=True)
         ]  # each goes right above the source, so the first (the primary eta) ends on top
         layer = layers[0]
         self.defer(lambda: kritaio.reactivate(self.app, pend.doc, pend.source))
-        if pend.set_selection and result.mask is not None:
-            kritaio.set_selection(pend.doc, result.mask.data, region)
+        if mask is not None:
+            kritaio.set_selection(pend.doc, mask, region)
         if pend.mode.op == "imagic" and isinstance(result.meta.get("seed"), int):
             self.last_imagic_seed = int(result.meta["seed"])
         took = time.monotonic() - pend.submitted_at
@@ -448,22 +448,12 @@ class Controller:
     def _apply_selection(self, result: Any, pend: Pending) -> None:
         """Select object: the snapped mask replaces the selection over the region sent; no layer, no pixels."""
         region = pend.pixels.plan.region
-        mask = result.mask
-        if mask is None or (mask.width, mask.height, mask.channels, mask.dtype) != (
-            region.w,
-            region.h,
-            1,
-            "u8",
-        ):
-            self.job.failed(
-                ErrorCode.BAD_BUFFER,
-                "The backend returned no mask of the right size; the selection is unchanged.",
-            )
-            self.last = Outcome(
-                self.job.state.value, message=self.job.message, code=ErrorCode.BAD_BUFFER.value
-            )
+        try:
+            mask = result_mask(result.mask, region)
+        except ProtocolError as exc:
+            self._fail_pending(exc)
             return
-        kritaio.set_selection(pend.doc, mask.data, region)
+        kritaio.set_selection(pend.doc, mask, region)
         took = time.monotonic() - pend.submitted_at
         self.job.finished(f"Done in {took:.1f} s: the object is selected.")
         sent = {
@@ -476,15 +466,6 @@ class Controller:
             meta=dict(result.meta),
             sent={**sent, "params": pend.params},
         )
-
-    @staticmethod
-    def _images_and_params(result: Any, pend: Pending) -> list[tuple[Any, dict]]:
-        """The result image plus Imagic's eta candidates, each with the params naming its layer."""
-        images = [result.image, *result.candidates]
-        etas = pend.params.get("eta")
-        if not isinstance(etas, list) or len(etas) != len(images):
-            return [(images[0], pend.params)]
-        return [(img, {**pend.params, "eta": eta}) for img, eta in zip(images, etas, strict=True)]
 
     @property
     def state(self) -> JobState:

@@ -1,7 +1,8 @@
 """Krita document I/O: read the pixels and selection to send, write the result as a new layer.
 
 Only Krita's scripting API is used here (Document, Node, Selection), duck-typed so tests drive it with a fake
-``krita`` module. The maths (which rectangle, which byte layout) lives in ``protocol.hostkit``.
+``krita`` module. The host-neutral maths (which rectangle, the buffers, the names) lives in ``protocol.hostkit``; Krita's
+own byte layout (``krita_layout``) is here.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from protocol.hostkit import (
     PixelLayout,
     Rect,
     RegionPlan,
-    krita_layout,
+    job_buffers,
     mask_coverage,
     outline_rects,
     plan_region,
@@ -24,6 +25,27 @@ from protocol.wire import Buffer
 
 SOURCE_LAYER = "layer"
 SOURCE_VISIBLE = "visible"
+_DEPTHS = {"U8": "u8", "U16": "u16", "F16": "f16", "F32": "f32"}
+
+
+def krita_layout(color_model: str, depth: str) -> PixelLayout:
+    """Krita's Node.pixelData layout. Integer RGB depths are stored BGRA (KoBgrU8/U16 traits), float depths RGBA;
+    sending the host's order as-is lets the backend reorder with numpy instead of Python loops here."""
+    sample = _DEPTHS.get(depth)
+    if sample is None:
+        raise ProtocolError(
+            ErrorCode.UNSUPPORTED_FORMAT,
+            f"Colour depth {depth} is not supported; use Image > Convert Image Color Space to 8/16-bit integer "
+            "or 16/32-bit float.",
+        )
+    if color_model == "RGBA":
+        return PixelLayout(sample, "BGRA" if sample in ("u8", "u16") else "RGBA")
+    # Grey+alpha has no wire order (the protocol carries gray, RGB, RGBA, BGRA): converting is one click.
+    raise ProtocolError(
+        ErrorCode.UNSUPPORTED_FORMAT,
+        f"Colour model {color_model} is not supported; convert the image to RGB/Alpha "
+        "(Image > Convert Image Color Space) and run again.",
+    )
 
 
 @dataclass
@@ -35,25 +57,10 @@ class SourcePixels:
     image: bytes
     selection: bytes | None  # 8-bit, region-sized; None without a selection
 
-    def image_buffer(self) -> Buffer:
-        r = self.plan.region
-        return Buffer(
-            self.image,
-            r.w,
-            r.h,
-            channels=self.layout.channels,
-            dtype=self.layout.sample,
-            order=self.layout.order,
-            x=r.x,
-            y=r.y,
-        )
-
-    def selection_buffer(self) -> Buffer | None:
-        if self.selection is None:
-            return None
-        r = self.plan.region
-        return Buffer(
-            self.selection, r.w, r.h, channels=1, dtype="u8", order="gray", x=r.x, y=r.y, role="selection"
+    def buffers(self) -> tuple[Buffer, Buffer | None]:
+        """The image and selection buffers to submit, in Krita's own layout (the result comes back in it)."""
+        return job_buffers(
+            self.plan.region, self.image, self.layout.sample, self.layout.order, self.selection
         )
 
 
@@ -132,16 +139,19 @@ def node_alive(doc: Any, node: Any) -> bool:
         return False
 
 
+def layer_names(doc: Any) -> list[str]:
+    """The names result layers must not repeat (``hostkit.result_names`` numbers a repeat)."""
+    return [n.name() for n in doc.topLevelNodes()]
+
+
 def add_result_layer(
     doc: Any, source: Any, name: str, data: bytes | memoryview, region: Rect, *, opacity: int = 255
 ) -> Any:
-    """Create a NEW paint layer above ``source`` (or on top of the stack for the visible image) and fill it.
+    """Create a NEW paint layer called ``name`` above ``source`` (or on top of the stack for the visible image)
+    and fill it.
     Adding a layer is undoable in Krita; setPixelData on an existing layer is not, so the source is never
     written."""
-    existing = [n.name() for n in doc.topLevelNodes()]
-    from protocol.hostkit import unique_name
-
-    layer = doc.createNode(unique_name(name, existing), "paintlayer")
+    layer = doc.createNode(name, "paintlayer")
     if source is not None and node_alive(doc, source):
         parent = source.parentNode() or doc.rootNode()
         parent.addChildNode(layer, source)

@@ -5,14 +5,16 @@ so it is tested without a host. One module per concern; this package re-exports 
 write ``from protocol.hostkit import X``:
 
 - ``modes``: what the user picks (``MODES``) and which op runs it;
-- ``layouts``: pixel layouts (sample type, channel order) a host hands out;
+- ``layouts``: pixel layouts (sample type, channel order) a host hands out (Krita's own mapping from its
+  colour model and depth stays in the Krita plugin);
 - ``region``: rectangles and which rectangle of the image to send (``plan_region``);
 - ``masks``: selection-mask maths (coverage, bounds, outline rectangles);
-- ``forms``: parameter forms built from the schemas ``hello`` advertises;
+- ``results``: the buffers a job sends, and the result's buffers checked against what was sent;
+- ``forms``: parameter forms built from the schemas ``hello`` advertises (and the unknown-op error);
 - ``hints``: what to install, with a command the user can paste;
 - ``status``: the connection line and stage names in plain words;
 - ``jobs``: the job's state machine;
-- ``naming``: the name of the result layer;
+- ``naming``: the names of the result layers;
 - ``choice``: the saved choice of backend (local or an imported remote).
 
 The host plugins only do I/O and widgets.
@@ -29,14 +31,15 @@ from protocol.hostkit.choice import (
     refused_message,
     save_choice,
 )
-from protocol.hostkit.forms import PROMPT_PARAMS, Field, Form, forms_from_hello, only_changed
+from protocol.hostkit.forms import PROMPT_PARAMS, Field, Form, forms_from_hello, only_changed, op_form
 from protocol.hostkit.hints import install_py, installed_presets, model_hint, model_hints, with_project_path
 from protocol.hostkit.jobs import JobState, JobTracker
-from protocol.hostkit.layouts import SAMPLE_BYTES, PixelLayout, krita_layout
+from protocol.hostkit.layouts import SAMPLE_BYTES, PixelLayout
 from protocol.hostkit.masks import mask_bounds, mask_coverage, mask_runs, outline_rects
 from protocol.hostkit.modes import LAYER, MODES, SELECTION, Mode, mode_by_label, no_selection_message
-from protocol.hostkit.naming import layer_name, unique_name
+from protocol.hostkit.naming import layer_name, result_names, unique_name
 from protocol.hostkit.region import CONTEXT_FRACTION, CONTEXT_MIN, Rect, RegionPlan, plan_region
+from protocol.hostkit.results import job_buffers, packed, result_image, result_mask
 from protocol.hostkit.status import (
     STAGE_WORDS,
     backend_status,
@@ -71,21 +74,26 @@ __all__ = [
     "forms_from_hello",
     "install_py",
     "installed_presets",
-    "krita_layout",
+    "job_buffers",
     "layer_name",
     "load_choice",
     "mask_bounds",
     "mask_coverage",
     "mask_runs",
+    "mode_by_label",
     "model_hint",
     "model_hints",
-    "mode_by_label",
     "no_backend_status",
     "no_selection_message",
     "only_changed",
+    "op_form",
     "outline_rects",
+    "packed",
     "plan_region",
     "refused_message",
+    "result_image",
+    "result_mask",
+    "result_names",
     "save_choice",
     "stage_words",
     "unique_name",

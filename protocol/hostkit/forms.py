@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -140,11 +141,19 @@ class Form:
     help: str
     fields: list[Field]
     values: dict[str, Any] = field(default_factory=dict)
+    needs_selection: bool | None = None  # the op's schema flag; None: the schema does not say (older backend)
 
     @classmethod
     def from_op_json(cls, spec: dict) -> Form:
         fields = [Field.from_json(p) for p in spec.get("params", [])]
-        return cls(str(spec["name"]), str(spec.get("help", "")), fields, {f.name: f.default for f in fields})
+        needs = spec.get("needs_selection")
+        return cls(
+            str(spec["name"]),
+            str(spec.get("help", "")),
+            fields,
+            {f.name: f.default for f in fields},
+            None if needs is None else bool(needs),
+        )
 
     def field(self, name: str) -> Field:
         for f in self.fields:
@@ -182,6 +191,19 @@ class Form:
 def forms_from_hello(hello: dict) -> dict[str, Form]:
     """op name -> Form, from the ``ops`` list of a hello reply."""
     return {f.op: f for f in (Form.from_op_json(s) for s in hello.get("ops", []))}
+
+
+def op_form(forms: Mapping[str, Form], op: str) -> Form:
+    """The form of ``op`` among a backend's ``forms``; ``unknown_op`` (saying what it offers and how to update
+    it) when that backend has no such op."""
+    form = forms.get(op)
+    if form is None:
+        raise ProtocolError(
+            ErrorCode.UNKNOWN_OP,
+            f"This backend has no '{op}' op (it offers: {', '.join(sorted(forms)) or 'none'}); "
+            "update it with: python3 install.py",
+        )
+    return form
 
 
 def only_changed(old: dict[str, Any] | None, new: dict[str, Any]) -> set[str]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from protocol.errors import ErrorCode, ProtocolError
 
@@ -13,7 +13,9 @@ LAYER, SELECTION = "layer", "selection"  # what a mode's result becomes in the h
 class Mode:
     label: str  # shown in the UI and used in layer names
     op: str  # backend op name
-    needs_selection: bool  # False: without a selection the whole layer is the input
+    # False: without a selection the whole layer is the input. The backend's schema says it too (``hello``,
+    # schemas.json): hosts use ``with_schema``; this value serves only where no schema is known yet.
+    needs_selection: bool
     has_prompt: bool
     has_negative: bool
     output: str = LAYER  # LAYER: new layer(s) above the source; SELECTION: the result replaces the selection
@@ -24,6 +26,12 @@ class Mode:
     @property
     def makes_layer(self) -> bool:
         return self.output == LAYER
+
+    def with_schema(self, needs_selection: bool | None) -> Mode:
+        """This mode as the backend's op schema describes it (``Form.needs_selection``); None: as built in."""
+        if needs_selection is None or needs_selection == self.needs_selection:
+            return self
+        return replace(self, needs_selection=needs_selection)
 
 
 # The order both hosts show them in: the Krita docker's Mode list and GIMP's Filters > AI Edit menu.

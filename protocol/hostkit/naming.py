@@ -34,3 +34,26 @@ def unique_name(name: str, existing: Iterable[str]) -> str:
     while f"{name} ({n})" in taken:
         n += 1
     return f"{name} ({n})"
+
+
+def result_names(
+    mode: Mode, params: dict[str, Any], meta: dict[str, Any], count: int, existing: Iterable[str]
+) -> list[str]:
+    """One layer name per result image (the primary first, then the candidates), each unique among
+    ``existing`` and the others. Imagic renders one image per eta: each is named after the eta the backend
+    says it rendered it with (``meta["etas"]``, in the images' order), else after the requested ``eta`` list
+    when that has one value per image; otherwise all are named from ``params`` (and numbered)."""
+    etas = _one_per_image(meta.get("etas"), count)
+    if etas is None:
+        etas = _one_per_image(params.get("eta"), count)
+    taken = list(existing)
+    names = []
+    for i in range(count):
+        name = layer_name(mode, params if etas is None else {**params, "eta": etas[i]})
+        names.append(unique_name(name, taken))
+        taken.append(names[-1])
+    return names
+
+
+def _one_per_image(values: Any, count: int) -> list[Any] | None:
+    return list(values) if isinstance(values, list | tuple) and len(values) == count else None

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from protocol import connection
-from protocol.errors import ErrorCode, ProtocolError
+from protocol.errors import ProtocolError
 from protocol.hostkit import (
     MODES,
     Form,
@@ -20,18 +20,20 @@ from protocol.hostkit import (
     Mode,
     forms_from_hello,
     installed_presets,
-    layer_name,
+    job_buffers,
     load_choice,
     model_hints,
-    unique_name,
+    op_form,
+    result_image,
+    result_mask,
+    result_names,
     with_project_path,
 )
 from protocol.launcher import ask_schemas
-from protocol.wire import Buffer
 
 from .backend import choose as choose_backend
 from .backend import connect_or_start, read_config
-from .gimpio import Source, read_source, replace_selection, write_result
+from .gimpio import read_source, replace_selection, write_result
 from .guard import CancelGuard
 from .pdbargs import SELECT, add_arguments, advanced_names, arg_name, params_from_config
 
@@ -103,15 +105,22 @@ def mode_of(procedure_name: str) -> Mode:
     raise KeyError(procedure_name)
 
 
-def load_schemas(plugin_dir: Path) -> dict[str, dict]:
-    """op name -> schema: the installer's snapshot, else asked from the project's venv, else nothing
-    (then only the host's own arguments are registered and the backend's defaults apply)."""
+def load_schemas(plugin_dir: Path, ask_venv: bool = True) -> dict[str, dict]:
+    """op name -> schema: the installer's snapshot, else asked from the project's venv (``ask_venv``), else
+    nothing (then only the host's own arguments are registered and the backend's defaults apply)."""
     try:
         ops = json.loads((plugin_dir / SCHEMAS_NAME).read_text("utf-8"))
     except (OSError, ValueError):
-        config = read_config(plugin_dir)
+        config = read_config(plugin_dir) if ask_venv else None
         ops = (ask_schemas(config, timeout=60) if config is not None else None) or []
     return {o["name"]: o for o in ops if isinstance(o, dict) and "name" in o}
+
+
+def needs_selection(plugin_dir: Path, op: str) -> bool | None:
+    """What the schema snapshot says of ``op``'s selection (None: no snapshot, or it does not say). Read
+    before connecting, so a missing selection is reported without starting a backend; ``hello`` comes later."""
+    needs = load_schemas(plugin_dir, ask_venv=False).get(op, {}).get("needs_selection")
+    return None if needs is None else bool(needs)
 
 
 def create_procedure(
@@ -155,60 +164,6 @@ class Outcome:
     timings: dict = field(default_factory=dict)  # read_s, job_s (send + backend + receive), write_s, total_s
 
 
-def source_buffers(source: Source) -> tuple[Buffer, Buffer | None]:
-    r, fmt = source.region, source.fmt
-    image = Buffer(source.pixels, r.w, r.h, 4, fmt.sample, "RGBA", x=r.x, y=r.y, role="image")
-    if source.selection is None:
-        return image, None
-    sel = Buffer(source.selection, r.w, r.h, 1, fmt.mask_sample, "gray", x=r.x, y=r.y, role="selection")
-    return image, sel
-
-
-def packed(buf: Buffer) -> bytes:
-    """The buffer's rows without stride padding."""
-    data = memoryview(buf.data).cast("B")
-    if buf.stride == buf.row_bytes:
-        return bytes(data)
-    return b"".join(bytes(data[y * buf.stride : y * buf.stride + buf.row_bytes]) for y in range(buf.height))
-
-
-def check_result_image(buf: Buffer | None, source: Source) -> bytes:
-    r = source.region
-    if buf is None or (buf.width, buf.height, buf.dtype, buf.order) != (r.w, r.h, source.fmt.sample, "RGBA"):
-        got = None if buf is None else (buf.width, buf.height, buf.dtype, buf.order)
-        raise ProtocolError(
-            ErrorCode.BAD_BUFFER,
-            f"The backend returned {got}, expected {(r.w, r.h, source.fmt.sample, 'RGBA')}; "
-            "update the plug-in and the backend together (python3 install.py).",
-        )
-    return packed(buf)
-
-
-def check_result_mask(buf: Buffer | None, source: Source) -> bytes:
-    """The snapped mask of a Select object job: 8-bit gray over the region that was sent."""
-    r = source.region
-    if buf is None or (buf.width, buf.height, buf.dtype, buf.channels) != (r.w, r.h, "u8", 1):
-        got = None if buf is None else (buf.width, buf.height, buf.dtype, buf.channels)
-        raise ProtocolError(
-            ErrorCode.BAD_BUFFER,
-            f"The backend returned the mask {got}, expected {(r.w, r.h, 'u8', 1)}; the selection is unchanged. "
-            "Update the plug-in and the backend together (python3 install.py).",
-        )
-    return packed(buf)
-
-
-def result_names(mode: Mode, params: dict, meta: dict, count: int, image: Any) -> list[str]:
-    """One layer name per result image; Imagic's candidates are named after their eta (``meta["etas"]``)."""
-    etas = meta.get("etas") if isinstance(meta.get("etas"), list) else None
-    taken = [layer.get_name() for layer in image.get_layers()]
-    names = []
-    for i in range(count):
-        p = dict(params, eta=etas[i]) if etas is not None and i < len(etas) else params
-        names.append(unique_name(layer_name(mode, p), taken))
-        taken.append(names[-1])
-    return names
-
-
 class Progress:
     """Job progress on GIMP's progress bar: the stage as text, step/total as the fraction."""
 
@@ -238,22 +193,20 @@ def run_job(
 ) -> Outcome:
     """Read -> submit -> wait -> new layer. Any failure raises ProtocolError before the image is touched."""
     started = time.perf_counter()
+    # the installer's schema snapshot says whether the op needs a selection before any backend is asked
+    mode = mode.with_schema(needs_selection(plugin_dir, mode.op))
     source = read_source(gimp, gegl, image, drawable, mode)
     timings = {"read_s": time.perf_counter() - started}
     gimp.progress_init(f"{mode.label}: connecting to the backend…")
     progress = Progress(gimp, mode)
     client = connect(plugin_dir, on_status=progress.text)
     try:
-        forms = forms_from_hello(client.hello())
-        form: Form | None = forms.get(mode.op)
-        if form is None:
-            raise ProtocolError(
-                ErrorCode.UNKNOWN_OP,
-                f"This backend has no '{mode.op}' op (it offers: {', '.join(sorted(forms)) or 'none'}); "
-                "update it with: python3 install.py",
-            )
+        form = op_form(forms_from_hello(client.hello()), mode.op)
         params = params_from_config(config, form, registered)
-        image_buf, sel_buf = source_buffers(source)
+        r, fmt = source.region, source.fmt
+        image_buf, sel_buf = job_buffers(
+            r, source.pixels, fmt.sample, "RGBA", source.selection, fmt.mask_sample
+        )
         progress.tracker.submitting()
         chosen = load_choice().connection_file  # the guard reaches the same backend the plug-in uses
         watchdog = guard(
@@ -272,22 +225,21 @@ def run_job(
             not mode.makes_layer
         ):  # Select object: the snapped mask becomes the selection, nothing else changes
             written = time.perf_counter()
-            replace_selection(gimp, gegl, image, source, check_result_mask(result.mask, source))
+            replace_selection(gimp, gegl, image, source, result_mask(result.mask, r))
             timings["write_s"] = time.perf_counter() - written
             timings["total_s"] = time.perf_counter() - started
             gimp.progress_update(1.0)
             progress.tracker.finished()
             return Outcome(None, job, params, result.meta, [], timings)
-        pixels = check_result_image(result.image, source)
+        pixels = [result_image(img, r, fmt.sample, "RGBA") for img in (result.image, *result.candidates)]
         mask = None
         if SELECT in registered and config.get_property(SELECT) and result.mask is not None:
-            mask = packed(result.mask)
-        names = result_names(mode, params, result.meta, 1 + len(result.candidates), image)
-        extra = [
-            (n, check_result_image(c, source)) for n, c in zip(names[1:], result.candidates, strict=True)
-        ]
+            mask = result_mask(result.mask, r)
+        taken = [layer.get_name() for layer in image.get_layers()]
+        names = result_names(mode, params, result.meta, len(pixels), taken)
+        extra = list(zip(names[1:], pixels[1:], strict=True))
         written = time.perf_counter()
-        layers = write_result(gimp, gegl, image, source, pixels, names[0], mask=mask, extra=extra)
+        layers = write_result(gimp, gegl, image, source, pixels[0], names[0], mask=mask, extra=extra)
         timings["write_s"] = time.perf_counter() - written
         timings["total_s"] = time.perf_counter() - started
         gimp.progress_update(1.0)
