@@ -139,18 +139,33 @@ def coffee_spoon() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.n
     )
 
 
+def spoon_handle_middle() -> np.ndarray:
+    """The centre line of the spoon handle's middle, where it runs along the cup as a 4-5 px strip the colour of
+    the saucer (the label's 'handle_middle'; ignored by the IoU, too thin to outline to a pixel). bool HxW."""
+    spoon = next(c for c in json.loads(LABELS.read_text())["cases"] if c["name"] == "coffee_spoon")
+    line = np.zeros((400, 600), np.uint8)  # examples/coffee.png
+    cv2.polylines(line, [np.array(spoon["handle_middle"], np.int32)], False, 1)
+    return line > 0
+
+
 def spoon_checks(snapped: np.ndarray) -> dict[str, float]:
     """What the spoon tests assert on a snapped mask (bool HxW): IoU with the spoon, the share of the handle's
-    tip and of the neck kept, and the spill more than 4 px off the spoon (as a share of the spoon's area)."""
+    tip, of the neck and of the handle's middle (its centre line along the cup) kept, whether tip and bowl are
+    one piece (``whole``: 1.0 or 0.0), and the spill more than 4 px off the spoon (as a share of its area)."""
     _, _, truth, tip, ignore = coffee_spoon()
     keep = ~ignore
     neck = truth.copy()
     neck[:200], neck[245:] = False, False  # where it leaves the cup: 6-10 px wide
     far = ~cv2.dilate(truth.astype(np.uint8), np.ones((9, 9), np.uint8)).astype(bool) & keep
+    _, pieces = cv2.connectedComponents(snapped.astype(np.uint8), connectivity=8)
+    bowl = truth & ~tip & ~ignore
+    tip_ids, bowl_ids = set(np.unique(pieces[tip & snapped])), set(np.unique(pieces[bowl & snapped]))
     return {
         "iou": float((snapped & truth & keep).sum() / ((snapped | truth) & keep).sum()),
         "tip": float(snapped[tip].mean()),
         "neck": float(snapped[neck].mean()),
+        "middle": float(snapped[spoon_handle_middle()].mean()),
+        "whole": float(bool((tip_ids & bowl_ids) - {0})),
         "spill": float((snapped & far).sum() / truth.sum()),
     }
 

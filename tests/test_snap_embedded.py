@@ -11,6 +11,7 @@ from backend.snapping import SnapParams, SnapPipeline
 from backend.snapping.embedded import (
     Evidence,
     _grabcut,
+    bridge_pieces,
     edges_candidate,
     lifted,
     plausible,
@@ -38,8 +39,11 @@ def test_the_shipped_rough_lasso_snaps_to_the_whole_coffee_spoon(pipe):
     assert got["iou"] > 0.9, got
     assert got["tip"] > 0.9, got  # the handle's end above the cup, 10-25 px wide, is kept
     assert got["neck"] > 0.8, got  # and the neck where it leaves the cup
+    # and the handle's middle, a 4-5 px strip along the cup the colour of the saucer: tip and bowl are one piece
+    assert got["middle"] > 0.8 and got["whole"] == 1.0, got
     assert got["spill"] < 0.02, got  # no spill onto the saucer or the cup
     assert out.method != "selection" and out.meta["candidates"][out.method]["plausible"]
+    assert [b["joined"] for b in out.meta["bridges"]] == [True], out.meta["bridges"]
 
 
 @needs_u2netp
@@ -133,6 +137,48 @@ def test_thin_parts_lost_at_the_working_resolution_come_back_at_full_resolution(
     )
     out = SnapPipeline()(image, sel.astype(np.float32), SnapParams(method="combined", max_side=320))
     assert (out.mask > 0.5)[handle_only].mean() > 0.8  # end to end: GrabCut ran at ~1/4 of the crop
+
+
+def _two_pieces(handle: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """A bowl and a handle's far end (bright on a reddish, textured saucer) and, if ``handle``, the 4 px strip
+    between them: the saucer's colour, with dark borders (what the coffee spoon's handle looks like along the
+    cup). (image, selection, the two pieces, the strip)"""
+    rng = np.random.default_rng(11)
+    shape = (200, 140)
+    bowl = _disc(shape, 70, 150, 30)
+    end = np.zeros(shape, np.uint8)
+    cv2.ellipse(end, (70, 30), (6, 18), 0, 0, 360, 1, -1)
+    image = _textured(rng, shape, (170, 45, 15), 4)
+    bright = _textured(rng, shape, (215, 205, 200), 5)
+    strip = np.zeros(shape, np.uint8)
+    if handle:
+        image[48:121, 67:73] = (150, 45, 20)  # 6 px: the saucer's colour, a little lighter...
+        image[48:121, 67] = image[48:121, 72] = (90, 10, 0)  # ...between dark borders
+        strip[48:121, 67:73] = 1
+    pieces = bowl | (end > 0)
+    image[pieces] = bright[pieces]
+    image = np.clip(image, 0, 255).astype(np.uint8)
+    sel = cv2.dilate(pieces.astype(np.uint8), np.ones((25, 25), np.uint8)) > 0
+    sel[40:130, 50:90] = True  # one lasso around both, the strip or not
+    return image, sel, pieces, (strip > 0) & ~pieces
+
+
+def test_a_thin_part_the_colour_of_the_background_joins_the_pieces_it_connects():
+    image, sel, pieces, strip = _two_pieces(handle=True)
+    joined, info = bridge_pieces(image, sel, pieces)
+    assert [b["joined"] for b in info] == [True], info
+    assert joined[strip].mean() > 0.9  # the strip's middle 4 px, not a line beside it
+    assert (
+        joined & ~pieces & ~cv2.dilate(strip.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
+    ).sum() == 0
+    assert (joined & pieces).sum() == pieces.sum()
+
+
+def test_two_pieces_with_nothing_thin_between_them_stay_apart():
+    image, sel, pieces, _ = _two_pieces(handle=False)
+    joined, info = bridge_pieces(image, sel, pieces)
+    assert [b["joined"] for b in info] == [False], info
+    assert (joined == pieces).all()
 
 
 def test_a_featureless_crop_has_no_plausible_candidate():

@@ -340,6 +340,140 @@ def soft_edge(rgb: np.ndarray, mask: np.ndarray, width: int = 2) -> np.ndarray:
     return out
 
 
+def _geodesic(
+    cost: np.ndarray, allowed: np.ndarray, start: np.ndarray, goal: np.ndarray
+) -> list[tuple[int, int]]:
+    """The cheapest 8-connected path from any ``start`` pixel to any ``goal`` pixel through ``allowed`` ones
+    (Dijkstra; callers keep ``allowed`` to a narrow corridor, so a few hundred pixels). [] when none."""
+    import heapq
+
+    h, w = cost.shape
+    dist = np.full(h * w, np.inf)
+    prev = np.full(h * w, -1, np.int64)
+    heap = [(0.0, int(i)) for i in np.flatnonzero(start & allowed)]
+    for _, i in heap:
+        dist[i] = 0.0
+    heapq.heapify(heap)
+    flat_cost, flat_ok, flat_goal = cost.ravel(), allowed.ravel(), goal.ravel()
+    steps = [(dy, dx, float(np.hypot(dy, dx))) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if dy or dx]
+    while heap:
+        d, i = heapq.heappop(heap)
+        if d > dist[i]:
+            continue
+        if flat_goal[i]:
+            path = []
+            while i >= 0:
+                path.append(divmod(i, w))
+                i = int(prev[i])
+            return path[::-1]
+        y, x = divmod(i, w)
+        for dy, dx, step in steps:
+            yy, xx = y + dy, x + dx
+            j = yy * w + xx
+            if 0 <= yy < h and 0 <= xx < w and flat_ok[j]:
+                nd = d + step * 0.5 * (flat_cost[i] + flat_cost[j])
+                if nd < dist[j]:
+                    dist[j], prev[j] = nd, i
+                    heapq.heappush(heap, (nd, j))
+    return []
+
+
+# a bridge joins a piece of at least this share of the main piece (the spoon's tip is 15 % of its bowl), along
+# a path whose mean thin-structure response (thin_map, relative to the selection's 90th percentile) is at least
+# MIN_BRIDGE_THIN (the spoon's handle: 0.74); a gap across flat background or a wide region has ~0
+MIN_PIECE = 0.03
+MIN_BRIDGE_THIN = 0.5
+MIN_THIN_REF = 32.0
+
+
+def thin_map(rgb: np.ndarray, width: int = 7) -> np.ndarray:
+    """How much each pixel belongs to a bright or dark structure narrower than ``width`` px (white plus black
+    top-hat, strongest colour channel): high along a thin part and its borders, zero on flat areas and on a
+    plain step edge between two wide regions. float32 HxW."""
+    k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (width, width))
+    out = np.zeros(rgb.shape[:2], np.float32)
+    for c in range(3):
+        ch = np.ascontiguousarray(rgb[..., c])
+        hat = cv2.morphologyEx(ch, cv2.MORPH_TOPHAT, k).astype(np.float32)
+        hat += cv2.morphologyEx(ch, cv2.MORPH_BLACKHAT, k)
+        np.maximum(out, hat, out=out)
+    return out
+
+
+def _thickness_near(mask: np.ndarray, p: tuple[int, int], reach: int = 10) -> float:
+    """Half the width of ``mask`` near pixel ``p`` (the deepest point within ``reach`` px of it)."""
+    y0, x0 = max(0, p[0] - reach), max(0, p[1] - reach)
+    sub = mask[y0 : p[0] + reach + 1, x0 : p[1] + reach + 1].astype(np.uint8)
+    return float(cv2.distanceTransform(sub, cv2.DIST_L2, 5).max())
+
+
+def bridge_pieces(rgb: np.ndarray, seed: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, list[dict]]:
+    """Join pieces of the object that a thin part connects but the mask lost (a spoon's handle where it runs
+    along the cup, its colour the saucer's: no colour model keeps it). The user drew one selection around one
+    object, so a sizeable second piece inside the same selection is most likely the far end of a thin part:
+    between the two pieces' nearest points, in a narrow corridor around the straight line (thin parts are
+    mostly straight), the path that follows thin structure (thin_map) becomes part of the mask, as wide as the
+    thinner piece is where they face each other (at most 7 px). A path with no thin structure along it (two separate things on a
+    flat background) is not bridged. (bool mask with the bridges, what each bridge was: for the meta)"""
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+    if n <= 2:
+        return mask, []
+    areas = stats[1:, cv2.CC_STAT_AREA]
+    main = int(np.argmax(areas)) + 1
+    thin = thin_map(rgb)
+    # relative to the selection's 90th percentile, but never below a contrast of 32 levels: texture and noise
+    # are not thin parts
+    ref = max(float(np.percentile(thin[seed], 90)) if seed.any() else 0.0, MIN_THIN_REF)
+    along = np.minimum(thin / ref, 2.0)
+    # the constant: among paths along thin structure, the straighter one
+    cost = 0.5 + 1.0 / (0.05 + along)
+    out, done = mask.copy(), []
+    n_sel, sel_labels = cv2.connectedComponents(seed.astype(np.uint8), connectivity=8)
+    for i in np.argsort(-areas) + 1:
+        if i == main or stats[i, cv2.CC_STAT_AREA] < max(20, MIN_PIECE * areas[main - 1]):
+            continue
+        piece, body = labels == i, out & (labels != i)
+        # the two pieces' nearest points
+        d_body = cv2.distanceTransform((~body).astype(np.uint8), cv2.DIST_L2, 5)
+        ys, xs = np.nonzero(piece)
+        k = int(np.argmin(d_body[ys, xs]))
+        a = (int(ys[k]), int(xs[k]))
+        d_piece = cv2.distanceTransform((~piece).astype(np.uint8), cv2.DIST_L2, 5)
+        ys, xs = np.nonzero(body)
+        k = int(np.argmin(d_piece[ys, xs]))
+        b = (int(ys[k]), int(xs[k]))
+        gap = float(np.hypot(a[0] - b[0], a[1] - b[1]))
+        if gap < 2 or sel_labels[a] != sel_labels[b]:
+            continue
+        line = np.zeros(mask.shape, np.uint8)
+        cv2.line(line, (a[1], a[0]), (b[1], b[0]), 1)
+        half = max(2, round(0.05 * gap))
+        corridor = cv2.dilate(line, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * half + 1,) * 2)) > 0
+        ring = np.zeros(mask.shape, bool)
+        ring[
+            max(0, min(a[0], b[0]) - half) : max(a[0], b[0]) + half + 1,
+            max(0, min(a[1], b[1]) - half) : max(a[1], b[1]) + half + 1,
+        ] = True
+        allowed = corridor & ring & (seed | piece | body)
+        path = _geodesic(cost, allowed, piece & corridor, body & corridor)
+        if not path:
+            continue
+        on = np.zeros(mask.shape, bool)
+        pys, pxs = np.array(path).T
+        on[pys, pxs] = True
+        outside = on & ~piece & ~body
+        score = float(along[outside].mean()) if outside.any() else 0.0
+        info = {"length": round(gap, 1), "thin": round(score, 3), "joined": False}
+        if score >= MIN_BRIDGE_THIN:
+            thick = [_thickness_near(m, p) for m, p in ((piece, a), (body, b))]
+            r = int(np.clip(round(min(thick)), 1, 3))  # thin_map sees structures up to ~6 px wide
+            width = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
+            out |= (cv2.dilate(on.astype(np.uint8), width) > 0) & seed
+            info.update(joined=True, radius=r, ends=[round(t, 1) for t in thick])
+        done.append(info)
+    return out, done
+
+
 def refine_full(rgb: np.ndarray, seed: np.ndarray, small_mask: np.ndarray, scale: float) -> np.ndarray:
     """The working-resolution mask at full resolution: thin parts recovered by colour, edge on the image."""
     from .grabcut import guided_refine
@@ -384,4 +518,9 @@ def snap_embedded(
     meta["why"] = f"{best.name}: the highest score of the plausible candidates ({best.total:.2f}" + (
         f"; next {rivals[0].name} {rivals[0].total:.2f})" if rivals else "; the only one)"
     )
-    return refine_full(rgb, seed, best.mask, scale), best.name, meta
+    prob = refine_full(rgb, seed, best.mask, scale)
+    joined, bridges = bridge_pieces(rgb, seed, prob > 0.5)
+    if bridges:
+        meta["bridges"] = bridges
+        prob[joined] = np.maximum(prob[joined], 1.0)
+    return prob, best.name, meta
