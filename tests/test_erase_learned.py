@@ -95,6 +95,36 @@ def test_fixed_size_file_is_fed_512_and_dynamic_one_multiples_of_8(files):
     assert dynamic.target == 512 and 0 < dynamic.context < 1
 
 
+class _Shaped:
+    """An onnxruntime session as far as the contracts look at one: its inputs' and outputs' shapes."""
+
+    def __init__(self, inputs: list[tuple[str, list]], out: list):
+        from types import SimpleNamespace
+
+        self._inputs = [SimpleNamespace(name=n, shape=s, type="tensor(float)") for n, s in inputs]
+        self._outputs = [SimpleNamespace(name="out", shape=out, type="tensor(float)")]
+
+    def get_inputs(self):
+        return self._inputs
+
+    def get_outputs(self):
+        return self._outputs
+
+
+def test_declared_capabilities_decide_what_the_file_leaves_open():
+    """Each model declares its native side, pad rule and whether it runs only at its native size (as IOPaint's
+    model classes do); a file's own fixed size wins where it has one, and breaking the pad rule is MODEL_BROKEN."""
+    dyn = ["b", 3, "h", "w"]
+    migan = LearnedFiller("migan", _Shaped([("x", ["b", 4, "h", "w"])], dyn))  # a dynamic MI-GAN export
+    assert migan.io.fixed_size and migan.io.frame.size_for(100, 60) == (512, 512)
+    lama = LearnedFiller("lama", _Shaped([("image", dyn), ("mask", ["b", 1, "h", "w"])], dyn))
+    assert not lama.io.fixed_size and lama.io.frame.size_for(100, 60) == (104, 64)
+    assert (migan.target, migan.min_crop) == (lama.target, lama.min_crop) == (512, 512)
+    with pytest.raises(OpError) as err:
+        LearnedFiller("lama", _Shaped([("image", [1, 3, 500, 500]), ("mask", [1, 1, 500, 500])], dyn))
+    assert err.value.code == ErrorCode.MODEL_BROKEN and "multiple of 8" in err.value.message
+
+
 def test_real_lama_layer_types_load_and_run(tmp_path):
     """big-lama's own layer types at a tiny width, Fourier convolutions exported as ONNX DFT ops like Carve's
     file: the loader opens it, reads the 0..255 output off the known pixels and returns the crop in [0, 1]."""

@@ -26,7 +26,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -69,26 +69,51 @@ class _Frame:
         return -(-h // m) * m, -(-w // m) * m
 
 
-class _LamaIO:
+class _Contract:
+    """What a learned model declares about itself, as IOPaint's model classes do (name, pad rule, minimum
+    size), so the filler reads it instead of guessing. What differs between exports of one model (a fixed or a
+    dynamic input size) is read off the file and checked against the declaration."""
+
+    name: ClassVar[str]
+    native_side: ClassVar[int] = NATIVE_SIDE  # trained at; also the smallest crop it is fed (real context)
+    pad_multiple: ClassVar[int] = 8  # the sides a dynamic export takes are multiples of this
+    fixed_size: ClassVar[bool] = False  # True: it works only at native_side, whatever the export says
+    frame: _Frame
+
+    def _frame_of(self, shape: Any) -> _Frame:
+        h, w = _dims(shape)[2:4]
+        m = self.pad_multiple
+        if h is not None and w is not None:
+            if h % m or w % m:
+                raise _broken(self.name, f"input size {h}x{w} is not a multiple of {m}")
+            return _Frame((h, w), m)
+        if self.fixed_size:
+            return _Frame((self.native_side, self.native_side), m)
+        return _Frame(None, m)
+
+
+class _LamaIO(_Contract):
     """image [1,3,H,W] in [0,1] + mask [1,1,H,W] (1 = fill) -> RGB in [0,255] (or [0,1])."""
+
+    name = "lama"  # its Fourier convolutions run at any size: a dynamic export is fed the crop as it is
 
     def __init__(self, session: Any):
         inputs = session.get_inputs()
         by_channels = {(_dims(i.shape) + [None, None])[1]: i for i in inputs if len(i.shape) == 4}
         if len(inputs) != 2 or 3 not in by_channels or 1 not in by_channels:
             got = ", ".join(f"{i.name}{list(i.shape)}" for i in inputs)
-            raise _broken("lama", f"expected inputs image[1,3,512,512] and mask[1,1,512,512], got {got}")
+            raise _broken(self.name, f"expected inputs image[1,3,512,512] and mask[1,1,512,512], got {got}")
         for i in inputs:
             if i.type != "tensor(float)":
-                raise _broken("lama", f"input {i.name} is {i.type}, expected float32")
+                raise _broken(self.name, f"input {i.name} is {i.type}, expected float32")
         self.image, self.mask = by_channels[3].name, by_channels[1].name
-        self.frame = _frame_of(by_channels[3].shape, "lama")
-        _check_rgb_output(session, "lama")
+        self.frame = self._frame_of(by_channels[3].shape)
+        _check_rgb_output(session, self.name)
 
     def run(self, session: Any, rgb: np.ndarray, hole: np.ndarray, cancelled: Cancelled = None) -> np.ndarray:
         x = rgb.astype(np.float32).transpose(2, 0, 1)[None] / np.float32(255)
         m = hole.astype(np.float32)[None, None]
-        out = _run(session, {self.image: x * (1 - m), self.mask: m}, "lama", cancelled)
+        out = _run(session, {self.image: x * (1 - m), self.mask: m}, self.name, cancelled)
         # Carve's export returns 0..255; others return 0..1: whichever reproduces the known pixels is right
         # (a few thousand of them decide it as well as all, at a fraction of the cost)
         idx = np.flatnonzero(~hole.ravel())
@@ -100,37 +125,29 @@ class _LamaIO:
         return np.clip(out.transpose(1, 2, 0) / np.float32(scale), 0, 1)
 
 
-class _MiganIO:
+class _MiganIO(_Contract):
     """[1,4,512,512] = (known - 0.5, RGB in [-1,1] * known) -> RGB in [-1,1]."""
+
+    name = "migan"
+    fixed_size = True  # the generator has fixed-size buffers: a dynamic export still only works at 512
 
     def __init__(self, session: Any):
         inputs = session.get_inputs()
         if len(inputs) != 1 or len(inputs[0].shape) != 4 or _dims(inputs[0].shape)[1] not in (4, None):
             got = ", ".join(f"{i.name}{list(i.shape)}" for i in inputs)
-            raise _broken("migan", f"expected one input [1,4,512,512] (mask, RGB), got {got}")
+            raise _broken(self.name, f"expected one input [1,4,512,512] (mask, RGB), got {got}")
         if inputs[0].type != "tensor(float)":
-            raise _broken("migan", f"input {inputs[0].name} is {inputs[0].type}, expected float32")
+            raise _broken(self.name, f"input {inputs[0].name} is {inputs[0].type}, expected float32")
         self.input = inputs[0].name
-        frame = _frame_of(inputs[0].shape, "migan")
-        # the generator has fixed-size buffers: a dynamic export still only works at its training size
-        self.frame = frame if frame.fixed is not None else _Frame((NATIVE_SIDE, NATIVE_SIDE))
-        _check_rgb_output(session, "migan")
+        self.frame = self._frame_of(inputs[0].shape)
+        _check_rgb_output(session, self.name)
 
     def run(self, session: Any, rgb: np.ndarray, hole: np.ndarray, cancelled: Cancelled = None) -> np.ndarray:
         known = (~hole).astype(np.float32)[None, None]
         x = rgb.astype(np.float32).transpose(2, 0, 1)[None] / np.float32(127.5) - 1
         feed = np.concatenate([known - 0.5, x * known], axis=1)
-        out = _run(session, {self.input: feed}, "migan", cancelled)
+        out = _run(session, {self.input: feed}, self.name, cancelled)
         return np.clip((out.transpose(1, 2, 0) + 1) / 2, 0, 1)
-
-
-def _frame_of(shape: Any, name: str) -> _Frame:
-    h, w = _dims(shape)[2:4]
-    if h is not None and w is not None:
-        if h % 8 or w % 8:
-            raise _broken(name, f"input size {h}x{w} is not a multiple of 8")
-        return _Frame((h, w))
-    return _Frame(None)
 
 
 def _check_rgb_output(session: Any, name: str) -> None:
@@ -178,7 +195,7 @@ def _run(session: Any, feeds: dict[str, np.ndarray], name: str, cancelled: Cance
     return out[0]
 
 
-_CONTRACTS = {"lama": _LamaIO, "migan": _MiganIO}
+_CONTRACTS: dict[str, type[_Contract]] = {c.name: c for c in (_LamaIO, _MiganIO)}
 
 
 @dataclass
@@ -190,9 +207,11 @@ class LearnedFiller:
 
     name: str
     session: Any
-    target: int | None = NATIVE_SIDE
+    target: int | None = None  # None: the model's declared native side
     context: float = CONTEXT
-    min_crop: int = NATIVE_SIDE  # a small object gets a crop of real surroundings, not a tiny crop upscaled
+    min_crop: int | None = (
+        None  # None: the native side (a small object gets real surroundings, not upscaling)
+    )
     cancelled: Cancelled = None  # polled during the model call (the job's cancel flag): stops it mid-pass
     io: Any = field(init=False, repr=False)
 
@@ -200,6 +219,8 @@ class LearnedFiller:
         if self.name not in _CONTRACTS:
             raise ValueError(f"unknown learned fill {self.name!r}; have: {', '.join(_CONTRACTS)}")
         self.io = _CONTRACTS[self.name](self.session)
+        self.target = self.io.native_side if self.target is None else self.target
+        self.min_crop = self.io.native_side if self.min_crop is None else self.min_crop
 
     def __call__(self, rgb: np.ndarray, mask: np.ndarray) -> np.ndarray:
         hole = np.asarray(mask, bool)
