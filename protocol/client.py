@@ -79,6 +79,21 @@ class Result:
     buffers: list[Buffer] = field(default_factory=list)
     object_mask: Buffer | None = None
 
+    @property
+    def selection_mask(self) -> Buffer | None:
+        """What "select the snapped object" selects: the object itself when the op sent it (erase), not the
+        grown and feathered region it repainted; for ops with one mask (snap, replace), that mask."""
+        return self.object_mask if self.object_mask is not None else self.mask
+
+    def named_masks(self) -> dict[str, Buffer]:
+        """The mask buffers by the names ``meta["masks"]`` gives them (erase: region, object); a lone mask
+        without names is ``"mask"``."""
+        masks = [b for b in self.buffers if b.role == "mask"]
+        names = self.meta.get("masks")
+        if isinstance(names, list) and len(names) == len(masks) and all(isinstance(n, str) for n in names):
+            return dict(zip(names, masks, strict=True))
+        return {"mask": self.mask} if self.mask is not None else {}
+
     @classmethod
     def from_message(cls, msg: Message) -> Result:
         meta = dict(msg.content.get("meta") or {})

@@ -19,6 +19,7 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from tests.hosts.gimp.harness import PROJECT, GimpSandbox, chroot_ready
@@ -124,8 +125,11 @@ def test_erase_in_real_gimp(sandbox, backend, precision, fmt, bpp):
     new = layers[0]
     src_before, src_after = sandbox.read_out("src_before.raw"), sandbox.read_out("src_after.raw")
     assert src_after == src_before  # the source layer is never touched
-    sel_before = sandbox.read_out("selection_before.raw")
-    snapped = sandbox.read_out("selection_after.raw")  # select-mask: the snapped object is the selection now
+    region, obj = _returned_masks(sandbox)  # what erase repainted, the snapped object (image coordinates)
+    # select-mask selects the object, soft edge values as returned, not the wider region erase repainted
+    selected = np.frombuffer(sandbox.read_out("selection_after.raw"), np.uint8).reshape(H, W)
+    assert np.abs(selected.astype(int) - obj).max() <= 1 and (obj > 0).any()
+    assert region[obj > 0].all() and region.sum() > (obj > 0).sum()
     new_px = sandbox.read_out("new.raw")
     assert len(new_px) == new["width"] * new["height"] * bpp
     ox, oy, ow, oh = LAYER["object"]
@@ -136,7 +140,7 @@ def test_erase_in_real_gimp(sandbox, backend, precision, fmt, bpp):
             lx, ly = ix - LAYER["x"], iy - LAYER["y"]  # source layer coordinates
             before = _pixel(src_before, LAYER["width"], lx, ly, bpp)
             after = _pixel(new_px, new["width"], x, y, bpp)
-            if not (sel_before[iy * W + ix] or snapped[iy * W + ix]):
+            if not region[iy, ix]:
                 assert after == before, f"pixel {(ix, iy)} outside the edit changed: {before} -> {after}"
                 unchanged_outside += 1
             elif ox <= lx < ox + ow and oy <= ly < oy + oh:
@@ -144,7 +148,22 @@ def test_erase_in_real_gimp(sandbox, backend, precision, fmt, bpp):
                 changed_inside += after != before
     assert object_pixels == ow * oh and unchanged_outside > 1000
     assert changed_inside / object_pixels > 0.95, (changed_inside, object_pixels)
-    assert any(snapped), "the snapped mask should have become the selection"
+
+
+def _returned_masks(sandbox: GimpSandbox, width: int = W, height: int = H) -> tuple[np.ndarray, np.ndarray]:
+    """Erase's two masks as the plug-in got them (its LAYEREDIT_RESULT_DUMP hook), on the whole image: the
+    region it repainted (bool) and the snapped object (u8)."""
+    info = json.loads(sandbox.read_out("result/result.json"))
+    assert info["masks"] == ["object", "region"], info
+    x, y, w, h = info["region"]
+    region, obj = np.zeros((height, width), bool), np.zeros((height, width), np.uint8)
+    region[y : y + h, x : x + w] = (
+        np.frombuffer(sandbox.read_out("result/mask_region.raw"), np.uint8).reshape(h, w) > 0
+    )
+    obj[y : y + h, x : x + w] = np.frombuffer(sandbox.read_out("result/mask_object.raw"), np.uint8).reshape(
+        h, w
+    )
+    return region, obj
 
 
 def test_imagic_in_real_gimp_one_layer_per_eta(sandbox, tmp_path, tiny_sd_dir):
@@ -345,9 +364,8 @@ if __name__ == "__main__":  # pragma: no cover
 
 def test_a_rough_lasso_around_the_coffee_spoon_snaps_to_the_whole_spoon_in_gimp(sandbox, backend):
     """examples/coffee.png with the shipped rough lasso as GIMP's selection, Erase with the default snap
-    (embedded: no models installed); the snapped mask (select-mask) is the whole spoon, handle included."""
-    import numpy as np
-
+    (embedded: no models installed) and default grow and feather; select-mask selects the whole spoon, handle
+    included (the snapped object, not the wider region erase repainted)."""
     from bench.realphoto import coffee_spoon, spoon_checks
 
     image, lasso, _, _, _ = coffee_spoon()
@@ -360,7 +378,7 @@ def test_a_rough_lasso_around_the_coffee_spoon_snaps_to_the_whole_spoon_in_gimp(
         "layer": {"width": w, "height": h, "x": 0, "y": 0, "pixels_file": "layer.raw"},
         "selection": {"shape": "mask", "file": "selection.raw"},
         "procedure": "plug-in-layeredit-erase",
-        "args": {"select-mask": True, "grow": 0, "feather": 0},  # the selection after = the snapped mask
+        "args": {"select-mask": True},
     }
     report = sandbox.run_driver(case)
     assert report.get("driver_error") is None, report["driver_error"]
@@ -368,7 +386,10 @@ def test_a_rough_lasso_around_the_coffee_spoon_snaps_to_the_whole_spoon_in_gimp(
     assert sandbox.read_out("src_after.raw") == sandbox.read_out("src_before.raw")  # the source is untouched
     sel_before = np.frombuffer(sandbox.read_out("selection_before.raw"), np.uint8).reshape(h, w)
     assert (sel_before > 127).sum() == (lasso > 127).sum()  # the lasso arrived as drawn
-    snapped = np.frombuffer(sandbox.read_out("selection_after.raw"), np.uint8).reshape(h, w) > 127
+    selected = np.frombuffer(sandbox.read_out("selection_after.raw"), np.uint8).reshape(h, w)
+    _region, obj = _returned_masks(sandbox, w, h)
+    assert np.array_equal(selected, obj)  # the object the backend returned, soft edge values included
+    snapped = selected > 127
     got = spoon_checks(snapped)
     # IoU > 0.9 as in-process and in Krita. (Until 12:10 on 2026-11-28 GIMP's selection was the mask brightened
     # like a linear -> sRGB conversion, the mask > 54 of 255: the plug-in wrote its temporary channel, which is

@@ -406,7 +406,11 @@ class InvertOp(Op):
             if params["steps"] > 3:
                 time.sleep(0.05)
         out[..., :3][inside] = params["amount"] - out[..., :3][inside]
-        return OpResult(out, mask=(inside * 255).astype(np.uint8))
+        region = (inside * 255).astype(np.uint8)
+        obj = region.copy()
+        obj[1::2] = 0  # the "object": every other row of the region, so the test tells them apart
+        meta = {"masks": ["region", "object"]}
+        return OpResult(out, mask=region, meta=meta, object_mask=obj)
 
 
 from backend.ops.snap import SnapOp  # noqa: E402
@@ -498,6 +502,21 @@ def test_run_job_end_to_end_with_real_server(server, tmp_path):
     texts = [c[1] for c in gimp.progress_calls if c[0] == "text"]
     assert "Erase: inverting 3/3" in texts and gimp.progress_calls[-1] == ("end",)
     assert ("select_item", "layeredit mask") in image.log
+    # "Select the snapped object" selects the object (odd rows of the region left out), not the region
+    top = out.region[1]
+    sel = image.selection.buffer.data
+    selected = {(i % image.width, i // image.width) for i, v in enumerate(sel) if v}
+    assert selected == {(x, y) for x in range(14, 20) for y in range(10, 15) if (y - top) % 2 == 0}
+    assert set(out.masks) == {"region", "object"}
+    plugin.dump_outcome(out, str(tmp_path / "dump"))  # the real-host tests' hook
+    rx, ry, rw, rh = out.region
+    region = (tmp_path / "dump" / "mask_region.raw").read_bytes()
+    assert len(region) == rw * rh
+    assert {(rx + i % rw, ry + i // rw) for i, v in enumerate(region) if v} == {
+        (x, y) for x in range(14, 20) for y in range(10, 15)
+    }
+    dumped = json.loads((tmp_path / "dump" / "result.json").read_text())
+    assert dumped["region"] == list(out.region) and dumped["masks"] == ["object", "region"]
     # a second Run (GIMP passes the selected layers) reads the source again and gets a distinct layer name
     (selected,) = image.get_selected_layers()
     assert selected is src

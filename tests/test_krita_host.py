@@ -59,7 +59,7 @@ def test_real_erase_in_krita_makes_a_new_layer_and_leaves_the_source(xvfb_server
         img,
         selection=list(sel),
         mode="Erase",
-        set_selection=True,  # the snapped mask becomes the selection: the test reads it back
+        set_selection=True,  # "select the snapped object afterwards": the test reads the selection back
     )
     report = harness.run_krita(tmp_path, spec, backend, display=xvfb_server)
     assert "error" not in report, report.get("error")
@@ -70,16 +70,22 @@ def test_real_erase_in_krita_makes_a_new_layer_and_leaves_the_source(xvfb_server
     source_after = harness.read_raw(out / "source_after.raw", w, h)
     assert np.array_equal(source_after, img)  # the source layer is untouched
     result = harness.read_raw(out / "result.raw", w, h)
-    mask = harness.read_raw(out / "selection_after.raw", w, h, 1)[:, :, 0] > 0
+    assert report["masks"] == ["object", "region"]  # erase returns both; the hook wrote them over the canvas
+    region = harness.read_raw(out / "mask_region.raw", w, h, 1)[:, :, 0] > 0  # what erase repainted
+    obj = harness.read_raw(out / "mask_object.raw", w, h, 1)[:, :, 0]  # the snapped object
+    selected = harness.read_raw(out / "selection_after.raw", w, h, 1)[:, :, 0]
+    assert np.array_equal(selected, obj)  # the selection is the object, soft edge values included...
+    assert region[obj > 0].all() and region.sum() > (obj > 0).sum()  # ...not the wider region repainted
     covered = result[:, :, 3] > 0  # the new layer holds the region sent (selection + context)
     x, y, sw, sh = sel
     assert covered[y : y + sh, x : x + sw].all()
-    assert np.array_equal(result[covered & ~mask], img[covered & ~mask])  # identical outside the edit
+    assert np.array_equal(result[covered & ~region], img[covered & ~region])  # identical outside the edit
     disc = (img[:, :, :3] == [40, 30, 220]).all(axis=-1)  # BGRA of the red disc
-    assert mask[disc].mean() > 0.95  # snapped onto the object
+    assert (obj > 127)[disc].mean() > 0.95  # snapped onto the object
+    assert (obj > 127)[~disc].mean() < 0.02
     still_red = (result[:, :, :3] == [40, 30, 220]).all(axis=-1) & disc
     assert still_red.sum() < 0.02 * disc.sum()  # the object is gone from the new layer
-    assert mask.sum() < 4 * disc.sum()  # ...and the edit stayed near the object
+    assert region.sum() < 4 * disc.sum()  # ...and the edit stayed near the object
 
 
 def test_u16_offset_layer_and_partial_selection_round_trip_exactly(xvfb_server, tmp_path, test_backend):
@@ -245,8 +251,8 @@ def test_a_rough_lasso_around_the_coffee_spoon_snaps_to_the_whole_spoon_in_krita
     xvfb_server, tmp_path, backend
 ):
     """examples/coffee.png with the shipped rough lasso as Krita's selection, Erase with the default snap
-    (embedded: no models installed), grow and feather 0; the erased region, read back as the selection, is
-    the whole spoon."""
+    (embedded: no models installed) and default grow and feather; "select the snapped object afterwards"
+    selects the whole spoon (not the wider region erase repainted)."""
     from bench.realphoto import coffee_spoon, spoon_checks
 
     image, lasso, _, _, _ = coffee_spoon()
@@ -260,14 +266,15 @@ def test_a_rough_lasso_around_the_coffee_spoon_snaps_to_the_whole_spoon_in_krita
         mode="Erase",
         set_selection=True,
         show_advanced=True,
-        params={"grow": 0, "feather": 0},  # the selection read back is then the snapped mask itself
     )
     report = harness.run_krita(tmp_path, spec, backend, display=xvfb_server)
     assert "error" not in report, report.get("error")
     assert report["outcome"]["state"] == "done", report["outcome"]
     out = tmp_path / "out"
     assert np.array_equal(harness.read_raw(out / "source_after.raw", w, h), bgra)  # the source is untouched
-    snapped = harness.read_raw(out / "selection_after.raw", w, h, 1)[:, :, 0] > 127
+    selected = harness.read_raw(out / "selection_after.raw", w, h, 1)[:, :, 0]
+    assert np.array_equal(selected, harness.read_raw(out / "mask_object.raw", w, h, 1)[:, :, 0])
+    snapped = selected > 127
     got = spoon_checks(snapped)
     assert got["iou"] > 0.9 and got["tip"] > 0.9 and got["neck"] > 0.8 and got["spill"] < 0.02, got
 

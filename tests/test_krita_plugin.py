@@ -192,7 +192,7 @@ def test_result_layer_goes_above_source_with_unique_name(app):
 @pytest.mark.parametrize("depth", ["U8", "U16", "F16", "F32"])
 def test_erase_job_makes_new_layer_changed_inside_identical_outside(app, server, depth):
     c = make_controller(app, server)
-    assert set(c.forms) == {"erase", "imagic"}
+    assert set(c.forms) == {"erase", "imagic", "snap"}
     assert [f.name for f in c.forms["erase"].basic] == ["grow"]
     assert [f.name for f in c.forms["erase"].advanced] == ["seed"]
     doc, node = layer_doc(app, depth)
@@ -212,7 +212,12 @@ def test_erase_job_makes_new_layer_changed_inside_identical_outside(app, server,
     assert (out[inside] == np.array(red, out.dtype)).all()  # BGRA for integer depths, RGBA for floats
     assert np.array_equal(out[~inside], before[~inside])
     assert np.array_equal(pixels(node, doc, depth), before) and node.writes == 0
-    assert doc.selection().width() == 6  # the mask became the selection
+    # "select the snapped object": the object mask (the test op's even rows of the region), not the region
+    sel = np.frombuffer(doc.selection().pixelData(0, 0, 40, 30), np.uint8).reshape(30, 40)
+    region_y = c.last.sent["region"][1]
+    obj = inside & ((np.arange(30)[:, None] - region_y) % 2 == 0)
+    assert np.array_equal(sel > 0, obj) and obj.any() and not np.array_equal(obj, inside)
+    assert set(c.last.masks) == {"region", "object"}
     assert previews and previews[0].width == 8
 
 

@@ -212,3 +212,23 @@ def test_fuzz_signed_messages_decode_or_fail_cleanly(header, buffers):
         assert len(msg.buffers) == len(buffers)
         for b in msg.buffers:
             assert b.nbytes == b.stride * b.height
+
+
+def test_a_host_selects_the_snapped_object_not_the_repainted_region():
+    from protocol.client import Result
+
+    def mask(value: int) -> Buffer:
+        return Buffer(bytes([value] * 4), 2, 2, 1, "u8", "gray", role="mask")
+
+    region, obj = mask(255), mask(128)
+    both = Message(
+        wire.RESULT, job="j", content={"meta": {"masks": ["region", "object"]}}, buffers=[region, obj]
+    )
+    result = Result.from_message(both)
+    assert result.mask is region and result.object_mask is obj and result.selection_mask is obj
+    assert result.named_masks() == {"region": region, "object": obj}
+    one = Result.from_message(Message(wire.RESULT, job="j", content={"meta": {}}, buffers=[region]))
+    assert one.object_mask is None and one.selection_mask is region  # snap: its one mask is the object
+    assert one.named_masks() == {"mask": region}
+    none = Result.from_message(Message(wire.RESULT, job="j", content={"meta": {}}, buffers=[]))
+    assert none.selection_mask is None and none.named_masks() == {}

@@ -8,7 +8,9 @@ Skipped without the hosts unless LAYEREDIT_REQUIRE_HOSTS=1. Run under ``flock /w
 
 from __future__ import annotations
 
+import json
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -102,3 +104,69 @@ def test_select_object_in_real_gimp_snaps_the_selection_and_adds_no_layer(sandbo
     assert after[~obj].mean() < 0.01  # ...and nothing else
     assert before.sum() > 1.5 * obj.sum() and not np.array_equal(before, after)  # it was a rough ellipse
     assert ELLIPSE["shape"] == "ellipse"
+
+
+def test_soft_selection_values_arrive_unchanged_in_real_krita(xvfb_server, tmp_path):
+    """Select object against a stand-in snap that returns every 8-bit value in turn (a ramp): Krita's selection
+    holds exactly those values (a soft edge of 127 stays 127; GIMP once turned 54 into 127)."""
+    _need(krita.krita_available(), "Krita")
+    from tests.hosts.krita.testops import soft_ramp
+
+    w, h = 64, 48
+    img, _ = krita.scene_bgra(w, h)
+    (tmp_path / "layer.raw").write_bytes(img.tobytes())
+    rough = (8, 6, 40, 30)  # 1200 pixels: the ramp goes through 0..255 more than four times
+    spec = {
+        "width": w,
+        "height": h,
+        "layer_raw": str(tmp_path / "layer.raw"),
+        "layer_rect": [0, 0, w, h],
+        "selection": list(rough),
+        "mode": "Select object",
+    }
+    runtime = tmp_path / "run"
+    backend = krita.start_backend(tmp_path, ["tests.hosts.krita.testops", str(runtime / "backend.json")])
+    try:
+        report = krita.run_krita(tmp_path, spec, backend, display=xvfb_server)
+    finally:
+        backend.stop()
+    assert "error" not in report, report.get("error")
+    assert report["outcome"]["state"] == "done", report["outcome"]
+    x, y, rw, rh = report["sent"]["region"]
+    expected = np.zeros((h, w), np.uint8)
+    expected[y : y + rh, x : x + rw] = soft_ramp(rh, rw)
+    selected = krita.read_raw(tmp_path / "out" / "selection_after.raw", w, h, 1)[:, :, 0]
+    assert np.array_equal(selected, expected)
+    assert set(np.unique(selected)) == set(range(256))
+
+
+@pytest.mark.parametrize(
+    "precision", ["U8_NON_LINEAR", "U16_NON_LINEAR", "FLOAT_LINEAR"], ids=["u8", "u16", "float"]
+)
+def test_soft_selection_values_arrive_unchanged_in_real_gimp(sandbox, tmp_path, precision):
+    """Select object against a stand-in snap that returns every 8-bit value in turn (a ramp): GIMP's
+    selection holds those values in every precision. Until 2026-11-28 the plug-in wrote its temporary channel
+    (``Y' u8`` in 8-bit non-linear images) as ``Y u8`` and the selection came out brightened: 54 -> 127."""
+    from tests.hosts.krita.testops import soft_ramp
+    from tests.test_gimp_host import VENV_PYTHON, W, _case, _start_backend, _stop
+
+    slow = Path(__file__).parent / "hosts" / "gimp" / "slow_backend.py"
+    proc = _start_backend(sandbox, tmp_path, [str(VENV_PYTHON), str(slow), "--soft"])
+    try:
+        report = sandbox.run_driver(_case("plug-in-layeredit-snap", precision=precision))
+    finally:
+        _stop(proc)
+    assert report.get("driver_error") is None, report["driver_error"]
+    assert report["status"] == "success", f"{report.get('error')}\n{report['log'][-3000:]}"
+    info = json.loads(sandbox.read_out("result/result.json"))  # the plug-in's test hook: what it was sent
+    x, y, rw, rh = info["region"]
+    sent = np.frombuffer(sandbox.read_out("result/mask_mask.raw"), np.uint8).reshape(rh, rw)
+    assert np.array_equal(sent, soft_ramp(rh, rw))
+    selected = np.frombuffer(sandbox.read_out("selection_after.raw"), np.uint8).reshape(-1, W)
+    expected = np.zeros_like(selected)
+    expected[y : y + rh, x : x + rw] = sent
+    diff = np.abs(selected.astype(int) - expected)
+    assert diff.max() <= 1, (diff.max(), int((diff > 1).sum()))
+    inside = selected[y : y + rh, x : x + rw]
+    for value in (54, 127, 200):
+        assert np.abs(inside[sent == value].astype(int) - value).max() <= 1, value

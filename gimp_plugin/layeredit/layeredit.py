@@ -60,6 +60,9 @@ class LayerEdit(Gimp.PlugIn):
             traceback.print_exc()
             return _error(procedure, f"{mode.label} failed (internal): {exc!r}. The image was not changed.")
         Gimp.displays_flush()
+        dump = os.environ.get("LAYEREDIT_RESULT_DUMP")  # test hook: the masks the backend returned
+        if dump:
+            plugin.dump_outcome(outcome, dump)
         times = ", ".join(f"{k} {v:.3f}" for k, v in outcome.timings.items())
         print(f"layeredit: {mode.op} job {outcome.job}: {times}", file=sys.stderr)  # GIMP's terminal / log
         return procedure.new_return_values(Gimp.PDBStatusType.SUCCESS, GLib.Error())

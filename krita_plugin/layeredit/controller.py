@@ -31,6 +31,7 @@ from protocol.hostkit import (
     no_backend_status,
     only_changed,
     op_form,
+    packed,
     refused_message,
     result_image,
     result_mask,
@@ -69,6 +70,7 @@ class Outcome:
     code: str | None = None
     meta: dict = field(default_factory=dict)
     sent: dict = field(default_factory=dict)  # region and params of the job (what the user asked for)
+    masks: dict = field(default_factory=dict)  # masks returned, by name (erase: region, object)
 
 
 class Controller:
@@ -417,9 +419,8 @@ class Controller:
                 result_image(img, region, layout.sample, layout.order)
                 for img in (result.image, *result.candidates)
             ]
-            mask = (
-                result_mask(result.mask, region) if pend.set_selection and result.mask is not None else None
-            )
+            selected = result.selection_mask  # the snapped object, not the wider region erase repainted
+            mask = result_mask(selected, region) if pend.set_selection and selected is not None else None
         except ProtocolError as exc:
             self._fail_pending(exc)
             return
@@ -442,7 +443,12 @@ class Controller:
             "params": pend.params,
         }
         self.last = Outcome(
-            self.job.state.value, layer=layer, message=self.job.message, meta=dict(result.meta), sent=sent
+            self.job.state.value,
+            layer=layer,
+            message=self.job.message,
+            meta=dict(result.meta),
+            sent=sent,
+            masks=_masks_of(result),
         )
 
     def _apply_selection(self, result: Any, pend: Pending) -> None:
@@ -465,8 +471,14 @@ class Controller:
             message=self.job.message,
             meta=dict(result.meta),
             sent={**sent, "params": pend.params},
+            masks=_masks_of(result),
         )
 
     @property
     def state(self) -> JobState:
         return self.job.state
+
+
+def _masks_of(result: Any) -> dict[str, bytes]:
+    """The masks a result carries, by name (erase: region, object), packed: the scripted host test reads them."""
+    return {name: packed(buf) for name, buf in result.named_masks().items()}

@@ -284,6 +284,11 @@ class ScriptedJob:
             out["selection_after"] = None if sel is None else [sel.x(), sel.y(), sel.width(), sel.height()]
             if sel is not None:
                 (self.out / f"selection_after{suffix}.raw").write_bytes(bytes(sel.pixelData(0, 0, w, h)))
+            if c.last is not None and c.last.masks:  # the masks the backend returned, over the whole canvas
+                out["masks"] = sorted(c.last.masks)
+                for name, data in c.last.masks.items():
+                    canvas = _on_canvas(data, c.last.sent["region"], w, h)
+                    (self.out / f"mask_{name}{suffix}.raw").write_bytes(canvas)
         if hasattr(self, "t_kill"):
             out["failed_after_kill_s"] = round(time.monotonic() - self.t_kill, 3)
         return out
@@ -307,6 +312,16 @@ class ScriptedJob:
             window.frameGeometry()
         )  # from the screen: a GL canvas's decorations (the ants) do not grab() themselves
         QApplication.primaryScreen().grabWindow(0, g.x(), g.y(), g.width(), g.height()).save(str(path))
+
+
+def _on_canvas(mask: bytes, region: Any, w: int, h: int) -> bytes:
+    """A region-sized 8-bit mask placed on a zeroed w x h canvas (the region lies inside the canvas)."""
+    rx, ry, rw, rh = region
+    canvas = bytearray(w * h)
+    for row in range(rh):
+        start = (ry + row) * w + rx
+        canvas[start : start + rw] = mask[row * rw : (row + 1) * rw]
+    return bytes(canvas)
 
 
 def _visible_in(widget: Any, docker: Any, screen: Any) -> bool:

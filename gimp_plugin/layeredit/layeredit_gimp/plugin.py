@@ -24,6 +24,7 @@ from protocol.hostkit import (
     load_choice,
     model_hints,
     op_form,
+    packed,
     result_image,
     result_mask,
     result_names,
@@ -162,6 +163,23 @@ class Outcome:
     meta: dict = field(default_factory=dict)
     layers: list = field(default_factory=list)  # all new layers, top first (Imagic: one per eta)
     timings: dict = field(default_factory=dict)  # read_s, job_s (send + backend + receive), write_s, total_s
+    region: tuple = ()  # (x, y, w, h) in image coordinates: what was sent, where the masks lie
+    masks: dict = field(default_factory=dict)  # the masks returned, by name (erase: region, object)
+
+
+def _masks_of(result: Any, region: Any) -> tuple[tuple, dict[str, bytes]]:
+    return region.as_tuple(), {name: packed(buf) for name, buf in result.named_masks().items()}
+
+
+def dump_outcome(outcome: Outcome, directory: str) -> None:
+    """Test hook (``LAYEREDIT_RESULT_DUMP``): the region sent and every mask the backend returned, so a
+    real-host test can check the new layer against the edited region and the selection against the object."""
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    for name, data in outcome.masks.items():
+        (out / f"mask_{name}.raw").write_bytes(data)
+    info = {"job": outcome.job, "region": list(outcome.region), "masks": sorted(outcome.masks)}
+    (out / "result.json").write_text(json.dumps({**info, "meta": outcome.meta}, default=str), "utf-8")
 
 
 class Progress:
@@ -230,11 +248,12 @@ def run_job(
             timings["total_s"] = time.perf_counter() - started
             gimp.progress_update(1.0)
             progress.tracker.finished()
-            return Outcome(None, job, params, result.meta, [], timings)
+            return Outcome(None, job, params, result.meta, [], timings, *_masks_of(result, r))
         pixels = [result_image(img, r, fmt.sample, "RGBA") for img in (result.image, *result.candidates)]
         mask = None
-        if SELECT in registered and config.get_property(SELECT) and result.mask is not None:
-            mask = result_mask(result.mask, r)
+        selected = result.selection_mask  # the snapped object, not the wider region erase repainted
+        if SELECT in registered and config.get_property(SELECT) and selected is not None:
+            mask = result_mask(selected, r)
         taken = [layer.get_name() for layer in image.get_layers()]
         names = result_names(mode, params, result.meta, len(pixels), taken)
         extra = list(zip(names[1:], pixels[1:], strict=True))
@@ -244,7 +263,7 @@ def run_job(
         timings["total_s"] = time.perf_counter() - started
         gimp.progress_update(1.0)
         progress.tracker.finished()
-        return Outcome(layers[0], job, params, result.meta, layers, timings)
+        return Outcome(layers[0], job, params, result.meta, layers, timings, *_masks_of(result, r))
     finally:
         client.close()
         gimp.progress_end()

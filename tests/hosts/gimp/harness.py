@@ -104,6 +104,7 @@ class GimpSandbox:
             "LE_OUT": f"{self.inner}/out",
             "LANG": "C.UTF-8",
             "LAYEREDIT_CLIENT_TOKEN": self.client_token,
+            "LAYEREDIT_RESULT_DUMP": f"{self.inner}/out/result",  # the masks the plug-in got (plugin.py)
         }
         if gui:
             if not display.alive():

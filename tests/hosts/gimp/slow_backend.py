@@ -2,8 +2,9 @@
 stand-in that steps until cancelled, so the test can kill the plug-in mid-job deterministically (the real
 erase finishes too fast to be killed reliably). Everything else (server, jobs, wire, cancel) is the product's.
 
-Usage: LAYEREDIT_RUNTIME_DIR=... python tests/hosts/gimp/slow_backend.py [--echo]
-(``--echo``: ``erase`` returns the image at once, for tests/hosts/gimp/bench_roundtrip.py.)
+Usage: LAYEREDIT_RUNTIME_DIR=... python tests/hosts/gimp/slow_backend.py [--echo | --soft]
+(``--echo``: ``erase`` returns the image at once, for tests/hosts/gimp/bench_roundtrip.py; ``--soft``:
+``snap`` returns a ramp of every 8-bit mask value, for the soft-selection test.)
 """
 
 from __future__ import annotations
@@ -44,6 +45,10 @@ class EchoErase(Op):
 def main() -> None:
     registry = product_registry()
     registry.register(EchoErase if "--echo" in sys.argv else SlowErase)
+    if "--soft" in sys.argv:
+        from tests.hosts.krita.testops import SoftSnap
+
+        registry.register(SoftSnap)
     server = Server(ServerConfig(report_models=False), registry=registry, models_factory=None)
     signal.signal(signal.SIGTERM, lambda *_: server.stop())
     server.serve_forever()

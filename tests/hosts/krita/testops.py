@@ -19,7 +19,9 @@ GATE = threading.Event()  # Slow waits for it (in-process tests set it)
 
 
 class PaintRed(Op):
-    """Selected pixels become opaque red (RGBA order as ops see it); the mask is the selection."""
+    """Selected pixels become opaque red (RGBA order as ops see it). Two masks, as the real erase sends: the
+    region it painted (the selection) and the "object" (the selection's even rows), so a host that selects the
+    object afterwards can be told from one that selects the region."""
 
     spec = OpSpec(
         "erase",
@@ -40,7 +42,26 @@ class PaintRed(Op):
         img[sel, 1] = 0
         img[sel, 2] = 0
         img[sel, 3] = top
-        return OpResult(img, mask=(sel * 255).astype(np.uint8))
+        region = (sel * 255).astype(np.uint8)
+        obj = region.copy()
+        obj[1::2] = 0
+        return OpResult(img, mask=region, meta={"masks": ["region", "object"]}, object_mask=obj)
+
+
+def soft_ramp(h: int, w: int) -> np.ndarray:
+    """Every 8-bit value in turn, row-major over an h x w region (all 256 when h * w >= 256)."""
+    return (np.arange(h * w, dtype=np.int64) % 256).astype(np.uint8).reshape(h, w)
+
+
+class SoftSnap(Op):
+    """Select object's stand-in: the mask is ``soft_ramp`` over the region, so a host test can check that
+    partial values (54, 127, ...) become the same selection values (GIMP once brightened them)."""
+
+    spec = OpSpec("snap", "test snap: a ramp of every mask value", (), needs_selection=True)
+
+    def run(self, inputs, params, ctx):
+        h, w = inputs.image.shape[:2]
+        return OpResult(None, mask=soft_ramp(h, w))
 
 
 # Slow's most steps of 20 ms (~8 s); an in-process test raises it to hold a job longer, a backend process
@@ -71,7 +92,7 @@ class Slow(Op):
 
 
 def registry() -> Registry:
-    return Registry({"erase": PaintRed, "imagic": Slow})
+    return Registry({"erase": PaintRed, "imagic": Slow, "snap": SoftSnap})
 
 
 def main(argv: list[str]) -> int:
