@@ -377,3 +377,36 @@ def test_a_local_backend_whose_process_lives_gets_time_to_answer_hello(app, serv
     dead.wait()
     c.client = SimpleNamespace(info=SimpleNamespace(pid=dead.pid))
     assert c.hello_timeout_s == ctl.LOCAL_HELLO_TIMEOUT_S
+
+
+def test_a_live_local_backend_slow_to_answer_hello_is_waited_for_not_reported_gone(
+    app, tmp_path, monkeypatch
+):
+    """The server answers hello only once its model report is built (torch imports slowly on a loaded
+    machine). Held here until the test lets it go: the docker keeps waiting past a dead backend's 3 s (made 0
+    here) because the backend's process lives, then connects."""
+    import threading
+
+    from krita_plugin.layeredit import controller as ctl
+
+    monkeypatch.setenv("LAYEREDIT_RUNTIME_DIR", str(tmp_path / "run"))
+    monkeypatch.setattr(ctl, "LOCAL_HELLO_TIMEOUT_S", 0.0)
+    srv = Server(
+        ServerConfig(connection_file=tmp_path / "backend.json", report_models=True), registry(), None
+    )
+    report_may_go = threading.Event()
+    build_report = srv._build_report
+    srv._build_report = lambda: (report_may_go.wait(120), build_report())
+    srv.start()
+    try:
+        c = Controller(app, lambda: Client.connect(srv.connection_file, check=False))
+        assert c.connect()
+        for _ in range(20):
+            c.poll()
+        assert c.client is not None and c.hello is None  # still waiting for the answer, not "not running"
+        report_may_go.set()
+        wait_for(lambda: c.connected, c, limit=120)
+        assert "erase" in c.forms
+    finally:
+        report_may_go.set()
+        srv.stop()

@@ -79,7 +79,7 @@ def add_arguments(
         procedure.add_boolean_argument(
             SELECT,
             nick("select_the_snapped_object", keys),
-            "Make the snapped mask the selection",
+            "Make the snapped object the selection",
             False,
             flags,
         )

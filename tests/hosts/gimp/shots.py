@@ -6,8 +6,9 @@ Needs the chroot of tests/hosts/gimp/setup.sh (root), Xvfb and xdotool (apt) on 
 chroot) reaches the Xvfb of tests/hosts/xvfb.py through its abstract socket. The backend
 runs outside the chroot with an empty models folder, so the Erase dialog shows the install hint under Fill.
 It opens examples/coffee.png, selects the rough lasso around the spoon, then: opens Filters > AI Edit (shot),
-runs Erase and Select object interactively (the plug-in's test hook saves each dialog as a PNG and presses
-OK) and shoots the window with the snapped selection's marching ants.
+runs Select object and then Erase (with "Select the snapped object" ticked) interactively (the plug-in's test
+hook saves each dialog as a PNG and presses OK) and shoots the window after each: the snapped selection's
+marching ants, then the erased layer with the spoon selected.
 """
 
 from __future__ import annotations
@@ -45,13 +46,18 @@ def rough():
     buf.flush()
     img.select_item(Gimp.ChannelOps.REPLACE, ch)
     img.remove_channel(ch)
-def run(name):
+def run(name, select_mask=False):
     proc = Gimp.get_pdb().lookup_procedure(name)
     cfg = proc.create_config()
     cfg.set_property("run-mode", Gimp.RunMode.INTERACTIVE)
     cfg.set_property("image", img)
     cfg.set_core_object_array("drawables", [src])
+    if select_mask:  # "Select the snapped object" ticked in the dialog
+        cfg.set_property("select-mask", True)
     return proc.run(cfg).index(0)
+def save_selection(name):
+    sel = img.get_selection().get_buffer().get(Gegl.Rectangle.new(0, 0, 600, 400), 1.0, "Y u8", Gegl.AbyssPolicy.NONE)
+    open(os.path.join(OUT, name), "wb").write(bytes(sel))
 img = Gimp.file_load(Gimp.RunMode.NONINTERACTIVE, Gio.File.new_for_path(os.path.join(OUT, "coffee.png")))
 src = img.get_layers()[0]
 src.set_name("coffee")
@@ -62,13 +68,16 @@ Gimp.displays_flush()
 mark("ready")
 wait("menu-done")
 print("select:", run("plug-in-layeredit-snap"))
-sel = img.get_selection().get_buffer().get(Gegl.Rectangle.new(0, 0, 600, 400), 1.0, "Y u8", Gegl.AbyssPolicy.NONE)
-open(os.path.join(OUT, "selection_after.raw"), "wb").write(bytes(sel))
+save_selection("selection_after.raw")
 Gimp.displays_flush()
 mark("selected")
 wait("shot-done")
 rough()
-print("erase:", run("plug-in-layeredit-erase"))
+print("erase:", run("plug-in-layeredit-erase", select_mask=True))
+save_selection("selection_after_erase.raw")
+Gimp.displays_flush()
+mark("erased")
+wait("erase-shot-done")
 """
 
 
@@ -171,6 +180,13 @@ def main(argv: list[str]) -> int:
         )
         print(f"GIMP's selection after Select object: {int((snapped > 127).sum())} px selected")
         (box.out_dir / "shot-done").write_text("")
+        wait("erased")  # Erase with "Select the snapped object": a new layer, the spoon selected
+        subprocess.run(["xdotool", "mousemove", str(SIZE[0] - 5), str(SIZE[1] - 5)], env=xenv, check=True)
+        time.sleep(2.0)
+        shot("gimp-erase-snapped-selection.png")
+        erased = np.frombuffer((box.out_dir / "selection_after_erase.raw").read_bytes(), np.uint8)
+        print(f"GIMP's selection after Erase: {int((erased > 127).sum())} px selected")
+        (box.out_dir / "erase-shot-done").write_text("")
         gimp.wait(300)
         for op in ("erase", "snap"):
             png = box.out_dir / f"dialog-{op}.png"
