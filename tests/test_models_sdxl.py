@@ -77,3 +77,22 @@ def test_folder_architecture_from_the_configs(tmp_path, index, unet, arch):
     (tmp_path / "unet" / "config.json").write_text(json.dumps(unet))
     assert folder_architecture(tmp_path) == arch and arch in FOLDER_ARCHITECTURES
     assert family(arch) in FAMILIES
+
+
+def test_fast_mode_refused_for_an_sd2_folder_before_loading(tmp_path):
+    """LCM-LoRA is SD 1.5's: an SD 2.x folder (1024-wide cross-attention) is refused from its configs alone."""
+    import json
+
+    folder = tmp_path / "sd2-inpaint"
+    (folder / "unet").mkdir(parents=True)
+    (folder / "model_index.json").write_text(json.dumps({"text_encoder": ["transformers", "CLIPTextModel"]}))
+    (folder / "unet" / "config.json").write_text(json.dumps({"in_channels": 9, "cross_attention_dim": 1024}))
+    mm = ModelManager(models_dir=tmp_path, device="cpu", search_dirs=[], hf_cache_dir=tmp_path / "hf")
+    image = np.zeros((64, 64, 3), np.uint8)
+    selection = np.zeros((64, 64), np.float32)
+    selection[16:40, 16:40] = 1
+    params = ReplaceOp.spec.validate({"prompt": "x", "fast": True, "model": str(folder), "snap": False})
+    with pytest.raises(OpError) as err:
+        ReplaceOp().run(OpInputs(image, selection), params, JobContext(models=mm))
+    assert err.value.code == ErrorCode.BAD_PARAM and err.value.details["param"] == "fast"
+    assert mm.architecture("inpaint", folder) == "sd2-inpaint" and mm.stats.loads == 0

@@ -18,7 +18,7 @@ from typing import Any
 
 from protocol.errors import ErrorCode
 
-from .checkpoint import ARCHITECTURES, folder_architecture, sniff_architecture
+from .checkpoint import ARCHITECTURES, family, folder_architecture, sniff_architecture
 from .device import default_budget_bytes, pick_device, pick_dtype
 from .locate import Location, Locator, default_hf_cache, extra_model_dirs, model_error
 from .presets import (
@@ -112,6 +112,16 @@ class ModelManager:
                 read = sniff_architecture if loc.form == "file" else folder_architecture
                 self._architectures[key] = read(loc.path)
             return self._architectures[key]
+
+    def require_family(
+        self, kind: str, ref: str | os.PathLike | None, families: tuple[str, ...], message: str, param: str
+    ) -> str:
+        """``architecture(kind, ref)`` when its family is one of ``families``, else BAD_PARAM with ``message``
+        naming ``param`` (what the user should change): an op refuses a model it cannot use before loading it."""
+        arch = self.architecture(kind, ref)
+        if family(arch) not in families:
+            raise model_error(ErrorCode.BAD_PARAM, message, param=param)
+        return arch
 
     def has_model(self, kind: str, ref: str | os.PathLike | None = None) -> bool:
         """True when ``locate`` would succeed (used e.g. by erase's "auto" filler choice)."""

@@ -16,7 +16,6 @@ from typing import Any
 import numpy as np
 
 from backend.errors import out_of_memory_guard
-from backend.models.checkpoint import family
 from protocol.errors import ErrorCode
 
 from .base import JobContext, Op, OpError, OpInputs, OpResult, OpSpec, ParamSpec
@@ -210,13 +209,14 @@ class ImagicOp(Op):
         image, selection = self._check_inputs(inputs, params)
         models = ctx.model_manager()
         ctx.check_cancelled()
-        if family(models.architecture("text2img", params["model"] or None)) == "sdxl":
-            raise OpError(
-                ErrorCode.BAD_PARAM,
-                "Imagic here supports Stable Diffusion 1.x/2.x text-to-image models, not SDXL; choose an SD-1.5 "
-                "model with the 'model' parameter.",
-                {"param": "model"},
-            )
+        models.require_family(
+            "text2img",
+            params["model"] or None,
+            ("sd15", "sd2"),
+            "Imagic here supports Stable Diffusion 1.x/2.x text-to-image models, not SDXL; choose an SD-1.5 "
+            "model with the 'model' parameter.",
+            param="model",
+        )
         pipe = models.load_pipeline("text2img", params["model"] or None)
         ctx.check_cancelled()
         from backend.imagic import ImagicPipeline

@@ -11,7 +11,6 @@ import secrets
 from typing import Any
 
 from backend.errors import out_of_memory_guard
-from backend.models.checkpoint import family
 from protocol.errors import ErrorCode
 
 from .base import JobContext, Op, OpError, OpInputs, OpResult, OpSpec, ParamSpec
@@ -122,12 +121,14 @@ class ReplaceOp(Op):
 
         models = ctx.model_manager()
         model_label = models.locate("inpaint", params["model"] or None).label
-        if params["fast"] and family(models.architecture("inpaint", params["model"] or None)) != "sd15":
-            raise OpError(
-                ErrorCode.BAD_PARAM,
+        if params["fast"]:
+            models.require_family(
+                "inpaint",
+                params["model"] or None,
+                ("sd15",),
                 "Fast mode uses the SD 1.5 LCM-LoRA; this model is not SD 1.5. "
                 "Turn fast off or choose an SD 1.5 inpainting model.",
-                {"param": "fast"},
+                param="fast",
             )
         pipe = models.load_pipeline("inpaint", params["model"] or None)
         lora = models.lora_file() if params["fast"] else None
