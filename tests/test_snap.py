@@ -158,7 +158,7 @@ def test_snap_op_returns_a_mask_and_no_image(scene):
     assert res.meta["method"] == "grabcut"
 
 
-def test_snap_op_errors(scene):
+def test_snap_op_errors(scene, tmp_path, monkeypatch):
     image, _, _, sel = scene
     op, params = SnapOp(), SnapOp.spec.validate({})
     with pytest.raises(OpError) as err:
@@ -167,8 +167,9 @@ def test_snap_op_errors(scene):
     with pytest.raises(OpError) as err:
         op.run(OpInputs(None, sel), params, JobContext())
     assert err.value.code.value == "missing_input"
-    with pytest.raises(OpError) as err:  # SAM asked for, no model manager to load it from
-        op.run(OpInputs(image, sel), SnapOp.spec.validate({"method": "sam"}), JobContext())
+    empty_models_dirs(tmp_path, monkeypatch)
+    with pytest.raises(OpError) as err:  # SAM asked for, not installed where a bare context's manager looks
+        op.run(OpInputs(image, sel), SnapOp.spec.validate({"method": "sam"}), JobContext(device="cpu"))
     assert err.value.code.value == "model_missing"
     with pytest.raises(OpError) as err:
         SnapOp.spec.validate({"method": "magic"})
@@ -199,3 +200,12 @@ def test_missing_u2netp_is_a_clear_error(tmp_path, monkeypatch):
     assert u2.find_u2netp() is None
     with pytest.raises(FileNotFoundError, match="u2netp.onnx not found"):
         u2.U2NetP()
+
+
+def empty_models_dirs(tmp_path, monkeypatch) -> None:
+    """Where a bare JobContext's model manager looks (models folder, extra folders, HF cache): all empty."""
+    import huggingface_hub.constants
+
+    monkeypatch.setenv("LAYEREDIT_MODELS", str(tmp_path / "no-models"))
+    monkeypatch.setenv("LAYEREDIT_MODEL_PATHS", "")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "no-hf"))

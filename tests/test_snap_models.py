@@ -18,7 +18,7 @@ from backend.models.presets import PRESETS, SAM_AUTO_ORDER
 from backend.ops.base import JobContext, OpError, OpInputs
 from backend.ops.snap import MODEL_METHODS, SnapOp
 from protocol.errors import ErrorCode
-from tests.test_snap import iou, make_scene
+from tests.test_snap import empty_models_dirs, iou, make_scene
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -319,15 +319,16 @@ def test_replace_reports_the_snap_it_used(built, models_dir, tiny_inpaint_dir):
 
 # ---- errors -------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("name", ["sam-hq", "sam2.1-small", "sam2.1-tiny"])
-def test_missing_model_names_its_install_command(models_dir, name):
+def test_missing_model_names_its_install_command(models_dir, name, monkeypatch):
     image, _, _, sel = make_scene(64)
     with pytest.raises(OpError) as err:
         snap(manager(models_dir), name, image, sel)
     assert err.value.code == ErrorCode.MODEL_MISSING
     assert f"python3 install.py --models {name}" in err.value.message
     assert err.value.details["install"] == f"python3 install.py --models {name}"
-    with pytest.raises(OpError) as err:  # no model manager at all (e.g. a bare CLI context)
-        SnapOp().run(OpInputs(image, sel), SnapOp.spec.validate({"method": name}), JobContext())
+    empty_models_dirs(models_dir, monkeypatch)
+    with pytest.raises(OpError) as err:  # no model manager given: the one the context makes finds none either
+        SnapOp().run(OpInputs(image, sel), SnapOp.spec.validate({"method": name}), JobContext(device="cpu"))
     assert err.value.code == ErrorCode.MODEL_MISSING and f"--models {name}" in err.value.message
 
 

@@ -84,20 +84,19 @@ def require_image_and_selection(inputs: OpInputs, op: str):
 
 def build_snapper(ctx: JobContext, method: str):
     """A SnapPipeline with u2netp (embedded) and, when ``method`` may use one, a segment-anything model:
-    the one named, or for ``auto`` the first installed in MODEL_METHODS (a broken one is skipped, and said so)."""
+    the one named, or for ``auto`` the first installed in MODEL_METHODS (a broken one is skipped, and said so).
+
+    A model named is needed, so it comes from ``ctx.model_manager()`` as every op's required model does; ``auto``
+    only looks at the manager the context has (none: the embedded snap), as erase's ``auto`` fill does."""
     from backend.snapping import SnapPipeline
 
     if method == "none":
         return SnapPipeline()
-    models = ctx.models
     if method in MODEL_METHODS:
-        if models is None:
-            raise OpError(
-                ErrorCode.MODEL_MISSING,
-                f"Snapping with {method} needs its weights; install them with: python3 install.py --models {method}",
-            )
-        segmenter = _segmenter(models, method)  # MODEL_MISSING (with the install command) or MODEL_BROKEN
+        # MODEL_MISSING (with the install command) or MODEL_BROKEN
+        segmenter = _segmenter(ctx.model_manager(), method)
         return SnapPipeline.default(sam=segmenter, model_choice={"asked": method})
+    models = ctx.models
     if method == "auto" and models is not None:
         segmenter, choice = _best_installed(models)
         return SnapPipeline.default(sam=segmenter, model_choice=choice)
