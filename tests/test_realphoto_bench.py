@@ -62,3 +62,23 @@ def test_plain_grabcuts_zeros_are_grabcut_collapsing_not_the_bench():
         bgd, fgd = np.zeros((1, 65)), np.zeros((1, 65))
         cv2.grabCut(np.ascontiguousarray(crop), gc, None, bgd, fgd, 1, cv2.GC_INIT_WITH_MASK)
         assert not ((gc == cv2.GC_FGD) | (gc == cv2.GC_PR_FGD)).any()
+
+
+def test_the_chooser_analysis_picks_as_the_snap_does():
+    """bench/snap_chooser.py: the shipped weights pick what embedded.total_score picks among plausible
+    candidates; the perfect chooser takes the truth's best; a held-out object is never in its own search."""
+    from backend.snapping.embedded import total_score
+    from bench.snap_chooser import SHIPPED, evaluate, pick
+
+    def cand(name, iou_, bf, plausible=True, **ev):
+        base = {"edge": 1.0, "separation": 0.5, "touch": 0.0, "fragments": 0.0, "solidity": 1.0, "area": 0.5}
+        return {"name": name, **base, **ev, "consensus": 0.8, "plausible": plausible, "iou": iou_, "bf": bf}
+
+    cands = [
+        cand("tight", 0.95, 0.9, separation=0.3),
+        cand("loose", 0.80, 0.5, separation=0.6),
+        cand("wrong", 0.10, 0.1, separation=0.99, plausible=False),
+    ]
+    assert pick(cands, SHIPPED)["name"] == max(cands[:2], key=total_score)["name"] == "loose"
+    rows = [{"set": "real", "case": "x/lasso", "candidates": cands}]
+    assert evaluate(rows, SHIPPED, "iou") == 0.80 and evaluate(rows, None, "bf") == 0.9
