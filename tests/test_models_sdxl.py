@@ -96,3 +96,12 @@ def test_fast_mode_refused_for_an_sd2_folder_before_loading(tmp_path):
         ReplaceOp().run(OpInputs(image, selection), params, JobContext(models=mm))
     assert err.value.code == ErrorCode.BAD_PARAM and err.value.details["param"] == "fast"
     assert mm.architecture("inpaint", folder) == "sd2-inpaint" and mm.stats.loads == 0
+
+
+def test_a_loaded_pipeline_reads_as_the_files_do(sdxl_dir, tiny_sd_dir, tiny_inpaint_dir, tmp_path):
+    """pipeline_architecture (for code handed a pipeline: the latent preview) applies the files' rule."""
+    from backend.models.checkpoint import pipeline_architecture
+
+    mm = ModelManager(models_dir=tmp_path, device="cpu", search_dirs=[], hf_cache_dir=tmp_path / "hf")
+    for kind, ref in (("inpaint", sdxl_dir), ("text2img", tiny_sd_dir), ("inpaint", tiny_inpaint_dir)):
+        assert pipeline_architecture(mm.load_pipeline(kind, ref)) == mm.architecture(kind, ref)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import struct
 from pathlib import Path
+from typing import Any
 
 from protocol.errors import ErrorCode
 
@@ -42,8 +43,7 @@ def family(arch: str) -> str:
 
 def folder_architecture(folder: Path) -> str:
     """One of FOLDER_ARCHITECTURES' keys for a diffusers pipeline folder, from its JSON files only (no weights
-    are read): SDXL has a second text encoder, inpainting UNets take 9 input channels, SD 2.x cross-attends
-    to 1024-wide text states. A folder without the files it would need reads as SD 1.x (loading it says more)."""
+    are read). A folder without the files it would need reads as SD 1.x (loading it says more)."""
     try:
         index = json.loads((folder / "model_index.json").read_text())
     except (OSError, ValueError):
@@ -52,14 +52,26 @@ def folder_architecture(folder: Path) -> str:
         unet = json.loads((folder / "unet" / "config.json").read_text())
     except (OSError, ValueError):
         unet = {}
-    inpaint = unet.get("in_channels") == 9
-    if "text_encoder_2" in index:
+    return _classify("text_encoder_2" in index, unet)
+
+
+def pipeline_architecture(pipe: Any) -> str:
+    """The same answer for a loaded diffusers pipeline, by the same rule, for code that is handed a pipeline
+    rather than a model reference (a pipeline's latent preview); ops ask ``ModelManager.architecture``."""
+    config = getattr(getattr(pipe, "unet", None), "config", None) or {}
+    return _classify(getattr(pipe, "text_encoder_2", None) is not None, dict(config))
+
+
+def _classify(second_text_encoder: bool, unet: dict) -> str:
+    """SDXL has a second text encoder, inpainting UNets take 9 input channels (image, mask and masked image
+    latents), SD 2.x cross-attends to 1024-wide text states."""
+    if second_text_encoder:
         base = "sdxl"
     elif unet.get("cross_attention_dim") == _SD2_TEXT_DIM:
         base = "sd2"
     else:
         base = "sd15"
-    return f"{base}-inpaint" if inpaint else base
+    return f"{base}-inpaint" if unet.get("in_channels") == 9 else base
 
 
 def read_safetensors_header(path: Path) -> dict:

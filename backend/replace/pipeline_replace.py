@@ -31,6 +31,7 @@ from backend.imaging import (
     plan_crop,
     to_rgb_u8,
 )
+from backend.models.checkpoint import family, pipeline_architecture
 
 Callback = Callable[[str, int, int], None]
 LCM_ADAPTER = "lcm"
@@ -246,13 +247,13 @@ def inpaint(
     if params.fast:
         steps, guidance = min(steps, LCM_MAX_STEPS), min(guidance, LCM_MAX_GUIDANCE)
 
+    xl = params.previews and family(pipeline_architecture(pipe)) == "sdxl"  # the latent space to preview
+
     def on_step_end(p: Any, i: int, t: Any, kwargs: dict) -> dict:
         if report is not None:
             total = int(getattr(p, "_num_timesteps", steps) or steps)
             if params.previews and "latents" in kwargs:
-                report(
-                    "denoise", i + 1, total, latent_preview(kwargs["latents"], xl="XL" in type(p).__name__)
-                )
+                report("denoise", i + 1, total, latent_preview(kwargs["latents"], xl=xl))
             else:
                 report("denoise", i + 1, total)
         return kwargs
