@@ -77,7 +77,17 @@ def _timed(fn, *a, **kw) -> tuple[object, dict]:
     t0 = time.perf_counter()
     out = fn(*a, **kw)
     f1, s1, c1 = _faults()
-    return out, {"s": time.perf_counter() - t0, "cpu_s": c1 - c0, "faults": f1 - f0, "sys_s": s1 - s0}
+    return out, {
+        "s": time.perf_counter() - t0,
+        "cpu_s": c1 - c0,
+        "faults": f1 - f0,
+        "sys_s": s1 - s0,
+        "peak_rss_gib": _peak_rss_gib(),  # so far: says which request set the process's peak
+    }
+
+
+def _peak_rss_gib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # Linux: KiB
 
 
 def run_community(args) -> dict:
@@ -116,6 +126,7 @@ def run_community(args) -> dict:
                 "cpu_s": c1 - c0,
                 "faults": f1 - f0,
                 "sys_s": s1 - s0,
+                "peak_rss_gib": _peak_rss_gib(),
                 **stages,
             }
         )
@@ -131,7 +142,7 @@ def run_engine(args, finetune: str) -> dict:
 
     pipe = _load(args.model)
     image = _input_image(args.res)
-    out: dict = {"malloc": dict(malloc.status)}
+    out: dict = {"malloc": dict(malloc.status), "loaded_rss_gib": _peak_rss_gib()}
 
     def params(**kw) -> ImagicParams:
         base = dict(

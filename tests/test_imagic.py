@@ -228,7 +228,7 @@ def test_eta_endpoints_use_e_opt_and_e_tgt(sd):
     state = cache.get(out.info["cache_key"])
     assert seen and not torch.equal(state.e_opt, state.e_tgt)
     for context in seen:
-        cond = context[3:]  # batch = [uncond x 3, cond x 3]
+        cond = context[-3:]  # batch = [uncond x 3, cond x 3] ([uncond, cond x 3] at the first step)
         assert torch.equal(cond[0], state.e_opt[0])
         assert torch.equal(cond[1], state.e_tgt[0])
         assert torch.allclose(cond[2], 0.5 * (state.e_opt[0] + state.e_tgt[0]))

@@ -235,7 +235,8 @@ def test_cache_hit_skips_the_text_encoder_and_batches_the_etas(sd):
         unet.close()
     assert out.cache_hit and len(out.images) == 5
     assert text.batches == []  # e_tgt, e_opt and the empty prompt all come from the cache
-    assert unet.batches == [10, 10, 10]  # one UNet call per step for all 5 etas (x2 for guidance)
+    # one UNet call per step for all 5 etas (x2 for guidance); the first step shares one unconditional half
+    assert unet.batches == [6, 10, 10]
 
 
 def test_preview_samples_few_steps_from_the_same_tuning(sd):
@@ -479,3 +480,113 @@ def test_fp16_weights_with_fp16_autocast_tune_and_restore(sd, mode):
     assert out.info["precision"] == "fp16" and np.isfinite(out.images[0].astype(np.float32)).all()
     assert out.info["finetune_stats"]["last_loss"] is not None
     _assert_intact(sd, snap)
+
+
+# ---- sampling fast paths (issue 15: batched etas) -------------------------------------------------------------------
+def _generate(sd, etas, fast=True, monkeypatch=None, steps=4, guidance=7.5):
+    from backend.imagic import stages
+
+    if not fast:
+        monkeypatch.setattr(stages, "_fast_sampling", lambda unet: __import__("contextlib").nullcontext())
+    g = torch.Generator().manual_seed(5)
+    e_tgt = torch.randn(1, 77, sd.text_encoder.config.hidden_size, generator=g)
+    e_opt = e_tgt + 0.3 * torch.randn(e_tgt.shape, generator=g)
+    uncond = torch.randn(e_tgt.shape, generator=g)
+    out = stages.generate(
+        sd.unet.eval(),
+        sd.vae,
+        sd.scheduler.config,
+        e_tgt,
+        e_opt,
+        uncond,
+        etas,
+        latent_hw=(8, 8),
+        steps=steps,
+        guidance=guidance,
+        seed=3,
+        precision=stages.Precision.resolve("no", torch.device("cpu")),
+    )
+    if not fast:
+        monkeypatch.undo()
+    return out
+
+
+def test_fast_sampling_paths_give_what_the_plain_layers_give(sd, monkeypatch):
+    """Cached context projections and the shared first unconditional prediction change the arithmetic's order
+    at most: same images as the plain layers within 1e-5 (of [0, 1]), batched or alone,
+    and every layer is back in place afterwards."""
+    from backend.imagic import stages
+
+    before = dict(sd.unet.named_modules())
+    state = {k: v.clone() for k, v in sd.unet.state_dict().items()}
+    etas = [0.3, 0.7, 1.0]
+    fast = _generate(sd, etas)
+    plain = _generate(sd, etas, fast=False, monkeypatch=monkeypatch)
+    assert stages._fast_sampling is not None
+    for a, b in zip(fast, plain, strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+    alone = _generate(sd, [0.7], fast=False, monkeypatch=monkeypatch)
+    np.testing.assert_allclose(fast[1], alone[0], atol=1e-4)
+    assert not np.allclose(fast[0], fast[2], atol=1e-3)
+    after = dict(sd.unet.named_modules())
+    assert after.keys() == before.keys() and all(after[k] is before[k] for k in before)
+    assert all(torch.equal(v, state[k]) for k, v in sd.unet.state_dict().items())
+
+
+def test_fast_sampling_projects_each_context_once(sd):
+    """The cross-attention key/value layers run once per distinct context (2 contexts: the shared first step,
+    then the rest), not once per step."""
+    from diffusers.models.attention_processor import Attention
+
+    cross = [m for m in sd.unet.modules() if isinstance(m, Attention) and m.is_cross_attention]
+    assert cross
+    k_calls, v_calls = _Calls(cross[0].to_k), _Calls(cross[-1].to_v)
+    try:
+        _generate(sd, [0.3, 0.7, 1.0], steps=5)
+    finally:
+        k_calls.close()
+        v_calls.close()
+    assert (
+        k_calls.batches == v_calls.batches == [4, 6]
+    )  # [uncond, 3 cond] at step 1, [3 uncond, 3 cond] after
+
+
+def test_adam_step_in_backward_equals_one_adam_and_frees_each_gradient():
+    """Stage B's optimizer steps each tensor inside the backward pass (a full fine-tune never holds every
+    gradient at once): the weights come out bit-identical to one torch Adam over all of them."""
+    from backend.imagic import stages
+
+    def model():
+        torch.manual_seed(0)
+        return torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.Tanh(), torch.nn.Linear(8, 3))
+
+    x = torch.randn(5, 6, generator=torch.Generator().manual_seed(1))
+    ours, ref = model(), model()
+    live: list[int] = []
+
+    def loss_of(m):
+        def loss():
+            if m is ours:  # gradients alive when a new forward pass starts (none: all freed in the backward)
+                live.append(sum(p.grad is not None for p in m.parameters()))
+            return (m(x) ** 2).mean()
+
+        return loss
+
+    info = stages.train_steps(
+        "finetune",
+        list(ours.parameters()),
+        loss_of(ours),
+        4,
+        1e-2,
+        stages.Precision.resolve("no", torch.device("cpu")),
+        lambda *a: None,
+    )
+    opt = torch.optim.Adam(ref.parameters(), lr=1e-2)
+    for _ in range(4):
+        loss_of(ref)().backward()
+        opt.step()
+        opt.zero_grad()
+    assert info["optimizer"] == "adam (step in backward)" and live == [0, 0, 0, 0]
+    for a, b in zip(ours.parameters(), ref.parameters(), strict=True):
+        assert torch.equal(a, b)
+    assert all(p.grad is None for p in ours.parameters())

@@ -142,8 +142,10 @@ def train_steps(
     adam_8bit: bool = False,
 ) -> dict:
     """Run ``steps`` optimiser steps on ``loss_fn``; fp16 autocast gets a gradient scaler. Returns stats."""
-    optimizer, name = make_optimizer(params, lr, adam_8bit)
     scaler = torch.amp.GradScaler(precision.device.type, enabled=precision.amp_dtype == torch.float16)
+    if len(params) > 1 and not scaler.is_enabled() and not adam_8bit:
+        return _train_steps_in_backward(stage, params, loss_fn, steps, lr, progress)
+    optimizer, name = make_optimizer(params, lr, adam_8bit)
     losses: list[float] = []
     for i in range(steps):
         loss = loss_fn()
@@ -160,6 +162,45 @@ def train_steps(
     del optimizer  # free Adam state before the next stage allocates its own
     return {
         "optimizer": name,
+        "first_loss": losses[0] if losses else None,
+        "last_loss": losses[-1] if losses else None,
+    }
+
+
+def _train_steps_in_backward(
+    stage: str,
+    params: list[torch.nn.Parameter],
+    loss_fn: Callable[[], torch.Tensor],
+    steps: int,
+    lr: float,
+    progress: Progress,
+) -> dict:
+    """``train_steps`` with each parameter's Adam step taken inside the backward pass, as soon as its gradient is
+    complete, and the gradient freed right away: a full SD-1.5 fine-tune then never holds all 3.4 GB of
+    gradients at once (the community pipeline does, on top of the weights and Adam moments). One Adam per tensor
+    does the same arithmetic as one Adam over all of them (no clipping, no scaler: fp32 or bf16 only)."""
+    optimizers = {p: torch.optim.Adam([p], lr=lr) for p in params}
+
+    def step(p: torch.Tensor) -> None:
+        optimizers[p].step()
+        p.grad = None
+
+    handles = [p.register_post_accumulate_grad_hook(step) for p in params]
+    losses: list[float] = []
+    try:
+        for i in range(steps):
+            loss = loss_fn()
+            loss.backward()
+            losses.append(float(loss.detach()))
+            progress(stage, i + 1, steps)
+    finally:
+        for h in handles:
+            h.remove()
+        for p in params:
+            p.grad = None
+        optimizers.clear()  # free the Adam moments before the next stage allocates its own
+    return {
+        "optimizer": "adam (step in backward)",
         "first_loss": losses[0] if losses else None,
         "last_loss": losses[-1] if losses else None,
     }
@@ -248,23 +289,75 @@ def generate(
     scheduler = cls.from_config(scheduler_config)  # private copy: set_timesteps mutates it
     scheduler.set_timesteps(steps, device=e_tgt.device)
     n = len(etas)
-    cond = mix_embeddings(e_tgt, e_opt, etas)
     cfg = guidance > 1.0
+    dtype = unet.dtype if precision.amp_dtype is None else torch.float32
+    cond = mix_embeddings(e_tgt, e_opt, etas).to(dtype)
+    uncond = uncond.to(dtype)
+    # built once: the cross-attention projections of a context are computed once per run (_fast_sampling)
     context = torch.cat([uncond.expand(n, -1, -1), cond], dim=0) if cfg else cond
+    first_context = torch.cat([uncond, cond], dim=0) if cfg and n > 1 else context
     generator = torch.Generator("cpu").manual_seed(int(seed))
     noise = torch.randn((1, unet.config.in_channels, *latent_hw), generator=generator).to(e_tgt.device)
     latents = noise.expand(n, -1, -1, -1) * scheduler.init_noise_sigma
-    dtype = unet.dtype if precision.amp_dtype is None else torch.float32
-    for i, t in enumerate(scheduler.timesteps):
-        model_in = scheduler.scale_model_input(torch.cat([latents, latents]) if cfg else latents, t)
-        with precision.autocast():
-            pred = unet(model_in.to(dtype), t, encoder_hidden_states=context.to(dtype)).sample.float()
-        if cfg:
-            uncond_pred, cond_pred = pred.chunk(2)
-            pred = uncond_pred + guidance * (cond_pred - uncond_pred)
-        if sampler == "lcm":
-            latents = scheduler.step(pred, t, latents, generator=generator).prev_sample
-        else:
-            latents = scheduler.step(pred, t, latents, eta=0.0).prev_sample
-        progress("generate", i + 1, steps)
+    with _fast_sampling(unet):
+        for i, t in enumerate(scheduler.timesteps):
+            # every eta starts from the same latent, so at the first step one unconditional prediction serves
+            # them all (batch n + 1 instead of 2n); after it the latents differ and each needs its own
+            shared = cfg and i == 0 and n > 1
+            if shared:
+                model_in, ctx = torch.cat([latents[:1], latents]), first_context
+            else:
+                model_in, ctx = (torch.cat([latents, latents]) if cfg else latents), context
+            model_in = scheduler.scale_model_input(model_in, t)
+            with precision.autocast():
+                pred = unet(model_in.to(dtype), t, encoder_hidden_states=ctx).sample.float()
+            if cfg:
+                uncond_pred, cond_pred = (pred[:1], pred[1:]) if shared else pred.chunk(2)
+                pred = uncond_pred + guidance * (cond_pred - uncond_pred)
+            if sampler == "lcm":
+                latents = scheduler.step(pred, t, latents, generator=generator).prev_sample
+            else:
+                latents = scheduler.step(pred, t, latents, eta=0.0).prev_sample
+            progress("generate", i + 1, steps)
     return [decode_latents(vae, latents[j : j + 1]) for j in range(n)]
+
+
+class _ContextProjection(torch.nn.Module):
+    """Stands in for a cross-attention ``to_k`` / ``to_v`` during one sampling run: the text context is the same
+    tensor at every step, so its projection is computed once (by the wrapped layer, hooks included) and reused.
+    Keyed by the tensor itself and its version counter; the run holds at most two contexts."""
+
+    def __init__(self, inner: torch.nn.Module):
+        super().__init__()
+        self.inner = inner
+        self.memo: list[tuple[torch.Tensor, int, torch.Tensor]] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for seen, version, out in self.memo:
+            if seen is x and version == x._version:
+                return out
+        out = self.inner(x)
+        self.memo.append((x, x._version, out))
+        return out
+
+
+@contextlib.contextmanager
+def _fast_sampling(unet):
+    """Swap ``_ContextProjection`` in for every cross-attention ``to_k`` / ``to_v`` for one no-grad sampling run
+    (7% of a batch-10 SD-1.5 UNet step at 16x16 latents, measured); the original layers are put back on exit
+    and no weight is touched or copied. (Running 1x1 convs as one matrix product over the batch was measured
+    too: 4% slower, dropped.)"""
+    swapped: list[tuple[torch.nn.Module, str, torch.nn.Module]] = []
+    try:
+        for parent in list(unet.modules()):
+            if not getattr(parent, "is_cross_attention", False):
+                continue
+            for name in ("to_k", "to_v"):
+                child = getattr(parent, name, None)
+                if isinstance(child, torch.nn.Module):
+                    setattr(parent, name, _ContextProjection(child))
+                    swapped.append((parent, name, child))
+        yield
+    finally:
+        for parent, name, child in reversed(swapped):
+            setattr(parent, name, child)
