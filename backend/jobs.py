@@ -1,6 +1,7 @@
-"""Jobs: the one run path (``run_job``) shared by the server's workers and the CLI, plus the queue.
+"""Jobs: the one door (``admit``) and the one run path (``execute``) shared by the server and the CLI, plus the queue.
 
-``run_job`` is validate -> build OpInputs -> op.run -> OpResult -> buffers in the host's format. The
+``admit`` checks parameters and buffers once (the server on submit, the CLI via ``run_job``); ``execute`` is
+decode -> op.run -> OpResult -> buffers in the host's format; ``run_job`` is the two in a row. The
 ``JobManager`` runs one worker thread per device over one shared queue; workers never touch the ROUTER
 socket (zmq sockets are not thread-safe): they sign finished messages and hand them to ``emit``, which
 the server's socket thread drains. Results are kept by job id (not by client identity) until released or
@@ -22,7 +23,7 @@ import numpy as np
 from backend.errors import is_out_of_memory, out_of_memory_error
 from backend.fairqueue import FairQueue
 from backend.guard import scrub_error
-from backend.ops import JobCancelled, JobContext, OpError, OpInputs, OpResult, OpSpec, Registry
+from backend.ops import JobCancelled, JobContext, Op, OpError, OpInputs, OpResult, OpSpec, Registry
 from backend.wire_images import (
     array_buffer,
     buffer_array,
@@ -46,24 +47,28 @@ OOM_ADVICE = "Out of memory. Use a smaller selection or image, or a lighter mode
 
 
 # -- the run path ---------------------------------------------------------------------------------
-def build_inputs(spec: OpSpec, image: Buffer | None, selection: Buffer | None) -> OpInputs:
-    """Decode the host's buffers into what ops see; missing inputs are errors before any op code runs."""
-    if spec.needs_image and image is None:
-        raise OpError(ErrorCode.MISSING_INPUT, f"Op '{spec.name}' needs an image; send the layer's pixels.")
+def admit(
+    spec: OpSpec, params: dict[str, Any] | None, image: Buffer | None, selection: Buffer | None
+) -> dict:
+    """The one door, for the server (on submit, before ``accepted``) and the CLI alike: the parameters against the
+    schema (defaults filled, ranges, choices, non-empty strings) and everything checkable on the buffers without
+    converting them. Returns the checked parameters; what passes here, the op and its pipeline trust."""
+    checked = spec.validate(params)
+    check_inputs(spec, image, selection)
+    return checked
+
+
+def build_inputs(image: Buffer | None, selection: Buffer | None) -> OpInputs:
+    """Decode the host's (admitted) buffers into what ops see."""
     sel = decode_selection(selection, image) if selection is not None else None
-    if spec.needs_selection and (sel is None or not sel.size or sel.max() <= 0):
-        raise OpError(
-            ErrorCode.NO_SELECTION,
-            f"Op '{spec.name}' needs a selection over the layer; select the object first, then run it again.",
-        )
     arr = decode_image(image) if image is not None else None
     origin = (image.x, image.y) if image is not None else (0, 0)
     return OpInputs(image=arr, selection=sel, origin=origin)
 
 
 def check_inputs(spec: OpSpec, image: Buffer | None, selection: Buffer | None) -> None:
-    """What ``build_inputs`` would refuse, checked without converting anything, so that the server refuses
-    it before ``accepted`` (SPEC.md 4: everything checkable without running the op comes first)."""
+    """The buffers an op needs are there, and a selection that was sent selects something on the layer (SPEC.md 4:
+    everything checkable without running the op comes first)."""
     if spec.needs_image and image is None:
         raise OpError(ErrorCode.MISSING_INPUT, f"Op '{spec.name}' needs an image; send the layer's pixels.")
     if selection is not None and selection.channels != 1:
@@ -72,10 +77,17 @@ def check_inputs(spec: OpSpec, image: Buffer | None, selection: Buffer | None) -
             f"The selection must be one gray channel, got {selection.channels} ({selection.order}); send the "
             "selection mask.",
         )
-    if spec.needs_selection and (selection is None or not selection_reaches(selection, image)):
+    reaches = selection is not None and selection_reaches(selection, image)
+    if spec.needs_selection and not reaches:
         raise OpError(
             ErrorCode.NO_SELECTION,
             f"Op '{spec.name}' needs a selection over the layer; select the object first, then run it again.",
+        )
+    if selection is not None and not reaches and not spec.empty_selection_ok:
+        raise OpError(
+            ErrorCode.NO_SELECTION,
+            "The selection does not cover this layer; select the region to edit, or clear the selection to "
+            "edit the whole layer.",
         )
 
 
@@ -118,11 +130,18 @@ def run_job(
     selection: Buffer | None,
     ctx: JobContext,
 ) -> tuple[OpResult, list[Buffer], dict[str, Any]]:
-    """The single run path (server worker and CLI): returns the op's result, its buffers, the used params."""
+    """The CLI's (and tests') run path: the door (``admit``), then ``execute``. Returns the op's result, its
+    buffers, the used params."""
     op_cls = registry.get(op_name)
-    checked = op_cls.spec.validate(params)
-    inputs = build_inputs(op_cls.spec, image, selection)
-    result = op_cls().run(inputs, checked, ctx)
+    checked = admit(op_cls.spec, params, image, selection)
+    return execute(op_cls, checked, image, selection, ctx)
+
+
+def execute(
+    op_cls: type[Op], checked: dict[str, Any], image: Buffer | None, selection: Buffer | None, ctx: JobContext
+) -> tuple[OpResult, list[Buffer], dict[str, Any]]:
+    """Run an admitted job (the server's workers: the server admitted it on submit): decode, run, encode."""
+    result = op_cls().run(build_inputs(image, selection), checked, ctx)
     return result, encode_result(result, image), checked
 
 
@@ -436,8 +455,8 @@ class JobManager:
         )
         t0 = time.perf_counter()
         try:
-            result, buffers, params = run_job(
-                self.registry, job.op, job.params, job.image, job.selection, ctx
+            result, buffers, params = execute(  # job.params: checked by the server's door on submit
+                self.registry.get(job.op), job.params, job.image, job.selection, ctx
             )
         except BaseException as exc:  # noqa: B036 - every failure becomes an error reply, never a dead worker
             err = error_of(exc)

@@ -24,7 +24,7 @@ import zmq
 from zmq.utils.monitor import parse_monitor_message
 
 from backend.guard import MODEL_NAME_RE, PeerGuard, SeenIds, scrub_error
-from backend.jobs import DONE, FINISHED, Job, JobManager, ModelsFactory, check_inputs, default_models
+from backend.jobs import DONE, FINISHED, Job, JobManager, ModelsFactory, admit, default_models
 from backend.ops import Registry, product_registry
 from backend.remote import AuthorizedKeys
 from protocol import connection, shm, wire
@@ -631,9 +631,6 @@ class Server:
         if not msg.op:
             raise ProtocolError(ErrorCode.MALFORMED, "A submit needs 'op' (see the ops listed by hello).")
         spec = self.registry.get(msg.op).spec
-        params = spec.validate(msg.params)  # unknown/bad params fail here, before any op code runs
-        if not self._current_peer.local:
-            self._check_model_names(params)
         for b in msg.buffers:
             if b.width * b.height > self.config.max_pixels:
                 raise ProtocolError(
@@ -651,11 +648,11 @@ class Server:
                     {"role": role},
                 )
         image, selection = msg.buffer("image"), msg.buffer("selection")
-        if spec.needs_image and image is None:
-            raise ProtocolError(
-                ErrorCode.MISSING_INPUT, f"Op '{spec.name}' needs an image buffer (role 'image')."
-            )
-        check_inputs(spec, image, selection)  # everything checkable without running the op: before accepted
+        params = admit(
+            spec, msg.params, image, selection
+        )  # the one door: params and buffers, before accepted
+        if not self._current_peer.local:
+            self._check_model_names(params)
         job_id = wire.new_id() if msg.job is None else msg.job  # "" is not "none": it is refused
         if not 1 <= len(job_id) <= wire.MAX_ID_CHARS or not job_id.isprintable():
             raise ProtocolError(

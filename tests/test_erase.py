@@ -16,9 +16,12 @@ from backend.erase import (
     NothingToFill,
     classical_fillers,
 )
+from backend.jobs import run_job
+from backend.ops import Registry
 from backend.ops.base import JobCancelled, JobContext, OpError, OpInputs
 from backend.ops.erase import EraseOp
 from backend.snapping import SnapParams, SnapPipeline
+from backend.wire_images import array_buffer
 from tests.test_snap import make_scene
 
 
@@ -93,12 +96,11 @@ def test_no_snap_erases_the_selection_as_drawn(scene):
 
 def test_empty_selection_is_a_no_selection_error(scene):
     image, _, _, sel = scene
-    with pytest.raises(OpError) as err:
-        EraseOp().run(OpInputs(image, np.zeros_like(sel)), EraseOp.spec.validate({}), JobContext())
-    assert err.value.code.value == "no_selection"
-    with pytest.raises(OpError) as err:
-        EraseOp().run(OpInputs(image, None), EraseOp.spec.validate({}), JobContext())
-    assert err.value.code.value == "no_selection"
+    registry = Registry({"erase": EraseOp})  # the door (jobs.admit) refuses it before the op runs
+    for selection in (array_buffer(np.zeros_like(sel), role="selection"), None):
+        with pytest.raises(OpError) as err:
+            run_job(registry, "erase", {}, array_buffer(image), selection, JobContext())
+        assert err.value.code.value == "no_selection"
     with pytest.raises(NothingToFill):
         ErasePipeline()(image, np.zeros_like(sel))
 

@@ -348,20 +348,19 @@ class FakeProcedure(fake_gimp.RecordingProcedure):
         return super().__getattr__(attr)
 
 
-def test_select_object_procedure_sits_in_ai_edit_and_in_select(tmp_path):
-    made = {}
-
-    def new(_plugin, name, *_args):
-        made[name] = FakeProcedure(name)
-        return made[name]
-
+def procedure_modules() -> tuple[SimpleNamespace, SimpleNamespace]:
+    """(gimp, gobject) enough for ``plugin.create_procedure``: procedures are FakeProcedures."""
     gimp = SimpleNamespace(
-        ImageProcedure=SimpleNamespace(new=new),
+        ImageProcedure=SimpleNamespace(new=lambda _plugin, name, *_args: FakeProcedure(name)),
         PDBProcType=SimpleNamespace(PLUGIN=1),
         ProcedureSensitivityMask=SimpleNamespace(DRAWABLE=2, ALWAYS=3),
         Choice=FakeChoice,
     )
-    gobject = SimpleNamespace(ParamFlags=SimpleNamespace(READWRITE=3))
+    return gimp, SimpleNamespace(ParamFlags=SimpleNamespace(READWRITE=3))
+
+
+def test_select_object_procedure_sits_in_ai_edit_and_in_select(tmp_path):
+    gimp, gobject = procedure_modules()
     (tmp_path / plugin.SCHEMAS_NAME).write_text(json.dumps([SNAP_SCHEMA, INVERT_SPEC.to_json()]))
     snap = plugin.create_procedure(None, "plug-in-layeredit-snap", None, gimp, gobject, tmp_path)
     assert snap.calls["set_menu_label"] == ("Select object…",)

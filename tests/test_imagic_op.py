@@ -10,8 +10,10 @@ import pytest
 import torch
 
 from backend.imagic import stages
-from backend.ops import JobCancelled, JobContext, OpError, OpInputs, product_registry
+from backend.jobs import run_job
+from backend.ops import JobCancelled, JobContext, OpError, Registry, product_registry
 from backend.ops.imagic import ImagicOp
+from backend.wire_images import array_buffer
 from protocol.errors import ErrorCode
 
 FAST = {"embedding_steps": 2, "finetune_steps": 2, "steps": 2}
@@ -33,9 +35,12 @@ def env(tmp_path, monkeypatch, tiny_sd_dir):
 
 
 def _run(mm, model, image, selection=None, progress=None, cancel=None, **params):
-    checked = ImagicOp.spec.validate({"prompt": "a photo of a sitting dog", "model": model, **FAST, **params})
+    """Through the door (jobs.run_job: params, image and selection are checked there, as the server does)."""
+    params = {"prompt": "a photo of a sitting dog", "model": model, **FAST, **params}
     ctx = JobContext(models=mm, progress_fn=progress, cancel_check=cancel, device="cpu")
-    return ImagicOp().run(OpInputs(image=image, selection=selection), checked, ctx)
+    img = None if image is None else array_buffer(image)
+    sel = None if selection is None else array_buffer(selection, role="selection")
+    return run_job(Registry({"imagic": ImagicOp}), "imagic", params, img, sel, ctx)[0]
 
 
 def _state(pipe) -> dict:

@@ -5,10 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from backend.jobs import run_job
 from backend.models import ModelManager
-from backend.ops import JobCancelled, JobContext, OpError, OpInputs
+from backend.ops import JobCancelled, JobContext, OpError, OpInputs, Registry
 from backend.ops.replace import ReplaceOp
 from backend.replace import EmptySelectionError, ReplaceParams, ReplacePipeline
+from backend.wire_images import array_buffer
 from protocol.errors import ErrorCode
 
 H, W = 72, 96
@@ -169,7 +171,8 @@ def run_op(models, image, selection, cancel_after: int | None = None, **p):
     p.setdefault("prompt", "a red vase")
     p.setdefault("steps", 3)
     p.setdefault("snap", False)
-    result = op.run(OpInputs(image=image, selection=selection), op.spec.validate(p), ctx)
+    sel = None if selection is None else array_buffer(selection, role="selection")
+    result, _, _ = run_job(Registry({"replace": type(op)}), "replace", p, array_buffer(image), sel, ctx)
     return result, events
 
 

@@ -7,10 +7,13 @@ import numpy as np
 import pytest
 
 from backend.imaging import grow
+from backend.jobs import run_job
+from backend.ops import Registry
 from backend.ops.base import JobContext, OpError, OpInputs
 from backend.ops.snap import SnapOp
 from backend.snapping import SnapParams, SnapPipeline
 from backend.snapping.u2net import find_u2netp, shared_u2netp
+from backend.wire_images import array_buffer
 
 
 def make_scene(size: int = 160, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -160,12 +163,12 @@ def test_snap_op_returns_a_mask_and_no_image(scene):
 
 def test_snap_op_errors(scene, tmp_path, monkeypatch):
     image, _, _, sel = scene
-    op, params = SnapOp(), SnapOp.spec.validate({})
+    op, registry = SnapOp(), Registry({"snap": SnapOp})  # inputs are refused at the door (jobs.admit)
     with pytest.raises(OpError) as err:
-        op.run(OpInputs(image, np.zeros_like(sel)), params, JobContext())
+        run_job(registry, "snap", {}, array_buffer(image), array_buffer(np.zeros_like(sel)), JobContext())
     assert err.value.code.value == "no_selection"
     with pytest.raises(OpError) as err:
-        op.run(OpInputs(None, sel), params, JobContext())
+        run_job(registry, "snap", {}, None, array_buffer(sel), JobContext())
     assert err.value.code.value == "missing_input"
     empty_models_dirs(tmp_path, monkeypatch)
     with pytest.raises(OpError) as err:  # SAM asked for, not installed where a bare context's manager looks

@@ -17,13 +17,13 @@ from typing import Any
 import numpy as np
 
 from backend.imaging import bbox, composite, feather_inward, grow, plan_crop, to_float, to_rgb_u8
-from backend.snapping import SnapParams, SnapPipeline
+from backend.params.erase import EraseParams
+from backend.snapping import SnapPipeline
 
 from .fill_learned import LEARNED_FILLS
 from .fillers import Filler, classical_fillers
 
 Callback = Callable[[str, int, int], None]
-DEFAULT_FILL = "auto"
 AUTO_ORDER = (*LEARNED_FILLS, "auto")  # a learned filler when one was injected, else the embedded auto
 
 
@@ -33,16 +33,6 @@ class NothingToFill(ValueError):
 
 class NoBackground(ValueError):
     """The region covers the whole crop/layer: there is no background left to fill from."""
-
-
-@dataclass
-class EraseParams:
-    snap: SnapParams = field(default_factory=SnapParams)
-    grow: int = 6  # px: swallow the object's anti-aliased edge and shadow fringe
-    feather: int = 2  # px, inward only: soft seam, never outside the region
-    fill: str = DEFAULT_FILL
-    context: float = 1.0  # crop context (fraction of the region's long side): background to learn from
-    max_side: int = 1536  # classical fills run on the crop shrunk to at most this long side
 
 
 @dataclass

@@ -35,97 +35,19 @@ import torch
 
 from backend.imaging import composite, plan_crop, split_alpha, to_float
 from backend.imaging.formats import match_channels
+from backend.params.imagic import ImagicParams
 
 from . import stages
 from .cache import TunedState, TunedStateCache, cache_key
 from .guard import ModelGuard, add_lora, lora_config, lora_weights, remove_lora
 
-FINETUNE_MODES = ("lora", "full", "none")
-PRECISIONS = ("auto", "no", "fp16", "bf16")
-CHECKPOINTING = ("auto", "on", "off")
 PREVIEW_STEPS = 8  # DDIM steps of a slider preview without LCM-LoRA (capped by num_inference_steps)
 LCM_PREVIEW_STEPS = 4  # with LCM-LoRA attached: 4 LCM steps at guidance 1 (no unconditional half)
 DELTA_FORMAT = "fp16-delta-1"
 
 log = logging.getLogger("layeredit.imagic")
-DEFAULT_LR = {"lora": 3e-4, "full": 5e-7, "none": 0.0}  # full: the paper's SD setting
 
 Callback = Callable[[str, int, int], None]
-
-
-@dataclass
-class ImagicParams:
-    """Everything one edit needs. Changing only ``etas``, ``seed``, ``guidance_scale`` or
-    ``num_inference_steps`` reuses the cached tuned state; every other field is part of the cache key."""
-
-    prompt: str
-    etas: list[float] = field(default_factory=lambda: [0.7])
-    guidance_scale: float = 7.5
-    num_inference_steps: int = 25
-    seed: int = 0
-    embedding_steps: int = 100  # paper (SD): 1000; the Imagen ablation saw little gain past 100
-    embedding_lr: float = 2e-3  # paper (SD)
-    finetune: str = "lora"  # lora | full | none
-    finetune_steps: int = 150  # paper: 1500 full steps; LoRA converges in 50-300 (FastEdit: 50)
-    finetune_lr: float | None = None  # None: 3e-4 for LoRA, 5e-7 for full (paper)
-    lora_rank: int = 4
-    tune_seed: int = (
-        0  # noise/timesteps of stages A and B (kept apart from ``seed`` so a new seed hits the cache)
-    )
-    precision: str = "auto"  # auto: fp16/bf16 autocast on GPU, fp32 on CPU
-    gradient_checkpointing: str | bool = "auto"  # auto: only when the memory estimate needs it; on / off
-    adam_8bit: bool = False  # needs bitsandbytes on CUDA; falls back to Adam (reported in info)
-    use_cache: bool = True
-    resolution: int | None = None  # model long side; None: the UNet's native size
-    preview: bool = False  # slider drag: few-step draft from the cached tuning (LCM-LoRA when given)
-
-    @property
-    def checkpointing(self) -> str:
-        """``gradient_checkpointing`` as auto / on / off (booleans from older callers mean on / off)."""
-        value = self.gradient_checkpointing
-        if isinstance(value, bool):
-            return "on" if value else "off"
-        return str(value).lower()
-
-    def check(self) -> None:
-        """Raise ValueError naming the field for values no run can use."""
-        if not self.prompt or not self.prompt.strip():
-            raise ValueError("prompt: describe the edited image, e.g. 'a photo of a sitting dog'")
-        if not self.etas:
-            raise ValueError("etas: give at least one eta value (0.6-0.8 usually works)")
-        if self.finetune not in FINETUNE_MODES:
-            raise ValueError(f"finetune must be one of {', '.join(FINETUNE_MODES)}")
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}")
-        if self.checkpointing not in CHECKPOINTING:
-            raise ValueError(f"gradient_checkpointing must be one of {', '.join(CHECKPOINTING)}")
-        for name in ("num_inference_steps",):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1")
-        for name in ("embedding_steps", "finetune_steps"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be 0 or more")
-        if self.lora_rank < 1:
-            raise ValueError("lora_rank must be at least 1")
-
-    @property
-    def lr(self) -> float:
-        return DEFAULT_LR[self.finetune] if self.finetune_lr is None else float(self.finetune_lr)
-
-    def tuning_settings(self, precision_name: str) -> dict:
-        """The fields that shape e_opt and the fine-tuned weights (the cache key's settings part)."""
-        return {
-            "prompt": self.prompt,
-            "embedding_steps": self.embedding_steps,
-            "embedding_lr": self.embedding_lr,
-            "finetune": self.finetune,
-            "finetune_steps": self.finetune_steps if self.finetune != "none" else 0,
-            "finetune_lr": self.lr,
-            "lora_rank": self.lora_rank if self.finetune == "lora" else 0,
-            "tune_seed": self.tune_seed,
-            "precision": precision_name,
-            "adam_8bit": self.adam_8bit,
-        }
 
 
 @dataclass

@@ -1,113 +1,30 @@
 """The contract between the job server (or the CLI) and an op.
 
-An op is a thin adapter: it declares a typed parameter schema (advertised in ``hello`` so host UIs build
-their forms from it, and used by the CLI for ``--help``), and maps validated parameters plus decoded
-pixel arrays onto a pipeline from ``backend/<task>/pipeline_<task>.py``. Ops never see wire bytes:
-the server decodes buffers to numpy, aligns the selection to the image, and encodes the result.
+An op is a thin adapter: its typed parameter schema (advertised in ``hello`` so host UIs build their forms from
+it, and used by the CLI for ``--help``) is derived from its params dataclass in ``backend/params/``, which is what
+its pipeline from ``backend/<task>/pipeline_<task>.py`` runs. Ops never see wire bytes, nor unchecked input: the
+one door (``backend.jobs.admit``, for the server and the CLI alike) checks the parameters, the buffers and the
+selection an op needs; the server decodes buffers to numpy, aligns the selection to the image, and encodes the
+result.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
 from backend.errors import JobCancelled, OpError
-from protocol.errors import ErrorCode
+from protocol.errors import ErrorCode, ProtocolError
+from protocol.params import Param, build, schema
 
 if TYPE_CHECKING:  # pragma: no cover
     from backend.models import ModelManager
 
-ParamType = Literal["int", "float", "bool", "str", "enum", "float_list"]
-
-
-@dataclass(frozen=True)
-class ParamSpec:
-    """One typed, documented op parameter. ``to_json`` is what ``hello`` advertises."""
-
-    name: str
-    type: ParamType
-    default: Any
-    help: str
-    min: float | None = None
-    max: float | None = None
-    choices: tuple[str, ...] | None = None
-    advanced: bool = False  # hosts fold these away behind an "Advanced" section
-    max_length: int = 2000  # for str
-    max_items: int = 16  # for float_list
-    # enum: (choice, model preset) for choices that need a model installed; hosts compare it with the presets
-    # ``hello`` reports installed, to say what better quality needs and the command that installs it.
-    needs: tuple[tuple[str, str], ...] = ()
-
-    def to_json(self) -> dict:
-        out: dict[str, Any] = {
-            "name": self.name,
-            "type": self.type,
-            "default": self.default,
-            "help": self.help,
-        }
-        for key in ("min", "max"):
-            if getattr(self, key) is not None:
-                out[key] = getattr(self, key)
-        if self.choices is not None:
-            out["choices"] = list(self.choices)
-        if self.advanced:
-            out["advanced"] = True
-        if self.needs:
-            out["needs"] = dict(self.needs)
-        return out
-
-    def validate(self, value: Any) -> Any:
-        """Return the value coerced to this type, or raise ``bad_param`` saying what is expected."""
-        if self.type == "bool":
-            if isinstance(value, bool):
-                return value
-            raise self._bad(value, "true or false")
-        if self.type == "int":
-            if (
-                isinstance(value, bool)
-                or not isinstance(value, int | float)
-                or not math.isfinite(value)  # NaN/Infinity: JSON from the network may carry them
-                or value != int(value)
-            ):
-                raise self._bad(value, "a whole number")
-            return self._ranged(int(value))
-        if self.type == "float":
-            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-                raise self._bad(value, "a number")
-            return self._ranged(float(value))
-        if self.type == "str":
-            if not isinstance(value, str):
-                raise self._bad(value, "a string")
-            if len(value) > self.max_length:
-                raise self._bad(f"{len(value)} characters", f"at most {self.max_length} characters")
-            return value
-        if self.type == "enum":
-            if not isinstance(value, str) or value not in (self.choices or ()):
-                raise self._bad(value, f"one of {', '.join(self.choices or ())}")
-            return value
-        if self.type == "float_list":
-            items = [value] if isinstance(value, int | float) and not isinstance(value, bool) else value
-            if not isinstance(items, list | tuple) or not items or len(items) > self.max_items:
-                raise self._bad(value, f"a list of 1 to {self.max_items} numbers")
-            single = ParamSpec(self.name, "float", 0.0, self.help, self.min, self.max)
-            return [single.validate(v) for v in items]
-        raise AssertionError(f"unknown param type {self.type}")
-
-    def _ranged(self, value: float | int) -> float | int:
-        if (self.min is not None and value < self.min) or (self.max is not None and value > self.max):
-            raise self._bad(value, f"between {self.min} and {self.max}")
-        return value
-
-    def _bad(self, value: Any, expected: str) -> OpError:
-        return OpError(
-            ErrorCode.BAD_PARAM,
-            f"Parameter '{self.name}' got {value!r}; expected {expected}.",
-            {"param": self.name},
-        )
+# One parameter type for the backend and the hosts (protocol/params.py); ``ParamSpec`` is its backend name.
+ParamSpec = Param
 
 
 @dataclass(frozen=True)
@@ -119,6 +36,22 @@ class OpSpec:
     params: tuple[ParamSpec, ...]
     needs_image: bool = True
     needs_selection: bool = False  # True: an empty or missing selection is a ``no_selection`` error
+    # False: a selection that was sent must select something on the layer (none at all is fine); backend-only
+    empty_selection_ok: bool = True
+    job: type | None = field(
+        default=None, compare=False, repr=False
+    )  # the params dataclass ``params`` came from
+
+    @classmethod
+    def of(cls, name: str, help: str, job: type, **needs: bool) -> OpSpec:
+        """The spec of an op whose wire parameters are the ``param`` fields of its params dataclass ``job``."""
+        return cls(name, help, schema(job), job=job, **needs)
+
+    def build(self, checked: dict[str, Any]) -> Any:
+        """Checked parameters -> the op's params dataclass (names and 0-means-None mapped back by its metadata)."""
+        if self.job is None:
+            raise TypeError(f"op {self.name!r} declares no params dataclass")
+        return build(self.job, checked)
 
     def param(self, name: str) -> ParamSpec:
         for p in self.params:
@@ -140,7 +73,12 @@ class OpSpec:
                 f"it takes: {', '.join(sorted(known)) or 'none'}.",
                 {"params": unknown},
             )
-        return {p.name: p.validate(params[p.name]) if p.name in params else p.default for p in self.params}
+        try:
+            return {
+                p.name: p.validate(params[p.name]) if p.name in params else p.default for p in self.params
+            }
+        except ProtocolError as exc:
+            raise OpError(exc.code, exc.message, exc.details) from None
 
     def to_json(self) -> dict:
         return {

@@ -13,12 +13,11 @@ import threading
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from backend.errors import out_of_memory_guard
+from backend.params import ImagicParams
 from protocol.errors import ErrorCode
 
-from .base import JobContext, Op, OpError, OpInputs, OpResult, OpSpec, ParamSpec
+from .base import JobContext, Op, OpError, OpInputs, OpResult, OpSpec
 
 _CACHES: dict[Path, Any] = {}  # cache dir -> TunedStateCache, kept for the life of the backend process
 _CACHES_LOCK = threading.Lock()
@@ -29,131 +28,11 @@ OOM_ADVICE = (
     "other GPU programs, or choose finetune=none."
 )
 
-SPEC = OpSpec(
-    name="imagic",
-    help="Edit the layer (or the selection) from text alone, e.g. 'a photo of a sitting dog' (Imagic).",
-    params=(
-        ParamSpec(
-            "prompt", "str", "", "What the edited image should show (the whole scene, not the change)."
-        ),
-        ParamSpec(
-            "eta",
-            "float_list",
-            [0.7],
-            "Edit strength: 0 = the input, 1 = the text; 0.6-0.8 usually works. Several values give several "
-            "candidates; after the first run, new values reuse the tuning and take seconds.",
-            min=0.0,
-            max=1.5,
-        ),
-        ParamSpec(
-            "seed",
-            "int",
-            -1,
-            "Random seed of the sampling; -1 picks one (reported back) so a result can be redone. A new seed "
-            "reuses the tuning.",
-            min=-1,
-            max=2**31 - 1,
-        ),
-        ParamSpec("steps", "int", 25, "DDIM sampling steps.", 1, 200),
-        ParamSpec("guidance", "float", 7.5, "Classifier-free guidance scale.", 1.0, 30.0),
-        ParamSpec(
-            "preview",
-            "bool",
-            False,
-            "Quick draft from the cached tuning, e.g. while the eta slider is dragged: 4 LCM steps when the "
-            "lcm-lora model is installed, else 8 DDIM steps; the full render follows on release.",
-            advanced=True,
-        ),
-        ParamSpec(
-            "model",
-            "str",
-            "",
-            "Text-to-image model: installed preset name, folder or .safetensors file.",
-            advanced=True,
-        ),
-        ParamSpec(
-            "embedding_steps",
-            "int",
-            100,
-            "Stage A steps (paper: 1000; 100 is close to converged).",
-            0,
-            5000,
-            advanced=True,
-        ),
-        ParamSpec(
-            "embedding_lr", "float", 2e-3, "Stage A learning rate (paper: 2e-3).", 1e-6, 1.0, advanced=True
-        ),
-        ParamSpec(
-            "finetune",
-            "enum",
-            "lora",
-            "Stage B: lora (fast, light, default), full (the paper; slow, ~4x memory) or none (skip).",
-            choices=("lora", "full", "none"),
-            advanced=True,
-        ),
-        ParamSpec(
-            "finetune_steps",
-            "int",
-            150,
-            "Stage B steps (paper: 1500 full; LoRA: 50-300).",
-            0,
-            5000,
-            advanced=True,
-        ),
-        ParamSpec(
-            "finetune_lr",
-            "float",
-            0.0,
-            "Stage B learning rate; 0 = 3e-4 for LoRA, 5e-7 for full (paper).",
-            0.0,
-            1.0,
-            advanced=True,
-        ),
-        ParamSpec("lora_rank", "int", 4, "LoRA rank of the attention adapters.", 1, 128, advanced=True),
-        ParamSpec(
-            "tune_seed",
-            "int",
-            0,
-            "Seed of the tuning stages (part of the cache key).",
-            0,
-            2**31 - 1,
-            advanced=True,
-        ),
-        ParamSpec(
-            "precision",
-            "enum",
-            "auto",
-            "auto = fp16/bf16 autocast on a GPU, fp32 on a CPU.",
-            choices=("auto", "no", "fp16", "bf16"),
-            advanced=True,
-        ),
-        ParamSpec(
-            "resolution",
-            "int",
-            0,
-            "Model long side in pixels; 0 = the model's native size.",
-            0,
-            2048,
-            advanced=True,
-        ),
-        ParamSpec(
-            "gradient_checkpointing",
-            "enum",
-            "auto",
-            "Trade compute for memory while tuning: auto = only when the memory estimate needs it (the result's "
-            "info says which), on, off.",
-            choices=("auto", "on", "off"),
-            advanced=True,
-        ),
-        ParamSpec(
-            "adam_8bit",
-            "bool",
-            False,
-            "8-bit Adam (bitsandbytes, CUDA only; otherwise plain Adam).",
-            advanced=True,
-        ),
-        ParamSpec("cache", "bool", True, "Keep the tuning so later eta/seed changes skip it.", advanced=True),
-    ),
+SPEC = OpSpec.of(
+    "imagic",
+    "Edit the layer (or the selection) from text alone, e.g. 'a photo of a sitting dog' (Imagic).",
+    ImagicParams,
+    empty_selection_ok=False,  # the selection limits the edit: one that covers nothing is a mistake
 )
 
 
@@ -175,49 +54,33 @@ def _lcm_lora(models: Any) -> Any:
         return None
 
 
-def pipeline_params(params: dict[str, Any]) -> Any:
-    """Validated op params -> ImagicParams (0 means "the default" for finetune_lr and resolution; seed -1 picks
-    one, as replace does)."""
-    from backend.imagic import ImagicParams
-
-    return ImagicParams(
-        prompt=params["prompt"].strip(),
-        etas=[float(e) for e in params["eta"]],
-        guidance_scale=params["guidance"],
-        num_inference_steps=params["steps"],
-        seed=params["seed"] if params["seed"] >= 0 else secrets.randbelow(2**31),
-        embedding_steps=params["embedding_steps"],
-        embedding_lr=params["embedding_lr"],
-        finetune=params["finetune"],
-        finetune_steps=params["finetune_steps"],
-        finetune_lr=params["finetune_lr"] or None,
-        lora_rank=params["lora_rank"],
-        tune_seed=params["tune_seed"],
-        precision=params["precision"],
-        gradient_checkpointing=params["gradient_checkpointing"],
-        adam_8bit=params["adam_8bit"],
-        use_cache=params["cache"],
-        resolution=params["resolution"] or None,
-        preview=params["preview"],
-    )
+def pipeline_params(params: dict[str, Any]) -> ImagicParams:
+    """Checked op params -> ImagicParams (the schema's own dataclass: names and 0-means-default map back by its
+    field metadata); seed -1 picks one, as replace does."""
+    job = SPEC.build(params)
+    job.prompt = job.prompt.strip()
+    if job.seed < 0:
+        job.seed = secrets.randbelow(2**31)
+    return job
 
 
 class ImagicOp(Op):
     spec = SPEC
 
     def run(self, inputs: OpInputs, params: dict[str, Any], ctx: JobContext) -> OpResult:
-        image, selection = self._check_inputs(inputs, params)
+        image, selection = inputs.image, inputs.selection  # checked at the door (backend.jobs.admit)
+        job = pipeline_params(params)
         models = ctx.model_manager()
         ctx.check_cancelled()
         models.require_family(
             "text2img",
-            params["model"] or None,
+            job.model or None,
             ("sd15", "sd2"),
             "Imagic here supports Stable Diffusion 1.x/2.x text-to-image models, not SDXL; choose an SD-1.5 "
             "model with the 'model' parameter.",
             param="model",
         )
-        pipe = models.load_pipeline("text2img", params["model"] or None)
+        pipe = models.load_pipeline("text2img", job.model or None)
         ctx.check_cancelled()
         from backend.imagic import ImagicPipeline
 
@@ -225,9 +88,8 @@ class ImagicOp(Op):
             pipe,
             device=getattr(models, "device", None),
             cache=_cache_for(models),
-            lcm_lora=_lcm_lora(models) if params["preview"] else None,
+            lcm_lora=_lcm_lora(models) if job.preview else None,
         )
-        job = pipeline_params(params)
         try:
             with out_of_memory_guard(OOM_ADVICE):
                 out = engine(image, selection, job, ctx.step_callback())
@@ -260,25 +122,6 @@ class ImagicOp(Op):
             if key in out.info:
                 meta[key] = out.info[key]
         return OpResult(image=out.images[0], mask=mask, meta=meta, extra_images=out.images[1:])
-
-    @staticmethod
-    def _check_inputs(inputs: OpInputs, params: dict[str, Any]) -> tuple[np.ndarray, np.ndarray | None]:
-        if inputs.image is None:
-            raise OpError(ErrorCode.MISSING_INPUT, "Imagic needs the layer's pixels; send an image.")
-        if not params["prompt"].strip():
-            raise OpError(
-                ErrorCode.BAD_PARAM,
-                "Parameter 'prompt' is empty; describe the edited image, e.g. 'a photo of a sitting dog'.",
-                {"param": "prompt"},
-            )
-        selection = inputs.selection
-        if selection is not None and not np.any(selection > 0):
-            raise OpError(
-                ErrorCode.NO_SELECTION,
-                "The selection does not cover this layer; select the region to edit, or clear the selection to "
-                "edit the whole layer.",
-            )
-        return inputs.image, selection
 
 
 def _release_gpu_memory() -> None:

@@ -9,77 +9,48 @@ from __future__ import annotations
 
 from typing import Any
 
-from backend.models.presets import SAM_AUTO_ORDER
+from backend.params.snap import (
+    METHOD_PARAM_HELP,
+    MODEL_METHODS,
+    SNAP_METHODS,
+    SnapJob,
+    SnapParams,
+    pipeline_method,
+)
 from protocol.errors import ErrorCode
 
-from .base import JobContext, Op, OpError, OpInputs, OpResult, OpSpec, ParamSpec
+from .base import JobContext, Op, OpError, OpInputs, OpResult, OpSpec
 
-# the segment-anything models are asked for by their preset names (best first: the order auto uses)
-MODEL_METHODS = SAM_AUTO_ORDER
-SNAP_METHODS = ("auto", "combined", "grabcut", "u2netp", *MODEL_METHODS, "none")
-
-METHOD_PARAM_HELP = (
-    "How to find the object: auto (the best installed segment-anything model, in this order: "
-    f"{', '.join(MODEL_METHODS)}; GrabCut + u2netp when none is installed or its mask looks wrong), "
-    "combined (GrabCut + u2netp, no downloads), grabcut, u2netp, or one model by name: sam-hq (sharpest on thin "
-    "parts), sam2.1-small, sam2.1-tiny (fastest on a CPU), sam (ViT-B). Models install with: "
-    "python3 install.py --models NAME."
-)
-_NONE_HELP = " none: the selection as drawn."
-
-
-def snap_params(verb: str) -> tuple[ParamSpec, ...]:
-    """The snap switch, method and margin that erase and replace share (one shape for both hosts' forms)."""
-    return (
-        ParamSpec(
-            "snap", "bool", True, f"Snap the selection to the object first (off: {verb} the selection)."
-        ),
-        ParamSpec("snap_method", "enum", "auto", METHOD_PARAM_HELP, choices=SNAP_METHODS[:-1], advanced=True),
-        margin_param(),
-    )
-
-
-def margin_param() -> ParamSpec:
-    return ParamSpec(
-        "margin",
-        "int",
-        24,
-        "The snapped mask never reaches further than this many pixels outside the selection.",
-        min=0,
-        max=512,
-        advanced=True,
-    )
+# re-exported: the snap parameters live with SnapParams (backend/params/snap.py)
+__all__ = [
+    "METHOD_PARAM_HELP",
+    "MODEL_METHODS",
+    "SNAP_METHODS",
+    "SnapOp",
+    "build_snapper",
+    "snap_pipeline_method",
+]
+snap_pipeline_method = pipeline_method
 
 
 class SnapOp(Op):
-    spec = OpSpec(
-        name="snap",
-        help="Snap the selection to the boundary of the object inside it; returns the mask, changes no pixels.",
+    spec = OpSpec.of(
+        "snap",
+        "Snap the selection to the boundary of the object inside it; returns the mask, changes no pixels.",
+        SnapJob,
         needs_selection=True,
-        params=(
-            ParamSpec("method", "enum", "auto", METHOD_PARAM_HELP + _NONE_HELP, choices=SNAP_METHODS),
-            margin_param(),
-        ),
     )
 
     def run(self, inputs: OpInputs, params: dict[str, Any], ctx: JobContext) -> OpResult:
-        image, selection = require_image_and_selection(inputs, "snap")
         from backend.imaging import mask_to_u8
 
-        snapper = build_snapper(ctx, params["method"])
+        job = self.spec.build(params)  # checked at the door: the image and a selection are there
+        snapper = build_snapper(ctx, job.method)
         ctx.progress("snap", 0, 1)
         ctx.check_cancelled()
-        out = run_snap(snapper, image, selection, params["method"], params["margin"])
+        out = run_snap(snapper, inputs.image, inputs.selection, job.snap_params())
         ctx.progress("snap", 1, 1)
         return OpResult(image=None, mask=mask_to_u8(out.mask), meta={"method": out.method, **out.meta})
-
-
-def require_image_and_selection(inputs: OpInputs, op: str):
-    if inputs.image is None:
-        raise OpError(ErrorCode.MISSING_INPUT, f"{op} needs an image (the layer holding the object).")
-    if inputs.selection is None or not (inputs.selection > 0).any():
-        raise OpError(ErrorCode.NO_SELECTION, f"Select the object first: the selection is empty ({op}).")
-    return inputs.image, inputs.selection
 
 
 def build_snapper(ctx: JobContext, method: str):
@@ -143,15 +114,10 @@ def _best_installed(models: Any) -> tuple[Any, dict[str, Any] | None]:
     }
 
 
-def snap_pipeline_method(method: str) -> str:
-    """The SnapPipeline method for an op's snap method: every model name means 'the injected model'."""
-    return "sam" if method in MODEL_METHODS else method
-
-
-def run_snap(snapper: Any, image, selection, method: str, margin: int):
-    from backend.snapping import SnapParams
-
-    params = SnapParams(enabled=method != "none", method=snap_pipeline_method(method), margin=margin)
+def run_snap(snapper: Any, image, selection, params: SnapParams | str, margin: int = 24):
+    """Run ``snapper``; ``params`` may be a method name (benches) with ``margin``."""
+    if isinstance(params, str):
+        params = SnapJob(method=params, margin=margin).snap_params()
     try:
         return snapper(image, selection, params)
     except LookupError as exc:

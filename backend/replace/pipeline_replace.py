@@ -32,6 +32,7 @@ from backend.imaging import (
     to_rgb_u8,
 )
 from backend.models.checkpoint import family, pipeline_architecture
+from backend.params.replace import ReplaceParams
 
 Callback = Callable[[str, int, int], None]
 LCM_ADAPTER = "lcm"
@@ -61,35 +62,6 @@ class Snapper(Protocol):
 
 class EmptySelectionError(ValueError):
     """The selection (after thresholding) covers no pixel: there is nothing to replace."""
-
-
-@dataclass
-class ReplaceParams:
-    prompt: str
-    negative_prompt: str = ""
-    strength: float = 1.0  # 1.0: ignore what was there; lower keeps some of the old object's layout/colours
-    num_inference_steps: int = 25
-    guidance_scale: float = 7.5
-    seed: int = 0
-    fast: bool = False  # LCM-LoRA + LCMScheduler: at most 8 steps, guidance at most 2
-    grow_px: int = 8  # the denoised region extends this far beyond the snapped object
-    feather_px: int = 6  # blend zone, inside the grown region (never outside it)
-    context: float = 0.25  # crop margin around the region, as a share of its long side
-    resolution: int | None = None  # model long side; None: the model's native size
-    previews: bool = False  # denoise callbacks get a 4th argument: a latent-resolution RGB uint8 preview
-
-    def check(self) -> None:
-        """ValueError naming the field for values no run can use."""
-        if not self.prompt or not self.prompt.strip():
-            raise ValueError("prompt: describe what should appear in the selection, e.g. 'a red vase'")
-        if not 0.0 < self.strength <= 1.0:
-            raise ValueError("strength must be in (0, 1]")
-        if self.num_inference_steps < 1:
-            raise ValueError("num_inference_steps must be at least 1")
-        if self.grow_px < 0 or self.feather_px < 0:
-            raise ValueError("grow_px and feather_px must not be negative")
-        if self.resolution is not None and self.resolution < 64:
-            raise ValueError("resolution must be at least 64")
 
 
 @dataclass

@@ -30,21 +30,12 @@ from typing import Any
 import numpy as np
 
 from backend.imaging import grow, mask_to_float, plan_crop, to_rgb_u8
+from backend.params.snap import SnapParams, pipeline_method
 
 from .grabcut import grabcut
 
 METHODS = ("auto", "combined", "grabcut", "u2netp", "sam", "none")
 Callback = Callable[[str, int, int], None]
-
-
-@dataclass
-class SnapParams:
-    enabled: bool = True
-    method: str = "auto"
-    margin: int = 24  # px: the snapped mask never reaches further than this outside the selection
-    context: float = 0.15  # crop context around the selection, as a fraction of its long side
-    max_side: int = 320  # GrabCut runs on the crop downscaled to this long side (more for huge crops, below)
-    max_side_cap: int = 640  # crops over 4x max_side get up to this: a 2400 px object keeps its detail
 
 
 @dataclass
@@ -130,6 +121,8 @@ class SnapPipeline:
         callback: Callback | None = None,
     ) -> SnapOutput:
         params = params or SnapParams()
+        if params.method != pipeline_method(params.method):  # a model's preset name (the ops' wire value)
+            params = replace(params, method=pipeline_method(params.method))
         if params.method not in METHODS:
             raise ValueError(f"unknown snap method {params.method!r}; expected one of {', '.join(METHODS)}")
         sel = mask_to_float(selection)
