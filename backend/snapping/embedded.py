@@ -384,6 +384,7 @@ def _geodesic(
 MIN_PIECE = 0.03
 MIN_BRIDGE_THIN = 0.5
 MIN_THIN_REF = 32.0
+MAX_BRIDGES = 4
 
 
 def thin_map(rgb: np.ndarray, width: int = 7) -> np.ndarray:
@@ -429,7 +430,7 @@ def bridge_pieces(rgb: np.ndarray, seed: np.ndarray, mask: np.ndarray) -> tuple[
     cost = 0.5 + 1.0 / (0.05 + along)
     out, done = mask.copy(), []
     n_sel, sel_labels = cv2.connectedComponents(seed.astype(np.uint8), connectivity=8)
-    for i in np.argsort(-areas) + 1:
+    for i in (np.argsort(-areas) + 1)[: 1 + MAX_BRIDGES]:  # the largest few: a bounded cost on any crop
         if i == main or stats[i, cv2.CC_STAT_AREA] < max(20, MIN_PIECE * areas[main - 1]):
             continue
         piece, body = labels == i, out & (labels != i)
@@ -447,7 +448,7 @@ def bridge_pieces(rgb: np.ndarray, seed: np.ndarray, mask: np.ndarray) -> tuple[
             continue
         line = np.zeros(mask.shape, np.uint8)
         cv2.line(line, (a[1], a[0]), (b[1], b[0]), 1)
-        half = max(2, round(0.05 * gap))
+        half = int(np.clip(round(0.05 * gap), 2, 8))  # the corridor stays narrow however long the gap
         corridor = cv2.dilate(line, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * half + 1,) * 2)) > 0
         ring = np.zeros(mask.shape, bool)
         ring[
