@@ -112,9 +112,16 @@ def load_cases(only: set[str] | None = None, extra: bool = False) -> list[Case]:
         outside = cv2.distanceTransform(1 - edge, cv2.DIST_L2, 5)
         skip = rasterise(c["ignore"], shape) if c["ignore"] else np.zeros(shape, bool)
         ignore = (np.where(truth, inside, outside) <= c["band"]) | skip
+        whole = (
+            truth.copy()
+        )  # what a user selects around: the spoon's handle middle too (ignored by the scores)
+        if "handle_middle" in c:
+            strip = np.zeros(shape, np.uint8)
+            cv2.polylines(strip, [np.array(c["handle_middle"], np.int32)], False, 1, thickness=5)
+            whole |= strip > 0
         for k, kind in enumerate(KINDS):
             rng = np.random.default_rng(1000 + 10 * i + k)
-            sel = make_selection(rng, truth, kind)
+            sel = make_selection(rng, whole, kind)
             cases.append(
                 Case(f"{c['name']}/{kind}", c["note"], image, truth, ignore, skip, c["band"], sel, kind)
             )

@@ -413,9 +413,9 @@ def bridge_pieces(rgb: np.ndarray, seed: np.ndarray, mask: np.ndarray) -> tuple[
     along the cup, its colour the saucer's: no colour model keeps it). The user drew one selection around one
     object, so a sizeable second piece inside the same selection is most likely the far end of a thin part:
     between the two pieces' nearest points, in a narrow corridor around the straight line (thin parts are
-    mostly straight), the path that follows thin structure (thin_map) becomes part of the mask, as wide as the
-    thinner piece is where they face each other (at most 7 px). A path with no thin structure along it (two separate things on a
-    flat background) is not bridged. (bool mask with the bridges, what each bridge was: for the meta)"""
+    mostly straight), the path that follows thin structure (thin_map) becomes part of the mask, about as wide as
+    the pieces are where they face each other (3-7 px). A path with no thin structure along it (two separate
+    things on a flat background) is not bridged. (bool mask with the bridges, what each bridge was: the meta)"""
     n, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
     if n <= 2:
         return mask, []
@@ -467,7 +467,8 @@ def bridge_pieces(rgb: np.ndarray, seed: np.ndarray, mask: np.ndarray) -> tuple[
         info = {"length": round(gap, 1), "thin": round(score, 3), "joined": False}
         if score >= MIN_BRIDGE_THIN:
             thick = [_thickness_near(m, p) for m, p in ((piece, a), (body, b))]
-            r = int(np.clip(round(min(thick)), 1, 3))  # thin_map sees structures up to ~6 px wide
+            # as wide as the pieces where they face each other; thin_map sees structures up to ~6 px wide
+            r = int(np.clip(round(float(np.mean(thick))), 1, 3))
             width = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
             out |= (cv2.dilate(on.astype(np.uint8), width) > 0) & seed
             info.update(joined=True, radius=r, ends=[round(t, 1) for t in thick])
