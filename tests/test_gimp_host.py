@@ -395,3 +395,5 @@ def test_a_rough_lasso_around_the_coffee_spoon_snaps_to_the_whole_spoon_in_gimp(
     # like a linear -> sRGB conversion, the mask > 54 of 255: the plug-in wrote its temporary channel, which is
     # "Y' u8" in 8-bit non-linear images, as "Y u8", and select_item copies the stored values. Fixed in gimpio.)
     assert got["iou"] > 0.9 and got["tip"] > 0.9 and got["neck"] > 0.8 and got["spill"] < 0.02, got
+    # the handle's middle too, where it runs along the cup the colour of the saucer: tip and bowl in one piece
+    assert got["middle"] > 0.8 and got["whole"] == 1.0, got

@@ -277,6 +277,8 @@ def test_a_rough_lasso_around_the_coffee_spoon_snaps_to_the_whole_spoon_in_krita
     snapped = selected > 127
     got = spoon_checks(snapped)
     assert got["iou"] > 0.9 and got["tip"] > 0.9 and got["neck"] > 0.8 and got["spill"] < 0.02, got
+    # the handle's middle too, where it runs along the cup the colour of the saucer: tip and bowl in one piece
+    assert got["middle"] > 0.8 and got["whole"] == 1.0, got
 
 
 def test_docker_in_a_small_window_keeps_run_and_status_visible_and_shows_the_snapped_selection(
