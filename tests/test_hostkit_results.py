@@ -18,6 +18,7 @@ fake_krita.install()
 
 from backend.ops import Op, OpResult, OpSpec, ParamSpec, Registry  # noqa: E402
 from backend.server import Server, ServerConfig  # noqa: E402
+from krita_plugin.layeredit import kritaio  # noqa: E402
 from krita_plugin.layeredit.controller import Controller  # noqa: E402
 from protocol.client import Client  # noqa: E402
 from protocol.errors import ErrorCode, ProtocolError  # noqa: E402
@@ -33,13 +34,14 @@ from protocol.hostkit import (  # noqa: E402
     result_image,
     result_mask,
     result_names,
+    selection_to_send,
 )
 from protocol.wire import Buffer  # noqa: E402
 from tests.hosts.gimp import fake_gimp  # noqa: E402
 from tests.test_krita_plugin import layer_doc, select, wait_for  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "gimp_plugin" / "layeredit"))
-from layeredit_gimp import pdbargs, plugin  # noqa: E402
+from layeredit_gimp import gimpio, pdbargs, plugin  # noqa: E402
 
 ERASE, REPLACE, IMAGIC, SNAP = (mode_by_label(n) for n in ("Erase", "Replace", "Imagic", "Select object"))
 REGION = Rect(5, 7, 4, 3)
@@ -278,3 +280,36 @@ def test_both_hosts_take_needs_selection_from_the_schema(app, server, tmp_path):
     out, image, err = gimp_run(server, tmp_path, REPLACE, {"prompt": "x"}, selection=False)
     assert err is None, err
     assert out.layer.name == "Replace: x" and (out.layer.width, out.layer.height) == (40, 30)
+
+
+def test_selection_to_send_drops_or_refuses_an_all_zero_selection():
+    assert selection_to_send(ERASE, bytes([0, 3, 0])) == bytes([0, 3, 0])
+    assert selection_to_send(IMAGIC, bytes(8)) is None and selection_to_send(ERASE, None) is None
+    with pytest.raises(ProtocolError) as err:
+        selection_to_send(ERASE, bytes(16))  # e.g. a float selection's zeros
+    assert err.value.code == ErrorCode.NO_SELECTION and "empty on this layer" in err.value.message
+
+
+def test_both_hosts_refuse_a_selection_whose_pixels_miss_the_layer_before_sending(app):
+    """Two blobs left and right of a narrow layer: the selection's bounds cross the layer, its pixels do not.
+    Erase says so at once (nothing is sent); Imagic sends the region without a selection."""
+    doc, node = layer_doc(app, layer_rect=(10, 0, 20, 30))
+    select(doc, 0, 5, 4, 4)
+    doc.selection().select(36, 5, 4, 4, 255)
+    with pytest.raises(ProtocolError) as krita_err:
+        kritaio.read_source(doc, node, ERASE)
+    assert kritaio.read_source(doc, node, IMAGIC).selection is None
+    gimp, gegl = fake_gimp.make_modules()
+    image = fake_gimp.Image(40, 30)
+    src = fake_gimp.Layer(image, "src", 20, 30, image.pixel_babl)
+    src.set_offsets(10, 0)
+    image.layers.append(src)
+    image.select_rectangle("REPLACE", 0, 5, 40, 4)
+    image.selection.buffer.data[:] = bytes(len(image.selection.buffer.data))
+    for x in (0, 36):
+        image.selection.buffer.set(gegl.Rectangle.new(x, 5, 4, 4), image.mask_babl, b"\xff" * 16)
+    with pytest.raises(ProtocolError) as gimp_err:
+        gimpio.read_source(gimp, gegl, image, src, ERASE)
+    assert gimpio.read_source(gimp, gegl, image, src, IMAGIC).selection is None
+    assert krita_err.value.code == gimp_err.value.code == ErrorCode.NO_SELECTION
+    assert krita_err.value.message == gimp_err.value.message

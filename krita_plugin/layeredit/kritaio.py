@@ -17,9 +17,9 @@ from protocol.hostkit import (
     Rect,
     RegionPlan,
     job_buffers,
-    mask_coverage,
     outline_rects,
     plan_region,
+    selection_to_send,
 )
 from protocol.wire import Buffer
 
@@ -111,13 +111,7 @@ def read_source(doc: Any, node: Any, mode: Mode, source: str = SOURCE_LAYER) -> 
         )
     selection = None
     if plan.selection is not None:
-        selection = bytes(doc.selection().pixelData(r.x, r.y, r.w, r.h))
-        if mask_coverage(selection) == 0:
-            if mode.needs_selection:
-                raise ProtocolError(
-                    ErrorCode.NO_SELECTION, "The selection is empty on this layer: select again."
-                )
-            selection = None
+        selection = selection_to_send(mode, bytes(doc.selection().pixelData(r.x, r.y, r.w, r.h)))
     return SourcePixels(layout, plan, image, selection)
 
 

@@ -35,7 +35,7 @@ from protocol.hostkit.forms import PROMPT_PARAMS, Field, Form, forms_from_hello,
 from protocol.hostkit.hints import install_py, installed_presets, model_hint, model_hints, with_project_path
 from protocol.hostkit.jobs import JobState, JobTracker
 from protocol.hostkit.layouts import SAMPLE_BYTES, PixelLayout
-from protocol.hostkit.masks import mask_bounds, mask_coverage, mask_runs, outline_rects
+from protocol.hostkit.masks import mask_bounds, mask_coverage, mask_runs, outline_rects, selection_to_send
 from protocol.hostkit.modes import LAYER, MODES, SELECTION, Mode, mode_by_label, no_selection_message
 from protocol.hostkit.naming import layer_name, result_names, unique_name
 from protocol.hostkit.region import CONTEXT_FRACTION, CONTEXT_MIN, Rect, RegionPlan, plan_region
@@ -95,6 +95,7 @@ __all__ = [
     "result_mask",
     "result_names",
     "save_choice",
+    "selection_to_send",
     "stage_words",
     "unique_name",
     "with_project_path",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from protocol.errors import ErrorCode, ProtocolError
+from protocol.hostkit.modes import Mode
 from protocol.hostkit.region import Rect
 
 
@@ -10,6 +11,17 @@ def mask_coverage(mask: bytes | bytearray | memoryview) -> int:
     """Number of selected (non-zero) samples in an 8-bit mask: an all-zero selection counts as none."""
     data = bytes(mask)
     return len(data) - data.count(0)
+
+
+def selection_to_send(mode: Mode, mask: bytes | None) -> bytes | None:
+    """The selection read over the region, as a job sends it: None when nothing in it is selected (its bounds
+    reach the layer, its pixels do not) and the mode can do without one; ``no_selection`` when the mode needs
+    one, before anything is sent. Any sample type: an all-zero selection is all-zero bytes."""
+    if mask is None or mask_coverage(mask):
+        return mask
+    if mode.needs_selection:
+        raise ProtocolError(ErrorCode.NO_SELECTION, "The selection is empty on this layer: select again.")
+    return None
 
 
 def mask_bounds(mask: bytes | bytearray | memoryview, width: int, height: int) -> Rect | None:

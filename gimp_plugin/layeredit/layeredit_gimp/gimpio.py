@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from protocol.errors import ErrorCode, ProtocolError
-from protocol.hostkit import Mode, Rect, plan_region
+from protocol.hostkit import Mode, Rect, plan_region, selection_to_send
 
 _COMPONENT = {  # GIMP precision component -> (babl type, wire sample, bytes per sample)
     "u8": ("u8", "u8", 1),
@@ -102,10 +102,9 @@ def read_source(gimp: Any, gegl: Any, image: Any, drawable: Any, mode: Mode) -> 
     mask = None
     if plan.selection is not None:  # the selection channel lives in image coordinates
         sel_buffer = image.get_selection().get_buffer()
-        mask = bytes(
-            sel_buffer.get(gegl.Rectangle.new(r.x, r.y, r.w, r.h), 1.0, fmt.mask_babl, gegl.AbyssPolicy.NONE)
-        )
-    return Source(drawable, r, fmt, pixels, mask)
+        area = gegl.Rectangle.new(r.x, r.y, r.w, r.h)
+        mask = bytes(sel_buffer.get(area, 1.0, fmt.mask_babl, gegl.AbyssPolicy.NONE))
+    return Source(drawable, r, fmt, pixels, selection_to_send(mode, mask))
 
 
 def write_result(
