@@ -111,3 +111,24 @@ def test_imagic_and_replace_get_their_model_manager_the_same_way(tmp_path, monke
             op.run(OpInputs(image, selection), params, ctx)
         assert err.value.code == ErrorCode.MODEL_MISSING, op.spec.name
         assert ctx.models is not None and ctx.models.device == "cpu"
+
+
+def test_replace_maps_running_out_of_memory_to_its_advice(tiny_inpaint_dir, tmp_path, monkeypatch):
+    """The guard around Replace's pipeline call: torch's OOM becomes OUT_OF_MEMORY naming what to lower."""
+    torch = pytest.importorskip("torch")
+    from backend.models import ModelManager
+    from backend.ops.replace import ReplaceOp
+    from backend.replace import ReplacePipeline
+
+    def oom(self, *args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+
+    monkeypatch.setattr(ReplacePipeline, "__call__", oom)
+    mm = ModelManager(models_dir=tmp_path, device="cpu", search_dirs=[], hf_cache_dir=tmp_path / "hf")
+    selection = np.zeros((32, 32), np.float32)
+    selection[8:24, 8:24] = 1
+    params = ReplaceOp.spec.validate({"prompt": "a red vase", "model": str(tiny_inpaint_dir), "snap": False})
+    with pytest.raises(OpError) as err:
+        ReplaceOp().run(OpInputs(np.zeros((32, 32, 3), np.uint8), selection), params, JobContext(models=mm))
+    assert err.value.code == ErrorCode.OUT_OF_MEMORY
+    assert "lower 'resolution'" in err.value.message and "Tried to allocate" in err.value.message
