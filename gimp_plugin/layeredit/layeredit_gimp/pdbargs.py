@@ -14,6 +14,7 @@ from typing import Any
 
 from protocol.errors import ErrorCode, ProtocolError
 from protocol.hostkit import Form
+from protocol.params import Param
 
 INT_MIN, INT_MAX = -(2**31), 2**31 - 1
 FLOAT_LIMIT = 1e9
@@ -49,31 +50,28 @@ def add_arguments(
     flags = gobject.ParamFlags.READWRITE
     names = []
     keys = set(DIALOG_KEYS)
-    for param in op_schema.get("params", []):
-        name, kind, default = arg_name(param["name"]), param["type"], param["default"]
-        blurb = param.get("help", "")
-        if kind == "int":
-            lo, hi = int(param.get("min", INT_MIN)), int(param.get("max", INT_MAX))
-            procedure.add_int_argument(name, nick(param["name"], keys), blurb, lo, hi, int(default), flags)
-        elif kind == "float":
-            lo, hi = float(param.get("min", -FLOAT_LIMIT)), float(param.get("max", FLOAT_LIMIT))
-            procedure.add_double_argument(
-                name, nick(param["name"], keys), blurb, lo, hi, float(default), flags
-            )
-        elif kind == "bool":
-            procedure.add_boolean_argument(name, nick(param["name"], keys), blurb, bool(default), flags)
-        elif kind == "enum":
+    for p in (
+        Param.from_json(raw) for raw in op_schema.get("params", [])
+    ):  # the type the backend declares with
+        name, label, default = arg_name(p.name), nick(p.name, keys), p.default
+        if p.type == "int":
+            lo, hi = int(_or(p.min, INT_MIN)), int(_or(p.max, INT_MAX))
+            procedure.add_int_argument(name, label, p.help, lo, hi, int(default), flags)
+        elif p.type == "float":
+            lo, hi = float(_or(p.min, -FLOAT_LIMIT)), float(_or(p.max, FLOAT_LIMIT))
+            procedure.add_double_argument(name, label, p.help, lo, hi, float(default), flags)
+        elif p.type == "bool":
+            procedure.add_boolean_argument(name, label, p.help, bool(default), flags)
+        elif p.type == "enum":
             choice = gimp.Choice.new()
-            for i, value in enumerate(param.get("choices", [])):
+            for i, value in enumerate(p.choices):
                 choice.add(value, i, value, "")
-            procedure.add_choice_argument(name, nick(param["name"], keys), blurb, choice, str(default), flags)
-        elif kind == "float_list":
-            text = ", ".join(str(v) for v in (default if isinstance(default, list) else [default]))
-            procedure.add_string_argument(
-                name, nick(param["name"], keys), blurb + " (comma list)", text, flags
-            )
+            procedure.add_choice_argument(name, label, p.help, choice, str(default), flags)
+        elif p.type == "float_list":
+            text = p.to_text(default if isinstance(default, list) else [default])
+            procedure.add_string_argument(name, label, p.help + " (comma list)", text, flags)
         else:  # "str" and any type added later: a string the backend validates
-            procedure.add_string_argument(name, nick(param["name"], keys), blurb, str(default or ""), flags)
+            procedure.add_string_argument(name, label, p.help, str(default or ""), flags)
         names.append(name)
     if select:
         procedure.add_boolean_argument(
@@ -88,6 +86,10 @@ def add_arguments(
         EXTRA, nick("extra_params", keys) + " (JSON)", "Further op params as a JSON object", "{}", flags
     )
     return names
+
+
+def _or(value: float | None, fallback: float) -> float:
+    return fallback if value is None else value
 
 
 def advanced_names(schema_params: list[dict]) -> list[str]:
