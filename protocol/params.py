@@ -296,6 +296,16 @@ def build(cls: type, values: dict[str, Any]) -> Any:
     return _build(cls, values, ())
 
 
+def refuse_blank(obj: Any) -> None:
+    """ValueError naming the first ``nonempty`` field of a params dataclass that is blank: the same declaration the
+    door checks on the wire, applied for library callers that build the dataclass themselves (benches, tests)."""
+    for f in dataclasses.fields(obj):
+        meta = f.metadata.get(META_KEY)
+        value = getattr(obj, f.name)
+        if meta is not None and meta.nonempty and (not isinstance(value, str) or not value.strip()):
+            raise ValueError(f"{f.name}: {meta.help[:1].lower()}{meta.help[1:]}")
+
+
 def _walk(cls: type, fmt: tuple) -> list[tuple[Param, dataclasses.Field]]:
     hints = typing.get_type_hints(cls)
     out: list[tuple[Param, dataclasses.Field]] = []

@@ -28,7 +28,7 @@ from backend.params import EraseParams
 from backend.server import Server, ServerConfig
 from protocol.errors import ErrorCode, ProtocolError
 from protocol.hostkit import Form
-from protocol.params import param, schema
+from protocol.params import param, refuse_blank, schema
 from tests import fake_krita
 
 HELP = "Edge sharpness of the fill: 0 soft, 2 crisp."
@@ -236,6 +236,8 @@ def test_the_door_refuses_before_the_op_runs_for_server_and_cli(tmp_path, monkey
         run_job(registry, "note", {"text": "hi"}, image, empty_sel, JobContext())
     assert err.value.code == ErrorCode.NO_SELECTION
     assert admit(NoteOp.spec, {"text": "hi"}, image, None) == {"text": "hi", "times": 1}
+    with pytest.raises(ValueError, match="text: say something"):  # library callers: the same declaration
+        refuse_blank(NoteParams(" "))
 
     monkeypatch.setenv("LAYEREDIT_RUNTIME_DIR", str(tmp_path / "run"))
     srv = Server(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from protocol.params import param
+from protocol.params import param, refuse_blank
 
 from .snap import resolution
 
@@ -116,8 +116,7 @@ class ImagicParams:
     def check(self) -> None:
         """Raise ValueError naming the field for values no run can use (direct library callers; the op's door
         already checked the wire's values)."""
-        if not self.prompt or not self.prompt.strip():
-            raise ValueError("prompt: describe the edited image, e.g. 'a photo of a sitting dog'")
+        refuse_blank(self)  # the prompt
         if not self.etas:
             raise ValueError("etas: give at least one eta value (0.6-0.8 usually works)")
         if self.finetune not in FINETUNE_MODES:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from protocol.params import group, param
+from protocol.params import group, param, refuse_blank
 
 from .snap import SnapParams, resolution
 
@@ -80,8 +80,7 @@ class ReplaceParams:
     def check(self) -> None:
         """ValueError naming the field for values no run can use (direct library callers; the op's door already
         checked the wire's ranges)."""
-        if not self.prompt or not self.prompt.strip():
-            raise ValueError("prompt: describe what should appear in the selection, e.g. 'a red vase'")
+        refuse_blank(self)  # the prompt
         if not 0.0 < self.strength <= 1.0:
             raise ValueError("strength must be in (0, 1]")
         if self.num_inference_steps < 1:
