@@ -154,3 +154,73 @@ def test_auto_uses_telea_on_a_smooth_gradient_and_says_so():
     textured[hole] = (220, 30, 40)
     res = EraseOp().run(OpInputs(textured, hole.astype(np.float32)), params, JobContext())
     assert res.meta["fill"] == "patchmatch"
+
+
+def test_faint_texture_is_copied_not_averaged_into_blur():
+    """A sky's grain (a few levels of noise): votes are weighted relative to the best patch even when every
+    patch is nearly as good (``vote_floor``), so the fill keeps the grain instead of averaging it flat."""
+    rng = np.random.default_rng(1)
+    sky = np.clip(np.array([90, 130, 200], np.float32) + rng.normal(0, 2.5, (120, 160, 1)), 0, 255)
+    sky = sky.astype(np.uint8)
+    hole = _hole()
+    inner = cv2.erode(hole.astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
+
+    def texture(**options) -> float:
+        return float(_grad(complete(sky, hole, **options))[inner].mean() / _grad(sky)[inner].mean())
+
+    assert texture() > 0.85 > 0.8 > texture(vote_floor=1.0)
+
+
+def test_seam_blending_removes_a_brightness_step_at_the_border():
+    """Patches copied from a brighter part of the image leave a step at the hole's border; the blend measures
+    it on the ring around the hole (real pixels vs what the patches say there) and smooths it away inside."""
+    from backend.erase.patchmatch import _blend_seams
+
+    rng = np.random.default_rng(2)
+    h, w, r = 60, 120, 3
+    grain = rng.normal(0, 8, (h, w // 2, 3)).astype(np.float32)
+    img = np.concatenate([100 + grain, 110 + grain], axis=1)  # the right half: the same grain, 10 brighter
+    hole = np.zeros((h, w), bool)
+    hole[20:40, 20:40] = True
+    truth = img.copy()
+    targets = cv2.dilate(hole.astype(np.uint8), np.ones((2 * r + 1, 2 * r + 1), np.uint8)) > 0
+    nnf = np.zeros((h, w, 2), np.int64)
+    ys, xs = np.nonzero(targets)
+    nnf[ys, xs, 0], nnf[ys, xs, 1] = ys, xs + w // 2  # every patch copies its twin from the brighter half
+    img[hole] = img[:, w // 2 :][hole[:, : w // 2]]  # the copy: the right grain, 10 levels too bright
+    conf = np.ones((h, w))
+    weight_sum = cv2.boxFilter(conf, -1, (2 * r + 1, 2 * r + 1), normalize=False)
+    before = float(np.abs(img[hole] - truth[hole]).mean())
+    _blend_seams(img, hole, conf, weight_sum, targets, nnf, np.zeros((h, w)), r, 0.1, 0.1)
+    after = float(np.abs(img[hole] - truth[hole]).mean())
+    assert before > 9.5 and after < 1.0, (before, after)
+
+
+def test_big_holes_inherit_the_field_at_the_finest_level():
+    """Levels with more target patches than ``budget`` are not searched again, only voted from the field
+    upsampled from the level above (the speed of a 600 px erase): the stripes still continue."""
+    truth, hole = _stripes(240, 320), _hole(240, 320)
+    damaged = truth.copy()
+    damaged[hole] = (255, 0, 255)
+    out = complete(damaged, hole, budget=2_000)
+    telea = cv2.inpaint(damaged, hole.astype(np.uint8) * 255, 5, cv2.INPAINT_TELEA)
+    err = np.abs(out[hole].astype(int) - truth[hole]).mean()
+    assert err < np.abs(telea[hole].astype(int) - truth[hole]).mean() / 2
+
+
+def test_separate_parts_of_the_hole_take_sources_near_each_part():
+    """Two small holes far apart are filled each from its own surroundings: a red square between them, inside
+    the band of their joint extent but far from either, is never copied."""
+    from backend.erase.patchmatch import _parts
+
+    rng = np.random.default_rng(4)
+    img = cv2.resize(rng.integers(90, 160, (20, 100, 3), dtype=np.uint8), (400, 80))
+    img[20:60, 180:220] = (255, 0, 0)
+    hole = np.zeros((80, 400), bool)
+    hole[30:50, 20:40] = hole[30:50, 360:380] = True
+    parts = _parts(hole, 7, 0.5)
+    assert len(parts) == 2
+    assert all(x1 <= 180 or x0 >= 220 for (_, _, x0, x1), _ in parts)  # windows clear of the square
+    out = PatchMatchFiller()(img, hole)
+    red = (out[:, :, 0] > 200) & (out[:, :, 1] < 60)
+    assert not red[hole].any() and (out[~hole] == img[~hole]).all()
