@@ -293,19 +293,23 @@ def generate(
     dtype = unet.dtype if precision.amp_dtype is None else torch.float32
     cond = mix_embeddings(e_tgt, e_opt, etas).to(dtype)
     uncond = uncond.to(dtype)
-    # built once: the cross-attention projections of a context are computed once per run (_fast_sampling)
-    context = torch.cat([uncond.expand(n, -1, -1), cond], dim=0) if cfg else cond
-    first_context = torch.cat([uncond, cond], dim=0) if cfg and n > 1 else context
+    # built once: the cross-attention projections of a context are computed once per run (_fast_sampling), and
+    # the guided batch [uncond x n, cond] is row-picked from [uncond, cond] (its projections with it: n + 1 rows
+    # are projected and kept, not 2n)
+    unique = torch.cat([uncond, cond], dim=0) if cfg else cond
+    picks = torch.tensor([0] * n + list(range(1, n + 1)), device=cond.device)
+    context = unique.index_select(0, picks) if cfg and n > 1 else unique
+    derived = (context, unique, picks) if context is not unique else None
     generator = torch.Generator("cpu").manual_seed(int(seed))
     noise = torch.randn((1, unet.config.in_channels, *latent_hw), generator=generator).to(e_tgt.device)
     latents = noise.expand(n, -1, -1, -1) * scheduler.init_noise_sigma
-    with _fast_sampling(unet):
+    with _fast_sampling(unet, derived):
         for i, t in enumerate(scheduler.timesteps):
             # every eta starts from the same latent, so at the first step one unconditional prediction serves
             # them all (batch n + 1 instead of 2n); after it the latents differ and each needs its own
             shared = cfg and i == 0 and n > 1
             if shared:
-                model_in, ctx = torch.cat([latents[:1], latents]), first_context
+                model_in, ctx = torch.cat([latents[:1], latents]), unique
             else:
                 model_in, ctx = (torch.cat([latents, latents]) if cfg else latents), context
             model_in = scheduler.scale_model_input(model_in, t)
@@ -325,14 +329,20 @@ def generate(
 class _ContextProjection(torch.nn.Module):
     """Stands in for a cross-attention ``to_k`` / ``to_v`` during one sampling run: the text context is the same
     tensor at every step, so its projection is computed once (by the wrapped layer, hooks included) and reused.
-    Keyed by the tensor itself and its version counter; the run holds at most two contexts."""
+    Keyed by the tensor itself and its version counter. ``derived`` = (context, base, rows): ``context`` is
+    ``base``'s rows ``rows``, so its projection is ``base``'s, row-picked for the call and not kept (the guided
+    batch repeats the unconditional row n times: keeping n + 1 rows instead of 2n, 46 instead of 123 MB over
+    SD-1.5's 32 projections for 5 etas)."""
 
-    def __init__(self, inner: torch.nn.Module):
+    def __init__(self, inner: torch.nn.Module, derived: tuple | None = None):
         super().__init__()
         self.inner = inner
+        self.derived = derived
         self.memo: list[tuple[torch.Tensor, int, torch.Tensor]] = []
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.derived is not None and x is self.derived[0]:
+            return self(self.derived[1]).index_select(0, self.derived[2])
         for seen, version, out in self.memo:
             if seen is x and version == x._version:
                 return out
@@ -342,7 +352,7 @@ class _ContextProjection(torch.nn.Module):
 
 
 @contextlib.contextmanager
-def _fast_sampling(unet):
+def _fast_sampling(unet, derived: tuple | None = None):
     """Swap ``_ContextProjection`` in for every cross-attention ``to_k`` / ``to_v`` for one no-grad sampling run
     (7% of a batch-10 SD-1.5 UNet step at 16x16 latents, measured); the original layers are put back on exit
     and no weight is touched or copied. (Running 1x1 convs as one matrix product over the batch was measured
@@ -355,7 +365,7 @@ def _fast_sampling(unet):
             for name in ("to_k", "to_v"):
                 child = getattr(parent, name, None)
                 if isinstance(child, torch.nn.Module):
-                    setattr(parent, name, _ContextProjection(child))
+                    setattr(parent, name, _ContextProjection(child, derived))
                     swapped.append((parent, name, child))
         yield
     finally:
