@@ -224,3 +224,33 @@ def test_separate_parts_of_the_hole_take_sources_near_each_part():
     out = PatchMatchFiller()(img, hole)
     red = (out[:, :, 0] > 200) & (out[:, :, 1] < 60)
     assert not red[hole].any() and (out[~hole] == img[~hole]).all()
+
+
+def test_a_part_never_copies_another_parts_object(monkeypatch):
+    """Parts are filled one window at a time; the other parts' pixels in a window still hold the object, so
+    they are handed to the completion as missing too (never a source), and only the part itself is kept."""
+    import backend.erase.patchmatch as pm
+
+    rng = np.random.default_rng(5)
+    truth = cv2.resize(rng.integers(90, 160, (12, 60, 3), dtype=np.uint8), (240, 48))
+    damaged = truth.copy()
+    hole = np.zeros((48, 240), bool)
+    hole[14:34, 20:100] = hole[14:34, 140:160] = True  # the long part first; the short one is in its window
+    damaged[hole] = (255, 0, 0)
+    parts = pm._parts(hole, 7, 0.5)
+    assert len(parts) == 2 and parts[0][0][3] > 140  # the first window reaches into the second part
+    seen = []
+    real = pm.complete
+
+    def spy(rgb, mask, **options):
+        seen.append((rgb.copy(), np.asarray(mask).copy()))
+        return real(rgb, mask, **options)
+
+    monkeypatch.setattr(pm, "complete", spy)
+    out = PatchMatchFiller()(damaged, hole)
+    (y0, y1, x0, x1), _ = parts[0]
+    first_rgb, first_mask = seen[0]
+    red_in_window = (first_rgb[:, :, 0] == 255) & (first_rgb[:, :, 1] == 0)
+    assert red_in_window[:, 120:].any() and not (red_in_window & ~first_mask).any()
+    red = (out[:, :, 0] > 200) & (out[:, :, 1] < 60)
+    assert not red.any() and (out[~hole] == damaged[~hole]).all()

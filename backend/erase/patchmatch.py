@@ -503,9 +503,11 @@ class PatchMatchFiller:
         if len(parts) <= 1:
             return self._fill(rgb, hole)
         out = np.ascontiguousarray(rgb[:, :, :3]).copy()
+        pending = hole.copy()  # the parts not filled yet still hold the object: missing, never a source
         for (y0, y1, x0, x1), part in parts:
-            filled = self._fill(out[y0:y1, x0:x1], part)
+            filled = self._fill(out[y0:y1, x0:x1], pending[y0:y1, x0:x1])
             out[y0:y1, x0:x1][part] = filled[part]
+            pending[y0:y1, x0:x1][part] = False
         return out
 
     def _fill(self, rgb: np.ndarray, mask: np.ndarray) -> np.ndarray:
