@@ -344,8 +344,7 @@ def complete(
     seam_blend: bool = True,
     debug: list | None = None,
 ) -> np.ndarray:
-    """Fill ``mask`` (True = missing) in ``rgb`` (HxWx3 uint8) by multi-scale patch completion; HxWx3 uint8
-    (float32 in, float32 out: the values need not be 0..255).
+    """Fill ``mask`` (True = missing) in ``rgb`` (HxWx3 uint8) by multi-scale patch completion; HxWx3 uint8.
 
     ``band``: sources lie within band x (the hole's long side) of the hole, at least 3 patches. The pyramid stops
     where the hole is about a patch thick or the image ``min_side`` px. ``em_coarse`` vote/search rounds at the
@@ -365,8 +364,7 @@ def complete(
     benchmark and on the coffee example) or from the coarser image enlarged. ``debug`` collects each level's
     result (for looking at them).
     """
-    as_float = np.asarray(rgb).dtype.kind == "f"
-    rgb = np.ascontiguousarray(rgb[:, :, :3], dtype=np.float32 if as_float else np.uint8)
+    rgb = np.ascontiguousarray(rgb[:, :, :3], dtype=np.uint8)
     hole = np.asarray(mask, bool)
     if not hole.any():
         return rgb.copy()
@@ -457,8 +455,6 @@ def complete(
         if debug is not None:
             debug.append(np.clip(img, 0, 255).astype(np.uint8))
     final = levels[0].img
-    if as_float:
-        return final
     return np.clip(np.rint(final), 0, 255).astype(np.uint8)
 
 
