@@ -290,6 +290,35 @@ def _membrane(values: np.ndarray, unknown: np.ndarray) -> np.ndarray:
     return out
 
 
+SMOOTH_RIM = 2.0  # levels RMS: below it the surround counts as smooth (see PatchMatchFiller._fill)
+LOW_PASS_SIGMA = 12.0  # px: what is coarser than this comes from the membrane on a smooth surround
+
+
+def _low_pass(rgb: np.ndarray, hole: np.ndarray, sigma: float) -> np.ndarray:
+    """The image's low-pass (a Gaussian of the known pixels only, normalised), the hole and the pixels too
+    close to it to have a reliable average filled by a membrane; float32 HxWx3."""
+    known = (~hole).astype(np.float32)
+    num = cv2.GaussianBlur(rgb.astype(np.float32) * known[:, :, None], (0, 0), sigma)
+    den = cv2.GaussianBlur(known, (0, 0), sigma)
+    low = num / np.maximum(den, 1e-6)[:, :, None]
+    return _membrane(low, (den < 0.5) | hole)
+
+
+def _smooth_surround(rgb: np.ndarray, hole: np.ndarray, limit: float, rim_residual) -> bool:
+    """Whether the rim of the hole's low-pass fits one quadratic colour surface within ``limit`` levels RMS,
+    judged on a copy of at most 256 px (a 1200 px crop's low-pass would cost ~0.25 s just to decide)."""
+    h, w = hole.shape
+    scale = min(1.0, 256 / max(h, w))
+    if scale < 1.0:
+        size = (max(1, round(w * scale)), max(1, round(h * scale)))
+        rgb = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
+        hole = cv2.resize(hole.astype(np.float32), size, interpolation=cv2.INTER_AREA) > 0
+        if hole.all():
+            return False
+    low = _low_pass(rgb, hole, LOW_PASS_SIGMA * scale)
+    return rim_residual(low, hole, width=max(3, round(12 * scale))) < limit
+
+
 def _blend_seams(img, hole, conf, weight_sum, targets, nnf, dist, r, sharp, floor) -> None:
     """Remove the colour step at the hole's border (Poisson-style seam blending, as a membrane): the patches
     that fill the hole also vote for the known pixels on a thin ring around it; the difference between the real
@@ -507,8 +536,29 @@ class PatchMatchFiller:
         return out
 
     def _fill(self, rgb: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """On a smooth surround (the rim's low-pass fits one quadratic surface within ``smooth_rim`` levels:
+        a gradient sky or studio backdrop, with or without fine grain or stripes) the colour comes from a
+        membrane across the hole and PatchMatch fills only the detail (the image minus its low-pass): copies
+        from different heights of a gradient no longer meet in blocks of different brightness. Elsewhere
+        (edges, objects, coarse texture) PatchMatch fills the image itself. Measured: the real-Krita test
+        scene (a gradient under faint stripes) lost its two-tone blocks; 48 scenes: photos +0.03 dB, GMSD
+        wins +2 %, structure -0.2 dB (wood grain, whose rings partly live in the low-pass)."""
+        from .fillers import rim_residual
+
+        rgb = np.ascontiguousarray(rgb[:, :, :3])
+        smooth = float(self.options.get("smooth_rim", SMOOTH_RIM))
+        if smooth > 0 and (~mask).any() and _smooth_surround(rgb, mask, smooth, rim_residual):
+            low = _low_pass(rgb, mask, LOW_PASS_SIGMA)
+            detail = np.clip(np.rint(rgb.astype(np.float32) - low + 128), 0, 255).astype(np.uint8)
+            out = self._complete(detail, mask).astype(np.float32) - 128 + low
+            filled = rgb.copy()
+            filled[mask] = np.clip(np.rint(out[mask]), 0, 255).astype(np.uint8)
+            return filled
+        return self._complete(rgb, mask)
+
+    def _complete(self, rgb: np.ndarray, mask: np.ndarray) -> np.ndarray:
         # a crop too small for one whole patch of known pixels: smaller patches, then Telea (a few pixels wide)
-        options = {k: v for k, v in self.options.items() if k != "per_part"}
+        options = {k: v for k, v in self.options.items() if k not in ("per_part", "smooth_rim")}
         first = options.pop("patch", self.patch)
         for patch in sorted({first, 5, 3}, reverse=True):
             if patch > first:
