@@ -13,6 +13,7 @@ from backend.snapping.embedded import (
     _grabcut,
     bridge_pieces,
     edges_candidate,
+    join_pieces,
     lifted,
     plausible,
     recover_thin,
@@ -213,3 +214,29 @@ def test_soft_edges_where_the_picture_is_soft_and_sharp_where_it_is_sharp(sigma)
     else:
         assert err_soft < 0.02 and partial < 0.01  # no invented softness
     assert (out[~band] == mask[~band]).all()  # off the band the mask is untouched
+
+
+def test_another_candidates_piece_is_added_only_when_a_thin_part_joins_it():
+    """The winner has the bowl only; another candidate found the handle's far end. With the strip between them
+    the end is joined; with nothing thin between them it is left out (never a stray island)."""
+    for handle in (True, False):
+        image, sel, pieces, strip = _two_pieces(handle=handle)
+        n, labels = cv2.connectedComponents(pieces.astype(np.uint8))
+        sizes = [(labels == i).sum() for i in range(1, n)]
+        bowl = labels == 1 + int(np.argmax(sizes))
+        got, info = join_pieces(image, sel, bowl, pieces & ~bowl)
+        if handle:
+            assert got[pieces].all() and got[strip].mean() > 0.9, info
+        else:
+            assert (got == bowl).all(), info
+
+
+@needs_u2netp
+def test_a_rectangle_around_the_coffee_spoon_keeps_the_handle_tip(pipe):
+    """The bench's rectangle around the spoon: the evidence picks u2netp, which has no tip; GrabCut's tip is
+    joined to it along the handle."""
+    case = load_cases({"coffee_spoon"})[1]
+    assert case.kind == "rectangle"
+    out = pipe(case.image, case.selection, SnapParams(method="combined"))
+    got = spoon_checks(out.mask > 0.5)
+    assert got["tip"] > 0.9 and got["whole"] == 1.0 and got["iou"] > 0.9 and got["spill"] < 0.02, got

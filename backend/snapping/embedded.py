@@ -401,6 +401,23 @@ def thin_map(rgb: np.ndarray, width: int = 7) -> np.ndarray:
     return out
 
 
+def other_pieces(best: Candidate, cands: list[Candidate]) -> np.ndarray:
+    """Pieces that other plausible candidates found and the winner lacks entirely (a spoon's tip that GrabCut
+    keeps and u2netp drops), at least MIN_PIECE of the winner's area: offered to bridge_pieces, which keeps one
+    only if a thin part joins it to the winner. bool, working resolution."""
+    out = np.zeros(best.mask.shape, bool)
+    floor = max(20, MIN_PIECE * float(best.mask.sum()))
+    for c in cands:
+        if c is best or not plausible(c.scores):
+            continue
+        n, labels, stats, _ = cv2.connectedComponentsWithStats(c.mask.astype(np.uint8), connectivity=8)
+        for i in range(1, n):
+            part = labels == i
+            if stats[i, cv2.CC_STAT_AREA] >= floor and not (part & best.mask).any():
+                out |= part
+    return out
+
+
 def _thickness_near(mask: np.ndarray, p: tuple[int, int], reach: int = 10) -> float:
     """Half the width of ``mask`` near pixel ``p`` (the deepest point within ``reach`` px of it)."""
     y0, x0 = max(0, p[0] - reach), max(0, p[1] - reach)
@@ -469,11 +486,28 @@ def bridge_pieces(rgb: np.ndarray, seed: np.ndarray, mask: np.ndarray) -> tuple[
             thick = [_thickness_near(m, p) for m, p in ((piece, a), (body, b))]
             # as wide as the pieces where they face each other; thin_map sees structures up to ~6 px wide
             r = int(np.clip(round(float(np.mean(thick))), 1, 3))
-            width = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
-            out |= (cv2.dilate(on.astype(np.uint8), width) > 0) & seed
-            info.update(joined=True, radius=r, ends=[round(t, 1) for t in thick])
+            info.update(radius=r, ends=[round(t, 1) for t in thick])
+            # a thin part is longer than wide: a gap under twice the bridge's width is the pieces' own outline
+            # (a neighbour's sliver beside the object), not a handle between them
+            if gap >= 2 * (2 * r + 1):
+                width = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
+                out |= (cv2.dilate(on.astype(np.uint8), width) > 0) & seed
+                info["joined"] = True
         done.append(info)
     return out, done
+
+
+def join_pieces(
+    rgb: np.ndarray, seed: np.ndarray, mask: np.ndarray, extra: np.ndarray
+) -> tuple[np.ndarray, list[dict]]:
+    """``mask`` with its pieces bridged (bridge_pieces), plus those ``extra`` pieces (other candidates' finds)
+    that a bridge joins to it: the winner's own pieces stay either way, another candidate's piece only when a
+    thin part connects it. (bool mask, the bridges for the meta)"""
+    joined, bridges = bridge_pieces(rgb, seed, mask | extra)
+    if not bridges:
+        return mask, []
+    _, parts = cv2.connectedComponents(joined.astype(np.uint8), connectivity=8)
+    return np.isin(parts, np.unique(parts[mask])) & (parts > 0), bridges
 
 
 def refine_full(rgb: np.ndarray, seed: np.ndarray, small_mask: np.ndarray, scale: float) -> np.ndarray:
@@ -521,8 +555,13 @@ def snap_embedded(
         f"; next {rivals[0].name} {rivals[0].total:.2f})" if rivals else "; the only one)"
     )
     prob = refine_full(rgb, seed, best.mask, scale)
-    joined, bridges = bridge_pieces(rgb, seed, prob > 0.5)
+    mask = prob > 0.5
+    extra = other_pieces(best, cands)
+    if scale < 1.0:
+        extra = resize(extra.astype(np.uint8), (w, h), smooth=False) > 0
+    extra &= seed & ~mask
+    keep, bridges = join_pieces(rgb, seed, mask, extra)
     if bridges:
         meta["bridges"] = bridges
-        prob[joined] = np.maximum(prob[joined], 1.0)
+        prob[keep] = np.maximum(prob[keep], 1.0)
     return prob, best.name, meta
