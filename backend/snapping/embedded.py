@@ -563,5 +563,6 @@ def snap_embedded(
     keep, bridges = join_pieces(rgb, seed, mask, extra)
     if bridges:
         meta["bridges"] = bridges
-        prob[keep] = np.maximum(prob[keep], 1.0)
+        added = keep & ~mask  # the winner keeps its own (soft) edge
+        prob[added] = 1.0
     return prob, best.name, meta
