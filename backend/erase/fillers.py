@@ -18,6 +18,8 @@ from typing import Protocol, runtime_checkable
 import cv2
 import numpy as np
 
+from backend.imaging import rim_residual  # the rim-smoothness measure (shared with patchmatch.py)
+
 
 @runtime_checkable
 class Filler(Protocol):
@@ -157,24 +159,6 @@ class FlatFiller:
         out = rgb.copy()
         out[mask.astype(bool)] = rgb[rim].mean(axis=0) if rim.any() else rgb.reshape(-1, 3).mean(axis=0)
         return out
-
-
-def rim_residual(rgb: np.ndarray, mask: np.ndarray, width: int = 12) -> float:
-    """RMS (8-bit levels) of the colours on a ``width``-px rim around the hole after fitting one quadratic colour
-    surface to them: small when the background is a smooth gradient (sky, wall, studio backdrop), large when
-    the rim crosses texture or several regions (a cup, a saucer and a table)."""
-    hole = np.asarray(mask, bool)
-    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * width + 1, 2 * width + 1))
-    rim = (cv2.dilate(hole.astype(np.uint8), kernel) > 0) & ~hole
-    ys, xs = np.nonzero(rim)
-    if ys.size < 12:
-        return float("inf")
-    span = float(max(np.ptp(ys), np.ptp(xs), 1))
-    y, x = (ys - ys.mean()) / span, (xs - xs.mean()) / span
-    basis = np.stack([np.ones_like(x), x, y, x * x, x * y, y * y], axis=1)
-    values = rgb[rim][:, :3].astype(np.float64)
-    coef, *_ = np.linalg.lstsq(basis, values, rcond=None)
-    return float(np.sqrt(((basis @ coef - values) ** 2).mean()))
 
 
 @dataclass

@@ -7,7 +7,7 @@ functions, so the bit-exactness guarantee outside the edit lives in one place (`
 from .composite import blend_weights, composite, feather_inward
 from .crop import CropPlan, plan_crop, resize
 from .formats import from_float, split_alpha, to_float, to_gray_float, to_rgb_u8
-from .masks import bbox, binarize, grow, mask_to_float, mask_to_u8, shrink
+from .masks import bbox, binarize, grow, mask_to_float, mask_to_u8, rim_residual, shrink
 
 __all__ = [
     "CropPlan",
@@ -22,6 +22,7 @@ __all__ = [
     "mask_to_u8",
     "plan_crop",
     "resize",
+    "rim_residual",
     "shrink",
     "split_alpha",
     "to_float",

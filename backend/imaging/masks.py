@@ -76,3 +76,21 @@ def shrink(mask: np.ndarray, px: int) -> np.ndarray:
     if px <= 0:
         return m.copy()
     return cv2.erode(m, _disk(int(px)), borderType=cv2.BORDER_REPLICATE)
+
+
+def rim_residual(rgb: np.ndarray, mask: np.ndarray, width: int = 12) -> float:
+    """RMS (8-bit levels) of the colours on a ``width``-px rim around the hole after fitting one quadratic colour
+    surface to them: small when the background is a smooth gradient (sky, wall, studio backdrop), large when
+    the rim crosses texture or several regions (a cup, a saucer and a table)."""
+    hole = np.asarray(mask, bool)
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * width + 1, 2 * width + 1))
+    rim = (cv2.dilate(hole.astype(np.uint8), kernel) > 0) & ~hole
+    ys, xs = np.nonzero(rim)
+    if ys.size < 12:
+        return float("inf")
+    span = float(max(np.ptp(ys), np.ptp(xs), 1))
+    y, x = (ys - ys.mean()) / span, (xs - xs.mean()) / span
+    basis = np.stack([np.ones_like(x), x, y, x * x, x * y, y * y], axis=1)
+    values = rgb[rim][:, :3].astype(np.float64)
+    coef, *_ = np.linalg.lstsq(basis, values, rcond=None)
+    return float(np.sqrt(((basis @ coef - values) ** 2).mean()))
