@@ -284,21 +284,28 @@ def test_both_hosts_take_needs_selection_from_the_schema(app, server, tmp_path):
 
 def test_selection_to_send_drops_or_refuses_an_all_zero_selection():
     assert selection_to_send(ERASE, bytes([0, 3, 0])) == bytes([0, 3, 0])
-    assert selection_to_send(IMAGIC, bytes(8)) is None and selection_to_send(ERASE, None) is None
+    assert selection_to_send(ERASE, None) is None and selection_to_send(IMAGIC, None) is None
     with pytest.raises(ProtocolError) as err:
         selection_to_send(ERASE, bytes(16))  # e.g. a float selection's zeros
     assert err.value.code == ErrorCode.NO_SELECTION and "empty on this layer" in err.value.message
+    # Imagic can run without a selection, but not on a region cropped to a selection that selects nothing
+    with pytest.raises(ProtocolError) as err:
+        selection_to_send(IMAGIC, bytes(8))
+    assert (
+        err.value.code == ErrorCode.NO_SELECTION and "deselect to edit the whole layer" in err.value.message
+    )
 
 
 def test_both_hosts_refuse_a_selection_whose_pixels_miss_the_layer_before_sending(app):
     """Two blobs left and right of a narrow layer: the selection's bounds cross the layer, its pixels do not.
-    Erase says so at once (nothing is sent); Imagic sends the region without a selection."""
+    Erase and Imagic both say so at once (nothing is sent): Imagic would otherwise edit an unmasked patch."""
     doc, node = layer_doc(app, layer_rect=(10, 0, 20, 30))
     select(doc, 0, 5, 4, 4)
     doc.selection().select(36, 5, 4, 4, 255)
     with pytest.raises(ProtocolError) as krita_err:
         kritaio.read_source(doc, node, ERASE)
-    assert kritaio.read_source(doc, node, IMAGIC).selection is None
+    with pytest.raises(ProtocolError) as krita_imagic:
+        kritaio.read_source(doc, node, IMAGIC)
     gimp, gegl = fake_gimp.make_modules()
     image = fake_gimp.Image(40, 30)
     src = fake_gimp.Layer(image, "src", 20, 30, image.pixel_babl)
@@ -310,6 +317,8 @@ def test_both_hosts_refuse_a_selection_whose_pixels_miss_the_layer_before_sendin
         image.selection.buffer.set(gegl.Rectangle.new(x, 5, 4, 4), image.mask_babl, b"\xff" * 16)
     with pytest.raises(ProtocolError) as gimp_err:
         gimpio.read_source(gimp, gegl, image, src, ERASE)
-    assert gimpio.read_source(gimp, gegl, image, src, IMAGIC).selection is None
+    with pytest.raises(ProtocolError) as gimp_imagic:
+        gimpio.read_source(gimp, gegl, image, src, IMAGIC)
+    assert krita_imagic.value.code == gimp_imagic.value.code == ErrorCode.NO_SELECTION
     assert krita_err.value.code == gimp_err.value.code == ErrorCode.NO_SELECTION
     assert krita_err.value.message == gimp_err.value.message

@@ -260,3 +260,51 @@ def test_the_door_refuses_before_the_op_runs_for_server_and_cli(tmp_path, monkey
         client.close()
     finally:
         srv.stop()
+
+
+def test_a_prompt_left_out_is_refused_at_the_door_like_a_blank_one():
+    """The real Replace and Imagic schemas: leaving ``prompt`` out (the CLI without --prompt, a client that omits
+    it) is the same ``bad_param`` as sending "", before any model loads; before, the default "" skipped the check
+    and Replace loaded its inpainting model only to fail with ``internal``."""
+    from backend.jobs import admit
+    from backend.ops.imagic import ImagicOp
+    from backend.ops.replace import ReplaceOp
+    from backend.wire_images import array_buffer
+
+    image = array_buffer(np.zeros((8, 8, 3), np.uint8))
+    selection = array_buffer(np.full((8, 8), 255, np.uint8), role="selection")
+    for spec in (ReplaceOp.spec, ImagicOp.spec):
+        for params in ({}, {"prompt": "  "}):
+            with pytest.raises(ProtocolError) as err:
+                admit(spec, params, image, selection)
+            assert err.value.code == ErrorCode.BAD_PARAM and err.value.details == {"param": "prompt"}, (
+                spec.name,
+                params,
+            )
+        assert admit(spec, {"prompt": "a red vase"}, image, selection)["prompt"] == "a red vase"
+
+
+def test_replace_refuses_what_the_wire_range_cannot_say_before_loading_a_model():
+    """resolution 1-63 passes the wire's 0-2048 range (0 means the model's own) but no run can use it: a
+    ``bad_param`` from the op before it asks the model manager for anything, not ``internal`` after a load."""
+    from backend.jobs import run_job
+    from backend.ops import Registry
+    from backend.ops.replace import ReplaceOp
+    from backend.wire_images import array_buffer
+
+    class NoModels:
+        def __getattr__(self, name):
+            raise AssertionError(f"the model manager was asked for {name!r}")
+
+    image = array_buffer(np.zeros((8, 8, 3), np.uint8))
+    selection = array_buffer(np.full((8, 8), 255, np.uint8), role="selection")
+    with pytest.raises(ProtocolError) as err:
+        run_job(
+            Registry({"replace": ReplaceOp}),
+            "replace",
+            {"prompt": "a red vase", "resolution": 32},
+            image,
+            selection,
+            JobContext(models=NoModels()),
+        )
+    assert err.value.code == ErrorCode.BAD_PARAM and "resolution must be at least 64" in err.value.message

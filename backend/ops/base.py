@@ -74,8 +74,13 @@ class OpSpec:
                 {"params": unknown},
             )
         try:
+            # a missing ``nonempty`` parameter (a prompt left out) is as blank as an empty one: its default is
+            # validated too, so it is refused here, before ``accepted`` and before any model loads
             return {
-                p.name: p.validate(params[p.name]) if p.name in params else p.default for p in self.params
+                p.name: p.validate(params[p.name] if p.name in params else p.default)
+                if p.name in params or p.nonempty
+                else p.default
+                for p in self.params
             }
         except ProtocolError as exc:
             raise OpError(exc.code, exc.message, exc.details) from None

@@ -33,6 +33,10 @@ class ReplaceOp(Op):
     def run(self, inputs: OpInputs, params: dict[str, Any], ctx: JobContext) -> OpResult:
         # checked at the door (backend.jobs.admit): the image, a selection and a non-empty prompt are there
         job = self.spec.build(params)
+        try:  # what the wire's ranges cannot say (resolution 1-63), refused before a model loads
+            job.check()
+        except ValueError as exc:
+            raise OpError(ErrorCode.BAD_PARAM, f"{exc}.") from None
         from backend.replace import EmptySelectionError, ReplacePipeline
 
         models = ctx.model_manager()

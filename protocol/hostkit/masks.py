@@ -14,14 +14,15 @@ def mask_coverage(mask: bytes | bytearray | memoryview) -> int:
 
 
 def selection_to_send(mode: Mode, mask: bytes | None) -> bytes | None:
-    """The selection read over the region, as a job sends it: None when nothing in it is selected (its bounds
-    reach the layer, its pixels do not) and the mode can do without one; ``no_selection`` when the mode needs
-    one, before anything is sent. Any sample type: an all-zero selection is all-zero bytes."""
+    """The selection read over the region, as a job sends it; ``no_selection`` before anything is sent when a
+    selection was planned but nothing in it is selected (its bounds reach the layer, its pixels do not), for
+    every mode: the region was already cropped to that selection, so even a mode that can run without one
+    (Imagic) would edit an unmasked patch the user never chose; the backend refuses it too. Any sample type:
+    an all-zero selection is all-zero bytes."""
     if mask is None or mask_coverage(mask):
         return mask
-    if mode.needs_selection:
-        raise ProtocolError(ErrorCode.NO_SELECTION, "The selection is empty on this layer: select again.")
-    return None
+    verb = "select again" if mode.needs_selection else "select again, or deselect to edit the whole layer"
+    raise ProtocolError(ErrorCode.NO_SELECTION, f"The selection is empty on this layer: {verb}.")
 
 
 def mask_bounds(mask: bytes | bytearray | memoryview, width: int, height: int) -> Rect | None:
