@@ -146,20 +146,38 @@ def train_steps(
     if len(params) > 1 and not scaler.is_enabled() and not adam_8bit:
         return _train_steps_in_backward(stage, params, loss_fn, steps, lr, progress)
     optimizer, name = make_optimizer(params, lr, adam_8bit)
-    losses: list[float] = []
-    for i in range(steps):
-        loss = loss_fn()
+
+    def update(loss: torch.Tensor) -> None:
         scaler.scale(loss).backward()
         scaler.step(optimizer)
         scaler.update()
         # freed here, not before the next backward: otherwise the previous step's gradients (3.4 GB for a full
         # SD-1.5 fine-tune) stay alive through the next forward pass, on top of its activations
         optimizer.zero_grad(set_to_none=True)
-        losses.append(float(loss.detach()))
-        progress(stage, i + 1, steps)
+
+    stats = _run_steps(stage, name, loss_fn, update, steps, progress)
     for p in params:
         p.grad = None
-    del optimizer  # free Adam state before the next stage allocates its own
+    return (
+        stats  # the optimizer and its Adam state go with this frame, before the next stage allocates its own
+    )
+
+
+def _run_steps(
+    stage: str,
+    name: str,
+    loss_fn: Callable[[], torch.Tensor],
+    update: Callable[[torch.Tensor], None],
+    steps: int,
+    progress: Progress,
+) -> dict:
+    """The loop both optimiser set-ups share: the loss, ``update`` (backward and step), progress; the stats."""
+    losses: list[float] = []
+    for i in range(steps):
+        loss = loss_fn()
+        update(loss)
+        losses.append(float(loss.detach()))
+        progress(stage, i + 1, steps)
     return {
         "optimizer": name,
         "first_loss": losses[0] if losses else None,
@@ -186,24 +204,14 @@ def _train_steps_in_backward(
         p.grad = None
 
     handles = [p.register_post_accumulate_grad_hook(step) for p in params]
-    losses: list[float] = []
     try:
-        for i in range(steps):
-            loss = loss_fn()
-            loss.backward()
-            losses.append(float(loss.detach()))
-            progress(stage, i + 1, steps)
+        return _run_steps(stage, "adam (step in backward)", loss_fn, torch.Tensor.backward, steps, progress)
     finally:
         for h in handles:
             h.remove()
         for p in params:
             p.grad = None
         optimizers.clear()  # free the Adam moments before the next stage allocates its own
-    return {
-        "optimizer": "adam (step in backward)",
-        "first_loss": losses[0] if losses else None,
-        "last_loss": losses[-1] if losses else None,
-    }
 
 
 # ---- stage A ----------------------------------------------------------------------------------------------------

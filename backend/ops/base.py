@@ -74,16 +74,17 @@ class OpSpec:
                 {"params": unknown},
             )
         try:
-            # a missing ``nonempty`` parameter (a prompt left out) is as blank as an empty one: its default is
-            # validated too, so it is refused here, before ``accepted`` and before any model loads
-            return {
-                p.name: p.validate(params[p.name] if p.name in params else p.default)
-                if p.name in params or p.nonempty
-                else p.default
-                for p in self.params
-            }
+            return {p.name: self._value(p, params) for p in self.params}
         except ProtocolError as exc:
             raise OpError(exc.code, exc.message, exc.details) from None
+
+    @staticmethod
+    def _value(p: ParamSpec, params: dict[str, Any]) -> Any:
+        """A sent value, checked; a missing one takes its default, which is checked only when ``nonempty``: a
+        prompt left out is as blank as an empty one, refused here before ``accepted`` and before any model loads."""
+        if p.name in params:
+            return p.validate(params[p.name])
+        return p.validate(p.default) if p.nonempty else p.default
 
     def to_json(self) -> dict:
         return {
