@@ -27,6 +27,7 @@ import platform
 import statistics
 import tempfile
 import time
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -230,14 +231,37 @@ def bench_erase(workdir: Path, res: int, runs: int) -> dict:
 
 # ---- report -------------------------------------------------------------------------------------------------------
 def markdown(result: dict) -> str:
-    im, rp, er = result["imagic"], result["replace"], result["erase"]
-    vram = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731
+    """The table of what ran; a part that failed or has not run yet shows as one row saying so."""
     rows = [
         f"Device: {result['device']} ({result['device_name']}), torch {result['torch']}, dtype {result['dtype']}, "
-        f"mode {'tiny' if result['tiny'] else 'sd15-shaped'}, total {result['total_s']:.0f} s",
+        f"mode {'tiny' if result['tiny'] else 'sd15-shaped'}, total {result.get('total_s', 0):.0f} s",
         "",
         "| what | figure | target (H100 class) |",
         "|---|---|---|",
+    ]
+    for name, rows_of in (("imagic", _imagic_rows), ("replace", _replace_rows), ("erase", _erase_rows)):
+        part = result.get(name)
+        if part is None:
+            rows.append(f"| {name} | not run | - |")
+        elif "error" in part:
+            rows.append(f"| {name} | failed: {part['error'].strip().splitlines()[-1]} | - |")
+        else:
+            rows += rows_of(part)
+    im = result.get("imagic") or {}
+    if "first_info" in im:
+        info = im["first_info"]
+        rows += [
+            "",
+            f"Imagic first request stages: {json.dumps({k: round(v, 2) for k, v in im['first_timings_s'].items()})}; "
+            f"precision {info.get('precision')}, gradient checkpointing {info.get('gradient_checkpointing')} "
+            f"({info.get('gradient_checkpointing_why')})",
+        ]
+    return "\n".join(rows) + "\n"
+
+
+def _imagic_rows(im: dict) -> list[str]:
+    vram = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731
+    return [
         f"| Imagic first request ({im['res']} px, E/F/S {im['steps']['embedding']}/{im['steps']['finetune']}/"
         f"{im['steps']['sample']}, LoRA) | {im['first_s']:.2f} s | <= 20 s |",
         f"| Imagic peak VRAM (max_memory_allocated) | {vram(im['peak_vram_gb'])} GB | <= 10 GB |",
@@ -245,24 +269,23 @@ def markdown(result: dict) -> str:
         f"| Imagic 5 etas in one request, per eta | {im['batched_per_eta_s']:.2f} s | - |",
         f"| Imagic slider preview ({im['preview']}) | {im['preview_s']:.2f} s | - |",
         f"| plain text-to-image, same size and steps | {im['plain_s']:.2f} s (eta re-render {im['eta_vs_plain']:.2f}x) | - |",
+    ]
+
+
+def _replace_rows(rp: dict) -> list[str]:
+    return [
         f"| Replace {rp['res']} px, {rp['steps']} steps: ours / raw diffusers | {rp['replace_s']:.2f} / {rp['raw_s']:.2f} s "
-        f"({rp['ratio']:.2f}x) | - |",
+        f"({rp['ratio']:.2f}x) | - |"
     ]
+
+
+def _erase_rows(er: dict) -> list[str]:
     if "skipped" in er:
-        rows.append(f"| Erase, learned fillers | skipped: {er['skipped']} | - |")
-    else:
-        for name in ("lama", "migan"):
-            rows.append(
-                f"| Erase {er['res']} px, {name}-shaped ONNX ({er[name]['provider']}) | {er[name]['s']:.3f} s | - |"
-            )
-    info = im["first_info"]
-    rows += [
-        "",
-        f"Imagic first request stages: {json.dumps({k: round(v, 2) for k, v in im['first_timings_s'].items()})}; "
-        f"precision {info.get('precision')}, gradient checkpointing {info.get('gradient_checkpointing')} "
-        f"({info.get('gradient_checkpointing_why')})",
+        return [f"| Erase, learned fillers | skipped: {er['skipped']} | - |"]
+    return [
+        f"| Erase {er['res']} px, {name}-shaped ONNX ({er[name]['provider']}) | {er[name]['s']:.3f} s | - |"
+        for name in ("lama", "migan")
     ]
-    return "\n".join(rows) + "\n"
 
 
 def main(argv=None) -> dict:
@@ -304,20 +327,33 @@ def main(argv=None) -> dict:
     }
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        text2img = build("text2img", args.tiny, device, dtype, work / "t2i")
-        result["imagic"] = bench_imagic(text2img, device, cfg, work)
-        del text2img
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
-        inpaint = build("inpaint", args.tiny, device, dtype, work / "inp")
-        result["replace"] = bench_replace(inpaint, device, cfg, runs)
-        del inpaint
-        result["erase"] = bench_erase(work, cfg["res"], runs)
-    result["total_s"] = time.perf_counter() - t0
-    (args.out / "gpu.json").write_text(json.dumps(result, indent=1, default=str))
-    (args.out / "gpu.md").write_text(markdown(result))
+
+        def imagic() -> dict:
+            return bench_imagic(build("text2img", args.tiny, device, dtype, work / "t2i"), device, cfg, work)
+
+        def replace() -> dict:
+            return bench_replace(build("inpaint", args.tiny, device, dtype, work / "inp"), device, cfg, runs)
+
+        for name, section in (("imagic", imagic), ("replace", replace)):
+            _section(result, name, section, args.out, t0)
+            if device.type == "cuda":
+                torch.cuda.empty_cache()  # the section's pipeline is gone: give its memory back before the next
+        _section(result, "erase", lambda: bench_erase(work, cfg["res"], runs), args.out, t0)
     print(markdown(result))
     return result
+
+
+def _section(result: dict, name: str, run, out: Path, t0: float) -> None:
+    """Run one part and write what is known so far: a GPU lease is short, so a failure in one part (or the
+    lease ending) must not lose the figures of the others. A failed part records its traceback."""
+    try:
+        result[name] = run()
+    except Exception:  # noqa: BLE001 - reported in the JSON and the table, the run goes on
+        result[name] = {"error": traceback.format_exc()}
+        print(result[name]["error"], flush=True)
+    result["total_s"] = time.perf_counter() - t0
+    (out / "gpu.json").write_text(json.dumps(result, indent=1, default=str))
+    (out / "gpu.md").write_text(markdown(result))
 
 
 if __name__ == "__main__":

@@ -20,3 +20,19 @@ def test_gpu_bench_tiny_mode_writes_json_and_table(tmp_path):
     assert data["replace"]["raw_s"] > 0 and data["replace"]["replace_s"] > 0
     assert "skipped" in data["erase"] or {"lama", "migan"} <= data["erase"].keys()
     assert "| Imagic first request" in table and "| Replace" in table and "<= 20 s" in table
+
+
+def test_gpu_bench_a_failing_part_is_reported_and_the_others_still_run(tmp_path, monkeypatch):
+    """A GPU lease is one short shot: a part that breaks must not lose the figures of the other parts."""
+    from bench import gpu
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("CUDA error: an illegal memory access was encountered")
+
+    monkeypatch.setattr(gpu, "bench_replace", broken)
+    gpu.main(["--tiny", "--device", "cpu", "--out", str(tmp_path)])
+    data = json.loads((tmp_path / "gpu.json").read_text())
+    table = (tmp_path / "gpu.md").read_text()
+    assert "illegal memory access" in data["replace"]["error"]
+    assert data["imagic"]["first_s"] > 0 and ("skipped" in data["erase"] or "lama" in data["erase"])
+    assert "| replace | failed: RuntimeError: CUDA error" in table and "| Imagic first request" in table
