@@ -194,6 +194,7 @@ class ImagicPipeline:
                     precision=precision,
                     progress=progress,
                     sampler=kind,
+                    info=info,
                 )
             self.stats["generate_runs"] += 1
             timings["generate"] = time.perf_counter() - t0
@@ -248,6 +249,7 @@ class ImagicPipeline:
             precision=precision,
             progress=progress,
             adam_8bit=params.adam_8bit,
+            graphs=not use,  # recomputing forwards inside a captured backward is not supported
         )
         self.stats["embedding_runs"] += 1
         timings["embedding"] = time.perf_counter() - t0
@@ -270,6 +272,9 @@ class ImagicPipeline:
             precision=precision,
             progress=progress,
             adam_8bit=params.adam_8bit,
+            # a graphed backward keeps a static gradient per trained weight: fine for an adapter's 0.8 M, not
+            # for a full fine-tune's 860 M (whose Adam step runs inside the backward to keep memory down)
+            graphs=not use and params.finetune == "lora",
         )
         for p in trainable:
             p.requires_grad_(False)

@@ -19,6 +19,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from backend.imagic import cuda_graphs
+
 Progress = Callable[[str, int, int], None]
 
 
@@ -94,15 +96,15 @@ def decode_latents(vae, latents: torch.Tensor) -> np.ndarray:
 
 # ---- the denoising loss shared by stages A and B ----------------------------------------------------------------
 def denoising_loss(
-    unet,
+    forward: cuda_graphs.Forward,
     scheduler,
     latents: torch.Tensor,
     embedding: torch.Tensor,
     generator: torch.Generator,
-    precision: Precision,
 ) -> torch.Tensor:
-    """Simple diffusion loss at one random timestep. Noise comes from ``generator`` (a CPU generator, so runs
-    repeat on any device), never from the global RNG."""
+    """Simple diffusion loss at one random timestep; ``forward(noisy, t, embedding)`` is the UNet's prediction
+    (``training_forward``). Noise comes from ``generator`` (a CPU generator, so runs repeat on any device), never
+    from the global RNG."""
     noise = torch.randn(latents.shape, generator=generator).to(latents.device)
     t = torch.randint(0, scheduler.config.num_train_timesteps, (1,), generator=generator).to(latents.device)
     noisy = scheduler.add_noise(latents, noise, t)
@@ -110,10 +112,19 @@ def denoising_loss(
         target = scheduler.get_velocity(latents, noise, t)
     else:
         target = noise
-    with precision.autocast():
-        dtype = unet.dtype if precision.amp_dtype is None else noisy.dtype
-        pred = unet(noisy.to(dtype), t, encoder_hidden_states=embedding.to(dtype)).sample
+    pred = forward(noisy, t, embedding)
     return F.mse_loss(pred.float(), target.float())
+
+
+def training_forward(
+    unet, precision: Precision, latents: torch.Tensor, context: torch.Tensor, graphs: bool
+) -> tuple[cuda_graphs.Forward, str]:
+    """The stage's UNet call: replayed from CUDA graphs when ``graphs`` and the device allow (see cuda_graphs),
+    else eager. Under autocast the inputs stay float32 and autocast casts them; else the weights' dtype."""
+    dtype = unet.dtype if precision.amp_dtype is None else torch.float32
+    if not graphs:
+        return cuda_graphs.UNetCall(unet, precision.amp_dtype, dtype), "eager (not asked)"
+    return cuda_graphs.training_forward(unet, precision.amp_dtype, dtype, latents, context)
 
 
 def make_optimizer(
@@ -172,16 +183,18 @@ def _run_steps(
     progress: Progress,
 ) -> dict:
     """The loop both optimiser set-ups share: the loss, ``update`` (backward and step), progress; the stats."""
-    losses: list[float] = []
+    first = last = None
     for i in range(steps):
         loss = loss_fn()
         update(loss)
-        losses.append(float(loss.detach()))
+        # kept as tensors: reading a GPU loss every step would make the host wait for the GPU every step
+        last = loss.detach()
+        first = last if first is None else first
         progress(stage, i + 1, steps)
     return {
         "optimizer": name,
-        "first_loss": losses[0] if losses else None,
-        "last_loss": losses[-1] if losses else None,
+        "first_loss": None if first is None else float(first),
+        "last_loss": None if last is None else float(last),
     }
 
 
@@ -227,15 +240,17 @@ def optimise_embedding(
     precision: Precision,
     progress: Progress = _no_progress,
     adam_8bit: bool = False,
+    graphs: bool = True,
 ) -> tuple[torch.Tensor, dict]:
     """Stage A: e_opt starts at e_tgt and follows the denoising loss; the UNet must already be frozen."""
     e_opt = torch.nn.Parameter(e_tgt.detach().clone().float())
+    forward, status = training_forward(unet, precision, latents, e_opt, graphs and steps > 0)
 
     def loss() -> torch.Tensor:
-        return denoising_loss(unet, scheduler, latents, e_opt, generator, precision)
+        return denoising_loss(forward, scheduler, latents, e_opt, generator)
 
     stats = train_steps("embedding", [e_opt], loss, steps, lr, precision, progress, adam_8bit)
-    return e_opt.detach(), stats
+    return e_opt.detach(), {**stats, "unet_calls": status}
 
 
 # ---- stage B ----------------------------------------------------------------------------------------------------
@@ -252,16 +267,20 @@ def finetune_unet(
     precision: Precision,
     progress: Progress = _no_progress,
     adam_8bit: bool = False,
+    graphs: bool = True,
 ) -> dict:
-    """Stage B: train ``params`` (LoRA adapters, or every UNet weight for a full fine-tune) in place."""
+    """Stage B: train ``params`` (LoRA adapters, or every UNet weight for a full fine-tune) in place. ``graphs``
+    only for small trained sets: a graphed backward keeps a static gradient for every trained weight."""
     for p in params:
         p.requires_grad_(True)
     emb = e_opt.detach()
+    forward, status = training_forward(unet, precision, latents, emb, graphs and steps > 0)
 
     def loss() -> torch.Tensor:
-        return denoising_loss(unet, scheduler, latents, emb, generator, precision)
+        return denoising_loss(forward, scheduler, latents, emb, generator)
 
-    return train_steps("finetune", params, loss, steps, lr, precision, progress, adam_8bit)
+    stats = train_steps("finetune", params, loss, steps, lr, precision, progress, adam_8bit)
+    return {**stats, "unet_calls": status}
 
 
 # ---- stage C ----------------------------------------------------------------------------------------------------
@@ -287,6 +306,7 @@ def generate(
     precision: Precision,
     progress: Progress = _no_progress,
     sampler: str = "ddim",
+    info: dict | None = None,
 ) -> list[np.ndarray]:
     """Stage C: all etas as one batch from the same starting noise, so each image equals its eta run alone.
     ``sampler`` "lcm" (a preview with LCM-LoRA folded in) uses LCMScheduler; guidance 1 skips the
@@ -311,6 +331,7 @@ def generate(
     generator = torch.Generator("cpu").manual_seed(int(seed))
     noise = torch.randn((1, unet.config.in_channels, *latent_hw), generator=generator).to(e_tgt.device)
     latents = noise.expand(n, -1, -1, -1) * scheduler.init_noise_sigma
+    forward = cuda_graphs.SamplingForward(unet, precision.amp_dtype, dtype, e_tgt.device)
     with _fast_sampling(unet, derived):
         for i, t in enumerate(scheduler.timesteps):
             # every eta starts from the same latent, so at the first step one unconditional prediction serves
@@ -321,8 +342,7 @@ def generate(
             else:
                 model_in, ctx = (torch.cat([latents, latents]) if cfg else latents), context
             model_in = scheduler.scale_model_input(model_in, t)
-            with precision.autocast():
-                pred = unet(model_in.to(dtype), t, encoder_hidden_states=ctx).sample.float()
+            pred = forward(model_in, t, ctx)
             if cfg:
                 uncond_pred, cond_pred = (pred[:1], pred[1:]) if shared else pred.chunk(2)
                 pred = uncond_pred + guidance * (cond_pred - uncond_pred)
@@ -331,6 +351,8 @@ def generate(
             else:
                 latents = scheduler.step(pred, t, latents, eta=0.0).prev_sample
             progress("generate", i + 1, steps)
+    if info is not None:
+        info["sampling_unet_calls"] = forward.status
     return [decode_latents(vae, latents[j : j + 1]) for j in range(n)]
 
 
