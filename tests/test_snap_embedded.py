@@ -240,3 +240,33 @@ def test_a_rectangle_around_the_coffee_spoon_keeps_the_handle_tip(pipe):
     out = pipe(case.image, case.selection, SnapParams(method="combined"))
     got = spoon_checks(out.mask > 0.5)
     assert got["tip"] > 0.9 and got["whole"] == 1.0 and got["iou"] > 0.9 and got["spill"] < 0.02, got
+
+
+def test_a_stray_sliver_beside_the_far_end_does_not_stand_in_for_the_main_piece():
+    """A sliver beside the handle's far end (the saucer's bright rim beside the spoon's tip, from a loose
+    rectangle) is nearer to the end than the bowl is: the end is still joined to the bowl along the strip, and
+    nothing is drawn across the 3 px between the end and the sliver."""
+    image, sel, pieces, strip = _two_pieces(handle=True)
+    sliver = np.zeros_like(pieces)
+    sliver[22:42, 79:82] = True  # 3 px right of the end (x 64-76), 60 px: under MIN_PIECE of the bowl
+    sel[10:60, 60:95] = True
+    joined, info = bridge_pieces(image, sel, pieces | sliver)
+    assert any(b["joined"] and b["length"] > 50 for b in info), info
+    assert joined[strip].mean() > 0.9, info
+    assert not joined[22:42, 77:79].any()  # the gap beside the sliver stays open
+    assert (joined & (pieces | sliver)).sum() == (pieces | sliver).sum()
+
+
+@needs_u2netp
+@pytest.mark.parametrize("margin", [15, 20])
+def test_a_looser_rectangle_around_the_coffee_spoon_keeps_the_whole_spoon(pipe, margin):
+    """A rectangle 15-20 px around the spoon takes in a sliver of the saucer's rim beside the handle's tip; the
+    tip is still joined to the bowl along the handle (before, the sliver stood in for the bowl: two pieces)."""
+    image, _, truth, _, _ = coffee_spoon()
+    ys, xs = np.nonzero(truth)
+    sel = np.zeros(truth.shape, np.float32)
+    sel[ys.min() - margin : ys.max() + margin + 1, xs.min() - margin : xs.max() + margin + 1] = 1
+    out = pipe(image, sel, SnapParams(method="combined"))
+    got = spoon_checks(out.mask > 0.5)
+    assert got["tip"] > 0.9 and got["whole"] == 1.0 and got["middle"] > 0.8, got
+    assert got["iou"] > 0.9 and got["spill"] < 0.03, got

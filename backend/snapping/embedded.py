@@ -447,10 +447,14 @@ def bridge_pieces(rgb: np.ndarray, seed: np.ndarray, mask: np.ndarray) -> tuple[
     cost = 0.5 + 1.0 / (0.05 + along)
     out, done = mask.copy(), []
     n_sel, sel_labels = cv2.connectedComponents(seed.astype(np.uint8), connectivity=8)
+    anchor = np.unravel_index(int(np.argmax(labels == main)), labels.shape)
     for i in (np.argsort(-areas) + 1)[: 1 + MAX_BRIDGES]:  # the largest few: a bounded cost on any crop
         if i == main or stats[i, cv2.CC_STAT_AREA] < max(20, MIN_PIECE * areas[main - 1]):
             continue
-        piece, body = labels == i, out & (labels != i)
+        # the body is the main piece and what is joined to it so far, not every other piece: a stray sliver
+        # beside the far end (the saucer's rim beside the spoon's tip) must not stand in for the main piece
+        _, now = cv2.connectedComponents(out.astype(np.uint8), connectivity=8)
+        piece, body = labels == i, (now == now[anchor]) & (labels != i)
         # the two pieces' nearest points
         d_body = cv2.distanceTransform((~body).astype(np.uint8), cv2.DIST_L2, 5)
         ys, xs = np.nonzero(piece)
