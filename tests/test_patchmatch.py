@@ -135,25 +135,38 @@ def test_auto_takes_the_installed_learned_filler_migan_first_on_a_cpu(tmp_path):
     assert meta["fill"] == "migan" and meta["fill_requested"] == "auto"
 
 
-def test_auto_uses_telea_on_a_smooth_gradient_and_says_so():
-    """A disc on a smooth gradient: auto's measurement (the rim fits one quadratic surface) picks Telea, which
-    is seamless there; on texture it picks PatchMatch. The meta names the filler that ran."""
-    from backend.erase.fillers import rim_residual
+def test_auto_fills_a_smooth_gradient_with_patchmatch_better_than_telea_did():
+    """The old gate sent a flat gradient (raw rim within 3 levels RMS of a quadratic surface) to Telea. auto
+    now runs PatchMatch there too (its smooth-surround rule takes the colour from a membrane), and it is the
+    better fill: closer to the true gradient, and on a sky's grain it keeps the grain that Telea blurs. The
+    meta names what ran; pixels outside the region stay the input's bytes."""
+    from backend.imaging import rim_residual
 
     yy, xx = np.mgrid[0:120, 0:160].astype(np.float32)
-    smooth = np.dstack([60 + xx * 0.8, 90 + yy * 0.6, 200 - xx * 0.3]).astype(np.uint8)
+    gradient = np.dstack([60 + xx * 0.8, 90 + yy * 0.6, 200 - xx * 0.3])
+    grain = gradient + np.random.default_rng(1).normal(0, 2.5, gradient.shape)
     hole = _hole()
-    image = smooth.copy()
-    image[hole] = (220, 30, 40)
-    assert rim_residual(image, hole) < 2 < 20 < rim_residual(_stripes(), hole)
+    inner = cv2.erode(hole.astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
     params = EraseOp.spec.validate({"snap": False})
-    res = EraseOp().run(OpInputs(image, hole.astype(np.float32)), params, JobContext())
-    assert res.meta["fill"] == "telea" and res.meta["fill_requested"] == "auto"
-    assert np.abs(res.image[hole].astype(int) - smooth[hole]).mean() < 6  # the gradient, no seams
-    textured = _stripes()
-    textured[hole] = (220, 30, 40)
-    res = EraseOp().run(OpInputs(textured, hole.astype(np.float32)), params, JobContext())
-    assert res.meta["fill"] == "patchmatch"
+    for background in (gradient, grain):
+        truth = np.clip(np.rint(background), 0, 255).astype(np.uint8)
+        image = truth.copy()
+        image[hole] = (220, 30, 40)
+        assert rim_residual(image, hole) < 3  # what the old gate handed to Telea
+        res = EraseOp().run(OpInputs(image, hole.astype(np.float32)), params, JobContext())
+        assert res.meta["fill"] == "patchmatch" and res.meta["fill_requested"] == "auto"
+        region = res.mask > 0
+        assert res.image[~region].tobytes() == image[~region].tobytes()
+        telea = cv2.inpaint(image, hole.astype(np.uint8) * 255, 5, cv2.INPAINT_TELEA)
+
+        def low_error(out: np.ndarray, truth: np.ndarray = truth) -> float:
+            blur = [cv2.GaussianBlur(v.astype(np.float32), (0, 0), 4) for v in (out, truth)]
+            return float(np.abs(blur[0] - blur[1])[inner].mean())
+
+        assert low_error(res.image) < 0.5 * low_error(telea), (low_error(res.image), low_error(telea))
+        if background is grain:  # the grain is continued, not blurred away
+            texture = _grad(res.image)[inner].mean() / _grad(truth)[inner].mean()
+            assert texture > 0.85 and _grad(telea)[inner].mean() / _grad(truth)[inner].mean() < 0.75
 
 
 def test_faint_texture_is_copied_not_averaged_into_blur():

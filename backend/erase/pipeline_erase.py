@@ -3,7 +3,7 @@
 Components are injected: a ``SnapPipeline`` (or None: the selection is used as is) and fillers by name
 (``classical_fillers()`` by default; learned and diffusion fillers join the same dict). ``fill="auto"`` takes the
 first of ``AUTO_ORDER`` present: a learned filler when one was injected, else the embedded auto filler
-(PatchMatch completion; Telea where the background is a smooth gradient). The fill
+(PatchMatch completion, smooth gradients included). The fill
 runs on the crop around the region (``imaging.plan_crop``), never on the whole layer, and the result is pasted
 back through ``imaging.composite``: pixels outside the region are the input's exact bytes.
 """
@@ -51,7 +51,7 @@ class ErasePipeline:
 
     def resolve(self, fill: str) -> str:
         """The filler name ``fill`` stands for: "auto" is the first learned filler this pipeline was given, else
-        the embedded auto filler (PatchMatch; Telea on smooth gradients)."""
+        the embedded auto filler (PatchMatch)."""
         if fill != "auto":
             return fill
         return next((name for name in AUTO_ORDER if name in self.fillers), fill)

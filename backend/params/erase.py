@@ -12,8 +12,7 @@ DEFAULT_FILL = "auto"
 FILL_METHODS = ("auto", "patchmatch", "telea", "ns", "clone", "diffusion", "lama", "migan")
 FILL_HELP = (
     "Background fill: auto (a learned eraser when installed: migan before lama when it runs on a CPU, where "
-    "big-lama takes ~17 s per crop and MI-GAN ~2 s; lama first on a GPU; else patchmatch, or telea where "
-    "the background is a smooth gradient), patchmatch "
+    "big-lama takes ~17 s per crop and MI-GAN ~2 s; lama first on a GPU; else patchmatch), patchmatch "
     "(rebuilds the background from nearby patches: continues texture and straight edges, no download), telea or "
     "ns (smooth, fast; blur texture), clone (copies one nearby patch of real background), lama or migan (learned "
     "object-removal fills, CPU or GPU; need: python3 install.py --models lama, or migan), diffusion (Stable "
