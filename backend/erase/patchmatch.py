@@ -39,7 +39,8 @@ from numba import njit
 @njit(cache=True, nogil=True)
 def _patch_dist(img, conf, ty, tx, sy, sx, r, limit):  # pragma: no cover - compiled
     """SSD between the patches centred at (ty, tx) and (sy, sx), each target pixel weighted by its confidence
-    (1 where known, fading inside the hole), stopping once it exceeds ``limit``.
+    (1 where known, fading inside the hole), stopping once it exceeds ``limit``. Channels after the third are
+    guide channels (``complete(guide=...)``): defined in the hole too, so they count with weight 1.
 
     Target pixels outside the image are skipped (a patch at the border is partial); sources are always whole."""
     h, w = img.shape[0], img.shape[1]
@@ -53,10 +54,13 @@ def _patch_dist(img, conf, ty, tx, sy, sx, r, limit):  # pragma: no cover - comp
             if x < 0 or x >= w:
                 continue
             acc = 0.0
-            for c in range(img.shape[2]):
+            for c in range(3):
                 d = img[y, x, c] - img[sy + dy, sx + dx, c]
                 acc += d * d
             total += conf[y, x] * acc
+            for c in range(3, img.shape[2]):  # guide channels (structure labels): known everywhere, weight 1
+                d = img[y, x, c] - img[sy + dy, sx + dx, c]
+                total += d * d
         if total > limit:
             return total
     return total
@@ -220,9 +224,15 @@ def _downsample(img: np.ndarray, hole: np.ndarray, band: np.ndarray) -> _Level:
     h, w = hole.shape
     size = ((w + 1) // 2, (h + 1) // 2)
     known = (~hole).astype(np.float32)
-    num = cv2.resize(img * known[:, :, None], size, interpolation=cv2.INTER_AREA)
+    num = cv2.resize(img[:, :, :3] * known[:, :, None], size, interpolation=cv2.INTER_AREA)
     den = cv2.resize(known, size, interpolation=cv2.INTER_AREA)
     small = num / np.maximum(den, 1e-6)[:, :, None]
+    if img.shape[2] > 3:  # guide channels are known in the hole too: a plain average (OpenCV: <= 4 at once)
+        guide = [
+            cv2.resize(np.ascontiguousarray(img[:, :, c : c + 1]), size, interpolation=cv2.INTER_AREA)
+            for c in range(3, img.shape[2])
+        ]
+        small = np.dstack([small, *guide])
     small_hole = den < 0.999
     small_band = cv2.resize(band.astype(np.uint8), size, interpolation=cv2.INTER_NEAREST) > 0
     return _Level(small.astype(np.float32), small_hole, small_band & ~small_hole)
@@ -290,6 +300,9 @@ def _membrane(values: np.ndarray, unknown: np.ndarray) -> np.ndarray:
     return out
 
 
+GUIDE_WEIGHT = (
+    40.0  # a patch pixel whose structure label differs from its source's costs 2 x 40^2 (~33 levels RGB)
+)
 SMOOTH_RIM = 2.0  # levels RMS: below it the surround counts as smooth (see PatchMatchFiller._fill)
 LOW_PASS_SIGMA = 12.0  # px: what is coarser than this comes from the membrane on a smooth surround
 
@@ -334,11 +347,11 @@ def _blend_seams(img, hole, conf, weight_sum, targets, nnf, dist, r, sharp, floo
     h, w = hole.shape
     y0, y1 = max(0, int(ry.min()) - pad), min(h, int(ry.max()) + pad + 1)
     x0, x1 = max(0, int(rx.min()) - pad), min(w, int(rx.max()) + pad + 1)
-    step = img[ry, rx] - voted
+    step = img[ry, rx, :3] - voted
     # a small step is a brightness drift to smooth away; a large one is a structure the fill placed differently
     # (a white cup edge against a dark copy): spreading that would paint a glow into the hole, so it fades out
     trust = np.exp(-((np.abs(step).max(axis=1) / SEAM_STEP) ** 4)).astype(np.float32)
-    diff = np.zeros((y1 - y0, x1 - x0, img.shape[2]), np.float32)
+    diff = np.zeros((y1 - y0, x1 - x0, 3), np.float32)
     diff[ry - y0, rx - x0] = step * trust[:, None]
     weight = ring[y0:y1, x0:x1].astype(np.float32)
     blur = cv2.GaussianBlur(weight, (0, 0), SEAM_SIGMA)
@@ -346,7 +359,24 @@ def _blend_seams(img, hole, conf, weight_sum, targets, nnf, dist, r, sharp, floo
     diff *= weight[:, :, None]  # the ring's smoothed step; zero elsewhere (not next to the hole)
     inside = hole[y0:y1, x0:x1]
     correction = _membrane(diff, inside)
-    img[y0:y1, x0:x1][inside] += correction[inside]
+    img[y0:y1, x0:x1, :3][inside] += correction[inside]
+
+
+def _first_guess(img: np.ndarray, hole: np.ndarray) -> np.ndarray:
+    """The coarsest level's starting colours (HxWx3 uint8): Telea from the rim; with guide channels, Telea per
+    guide label from that label's known pixels only (a boundary's two sides do not blur into each other)."""
+    rgb = np.clip(img[:, :, :3], 0, 255).astype(np.uint8)
+    filled = cv2.inpaint(rgb, hole.astype(np.uint8) * 255, 3, cv2.INPAINT_TELEA)
+    if img.shape[2] <= 3:
+        return filled
+    label = np.argmax(img[:, :, 3:], axis=2)
+    for k in np.unique(label[hole]):
+        own = label == k
+        if not (own & ~hole).any():
+            continue
+        part = cv2.inpaint(rgb, (hole | ~own).astype(np.uint8) * 255, 3, cv2.INPAINT_TELEA)
+        filled[hole & own] = part[hole & own]
+    return filled
 
 
 def complete(
@@ -371,6 +401,7 @@ def complete(
     huge_passes: int = 0,
     big_rounds: int = 1,
     seam_blend: bool = True,
+    guide: np.ndarray | None = None,
     debug: list | None = None,
 ) -> np.ndarray:
     """Fill ``mask`` (True = missing) in ``rgb`` (HxWx3 uint8) by multi-scale patch completion; HxWx3 uint8.
@@ -388,7 +419,10 @@ def complete(
     (Wexler et al.); ``sharp`` / ``sharp_final``: how much worse than the best patch a vote may be and still
     count (``_vote``); ``vote_floor``: the least that "worse" may be scaled by (1.0 made faint texture, a sky's
     grain or stars, average into blur: texture ratio 0.79 -> 0.81 at 0.1 on the benchmark). ``seam_blend``:
-    smooth away the colour step at the hole's border (``_blend_seams``).
+    smooth away the colour step at the hole's border (``_blend_seams``). ``guide``: HxWxG float channels known
+    everywhere, the hole included (structure labels, backend/erase/structure.py): they join the patch distance
+    (a patch is matched with a source whose guide agrees) but are never voted; the coarsest level starts each
+    hole pixel from known pixels of its own guide label instead of Telea across everything.
     ``init_vote``: start each finer level from a vote of the inherited field (True: measured better on the
     benchmark and on the coffee example) or from the coarser image enlarged. ``debug`` collects each level's
     result (for looking at them).
@@ -406,7 +440,10 @@ def complete(
     if not band_mask.any():
         raise NoSource("no known pixels around the hole")
 
-    levels = [_Level(rgb.astype(np.float32), hole, band_mask)]
+    base = rgb.astype(np.float32)
+    if guide is not None:
+        base = np.concatenate([base, np.asarray(guide, np.float32).reshape(hole.shape + (-1,))], axis=2)
+    levels = [_Level(np.ascontiguousarray(base), hole, band_mask)]
     thickness = float(cv2.distanceTransform(hole.astype(np.uint8), cv2.DIST_L2, 3).max())
     stop = r + 1 if coarse_thickness is None else coarse_thickness
     while thickness > stop and min(levels[-1].hole.shape) // 2 >= max(min_side, 2 * patch + 2):
@@ -437,20 +474,17 @@ def complete(
         new = np.zeros(lv.hole.shape + (2,), np.int64)
         if nnf is None:
             _init_nnf(ty, tx, vy, vx, new, level_seed)
-            filled = cv2.inpaint(
-                np.clip(img, 0, 255).astype(np.uint8), lv.hole.astype(np.uint8) * 255, 3, cv2.INPAINT_TELEA
-            )
-            img[lv.hole] = filled[lv.hole]
+            img[lv.hole, :3] = _first_guess(img, lv.hole)[lv.hole]
         else:
             _upsample_nnf(nnf, ty, tx, valid, vy, vx, new, level_seed)
         nnf = new
         dist = np.zeros(lv.hole.shape, np.float64)
         huge = depth > 0 and ty.size > budget
         if depth > 0 and init_vote and not huge:  # a first image at this level from the inherited field
-            img[hy, hx] = _vote(img, conf, weight_sum, hy, hx, targets, nnf, dist, r, 1.0, vote_floor)
+            img[hy, hx, :3] = _vote(img, conf, weight_sum, hy, hx, targets, nnf, dist, r, 1.0, vote_floor)
         elif depth > 0:  # a first guess for the hole: the level above, enlarged (search and vote sharpen it)
             up = cv2.resize(prev, (img.shape[1], img.shape[0]), interpolation=cv2.INTER_LINEAR)
-            img[hy, hx] = up[hy, hx]
+            img[hy, hx, :3] = up[hy, hx, :3]
         rounds = (
             em_fine if n_levels == 1 else round(em_coarse + (em_fine - em_coarse) * depth / (n_levels - 1))
         )
@@ -465,7 +499,7 @@ def complete(
         for k in range(max(1, rounds)):
             _distances(img, conf, ty, tx, nnf, dist, r)
             _patchmatch(img, conf, ty, tx, targets, valid, nnf, dist, r, passes, level_seed * 100 + k, radius)
-            img[hy, hx] = _vote(
+            img[hy, hx, :3] = _vote(
                 img,
                 conf,
                 weight_sum,
@@ -482,8 +516,8 @@ def complete(
             _blend_seams(img, lv.hole, conf, weight_sum, targets, nnf, dist, r, sharp_final, vote_floor)
         prev = img
         if debug is not None:
-            debug.append(np.clip(img, 0, 255).astype(np.uint8))
-    final = levels[0].img
+            debug.append(np.clip(img[:, :, :3], 0, 255).astype(np.uint8))
+    final = levels[0].img[:, :, :3]
     return np.clip(np.rint(final), 0, 255).astype(np.uint8)
 
 
@@ -554,17 +588,27 @@ class PatchMatchFiller:
             filled = rgb.copy()
             filled[mask] = np.clip(np.rint(out[mask]), 0, 255).astype(np.uint8)
             return filled
+        if self.options.get("structure", True):
+            # region boundaries that enter the hole are continued across it first; each hole pixel then draws
+            # its patches from its own region (backend/erase/structure.py); none found: the plain completion
+            from .structure import find_structure
+
+            found = find_structure(rgb, mask, seed=self.seed)
+            if found is not None:
+                weight = float(self.options.get("guide_weight", GUIDE_WEIGHT))
+                return self._complete(rgb, mask, guide=found.guide(weight))
         return self._complete(rgb, mask)
 
-    def _complete(self, rgb: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    def _complete(self, rgb: np.ndarray, mask: np.ndarray, guide: np.ndarray | None = None) -> np.ndarray:
         # a crop too small for one whole patch of known pixels: smaller patches, then Telea (a few pixels wide)
-        options = {k: v for k, v in self.options.items() if k not in ("per_part", "smooth_rim")}
+        skip = ("per_part", "smooth_rim", "structure", "guide_weight")
+        options = {k: v for k, v in self.options.items() if k not in skip}
         first = options.pop("patch", self.patch)
         for patch in sorted({first, 5, 3}, reverse=True):
             if patch > first:
                 continue
             try:
-                return complete(rgb, mask, patch=patch, seed=self.seed, **options)
+                return complete(rgb, mask, patch=patch, seed=self.seed, guide=guide, **options)
             except NoSource:
                 continue
         hole = np.asarray(mask, np.uint8) * 255

@@ -1,0 +1,120 @@
+"""Structure-guided completion (issue 11): region boundaries that enter the hole are continued across it, and
+each side of a continued boundary is filled from its own side (backend/erase/structure.py + patchmatch's
+guide channels). Where no clean boundary enters the hole the plain completion runs unchanged."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from backend.erase.patchmatch import PatchMatchFiller
+from backend.erase.structure import find_structure
+
+RED, BLUE = np.array([200, 60, 50]), np.array([60, 110, 170])
+
+
+def _noisy(inside: np.ndarray, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    img = np.where(inside[..., None], RED, BLUE).astype(np.float32)
+    return np.clip(img + rng.normal(0, 6, img.shape), 0, 255).astype(np.uint8)
+
+
+def _disc_scene():
+    yy, xx = np.mgrid[0:160, 0:200]
+    disc = (yy - 70) ** 2 + (xx - 90) ** 2 < 55**2
+    hole = (yy - 50) ** 2 / 30**2 + (xx - 140) ** 2 / 22**2 < 1  # cuts the disc's right outline
+    return _noisy(disc), disc, hole
+
+
+def _edge_scene():
+    yy, xx = np.mgrid[0:150, 0:180]
+    below = yy > 40 + 0.45 * xx  # a straight two-colour boundary, slanted
+    hole = (yy - 78) ** 2 / 24**2 + (xx - 85) ** 2 / 34**2 < 1
+    return _noisy(below, seed=1), below, hole
+
+
+def _near(truth: np.ndarray, px: int) -> np.ndarray:
+    """Pixels within ``px`` of the true outline."""
+    edge = cv2.morphologyEx(truth.astype(np.uint8), cv2.MORPH_GRADIENT, np.ones((3, 3), np.uint8)) > 0
+    return cv2.dilate(edge.astype(np.uint8), np.ones((2 * px + 1, 2 * px + 1), np.uint8)) > 0
+
+
+def _side_label(structure, truth: np.ndarray, hole: np.ndarray) -> int:
+    """The label the structure gave the known pixels of the truth's True side near the hole."""
+    ring = (cv2.dilate(hole.astype(np.uint8), np.ones((9, 9), np.uint8)) > 0) & ~hole & truth
+    values, counts = np.unique(structure.labels[ring], return_counts=True)
+    return int(values[np.argmax(counts)])
+
+
+def test_disc_outline_is_continued_through_the_hole():
+    img, disc, hole = _disc_scene()
+    structure = find_structure(img, hole)
+    assert structure is not None and structure.entries  # the outline enters the hole: structure found
+    inside = structure.labels == _side_label(structure, disc, hole)
+    wrong = (inside != disc) & hole
+    assert not (wrong & ~_near(disc, 3)).any(), int((wrong & ~_near(disc, 3)).sum())
+    # the continued curve lies on the true circle (within a few px), inside the hole
+    for curve in structure.curves:
+        pts = curve[
+            hole[
+                np.clip(np.round(curve[:, 1]).astype(int), 0, 159),
+                np.clip(np.round(curve[:, 0]).astype(int), 0, 199),
+            ]
+        ]
+        radius = np.hypot(pts[:, 0] - 90, pts[:, 1] - 70)
+        assert np.abs(radius - 55).max() < 4, np.abs(radius - 55).max()
+
+
+def test_each_side_of_a_continued_outline_is_filled_from_its_own_side():
+    img, disc, hole = _disc_scene()
+    damaged = img.copy()
+    damaged[hole] = (255, 255, 255)
+    out = PatchMatchFiller()(damaged, hole)
+    assert (out[~hole] == damaged[~hole]).all()  # only the hole is written
+    red = out[..., 0].astype(int) > out[..., 2].astype(int)
+    wrong = (red != disc) & hole & ~_near(disc, 3)
+    assert not wrong.any(), int(wrong.sum())
+    # without the structure the same fill puts pixels on the wrong side (what this module is for)
+    plain = PatchMatchFiller(options={"structure": False})(damaged, hole)
+    plain_red = plain[..., 0].astype(int) > plain[..., 2].astype(int)
+    assert ((plain_red != disc) & hole).sum() > ((red != disc) & hole).sum()
+
+
+def test_straight_boundary_is_continued_and_sides_kept():
+    img, below, hole = _edge_scene()
+    structure = find_structure(img, hole)
+    assert structure is not None
+    side = structure.labels == _side_label(structure, below, hole)
+    assert not ((side != below) & hole & ~_near(below, 2)).any()
+    damaged = img.copy()
+    damaged[hole] = 0
+    out = PatchMatchFiller()(damaged, hole)
+    red = out[..., 0].astype(int) > out[..., 2].astype(int)
+    assert not ((red != below) & hole & ~_near(below, 2)).any()
+    # the colours on each side are that side's colours, not a blend
+    far = hole & ~_near(below, 3)
+    target = np.where(below[..., None], RED, BLUE)
+    assert np.abs(out[far].astype(int) - target[far]).mean() < 12
+
+
+def test_deterministic_for_a_seed():
+    img, _, hole = _disc_scene()
+    a = PatchMatchFiller(seed=3)(img, hole)
+    assert a.tobytes() == PatchMatchFiller(seed=3)(img, hole).tobytes()
+    assert (
+        find_structure(img, hole, seed=3).labels.tobytes()
+        == find_structure(img, hole, seed=3).labels.tobytes()
+    )
+
+
+def test_no_clean_boundary_runs_the_plain_completion_unchanged():
+    rng = np.random.default_rng(4)
+    img = cv2.resize(
+        rng.integers(0, 255, (30, 40, 3), dtype=np.uint8), (160, 120), interpolation=cv2.INTER_NEAREST
+    )
+    img = cv2.GaussianBlur(img, (0, 0), 0.7)
+    yy, xx = np.mgrid[0:120, 0:160]
+    hole = (yy - 60) ** 2 / 22**2 + (xx - 80) ** 2 / 30**2 < 1
+    assert find_structure(img, hole) is None  # blocky noise: boundaries everywhere, texture not structure
+    a = PatchMatchFiller()(img, hole)
+    assert a.tobytes() == PatchMatchFiller(options={"structure": False})(img, hole).tobytes()
