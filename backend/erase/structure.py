@@ -61,13 +61,16 @@ class Structure:
     density: float = 0.0  # boundary pixels per band pixel (the gate's texture measure)
 
     def guide(self, weight: float) -> np.ndarray:
-        """One channel per label, ``weight`` where the pixel has that label: appended to the image, a patch
-        whose labels differ from its source's costs ``2 weight^2`` per pixel."""
+        """Two channels placing each label on a circle, adjacent labels ``sqrt(2) weight`` apart: appended to
+        the image, a patch pixel whose label differs from its source's costs at least ``2 weight^2`` (as a
+        one-hot code would), in 2 channels instead of one per label (the patch distance is the hot loop).
+        Pixels without a label (far from the hole) sit at the centre, half-way from every label."""
         h, w = self.labels.shape
-        out = np.zeros((h, w, self.n_labels), np.float32)
-        for k in range(self.n_labels):
-            out[:, :, k] = np.where(self.labels == k, weight, 0.0)
-        return out
+        n = max(self.n_labels, 2)
+        radius = weight * np.sqrt(2) / (2 * np.sin(np.pi / n))
+        angles = 2 * np.pi * np.arange(n) / n
+        table = np.concatenate([radius * np.stack([np.cos(angles), np.sin(angles)], 1), np.zeros((1, 2))])
+        return table[np.where(self.labels >= 0, self.labels, n)].astype(np.float32)
 
 
 def segment_band(
