@@ -10,6 +10,9 @@ One fresh subprocess per configuration (its peak RSS is its own), the same model
   as one batched request, a preview request, and plain generations of the base model (diffusers'
   StableDiffusionPipeline, same steps and size) in the same process: the slider's yardstick.
 - ``full``: the same with ``finetune=full`` (the paper's and the community's fine-tune).
+- ``lora-fp32`` / ``full-fp32``: the same with ``precision=no``. ``lora`` and ``full`` run ``precision=auto``,
+  which is bf16 autocast on a CPU with native bf16 (AVX512-BF16/AMX) and fp32 elsewhere; the community replica
+  runs fp32, as its users run it.
 
 Models: ``--size tiny`` is the test suite's tiny pipeline (plumbing, seconds); ``--size sd15`` has random weights
 in the real SD-1.5 shapes (real FLOPs and memory; the output is noise), built once under ``--work`` (4 GB).
@@ -33,7 +36,7 @@ from pathlib import Path
 
 ETAS = (0.7, 0.5, 0.6, 0.8, 0.9, 1.0)  # the edit, then 5 slider moves
 PROMPT = "a photo of a sitting dog"
-CONFIGS = ("community", "lora", "full")
+CONFIGS = ("community", "lora", "full", "lora-fp32", "full-fp32")
 COMMUNITY_DEFAULTS = (500, 1000, 50)  # E, F, S of imagic_stable_diffusion.py
 OUR_DEFAULTS = (100, 150, 25)  # ImagicParams defaults (LoRA)
 
@@ -133,13 +136,14 @@ def run_community(args) -> dict:
     return {"requests": requests}
 
 
-def run_engine(args, finetune: str) -> dict:
+def run_engine(args, config: str) -> dict:
     """This engine: tune once, 5 cache hits, the 5 etas batched, a preview, and plain base-model generations."""
     import tempfile
 
     from backend import malloc
     from backend.imagic import ImagicParams, ImagicPipeline, TunedStateCache
 
+    finetune, _, fp32 = config.partition("-")
     pipe = _load(args.model)
     image = _input_image(args.res)
     out: dict = {"malloc": dict(malloc.status), "loaded_rss_gib": _peak_rss_gib()}
@@ -152,6 +156,7 @@ def run_engine(args, finetune: str) -> dict:
             finetune=finetune,
             num_inference_steps=args.S,
             resolution=args.res,
+            precision="no" if fp32 else "auto",
         )
         return ImagicParams(PROMPT, **{**base, **kw})
 
@@ -326,7 +331,7 @@ def report(results: dict, sets: list[tuple[int, int, int]], args) -> str:
         if com is None:
             continue
         c = summarise(com)
-        for name in ("lora", "full"):
+        for name in CONFIGS[1:]:
             r = results.get(f"{name}@{e}/{f}/{s}")
             if r is None:
                 continue
@@ -373,7 +378,7 @@ def main(argv=None) -> None:
     ap.add_argument("--size", choices=("tiny", "sd15"), default="tiny")
     ap.add_argument("--res", type=int, default=None, help="input side in px (default: 64 tiny, 128 sd15)")
     ap.add_argument("--steps", default="3/3/5", help="E/F/S sets, comma-separated (e.g. 3/3/5,10/20/5)")
-    ap.add_argument("--configs", default=",".join(CONFIGS), help="which of community,lora,full to run")
+    ap.add_argument("--configs", default="community,lora,full", help=f"which of {','.join(CONFIGS)} to run")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument(
         "--work", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "layeredit-bench-imagic"

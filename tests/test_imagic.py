@@ -158,16 +158,28 @@ def test_cache_hit_skips_stages_a_and_b(sd, monkeypatch):
     assert (embed.calls, other_tuning.cache_hit) == (4, False)
 
 
+@pytest.mark.parametrize("precision", ["no", "bf16"])
 @pytest.mark.parametrize("mode", ["lora", "full"])
-def test_cache_hit_gives_the_same_images(sd, mode):
+def test_cache_hit_gives_the_same_images(sd, mode, precision):
     snap = _snapshot(sd)
     ip = ImagicPipeline.from_pipe(sd)
     img = _image()
-    miss = ip(img, None, _params(finetune=mode, finetune_lr=1e-2))
-    hit = ip(img, None, _params(finetune=mode, finetune_lr=1e-2))
+    miss = ip(img, None, _params(finetune=mode, finetune_lr=1e-2, precision=precision))
+    hit = ip(img, None, _params(finetune=mode, finetune_lr=1e-2, precision=precision))
     assert not miss.cache_hit and hit.cache_hit
     np.testing.assert_array_equal(miss.images[0], hit.images[0])
     _assert_intact(sd, snap)
+
+
+def test_tuned_state_is_cached_per_precision(sd):
+    """bf16 and fp32 tuning give different states: neither may be served for the other."""
+    ip = ImagicPipeline.from_pipe(sd)
+    img = _image()
+    bf16 = ip(img, None, _params(precision="bf16"))
+    fp32 = ip(img, None, _params(precision="no"))
+    assert not bf16.cache_hit and not fp32.cache_hit
+    assert bf16.info["cache_key"] != fp32.info["cache_key"]
+    assert ip(img, None, _params(precision="bf16")).cache_hit
 
 
 def test_disk_cache_survives_a_new_pipeline(sd, tmp_path, monkeypatch):
@@ -389,6 +401,13 @@ def test_op_schema_defaults_match_the_pipeline_defaults():
 def test_precision_auto_follows_device_and_weights(monkeypatch):
     cpu, gpu = torch.device("cpu"), torch.device("cuda")
     assert stages.Precision.resolve("auto", cpu, torch.float16).amp_dtype is None
+    monkeypatch.setattr(stages, "cpu_bf16_native", lambda: (True, "AVX512-BF16"))
+    native = stages.Precision.resolve("auto", cpu)
+    assert native.amp_dtype == torch.bfloat16 and "AVX512-BF16" in native.why
+    assert stages.Precision.resolve("no", cpu).amp_dtype is None  # no = fp32 whatever the CPU
+    monkeypatch.setattr(stages, "cpu_bf16_native", lambda: (False, "bf16 only emulated"))
+    emulated = stages.Precision.resolve("auto", cpu)
+    assert emulated.amp_dtype is None and "emulated" in emulated.why
     assert stages.Precision.resolve("auto", gpu, torch.float16).amp_dtype == torch.float16
     assert stages.Precision.resolve("auto", gpu, torch.bfloat16).amp_dtype == torch.bfloat16
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
@@ -402,7 +421,16 @@ def test_bf16_autocast_on_cpu_runs_and_keeps_base(sd):
     snap = _snapshot(sd)
     out = ImagicPipeline.from_pipe(sd)(_image(), None, _params(precision="bf16"))
     assert out.info["precision"] == "bf16" and out.images[0].dtype == np.uint8
+    assert out.info["precision_why"] == "bf16 (asked)"
     _assert_intact(sd, snap)
+
+
+def test_cpu_bf16_check_answers_on_this_machine():
+    """The native-bf16 probe never raises and says what it found (bf16 where oneDNN and the ISA have it)."""
+    native, found = stages.cpu_bf16_native()
+    assert isinstance(native, bool) and found
+    if native:
+        assert torch.ops.mkldnn._is_mkldnn_bf16_supported()
 
 
 @pytest.mark.slow

@@ -21,6 +21,7 @@ import torch
 
 from backend.imagic import ImagicParams, ImagicPipeline, TunedStateCache
 from backend.imagic import pipeline_imagic as pi
+from backend.imagic import stages
 from backend.imagic.guard import BaseSnapshot, ModelGuard, read_safetensors, write_safetensors
 from tests.test_imagic import _assert_intact, _image, _params, _snapshot
 
@@ -215,11 +216,55 @@ def test_gradient_checkpointing_can_be_forced(sd, monkeypatch, value, expect):
 
 
 def test_tuning_estimate_grows_with_size_and_full_mode(sd):
+    """Full mode adds two fp32 Adam moments per weight plus fp32 gradients: all of them when one optimizer steps
+    after the backward pass (fp16 scaler, 8-bit Adam), only the largest tensor's when each steps inside it."""
     small = pi.tuning_bytes(sd.unet, "lora", (64, 64), 8, False)
     big = pi.tuning_bytes(sd.unet, "lora", (256, 256), 8, False)
-    full = pi.tuning_bytes(sd.unet, "full", (64, 64), 8, False)
-    n = sum(p.numel() for p in sd.unet.parameters())
-    assert small < big and full - small >= 12 * n
+    sizes = [p.numel() for p in sd.unet.parameters()]
+    in_backward = pi.tuning_bytes(sd.unet, "full", (64, 64), 8, False, in_backward=True)
+    after = pi.tuning_bytes(sd.unet, "full", (64, 64), 8, False, in_backward=False)
+    assert small < big
+    assert in_backward - small == 8 * sum(sizes) + 4 * max(sizes)
+    assert after - small == 12 * sum(sizes)
+    cpu = torch.device("cpu")
+    assert stages.steps_in_backward(stages.Precision.resolve("no", cpu), adam_8bit=False)
+    assert stages.steps_in_backward(stages.Precision.resolve("bf16", cpu), adam_8bit=False)
+    assert not stages.steps_in_backward(stages.Precision.resolve("fp16", cpu), adam_8bit=False)
+    assert not stages.steps_in_backward(stages.Precision.resolve("no", cpu), adam_8bit=True)
+
+
+@pytest.mark.parametrize("precision", ["no", "bf16"])
+def test_full_finetune_keeps_one_gradient_alive_at_a_time(sd, precision):
+    """What the estimate's in-backward count rests on: while a full fine-tune runs, no two gradients coexist."""
+    unet = sd.unet
+    params = list(unet.parameters())
+    seen: list[int] = []
+
+    def count(p: torch.Tensor) -> None:  # registered first, so it runs before that tensor's Adam step
+        seen.append(sum(q.grad.numel() for q in params if q.grad is not None))
+        assert p.grad is not None
+
+    handles = [p.register_post_accumulate_grad_hook(count) for p in params]
+    latents = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    emb = torch.randn(1, 77, unet.config.cross_attention_dim, generator=torch.Generator().manual_seed(1))
+    try:
+        stages.finetune_unet(
+            unet,
+            sd.scheduler,
+            latents,
+            emb,
+            params,
+            steps=2,
+            lr=1e-4,
+            generator=torch.Generator().manual_seed(2),
+            precision=stages.Precision.resolve(precision, torch.device("cpu")),
+        )
+    finally:
+        for h in handles:
+            h.remove()
+    assert len(seen) == 2 * len(params)
+    assert max(seen) <= max(p.numel() for p in params)
+    assert all(p.grad is None for p in params)
 
 
 # ---- slider ---------------------------------------------------------------------------------------------------------

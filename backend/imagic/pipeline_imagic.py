@@ -157,7 +157,8 @@ class ImagicPipeline:
             settings=params.tuning_settings(precision.name),
         )
         timings: dict[str, float] = {}
-        info: dict = {"precision": precision.name, "finetune": params.finetune, "cache_key": key}
+        info: dict = {"precision": precision.name, "precision_why": precision.why}
+        info.update(finetune=params.finetune, cache_key=key)
         with ModelGuard(self.unet, self.text_encoder, self.vae, spill_dir=self.spill_dir) as guard:
             self._freeze()
             t0 = time.perf_counter()
@@ -337,7 +338,14 @@ class ImagicPipeline:
         mode = params.checkpointing
         if mode != "auto":
             return mode == "on", f"{mode} (asked)"
-        need = tuning_bytes(self.unet, params.finetune, hw, self.vae_scale, precision.amp_dtype is not None)
+        need = tuning_bytes(
+            self.unet,
+            params.finetune,
+            hw,
+            self.vae_scale,
+            precision.amp_dtype is not None,
+            stages.steps_in_backward(precision, params.adam_8bit),
+        )
         free = free_memory_bytes(self.device)
         use = need > 0.9 * free
         return use, (
@@ -466,20 +474,28 @@ def _dequant(weights: dict[str, torch.Tensor], k: str) -> torch.Tensor:
 
 
 # ---- memory estimate for gradient checkpointing -------------------------------------------------------------------
-def tuning_bytes(unet, finetune: str, hw: tuple[int, int], vae_scale: int, half: bool) -> int:
+def tuning_bytes(
+    unet, finetune: str, hw: tuple[int, int], vae_scale: int, half: bool, in_backward: bool = True
+) -> int:
     """Rough bytes tuning adds to the loaded model: activations kept for the backward pass, plus gradients and
     Adam moments of what is trained (the whole UNet in full mode). Activations were calibrated on SD-1.5 shapes
     (the team notes: ~0.8 GB at 256 px): ~55 floats per latent pixel per unit of the UNet's summed block widths, plus
-    the attention probabilities of the highest-resolution blocks; 1.25x headroom on the activations (the rest
-    is exact: fp32 gradient + two Adam moments per trained weight)."""
+    the attention probabilities of the highest-resolution blocks; 1.25x headroom on the activations. The rest
+    is exact: two fp32 Adam moments per trained weight, plus its fp32 gradient, all of them alive at once when
+    one optimizer steps after the backward pass (fp16 with its scaler, 8-bit Adam), only the largest tensor's
+    when each tensor steps inside the backward pass (``in_backward``: ``stages.steps_in_backward``)."""
     lat = (hw[0] // vae_scale) * (hw[1] // vae_scale)
     width = sum(getattr(unet.config, "block_out_channels", (320, 640, 1280, 1280)))
     elem = 2 if half else 4
     heads = getattr(unet.config, "attention_head_dim", 8)
     heads = heads if isinstance(heads, int) else max(heads)
     acts = 55 * width * lat * elem + 5 * 2 * heads * lat * lat * elem
-    trained = sum(p.numel() for p in unet.parameters()) if finetune == "full" else 0
-    return int(1.25 * acts + 3 * 4 * trained)
+    trained = 0
+    if finetune == "full":
+        sizes = [p.numel() for p in unet.parameters()]
+        grads = max(sizes, default=0) if in_backward else sum(sizes)
+        trained = 2 * 4 * sum(sizes) + 4 * grads
+    return int(1.25 * acts + trained)
 
 
 def free_memory_bytes(device: torch.device) -> int:

@@ -112,6 +112,7 @@ class ImagicOp(Op):
             "seed": job.seed,  # the one -1 picked: sending it back redoes this result
         }
         for key in (
+            "precision_why",
             "gradient_checkpointing",
             "gradient_checkpointing_why",
             "preview",

@@ -84,7 +84,8 @@ class ImagicParams:
     )
     precision: str = param(
         "auto",
-        help="auto = fp16/bf16 autocast on a GPU, fp32 on a CPU.",
+        help="auto = fp16/bf16 autocast on a GPU; on a CPU bf16 autocast where the CPU computes bf16 natively "
+        "(AVX512-BF16/AMX: ~1.7x faster, measured), else fp32; no = fp32 everywhere.",
         choices=PRECISIONS,
         advanced=True,
     )
