@@ -19,9 +19,8 @@ import numpy as np
 import pytest
 import torch
 
-from backend.imagic import ImagicParams, ImagicPipeline, TunedStateCache
+from backend.imagic import ImagicParams, ImagicPipeline, TunedStateCache, stages
 from backend.imagic import pipeline_imagic as pi
-from backend.imagic import stages
 from backend.imagic.guard import BaseSnapshot, ModelGuard, read_safetensors, write_safetensors
 from tests.test_imagic import _assert_intact, _image, _params, _snapshot
 
@@ -635,3 +634,51 @@ def test_adam_step_in_backward_equals_one_adam_and_frees_each_gradient():
     for a, b in zip(ours.parameters(), ref.parameters(), strict=True):
         assert torch.equal(a, b)
     assert all(p.grad is None for p in ours.parameters())
+
+
+# ---- bf16 on a CPU -------------------------------------------------------------------------------------------------
+def _embedding_grad(unet, recast: bool) -> torch.Tensor:
+    latents = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    emb = torch.randn(1, 77, unet.config.cross_attention_dim, generator=torch.Generator().manual_seed(1))
+    emb.requires_grad_(True)
+    wrap = (
+        stages.recast_frozen_weights(unet)
+        if recast
+        else torch.autograd.graph.saved_tensors_hooks(lambda t: t, lambda t: t)
+    )
+    with torch.autocast("cpu", dtype=torch.bfloat16), wrap:
+        pred = unet(latents, torch.tensor([500]), encoder_hidden_states=emb).sample
+    torch.nn.functional.mse_loss(pred.float(), latents).backward()
+    return emb.grad
+
+
+def test_recast_weights_give_autocasts_gradient_and_put_the_weights_back(sd):
+    """bf16 training that recasts frozen weights for the backward pass (instead of keeping autocast's copy:
+    1.6 GiB on SD-1.5) computes the very same gradient, and every layer keeps its own fp32 Parameter."""
+    unet = sd.unet.requires_grad_(False)
+    before = {n: p for n, p in unet.named_parameters()}
+    snap = {n: p.detach().clone() for n, p in before.items()}
+    plain = _embedding_grad(unet, recast=False)
+    recast = _embedding_grad(unet, recast=True)
+    assert plain.abs().max() > 0
+    torch.testing.assert_close(recast, plain, rtol=0, atol=0)
+    for n, p in unet.named_parameters():
+        assert p is before[n] and p.dtype == torch.float32 and torch.equal(p, snap[n])
+
+
+def test_recast_weights_restore_a_layer_whose_forward_raised(sd):
+    unet = sd.unet.requires_grad_(False)
+    conv = unet.conv_in
+    weight = conv.weight
+
+    def boom(module, args, output):
+        raise RuntimeError("boom")
+
+    h = conv.register_forward_hook(boom)
+    try:
+        with pytest.raises(RuntimeError, match="boom"), stages.recast_frozen_weights(unet):
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                unet(torch.zeros(1, 4, 8, 8), torch.tensor([1]), encoder_hidden_states=torch.zeros(1, 77, 32))
+    finally:
+        h.remove()
+    assert conv.weight is weight and conv.weight.dtype == torch.float32
