@@ -666,6 +666,13 @@ def test_recast_weights_give_autocasts_gradient_and_put_the_weights_back(sd):
         assert p is before[n] and p.dtype == torch.float32 and torch.equal(p, snap[n])
 
 
+def test_bf16_training_on_a_cpu_recasts_and_fp32_does_not(sd):
+    cpu, x, ctx = torch.device("cpu"), torch.zeros(1, 4, 8, 8), torch.zeros(1, 77, 32)
+    bf16, _ = stages.training_forward(sd.unet, stages.Precision.resolve("bf16", cpu), x, ctx, graphs=True)
+    fp32, _ = stages.training_forward(sd.unet, stages.Precision.resolve("no", cpu), x, ctx, graphs=True)
+    assert isinstance(bf16, stages._Recast) and not isinstance(fp32, stages._Recast)
+
+
 def test_recast_weights_restore_a_layer_whose_forward_raised(sd):
     unet = sd.unet.requires_grad_(False)
     conv = unet.conv_in
