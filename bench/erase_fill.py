@@ -13,6 +13,7 @@ Contact sheets of the worst 6 scenes per filler (by GMSD) go to docs/images/.
 
     OMP_NUM_THREADS=1 flock /work/heavy.lock .venv/bin/python -m bench.erase_fill            # quality + sheets
     OMP_NUM_THREADS=1 flock /work/heavy.lock .venv/bin/python -m bench.erase_fill --only speed
+    ... --only quality --scenes both --per-scene   # + the 36 held-out scenes; which scenes lose to Telea
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ class FillScene:
     background: np.ndarray  # HxWx3 uint8 truth
     object_mask: np.ndarray  # HxW bool
     group: str  # photo | structure
+    set: str = "main"  # main (the 48 the figures are quoted on) | held-out (other seeds, never tuned on)
 
 
 # ---- structured scenes ----------------------------------------------------------------------------------
@@ -169,6 +171,20 @@ def all_scenes(n_photo: int = 36, n_structure: int = 12) -> list[FillScene]:
         FillScene(f"p{s.name}", s.image, s.background, s.object_mask, "photo") for s in make_scenes(n_photo)
     ]
     return photo + make_structure_scenes(n_structure)
+
+
+def held_out_scenes(n_photo: int = 24, n_structure: int = 12) -> list[FillScene]:
+    """Scenes never used for tuning: the same builders with other seeds (photos seed 5, structures seed 11).
+    A change to a filler must hold here too, or it was tuned to the 48."""
+    photo = [
+        FillScene(f"hp{s.name}", s.image, s.background, s.object_mask, "photo", "held-out")
+        for s in make_scenes(n_photo, seed=5)
+    ]
+    structure = [
+        FillScene(f"h{s.name}", s.image, s.background, s.object_mask, "structure", "held-out")
+        for s in make_structure_scenes(n_structure, seed=11)
+    ]
+    return photo + structure
 
 
 # ---- metrics ----------------------------------------------------------------------------------------------
@@ -299,28 +315,36 @@ def run_fills(
 
 
 def summarise(runs: list[Run], fills: tuple[str, ...], reference: str = "telea") -> dict[str, dict]:
+    """Per set (main first, then held-out when it ran) and group: each filler's means and how often it beats
+    ``reference`` scene by scene."""
     by = {(r.fill, r.scene.name): r for r in runs}
     names = sorted({r.scene.name for r in runs})
+    sets = [s for s in ("main", "held-out") if any(r.scene.set == s for r in runs)]
     table: dict[str, dict] = {}
-    for group in ("all", "photo", "structure"):
-        for fill in fills:
-            rows = [by[(fill, n)] for n in names if group == "all" or by[(fill, n)].scene.group == group]
-            refs = [by[(reference, r.scene.name)] for r in rows]
-            table[f"{fill} ({group}, {len(rows)})"] = {
-                "PSNR dB": float(np.mean([r.psnr for r in rows])),
-                "dPSNR vs telea": float(np.mean([r.psnr - f.psnr for r, f in zip(rows, refs, strict=True)])),
-                "SSIM": float(np.mean([r.ssim for r in rows])),
-                "GMSD": float(np.mean([r.gmsd for r in rows])),
-                "GMSD better than telea": float(
-                    np.mean([r.gmsd < f.gmsd for r, f in zip(rows, refs, strict=True)])
-                ),
-                "HaarPSI": float(np.mean([r.haarpsi for r in rows])),
-                "HaarPSI better than telea": float(
-                    np.mean([r.haarpsi > f.haarpsi for r, f in zip(rows, refs, strict=True)])
-                ),
-                "texture": float(np.mean([r.texture for r in rows])),
-                "s/scene": float(np.mean([r.seconds for r in rows])),
-            }
+    for set_ in sets:
+        for group in ("all", "photo", "structure"):
+            for fill in fills:
+                rows = [
+                    by[(fill, n)]
+                    for n in names
+                    if by[(fill, n)].scene.set == set_ and group in ("all", by[(fill, n)].scene.group)
+                ]
+                if not rows:
+                    continue
+                refs = [by[(reference, r.scene.name)] for r in rows]
+                pairs = list(zip(rows, refs, strict=True))
+                label = group if set_ == "main" else f"{set_} {group}"
+                table[f"{fill} ({label}, {len(rows)})"] = {
+                    "PSNR dB": float(np.mean([r.psnr for r in rows])),
+                    "dPSNR vs telea": float(np.mean([r.psnr - f.psnr for r, f in pairs])),
+                    "SSIM": float(np.mean([r.ssim for r in rows])),
+                    "GMSD": float(np.mean([r.gmsd for r in rows])),
+                    "GMSD better than telea": float(np.mean([r.gmsd < f.gmsd for r, f in pairs])),
+                    "HaarPSI": float(np.mean([r.haarpsi for r in rows])),
+                    "HaarPSI better than telea": float(np.mean([r.haarpsi > f.haarpsi for r, f in pairs])),
+                    "texture": float(np.mean([r.texture for r in rows])),
+                    "s/scene": float(np.mean([r.seconds for r in rows])),
+                }
     return table
 
 
@@ -365,21 +389,31 @@ def contact_sheet(runs: list[Run], fill: str, path: Path, worst: int = 6, tile: 
 
 
 def measure_quality(args: argparse.Namespace) -> None:
-    scenes = all_scenes(args.photos, args.structures)
+    scenes = all_scenes(args.photos, args.structures) if args.scenes in ("main", "both") else []
+    if args.scenes in ("held-out", "both"):
+        scenes += held_out_scenes()
     fills = tuple(args.fills.split(","))
+    if "telea" not in fills:  # the reference every row is compared with
+        fills += ("telea",)
     runs = run_fills(scenes, fills, eval(f"dict({args.pm_options})") if args.pm_options else None)
     table = summarise(runs, fills)
     _print_table(f"Fill quality inside the region ({len(scenes)} scenes)", table)
-    if args.sheets:
+    if args.sheets and any(s.set == "main" for s in scenes):
+        main = [r for r in runs if r.scene.set == "main"]
         for fill in fills:
             path = ROOT / "docs" / "images" / f"erase-fill-worst-{fill}.jpg"
-            names = contact_sheet(runs, fill, path)
+            names = contact_sheet(main, fill, path)
             print(f"worst 6 of {fill}: {', '.join(names)} -> {path.relative_to(ROOT)}")
-    if args.per_scene:
-        for r in sorted(runs, key=lambda r: (r.scene.name, r.fill)):
+    if args.per_scene:  # which scenes lose to Telea, and by how much
+        ref = {r.scene.name: r for r in runs if r.fill == "telea"}
+        for r in sorted(runs, key=lambda r: (r.scene.set != "main", r.scene.name, r.fill)):
+            t = ref[r.scene.name]
+            verdict = (
+                "" if r.fill == "telea" else "  beats telea" if r.haarpsi > t.haarpsi else "  LOSES to telea"
+            )
             print(
-                f"{r.scene.name:32s} {r.fill:10s} psnr {r.psnr:6.2f} ssim {r.ssim:.3f} gmsd {r.gmsd:.3f} "
-                f"tex {r.texture:.2f} {r.seconds:.2f}s"
+                f"{r.scene.name:36s} {r.fill:10s} psnr {r.psnr:6.2f} ({r.psnr - t.psnr:+6.2f}) ssim {r.ssim:.3f} "
+                f"gmsd {r.gmsd:.3f} haarpsi {r.haarpsi:.3f} tex {r.texture:.2f} {r.seconds:.2f}s{verdict}"
             )
 
 
@@ -461,7 +495,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--structures", type=int, default=12)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--no-sheets", dest="sheets", action="store_false")
-    parser.add_argument("--per-scene", action="store_true")
+    parser.add_argument("--per-scene", action="store_true", help="every scene, with its HaarPSI vs Telea's")
+    parser.add_argument(
+        "--scenes",
+        default="main",
+        choices=("main", "held-out", "both"),
+        help="main: the 48 scenes the figures quote; held-out: 36 scenes of other seeds, never tuned on",
+    )
     parser.add_argument("--pm-options", default="", help="tuning: keyword arguments of patchmatch.complete")
     args = parser.parse_args(argv)
     print(
