@@ -118,3 +118,16 @@ def test_no_clean_boundary_runs_the_plain_completion_unchanged():
     assert find_structure(img, hole) is None  # blocky noise: boundaries everywhere, texture not structure
     a = PatchMatchFiller()(img, hole)
     assert a.tobytes() == PatchMatchFiller(options={"structure": False})(img, hole).tobytes()
+
+
+def test_the_outline_of_a_speck_is_not_structure():
+    """A star at the hole's edge (a small bright region of the band): its outline is a clean curve, but
+    continuing it would grow a blob into the hole; the plain completion runs."""
+    yy, xx = np.mgrid[0:160, 0:200]
+    hole = (yy - 80) ** 2 / 30**2 + (xx - 100) ** 2 / 40**2 < 1
+    star = (yy - 80) ** 2 + (xx - 143) ** 2 < 7**2
+    rng = np.random.default_rng(2)
+    img = np.clip(np.where(star[..., None], 235.0, 12.0) + rng.normal(0, 3, (160, 200, 3)), 0, 255).astype(
+        np.uint8
+    )
+    assert find_structure(img, hole) is None

@@ -31,6 +31,7 @@ from numba import njit
 # measured on bench/erase_fill.py's 48 scenes: tiles, brick and fences lie at 0.08-0.16, grass and gravel near
 # 0.3; the coffee photo's surround 0.03, horizons 0.005-0.007. Above this the structure path made those worse.
 MAX_DENSITY = 0.07
+MIN_SHARE = 0.03  # of the band: the least a region must cover for its boundaries to count as structure
 ANALYSIS_SIDE = 400  # px: the structure is found on a copy of at most this long side (speed on big crops)
 
 
@@ -417,6 +418,9 @@ def find_structure(
         return None
     reach = int(np.clip(0.15 * extent, 10, 30))
     entries = find_entries(labels, small_hole, reach=reach, max_rms=max_rms)
+    # a boundary of a speck (a star, a highlight) is not structure: both regions must be a real part of the band
+    share = np.bincount(labels[band_mask], minlength=n) / max(1, band_mask.sum())
+    entries = [e for e in entries if min(share[e.left], share[e.right]) >= MIN_SHARE]
     if not entries:
         return None
     barrier = np.zeros(small_hole.shape, np.uint8)
