@@ -131,3 +131,32 @@ def test_the_outline_of_a_speck_is_not_structure():
         np.uint8
     )
     assert find_structure(img, hole) is None
+
+
+def test_pairing_needs_the_same_regions_at_the_same_widths():
+    """Two ends of one outline pair up; a thin highlight of the same colour as a wide rim does not continue it
+    (the coffee cup's rim was joined to the saucer's edge highlight and grew a white block)."""
+    from backend.erase.structure import Entry, _pair
+
+    def entry(x, y, hx, hy, left, right, widths):
+        heading = np.array([hx, hy], float) / np.hypot(hx, hy)
+        return Entry(np.array([x, y], float), heading, 0.0, left, right, 0.3, widths)
+
+    a = entry(10, 50, 1, 0, 0, 1, (16, 16))
+    b = entry(90, 52, -1, 0, 1, 0, (16, 16))  # the same edge seen from the other side: sides swap
+    thin = entry(90, 52, -1, 0, 1, 0, (16, 3))  # region 0 there is a 3 px line, not the wide region
+    assert _pair([a, b]) == [(0, 1)]
+    assert _pair([a, thin]) == []
+    assert _pair([a, entry(90, 52, 0, 1, 1, 0, (16, 16))]) == []  # heading away from the other end
+
+
+def test_guide_costs_the_same_for_any_two_different_labels_at_least():
+    """Labels on a circle: any two different labels are at least sqrt(2) x weight apart (the cost a one-hot
+    code would give), the same label costs nothing."""
+    from backend.erase.structure import Structure
+
+    for n in (2, 3, 6, 8):
+        codes = Structure(np.arange(n, dtype=np.int32)[None, :], n).guide(40.0)[0]
+        d2 = ((codes[:, None, :] - codes[None, :, :]) ** 2).sum(-1)
+        off = d2[~np.eye(n, dtype=bool)]
+        assert off.min() >= 2 * 40.0**2 - 1e-3, (n, off.min())
