@@ -160,3 +160,28 @@ def test_guide_costs_the_same_for_any_two_different_labels_at_least():
         d2 = ((codes[:, None, :] - codes[None, :, :]) ** 2).sum(-1)
         off = d2[~np.eye(n, dtype=bool)]
         assert off.min() >= 2 * 40.0**2 - 1e-3, (n, off.min())
+
+
+def test_a_hole_too_thin_to_survive_the_analysis_scale_runs_the_plain_completion():
+    """A 1 px line in a crop larger than the analysis side vanishes when shrunk: no structure, and no crash
+    (it raised on the empty hole before, failing the erase with `internal`)."""
+    img = np.zeros((1000, 1000, 3), np.uint8)
+    img[500:] = 200
+    hole = np.zeros((1000, 1000), bool)
+    hole[200:800, 500] = True
+    assert find_structure(img, hole) is None
+    out = PatchMatchFiller()(img, hole)
+    assert np.array_equal(out[~hole], img[~hole]) and out.shape == img.shape
+
+
+def test_the_first_guess_groups_pixels_by_every_label_not_two_of_them():
+    """The coarsest level's start fills each label from its own known pixels, grouping pixels by the label their
+    guide encodes. Labels are coded as points on a circle (two channels): argmax over the channels put labels 0
+    and 2 of three in one group; the angle keeps all n apart, and unlabelled pixels (the centre) in none."""
+    from backend.erase.patchmatch import _guide_groups
+    from backend.erase.structure import Structure
+
+    for n in (2, 3, 5, 8):
+        labels = np.array([list(range(n)) + [-1]], np.int32)
+        groups = _guide_groups(Structure(labels, n).guide(40.0))[0]
+        assert len(set(groups[:n].tolist())) == n and groups[n] == -1, (n, groups)

@@ -362,6 +362,17 @@ def _blend_seams(img, hole, conf, weight_sum, targets, nnf, dist, r, sharp, floo
     img[y0:y1, x0:x1, :3][inside] += correction[inside]
 
 
+def _guide_groups(guide: np.ndarray, bins: int = 72) -> np.ndarray:
+    """Group pixels by the label a guide encodes (structure.Structure.guide: each label a point on a circle,
+    unlabelled pixels at its centre): the angle, quantised, is the group; -1 where the guide is near the centre.
+    Levels downsampled across a boundary give in-between angles: they form small groups of their own."""
+    radius = np.hypot(guide[:, :, 0], guide[:, :, 1])
+    angle = (
+        np.round(np.arctan2(guide[:, :, 1], guide[:, :, 0]) * (bins / (2 * np.pi))).astype(np.int64) % bins
+    )
+    return np.where(radius > 0.5 * max(float(radius.max()), 1e-6), angle, -1)
+
+
 def _first_guess(img: np.ndarray, hole: np.ndarray) -> np.ndarray:
     """The coarsest level's starting colours (HxWx3 uint8): Telea from the rim; with guide channels, Telea per
     guide label from that label's known pixels only (a boundary's two sides do not blur into each other)."""
@@ -369,8 +380,10 @@ def _first_guess(img: np.ndarray, hole: np.ndarray) -> np.ndarray:
     filled = cv2.inpaint(rgb, hole.astype(np.uint8) * 255, 3, cv2.INPAINT_TELEA)
     if img.shape[2] <= 3:
         return filled
-    label = np.argmax(img[:, :, 3:], axis=2)
+    label = _guide_groups(img[:, :, 3:5])
     for k in np.unique(label[hole]):
+        if k < 0:
+            continue
         own = label == k
         if not (own & ~hole).any():
             continue

@@ -405,6 +405,8 @@ def find_structure(
         small_hole = cv2.resize(hole.astype(np.uint8), size, interpolation=cv2.INTER_AREA) > 0
     else:
         small, small_hole = np.ascontiguousarray(rgb), hole
+    if not small_hole.any():  # a hole thinner than half a pixel at the analysis scale: no outline to continue
+        return None
     sys_, sxs = np.nonzero(small_hole)
     extent = max(int(sys_.max() - sys_.min()), int(sxs.max() - sxs.min())) + 1
     width = max(12, int(band * extent))
