@@ -441,9 +441,25 @@ def test_bench_tiny_runs_every_configuration(tmp_path, capsys):
     from bench import imagic as bench
 
     out = tmp_path / "r.json"
-    bench.main(["--size", "tiny", "--work", str(tmp_path), "--steps", "2/2/2", "--json", str(out)])
+    configs = "community,lora,full,lora-fp32"
+    bench.main(
+        [
+            "--size",
+            "tiny",
+            "--work",
+            str(tmp_path),
+            "--steps",
+            "2/2/2",
+            "--configs",
+            configs,
+            "--json",
+            str(out),
+        ]
+    )
     data = json.loads(out.read_text())
-    for name in ("lora", "full"):
+    assert data["lora-fp32@2/2/2"]["info"]["precision"] == "fp32"
+    assert data["lora@2/2/2"]["info"]["precision_why"].startswith("auto")
+    for name in ("lora", "full", "lora-fp32"):
         run = data[f"{name}@2/2/2"]
         assert [r["cache_hit"] for r in run["requests"]] == [False] + [True] * 5
         assert run["batched"]["cache_hit"] and run["preview"]["cache_hit"] and len(run["plain"]) == 2
