@@ -39,6 +39,22 @@ def test_off_a_gpu_sampling_runs_eagerly_and_says_why(sd):
     assert all(torch.equal(o, expected) for o in outs)
 
 
+def test_a_refused_capture_falls_back_to_the_eager_result_and_says_so(sd, monkeypatch):
+    """Forced on where capture cannot work (a CPU): one call is eager with nothing captured, the second tries to
+    capture, fails, and still returns the eager prediction; the status says why; later calls stay eager."""
+    unet = sd.unet.requires_grad_(False)
+    monkeypatch.setattr(cuda_graphs, "graphs_wanted", lambda device: (True, "on"))
+    forward = cuda_graphs.SamplingForward(unet, None, torch.float32, torch.device("cpu"))
+    x, t, ctx = _inputs(unet, 2, "cpu")
+    with torch.no_grad():
+        expected = unet(x, t, encoder_hidden_states=ctx).sample.float()
+    assert torch.equal(forward(x, t, ctx), expected)
+    assert forward.status == "eager (no input shape came twice: nothing to replay)"
+    assert torch.equal(forward(x, t, ctx), expected)
+    assert forward.status.startswith("eager (capture failed: ")
+    assert torch.equal(forward(x, t, ctx), expected) and not forward._graphs
+
+
 def test_the_switch_turns_graphs_off(monkeypatch):
     monkeypatch.setenv("LAYEREDIT_CUDA_GRAPHS", "0")
     assert cuda_graphs.graphs_wanted(torch.device("cuda")) == (False, "off: LAYEREDIT_CUDA_GRAPHS=0")

@@ -85,9 +85,15 @@ class SamplingForward:
     def __init__(self, unet, amp_dtype: torch.dtype | None, dtype: torch.dtype, device: torch.device):
         self.unet, self.amp_dtype, self.dtype, self.device = unet, amp_dtype, dtype, device
         self.enabled, why = graphs_wanted(device)
-        self.status = "graphs" if self.enabled else f"eager ({why})"
+        self._why = None if self.enabled else f"eager ({why})"
         self._seen: set[tuple] = set()
         self._graphs: dict[tuple, _Captured] = {}
+
+    @property
+    def status(self) -> str:
+        if self._why is not None:
+            return self._why
+        return "graphs" if self._graphs else "eager (no input shape came twice: nothing to replay)"
 
     def _eager(self, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
         with _unet_context(self.device, self.amp_dtype):
@@ -104,7 +110,7 @@ class SamplingForward:
                 graph = self._graphs[key] = _Captured(lambda xs, ts: self._eager(xs, ts, context), x, t)
             except Exception as exc:  # noqa: BLE001 - any capture failure: the eager path still gives the result
                 self.enabled = False
-                self.status = f"eager (capture failed: {type(exc).__name__}: {str(exc)[:160]})"
+                self._why = f"eager (capture failed: {type(exc).__name__}: {str(exc)[:160]})"
                 log.warning("CUDA graph capture failed, sampling eagerly: %s", exc)
                 return self._eager(x, t, context)
         if graph is None:
