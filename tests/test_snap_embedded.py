@@ -270,3 +270,33 @@ def test_a_looser_rectangle_around_the_coffee_spoon_keeps_the_whole_spoon(pipe, 
     got = spoon_checks(out.mask > 0.5)
     assert got["tip"] > 0.9 and got["whole"] == 1.0 and got["middle"] > 0.8, got
     assert got["iou"] > 0.9 and got["spill"] < 0.03, got
+
+
+def test_a_handle_lost_in_three_pieces_is_joined_through_the_middle_piece():
+    """An L-shaped handle lost in three pieces: the bowl (main), a small piece at the bend, the far end. The far
+    end, larger, is tried first, before the bend is joined, and no straight corridor reaches the bowl; a second
+    pass joins it through the bend (the first pass alone left it apart: found by review)."""
+    rng = np.random.default_rng(11)
+    shape = (220, 220)
+    bowl = _disc(shape, 60, 170, 30)
+    image = _textured(rng, shape, (170, 45, 15), 4)
+    bright = _textured(rng, shape, (215, 205, 200), 5)
+    strip = np.zeros(shape, np.uint8)
+    image[70:141, 57:63] = (150, 45, 20)
+    image[70:141, 57] = image[70:141, 62] = (90, 10, 0)
+    strip[70:141, 57:63] = 1
+    image[67:73, 60:191] = (150, 45, 20)
+    image[67, 60:191] = image[72, 60:191] = (90, 10, 0)
+    strip[67:73, 60:191] = 1
+    bend = np.zeros(shape, np.uint8)
+    cv2.ellipse(bend, (60, 70), (5, 5), 0, 0, 360, 1, -1)
+    end = np.zeros(shape, np.uint8)
+    cv2.ellipse(end, (195, 70), (18, 7), 0, 0, 360, 1, -1)
+    pieces = bowl | (bend > 0) | (end > 0)
+    image[pieces] = bright[pieces]
+    image = np.clip(image, 0, 255).astype(np.uint8)
+    selection = cv2.dilate(pieces.astype(np.uint8) | strip, np.ones((25, 25), np.uint8)) > 0
+    joined, bridges = bridge_pieces(image, selection, pieces)
+    _, parts = cv2.connectedComponents(joined.astype(np.uint8), connectivity=8)
+    assert parts[70, 195] == parts[170, 60] == parts[70, 60]
+    assert sum(b["joined"] for b in bridges) == 2 and len(bridges) == 2

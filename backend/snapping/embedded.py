@@ -445,60 +445,83 @@ def bridge_pieces(rgb: np.ndarray, seed: np.ndarray, mask: np.ndarray) -> tuple[
     along = np.minimum(thin / ref, 2.0)
     # the constant: among paths along thin structure, the straighter one
     cost = 0.5 + 1.0 / (0.05 + along)
-    out, done = mask.copy(), []
     n_sel, sel_labels = cv2.connectedComponents(seed.astype(np.uint8), connectivity=8)
     anchor = np.unravel_index(int(np.argmax(labels == main)), labels.shape)
-    for i in (np.argsort(-areas) + 1)[: 1 + MAX_BRIDGES]:  # the largest few: a bounded cost on any crop
-        if i == main or stats[i, cv2.CC_STAT_AREA] < max(20, MIN_PIECE * areas[main - 1]):
-            continue
-        # the body is the main piece and what is joined to it so far, not every other piece: a stray sliver
-        # beside the far end (the saucer's rim beside the spoon's tip) must not stand in for the main piece
-        _, now = cv2.connectedComponents(out.astype(np.uint8), connectivity=8)
-        piece, body = labels == i, (now == now[anchor]) & (labels != i)
-        # the two pieces' nearest points
-        d_body = cv2.distanceTransform((~body).astype(np.uint8), cv2.DIST_L2, 5)
-        ys, xs = np.nonzero(piece)
-        k = int(np.argmin(d_body[ys, xs]))
-        a = (int(ys[k]), int(xs[k]))
-        d_piece = cv2.distanceTransform((~piece).astype(np.uint8), cv2.DIST_L2, 5)
-        ys, xs = np.nonzero(body)
-        k = int(np.argmin(d_piece[ys, xs]))
-        b = (int(ys[k]), int(xs[k]))
-        gap = float(np.hypot(a[0] - b[0], a[1] - b[1]))
-        if gap < 2 or sel_labels[a] != sel_labels[b]:
-            continue
-        line = np.zeros(mask.shape, np.uint8)
-        cv2.line(line, (a[1], a[0]), (b[1], b[0]), 1)
-        half = int(np.clip(round(0.05 * gap), 2, 8))  # the corridor stays narrow however long the gap
-        corridor = cv2.dilate(line, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * half + 1,) * 2)) > 0
-        ring = np.zeros(mask.shape, bool)
-        ring[
-            max(0, min(a[0], b[0]) - half) : max(a[0], b[0]) + half + 1,
-            max(0, min(a[1], b[1]) - half) : max(a[1], b[1]) + half + 1,
-        ] = True
-        allowed = corridor & ring & (seed | piece | body)
-        path = _geodesic(cost, allowed, piece & corridor, body & corridor)
-        if not path:
-            continue
-        on = np.zeros(mask.shape, bool)
-        pys, pxs = np.array(path).T
-        on[pys, pxs] = True
-        outside = on & ~piece & ~body
-        score = float(along[outside].mean()) if outside.any() else 0.0
-        info = {"length": round(gap, 1), "thin": round(score, 3), "joined": False}
-        if score >= MIN_BRIDGE_THIN:
-            thick = [_thickness_near(m, p) for m, p in ((piece, a), (body, b))]
-            # as wide as the pieces where they face each other; thin_map sees structures up to ~6 px wide
-            r = int(np.clip(round(float(np.mean(thick))), 1, 3))
-            info.update(radius=r, ends=[round(t, 1) for t in thick])
-            # a thin part is longer than wide: a gap under twice the bridge's width is the pieces' own outline
-            # (a neighbour's sliver beside the object), not a handle between them
-            if gap >= 2 * (2 * r + 1):
-                width = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
-                out |= (cv2.dilate(on.astype(np.uint8), width) > 0) & seed
-                info["joined"] = True
-        done.append(info)
-    return out, done
+    floor = max(20, MIN_PIECE * areas[main - 1])
+    # the largest few: a bounded cost on any crop
+    pending = [
+        i
+        for i in (np.argsort(-areas) + 1)[: 1 + MAX_BRIDGES]
+        if i != main and stats[i, cv2.CC_STAT_AREA] >= floor
+    ]
+    out, done = mask.copy(), {}
+    while pending:
+        left = []
+        for i in pending:
+            # the body is the main piece and what is joined to it so far, not every other piece: a stray sliver
+            # beside the far end (the saucer's rim beside the spoon's tip) must not stand in for the main piece
+            _, now = cv2.connectedComponents(out.astype(np.uint8), connectivity=8)
+            piece, body = labels == i, (now == now[anchor]) & (labels != i)
+            added, info = _bridge(piece, body, seed, sel_labels, cost, along)
+            if info is not None:
+                done[i] = info  # the last attempt at each piece
+            if added is None:
+                left.append(i)
+            else:
+                out |= added
+        # again while something joined: a piece may reach the body only through a piece joined after it was
+        # tried (a bent handle lost in three pieces, its far end tried first as the largest)
+        pending = left if len(left) < len(pending) else []
+    return out, list(done.values())
+
+
+def _bridge(piece, body, seed, sel_labels, cost, along) -> tuple[np.ndarray | None, dict | None]:
+    """One bridge from ``piece`` to ``body`` (bridge_pieces): the pixels it adds (None: not joined) and what it
+    was (None: not tried: touching, or the two ends in different parts of the selection)."""
+    # the two pieces' nearest points
+    d_body = cv2.distanceTransform((~body).astype(np.uint8), cv2.DIST_L2, 5)
+    ys, xs = np.nonzero(piece)
+    k = int(np.argmin(d_body[ys, xs]))
+    a = (int(ys[k]), int(xs[k]))
+    d_piece = cv2.distanceTransform((~piece).astype(np.uint8), cv2.DIST_L2, 5)
+    ys, xs = np.nonzero(body)
+    k = int(np.argmin(d_piece[ys, xs]))
+    b = (int(ys[k]), int(xs[k]))
+    gap = float(np.hypot(a[0] - b[0], a[1] - b[1]))
+    if gap < 2 or sel_labels[a] != sel_labels[b]:
+        return None, None
+    line = np.zeros(piece.shape, np.uint8)
+    cv2.line(line, (a[1], a[0]), (b[1], b[0]), 1)
+    half = int(np.clip(round(0.05 * gap), 2, 8))  # the corridor stays narrow however long the gap
+    corridor = cv2.dilate(line, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * half + 1,) * 2)) > 0
+    ring = np.zeros(piece.shape, bool)
+    ring[
+        max(0, min(a[0], b[0]) - half) : max(a[0], b[0]) + half + 1,
+        max(0, min(a[1], b[1]) - half) : max(a[1], b[1]) + half + 1,
+    ] = True
+    allowed = corridor & ring & (seed | piece | body)
+    path = _geodesic(cost, allowed, piece & corridor, body & corridor)
+    if not path:
+        return None, None
+    on = np.zeros(piece.shape, bool)
+    pys, pxs = np.array(path).T
+    on[pys, pxs] = True
+    outside = on & ~piece & ~body
+    score = float(along[outside].mean()) if outside.any() else 0.0
+    info = {"length": round(gap, 1), "thin": round(score, 3), "joined": False}
+    if score < MIN_BRIDGE_THIN:
+        return None, info
+    thick = [_thickness_near(m, p) for m, p in ((piece, a), (body, b))]
+    # as wide as the pieces where they face each other; thin_map sees structures up to ~6 px wide
+    r = int(np.clip(round(float(np.mean(thick))), 1, 3))
+    info.update(radius=r, ends=[round(t, 1) for t in thick])
+    # a thin part is longer than wide: a gap under twice the bridge's width is the pieces' own outline (a
+    # neighbour's sliver beside the object), not a handle between them
+    if gap < 2 * (2 * r + 1):
+        return None, info
+    width = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
+    info["joined"] = True
+    return (cv2.dilate(on.astype(np.uint8), width) > 0) & seed, info
 
 
 def join_pieces(
