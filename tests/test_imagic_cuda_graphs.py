@@ -95,7 +95,7 @@ def test_graphed_training_forward_gives_the_eager_gradients(sd):
     x, t, ctx = _inputs(unet, 1, "cuda")
     t = t.reshape(1)
     e = torch.nn.Parameter(ctx.clone())
-    graphed, status = cuda_graphs.training_forward(unet, None, torch.float32, x, e)
+    graphed, status = cuda_graphs.graphed_training_forward(unet, None, torch.float32, x, e)
     assert status == "graphs"
     eager = cuda_graphs.UNetCall(unet, None, torch.float32)
     for step in range(2):

@@ -8,7 +8,7 @@ refused), and say why, so a request never fails because of them.
 
 - ``SamplingForward``: no-grad UNet forwards of the denoising loop; a shape is captured the second time it is
   seen (the first eager call is its warm-up), keyed by input shape and context tensor.
-- ``training_forward``: stages A and B's forward + backward through ``torch.cuda.make_graphed_callables``; the
+- ``graphed_training_forward``: stages A and B's forward + backward through ``torch.cuda.make_graphed_callables``; the
   loss, the noise, the optimiser and the gradient scaler stay eager around it.
 """
 
@@ -132,7 +132,7 @@ class UNetCall(torch.nn.Module):
             return self.unet(x.to(self.dtype), t, encoder_hidden_states=context.to(self.dtype)).sample
 
 
-def training_forward(
+def graphed_training_forward(
     unet, amp_dtype: torch.dtype | None, dtype: torch.dtype, sample: torch.Tensor, context: torch.Tensor
 ) -> tuple[Forward, str]:
     """A forward for stages A/B whose forward and backward replay CUDA graphs, built for ``sample``'s and

@@ -158,7 +158,9 @@ def training_forward(
     if not graphs:
         call, status = cuda_graphs.UNetCall(unet, precision.amp_dtype, dtype), "eager (not asked)"
     else:
-        call, status = cuda_graphs.training_forward(unet, precision.amp_dtype, dtype, latents, context)
+        call, status = cuda_graphs.graphed_training_forward(
+            unet, precision.amp_dtype, dtype, latents, context
+        )
     if (
         precision.amp_dtype == torch.bfloat16
         and precision.device.type == "cpu"
@@ -188,9 +190,8 @@ def recast_frozen_weights(model: torch.nn.Module, dtype: torch.dtype = torch.bfl
     the whole frozen UNet: +1.5 GiB on SD-1.5 (measured), which would put LoRA tuning above the fp32 peak. The
     second cast costs a little time; the forward arithmetic is unchanged. Weights that are trained (a full
     fine-tune) are left to autocast."""
-    live: dict[
-        int, torch.Tensor
-    ] = {}  # storage address of a layer's cast -> its fp32 weight, during the call
+    # storage address of a layer's cast -> its fp32 weight, during the call
+    live: dict[int, torch.Tensor] = {}
     originals: dict[torch.nn.Module, torch.Tensor] = {}
 
     def before(module, args):
