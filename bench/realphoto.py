@@ -373,7 +373,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--only", help="comma-separated object names")
     ap.add_argument("--sheet", help="write a contact sheet (JPEG) here")
     ap.add_argument("--speed", action="store_true", help="only the 4096x4096 layer timing")
+    ap.add_argument(
+        "--labels", help="score against another labels file (e.g. an older version, for comparison)"
+    )
     args = ap.parse_args(argv)
+    if args.labels:
+        global LABELS
+        LABELS = Path(args.labels)
     if args.speed:
         measure_speed()
         return
