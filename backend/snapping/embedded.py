@@ -551,12 +551,24 @@ def refine_full(rgb: np.ndarray, seed: np.ndarray, small_mask: np.ndarray, scale
     return prob
 
 
+# a crop at most this much larger than the working side is snapped at full resolution: resampling by 0.95-1
+# loses nothing thin, yet the step that brings thin parts back after a resample (recover_thin, 5 px wide at any
+# scale above 0.5) would add background texture around the object (the seat's lasso: a 323 px crop for 320)
+FULL_RES_SLACK = 0.95
+
+
+def working_scale(h: int, w: int, side: int) -> float:
+    """The working resolution's scale for an h x w crop and a working side of ``side`` px (1.0: full)."""
+    scale = side / max(h, w)
+    return 1.0 if scale >= FULL_RES_SLACK else scale
+
+
 def snap_embedded(
     rgb: np.ndarray, seed: np.ndarray, *, side: int, u2net: Callable | None
 ) -> tuple[np.ndarray, str, dict]:
     """(probability at the crop's resolution, the candidate that won, meta with every candidate's scores)."""
     h, w = seed.shape
-    scale = min(1.0, side / max(h, w))
+    scale = working_scale(h, w, side)
     size = (max(8, round(w * scale)), max(8, round(h * scale)))
     small = resize(rgb, size) if scale < 1.0 else rgb
     s_seed = resize(seed.astype(np.uint8), size, smooth=False) > 0 if scale < 1.0 else seed

@@ -53,11 +53,11 @@ def _model_evidence(
     resolution, and whether it passes the same checks (area, rim, and an outline that sits on image edges)."""
     from backend.imaging import resize
 
-    from .embedded import Evidence, plausible, score_candidate, total_score
+    from .embedded import Evidence, plausible, score_candidate, total_score, working_scale
 
     side = int(min(params.max_side_cap, max(params.max_side, max(rgb.shape[:2]) // 4)))
     h, w = seed.shape
-    scale = min(1.0, side / max(h, w))
+    scale = working_scale(h, w, side)
     mask = prob > 0.5
     if scale < 1.0:
         size = (max(8, round(w * scale)), max(8, round(h * scale)))
