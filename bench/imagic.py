@@ -86,7 +86,22 @@ def _timed(fn, *a, **kw) -> tuple[object, dict]:
         "faults": f1 - f0,
         "sys_s": s1 - s0,
         "peak_rss_gib": _peak_rss_gib(),  # so far: says which request set the process's peak
+        **_rss_split(),
     }
+
+
+def _rss_split() -> dict:
+    """Resident memory now, split: the process's own (anonymous) and mapped files' pages (the weights)."""
+    out = {}
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(("RssAnon:", "RssFile:")):
+                    key, value = line.split(":")
+                    out[key.lower().replace("rss", "rss_") + "_gib"] = int(value.split()[0]) / 2**20
+    except OSError:
+        pass
+    return out
 
 
 def _peak_rss_gib() -> float:
@@ -130,6 +145,7 @@ def run_community(args) -> dict:
                 "faults": f1 - f0,
                 "sys_s": s1 - s0,
                 "peak_rss_gib": _peak_rss_gib(),
+                **_rss_split(),
                 **stages,
             }
         )
