@@ -176,13 +176,14 @@ class EmbeddedAutoFiller:
     target: int | None = None
     context: float = 0.5  # PatchMatch's band
     chosen: str | None = None
+    takes_hint = True  # PatchMatch uses erase's clean ring as known colours (``patchmatch.complete``)
 
-    def __call__(self, rgb: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    def __call__(self, rgb: np.ndarray, mask: np.ndarray, hint: np.ndarray | None = None) -> np.ndarray:
         from .patchmatch import PatchMatchFiller
 
         filler = PatchMatchFiller()
         self.chosen = filler.name
-        return filler(rgb, mask)
+        return filler(rgb, mask, hint=hint)
 
 
 def classical_fillers() -> dict[str, Filler]:

@@ -216,17 +216,20 @@ class _Level:
     img: np.ndarray  # HxWx3 float32, 0..255; hole pixels hold the current estimate
     hole: np.ndarray  # HxW bool
     band: np.ndarray  # HxW bool: known pixels close enough to the hole to lend patches
+    hint: np.ndarray  # HxW bool, inside the hole: real colours kept and matched, never invented nor a source
 
 
-def _downsample(img: np.ndarray, hole: np.ndarray, band: np.ndarray) -> _Level:
-    """Half size. Known pixels average only known fine pixels (the object's colours must not bleed into the
-    background at coarse levels); a coarse pixel with any missing fine pixel is missing."""
+def _downsample(img: np.ndarray, hole: np.ndarray, band: np.ndarray, hint: np.ndarray) -> _Level:
+    """Half size. Known pixels average only known (or hinted) fine pixels (the object's colours must not bleed
+    into the background at coarse levels); a coarse pixel with any missing fine pixel is missing, and hinted
+    when all of its fine pixels are known or hinted."""
     h, w = hole.shape
     size = ((w + 1) // 2, (h + 1) // 2)
-    known = (~hole).astype(np.float32)
-    num = cv2.resize(img[:, :, :3] * known[:, :, None], size, interpolation=cv2.INTER_AREA)
-    den = cv2.resize(known, size, interpolation=cv2.INTER_AREA)
-    small = num / np.maximum(den, 1e-6)[:, :, None]
+    real = (~hole | hint).astype(np.float32)
+    num = cv2.resize(img[:, :, :3] * real[:, :, None], size, interpolation=cv2.INTER_AREA)
+    den_real = cv2.resize(real, size, interpolation=cv2.INTER_AREA)
+    den = cv2.resize((~hole).astype(np.float32), size, interpolation=cv2.INTER_AREA)
+    small = num / np.maximum(den_real, 1e-6)[:, :, None]
     if img.shape[2] > 3:  # guide channels are known in the hole too: a plain average (OpenCV: <= 4 at once)
         guide = [
             cv2.resize(np.ascontiguousarray(img[:, :, c : c + 1]), size, interpolation=cv2.INTER_AREA)
@@ -235,7 +238,8 @@ def _downsample(img: np.ndarray, hole: np.ndarray, band: np.ndarray) -> _Level:
         small = np.dstack([small, *guide])
     small_hole = den < 0.999
     small_band = cv2.resize(band.astype(np.uint8), size, interpolation=cv2.INTER_NEAREST) > 0
-    return _Level(small.astype(np.float32), small_hole, small_band & ~small_hole)
+    small_hint = small_hole & (den_real >= 0.999)
+    return _Level(small.astype(np.float32), small_hole, small_band & ~small_hole, small_hint)
 
 
 def _targets(hole: np.ndarray, r: int) -> np.ndarray:
@@ -415,6 +419,7 @@ def complete(
     big_rounds: int = 1,
     seam_blend: bool = True,
     guide: np.ndarray | None = None,
+    hint: np.ndarray | None = None,
     debug: list | None = None,
 ) -> np.ndarray:
     """Fill ``mask`` (True = missing) in ``rgb`` (HxWx3 uint8) by multi-scale patch completion; HxWx3 uint8.
@@ -436,13 +441,17 @@ def complete(
     everywhere, the hole included (structure labels, backend/erase/structure.py): they join the patch distance
     (a patch is matched with a source whose guide agrees) but are never voted; the coarsest level starts each
     hole pixel from known pixels of its own guide label instead of Telea across everything.
-    ``init_vote``: start each finer level from a vote of the inherited field (True: measured better on the
+    ``hint``: HxW bool, hole pixels whose colours are real (erase's ring between the object and its grown
+    region that looks like the surface beyond, not like the object's fringe): they keep their colours, count in
+    matching as known pixels do, and are never invented nor copied from (they may hold a faint halo); the hole's
+    shape, its pyramid and its sources stay those of the whole hole. ``init_vote``: start each finer level from a vote of the inherited field (True: measured better on the
     benchmark and on the coffee example) or from the coarser image enlarged. ``debug`` collects each level's
     result (for looking at them).
     """
     rgb = np.ascontiguousarray(rgb[:, :, :3], dtype=np.uint8)
     hole = np.asarray(mask, bool)
-    if not hole.any():
+    hinted = np.zeros_like(hole) if hint is None else np.asarray(hint, bool) & hole
+    if not (hole & ~hinted).any():
         return rgb.copy()
     r = patch // 2
     ys, xs = np.nonzero(hole)
@@ -456,11 +465,11 @@ def complete(
     base = rgb.astype(np.float32)
     if guide is not None:
         base = np.concatenate([base, np.asarray(guide, np.float32).reshape(hole.shape + (-1,))], axis=2)
-    levels = [_Level(np.ascontiguousarray(base), hole, band_mask)]
+    levels = [_Level(np.ascontiguousarray(base), hole, band_mask, hinted)]
     thickness = float(cv2.distanceTransform(hole.astype(np.uint8), cv2.DIST_L2, 3).max())
     stop = r + 1 if coarse_thickness is None else coarse_thickness
     while thickness > stop and min(levels[-1].hole.shape) // 2 >= max(min_side, 2 * patch + 2):
-        nxt = _downsample(levels[-1].img, levels[-1].hole, levels[-1].band)
+        nxt = _downsample(levels[-1].img, levels[-1].hole, levels[-1].band, levels[-1].hint)
         if not _valid_sources(nxt.hole, nxt.band, r).any():
             break
         levels.append(nxt)
@@ -471,7 +480,8 @@ def complete(
     n_levels = len(levels)
     for depth, lv in enumerate(reversed(levels)):
         level_seed = seed * 1000 + depth
-        targets = _targets(lv.hole, r)
+        free = lv.hole & ~lv.hint  # the pixels to invent
+        targets = _targets(free, r)
         valid = _valid_sources(lv.hole, lv.band, r)
         if not valid.any():  # the band is too thin for a whole patch here: grow it to every known pixel
             valid = _valid_sources(lv.hole, ~lv.hole, r)
@@ -479,15 +489,15 @@ def complete(
                 raise NoSource("no whole patch of known pixels around the hole")
         ty, tx = (a.astype(np.int64) for a in np.nonzero(targets))
         vy, vx = (a.astype(np.int64) for a in np.nonzero(valid))
-        hy, hx = (a.astype(np.int64) for a in np.nonzero(lv.hole))
+        hy, hx = (a.astype(np.int64) for a in np.nonzero(free))
         img = lv.img
-        conf = _confidence(lv.hole, alpha)
+        conf = _confidence(free, alpha)
         weight_sum = cv2.boxFilter(conf, -1, (patch, patch), normalize=False, borderType=cv2.BORDER_CONSTANT)
         weight_sum = np.maximum(weight_sum, 1e-9)
         new = np.zeros(lv.hole.shape + (2,), np.int64)
         if nnf is None:
             _init_nnf(ty, tx, vy, vx, new, level_seed)
-            img[lv.hole, :3] = _first_guess(img, lv.hole)[lv.hole]
+            img[free, :3] = _first_guess(img, free)[free]
         else:
             _upsample_nnf(nnf, ty, tx, valid, vy, vx, new, level_seed)
         nnf = new
@@ -526,7 +536,7 @@ def complete(
                 vote_floor,
             )
         if seam_blend and last:
-            _blend_seams(img, lv.hole, conf, weight_sum, targets, nnf, dist, r, sharp_final, vote_floor)
+            _blend_seams(img, free, conf, weight_sum, targets, nnf, dist, r, sharp_final, vote_floor)
         prev = img
         if debug is not None:
             debug.append(np.clip(img[:, :, :3], 0, 255).astype(np.uint8))
@@ -567,22 +577,26 @@ class PatchMatchFiller:
     seed: int = 0
     options: dict = field(default_factory=dict)  # more keyword arguments of ``complete`` (benchmarks)
 
-    def __call__(self, rgb: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    takes_hint = True  # ErasePipeline passes ``hint``: see ``complete``
+
+    def __call__(self, rgb: np.ndarray, mask: np.ndarray, hint: np.ndarray | None = None) -> np.ndarray:
         hole = np.asarray(mask, bool)
+        hint = None if hint is None else np.asarray(hint, bool) & hole
         if not self.options.get("per_part", True):
-            return self._fill(rgb, hole)
+            return self._fill(rgb, hole, hint)
         parts = _parts(hole, self.patch, float(self.options.get("band", 0.5)))
         if len(parts) <= 1:
-            return self._fill(rgb, hole)
+            return self._fill(rgb, hole, hint)
         out = np.ascontiguousarray(rgb[:, :, :3]).copy()
         pending = hole.copy()  # the parts not filled yet still hold the object: missing, never a source
         for (y0, y1, x0, x1), part in parts:
-            filled = self._fill(out[y0:y1, x0:x1], pending[y0:y1, x0:x1])
+            part_hint = None if hint is None else hint[y0:y1, x0:x1] & part
+            filled = self._fill(out[y0:y1, x0:x1], pending[y0:y1, x0:x1], part_hint)
             out[y0:y1, x0:x1][part] = filled[part]
             pending[y0:y1, x0:x1][part] = False
         return out
 
-    def _fill(self, rgb: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    def _fill(self, rgb: np.ndarray, mask: np.ndarray, hint: np.ndarray | None = None) -> np.ndarray:
         """On a smooth surround (the rim's low-pass fits one quadratic surface within ``smooth_rim`` levels:
         a gradient sky or studio backdrop, with or without fine grain or stripes) the colour comes from a
         membrane across the hole and PatchMatch fills only the detail (the image minus its low-pass): copies
@@ -597,9 +611,11 @@ class PatchMatchFiller:
         if smooth > 0 and (~mask).any() and _smooth_surround(rgb, mask, smooth, rim_residual):
             low = _low_pass(rgb, mask, LOW_PASS_SIGMA)
             detail = np.clip(np.rint(rgb.astype(np.float32) - low + 128), 0, 255).astype(np.uint8)
-            out = self._complete(detail, mask).astype(np.float32) - 128 + low
+            out = self._complete(detail, mask, hint=hint).astype(np.float32) - 128 + low
             filled = rgb.copy()
             filled[mask] = np.clip(np.rint(out[mask]), 0, 255).astype(np.uint8)
+            if hint is not None:
+                filled[hint] = rgb[hint]  # the detail's rounding must not touch the real pixels
             return filled
         if self.options.get("structure", False):
             # region boundaries that enter the hole are continued across it first; each hole pixel then draws
@@ -612,10 +628,16 @@ class PatchMatchFiller:
             found = find_structure(rgb, mask, seed=self.seed)
             if found is not None:
                 weight = float(self.options.get("guide_weight", GUIDE_WEIGHT))
-                return self._complete(rgb, mask, guide=found.guide(weight))
-        return self._complete(rgb, mask)
+                return self._complete(rgb, mask, guide=found.guide(weight), hint=hint)
+        return self._complete(rgb, mask, hint=hint)
 
-    def _complete(self, rgb: np.ndarray, mask: np.ndarray, guide: np.ndarray | None = None) -> np.ndarray:
+    def _complete(
+        self,
+        rgb: np.ndarray,
+        mask: np.ndarray,
+        guide: np.ndarray | None = None,
+        hint: np.ndarray | None = None,
+    ) -> np.ndarray:
         # a crop too small for one whole patch of known pixels: smaller patches, then Telea (a few pixels wide)
         skip = ("per_part", "smooth_rim", "structure", "guide_weight")
         options = {k: v for k, v in self.options.items() if k not in skip}
@@ -624,11 +646,13 @@ class PatchMatchFiller:
             if patch > first:
                 continue
             try:
-                return complete(rgb, mask, patch=patch, seed=self.seed, guide=guide, **options)
+                return complete(rgb, mask, patch=patch, seed=self.seed, guide=guide, hint=hint, **options)
             except NoSource:
                 continue
-        hole = np.asarray(mask, np.uint8) * 255
-        return cv2.inpaint(np.ascontiguousarray(rgb[:, :, :3]), hole, 3, cv2.INPAINT_TELEA)
+        free = np.asarray(mask, bool) if hint is None else np.asarray(mask, bool) & ~hint
+        return cv2.inpaint(
+            np.ascontiguousarray(rgb[:, :, :3]), free.astype(np.uint8) * 255, 3, cv2.INPAINT_TELEA
+        )
 
 
 def warm_up() -> float:

@@ -1,0 +1,116 @@
+"""Erase's region: grown past the object only over its fringe (issue 11, day 5).
+
+A spoon lying against a cup: growing the region 6 px in every direction erased the cup's own rim, which no filler
+can know how to redraw. The growth is edge-aware now (``pipeline_erase._fringe``): each rule is checked where it
+must fire, where it must not, and everything outside the returned region stays bit-identical.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from backend.erase import EraseParams, ErasePipeline
+from backend.erase.pipeline_erase import CORE_GROW, _region_weights
+
+LIT = np.array([170.0, 42.0, 14.0])  # a red saucer in the light
+
+
+def _surface(colour, size=(160, 160), seed=0) -> np.ndarray:
+    noise = np.random.default_rng(seed).normal(0, 2.0, size + (3,))
+    return np.clip(np.asarray(colour, np.float64) + noise, 0, 255)
+
+
+def _cup_and_spoon() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """A white disc (the cup) with a grey bar (the spoon) lying against its right edge, on brown; a dark halo
+    2 px wide just right of the bar (3-4 px from it). Returns image, object, cup, halo."""
+    img = _surface((150, 80, 40))
+    yy, xx = np.mgrid[0:160, 0:160]
+    cup = (yy - 80) ** 2 + (xx - 60) ** 2 <= 40**2  # reaches x = 100
+    img[cup] = _surface((240, 234, 226), seed=1)[cup]
+    obj = np.zeros((160, 160), bool)
+    obj[30:130, 100:110] = True
+    img[obj] = (128, 128, 130)
+    halo = np.zeros_like(obj)
+    halo[30:130, 112:114] = True  # 3-4 px right of the bar
+    img[halo] = (95, 70, 55)
+    return img.astype(np.uint8), obj, cup, halo
+
+
+def test_the_region_stops_at_a_neighbouring_surface_and_takes_the_objects_halo():
+    img, obj, cup, halo = _cup_and_spoon()
+    plain = _region_weights(obj.astype(np.float32), 6, 2) > 0
+    aware = _region_weights(obj.astype(np.float32), 6, 2, img) > 0
+    dist = cv2.distanceTransform((~obj).astype(np.uint8), cv2.DIST_L2, 5)
+    deep_cup = cup & (dist > CORE_GROW + 1)
+    assert (plain & deep_cup).sum() > 80  # the plain growth ate into the cup's rim
+    assert not (aware & deep_cup)[68:92].any()  # the edge-aware one does not where the rim runs along the bar
+    assert (aware & deep_cup).sum() < 0.2 * (plain & deep_cup).sum()  # (where the rim curves away, the ring
+    # crosses its outline and the pixel differs from the table beyond it: a few stay in)
+    assert aware[halo].all()  # the halo differs from the surface beyond it: it goes
+    assert (aware & ~obj & (dist <= CORE_GROW)).sum() == (
+        ~obj & (dist <= CORE_GROW)
+    ).sum()  # the edge, always
+    # the plain table beside the spoon, past the halo, stays out
+    assert not (aware & ~halo & (dist > CORE_GROW + 0.5) & ~cup & (np.arange(160)[None, :] > 114)).any()
+
+
+def _shadow_scene(surface, shadow_scale=0.28, stripe=None, shift=9):
+    """A grey disc on a surface with its cast shadow to the lower left (the disc shifted by ``shift`` px)."""
+    img = _surface(surface, seed=3)
+    yy, xx = np.mgrid[0:160, 0:160]
+    obj = (yy - 70) ** 2 + (xx - 85) ** 2 <= 30**2
+    shade = ((yy - 70 - shift) ** 2 + (xx - 85 + shift) ** 2 <= 31**2) & ~obj
+    img[shade] *= shadow_scale
+    if stripe is not None:  # a dark line of another colour touching the disc on the right
+        img[60:80, 114:124] = stripe
+    img[obj] = 190
+    return img.astype(np.uint8), obj, shade
+
+
+def test_a_shadow_within_the_growth_goes_and_one_beyond_it_is_a_documented_limit():
+    img, obj, shade = _shadow_scene(LIT, shift=3)  # a shadow at most ~5 px wide
+    aware = _region_weights(obj.astype(np.float32), 6, 2, img) > 0
+    dist = cv2.distanceTransform((~obj).astype(np.uint8), cv2.DIST_L2, 5)
+    near = shade & (dist > CORE_GROW)  # darker than the lit saucer beyond it: the object's fringe
+    assert near.sum() > 60 and aware[near].mean() > 0.95
+    # ~14 px wide: the band beyond the ring is shadow too. No rule reaches past the growth (one was measured:
+    # it fired on shadowless bench scenes), so most of this shadow stays: a documented limit
+    img, obj, shade = _shadow_scene(LIT, shift=9)
+    aware = _region_weights(obj.astype(np.float32), 6, 2, img) > 0
+    assert not aware[dist > 6].any()
+    assert (shade & ~aware).sum() > 300
+    img, obj, _ = _shadow_scene(LIT, shadow_scale=1.0)
+    aware = _region_weights(obj.astype(np.float32), 6, 2, img) > 0
+    assert not (aware & (dist > CORE_GROW + 1)).any()  # no shadow, no fringe: the lit saucer stays
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32])
+def test_exact_outside_the_edge_aware_region(dtype):
+    img, obj, shade = _shadow_scene(LIT)
+    cup_img, cup_obj, _, _ = _cup_and_spoon()
+    for image, mask in ((img, obj), (cup_img, cup_obj)):
+        layer = image.astype(np.float32) / 255
+        if dtype == np.uint8:
+            layer = image
+        elif dtype == np.uint16:
+            layer = np.rint(layer * 65535).astype(np.uint16)
+        out = ErasePipeline(snapper=None)(layer, mask.astype(np.float32), EraseParams(fill="patchmatch"))
+        outside = out.mask == 0
+        assert out.image[outside].tobytes() == layer[outside].tobytes()
+        changed = (out.image != layer).any(axis=2)
+        assert changed.sum() > 0.8 * mask.sum() and not (changed & outside).any()
+
+
+def test_the_cups_rim_outside_the_core_is_untouched_by_the_fill():
+    img, obj, cup, _ = _cup_and_spoon()
+    out = ErasePipeline(snapper=None)(img, obj.astype(np.float32), EraseParams(fill="auto"))
+    dist = cv2.distanceTransform((~obj).astype(np.uint8), cv2.DIST_L2, 5)
+    deep_cup = cup & (dist > CORE_GROW + 1)
+    deep_cup[:68] = deep_cup[92:] = False  # where the rim runs along the bar
+    assert out.image[deep_cup].tobytes() == img[deep_cup].tobytes()
+    plain = ErasePipeline(snapper=None, edge_aware=False)(
+        img, obj.astype(np.float32), EraseParams(fill="auto")
+    )
+    assert plain.image[deep_cup].tobytes() != img[deep_cup].tobytes()  # the plain region repainted it
