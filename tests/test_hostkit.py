@@ -44,11 +44,14 @@ CANVAS = Rect(0, 0, 1000, 800)
 
 
 def test_selection_region_gets_context_and_stays_on_the_layer():
-    plan = plan_region(ERASE, Rect(0, 0, 1000, 800), CANVAS, Rect(100, 100, 40, 20))
+    plan = plan_region(IMAGIC, Rect(0, 0, 1000, 800), CANVAS, Rect(100, 100, 40, 20))
     assert plan.selection == Rect(100, 100, 40, 20)
     assert plan.region == Rect(68, 68, 104, 84)  # 32 px minimum context
-    big = plan_region(ERASE, Rect(0, 0, 1000, 800), CANVAS, Rect(400, 300, 200, 100))
+    big = plan_region(IMAGIC, Rect(0, 0, 1000, 800), CANVAS, Rect(400, 300, 200, 100))
     assert big.region == Rect(300, 200, 400, 300)  # half the larger side
+    # erase reads further (its fill crop, tests/test_hostkit_region.py): what it reads, clipped to the layer
+    erase = plan_region(ERASE, Rect(0, 0, 1000, 800), CANVAS, Rect(400, 300, 20, 10))
+    assert erase.region == Rect(400, 300, 20, 10).grow(544).intersect(CANVAS)
 
 
 def test_selection_larger_than_layer_is_clipped_to_the_layer():

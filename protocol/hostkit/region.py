@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from protocol.errors import ErrorCode, ProtocolError
 from protocol.hostkit.modes import Mode, no_selection_message
@@ -74,6 +76,43 @@ class RegionPlan:
 CONTEXT_FRACTION = 0.5  # context sent around the selection, as a fraction of its larger side
 CONTEXT_MIN = 32  # ...but at least this many pixels: the snapper and the fill need surroundings
 
+# How far past the selection's bounds the backend's ops read the layer. A host must send at least this much:
+# the backend cannot see what it was not sent, and a crop cut short (or slid inward at the edge of what was sent
+# rather than at the layer's edge) gives another result than the CLI, which sends the whole file. On
+# examples/coffee.png hosts sent 2 px less than erase's fill crop, and PatchMatch repainted ~5,000 pixels
+# differently. The figures mirror the backend's defaults and crop plans (cited at each use); the tests
+# (tests/test_hostkit_region.py) run a host-built request against the CLI, so a backend change that reads
+# further fails there.
+SNAP_MARGIN = 24  # the ops' default ``margin`` (backend/params/snap.py): the snapped object stays this close
+DEFAULT_GROW = {"erase": 6, "replace": 8}  # the ops' default ``grow`` (backend/params/erase.py, replace.py)
+ERASE_MIN_CROP = 512  # a learned erase filler's smallest crop (backend/erase/fill_learned.py NATIVE_SIDE)
+
+
+def op_reach(op: str, long_side: int, params: Mapping[str, Any] | None = None) -> int:
+    """Pixels past a ``long_side`` selection's bounds that op ``op`` may read with ``params`` (the op's wire
+    parameters; missing ones take the defaults); 0 for an op that reads only what it is sent (Imagic).
+
+    - snap: ``SnapPipeline`` crops the selection plus max(margin + 8, 0.15 x its long side).
+    - replace: the snapped object (within ``margin``) grown by ``grow``, plus 0.25 x that box's long side
+      (at least 16 px; ``ReplaceParams.context``), cut at the layer's edge.
+    - erase: the snapped object grown by ``grow``, plus ``pad`` = up to 1 x that box's long side (the classical
+      fillers' ``EraseParams.context``; PatchMatch and the learned ones take 0.5), or what makes the crop
+      ``ERASE_MIN_CROP`` long (learned fillers): at most max(long side, 256). Near the layer's edge that crop
+      slides inward by up to ``pad`` again (``plan_crop(keep_size=True)``), so the reach is twice ``pad``.
+    """
+    params = params or {}
+    margin = int(params.get("margin", SNAP_MARGIN))
+    snap = max(margin + 8, 16, math.ceil(0.15 * long_side)) + 1
+    if op == "snap":
+        return snap
+    if op not in DEFAULT_GROW:
+        return 0
+    near = margin + int(params.get("grow", DEFAULT_GROW[op]))  # the edited region's reach past the selection
+    box = long_side + 2 * near  # the edited region's long side, at most
+    if op == "replace":
+        return max(snap, near + max(16, math.ceil(0.25 * box)) + 2)
+    return max(snap, near + 2 * max(box, ERASE_MIN_CROP // 2) + 2)
+
 
 def plan_region(
     mode: Mode,
@@ -81,12 +120,15 @@ def plan_region(
     canvas: Rect,
     selection: Rect | None,
     *,
+    params: Mapping[str, Any] | None = None,
     context_fraction: float = CONTEXT_FRACTION,
     context_min: int = CONTEXT_MIN,
 ) -> RegionPlan:
     """Pick the rectangle to send. ``source`` is the layer's extent (or the canvas for the visible image); only
     what lies on the canvas is sent (the user sees nothing else). With a selection the region is its bounds plus
-    context, so a small object on a huge canvas does not ship the whole canvas; the backend crops further.
+    context: at least what the op reads (``op_reach`` with the job's ``params``; None: the defaults), so the
+    host's edit is the one the CLI makes from the same pixels, and a small object on a huge canvas does not ship
+    the whole canvas.
     Raises ``no_selection`` when the mode needs a selection and there is none (or it misses the layer)."""
     usable = source.intersect(canvas)
     if usable.empty:
@@ -105,5 +147,6 @@ def plan_region(
         if mode.needs_selection:
             raise ProtocolError(ErrorCode.NO_SELECTION, no_selection_message(mode))
         return RegionPlan(usable, None)
-    margin = max(context_min, math.ceil(context_fraction * max(sel.w, sel.h)))
+    long_side = max(sel.w, sel.h)
+    margin = max(context_min, math.ceil(context_fraction * long_side), op_reach(mode.op, long_side, params))
     return RegionPlan(sel.grow(margin).intersect(usable), sel)
