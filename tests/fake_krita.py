@@ -144,9 +144,13 @@ class Node:
         return list(self.children)
 
     def addChildNode(self, child: Node, above: Node | None) -> bool:  # noqa: N802
-        """Like Krita with a window: the added node becomes the active one."""
+        """Like Krita with a window: the added node becomes the active one, at once, or (``doc.posted`` not
+        None) when ``doc.deliver()`` runs, as real Krita does from an event its image thread posts."""
         child.parent = self
-        self.doc._active = child
+        if self.doc.posted is None:
+            self.doc._active = child
+        else:
+            self.doc.posted.append(child)
         if above is None:
             self.children.append(child)
         else:
@@ -164,6 +168,7 @@ class Document:
         self.root = Node(self, "root", "grouplayer")
         self._selection: Selection | None = None
         self._active: Node | None = None
+        self.posted: list[Node] | None = None  # a list: activations of added nodes wait for deliver()
         self.closed = False
         self.key = uuid.uuid4()
 
@@ -195,6 +200,14 @@ class Document:
 
     def setActiveNode(self, node: Node) -> None:  # noqa: N802
         self._active = node
+
+    def deliver(self, count: int | None = None) -> None:
+        """Krita's posted activations of added nodes arrive (the first ``count``, or all), in order."""
+        assert self.posted is not None
+        take = len(self.posted) if count is None else count
+        for node in self.posted[:take]:
+            self._active = node
+        del self.posted[:take]
 
     def nodeByUniqueID(self, uid) -> Node | None:  # noqa: N802
         stack = list(self.root.children)

@@ -246,6 +246,117 @@ def test_eta_only_rerun_and_cancel(app, server):
     assert c.last.layer.name() == "Imagic η0.6: a dog"
 
 
+class Timers:
+    """Stands in for QTimer.singleShot: what the controller asks to run later runs when the test says."""
+
+    def __init__(self) -> None:
+        self.queued: list = []
+
+    def later(self, ms: int, fn) -> None:
+        assert ms > 0  # a wait for Krita's event, never a busy loop
+        self.queued.append(fn)
+
+    def tick(self) -> None:
+        due, self.queued = self.queued, []
+        for fn in due:
+            fn()
+
+
+def krita_activating_late(app, server):
+    """A controller with a timer, and a document where Krita activates each added layer only when its posted
+    event is delivered (``doc.deliver()``), as the real Krita does, after ``addChildNode`` has returned."""
+    c = make_controller(app, server)
+    timers = Timers()
+    c.later = timers.later
+    doc, node = layer_doc(app)
+    doc.posted = []
+    select(doc, 10, 8, 6, 4)
+    return c, timers, doc, node
+
+
+def finish(c: Controller) -> None:
+    wait_for(lambda: not c.job.busy, c)
+    assert c.job.state == JobState.DONE, c.job.status_text
+
+
+def test_the_source_is_made_active_again_only_once_krita_has_activated_the_new_layer(app, server):
+    c, timers, doc, node = krita_activating_late(app, server)
+    assert c.run(doc, node, "Erase", c.forms["erase"].params())
+    finish(c)
+    result = c.last.layer
+    for _ in range(3):  # Krita's activation has not arrived: restoring now would be undone by it
+        timers.tick()
+        assert doc.activeNode() == node and c.restoring is not None and timers.queued
+    doc.deliver()  # Krita activates the new layer...
+    assert doc.activeNode() == result
+    timers.tick()  # ...and the next look puts the source back, then stops looking
+    assert doc.activeNode() == node and c.restoring is None and not timers.queued
+    assert c.run(doc, doc.activeNode(), "Erase", c.forms["erase"].params())
+    finish(c)
+    assert c.last.sent["source"] == "source"
+
+
+def test_a_run_pressed_before_the_source_is_restored_reads_the_source(app, server):
+    """The harness (and a fast click) can press Run between Krita's activation and the controller's next look:
+    the layer Krita activated on its own is not the user's choice."""
+    c, timers, doc, node = krita_activating_late(app, server)
+    assert c.run(doc, node, "Erase", c.forms["erase"].params())
+    finish(c)
+    doc.deliver()
+    assert doc.activeNode() == c.last.layer
+    GATE.set()
+    assert c.run(doc, doc.activeNode(), "Imagic", c.forms["imagic"].params(prompt="a dog"))
+    assert doc.activeNode() == node and c.restoring is None
+    finish(c)
+    assert c.last.sent["source"] == "source"
+
+
+def test_a_layer_the_user_clicks_after_a_result_is_the_next_source(app, server):
+    c, timers, doc, node = krita_activating_late(app, server)
+    assert c.run(doc, node, "Erase", c.forms["erase"].params())
+    finish(c)
+    result = c.last.layer
+    doc.deliver()
+    timers.tick()
+    assert doc.activeNode() == node and c.restoring is None
+    doc.setActiveNode(result)  # the user clicks the result layer in the Layers docker
+    GATE.set()
+    assert c.run(doc, doc.activeNode(), "Imagic", c.forms["imagic"].params(prompt="a dog"))
+    finish(c)
+    assert c.last.sent["source"] == "Erase"  # their layer, not the source of the job before
+    other = c.last.layer
+    doc.setActiveNode(node)
+    assert c.run(doc, node, "Erase", c.forms["erase"].params())
+    finish(c)
+    doc.setActiveNode(other)  # picked before Krita's activation arrived: not one of this job's layers...
+    timers.tick()
+    assert doc.activeNode() == other  # ...so it is left active while Krita's activation is awaited
+
+
+def test_several_result_layers_restore_the_source_after_the_last_activation(app, server):
+    c, timers, doc, node = krita_activating_late(app, server)
+    GATE.set()
+    assert c.run(doc, node, "Imagic", c.forms["imagic"].params(prompt="a dog", eta="0.6, 0.9"))
+    finish(c)
+    assert len(doc.posted) == 2
+    doc.deliver(1)  # the first layer's activation: the second one's is still to come
+    timers.tick()
+    assert doc.activeNode() != node and c.restoring is not None
+    doc.deliver()
+    timers.tick()
+    assert doc.activeNode() == node and c.restoring is None
+
+
+def test_restoring_the_source_gives_up_at_its_deadline(app, server):
+    """No activation ever comes (a document without a view): the controller stops looking and leaves the
+    active layer as it is."""
+    c, timers, doc, node = krita_activating_late(app, server)
+    c.restore_wait_s = 0.0
+    assert c.run(doc, node, "Erase", c.forms["erase"].params())
+    finish(c)
+    assert c.restoring is None and not timers.queued and doc.activeNode() == node
+
+
 def test_closed_document_drops_the_result_without_crashing(app, server):
     c = make_controller(app, server)
     doc, node = layer_doc(app)

@@ -41,10 +41,13 @@ from protocol.hostkit import (
 
 from . import kritaio
 
+Later = Callable[[int, Callable[[], None]], None]  # (ms, fn): QTimer.singleShot in the docker
 ClientFactory = Callable[[], Any]  # -> protocol.client.Client (connect(check=False)); raises ProtocolError
 LOCAL_HELLO_TIMEOUT_S = 3.0  # a local backend answers hello at once...
 LOCAL_BUSY_HELLO_TIMEOUT_S = 60.0  # ...unless it is still starting (importing torch): its process lives
 REMOTE_HELLO_TIMEOUT_S = 10.0  # a network round trip plus the CurveZMQ handshake; a refused key never answers
+RESTORE_POLL_MS = 10  # how often the active layer is looked at while Krita has yet to activate a new layer
+RESTORE_WAIT_S = 10.0  # ...and for how long at most (Krita activates within milliseconds, later under load)
 
 
 @dataclass
@@ -58,6 +61,21 @@ class Pending:
     params: dict
     set_selection: bool
     submitted_at: float = field(default_factory=time.monotonic)
+
+
+@dataclass
+class Restore:
+    """The source layer to make active again after a result: Krita activates each layer added (an event the
+    image thread posts to the GUI thread, some time after ``addChildNode`` returns), so the source is restored
+    only once the last layer added is the active one, or when ``deadline`` passes."""
+
+    doc: Any
+    source: Any
+    added: list  # the result layers, in the order they were added (Krita activates them in that order)
+    deadline: float
+
+    def is_added(self, node: Any) -> bool:
+        return node is not None and any(kritaio.same_node(node, n) for n in self.added)
 
 
 @dataclass
@@ -80,12 +98,14 @@ class Controller:
         client_factory: ClientFactory | None,
         on_change: Callable[[], None] = lambda: None,
         on_preview: Callable[[wire.Buffer], None] = lambda b: None,
-        defer: Callable[[Callable[[], None]], None] = lambda fn: fn(),
+        later: Later | None = None,
         config_dir: Path | None = None,
         project_root: Path | None = None,
     ):
         """``client_factory`` None: connect through the saved backend choice (local or an imported remote).
-        ``project_root``: where install.py is, for the commands in messages (default: the installer's config)."""
+        ``project_root``: where install.py is, for the commands in messages (default: the installer's config).
+        ``later(ms, fn)``: run ``fn`` after Qt's loop turns (the docker passes QTimer.singleShot); None: the
+        active layer is put back once, at once (a host that activates a new layer synchronously)."""
         self.app = app
         if project_root is None:
             from .backend_proc import load_config
@@ -97,7 +117,9 @@ class Controller:
         self.choice: BackendChoice = load_choice(config_dir)
         self.on_change = on_change
         self.on_preview = on_preview
-        self.defer = defer  # run after Qt's event loop turns (the docker passes QTimer.singleShot(0, fn))
+        self.later = later
+        self.restoring: Restore | None = None  # a source to make active again once Krita has activated ours
+        self.restore_wait_s = RESTORE_WAIT_S
         self.client: Any = None
         self.hello: dict | None = None
         self.forms: dict[str, Form] = {}
@@ -231,6 +253,8 @@ class Controller:
         """Read the document and submit. Returns False (with the reason in ``job.message``) when it cannot."""
         if self.job.busy:
             return False
+        if source == kritaio.SOURCE_LAYER:
+            node = self._source_for(doc, node)
         mode = mode_by_label(mode_label)
         self.job.submitting()
         try:
@@ -255,6 +279,37 @@ class Controller:
         self.poll()  # ZMQ_FD is edge-triggered: drain once right after sending
         self.on_change()
         return True
+
+    def _source_for(self, doc: Any, node: Any) -> Any:
+        """The layer a Run reads: ``node`` (the active one), unless Krita made one of the last result's layers
+        active on its own and the source has not been restored yet (a Run pressed within that moment)."""
+        r = self.restoring
+        if r is None or not r.is_added(node) or not kritaio.document_alive(self.app, r.doc) or r.doc != doc:
+            return node
+        if not kritaio.node_alive(doc, r.source):
+            return node
+        if kritaio.same_node(node, r.added[-1]):
+            self.restoring = None  # Krita's activations are all in: nothing more to wait for
+        kritaio.reactivate(self.app, doc, r.source)
+        return r.source
+
+    def _restore_source(self, r: Restore) -> None:
+        """Make the source active again once Krita has activated the last layer added (looked at every
+        RESTORE_POLL_MS through ``later``), or at the deadline if one of ours is active then. A layer the user
+        picked meanwhile (not one of ours) is left active."""
+        if self.restoring is not r:
+            return  # a newer result took over
+        if not kritaio.document_alive(self.app, r.doc) or not kritaio.node_alive(r.doc, r.source):
+            self.restoring = None
+            return
+        active = kritaio.active_node(r.doc)
+        settled = active is not None and kritaio.same_node(active, r.added[-1])
+        if settled or self.later is None or time.monotonic() >= r.deadline:
+            if r.is_added(active):
+                kritaio.reactivate(self.app, r.doc, r.source)
+            self.restoring = None
+            return
+        self.later(RESTORE_POLL_MS, lambda: self._restore_source(r))
 
     def eta_only_change(self, params: dict) -> bool:
         """True when an Imagic re-run differs from the last one only in eta (the backend re-renders from cache)."""
@@ -430,7 +485,9 @@ class Controller:
             for name, data in zip(names, images, strict=True)
         ]  # each goes right above the source, so the first (the primary eta) ends on top
         layer = layers[0]
-        self.defer(lambda: kritaio.reactivate(self.app, pend.doc, pend.source))
+        if pend.source is not None:
+            self.restoring = Restore(pend.doc, pend.source, layers, time.monotonic() + self.restore_wait_s)
+            self._restore_source(self.restoring)
         if mask is not None:
             kritaio.set_selection(pend.doc, mask, region)
         if pend.mode.op == "imagic" and isinstance(result.meta.get("seed"), int):

@@ -76,7 +76,7 @@ class LayerEditDocker(DockWidget):
             None,  # connect through the saved backend choice (local, or an imported remote connection)
             self._refresh,
             self._show_preview,
-            defer=lambda fn: QTimer.singleShot(0, fn),
+            later=lambda ms, fn: QTimer.singleShot(ms, fn),
         )
         self.launcher: Launcher | None = None
         self.notifier: QSocketNotifier | None = None

@@ -158,10 +158,27 @@ def add_result_layer(
     return layer
 
 
+def same_node(a: Any, b: Any) -> bool:
+    """The same layer (Python wrappers of one Krita node are distinct objects: compare the node's id)."""
+    try:
+        return a is not None and b is not None and a.uniqueId() == b.uniqueId()
+    except (RuntimeError, AttributeError):
+        return False
+
+
+def active_node(doc: Any) -> Any:
+    try:
+        return doc.activeNode()
+    except RuntimeError:  # the wrapped document is gone
+        return None
+
+
 def reactivate(app: Any, doc: Any, node: Any) -> None:
-    """Make ``node`` the active layer again. Krita activates a newly added layer (after the event loop runs,
-    so call this deferred); keeping the source active means another try (a new prompt, a new eta) starts
-    from the same pixels rather than from the last result."""
+    """Make ``node`` the active layer again. Krita activates each newly added layer itself, through an event
+    the image thread posts some time after ``addChildNode`` returns (not ordered with a QTimer posted then), so
+    the controller calls this once that activation is seen (``Controller._restore_source``); keeping the source
+    active means another try (a new prompt, a new eta) starts from the same pixels rather than from the last
+    result."""
     if node is not None and document_alive(app, doc) and node_alive(doc, node):
         doc.setActiveNode(node)
 
