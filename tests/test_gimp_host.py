@@ -397,3 +397,24 @@ def test_a_rough_lasso_around_the_coffee_spoon_snaps_to_the_whole_spoon_in_gimp(
     assert got["iou"] > 0.9 and got["tip"] > 0.9 and got["neck"] > 0.8 and got["spill"] < 0.02, got
     # the handle's middle too, where it runs along the cup the colour of the saucer: tip and bowl in one piece
     assert got["middle"] > 0.8 and got["whole"] == 1.0, got
+    # the layer is the README quick start's result, byte for byte (until 2026-11-28 ~5,000 pixels differed: the
+    # region sent was narrower than erase's fill crop; tests/test_hostkit_region.py has the in-process twin)
+    (layer,) = [entry for entry in report["layers"] if entry["name"] == "Erase"]
+    x, y, lw, lh = layer["x"], layer["y"], layer["width"], layer["height"]
+    after = rgba.copy()  # the new layer over the source, as the user sees it
+    after[y : y + lh, x : x + lw] = np.frombuffer(sandbox.read_out("new.raw"), np.uint8).reshape(lh, lw, 4)
+    differ = int((after[:, :, :3] != _cli_erase_coffee(sandbox.out_dir)).any(axis=2).sum())
+    assert differ == 0 and (after[:, :, 3] == 255).all(), f"{differ} pixels differ from the CLI's; {layer}"
+
+
+def _cli_erase_coffee(tmp: Path) -> np.ndarray:
+    """``python -m backend erase examples/coffee.png --selection examples/coffee-spoon-selection.png`` as RGB."""
+    import cv2
+
+    from backend.cli import main as cli_main
+
+    root = Path(__file__).resolve().parents[1] / "examples"
+    out = tmp / "cli-coffee.png"
+    args = ["erase", str(root / "coffee.png"), "--selection", str(root / "coffee-spoon-selection.png")]
+    assert cli_main([*args, "--out", str(out), "--quiet"]) == 0
+    return cv2.cvtColor(cv2.imread(str(out)), cv2.COLOR_BGR2RGB)

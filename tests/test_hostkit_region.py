@@ -160,3 +160,38 @@ def test_op_reach_grows_with_the_parameters_that_widen_what_an_op_reads():
     assert op_reach("replace", 400) == 32 + 116 + 2
     big = plan_region(ERASE, Rect(0, 0, 6000, 4000), Rect(0, 0, 6000, 4000), Rect(3000, 2000, 50, 40))
     assert big.region == Rect(3000, 2000, 50, 40).grow(544)  # a small object on a huge canvas: not all of it
+
+
+def test_values_a_host_cannot_read_leave_the_reach_at_its_defaults():
+    assert op_reach("erase", 400, {"grow": "wide", "margin": True}) == op_reach("erase", 400)
+    assert op_reach("erase", 400, {"grow": -5}) == op_reach("erase", 400, {"margin": 24, "grow": 0})
+
+
+def test_gimp_sends_what_the_chosen_margin_and_grow_make_erase_read():
+    """GIMP reads the region before it asks a backend (a missing selection is said without one), from the
+    procedure's own arguments; ``extra-params`` wins over them, as it does for what is sent."""
+    import sys
+
+    from tests.hosts.gimp import fake_gimp
+
+    sys.path.insert(0, str(ROOT / "gimp_plugin" / "layeredit"))
+    from layeredit_gimp import gimpio, pdbargs
+
+    registered = {"margin", "grow", pdbargs.EXTRA}
+    config = fake_gimp.Config(margin=24, grow=60, **{pdbargs.EXTRA: ""})
+    assert pdbargs.reach_params(config, registered) == {"margin": 24, "grow": 60}
+    config = fake_gimp.Config(margin=24, grow=60, **{pdbargs.EXTRA: '{"margin": 80}'})
+    assert pdbargs.reach_params(config, registered) == {"margin": 80, "grow": 60}
+    config = fake_gimp.Config(margin=24, grow=60, **{pdbargs.EXTRA: "not json"})
+    assert pdbargs.reach_params(config, registered) == {"margin": 24, "grow": 60}
+    assert pdbargs.reach_params(config, {"fill"}) == {}
+
+    gimp, gegl = fake_gimp.make_modules()
+    image = fake_gimp.Image(3000, 40, precision="u8-non-linear")
+    src = fake_gimp.Layer(image, "src", 3000, 40, image.pixel_babl)
+    image.layers.append(src)
+    image.select_rectangle("REPLACE", 1400, 10, 300, 20)
+    default = gimpio.read_source(gimp, gegl, image, src, ERASE).region
+    wider = gimpio.read_source(gimp, gegl, image, src, ERASE, {"margin": 24, "grow": 60}).region
+    assert default == Rect(1400, 10, 300, 20).grow(op_reach("erase", 300)).intersect(Rect(0, 0, 3000, 40))
+    assert wider.x == 1400 - op_reach("erase", 300, {"grow": 60}) < default.x

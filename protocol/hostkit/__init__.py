@@ -38,7 +38,15 @@ from protocol.hostkit.layouts import SAMPLE_BYTES, PixelLayout
 from protocol.hostkit.masks import mask_bounds, mask_coverage, mask_runs, outline_rects, selection_to_send
 from protocol.hostkit.modes import LAYER, MODES, SELECTION, Mode, mode_by_label, no_selection_message
 from protocol.hostkit.naming import layer_name, result_names, unique_name
-from protocol.hostkit.region import CONTEXT_FRACTION, CONTEXT_MIN, Rect, RegionPlan, op_reach, plan_region
+from protocol.hostkit.region import (
+    CONTEXT_FRACTION,
+    CONTEXT_MIN,
+    REACH_PARAMS,
+    Rect,
+    RegionPlan,
+    op_reach,
+    plan_region,
+)
 from protocol.hostkit.results import job_buffers, packed, result_image, result_mask
 from protocol.hostkit.status import (
     STAGE_WORDS,
@@ -56,6 +64,7 @@ __all__ = [
     "LOCAL_WORDS",
     "MODES",
     "PROMPT_PARAMS",
+    "REACH_PARAMS",
     "SAMPLE_BYTES",
     "SELECTION",
     "STAGE_WORDS",

@@ -100,18 +100,27 @@ def op_reach(op: str, long_side: int, params: Mapping[str, Any] | None = None) -
       ``ERASE_MIN_CROP`` long (learned fillers): at most max(long side, 256). Near the layer's edge that crop
       slides inward by up to ``pad`` again (``plan_crop(keep_size=True)``), so the reach is twice ``pad``.
     """
-    params = params or {}
-    margin = int(params.get("margin", SNAP_MARGIN))
+    margin = _px(params, "margin", SNAP_MARGIN)
     snap = max(margin + 8, 16, math.ceil(0.15 * long_side)) + 1
     if op == "snap":
         return snap
     if op not in DEFAULT_GROW:
         return 0
-    near = margin + int(params.get("grow", DEFAULT_GROW[op]))  # the edited region's reach past the selection
+    near = margin + _px(params, "grow", DEFAULT_GROW[op])  # the edited region's reach past the selection
     box = long_side + 2 * near  # the edited region's long side, at most
     if op == "replace":
         return max(snap, near + max(16, math.ceil(0.25 * box)) + 2)
     return max(snap, near + 2 * max(box, ERASE_MIN_CROP // 2) + 2)
+
+
+REACH_PARAMS = ("margin", "grow")  # the parameters ``op_reach`` reads: a host passes their chosen values
+
+
+def _px(params: Mapping[str, Any] | None, name: str, default: int) -> int:
+    """A pixel parameter's chosen value; the default when it is missing or not a whole number (the backend
+    refuses such a value anyway, and a host reads them before any backend is asked)."""
+    value = (params or {}).get(name, default)
+    return max(0, value) if isinstance(value, int) and not isinstance(value, bool) else default
 
 
 def plan_region(

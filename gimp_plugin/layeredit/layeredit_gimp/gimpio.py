@@ -8,6 +8,7 @@ own curve is what keeps untouched pixels bit-identical in the new layer.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -80,9 +81,11 @@ def selection_rect(gimp: Any, image: Any) -> Rect | None:
     return Rect.from_corners(x0, y0, x1, y1) if non_empty else None
 
 
-def read_source(gimp: Any, gegl: Any, image: Any, drawable: Any, mode: Mode) -> Source:
-    """Read the region ``hostkit.plan_region`` picks (the selection plus context, clipped to the layer and
-    the canvas; the whole visible layer without a selection) and the selection over it.
+def read_source(
+    gimp: Any, gegl: Any, image: Any, drawable: Any, mode: Mode, params: Mapping[str, Any] | None = None
+) -> Source:
+    """Read the region ``hostkit.plan_region`` picks (the selection plus what the op reads with ``params``,
+    clipped to the layer and the canvas; the whole visible layer without a selection) and the selection over it.
 
     Raises ProtocolError(no_selection) when the mode needs a selection that is missing or misses the layer.
     """
@@ -95,7 +98,7 @@ def read_source(gimp: Any, gegl: Any, image: Any, drawable: Any, mode: Mode) -> 
     x, y = drawable_offsets(drawable)
     layer_rect = Rect(x, y, drawable.get_width(), drawable.get_height())
     canvas = Rect(0, 0, image.get_width(), image.get_height())
-    plan = plan_region(mode, layer_rect, canvas, selection_rect(gimp, image))
+    plan = plan_region(mode, layer_rect, canvas, selection_rect(gimp, image), params=params)
     r = plan.region
     local = gegl.Rectangle.new(r.x - x, r.y - y, r.w, r.h)  # drawable buffers use layer coordinates
     pixels = bytes(drawable.get_buffer().get(local, 1.0, fmt.babl, gegl.AbyssPolicy.CLAMP))

@@ -13,7 +13,7 @@ import json
 from typing import Any
 
 from protocol.errors import ErrorCode, ProtocolError
-from protocol.hostkit import Form
+from protocol.hostkit import REACH_PARAMS, Form
 from protocol.params import Param
 
 INT_MIN, INT_MAX = -(2**31), 2**31 - 1
@@ -118,3 +118,18 @@ def params_from_config(config: Any, form: Form, registered: set[str]) -> dict[st
             raise ProtocolError(ErrorCode.BAD_PARAM, f"'{EXTRA}' must be a JSON object like {{\"seed\": 3}}.")
         params.update(extra)
     return params
+
+
+def reach_params(config: Any, registered: set[str]) -> dict[str, Any]:
+    """The chosen values of the parameters that widen what an op reads (``hostkit.op_reach``: margin, grow),
+    for ``read_source``, which runs before any backend is asked (so a missing selection is said without one).
+    ``extra-params`` wins, as in ``params_from_config``; what cannot be read is left to the defaults (and an
+    invalid ``extra-params`` is reported by ``params_from_config``)."""
+    out = {n: config.get_property(arg_name(n)) for n in REACH_PARAMS if arg_name(n) in registered}
+    try:
+        extra = json.loads(config.get_property(EXTRA) or "{}") if EXTRA in registered else {}
+    except ValueError:
+        extra = {}
+    if isinstance(extra, dict):
+        out.update({n: extra[n] for n in REACH_PARAMS if n in extra})
+    return out

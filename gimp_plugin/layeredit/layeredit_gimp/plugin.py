@@ -36,7 +36,7 @@ from .backend import choose as choose_backend
 from .backend import connect_or_start, read_config
 from .gimpio import read_source, replace_selection, write_result
 from .guard import CancelGuard
-from .pdbargs import SELECT, add_arguments, advanced_names, arg_name, params_from_config
+from .pdbargs import SELECT, add_arguments, advanced_names, arg_name, params_from_config, reach_params
 
 PROC_PREFIX = "plug-in-layeredit-"
 CONNECT_PROC = PROC_PREFIX + "connect"
@@ -213,7 +213,7 @@ def run_job(
     started = time.perf_counter()
     # the installer's schema snapshot says whether the op needs a selection before any backend is asked
     mode = mode.with_schema(needs_selection(plugin_dir, mode.op))
-    source = read_source(gimp, gegl, image, drawable, mode)
+    source = read_source(gimp, gegl, image, drawable, mode, reach_params(config, registered))
     timings = {"read_s": time.perf_counter() - started}
     gimp.progress_init(f"{mode.label}: connecting to the backend…")
     progress = Progress(gimp, mode)
