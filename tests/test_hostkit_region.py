@@ -81,11 +81,13 @@ def host_erase(client: Client, rgb: np.ndarray, lasso: np.ndarray, order: str, p
     return np.ascontiguousarray(rgb_after), r, masks[0], masks[1]
 
 
+def _options(params: dict) -> list[str]:
+    return [arg for name, value in params.items() for arg in (f"--{name.replace('_', '-')}", str(value))]
+
+
 def cli_erase(tmp_path: Path, image: Path, lasso: Path, params: dict):
     """``python -m backend erase IMAGE --selection MASK --out ...`` (in-process): (result RGB, region, object)."""
-    args = ["erase", str(image), "--selection", str(lasso), "--quiet"]
-    for name, value in params.items():
-        args += [f"--{name.replace('_', '-')}", str(value)]
+    args = ["erase", str(image), "--selection", str(lasso), "--quiet", *_options(params)]
     out, region, obj = (tmp_path / f"cli-{n}.png" for n in ("out", "region", "object"))
     args += ["--out", str(out), "--region-out", str(region), "--mask-out", str(obj)]
     assert cli_main(args, registry=product_registry()) == 0
@@ -195,3 +197,37 @@ def test_gimp_sends_what_the_chosen_margin_and_grow_make_erase_read():
     wider = gimpio.read_source(gimp, gegl, image, src, ERASE, {"margin": 24, "grow": 60}).region
     assert default == Rect(1400, 10, 300, 20).grow(op_reach("erase", 300)).intersect(Rect(0, 0, 3000, 40))
     assert wider.x == 1400 - op_reach("erase", 300, {"grow": 60}) < default.x
+
+
+def test_replace_near_the_layers_edge_is_the_clis_replace(backend, tmp_path, tiny_inpaint_dir, monkeypatch):
+    """Replace (a tiny random-weight inpainting model, seeded) on an object by a long layer's edge, grown 40 px:
+    its crop is the grown object plus a quarter of its long side, more than the old half-the-selection context
+    held (and more than the default grow needs: the host plans with the chosen one)."""
+    models = tmp_path / "models"
+    models.mkdir()
+    (models / "sd15-inpaint").symlink_to(tiny_inpaint_dir, target_is_directory=True)
+    monkeypatch.setenv("LAYEREDIT_MODELS", str(models))
+    w, h = 900, 160
+    rgb, lasso = _scene(w, h, (868, 80), 22)
+    image, lasso_png = tmp_path / "scene.png", tmp_path / "lasso.png"
+    cv2.imwrite(str(image), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    cv2.imwrite(str(lasso_png), lasso)
+    params = {"prompt": "a vase", "seed": 3, "steps": 2, "grow": 40}
+    out = tmp_path / "cli-replace.png"
+    args = ["replace", str(image), "--selection", str(lasso_png), "--out", str(out), "--quiet"]
+    assert cli_main([*args, *_options(params)], registry=product_registry()) == 0
+    want = cv2.cvtColor(cv2.imread(str(out)), cv2.COLOR_BGR2RGB)
+
+    replace = mode_by_label("Replace")
+    canvas = Rect(0, 0, w, h)
+    plan = plan_region(replace, canvas, canvas, mask_bounds(lasso.tobytes(), w, h), params=params)
+    r = plan.region
+    window = (slice(r.y, r.bottom), slice(r.x, r.right))
+    layer = np.dstack([rgb[:, :, ::-1], np.full((h, w), 255, np.uint8)])
+    selection = selection_to_send(replace, np.ascontiguousarray(lasso[window]).tobytes())
+    buffers = host_buffers(r, np.ascontiguousarray(layer[window]).tobytes(), "u8", "BGRA", selection)
+    result = backend.run("replace", params, image=buffers[0], selection=buffers[1], timeout=300)
+    layer[window] = np.frombuffer(result_image(result.image, r, "u8", "BGRA"), np.uint8).reshape(r.h, r.w, 4)
+    assert r.x > w // 2 and (want != rgb).any()
+    differ = int((layer[:, :, 2::-1] != want).any(axis=2).sum())
+    assert differ == 0, f"{differ} pixels differ from the CLI's; region sent {r}"
