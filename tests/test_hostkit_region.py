@@ -153,7 +153,8 @@ def test_an_object_near_the_layers_edge_is_erased_as_the_cli_does_without_sendin
 
 def test_op_reach_grows_with_the_parameters_that_widen_what_an_op_reads():
     """The reach is what the backend's crop plans need (``op_reach``'s docstring), not a fixed share."""
-    assert op_reach("imagic", 100) == 0  # Imagic reads only what it is sent
+    assert op_reach("imagic", 100) == 25 and op_reach("imagic", 40) == 16  # within the general context
+    assert op_reach("an-op-from-a-newer-backend", 100) == 0
     assert op_reach("snap", 100) == 24 + 8 + 1
     assert op_reach("snap", 100, {"margin": 60}) == 60 + 8 + 1
     assert op_reach("erase", 100) == 30 + 2 * 256 + 2  # a learned filler's 512 px crop, slid at an edge

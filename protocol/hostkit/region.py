@@ -90,8 +90,9 @@ ERASE_MIN_CROP = 512  # a learned erase filler's smallest crop (backend/erase/fi
 
 def op_reach(op: str, long_side: int, params: Mapping[str, Any] | None = None) -> int:
     """Pixels past a ``long_side`` selection's bounds that op ``op`` may read with ``params`` (the op's wire
-    parameters; missing ones take the defaults); 0 for an op that reads only what it is sent (Imagic).
+    parameters; missing ones take the defaults); 0 for an op it does not know.
 
+    - imagic: the selection's box plus max(16, 0.25 x its long side) (``ImagicPipeline``; no snap).
     - snap: ``SnapPipeline`` crops the selection plus max(margin + 8, 0.15 x its long side).
     - replace: the snapped object (within ``margin``) grown by ``grow``, plus 0.25 x that box's long side
       (at least 16 px; ``ReplaceParams.context``), cut at the layer's edge.
@@ -100,6 +101,8 @@ def op_reach(op: str, long_side: int, params: Mapping[str, Any] | None = None) -
       ``ERASE_MIN_CROP`` long (learned fillers): at most max(long side, 256). Near the layer's edge that crop
       slides inward by up to ``pad`` again (``plan_crop(keep_size=True)``), so the reach is twice ``pad``.
     """
+    if op == "imagic":
+        return max(16, math.ceil(0.25 * long_side))
     margin = _px(params, "margin", SNAP_MARGIN)
     snap = max(margin + 8, 16, math.ceil(0.15 * long_side)) + 1
     if op == "snap":
