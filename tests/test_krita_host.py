@@ -203,6 +203,7 @@ def test_replace_then_imagic_then_eta_slider_rerender_with_tiny_models(
                 "prompt": "a blue vase",
                 "params": {"steps": 2, "seed": 3, "resolution": 64},
                 "set_selection": True,
+                "busy_loop_when_done_s": 1.0,  # Krita's activation of the new layer then comes last
             },
             {"mode": "Imagic", "prompt": "a photo", "params": tiny_imagic, "eta": 0.7, "show_advanced": True},
             {

@@ -143,6 +143,8 @@ class ScriptedJob:
                     break
         if "eta" in job:
             d.eta_slider.setValue(round(job["eta"] * 100))
+        if job.get("busy_loop_when_done_s"):
+            self._hold_when_done(c, job["busy_loop_when_done_s"])
         self.ticks_at_run = self.ticks
         self.t_run = time.monotonic()
         if job.get("trigger") == "eta_release":
@@ -162,6 +164,30 @@ class ScriptedJob:
             self.doc.close()
             self.step("closed_document")
         self.done_timer = self.every(50, self._wait_done)
+
+    def _hold_when_done(self, c: Any, seconds: float) -> None:
+        """Run a nested event loop inside the callback that delivers the result (as a modal dialog or another
+        plugin's processEvents would). Krita 5.1 delivers its activation of the new layer only once that
+        callback returns, so everything the plugin scheduled meanwhile runs first: the order that made the next
+        job read the result layer about 1 run in 3, made certain."""
+        from PyQt5.QtCore import QEventLoop
+        from PyQt5.QtWidgets import QApplication
+
+        refresh = c.on_change
+
+        def on_change() -> None:
+            refresh()
+            if c.job.busy:
+                return
+            c.on_change = refresh
+            end = time.monotonic() + seconds
+            while time.monotonic() < end:
+                QApplication.processEvents(QEventLoop.AllEvents, 50)
+                time.sleep(0.01)
+            active = self.doc.activeNode()
+            self.step("held_loop", active_after_held_loop=None if active is None else active.name())
+
+        c.on_change = on_change
 
     def _wait_done(self) -> None:
         c = self.docker.controller
