@@ -23,7 +23,7 @@ from krita_plugin.layeredit import controller as krita_controller  # noqa: E402
 from krita_plugin.layeredit.controller import Controller  # noqa: E402
 from protocol import connection  # noqa: E402
 from protocol.errors import ErrorCode, ProtocolError  # noqa: E402
-from protocol.hostkit import JobState, load_choice  # noqa: E402
+from protocol.hostkit import JobState, Rect, load_choice, op_reach  # noqa: E402
 from tests.hosts.gimp import fake_gimp  # noqa: E402
 from tests.hosts.krita.testops import GATE  # noqa: E402
 from tests.hosts.krita.testops import registry as krita_registry  # noqa: E402
@@ -89,7 +89,7 @@ def test_krita_job_on_a_remote_backend_returns_a_new_layer(app, dirs):
         wait_for(lambda: c.connected, c)
         assert "remote artist" in c.connection_text
         assert not c.client.info.pid and c.client.remote
-        doc, node = layer_doc(app, w=200, h=150, layer_rect=(0, 0, 200, 150))
+        doc, node = layer_doc(app, w=700, h=60, layer_rect=(0, 0, 700, 60))
         before = pixels(node, doc, "U8").copy()
         select(doc, 10, 8, 6, 4)
         assert c.run(doc, node, "Erase", c.forms["erase"].params())
@@ -97,11 +97,13 @@ def test_krita_job_on_a_remote_backend_returns_a_new_layer(app, dirs):
         assert c.job.state == JobState.DONE, c.job.status_text
         assert [n.name() for n in doc.topLevelNodes()] == ["source", "Erase"]
         out = pixels(c.last.layer, doc, "U8")
-        inside = np.zeros((150, 200), bool)
+        inside = np.zeros((60, 700), bool)
         inside[8:12, 10:16] = True
-        assert c.last.sent["region"] == (0, 0, 48, 44)  # the selection plus 32 px context, not the canvas
+        # the selection plus what erase reads past it (its fill's crop), clipped to the layer: not the canvas
+        region = Rect(10, 8, 6, 4).grow(op_reach("erase", 6)).intersect(Rect(0, 0, 700, 60))
+        assert c.last.sent["region"] == region.as_tuple() and region.right < 700
         in_region = np.zeros_like(inside)
-        in_region[:44, :48] = True
+        in_region[region.y : region.bottom, region.x : region.right] = True
         kept = in_region & ~inside
         assert (out[inside] == [0, 0, 255, 255]).all() and np.array_equal(out[kept], before[kept])
         assert not out[~in_region].any()  # the new layer holds only the region that travelled
