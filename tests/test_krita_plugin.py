@@ -347,6 +347,19 @@ def test_several_result_layers_restore_the_source_after_the_last_activation(app,
     assert doc.activeNode() == node and c.restoring is None
 
 
+def test_restoring_the_source_never_raises_into_qt(app, server, monkeypatch):
+    c, timers, doc, node = krita_activating_late(app, server)
+    assert c.run(doc, node, "Erase", c.forms["erase"].params())
+    finish(c)
+
+    def broken():
+        raise ValueError("something Krita's API did not expect")
+
+    monkeypatch.setattr(doc, "activeNode", broken)
+    timers.tick()  # from a Qt timer: must not raise
+    assert c.restoring is None and not timers.queued
+
+
 def test_restoring_the_source_gives_up_at_its_deadline(app, server):
     """No activation ever comes (a document without a view): the controller stops looking and leaves the
     active layer as it is."""

@@ -309,7 +309,14 @@ class Controller:
                 kritaio.reactivate(self.app, r.doc, r.source)
             self.restoring = None
             return
-        self.later(RESTORE_POLL_MS, lambda: self._restore_source(r))
+        self.later(RESTORE_POLL_MS, lambda: self._restore_later(r))
+
+    def _restore_later(self, r: Restore) -> None:
+        """``_restore_source`` from a Qt timer: never raises into Qt (a wrapper Krita deleted meanwhile)."""
+        try:
+            self._restore_source(r)
+        except Exception:  # noqa: BLE001 - the active layer is a convenience: stop looking, keep Krita alive
+            self.restoring = None
 
     def eta_only_change(self, params: dict) -> bool:
         """True when an Imagic re-run differs from the last one only in eta (the backend re-renders from cache)."""
