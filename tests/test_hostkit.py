@@ -22,6 +22,7 @@ from protocol.hostkit import (
     no_backend_status,
     no_selection_message,
     only_changed,
+    op_reach,
     outline_rects,
     plan_region,
     stage_words,
@@ -51,7 +52,7 @@ def test_selection_region_gets_context_and_stays_on_the_layer():
     assert big.region == Rect(300, 200, 400, 300)  # half the larger side
     # erase reads further (its fill crop, tests/test_hostkit_region.py): what it reads, clipped to the layer
     erase = plan_region(ERASE, Rect(0, 0, 1000, 800), CANVAS, Rect(400, 300, 20, 10))
-    assert erase.region == Rect(400, 300, 20, 10).grow(544).intersect(CANVAS)
+    assert erase.region == Rect(400, 300, 20, 10).grow(op_reach("erase", 20))
 
 
 def test_selection_larger_than_layer_is_clipped_to_the_layer():

@@ -17,6 +17,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from backend.cli import main as cli_main
 from backend.jobs import default_models
@@ -157,12 +159,18 @@ def test_op_reach_grows_with_the_parameters_that_widen_what_an_op_reads():
     assert op_reach("an-op-from-a-newer-backend", 100) == 0
     assert op_reach("snap", 100) == 24 + 8 + 1
     assert op_reach("snap", 100, {"margin": 60}) == 60 + 8 + 1
-    assert op_reach("erase", 100) == 30 + 2 * 256 + 2  # a learned filler's 512 px crop, slid at an edge
-    assert op_reach("erase", 400) == 30 + 2 * 460 + 2  # the fill's context: one long side, slid at an edge
-    assert op_reach("erase", 400, {"grow": 20}) == 44 + 2 * 488 + 2
+    assert op_reach("erase", 100) == 30 + 256 + 2  # half a learned filler's 512 px crop
+    assert op_reach("erase", 400) == 30 + 460 + 2  # the fill's context: one long side of the grown object
+    assert op_reach("erase", 400, {"grow": 20}) == 44 + 488 + 2
     assert op_reach("replace", 400) == 32 + 116 + 2
-    big = plan_region(ERASE, Rect(0, 0, 6000, 4000), Rect(0, 0, 6000, 4000), Rect(3000, 2000, 50, 40))
-    assert big.region == Rect(3000, 2000, 50, 40).grow(544)  # a small object on a huge canvas: not all of it
+    canvas = Rect(0, 0, 6000, 4000)
+    small = Rect(3000, 2000, 50, 40)
+    assert plan_region(ERASE, canvas, canvas, small).region == small.grow(288)  # not all of a huge canvas
+    # by the layer's edge the fill's crop slides inward, keeping its size: so does what is sent
+    edge = plan_region(ERASE, canvas, canvas, Rect(5900, 100, 50, 40)).region
+    assert edge == Rect.from_corners(6000 - (50 + 2 * 288), 0, 6000, 40 + 2 * 288)
+    replace = plan_region(mode_by_label("Replace"), canvas, canvas, Rect(5900, 100, 50, 40)).region
+    assert replace == Rect(5900, 100, 50, 40).grow(op_reach("replace", 50)).intersect(canvas)  # cut, not slid
 
 
 def test_values_a_host_cannot_read_leave_the_reach_at_its_defaults():
@@ -232,3 +240,43 @@ def test_replace_near_the_layers_edge_is_the_clis_replace(backend, tmp_path, tin
     assert r.x > w // 2 and (want != rgb).any()
     differ = int((layer[:, :, 2::-1] != want).any(axis=2).sum())
     assert differ == 0, f"{differ} pixels differ from the CLI's; region sent {r}"
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    layer=st.tuples(st.integers(40, 2000), st.integers(40, 1500)),
+    sel=st.tuples(st.floats(0, 1), st.floats(0, 1), st.integers(1, 600), st.integers(1, 600)),
+    hole=st.tuples(st.floats(0, 1), st.floats(0, 1), st.floats(0, 1), st.floats(0, 1)),
+    fill=st.sampled_from([(1.0, None), (0.5, None), (0.5, 512)]),  # classical, PatchMatch, learned
+    grow=st.integers(0, 40),
+)
+def test_erases_fill_crop_in_the_region_sent_is_the_one_on_the_whole_layer(layer, sel, hole, fill, grow):
+    """The geometry behind the byte-for-byte tests, over many layers and selections: for any erased region the
+    snap can give (inside the selection plus margin and grow), the crop the backend plans on the region sent
+    (``plan_crop``, as ``ErasePipeline`` calls it) is the very crop it plans on the whole layer."""
+    from backend.erase.pipeline_erase import _min_context
+    from backend.imaging import plan_crop
+
+    w, h = layer
+    sw, sh = min(sel[2], w), min(sel[3], h)
+    s = Rect(int(sel[0] * (w - sw)), int(sel[1] * (h - sh)), sw, sh)
+    params = {"grow": grow}
+    plan = plan_region(ERASE, Rect(0, 0, w, h), Rect(0, 0, w, h), s, params=params)
+    near = s.grow(24 + grow).intersect(Rect(0, 0, w, h))  # the erased region lies in here
+    x0 = near.x + int(hole[0] * (near.w - 1))
+    y0 = near.y + int(hole[1] * (near.h - 1))
+    x1 = x0 + 1 + int(hole[2] * (near.right - x0 - 1))
+    y1 = y0 + 1 + int(hole[3] * (near.bottom - y0 - 1))
+    weights = np.zeros((h, w), np.float32)
+    weights[y0:y1, x0:x1] = 1
+    context, min_crop = fill
+
+    def crop(mask: np.ndarray) -> tuple[int, int, int, int]:
+        found = plan_crop(mask > 0, mask.shape, context=context, keep_size=True, target=None,
+                          min_context=_min_context(mask, min_crop))  # fmt: skip
+        assert found is not None
+        return found.box
+
+    r = plan.region
+    bx0, by0, bx1, by1 = crop(weights[r.y : r.bottom, r.x : r.right])
+    assert (bx0 + r.x, by0 + r.y, bx1 + r.x, by1 + r.y) == crop(weights)

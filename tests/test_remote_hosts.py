@@ -23,7 +23,7 @@ from krita_plugin.layeredit import controller as krita_controller  # noqa: E402
 from krita_plugin.layeredit.controller import Controller  # noqa: E402
 from protocol import connection  # noqa: E402
 from protocol.errors import ErrorCode, ProtocolError  # noqa: E402
-from protocol.hostkit import JobState, Rect, load_choice, op_reach  # noqa: E402
+from protocol.hostkit import JobState, Rect, load_choice, mode_by_label, plan_region  # noqa: E402
 from tests.hosts.gimp import fake_gimp  # noqa: E402
 from tests.hosts.krita.testops import GATE  # noqa: E402
 from tests.hosts.krita.testops import registry as krita_registry  # noqa: E402
@@ -99,8 +99,9 @@ def test_krita_job_on_a_remote_backend_returns_a_new_layer(app, dirs):
         out = pixels(c.last.layer, doc, "U8")
         inside = np.zeros((60, 700), bool)
         inside[8:12, 10:16] = True
-        # the selection plus what erase reads past it (its fill's crop), clipped to the layer: not the canvas
-        region = Rect(10, 8, 6, 4).grow(op_reach("erase", 6)).intersect(Rect(0, 0, 700, 60))
+        # the selection plus what erase reads past it (its fill's crop, slid inside the layer): not the canvas
+        layer = Rect(0, 0, 700, 60)
+        region = plan_region(mode_by_label("Erase"), layer, layer, Rect(10, 8, 6, 4)).region
         assert c.last.sent["region"] == region.as_tuple() and region.right < 700
         in_region = np.zeros_like(inside)
         in_region[region.y : region.bottom, region.x : region.right] = True

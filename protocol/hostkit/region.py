@@ -99,7 +99,7 @@ def op_reach(op: str, long_side: int, params: Mapping[str, Any] | None = None) -
     - erase: the snapped object grown by ``grow``, plus ``pad`` = up to 1 x that box's long side (the classical
       fillers' ``EraseParams.context``; PatchMatch and the learned ones take 0.5), or what makes the crop
       ``ERASE_MIN_CROP`` long (learned fillers): at most max(long side, 256). Near the layer's edge that crop
-      slides inward by up to ``pad`` again (``plan_crop(keep_size=True)``), so the reach is twice ``pad``.
+      slides inward (``plan_crop(keep_size=True)``): ``plan_region`` slides the region with it (``SLIDING_OPS``).
     """
     if op == "imagic":
         return max(16, math.ceil(0.25 * long_side))
@@ -113,7 +113,26 @@ def op_reach(op: str, long_side: int, params: Mapping[str, Any] | None = None) -
     box = long_side + 2 * near  # the edited region's long side, at most
     if op == "replace":
         return max(snap, near + max(16, math.ceil(0.25 * box)) + 2)
-    return max(snap, near + 2 * max(box, ERASE_MIN_CROP // 2) + 2)
+    return max(snap, near + max(box, ERASE_MIN_CROP // 2) + 2)
+
+
+SLIDING_OPS = frozenset({"erase"})  # ops whose crop keeps its size at the layer's edge by sliding inward
+
+
+def _slide(rect: Rect, within: Rect) -> Rect:
+    """``rect`` moved inside ``within`` along each axis where it sticks out on one side, keeping its size where it
+    fits (then cut): what the backend's ``plan_crop(keep_size=True)`` does to a crop at the layer's edge."""
+
+    def axis(lo: int, hi: int, start: int, end: int) -> tuple[int, int]:
+        if lo < start:
+            lo, hi = start, hi + start - lo
+        if hi > end:
+            lo, hi = max(start, lo - (hi - end)), end
+        return lo, hi
+
+    x0, x1 = axis(rect.x, rect.right, within.x, within.right)
+    y0, y1 = axis(rect.y, rect.bottom, within.y, within.bottom)
+    return Rect.from_corners(x0, y0, x1, y1)
 
 
 REACH_PARAMS = ("margin", "grow")  # the parameters ``op_reach`` reads: a host passes their chosen values
@@ -160,5 +179,12 @@ def plan_region(
             raise ProtocolError(ErrorCode.NO_SELECTION, no_selection_message(mode))
         return RegionPlan(usable, None)
     long_side = max(sel.w, sel.h)
-    margin = max(context_min, math.ceil(context_fraction * long_side), op_reach(mode.op, long_side, params))
-    return RegionPlan(sel.grow(margin).intersect(usable), sel)
+    region = sel.grow(max(context_min, math.ceil(context_fraction * long_side))).intersect(usable)
+    reads = sel.grow(op_reach(mode.op, long_side, params))
+    reads = _slide(reads, usable) if mode.op in SLIDING_OPS else reads.intersect(usable)
+    return RegionPlan(_union(region, reads), sel)
+
+
+def _union(a: Rect, b: Rect) -> Rect:
+    """The smallest rectangle holding both (neither empty)."""
+    return Rect.from_corners(min(a.x, b.x), min(a.y, b.y), max(a.right, b.right), max(a.bottom, b.bottom))
