@@ -374,7 +374,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--sheet", help="write a contact sheet (JPEG) here")
     ap.add_argument("--speed", action="store_true", help="only the 4096x4096 layer timing")
     ap.add_argument(
-        "--labels", help="score against another labels file (e.g. an older version, for comparison)"
+        "--labels",
+        help="labels file to use instead (e.g. an older version, for comparison): the truth AND the selections made from it",
     )
     args = ap.parse_args(argv)
     if args.labels:

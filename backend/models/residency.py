@@ -5,7 +5,9 @@ are the file's pages, resident once touched and counted in the process's RSS unt
 part that is idle for a long phase (Imagic's text encoder once the prompts are encoded, the VAE encoder once the
 image is, the VAE decoder while tuning) can give them back with ``madvise(MADV_DONTNEED)``: the mapping stays,
 the pages stay in the OS page cache (clean file pages, shared with any other reader of the file), and the next
-use faults them back in from there with the same bytes. Nothing is copied or reloaded, and no value can change.
+use faults them back in from there with the same bytes. Nothing is copied or reloaded, and no value can change,
+as long as nothing writes the part while it is released (callers must not: today only the UNet is ever written).
+This lowers RSS; the pages stay in the page cache and in a memory cgroup's charge, reclaimable as they were.
 
 Only pages that are present in this process AND are file pages are released (``/proc/self/pagemap``): a page the
 process has written (a copy-on-write copy: an in-place edit of a mapped weight) or anonymous memory (weights
