@@ -26,7 +26,7 @@ from krita_plugin.layeredit import kritaio  # noqa: E402
 from krita_plugin.layeredit.controller import Controller  # noqa: E402
 from protocol.client import Client  # noqa: E402
 from protocol.errors import ErrorCode, ProtocolError  # noqa: E402
-from protocol.hostkit import JobState, Rect, mode_by_label, result_names  # noqa: E402
+from protocol.hostkit import JobState, Rect, mode_by_label, plan_region, result_names  # noqa: E402
 from tests.hosts.krita import testops  # noqa: E402
 from tests.hosts.krita.testops import GATE, registry  # noqa: E402
 
@@ -534,3 +534,28 @@ def test_a_live_local_backend_slow_to_answer_hello_is_waited_for_not_reported_go
     finally:
         report_may_go.set()
         srv.stop()
+
+
+def test_the_region_sent_reaches_as_far_as_the_chosen_grow(app, server):
+    """Erase reads further past the selection with a larger grow: the docker's chosen value plans the region
+    (hostkit.op_reach), not the default, so the layer in Krita is the CLI's edit for any grow."""
+    c = make_controller(app, server)
+    doc, node = layer_doc(app, w=1400, h=30, layer_rect=(0, 0, 1400, 30))
+    select(doc, 700, 8, 6, 4)
+    sent = {}
+    for grow in (0, 10):
+        params = c.forms["erase"].params(grow=grow)
+        assert c.run(doc, node, "Erase", params)
+        wait_for(lambda: not c.job.busy, c)
+        assert c.job.state == JobState.DONE, c.job.status_text
+        sent[grow] = Rect(*c.last.sent["region"])
+        plan = plan_region(
+            mode_by_label("Erase"),
+            Rect(0, 0, 1400, 30),
+            Rect(0, 0, 1400, 30),
+            Rect(700, 8, 6, 4),
+            params={"grow": grow},
+        )
+        assert sent[grow] == plan.region
+        doc.setActiveNode(node)
+    assert sent[10].w > sent[0].w and sent[10].w < 1400  # further, and still not the whole layer

@@ -261,7 +261,7 @@ class Controller:
             if not self.connected:
                 raise ProtocolError(ErrorCode.NO_BACKEND, "Not connected to the backend yet: press Connect.")
             mode = mode.with_schema(op_form(self.forms, mode.op).needs_selection)
-            pixels = kritaio.read_source(doc, node, mode, source)
+            pixels = kritaio.read_source(doc, node, mode, source, params)
             image, selection = pixels.buffers()
             job_id = self.client.submit(mode.op, params, image=image, selection=selection)
         except ProtocolError as exc:

@@ -7,6 +7,7 @@ own byte layout (``krita_layout``) is here.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -77,8 +78,11 @@ def selection_rect(doc: Any) -> Rect | None:
     return None if rect.empty else rect
 
 
-def read_source(doc: Any, node: Any, mode: Mode, source: str = SOURCE_LAYER) -> SourcePixels:
-    """Read the active layer (or the visible image) around the selection, in Krita's own byte layout."""
+def read_source(
+    doc: Any, node: Any, mode: Mode, source: str = SOURCE_LAYER, params: Mapping[str, Any] | None = None
+) -> SourcePixels:
+    """Read the active layer (or the visible image) around the selection, in Krita's own byte layout; as far
+    around it as the op reads with the job's ``params`` (its margin and grow), so the edit is the CLI's."""
     if doc is None:
         raise ProtocolError(ErrorCode.MISSING_INPUT, "Open an image first.")
     layout = krita_layout(doc.colorModel(), doc.colorDepth())
@@ -96,7 +100,7 @@ def read_source(doc: Any, node: Any, mode: Mode, source: str = SOURCE_LAYER) -> 
             layout = krita_layout(node.colorModel(), node.colorDepth())
         extent = qrect(node.bounds())
     sel_rect = selection_rect(doc)
-    plan = plan_region(mode, extent, canvas, sel_rect)
+    plan = plan_region(mode, extent, canvas, sel_rect, params=params)
     r = plan.region
     if source == SOURCE_VISIBLE:
         doc.refreshProjection()
