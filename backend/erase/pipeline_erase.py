@@ -158,12 +158,21 @@ def _region_weights(
     x0, y0, x1, y1 = max(0, box[0] - pad), max(0, box[1] - pad), min(w, box[2] + pad), min(h, box[3] + pad)
     window = snapped[y0:y1, x0:x1]
     region = grow(window, grow_px)
+    core = None
     if image is not None and grow_px > CORE_GROW:
-        keep = _fringe(to_rgb_u8(image[y0:y1, x0:x1]), window > 0, grow_px)
+        obj = window > 0
+        keep = _fringe(to_rgb_u8(image[y0:y1, x0:x1]), obj, grow_px)
         if keep is not None:
-            region = np.where(keep | (window > 0), region, 0).astype(np.float32)
+            region = np.where(keep | obj, region, 0).astype(np.float32)
+            core = obj | (cv2.distanceTransform((~obj).astype(np.uint8), cv2.DIST_L2, 5) <= CORE_GROW)
     region = np.where(region >= 0.5, 1.0, region * 2).astype(np.float32)
-    out[y0:y1, x0:x1] = feather_inward(region, feather_px)
+    weights = feather_inward(region, feather_px)
+    if core is not None:
+        # the always-grown core (the object and its anti-aliased edge) is replaced whole: the feather ramp of
+        # the thinner edge-aware region would otherwise fall on the object's own edge and leave its colour half
+        # there, a ghost outline of a soft-edged object. Painted-soft weights stay as painted.
+        np.maximum(weights, (core & (region >= 1.0)).astype(np.float32), out=weights)
+    out[y0:y1, x0:x1] = weights
     return out
 
 
