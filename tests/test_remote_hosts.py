@@ -92,16 +92,18 @@ def test_krita_job_on_a_remote_backend_returns_a_new_layer(app, dirs):
         doc, node = layer_doc(app, w=700, h=60, layer_rect=(0, 0, 700, 60))
         before = pixels(node, doc, "U8").copy()
         select(doc, 10, 8, 6, 4)
-        assert c.run(doc, node, "Erase", c.forms["erase"].params())
+        params = c.forms["erase"].params()
+        assert c.run(doc, node, "Erase", params)
         wait_for(lambda: not c.job.busy, c)
         assert c.job.state == JobState.DONE, c.job.status_text
         assert [n.name() for n in doc.topLevelNodes()] == ["source", "Erase"]
         out = pixels(c.last.layer, doc, "U8")
         inside = np.zeros((60, 700), bool)
         inside[8:12, 10:16] = True
-        # the selection plus what erase reads past it (its fill's crop, slid inside the layer): not the canvas
+        # the selection plus what erase reads past it with the job's grow (its fill's crop, slid inside the layer):
+        # not the canvas
         layer = Rect(0, 0, 700, 60)
-        region = plan_region(mode_by_label("Erase"), layer, layer, Rect(10, 8, 6, 4)).region
+        region = plan_region(mode_by_label("Erase"), layer, layer, Rect(10, 8, 6, 4), params=params).region
         assert c.last.sent["region"] == region.as_tuple() and region.right < 700
         in_region = np.zeros_like(inside)
         in_region[region.y : region.bottom, region.x : region.right] = True
