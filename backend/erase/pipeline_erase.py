@@ -161,10 +161,11 @@ def _region_weights(
     core = None
     if image is not None and grow_px > CORE_GROW:
         obj = window > 0
-        keep = _fringe(to_rgb_u8(image[y0:y1, x0:x1]), obj, grow_px)
+        dist = cv2.distanceTransform((~obj).astype(np.uint8), cv2.DIST_L2, 5)
+        keep = _fringe(to_rgb_u8(image[y0:y1, x0:x1]), obj, dist, grow_px)
         if keep is not None:
             region = np.where(keep | obj, region, 0).astype(np.float32)
-            core = obj | (cv2.distanceTransform((~obj).astype(np.uint8), cv2.DIST_L2, 5) <= CORE_GROW)
+            core = obj | (dist <= CORE_GROW)
     region = np.where(region >= 0.5, 1.0, region * 2).astype(np.float32)
     weights = feather_inward(region, feather_px)
     if core is not None:
@@ -224,8 +225,8 @@ def _connected(seed: np.ndarray, allowed: np.ndarray, steps: int) -> np.ndarray:
     return out
 
 
-def _fringe(rgb: np.ndarray, obj: np.ndarray, grow_px: int) -> np.ndarray | None:
-    """bool HxW: the pixels outside ``obj`` that belong to the region.
+def _fringe(rgb: np.ndarray, obj: np.ndarray, dist: np.ndarray, grow_px: int) -> np.ndarray | None:
+    """bool HxW: the pixels outside ``obj`` that belong to the region (``dist``: each pixel's distance to it).
 
     - The first ``CORE_GROW`` px, always.
     - Ring pixels up to ``grow_px`` out that differ from the surface just beyond the ring (``_beyond``) by more
@@ -237,7 +238,6 @@ def _fringe(rgb: np.ndarray, obj: np.ndarray, grow_px: int) -> np.ndarray | None
     for it (darker than the lit surface beyond, same chromaticity, up to half the object's inscribed radius out)
     fired on 57-61 of the 84 bench scenes, which have no shadows (dark grain beside the object), and did not
     clear the coffee spoon's bowl (docs/benchmarks/erase-fill.md, day 5)."""
-    dist = cv2.distanceTransform((~obj).astype(np.uint8), cv2.DIST_L2, 5)
     found = _beyond(rgb, dist, grow_px)
     if found is None:
         return None
@@ -245,9 +245,7 @@ def _fringe(rgb: np.ndarray, obj: np.ndarray, grow_px: int) -> np.ndarray | None
     ry, rx, own, ref, spread = found
     differs = np.zeros(obj.shape, bool)
     differs[ry, rx] = np.linalg.norm(own - ref, axis=1) > np.maximum(FRINGE_ABS, FRINGE_NOISE * spread)
-    keep = _connected(keep, differs, grow_px - CORE_GROW + 1)
-
-    return keep
+    return _connected(keep, differs, grow_px - CORE_GROW + 1)
 
 
 def _min_context(weights: np.ndarray, min_crop: int | None) -> int:
