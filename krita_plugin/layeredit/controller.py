@@ -296,7 +296,8 @@ class Controller:
     def _restore_source(self, r: Restore) -> None:
         """Make the source active again once Krita has activated the last layer added (looked at every
         RESTORE_POLL_MS through ``later``), or at the deadline if one of ours is active then. A layer the user
-        picked meanwhile (not one of ours) is left active."""
+        picked meanwhile (not one of ours) is left active, unless Krita's own activation of our layer lands after
+        the user's pick (a window of milliseconds): then the source is restored."""
         if self.restoring is not r:
             return  # a newer result took over
         if not kritaio.document_alive(self.app, r.doc) or not kritaio.node_alive(r.doc, r.source):
