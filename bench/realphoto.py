@@ -8,6 +8,7 @@ soft brush selection, made from the label with a fixed seed.
     OMP_NUM_THREADS=1 .venv/bin/python -m bench.realphoto                   # table + per-case figures
     OMP_NUM_THREADS=1 .venv/bin/python -m bench.realphoto --sheet docs/images/realphoto-snap.jpg
     .venv/bin/python -m bench.realphoto --only moto_seat,camera_tripod --show /tmp/overlays
+    OMP_NUM_THREADS=1 .venv/bin/python -m bench.realphoto --loosen 0,4,8,12     # looser selections, side by side
 
 Scores ignore each label's uncertain band and ignore polygons: IoU of the mask thresholded at 0.5, and the
 boundary F-score within 2 px (precision: share of the mask's outline within 2 px of the true outline; recall:
@@ -19,8 +20,8 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import cv2
@@ -95,6 +96,17 @@ def make_selection(rng: np.random.Generator, obj: np.ndarray, kind: str) -> np.n
     hard = np.where(obj, inside > bite, outside <= wobble).astype(np.float32)
     soft = cv2.GaussianBlur(hard, (0, 0), max(1.5, reach / 5))  # a soft brush: feathered edge
     return np.clip(soft * 1.6 - 0.3, 0, 1).astype(np.float32)  # solid inside, soft over a few px at the rim
+
+
+def loosen(case: Case, px: int) -> Case:
+    """``case`` with its selection ``px`` px looser, as a user who draws farther off the object: a lasso or a
+    soft brush dilated by a disc (the brush keeps its feathered rim, moved out), a rectangle grown by ``px`` on
+    every side (still a rectangle)."""
+    if px <= 0:
+        return case
+    shape = cv2.MORPH_RECT if case.kind == "rectangle" else cv2.MORPH_ELLIPSE
+    k = cv2.getStructuringElement(shape, (2 * px + 1, 2 * px + 1))
+    return replace(case, selection=cv2.dilate(case.selection, k))
 
 
 def load_cases(only: set[str] | None = None, extra: bool = False) -> list[Case]:
@@ -242,9 +254,11 @@ def methods() -> dict[str, Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, 
     }
 
 
-def run(cases: list[Case]) -> dict[str, list[dict]]:
+def run(cases: list[Case], only: Sequence[str] | None = None) -> dict[str, list[dict]]:
     rows: dict[str, list[dict]] = {}
     for name, fn in methods().items():
+        if only is not None and name not in only:
+            continue
         rows[name] = []
         for case in cases:
             t = time.perf_counter()
@@ -282,6 +296,38 @@ def summary(rows: dict[str, list[dict]]) -> None:
     for i, r0 in enumerate(rows[names[0]]):
         cells = " | ".join(f"{rows[n][i]['iou']:.3f} / {rows[n][i]['bf']:.3f}" for n in names)
         print(f"{r0['case']:<28} {cells} | {rows['embedded'][i]['picked'] if 'embedded' in rows else ''}")
+
+
+def loosened(cases: list[Case], steps: list[int]) -> None:
+    """The embedded snap on every case made 0, 4, 8, ... px looser (``loosen``), side by side: a snap that holds
+    only for the selections the bench happened to draw is not one users can rely on (review 5: the seat's
+    lasso 8 px looser snapped to the red fender beside it)."""
+    rows = {px: run([loosen(c, px) for c in cases], only=("selection", "embedded")) for px in steps}
+    print(
+        "\nlooser selections, embedded snap (IoU / BF); px = how much looser than the bench's own selection"
+    )
+    head = f"{'px':>4}{'mean IoU':>10}{'BF 2px':>8}{'min IoU':>9}" + "".join(f"{k:>16}" for k in KINDS)
+    print(head + f"{'raw sel. IoU':>14}{'cases < 0.5':>13}")
+    for px, r in rows.items():
+        emb = r["embedded"]
+        kinds = "".join(
+            f"{np.mean([x['iou'] for x in emb if x['kind'] == k]):>9.3f} / "
+            f"{np.mean([x['bf'] for x in emb if x['kind'] == k]):.3f}"
+            for k in KINDS
+        )
+        print(
+            f"{px:>4}{np.mean([x['iou'] for x in emb]):>10.3f}{np.mean([x['bf'] for x in emb]):>8.3f}"
+            f"{np.min([x['iou'] for x in emb]):>9.3f}{kinds}"
+            f"{np.mean([x['iou'] for x in r['selection']]):>14.3f}{sum(x['iou'] < 0.5 for x in emb):>13d}"
+        )
+    print("\nper case, embedded IoU / BF (picked) at " + ", ".join(f"+{px}" for px in steps) + " px")
+    for i, case in enumerate(cases):
+        cells = " | ".join(
+            f"{rows[px]['embedded'][i]['iou']:.2f} / {rows[px]['embedded'][i]['bf']:.2f} "
+            f"{rows[px]['embedded'][i]['picked']:<14}"
+            for px in steps
+        )
+        print(f"{case.name:<28} {cells}")
 
 
 def _tile(case: Case, mask: np.ndarray | None, box: tuple[int, int, int, int], size: int = 160) -> np.ndarray:
@@ -374,6 +420,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--sheet", help="write a contact sheet (JPEG) here")
     ap.add_argument("--speed", action="store_true", help="only the 4096x4096 layer timing")
     ap.add_argument(
+        "--loosen",
+        help="comma-separated px (e.g. 0,4,8,12): every selection that much looser, the embedded snap side by side",
+    )
+    ap.add_argument(
+        "--extra", action="store_true", help="with --loosen: the extra objects (the spoon) instead"
+    )
+    ap.add_argument(
         "--labels",
         help="labels file to use instead (e.g. an older version, for comparison): the truth AND the selections made from it",
     )
@@ -383,6 +436,11 @@ def main(argv: list[str] | None = None) -> None:
         LABELS = Path(args.labels)
     if args.speed:
         measure_speed()
+        return
+    if args.loosen:
+        only = set(args.only.split(",")) if args.only else None
+        cases = load_cases(extra=True) if args.extra else load_cases(only)
+        loosened(cases, [int(x) for x in args.loosen.split(",")])
         return
     cases = load_cases(set(args.only.split(",")) if args.only else None)
     print(f"{len(cases)} cases ({len(cases) // 3} objects x {', '.join(KINDS)})")
