@@ -11,7 +11,9 @@ Candidates (all on the crop around the selection, at a working resolution of at 
 Evidence per candidate (``score_candidate``): how strongly its boundary sits on image edges (``edge``), how
 well its colours separate from the surroundings (``separation``), how much of the selection's inner rim it
 covers (``touch``: an object lies inside a rough selection, the background reaches its rim), its share of the
-selection (``area``), how fragmented (``fragments``) and how solid (``solidity``) it is. The winner is
+selection (``area``), how fragmented (``fragments``) and how solid (``solidity``) it is, and how much of the
+selection's middle it covers (``centre``: a candidate off to the side is not what the selection was drawn
+around, however good its edges; a check, not a weight). The winner is
 refined at full resolution: thin parts the working resolution lost come back where their colour matches the
 object, and the edge follows the image (guided filter). At full resolution the outline gets alpha on a 2 px
 band from a colour-guided filter (the local colour-line model of closed-form matting): soft where the picture's
@@ -36,6 +38,15 @@ MAX_TOUCH = 0.35
 # a boundary that sits on no image edge at all (mean strength < 0.4 of the selection's 90th percentile; the
 # weakest true winner on both benches scores 0.66) is no evidence of an object: a flat or featureless crop
 MIN_EDGE = 0.4
+# a rough selection is drawn AROUND the object, so the object reaches the selection's middle: its deepest part
+# (the pixels at least CENTRE_DEPTH of the way from the rim to the deepest point: the middle of a lasso, the
+# middle line of a rectangle). A candidate that covers under MIN_CENTRE of it (holes filled: a ring's middle is
+# its own) lies off to the side: a neighbour the selection takes in or slices, which on edges and colour alone
+# can outscore the object (review 5: the red fender beside the seat, from a lasso 8 px looser). Real objects
+# that are the right answer cover 0.11-1.0 of it (the tripod's spread legs in a rectangle: 0.11); the
+# neighbours that won from looser lassos, 0.00-0.04.
+CENTRE_DEPTH = 0.8
+MIN_CENTRE = 0.05
 
 
 @dataclass
@@ -105,6 +116,9 @@ class Evidence:
 
     seed: np.ndarray  # bool, the selection at working resolution
     core: np.ndarray  # bool, the deepest part of the selection
+    centre: (
+        np.ndarray
+    )  # bool, its very middle (depth >= CENTRE_DEPTH of the maximum): what it was drawn around
     rim: np.ndarray  # bool, the selection's inner rim (3 px)
     inner: np.ndarray  # bool, the selection minus a few px at its edge: boundaries here are the snap's own
     ring: np.ndarray  # bool, a band just outside the selection: surely background
@@ -127,10 +141,11 @@ class Evidence:
         colours = (q[..., 0] * bins + q[..., 1]) * bins + q[..., 2]
         depth = cv2.distanceTransform(s8, cv2.DIST_L2, 5)
         core = depth >= 0.6 * depth.max()
+        centre = depth >= CENTRE_DEPTH * depth.max()
         e = cv2.dilate(
             e, k3
         )  # an outline 1 px beside the ridge (a watershed line, a resampled edge) still sits on it
-        return cls(seed, core, rim, inner, ring, e / max(ref, 1e-6), colours, bins)
+        return cls(seed, core, centre, rim, inner, ring, e / max(ref, 1e-6), colours, bins)
 
 
 def score_candidate(mask: np.ndarray, ev: Evidence) -> dict[str, float]:
@@ -146,8 +161,10 @@ def score_candidate(mask: np.ndarray, ev: Evidence) -> dict[str, float]:
             "area": area,
             "fragments": 1.0,
             "core": core,
+            "centre": 0.0,
             "solidity": 0.0,
         }
+    centre = float(_filled(mask)[ev.centre].mean()) if ev.centre.any() else 1.0
     line = _outline(mask) & ev.inner
     edge = float(np.minimum(ev.edges[line], 2.0).mean()) if line.any() else 0.0
     outside = (ev.seed & ~mask) | ev.ring
@@ -165,12 +182,31 @@ def score_candidate(mask: np.ndarray, ev: Evidence) -> dict[str, float]:
         "area": area,
         "fragments": fragments,
         "core": core,
+        "centre": centre,
         "solidity": solidity,
     }
 
 
+def _filled(mask: np.ndarray) -> np.ndarray:
+    """``mask`` with its holes filled (background not connected to the crop's border): a ring, a frame or a
+    wheel drawn around covers its own middle."""
+    outside = np.pad(mask, 1).astype(
+        np.uint8
+    )  # a 0 border joins every background pixel that reaches the edge
+    cv2.floodFill(outside, None, (0, 0), 2)
+    return outside[1:-1, 1:-1] != 2
+
+
 def plausible(s: dict[str, float]) -> bool:
-    return s["area"] >= MIN_AREA and s["touch"] <= MAX_TOUCH and s["edge"] >= MIN_EDGE
+    """The checks every candidate must pass before its score counts: not collapsed, not the selection's own
+    outline, an outline on image edges, and reaching the middle of what the user drew around (``centre``;
+    scores without it, from older logs, pass that check)."""
+    return (
+        s["area"] >= MIN_AREA
+        and s["touch"] <= MAX_TOUCH
+        and s["edge"] >= MIN_EDGE
+        and s.get("centre", 1.0) >= MIN_CENTRE
+    )
 
 
 def total_score(s: dict[str, float]) -> float:
@@ -585,7 +621,7 @@ def snap_embedded(
         meta["fallback"] = True
         meta["why"] = (
             "no candidate passed the checks (area >= 8 % of the selection, covering <= 35 % of its inner rim, "
-            "boundary on image edges): the selection is kept"
+            "boundary on image edges, reaching the selection's middle): the selection is kept"
         )
         return seed.astype(np.float32), "selection", meta
     rivals = sorted((c for c in cands if c is not best and plausible(c.scores)), key=lambda c: -c.total)
