@@ -293,9 +293,14 @@ def choose(
             c.scores = score_candidate(ws, ev)
             c.total = total_score(c.scores)
             cands.append(c)
+    return best_of(cands), cands
+
+
+def best_of(cands: list[Candidate]) -> Candidate | None:
+    """The plausible candidate with the highest score (None: none is plausible). Plausibility is a gate, not a
+    weight: a neighbour off to the side of the selection does not win however well its edges score."""
     good = [c for c in cands if plausible(c.scores)]
-    best = max(good, key=lambda c: c.total) if good else None
-    return best, cands
+    return max(good, key=lambda c: c.total) if good else None
 
 
 def _colour_ratio(rgb: np.ndarray, fg: np.ndarray, bg: np.ndarray, bins: int = 16) -> np.ndarray:
