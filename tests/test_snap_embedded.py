@@ -407,3 +407,13 @@ def test_the_seat_lasso_made_looser_keeps_to_the_seat_not_the_fender(pipe, loose
     assert any(
         not v["plausible"] and v["centre"] < 0.05 for v in fender.values()
     )  # the fender was turned away
+
+
+def test_a_model_mask_off_to_the_side_is_rejected_in_words_a_user_log_can_use():
+    """The model path (SAM) passes the same checks; the meta says which one failed and why."""
+    from backend.snapping.pipeline_snap import _implausible_because
+
+    off = {"touch": 0.02, "area": 0.3, "edge": 1.2, "centre": 0.0}
+    assert not plausible({**off, "fragments": 0.0}) and plausible({**off, "centre": 0.6})
+    why = _implausible_because(off)
+    assert "0% of the selection's middle" in why and "off to the side" in why and "edge" not in why
