@@ -184,6 +184,19 @@ def test_cli_runs_imagic_with_an_eta_list(env, tmp_path, tiny_sd_dir):
     assert cv2.imread(str(out)).shape == (24, 40, 3)
 
 
+def test_released_idle_parts_are_reported_in_the_meta(env):
+    """A tuning run on a CPU hands idle parts' weight pages back (backend.models.residency): the result's meta
+    says what each part released, as the pipeline's info does; a cache hit tunes and releases nothing."""
+    mm, model = env
+    img = np.random.default_rng(4).integers(0, 255, (32, 32, 3), dtype=np.uint8)
+    first = _run(mm, model, img)
+    released = first.meta["released_idle"]
+    assert {"text_encoder", "vae_encoder", "vae_decoder"} <= set(released)
+    json.dumps(released)
+    again = _run(mm, model, img, seed=first.meta["seed"], eta=[0.6])
+    assert again.meta["cache_hit"] and "released_idle" not in again.meta
+
+
 def test_progress_report_json_meta_is_serialisable(env):
     mm, model = env
     out = _run(mm, model, np.zeros((32, 32, 3), np.uint8))

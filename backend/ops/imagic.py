@@ -119,6 +119,7 @@ class ImagicOp(Op):
             "preview_note",
             "full_cache",
             "base_record",
+            "released_idle",  # idle parts' weight pages handed back while tuning (a CPU miss only)
         ):
             if key in out.info:
                 meta[key] = out.info[key]
