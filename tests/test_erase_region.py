@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from backend.erase import EraseParams, ErasePipeline
+from backend.erase import pipeline_erase as pe
 from backend.erase.pipeline_erase import CORE_GROW, _region_weights
 
 LIT = np.array([170.0, 42.0, 14.0])  # a red saucer in the light
@@ -157,3 +158,87 @@ def test_the_core_weighs_one_and_painted_softness_stays():
     soft = mask * 0.3  # painted at 30 %: the fill is blended in at that strength, never more
     weights = _region_weights(soft, 6, 2, img)
     assert weights.max() <= 0.6 + 1e-6 and (weights[mask > 0] > 0).all()
+
+
+def _haloed_disc(size: int = 600, radius: int = 230) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A light disc on a smooth gradient with grain, and a dark halo 2 px wide 3-5 px outside it (inside the
+    6 px growth). Returns the image, the object, each pixel's distance to the object."""
+    rng = np.random.default_rng(1)
+    yy, xx = np.mgrid[0:size, 0:size]
+    img = np.dstack([120 + 40 * np.sin(xx / 37.0), 90 + 30 * np.cos(yy / 23.0), 60 + 0 * xx])
+    img = np.clip(img + rng.normal(0, 4, img.shape), 0, 255).astype(np.uint8)
+    obj = (yy - size // 2) ** 2 + (xx - size // 2) ** 2 <= radius**2
+    img[obj] = (200, 200, 210)
+    dist = cv2.distanceTransform((~obj).astype(np.uint8), cv2.DIST_L2, 5)
+    img[(dist > 3) & (dist <= 5)] = (40, 30, 20)
+    return img, obj, dist
+
+
+@pytest.mark.parametrize(("fill", "edge_aware"), [("auto", True), ("auto", False), ("telea", True)])
+def test_a_downscaled_crop_leaves_no_line_of_the_halo(fill, edge_aware):
+    """The fill runs on the crop shrunk to ``max_side`` (a large layer: 2200 px at 1536). A model pixel the
+    nearest-resampled hole left out, whose area held halo pixels, kept their dark average and brought it back
+    into the region: a 1 px dark line along its edge (54-68 pixels on a 2200 px layer; 9-14 here, at the same
+    scale). Now every model pixel whose area or way back touches the region is filled."""
+    img, obj, dist = _haloed_disc()
+    params = EraseParams(fill=fill, max_side=420)  # 600 -> 420: 0.7, as 2200 -> 1536
+    out = ErasePipeline(snapper=None, edge_aware=edge_aware)(img, obj.astype(np.float32), params)
+    assert out.meta["model_size"] == [420, 420]  # the crop was resampled
+    outside = out.mask == 0
+    assert out.image[outside].tobytes() == img[outside].tobytes()
+    ring = (dist > 2) & (dist <= 7)
+    dark = (out.image.astype(int).sum(axis=2) < 150) & ring  # the halo sums to 90, the surface to >= 200
+    assert dark.sum() <= 1, np.argwhere(dark)[:8]
+
+
+def _region_scenes(seed: int):
+    """Layers of grain, colour blobs and pure noise, with one to four objects (some painted soft, one
+    touching the layer's edge, a full-width line), for the tiled fringe rule against the whole window."""
+    rng = np.random.default_rng(seed)
+    for k in range(24):
+        h, w = (int(v) for v in rng.integers(90, 260, 2))
+        yy, xx = np.ogrid[:h, :w]
+        if k % 4 == 0:
+            img = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+        else:
+            img = np.clip(rng.integers(0, 256, 3) + rng.normal(0, rng.choice([2, 6, 20]), (h, w, 3)), 0, 255)
+            for _ in range(int(rng.integers(0, 6))):
+                cy, cx, r = rng.integers(0, h), rng.integers(0, w), rng.integers(3, 50)
+                img[(yy - cy) ** 2 + (xx - cx) ** 2 <= r * r] = rng.integers(0, 256, 3)
+            img = img.astype(np.uint8)
+        obj = np.zeros((h, w), np.float32)
+        for _ in range(int(rng.integers(1, 5))):
+            cy, cx = rng.integers(-20, h + 20), rng.integers(-20, w + 20)
+            a, b = rng.integers(2, h // 2), rng.integers(2, w // 2)
+            obj[((yy - cy) / a) ** 2 + ((xx - cx) / b) ** 2 <= 1] = rng.choice([1.0, 0.4])
+        if k % 6 == 1:
+            obj[int(rng.integers(0, h)), :] = 1.0  # a full-width line
+        if k % 6 == 2:
+            obj[:, :3] = 1.0  # along the layer's edge: rings with no band beside them
+        if (obj > 0).any():
+            yield img, obj, int(rng.choice([3, 6, 9, 14]))
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_the_rule_in_tiles_gives_the_whole_windows_region_byte_for_byte(seed, monkeypatch):
+    """The fringe rule runs only in tiles along the outline (a 5200x3400 object's 18 Mpx window cost 3-4 CPU s
+    and 1.6 GiB); the region must be the one the whole window gives, in every case: tiles far smaller than the
+    default so each scene crosses many tile borders, every grow, soft masks, the layer's edge."""
+    whole = pe._fringe_window
+    calls = {"tiles": 0, "window": 0}
+    monkeypatch.setattr(
+        pe, "_fringe_window", lambda *a: calls.__setitem__("window", calls["window"] + 1) or whole(*a)
+    )
+    for img, obj, grow_px in _region_scenes(seed):
+        calls["window"] = 0
+        reference = _region_weights(obj, grow_px, 2, img, tile=None)
+        for tile in (16, 23, 40):
+            before = calls["window"]
+            got = _region_weights(obj, grow_px, 2, img, tile=tile)
+            assert got.tobytes() == reference.tobytes(), (grow_px, tile, int((got != reference).sum()))
+            calls["tiles"] += calls["window"] == before  # answered by tiles, not by the fallback
+        for layer in (img.astype(np.uint16) * 257, img.astype(np.float32) / 255):
+            assert _region_weights(obj, grow_px, 2, layer, tile=16).tobytes() == reference.tobytes()
+    # about half were answered by the tiles themselves (34 and 41 of ~70); the rest are windows too small to
+    # tile at that grow, or rings along the layer's edge with no band beside them (the whole window answers)
+    assert calls["tiles"] >= 30
