@@ -286,9 +286,12 @@ def test_smooth_gradient_under_fine_stripes_takes_its_colour_from_a_membrane():
         return float(np.abs(blur[0] - blur[1])[inner].mean())
 
     out = PatchMatchFiller()(damaged, hole)
-    plain = PatchMatchFiller(options={"smooth_rim": 0})(damaged, hole)
+    plain = PatchMatchFiller(options={"smooth_rim": 0, "meld": False})(damaged, hole)
     assert (out[~hole] == damaged[~hole]).all()
     assert low_error(out) < 0.5 * low_error(plain), (low_error(out), low_error(plain))
+    # the gradient-domain rebuild (``meld``) removes the blocks without the membrane as well
+    melded = PatchMatchFiller(options={"smooth_rim": 0, "meld": True})(damaged, hole)
+    assert low_error(melded) < 0.5 * low_error(plain), (low_error(melded), low_error(plain))
     texture = _grad(out)[inner].mean() / _grad(truth)[inner].mean()
     assert texture > 0.7, texture  # the stripes are continued, not blurred away
 
@@ -317,3 +320,114 @@ def test_hinted_pixels_keep_their_bytes_and_the_rest_is_filled():
         img, hole, hint=hint
     )  # through the filler, with its parts and smooth-surround paths
     assert pm[hint].tobytes() == img[hint].tobytes()
+
+
+def _twin_copies():
+    """A grain photographed three times side by side at three brightnesses (100, +15, -15); the hole lies in
+    the middle one and its patches copy their twins, the left half from the brighter copy and the right half
+    from the darker one: every copied pixel has the right grain, but the hole is two blocks 15 levels off,
+    meeting in a 30-level seam."""
+    from backend.erase.patchmatch import _vote
+
+    rng = np.random.default_rng(7)
+    h, w, r = 60, 60, 3
+    grain = rng.normal(0, 8, (h, w, 3))
+    img = np.concatenate([100 + grain, 115 + grain, 85 + grain], axis=1).astype(np.float32)
+    truth = img.copy()
+    hole = np.zeros((h, 3 * w), bool)
+    hole[18:42, 14:46] = True
+    targets = cv2.dilate(hole.astype(np.uint8), np.ones((2 * r + 1, 2 * r + 1), np.uint8)) > 0
+    nnf = np.zeros((h, 3 * w, 2), np.int64)
+    ys, xs = np.nonzero(targets)
+    nnf[ys, xs, 0] = ys
+    nnf[ys, xs, 1] = np.where(xs < 30, xs + w, xs + 2 * w)
+    conf = np.ones((h, 3 * w))
+    weight_sum = cv2.boxFilter(conf, -1, (2 * r + 1, 2 * r + 1), normalize=False)
+    dist = np.zeros((h, 3 * w))
+    hy, hx = (a.astype(np.int64) for a in np.nonzero(hole))
+    img[hy, hx] = _vote(img, conf, weight_sum, hy, hx, targets, nnf, dist, r, 0.1, 0.1)
+    return img, truth, hole, (conf, weight_sum, targets, nnf, dist, r)
+
+
+def test_melding_dissolves_the_step_between_copies_of_different_brightness_and_keeps_their_grain():
+    """Image Melding (``_meld``): the patches' steps are voted with their colours and the hole is solved from
+    them (a screened Poisson equation, the real pixels as its border). Between the two copies the voted steps
+    carry no seam and the border pins the brightness, so both blocks come back to the surround's level while
+    the grain (what the steps are) stays, pixel for pixel. The border-only blend it replaces
+    (``_blend_seams``) leaves the inner seam and most of each block's offset."""
+    from backend.erase.patchmatch import MELD_LAMBDA, _blend_seams, _meld
+
+    img, truth, hole, (conf, weight_sum, targets, nnf, dist, r) = _twin_copies()
+    outside = img[~hole].copy()
+    before = float(np.abs(img[hole] - truth[hole]).mean())
+    blended = img.copy()
+    _blend_seams(blended, hole, conf, weight_sum, targets, nnf, dist, r, 0.1, 0.1)
+    _meld(img, hole, conf, weight_sum, targets, nnf, dist, r, 0.1, 0.1, MELD_LAMBDA)
+    after = float(np.abs(img[hole] - truth[hole]).mean())
+    old = float(np.abs(blended[hole] - truth[hole]).mean())
+    assert before > 12 and old > 4 and after < 1.0, (before, old, after)
+    rows = slice(20, 40)  # no step left where the copies meet: the columns either side of x = 30 agree
+    step = np.abs(img[rows, 29] - img[rows, 30] - (truth[rows, 29] - truth[rows, 30])).mean()
+    assert step < 1.5, step
+    assert (img[~hole] == outside).all()  # only the hole is written
+    assert abs(float(img[hole].std()) - float(truth[hole].std())) < 0.5  # the grain is as strong as it was
+    err = img[hole] - truth[hole]  # and what error is left is not lost grain: it does not follow the grain
+    assert abs(float(np.corrcoef(err[:, 0], truth[hole][:, 0])[0, 1])) < 0.2
+
+
+def test_the_coarse_to_fine_poisson_solve_matches_a_direct_sparse_solve():
+    """``_screened_poisson`` (a cascadic multigrid, what keeps a 300k px hole cheap) against scipy's direct
+    solve of the same normal equations, on a field of blocky steps inside an irregular hole with a border."""
+    import scipy.sparse as sp
+    import scipy.sparse.linalg as sla
+
+    from backend.erase.patchmatch import _screened_poisson
+
+    rng = np.random.default_rng(1)
+    h, w = 150, 190
+    yy, xx = np.mgrid[0:h, 0:w]
+    free = ((yy - 70) / 55) ** 2 + ((xx - 100) / 80) ** 2 < 1
+    free[10:40, 100:185] = True  # an arm reaching the crop's right border (no edges beyond it)
+    off = cv2.resize(rng.normal(0, 20, (9, 9, 3)), (w, h), interpolation=cv2.INTER_NEAREST)
+    off += rng.normal(0, 2, (h, w, 3))
+    hy, hx = np.zeros((h, w, 3)), np.zeros((h, w, 3))
+    hy[:-1], hx[:, :-1] = off[:-1] - off[1:], off[:, :-1] - off[:, 1:]
+    hy[:-1][~(free[:-1] | free[1:])] = 0
+    hx[:, :-1][~(free[:, :-1] | free[:, 1:])] = 0
+    lam = 0.02
+    got = _screened_poisson(hy, hx, free, lam)
+    assert (got[~free] == 0).all()
+
+    idx = -np.ones((h, w), np.int64)
+    fy, fx = np.nonzero(free)
+    idx[fy, fx] = np.arange(fy.size)
+    rows, cols, vals, rhs, n = [], [], [], [], 0
+    for a, b, step in ((idx[:-1], idx[1:], hy[:-1]), (idx[:, :-1], idx[:, 1:], hx[:, :-1])):
+        a, b, step = a.ravel(), b.ravel(), step.reshape(-1, 3)
+        used = (a >= 0) | (b >= 0)
+        a, b, step = a[used], b[used], step[used]
+        row = np.arange(n, n + a.size)
+        rows += [row[b >= 0], row[a >= 0]]
+        cols += [b[b >= 0], a[a >= 0]]
+        vals += [np.ones((b >= 0).sum()), -np.ones((a >= 0).sum())]
+        rhs.append(step)
+        n += a.size
+    d = sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), (n, fy.size))
+    exact = sla.spsolve((d.T @ d + lam * sp.identity(fy.size)).tocsc(), d.T @ np.concatenate(rhs))
+    err = np.abs(got[fy, fx] - exact)
+    assert err.mean() < 0.1 and err.max() < 1.0, (err.mean(), err.max(), np.abs(exact).mean())
+    assert np.abs(exact).mean() > 5  # the problem is not trivial
+
+
+def test_melded_completion_writes_only_the_hole_and_keeps_hinted_bytes():
+    """``meld=True`` end to end: only the free part of the hole changes, hinted pixels keep their bytes, the
+    result is deterministic, and the stripes are still continued (the melding keeps texture)."""
+    truth, hole = _stripes(), _hole()
+    damaged = truth.copy()
+    damaged[hole] = (255, 0, 255)
+    hint = hole & ~(cv2.erode(hole.astype(np.uint8), np.ones((5, 5), np.uint8)) > 0)
+    damaged[hint] = truth[hint]
+    out = complete(damaged, hole, hint=hint, meld=True, meld_every=1)
+    assert out[~hole].tobytes() == damaged[~hole].tobytes() and out[hint].tobytes() == damaged[hint].tobytes()
+    assert out.tobytes() == complete(damaged, hole, hint=hint, meld=True, meld_every=1).tobytes()
+    assert np.abs(out[hole].astype(int) - truth[hole]).mean() < 12
