@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 
@@ -82,3 +83,26 @@ def test_the_chooser_analysis_picks_as_the_snap_does():
     assert pick(cands, SHIPPED)["name"] == max(cands[:2], key=total_score)["name"] == "loose"
     rows = [{"set": "real", "case": "x/lasso", "candidates": cands}]
     assert evaluate(rows, SHIPPED, "iou") == 0.80 and evaluate(rows, None, "bf") == 0.9
+
+
+def test_loosen_makes_each_selection_looser_and_keeps_its_kind(cases):
+    """bench/realphoto.py --loosen: a lasso/brush dilated by a disc (the brush's soft rim kept, moved out), a
+    rectangle grown on every side (still a rectangle); 0 px is the case itself."""
+    from bench.realphoto import loosen
+
+    for c in cases:
+        assert loosen(c, 0) is c
+        looser = loosen(c, 6)
+        s0, s1 = c.selection > 0, looser.selection > 0
+        assert (s1 >= s0).all() and s1.sum() > s0.sum() and (looser.truth is c.truth)
+        ys, xs = np.nonzero(s1)
+        if c.kind == "rectangle":
+            y0, x0 = np.nonzero(s0)[0].min(), np.nonzero(s0)[1].min()
+            assert s1.sum() == (ys.max() - ys.min() + 1) * (xs.max() - xs.min() + 1)
+            assert (y0 - ys.min(), x0 - xs.min()) == (min(6, y0), min(6, x0))
+        else:
+            far = np.argwhere(s1 & ~s0)  # every added pixel is within 6 px of the old selection
+            d = cv2.distanceTransform((~s0).astype(np.uint8), cv2.DIST_L2, 5)
+            assert d[far[:, 0], far[:, 1]].max() <= 6.5
+        if c.kind == "brush":
+            assert ((looser.selection > 0) & (looser.selection < 1)).any()
