@@ -100,9 +100,12 @@ def dump(path: str) -> None:
 
 
 def pick(cands: list[dict], w: dict[str, float]) -> dict:
-    """The candidate ``w`` chooses (the plausible one with the highest weighted evidence; shipped's touch term
-    is max(0, touch - 0.05))."""
+    """The candidate ``w`` chooses (the plausible one with the highest weighted evidence, among those that reach
+    the selection's middle when any does, as embedded.best_of; shipped's touch term is max(0, touch - 0.05))."""
+    from backend.snapping.embedded import MIN_CENTRE
+
     ok = [c for c in cands if c["plausible"]] or cands
+    ok = [c for c in ok if c.get("centre", 1.0) >= MIN_CENTRE] or ok
 
     def total(c: dict) -> float:
         return sum(w[k] * (max(0.0, c[k] - 0.05) if k == "touch" else c[k]) for k in FEATURES)

@@ -3,8 +3,7 @@
 Methods (``SnapParams.method``):
 - ``auto``: the injected segment-anything model when there is one (the op injects the best installed one:
   SAM-HQ, SAM 2.1 small, SAM 2.1 tiny, SAM ViT-B), falling back to ``combined`` when its mask fails the
-  embedded candidates' own checks (area, rim touch, an outline on image edges, reaching the selection's
-  middle: embedded.plausible); else
+  embedded candidates' own checks (area, rim touch, an outline on image edges: embedded.plausible); else
   ``combined``. ``meta["model"]`` says which model ran, what its candidates
   scored, and whether its mask was used or rejected (and why).
 - ``combined`` (the embedded default, no downloads): several candidates (GrabCut variants, u2netp, an edge
@@ -75,7 +74,7 @@ def _model_evidence(
 
 def _implausible_because(info: dict[str, Any]) -> str:
     """The failed checks in words, for the meta (a user's log)."""
-    from .embedded import MAX_TOUCH, MIN_AREA, MIN_CENTRE, MIN_EDGE
+    from .embedded import MAX_TOUCH, MIN_AREA, MIN_EDGE
 
     touch, area = info["touch"], info["area"]
     why = []
@@ -88,11 +87,6 @@ def _implausible_because(info: dict[str, Any]) -> str:
         )
     if info.get("edge", MIN_EDGE) < MIN_EDGE:
         why.append(f"its outline does not sit on image edges (edge {info['edge']:.2f}, under {MIN_EDGE})")
-    if info.get("centre", MIN_CENTRE) < MIN_CENTRE:
-        why.append(
-            f"it covers {info['centre']:.0%} of the selection's middle (under {MIN_CENTRE:.0%}: it lies off to "
-            "the side, not where the selection was drawn around)"
-        )
     return " and ".join(why)
 
 
