@@ -634,15 +634,18 @@ def snap_embedded(
             "boundary on image edges): the selection is kept"
         )
         return seed.astype(np.float32), "selection", meta
-    rivals = sorted((c for c in cands if c is not best and plausible(c.scores)), key=lambda c: -c.total)
+    good = [c for c in cands if plausible(c.scores)]
+    # when the winner reaches the selection's middle, the candidates off to the side were not in the running
+    aside = [c for c in good if not central(c.scores)] if central(best.scores) else []
+    rivals = sorted((c for c in good if c is not best and c not in aside), key=lambda c: -c.total)
     meta["fallback"] = False
     meta["why"] = f"{best.name}: the highest score of the plausible candidates ({best.total:.2f}" + (
         f"; next {rivals[0].name} {rivals[0].total:.2f})" if rivals else "; the only one)"
     )
-    aside = [c for c in rivals if c.total > best.total and not central(c.scores)]
-    if aside:  # the neighbours the middle check turned away: a user's log shows it
+    passed = [c for c in aside if c.total > best.total]
+    if passed:  # the neighbours the middle check turned away: a user's log shows it
         meta["why"] += "; passed over, off to the side of the selection's middle: " + ", ".join(
-            f"{c.name} {c.total:.2f} (covers {c.scores['centre']:.0%})" for c in aside
+            f"{c.name} {c.total:.2f} (covers {c.scores['centre']:.0%})" for c in passed
         )
     prob = refine_full(rgb, seed, best.mask, scale)
     mask = prob > 0.5
