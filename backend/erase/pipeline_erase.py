@@ -188,7 +188,9 @@ def _region_weights(
     With ``image``, the growth is edge-aware (``_fringe``): the first ``CORE_GROW`` px always (the object's
     anti-aliased edge), the rest only where the ring still looks like the object's fringe (halo, attached
     shadow) rather than the surface beyond it. A cup in front of a spoon keeps its own rim: growing 6 px into it
-    erased the cup's silhouette, which no filler can know how to redraw. The rule is evaluated in ``tile`` px
+    erased the cup's silhouette, which no filler can know how to redraw. That region is replaced whole (weight
+    1 up to its edge, ``feather`` unused): it ends where the fringe ends, so a ramp would lie on the fringe
+    itself and leave it half there. The rule is evaluated in ``tile`` px
     tiles along the object's outline only (``_fringe_tiled``; None: over the whole window at once, the same
     result byte for byte)."""
     out = np.zeros(snapped.shape, np.float32)
@@ -204,14 +206,14 @@ def _region_weights(
     if image is not None and grow_px > CORE_GROW:
         found = _fringe_tiled(image[y0:y1, x0:x1], window > 0, grow_px, tile)
         if found is not None:
-            keep, core = found  # keep holds the object
-            region = np.where(keep, region, 0).astype(np.float32)
+            core = found  # the object, its always-grown edge and the fringe the rule took
+            region = np.where(core, region, 0).astype(np.float32)
     region = np.where(region >= 0.5, 1.0, region * 2).astype(np.float32)
     weights = feather_inward(region, feather_px)
     if core is not None:
-        # the always-grown core (the object and its anti-aliased edge) is replaced whole: the feather ramp of
-        # the thinner edge-aware region would otherwise fall on the object's own edge and leave its colour half
-        # there, a ghost outline of a soft-edged object. Painted-soft weights stay as painted.
+        # the edge-aware region (the object, its anti-aliased edge, the fringe the rule took) is replaced whole:
+        # the feather ramp would otherwise fall on the object's own edge or on its halo and leave its colour half
+        # there, a ghost outline (the halo's outer pixel at 0.5). Painted-soft weights stay as painted.
         np.maximum(weights, (core & (region >= 1.0)).astype(np.float32), out=weights)
     out[y0:y1, x0:x1] = weights
     return out
@@ -298,11 +300,9 @@ def _fringe_gap(grow_px: int) -> int:
     return grow_px + FRINGE_OUTER
 
 
-def _fringe_tiled(
-    image: np.ndarray, obj: np.ndarray, grow_px: int, tile: int | None
-) -> tuple[np.ndarray, np.ndarray] | None:
-    """(keep, core), bool HxW over the window: ``_fringe`` and the always-grown core, or None (no surface
-    beyond the ring: the plain growth is used).
+def _fringe_tiled(image: np.ndarray, obj: np.ndarray, grow_px: int, tile: int | None) -> np.ndarray | None:
+    """bool HxW over the window: ``_fringe``'s answer, or None (no surface beyond the ring: the plain growth is
+    used).
 
     The rule can act only on the ring along the object's outline, so it runs in ``tile`` px tiles there, each
     with ``_tile_margin`` px of context: a 5200x3400 object's 18 Mpx window shrinks to a few Mpx of tiles. Where a
@@ -325,7 +325,6 @@ def _fringe_tiled(
     del padded
     todo = (cv2.dilate(has_obj.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0) & ~full
     keep = obj.copy()
-    core = obj.copy()
     ring_any = band_any = False
     gap_max = float(_fringe_gap(grow_px))
     for j, i in zip(*np.nonzero(todo), strict=True):  # the rest: inside the object or far from it
@@ -353,19 +352,15 @@ def _fringe_tiled(
         elif (gaps[near_ring] > gap_max).any():
             return _fringe_window(image, obj, grow_px)
         keep[cy0:cy1, cx0:cx1] = kept[inner]
-        core[cy0:cy1, cx0:cx1] = o[inner] | (d <= CORE_GROW)
     if not (ring_any and band_any):
         return None
-    return keep, core
+    return keep
 
 
-def _fringe_window(image: np.ndarray, obj: np.ndarray, grow_px: int) -> tuple[np.ndarray, np.ndarray] | None:
+def _fringe_window(image: np.ndarray, obj: np.ndarray, grow_px: int) -> np.ndarray | None:
     """``_fringe_tiled``'s answer computed over the whole window at once."""
     dist = cv2.distanceTransform((~obj).astype(np.uint8), cv2.DIST_L2, 5)
-    keep = _fringe(to_rgb_u8(image), obj, dist, grow_px)
-    if keep is None:
-        return None
-    return keep, obj | (dist <= CORE_GROW)
+    return _fringe(to_rgb_u8(image), obj, dist, grow_px)
 
 
 def _min_context(weights: np.ndarray, min_crop: int | None) -> int:

@@ -44,7 +44,12 @@ class EraseParams:
         advanced=True,
     )
     feather: int = param(  # px, inward only: soft seam, never outside the region
-        2, help="Blend width in pixels, inside the erased region.", min=0, max=128, advanced=True
+        2,
+        help="Blend width in pixels, inside the erased region (a plainly grown one; the edge-aware region ends "
+        "where the object's fringe ends and is replaced whole).",
+        min=0,
+        max=128,
+        advanced=True,
     )
     fill: str = param(DEFAULT_FILL, help=FILL_HELP, choices=FILL_METHODS, needs=fill_needs())
     context: float = 1.0  # crop context (fraction of the region's long side): background to learn from
