@@ -273,7 +273,8 @@ def _vote_with_steps(
 @njit(cache=True, nogil=True)
 def _sor(e, hy, hx, fy, fx, lam, omega, sweeps):  # pragma: no cover - compiled
     """Successive over-relaxation of the screened Poisson equation for the correction ``e`` (HxWx3) on the
-    pixels (fy, fx): minimises lam e^2 + sum over each pixel's edges of (e_q - e_p - h_pq)^2, ``hy``/``hx``
+    pixels (fy, fx): minimises lam_p e_p^2 (``lam`` HxW) + sum over each pixel's edges of (e_q - e_p - h_pq)^2,
+    ``hy``/``hx``
     holding h for the edge from each pixel to the one below / right of it; e stays 0 elsewhere (Dirichlet:
     the real pixels). The box's own border has no edge beyond it (Neumann)."""
     h, w = e.shape[0], e.shape[1]
@@ -282,7 +283,7 @@ def _sor(e, hy, hx, fy, fx, lam, omega, sweeps):  # pragma: no cover - compiled
             y, x = fy[i], fx[i]
             for c in range(3):
                 s = 0.0
-                deg = lam
+                deg = lam[y, x]
                 if x + 1 < w:
                     s += e[y, x + 1, c] - hx[y, x, c]
                     deg += 1.0
@@ -506,16 +507,17 @@ def _restrict_steps(hy: np.ndarray, hx: np.ndarray) -> tuple[np.ndarray, np.ndar
 
 
 def _screened_poisson(
-    hy: np.ndarray, hx: np.ndarray, free: np.ndarray, lam: float, sweeps: int = 24
+    hy: np.ndarray, hx: np.ndarray, free: np.ndarray, lam: np.ndarray, sweeps: int = 24
 ) -> np.ndarray:
-    """The correction e (HxWx3, 0 off ``free``) minimising lam e^2 + sum (e_q - e_p - h_pq)^2 over the edges
-    touching ``free`` (``_sor``), solved coarse to fine (a cascadic multigrid): the half-size problem (steps
-    restricted, lam x 4 per coarser pixel) gives the smooth part, enlarged; ``sweeps`` SOR sweeps then fix
-    the detail. Measured: a 300k px hole in ~0.3 s where scipy's sparse direct solve took 3-6 s; within 0.1
-    levels of it on average (tests/test_patchmatch.py)."""
+    """The correction e (HxWx3, 0 off ``free``) minimising sum lam e^2 (``lam`` HxW) + sum (e_q - e_p - h_pq)^2
+    over the edges touching ``free`` (``_sor``), solved coarse to fine (a cascadic multigrid): the half-size
+    problem (steps restricted, lam x 4 per coarser pixel) gives the smooth part, enlarged; ``sweeps`` SOR
+    sweeps then fix the detail. Measured: a 300k px hole in ~0.3 s where scipy's sparse direct solve took
+    3-6 s; within 0.1 levels of it on average (tests/test_patchmatch.py)."""
     h, w = free.shape
     fy, fx = (a.astype(np.int64) for a in np.nonzero(free))
     e = np.zeros((h, w, 3), np.float64)
+    lam = np.ascontiguousarray(np.broadcast_to(np.asarray(lam, np.float64), (h, w)))
     if fy.size == 0:
         return e
     if fy.size <= 4096 or min(h, w) < 16:
@@ -524,31 +526,43 @@ def _screened_poisson(
     hc, wc = (h + 1) // 2, (w + 1) // 2
     pad = np.zeros((2 * hc, 2 * wc), bool)
     pad[:h, :w] = free
-    coarse_free = pad.reshape(hc, 2, wc, 2).any(axis=(1, 3))
+    blocks = pad.reshape(hc, 2, wc, 2)
+    coarse_free = blocks.any(axis=(1, 3))
+    lam_pad = np.zeros((2 * hc, 2 * wc))
+    lam_pad[:h, :w] = np.where(free, lam, 0)
+    coarse_lam = 4 * lam_pad.reshape(hc, 2, wc, 2).sum(axis=(1, 3)) / np.maximum(blocks.sum(axis=(1, 3)), 1)
     cy, cx = _restrict_steps(hy, hx)
-    coarse = _screened_poisson(cy, cx, coarse_free, 4 * lam, sweeps)
+    coarse = _screened_poisson(cy, cx, coarse_free, coarse_lam, sweeps)
     e[:] = cv2.resize(coarse, (2 * wc, 2 * hc), interpolation=cv2.INTER_LINEAR)[:h, :w]
     e[~free] = 0
     _sor(e, hy, hx, fy, fx, lam, 1.6, sweeps)
     return e
 
 
-def _meld(img, free, conf, weight_sum, targets, nnf, dist, r, sharp, floor, lam) -> None:
+def _meld(
+    img, free, conf, weight_sum, targets, nnf, dist, r, sharp, floor, lam, hint=None, hint_lam=1.0
+) -> None:
     """Vote the hole and rebuild it in the gradient domain (Image Melding, Darabi et al. 2012): the patches
     vote their steps with their colours (``_vote_with_steps``), and the hole becomes the image whose steps
     best match the voted ones and whose colours stay near the voted colours (weight ``lam``, small), pinned
     to the real pixels at its border (a screened Poisson equation). Where copies from different places meet
     the voted steps carry no seam, so the seam and any brightness step between copies (or against the
     surround) spread out smoothly, while each copy's texture, being its steps, stays. Generalises
-    ``_blend_seams``, which fixed only the step at the hole's border. Solved on the hole's box only."""
+    ``_blend_seams``, which fixed only the step at the hole's border. Solved on the hole's box only.
+
+    ``hint`` pixels (real, kept, but possibly holding a faint halo of the erased object) are not a hard
+    border: they join the solve held to their real colours with weight ``hint_lam`` (their result is thrown
+    away), so a halo there bends the fill's edge a little instead of shifting all of it."""
     h, w = free.shape
-    ys, xs = np.nonzero(free)
+    domain = free if hint is None else free | hint
+    ys, xs = np.nonzero(domain)
     if ys.size == 0:
         return
     y0, y1 = max(0, int(ys.min()) - 2), min(h, int(ys.max()) + 3)
     x0, x1 = max(0, int(xs.min()) - 2), min(w, int(xs.max()) + 3)
     box = free[y0:y1, x0:x1]
-    near = cv2.dilate(box.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
+    dom = domain[y0:y1, x0:x1]
+    near = cv2.dilate(dom.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
     ly, lx = np.nonzero(near & targets[y0:y1, x0:x1])
     colours, steps = _vote_with_steps(
         img,
@@ -572,11 +586,11 @@ def _meld(img, free, conf, weight_sum, targets, nnf, dist, r, sharp, floor, lam)
     hx[ly, lx] = steps[:, 1]
     hy[:-1] -= cur[1:] - cur[:-1]  # the voted step minus the current one: what the correction must add
     hx[:, :-1] -= cur[:, 1:] - cur[:, :-1]
-    hy[:-1][~(box[:-1] | box[1:])] = 0  # only edges with a hole pixel at one end or both
+    hy[:-1][~(dom[:-1] | dom[1:])] = 0  # only edges with a hole pixel at one end or both carry a step
     hy[-1] = 0
-    hx[:, :-1][~(box[:, :-1] | box[:, 1:])] = 0
+    hx[:, :-1][~(dom[:, :-1] | dom[:, 1:])] = 0
     hx[:, -1] = 0
-    e = _screened_poisson(hy, hx, box, lam)
+    e = _screened_poisson(hy, hx, dom, np.where(box, lam, hint_lam))
     img[y0:y1, x0:x1, :3][box] += e[box].astype(img.dtype)
 
 
@@ -635,6 +649,7 @@ def complete(
     meld: bool = False,
     meld_lambda: float = MELD_LAMBDA,
     meld_every: int = 1,
+    meld_hint: float = 0.5,
     guide: np.ndarray | None = None,
     hint: np.ndarray | None = None,
     debug: list | None = None,
@@ -658,10 +673,14 @@ def complete(
     the ``meld_every`` finest levels (the search then sees melded images); ``meld_lambda``: the weight of the
     voted colours against the voted steps. Measured on bench/erase_fill.py (48 scenes, against the border-only
     blend): HaarPSI wins over Telea 66.7 -> 81.2 %, photos' PSNR -1.08 -> -0.18 dB against Telea's, held out
-    80.6 -> 94.4 %; texture ratio 0.83 -> 0.76 (copies meeting in hard seams counted as texture). Off by
-    default for now: a faint halo left in erase's hint ring (the real border it is pinned to) spreads over the
-    whole fill (tests/test_erase_region.py's soft-edged disc: ring 1 at -5.3 levels, -1.9 without). Without
-    it, ``seam_blend`` smooths away the colour step at the hole's border only (``_blend_seams``). ``guide``: HxWxG float channels known
+    80.6 -> 94.4 %; texture ratio 0.83 -> 0.76 (copies meeting in hard seams counted as texture).
+    ``meld_hint``: how firmly the hint ring holds the solve (a hard border spread a faint halo left there over
+    the whole fill: tests/test_erase_region.py's soft-edged disc, ring 1 at -5.0 levels; 0.5: -2.1, the plain
+    vote -1.9); at 0.5 the 48 scenes give 77.1 % / +2.19 dB / photos -0.36 dB, held out 91.7 %. Off by
+    default: on the README's coffee it turns hard jags and blocks into soft smears (a white haze off the
+    cup's rim, the dark block softened, not gone), and texture falls under 0.8 (docs/benchmarks/
+    erase-fill-targets.md, day 6). Without it, ``seam_blend`` smooths away the colour step at the hole's
+    border only (``_blend_seams``). ``guide``: HxWxG float channels known
     everywhere, the hole included (structure labels, backend/erase/structure.py): they join the patch distance
     (a patch is matched with a source whose guide agrees) but are never voted; the coarsest level starts each
     hole pixel from known pixels of its own guide label instead of Telea across everything.
@@ -749,7 +768,21 @@ def complete(
             _patchmatch(img, conf, ty, tx, targets, valid, nnf, dist, r, passes, level_seed * 100 + k, radius)
             sharpness = sharp_final if last else sharp
             if meld and (depth >= n_levels - meld_every or (last and k == n_rounds - 1)):
-                _meld(img, free, conf, weight_sum, targets, nnf, dist, r, sharpness, vote_floor, meld_lambda)
+                _meld(
+                    img,
+                    free,
+                    conf,
+                    weight_sum,
+                    targets,
+                    nnf,
+                    dist,
+                    r,
+                    sharpness,
+                    vote_floor,
+                    meld_lambda,
+                    lv.hint,
+                    meld_hint,
+                )
             else:
                 img[hy, hx, :3] = _vote(
                     img, conf, weight_sum, hy, hx, targets, nnf, dist, r, sharpness, vote_floor
