@@ -860,6 +860,16 @@ def _parts(hole: np.ndarray, patch: int, band: float) -> list[tuple[tuple[int, i
     return parts
 
 
+# What the embedded fill runs with unless told otherwise (day 6, measured side by side on the 48 bench scenes
+# and the 36 held-out ones, docs/benchmarks/erase-fill-targets.md): region boundaries continued across the hole
+# first (structure) and the hole rebuilt in the gradient domain (meld: no hard seams or blocks between copies).
+# Together they keep the coffee cup's rim and wall and leave no hard-edged block where the spoon's bowl lay;
+# apart, structure gave blocky copies and meld alone softened the rim's jags into a haze. The coherence bias
+# (0.25) would win back some texture (0.75 -> 0.79 on the bench) but spreads a soft edge's halo further
+# (tests/test_erase_region.py) and keeps outlines less well (tests/test_structure.py), so it stays off.
+EMBEDDED_DEFAULTS = {"structure": True, "meld": True}
+
+
 @dataclass
 class PatchMatchFiller:
     """The embedded erase fill: multi-scale PatchMatch completion (see the module docstring), each separate part
@@ -876,6 +886,9 @@ class PatchMatchFiller:
     options: dict = field(default_factory=dict)  # more keyword arguments of ``complete`` (benchmarks)
 
     takes_hint = True  # ErasePipeline passes ``hint``: see ``complete``
+
+    def __post_init__(self) -> None:
+        self.options = {**EMBEDDED_DEFAULTS, **self.options}
 
     def __call__(self, rgb: np.ndarray, mask: np.ndarray, hint: np.ndarray | None = None) -> np.ndarray:
         hole = np.asarray(mask, bool)
@@ -918,9 +931,8 @@ class PatchMatchFiller:
         if self.options.get("structure", False):
             # region boundaries that enter the hole are continued across it first; each hole pixel then draws
             # its patches from its own region (backend/erase/structure.py); none found: the plain completion.
-            # Off by default: it gained on the 48 bench scenes it was tuned on (+0.25 dB) but lost on the 36
-            # held-out ones (+3.64 -> +2.44 dB over Telea, HaarPSI wins 86 -> 81 %; stripes, wood grain and a
-            # horizon filled with a wrong region's block), so it is an option until its labels generalise
+            # With the plain vote it lost on the held-out scenes (day 4: stripes, wood grain and a horizon
+            # filled with a wrong region's block); with the gradient-domain vote (meld) it wins there too
             from .structure import find_structure
 
             found = find_structure(rgb, mask, seed=self.seed)
@@ -961,7 +973,14 @@ def warm_up() -> float:
     img = rng.integers(0, 255, (48, 48, 3), dtype=np.uint8)
     hole = np.zeros((48, 48), bool)
     hole[18:34, 16:30] = True
-    complete(img, hole, em_coarse=1, em_fine=1, pm_iters=1)
+    complete(
+        img,
+        hole,
+        em_coarse=1,
+        em_fine=1,
+        pm_iters=1,
+        meld=EMBEDDED_DEFAULTS["meld"],
+    )
     from .structure import label_hole  # the structure path's one numba kernel (its flood)
 
     label_hole(np.where(hole, -1, 0).astype(np.int32), hole, np.zeros_like(hole))
