@@ -258,8 +258,9 @@ def build_parser(registry: Registry) -> argparse.ArgumentParser:
         op.add_argument(
             "--region-out",
             metavar="PNG",
-            help="also write the edited region: the mask the result was blended with (grown past the object, "
-            "feathered inward); every pixel outside it is unchanged",
+            help="also write the edited region: the mask the result was blended with (grown past the object: "
+            "erase repaints its halo and fringe whole, replace feathers inward); every pixel outside it is "
+            "unchanged",
         )
         op.add_argument("--device", help="cpu, cuda, mps (default: LAYEREDIT_DEVICE or the best available)")
         op.add_argument("--quiet", action="store_true", help="no progress on stderr")

@@ -362,7 +362,7 @@ def test_a_high_contrast_neighbour_off_to_the_side_of_a_loose_lasso_does_not_win
     fender outscores the seat (a saturated bar with crisp edges against an object in the clutter's colours),
     and it passes the checks (big enough, barely on the rim, outline on edges); what gives it away is where it
     lies: off to the side, not where the lasso was drawn around."""
-    from backend.snapping.embedded import Candidate, best_of, central
+    from backend.snapping.embedded import OFF_CENTRE_LEAD, Candidate, best_of, central
 
     image, obj, bar, lasso = _seat_and_fender(loose=30)
     ev = Evidence.of(image, lasso)
@@ -375,8 +375,38 @@ def test_a_high_contrast_neighbour_off_to_the_side_of_a_loose_lasso_does_not_win
     assert plausible(s) and plausible(seat.scores)
     assert s["centre"] < 0.01 and seat.scores["centre"] == 1.0
     assert not central(s) and central(seat.scores)
+    # the real fender led the seat by x1.18 (bench/realphoto.py, lasso 8 px looser): a lead like that loses
+    fender.total = 1.2 * seat.total
     assert best_of([fender, seat]) is seat and best_of([seat, fender]) is seat
     assert best_of([fender]) is fender  # alone, it is still the best there is
+    # a far larger lead is a whole object the lasso was drawn around off-centre (next test): it wins
+    fender.total = 1.05 * OFF_CENTRE_LEAD * seat.total
+    assert best_of([fender, seat]) is fender
+
+
+def test_a_whole_object_off_the_middle_of_a_loose_lasso_still_wins():
+    """Review 6: a disc lying whole in a lasso drawn with room on one side sits off the lasso's middle; the middle
+    check handed the win to a blob of background and disc that reaches the middle (IoU 0.31) though the disc's
+    own candidate scored far higher (x1.8). It must lose only to a close rival, as a sliced neighbour does."""
+    rng = np.random.default_rng(17)
+    h, w = 240, 320
+    yy, xx = np.mgrid[0:h, 0:w]
+    cell = int(rng.integers(6, 16))
+    palette = rng.integers(40, 200, (4, 3)).astype(np.float32)
+    blocks = palette[rng.integers(0, 4, (h // cell + 1, w // cell + 1))]
+    image = blocks.repeat(cell, 0).repeat(cell, 1)[:h, :w] + rng.normal(0, 5, (h, w, 3))
+    r = int(rng.integers(25, 45))
+    off, ang = rng.uniform(0.0, 0.42), rng.uniform(0, 2 * np.pi)
+    cx, cy = 160 + off * 160 * np.cos(ang), 120 + off * 120 * np.sin(ang)
+    disc = (yy - cy) ** 2 + (xx - cx) ** 2 <= r * r
+    image[disc] = rng.integers(0, 255, 3) + rng.normal(0, 5, (int(disc.sum()), 3))
+    image = np.clip(image, 0, 255).astype(np.uint8)
+    lasso = ((yy - 120) / 78.0) ** 2 + ((xx - 160) / 105.0) ** 2 <= 1
+    assert (disc & lasso).sum() == disc.sum()  # whole inside, off the middle
+    prob, name, meta = snap_embedded(image, lasso, side=320, u2net=None)
+    got = prob > 0.5
+    assert not meta["candidates"][name]["central"], meta["why"]
+    assert (got & disc).sum() / (got | disc).sum() > 0.9, (name, meta["why"])
 
 
 def test_an_open_c_in_a_rectangle_is_kept_though_it_misses_the_middle():

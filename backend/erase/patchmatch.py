@@ -700,13 +700,13 @@ def complete(
     the ``meld_every`` finest levels (the search then sees melded images); ``meld_lambda``: the weight of the
     voted colours against the voted steps. Measured on bench/erase_fill.py (48 scenes, against the border-only
     blend): HaarPSI wins over Telea 66.7 -> 81.2 %, photos' PSNR -1.08 -> -0.18 dB against Telea's, held out
-    80.6 -> 94.4 %; texture ratio 0.83 -> 0.76 (copies meeting in hard seams counted as texture).
+    80.6 -> 94.4 %; texture ratio 0.83 -> 0.76 (partly hard seams that had counted as texture, partly real
+    softening: dense gravel and grass come out smudged in places).
     ``meld_hint``: how firmly the hint ring holds the solve (a hard border spread a faint halo left there over
     the whole fill: tests/test_erase_region.py's soft-edged disc, ring 1 at -5.0 levels; 0.5: -2.1, the plain
-    vote -1.9); at 0.5 the 48 scenes give 77.1 % / +2.19 dB / photos -0.36 dB, held out 91.7 %. Off by
-    default: on the README's coffee it turns hard jags and blocks into soft smears (a white haze off the
-    cup's rim, the dark block softened, not gone), and texture falls under 0.8 (docs/benchmarks/
-    erase-fill-targets.md, day 6). Without it, ``seam_blend`` smooths away the colour step at the hole's
+    vote -1.9); at 0.5 the 48 scenes give 77.1 % / +2.19 dB / photos -0.36 dB, held out 91.7 %. Off in
+    ``complete`` itself; the erase filler turns it on together with the structure path (``EMBEDDED_DEFAULTS``):
+    alone it turns the coffee's hard jags into a white haze off the cup's rim. Without it, ``seam_blend`` smooths away the colour step at the hole's
     border only (``_blend_seams``). ``guide``: HxWxG float channels known
     everywhere, the hole included (structure labels, backend/erase/structure.py): they join the patch distance
     (a patch is matched with a source whose guide agrees) but are never voted; the coarsest level starts each
