@@ -114,7 +114,7 @@ def pick(cands: list[dict], w: dict[str, float]) -> dict:
     if not inner or best in inner:
         return best
     rival = max(inner, key=total)
-    return best if total(best) > OFF_CENTRE_LEAD * total(rival) else rival
+    return best if total(best) - total(rival) > (OFF_CENTRE_LEAD - 1.0) * abs(total(rival)) else rival
 
 
 def evaluate(rows: Sequence[dict], w: dict[str, float] | None, key: str) -> float:

@@ -12,8 +12,9 @@ Evidence per candidate (``score_candidate``): how strongly its boundary sits on 
 well its colours separate from the surroundings (``separation``), how much of the selection's inner rim it
 covers (``touch``: an object lies inside a rough selection, the background reaches its rim), its share of the
 selection (``area``), how fragmented (``fragments``) and how solid (``solidity``) it is, and how much of the
-selection's middle it covers (``centre``: a candidate off to the side is not what the selection was drawn
-around, however good its edges: it loses to any plausible one that reaches the middle; a check, not a weight). The winner is
+selection's middle it covers (``centre``: a candidate off to the side is likely not what the selection was
+drawn around, however good its edges: it loses to the best plausible one that reaches the middle unless it leads
+by ``OFF_CENTRE_LEAD``; a check, not a weight). The winner is
 refined at full resolution: thin parts the working resolution lost come back where their colour matches the
 object, and the edge follows the image (guided filter). At full resolution the outline gets alpha on a 2 px
 band from a colour-guided filter (the local colour-line model of closed-form matting): soft where the picture's
@@ -318,7 +319,8 @@ def best_of(cands: list[Candidate]) -> Candidate | None:
     if not inner or central(best.scores):
         return best
     rival = max(inner, key=lambda c: c.total)
-    return best if best.total > OFF_CENTRE_LEAD * rival.total else rival
+    # a lead relative to the rival's size (scores are positive in practice; abs keeps it a lead if not)
+    return best if best.total - rival.total > (OFF_CENTRE_LEAD - 1.0) * abs(rival.total) else rival
 
 
 def _colour_ratio(rgb: np.ndarray, fg: np.ndarray, bg: np.ndarray, bins: int = 16) -> np.ndarray:
