@@ -102,19 +102,14 @@ def dump(path: str) -> None:
 def pick(cands: list[dict], w: dict[str, float]) -> dict:
     """The candidate ``w`` chooses (the plausible one with the highest weighted evidence, one off the selection's
     middle only by embedded.best_of's lead; shipped's touch term is max(0, touch - 0.05))."""
-    from backend.snapping.embedded import MIN_CENTRE, OFF_CENTRE_LEAD
+    from backend.snapping.embedded import central, prefer_central
 
     ok = [c for c in cands if c["plausible"]] or cands
-    inner = [c for c in ok if c.get("centre", 1.0) >= MIN_CENTRE]
 
     def total(c: dict) -> float:
         return sum(w[k] * (max(0.0, c[k] - 0.05) if k == "touch" else c[k]) for k in FEATURES)
 
-    best = max(ok, key=total)
-    if not inner or best in inner:
-        return best
-    rival = max(inner, key=total)
-    return best if total(best) - total(rival) > (OFF_CENTRE_LEAD - 1.0) * abs(total(rival)) else rival
+    return prefer_central(ok, total, central)
 
 
 def evaluate(rows: Sequence[dict], w: dict[str, float] | None, key: str) -> float:

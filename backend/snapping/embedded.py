@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import cv2
 import numpy as np
@@ -56,6 +57,8 @@ MIN_CENTRE = 0.05
 # the check is for led by x1.03-1.22 on bench/realphoto.py (the fender over the seat x1.18 at +8 px, the
 # housing over the tail light x1.03-1.08).
 OFF_CENTRE_LEAD = 1.35
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -312,15 +315,20 @@ def best_of(cands: list[Candidate]) -> Candidate | None:
     user drew the lasso around off-centre still wins. When none reaches the middle (an open C in a rectangle)
     every plausible one competes."""
     good = [c for c in cands if plausible(c.scores)]
-    if not good:
-        return None
-    best = max(good, key=lambda c: c.total)
-    inner = [c for c in good if central(c.scores)]
-    if not inner or central(best.scores):
+    return prefer_central(good, lambda c: c.total, lambda c: central(c.scores)) if good else None
+
+
+def prefer_central(pool: list[T], total: Callable[[T], float], is_central: Callable[[T], bool]) -> T:
+    """The highest ``total`` of ``pool`` (not empty), unless it lies off the selection's middle and leads the
+    best one that reaches it by less than ``OFF_CENTRE_LEAD`` (best_of's rule; bench/snap_chooser.py applies
+    it to logged scores)."""
+    best = max(pool, key=total)
+    inner = [c for c in pool if is_central(c)]
+    if not inner or is_central(best):
         return best
-    rival = max(inner, key=lambda c: c.total)
+    rival = max(inner, key=total)
     # a lead relative to the rival's size (scores are positive in practice; abs keeps it a lead if not)
-    return best if best.total - rival.total > (OFF_CENTRE_LEAD - 1.0) * abs(rival.total) else rival
+    return best if total(best) - total(rival) > (OFF_CENTRE_LEAD - 1.0) * abs(total(rival)) else rival
 
 
 def _colour_ratio(rgb: np.ndarray, fg: np.ndarray, bg: np.ndarray, bins: int = 16) -> np.ndarray:
