@@ -211,3 +211,45 @@ def test_the_default_fill_runs_the_structure_path_and_keeps_an_outline():
     shipped = PatchMatchFiller(options={"structure": True, "meld": True})(damaged, hole)
     assert default.tobytes() == shipped.tobytes()
     assert wrong(default) < 0.75 * wrong(plain), (wrong(default), wrong(plain))
+
+
+def _rim_scene():
+    """The coffee's junction: a saucer's thin white rim (4 px, an arc) runs behind a white cup of the same colour
+    (its side a straight edge); wood above the rim, saucer below; a bar (the spoon's stem) hides where the rim
+    meets the cup."""
+    h, w = 160, 220
+    yy, xx = np.mgrid[:h, :w]
+    cup = xx < 97
+    radius = np.hypot(yy - 420.0, xx - 130.0)
+    rim = (np.abs(radius - 340) < 2.0) & ~cup
+    img = np.where((radius < 340)[..., None], [170, 50, 30], [150, 90, 50])
+    img = np.where((rim | cup)[..., None], [240, 235, 225], img).astype(np.float32)
+    img = np.clip(img + np.random.default_rng(0).normal(0, 3, img.shape), 0, 255).astype(np.uint8)
+    hole = (np.abs(xx - (104 + 0.15 * (yy - 80))) < 9) & (yy > 50) & (yy < 130)
+    return img, cup, rim, hole
+
+
+def test_a_thin_band_is_continued_at_its_width_not_grown_into_a_region():
+    """The rim shares the cup's colour but is not the cup: it gets a label of its own, continued across the hole
+    as one band at its width. Before, rim and cup were one region and the flood grew that region into the hole
+    (a pale block beyond the cup's outline, the coffee's smudge where the spoon's handle crossed the rim)."""
+    img, cup, rim, hole = _rim_scene()
+    structure = find_structure(img, hole)
+    assert structure is not None
+    near = (cv2.dilate(hole.astype(np.uint8), np.ones((15, 15), np.uint8)) > 0) & ~hole
+    rim_label = np.bincount(structure.labels[rim & near]).argmax()
+    cup_label = np.bincount(structure.labels[cup & near]).argmax()
+    assert rim_label != cup_label  # the same colour, two regions
+    off = cv2.distanceTransform((~rim).astype(np.uint8), cv2.DIST_L2, 3)
+    placed = (structure.labels == rim_label) & hole & ~cup
+    assert placed.any() and off[placed].max() <= 2.5, off[placed].max()  # no rim beyond the rim's width
+    # continuous: every column of the true rim in the hole has the rim's label on it or next to it
+    ys, xs = np.nonzero(rim & hole)
+    for x in np.unique(xs):
+        column = ys[xs == x]
+        around = structure.labels[max(0, column.min() - 1) : column.max() + 2, x]
+        assert (around == rim_label).any(), x
+    # the thin-band path off, the rim is the cup's region and grows beyond its width (what this guards against)
+    plain = find_structure(img, hole, thin_bands=False)
+    spill = (plain.labels == cup_label) & hole & ~cup & (off > 2.5)
+    assert spill.sum() > 20, int(spill.sum())

@@ -12,8 +12,12 @@ first and texture follows it:
    boundary fitted with a quadratic (direction and curvature at the hole); only clean fits count;
 3. entries with the same two regions that point at each other are paired and joined by a cubic (Hermite)
    curve; an unpaired entry is continued at its curvature until it leaves the hole or meets another curve;
-4. the curves cut the hole into parts; every hole pixel takes the label of the nearest known pixel it can reach
-   without crossing a curve (a geodesic nearest-label flood).
+4. a thin band (a saucer's bright rim, a vessel, narrower than ``THIN`` px) whose two edges enter the hole side
+   by side is a curve with a width, not a region: it gets a label of its own (the rim is not the cup wall of
+   the same colour), is continued as one centre line after the outlines (it ends where it meets one) and painted
+   at its width;
+5. the curves cut the hole into parts; every other hole pixel takes the label of the nearest known pixel it can
+   reach without crossing a curve (a geodesic nearest-label flood).
 
 ``find_structure`` returns None when no clean boundary enters the hole (texture, a flat backdrop): the caller
 then fills as before. PatchMatch uses the labels as extra guide channels (``guide``), so a hole pixel draws its
@@ -128,6 +132,43 @@ def boundary_density(labels: np.ndarray, band: np.ndarray) -> float:
     diff[:, :-1] |= (a != b) & (a >= 0) & (b >= 0)
     diff[:-1, :] |= (c != labels[1:, :]) & (c >= 0) & (labels[1:, :] >= 0)
     return float((diff & band).sum() / max(1, band.sum()))
+
+
+THIN = 8  # px: a region part narrower than this (a saucer's rim, a highlight line) is a band, not a region
+THIN_LEN = 12  # px: ... and at least this long (a speck is not a band)
+
+
+def split_thin(
+    labels: np.ndarray, band: np.ndarray, hole: np.ndarray, n: int
+) -> tuple[np.ndarray, int, dict[int, int]]:
+    """Give each colour's thin bands (narrower than ``THIN`` px, at least ``THIN_LEN`` long, reaching the hole
+    only at an end) a label of their own: a saucer's bright rim and the cup's white wall share a colour but are
+    not one region, and patches for the rim continued across the hole must come from the rim, not the wall.
+    Returns the labels, their number and, for each new label, the colour label it was split from."""
+    out = labels.copy()
+    origin: dict[int, int] = {}
+    near_hole = cv2.dilate(hole.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
+    disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (THIN + 1, THIN + 1))
+    for lab in range(n):
+        m = ((labels == lab) & band).astype(np.uint8)
+        thin = (m > 0) & (cv2.morphologyEx(m, cv2.MORPH_OPEN, disc) == 0)
+        count, comp, stats, _ = cv2.connectedComponentsWithStats(thin.astype(np.uint8), connectivity=8)
+        new = -1
+        for c in range(1, count):
+            area = int(stats[c, cv2.CC_STAT_AREA])
+            if area < THIN_LEN * 2:
+                continue
+            part = comp == c
+            width = 2 * float(cv2.distanceTransform(part.astype(np.uint8), cv2.DIST_L2, 3).max())
+            touching = int((part & near_hole).sum())
+            # long for its width, and meeting the hole end-on (a sliver along the hole's edge is not a band)
+            if area / max(width, 1.0) < THIN_LEN or not 0 < touching <= max(6, 2 * width + 2):
+                continue
+            if new < 0:
+                new = n + len(origin)
+                origin[new] = lab
+            out[part] = new
+    return out, n + len(origin), origin
 
 
 def _fit_entry(points: np.ndarray, entry: np.ndarray) -> tuple[np.ndarray, float, float]:
@@ -340,6 +381,46 @@ def _extend(entry: Entry, hole: np.ndarray, barrier: np.ndarray, max_len: float)
     return np.array(path)
 
 
+def _band_entries(entries: list[Entry], origin: dict[int, int]) -> tuple[list[Entry], list[Entry]]:
+    """Pairs of entries that are the two edges of one thin band (``split_thin``) reaching the hole side by side
+    become one entry on the band's centre line (left = right = the band's label, widths = its width): continued
+    as one curve at one curvature, painted at its width, the rim stays a rim of constant width instead of two
+    edges fanning apart. Returns the other entries and the bands."""
+    taken: set[int] = set()
+    bands = []
+    for i, a in enumerate(entries):
+        if i in taken or a.left not in origin:
+            continue
+        best, best_d = -1, np.inf
+        for j, b in enumerate(entries):
+            if j == i or j in taken or b.right != a.left:
+                continue
+            d = float(np.linalg.norm(a.point - b.point))
+            if d <= 2 * THIN and float(np.dot(a.heading, b.heading)) >= np.cos(np.radians(30)) and d < best_d:
+                best, best_d = j, d
+        if best < 0:
+            continue
+        b = entries[best]
+        heading = a.heading + b.heading
+        heading /= np.linalg.norm(heading)
+        normal = np.array([heading[1], -heading[0]])
+        width = max(2.0, abs(float(np.dot(a.point - b.point, normal))))
+        centre = (a.point + b.point) / 2
+        bands.append(
+            Entry(
+                centre,
+                heading,
+                (a.curvature + b.curvature) / 2,
+                a.left,
+                a.left,
+                max(a.rms, b.rms),
+                (width, width),
+            )
+        )
+        taken.update((i, best))
+    return [e for k, e in enumerate(entries) if k not in taken], bands
+
+
 @njit(cache=True, nogil=True)
 def _flood(labels, open_, qy, qx):  # pragma: no cover - compiled
     """Breadth-first flood (4-connected) of labels from the seeds in the queue into ``open_`` pixels."""
@@ -365,14 +446,21 @@ def _flood(labels, open_, qy, qx):  # pragma: no cover - compiled
                 tail += 1
 
 
-def label_hole(labels: np.ndarray, hole: np.ndarray, barrier: np.ndarray) -> np.ndarray:
+def label_hole(
+    labels: np.ndarray, hole: np.ndarray, barrier: np.ndarray, fixed: np.ndarray | None = None
+) -> np.ndarray:
     """Every hole pixel labelled with the nearest (4-connected, geodesic) labelled known pixel reachable
-    without crossing ``barrier``; barrier pixels then take a neighbour's label."""
+    without crossing ``barrier``; barrier pixels then take a neighbour's label. ``fixed`` (labels, -1 where
+    free): hole pixels already placed (a band drawn across the hole); they neither seed the flood nor let it in."""
     out = labels.copy()
     out[hole] = -1
+    placed = np.zeros(hole.shape, bool) if fixed is None else hole & (fixed >= 0)
     seeds = (out >= 0) & (cv2.dilate(hole.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0)
+    if placed.any():
+        out[placed] = fixed[placed]
+        seeds &= ~np.isin(out, np.unique(fixed[placed]))  # a placed band does not also spread from its mouth
     sy, sx = (a.astype(np.int64) for a in np.nonzero(seeds))
-    _flood(out, hole & ~barrier, sy, sx)
+    _flood(out, hole & ~barrier & ~placed, sy, sx)
     # the barrier itself (and anything the flood could not reach) from its labelled neighbours
     sy, sx = (
         a.astype(np.int64)
@@ -390,6 +478,7 @@ def find_structure(
     seed: int = 0,
     max_rms: float = 1.5,
     max_density: float = MAX_DENSITY,
+    thin_bands: bool = True,
 ) -> Structure | None:
     """The structure of the hole's surround continued across it (module docstring), or None when no clean
     region boundary enters the hole. Works on a copy of at most ``ANALYSIS_SIDE`` px; labels come back at the
@@ -419,28 +508,74 @@ def find_structure(
     if density > max_density:  # texture or a regular pattern: its "boundaries" are not one structure
         return None
     reach = int(np.clip(0.15 * extent, 10, 30))
-    entries = find_entries(labels, small_hole, reach=reach, max_rms=max_rms)
     # a boundary of a speck (a star, a highlight) is not structure: both regions must be a real part of the band
     share = np.bincount(labels[band_mask], minlength=n) / max(1, band_mask.sum())
-    entries = [e for e in entries if min(share[e.left], share[e.right]) >= MIN_SHARE]
-    if not entries:
+
+    def entries_of(lab: np.ndarray, origin: dict[int, int]) -> list[Entry]:
+        out = []
+        for e in find_entries(lab, small_hole, reach=reach, max_rms=max_rms):
+            a, b = origin.get(e.left, e.left), origin.get(e.right, e.right)  # their colours
+            if a != b and min(share[a], share[b]) >= MIN_SHARE:  # a band's edge against its own colour: none
+                out.append(e)
+        return out
+
+    bands: list[Entry] = []
+    if thin_bands:
+        split, n_split, origin = split_thin(labels, band_mask, small_hole, n)
+        if origin:
+            _, bands = _band_entries(entries_of(split, origin), origin)
+    if bands:
+        # only the thin parts continued as bands keep a label of their own; the others go back to their colour
+        # (left to the flood, a few px of rim would be the only source for a whole part of the hole)
+        kept = sorted({b.left for b in bands})
+        lut = np.arange(n_split + 1)
+        for t, colour in origin.items():
+            lut[t] = colour
+        for k, t in enumerate(kept):
+            lut[t] = n + k
+        lut[n_split] = -1  # -1 (no label) indexes the last entry
+        labels = lut[split].astype(np.int32)
+        for b in bands:
+            b.left = b.right = int(lut[b.left])
+        colours = {n + k: origin[t] for k, t in enumerate(kept)}
+        n += len(kept)
+        entries = [  # a band's edges are the band
+            e for e in entries_of(labels, colours) if e.left not in colours and e.right not in colours
+        ]
+    else:
+        entries = entries_of(labels, {})
+    if not entries and not bands:
         return None
     barrier = np.zeros(small_hole.shape, np.uint8)
+    fixed = np.full(small_hole.shape, -1, np.int32)
     curves = []
-    used: set[int] = set()
-    for i, j in _pair(entries):
-        a, b = entries[i], entries[j]
-        curve = _hermite(a.point, a.heading, b.point, -b.heading)
+
+    def draw(curve: np.ndarray, e: Entry, thick: bool) -> None:
         curves.append(curve)
-        used.update((i, j))
-        cv2.polylines(barrier, [np.round(curve).astype(np.int32)], False, 1, 1, cv2.LINE_8)
-    for i, e in enumerate(entries):
-        if i in used:
-            continue
-        curve = _extend(e, small_hole, barrier > 0, max_len=1.5 * extent)
-        curves.append(curve)
-        cv2.polylines(barrier, [np.round(curve).astype(np.int32)], False, 1, 1, cv2.LINE_8)
-    full = label_hole(labels, small_hole, barrier > 0)
+        line = [np.round(curve).astype(np.int32)]
+        if not thick:
+            cv2.polylines(barrier, line, False, 1, 1, cv2.LINE_8)
+            return
+        paint = np.zeros(small_hole.shape, np.uint8)  # a band: its pixels placed at its width
+        cv2.polylines(paint, line, False, 1, max(2, int(round(e.widths[0]))), cv2.LINE_8)
+        paint = (paint > 0) & small_hole & (barrier == 0) & (fixed < 0)
+        fixed[paint] = e.left
+        barrier[paint] = 1
+
+    for group, thick in ((entries, False), (bands, True)):
+        # outlines first, then the bands (a saucer's rim passes behind the cup: it ends on the cup's outline)
+        used: set[int] = set()
+        for i, j in _pair(group):
+            a, b = group[i], group[j]
+            draw(_hermite(a.point, a.heading, b.point, -b.heading), a, thick)
+            used.update((i, j))
+        for i, e in enumerate(group):
+            if i not in used:
+                stop = barrier > 0
+                if thick:  # a 1 px curve has diagonal gaps a band sampled every half px could slip through
+                    stop = cv2.dilate(barrier, cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))) > 0
+                draw(_extend(e, small_hole, stop, max_len=1.5 * extent), e, thick)
+    full = label_hole(labels, small_hole, barrier > 0, fixed)
     if scale < 1.0:
         # labels back at full size through their one-hot maps (smooth boundaries, not nearest-neighbour steps)
         maps = np.stack(
@@ -454,4 +589,4 @@ def find_structure(
         big[maps.max(axis=-1) <= 0] = -1
         full = big
         curves = [c / scale for c in curves]
-    return Structure(full, n, curves, entries, density)
+    return Structure(full, n, curves, entries + bands, density)
