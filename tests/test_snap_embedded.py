@@ -384,6 +384,27 @@ def test_a_high_contrast_neighbour_off_to_the_side_of_a_loose_lasso_does_not_win
     assert best_of([fender, seat]) is fender
 
 
+def test_the_off_centre_lead_is_measured_against_the_rivals_size_whatever_its_sign():
+    """prefer_central on bare scores (bench/snap_chooser.py calls it on logged ones): an off-centre best needs a
+    lead of (OFF_CENTRE_LEAD - 1) x |rival| over the best central one. With a negative rival a ratio of the two
+    would read a near tie as a win (review 6); with a rival at 0 any real lead wins."""
+    from backend.snapping.embedded import OFF_CENTRE_LEAD, prefer_central
+
+    def pick(pool):
+        return prefer_central(pool, lambda c: c[1], lambda c: c[2])
+
+    margin = OFF_CENTRE_LEAD - 1.0
+    for rival in (2.0, -2.0):
+        near = ("side", rival + 0.9 * margin * abs(rival), False)
+        far = ("side", rival + 1.1 * margin * abs(rival), False)
+        middle = ("middle", rival, True)
+        assert pick([near, middle])[0] == "middle" and pick([middle, near])[0] == "middle"
+        assert pick([far, middle])[0] == "side" and pick([middle, far])[0] == "side"
+    assert pick([("side", 0.01, False), ("middle", 0.0, True)])[0] == "side"
+    assert pick([("side", 5.0, False), ("other", 4.0, False)])[0] == "side"  # none central: the best
+    assert pick([("middle", 1.0, True), ("side", 0.5, False)])[0] == "middle"  # a central best: itself
+
+
 def test_a_whole_object_off_the_middle_of_a_loose_lasso_still_wins():
     """Review 6: a disc lying whole in a lasso drawn with room on one side sits off the lasso's middle; the middle
     check handed the win to a blob of background and disc that reaches the middle (IoU 0.31) though the disc's
