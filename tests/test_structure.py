@@ -253,3 +253,36 @@ def test_a_thin_band_is_continued_at_its_width_not_grown_into_a_region():
     plain = find_structure(img, hole, thin_bands=False)
     spill = (plain.labels == cup_label) & hole & ~cup & (off > 2.5)
     assert spill.sum() > 20, int(spill.sum())
+
+
+def _dusk_sky():
+    """A dusk sky (a strong vertical gradient, a little grain: k-means cuts it into bands) with a thin dark mast
+    4-8 px left of an elliptic hole; the mast crosses the hole's rim, not the hole."""
+    yy, xx = np.mgrid[0:200, 0:240].astype(np.float32)
+    t = yy / 200
+    sky = np.dstack([25 + 85 * t, 35 + 85 * t, 90 + 85 * t]) + np.random.default_rng(0).normal(
+        0, 1.5, (200, 240, 3)
+    )
+    img = np.clip(sky, 0, 255).astype(np.uint8)
+    img[40:, 92:97] = (30, 25, 20)
+    hole = np.zeros((200, 240), np.uint8)
+    cv2.ellipse(hole, (140, 110), (40, 50), 0, 0, 360, 1, -1)
+    return img, hole > 0
+
+
+def test_contour_lines_of_a_smooth_gradient_are_not_edges():
+    """k-means cuts a dusk sky into bands; their boundaries reach the hole as clean entries, but the colour steps
+    across them by a level or two in 4 px, where a real edge steps by tens: only_gradient_contours tells the
+    filler the surround is smooth (photos7, day 7: p15's tower gap lost its pale-blue block)."""
+    from backend.erase.structure import MIN_STEP, edge_step, only_gradient_contours
+
+    sky, hole = _dusk_sky()
+    structure = find_structure(sky, hole)
+    assert structure is not None and structure.entries  # the bands' boundaries were taken for structure
+    assert all(edge_step(sky, e) < MIN_STEP for e in structure.entries)
+    assert only_gradient_contours(sky, structure)
+    img, _, hole = _edge_scene()
+    structure = find_structure(img, hole)
+    assert structure is not None
+    assert min(edge_step(img, e) for e in structure.entries) > 5 * MIN_STEP
+    assert not only_gradient_contours(img, structure)

@@ -454,13 +454,27 @@ SMOOTH_RIM = 2.0  # levels RMS: below it the surround counts as smooth (see Patc
 LOW_PASS_SIGMA = 12.0  # px: what is coarser than this comes from the membrane on a smooth surround
 
 
-def _low_pass(rgb: np.ndarray, hole: np.ndarray, sigma: float) -> np.ndarray:
+LOW_PASS_OUTLIER = 12.0  # levels: a pixel this far from the surface around it is a feature, not the surface
+LOW_PASS_FEW = 0.1  # ... when they are few (a mast, stars, craters); many are a pattern (stripes, grain)
+
+
+def _low_pass(rgb: np.ndarray, hole: np.ndarray, sigma: float, robust: bool = False) -> np.ndarray:
     """The image's low-pass (a Gaussian of the known pixels only, normalised), the hole and the pixels too
-    close to it to have a reliable average filled by a membrane; float32 HxWx3."""
+    close to it to have a reliable average filled by a membrane; float32 HxWx3. ``robust``: averaged again
+    without the pixels more than ``LOW_PASS_OUTLIER`` from the first average (a thin mast, a star, a crater's
+    rim): they belong to the detail, and averaged into the surface the membrane would carry their shade into
+    the hole as a smudge beside them."""
+    img = rgb.astype(np.float32)
     known = (~hole).astype(np.float32)
-    num = cv2.GaussianBlur(rgb.astype(np.float32) * known[:, :, None], (0, 0), sigma)
-    den = cv2.GaussianBlur(known, (0, 0), sigma)
-    low = num / np.maximum(den, 1e-6)[:, :, None]
+    for again in range(2 if robust else 1):
+        num = cv2.GaussianBlur(img * known[:, :, None], (0, 0), sigma)
+        den = cv2.GaussianBlur(known, (0, 0), sigma)
+        low = num / np.maximum(den, 1e-6)[:, :, None]
+        if robust and not again:
+            outlier = (np.abs(img - low).max(axis=2) > LOW_PASS_OUTLIER) & (known > 0)
+            if outlier.sum() > LOW_PASS_FEW * known.sum():  # stripes, wood grain: the pattern is the surface
+                break
+            known = known * ~outlier
     return _membrane(low, (den < 0.5) | hole)
 
 
@@ -919,8 +933,19 @@ class PatchMatchFiller:
 
         rgb = np.ascontiguousarray(rgb[:, :, :3])
         smooth = float(self.options.get("smooth_rim", SMOOTH_RIM))
-        if smooth > 0 and (~mask).any() and _smooth_surround(rgb, mask, smooth, rim_residual):
-            low = _low_pass(rgb, mask, LOW_PASS_SIGMA)
+        found = None
+        is_smooth = smooth > 0 and (~mask).any() and _smooth_surround(rgb, mask, smooth, rim_residual)
+        robust = False
+        if not is_smooth and self.options.get("structure", False):
+            from .structure import find_structure, only_gradient_contours
+
+            found = find_structure(rgb, mask, seed=self.seed)
+            # boundaries that are only contour lines of a smooth gradient (a dusk sky cut into bands by the
+            # segmentation) say the surround is smooth where the rim test saw a thin mast or a light cross it;
+            # that mast's shade is kept out of the surface (robust), or the membrane smears it into the hole
+            robust = is_smooth = smooth > 0 and found is not None and only_gradient_contours(rgb, found)
+        if is_smooth:
+            low = _low_pass(rgb, mask, LOW_PASS_SIGMA, robust=robust)
             detail = np.clip(np.rint(rgb.astype(np.float32) - low + 128), 0, 255).astype(np.uint8)
             out = self._complete(detail, mask, hint=hint).astype(np.float32) - 128 + low
             filled = rgb.copy()
@@ -928,17 +953,13 @@ class PatchMatchFiller:
             if hint is not None:
                 filled[hint] = rgb[hint]  # the detail's rounding must not touch the real pixels
             return filled
-        if self.options.get("structure", False):
+        if found is not None:
             # region boundaries that enter the hole are continued across it first; each hole pixel then draws
             # its patches from its own region (backend/erase/structure.py); none found: the plain completion.
             # With the plain vote it lost on the held-out scenes (day 4: stripes, wood grain and a horizon
             # filled with a wrong region's block); with the gradient-domain vote (meld) it wins there too
-            from .structure import find_structure
-
-            found = find_structure(rgb, mask, seed=self.seed)
-            if found is not None:
-                weight = float(self.options.get("guide_weight", GUIDE_WEIGHT))
-                return self._complete(rgb, mask, guide=found.guide(weight), hint=hint)
+            weight = float(self.options.get("guide_weight", GUIDE_WEIGHT))
+            return self._complete(rgb, mask, guide=found.guide(weight), hint=hint)
         return self._complete(rgb, mask, hint=hint)
 
     def _complete(

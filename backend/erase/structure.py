@@ -37,6 +37,10 @@ from numba import njit
 MAX_DENSITY = 0.07
 MIN_SHARE = 0.03  # of the band: the least a region must cover for its boundaries to count as structure
 ANALYSIS_SIDE = 400  # px: the structure is found on a copy of at most this long side (speed on big crops)
+# levels (RGB distance between the mean colours 2 px either side of a boundary, along its last 3-10 px before
+# the hole): below it the boundary is a contour line of a smooth gradient that k-means cut into bands (a dusk
+# sky), not an edge. The bench's entries (48 + 36 scenes): dusk skies 1-3, real edges 7-230, retina shading 3-5.
+MIN_STEP = 4.0
 
 
 @dataclass
@@ -590,3 +594,39 @@ def find_structure(
         full = big
         curves = [c / scale for c in curves]
     return Structure(full, n, curves, entries + bands, density)
+
+
+def edge_step(rgb: np.ndarray, entry: Entry) -> float:
+    """How sharply the colour changes across an entry's boundary just before the hole (``rgb`` at the scale the
+    entry was found at): the RGB distance between the mean colours 2 px to either side of it, along its last
+    3-10 px (straight back along its heading, lightly smoothed so grain does not count). A real edge steps by
+    tens of levels within those 4 px; the contour of a smooth gradient only by what the gradient moves in 4 px."""
+    img = cv2.GaussianBlur(np.ascontiguousarray(rgb[:, :, :3]).astype(np.float32), (0, 0), 1.0)
+    h, w = img.shape[:2]
+    normal = np.array([entry.heading[1], -entry.heading[0]])
+    back = entry.point[None, :] - np.arange(3, 11)[:, None] * entry.heading[None, :]
+
+    def mean_at(offset: float) -> np.ndarray:
+        pts = back + offset * normal
+        x = np.clip(pts[:, 0], 0, w - 1).astype(np.float32)[:, None]
+        y = np.clip(pts[:, 1], 0, h - 1).astype(np.float32)[:, None]
+        return cv2.remap(img, x, y, cv2.INTER_LINEAR)[:, 0].mean(axis=0)
+
+    return float(np.linalg.norm(mean_at(2.0) - mean_at(-2.0)))
+
+
+def only_gradient_contours(rgb: np.ndarray, structure: Structure) -> bool:
+    """Whether every boundary ``find_structure`` continued (on this ``rgb``, the crop it was given) is a contour
+    of a smooth gradient (``MIN_STEP``) rather than an edge: a dusk sky that k-means cut into bands, perhaps with
+    a thin mast across it too thin to be a region. Such a surround is smooth, and the caller fills it as one
+    (backend/erase/patchmatch.py: the membrane's colour, PatchMatch's detail) instead of confining each hole
+    pixel to one band of the gradient. A thin band's centre line (left = right) is an edge whatever its step."""
+    if not structure.entries:
+        return False
+    h, w = rgb.shape[:2]
+    scale = min(1.0, ANALYSIS_SIDE / max(h, w))
+    small = rgb[:, :, :3]
+    if scale < 1.0:
+        size = (max(1, round(w * scale)), max(1, round(h * scale)))
+        small = cv2.resize(np.ascontiguousarray(small), size, interpolation=cv2.INTER_AREA)
+    return all(e.left != e.right and edge_step(small, e) < MIN_STEP for e in structure.entries)
