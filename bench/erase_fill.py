@@ -448,12 +448,23 @@ def measure_speed(args: argparse.Namespace) -> None:
     """End-to-end erase (EraseOp: snap, fill, composite) of a ~600 px object on a 4096x4096 RGBA layer, the
     fills side by side in one process, best of ``repeats`` after one warm call; then the numba cost a user
     could meet: compiling the kernels with an empty cache, and loading them from the cache, each in a fresh
-    process."""
-    from backend.erase.patchmatch import warm_up
+    process.
+
+    The process is set up as the backend's: malloc's thresholds pinned (``python -m backend`` does it first) and
+    ``backend.ops.erase.warm_up`` run (the server runs it at load), so "first s" is the user's first erase after
+    the backend started. ``--warm fill`` keeps day 6's set-up (glibc's defaults, only the fill's kernels
+    warmed) for a before/after in one load."""
+    from backend import malloc
     from backend.ops.base import JobContext, OpInputs
     from backend.ops.erase import EraseOp
 
-    warm_up()
+    if args.warm == "fill":
+        from backend.erase.patchmatch import warm_up
+    else:
+        from backend.ops.erase import warm_up
+
+        print(f"malloc: {malloc.configure()['malloc']}")
+    print(f"warm-up ({args.warm}): {warm_up():.2f} s")
     table: dict[str, dict] = {}
     for px in (600, 60, 1200):
         scene = make_big_scene(object_px=px)
@@ -568,6 +579,12 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--only", default="quality,speed,region", help="quality, speed, region")
     parser.add_argument("--fills", default=",".join(FILLS))
+    parser.add_argument(
+        "--warm",
+        default="backend",
+        choices=("backend", "fill"),
+        help="speed: set up as the backend (pinned malloc, ops.erase.warm_up) or as day 6 (fill kernels only)",
+    )
     parser.add_argument("--photos", type=int, default=36)
     parser.add_argument("--structures", type=int, default=12)
     parser.add_argument("--repeats", type=int, default=3)

@@ -74,3 +74,41 @@ def model_fillers(fill: str, ctx: JobContext) -> dict[str, Any]:
     return erase_model_fillers(
         fill, ctx.model_manager(), callback=ctx.step_callback(), cancelled=lambda: ctx.cancelled
     )
+
+
+# what the first erase of a ~600 px object in a 4096x4096 layer grew the heap by (bench/erase_fill.py, malloc
+# pinned as ``python -m backend`` pins it: ~375 MiB); faulted in at load by ``warm_up`` (backend.malloc.prefault)
+ERASE_HEAP = 384 << 20
+
+
+def warm_up() -> float:
+    """Pay at load what the user's first erase would otherwise pay; returns the seconds taken.
+
+    Measured on bench/erase_fill.py's 600 px object in a 4096x4096 layer, the first erase after
+    ``patchmatch.warm_up`` alone was 0.3-0.6 s slower than the later ones: creating the U^2-Net session and its
+    first two runs (onnxruntime plans its buffers on the first and faults ~200 MiB in on the second), OpenCV's Lab tables (built on the first RGB->Lab
+    conversion, ~0.09 s), the modules erase imports on first use, and ~0.5 s of page faults while the heap grew
+    to hold a 4096x4096 layer's buffers. So: the fill's numba kernels (``patchmatch.warm_up``), then one small erase end to end with the embedded snap and fill (a two-tone
+    background, so the structure path runs too), then ``ERASE_HEAP`` bytes of heap faulted in and left free
+    (``malloc.prefault``; only where ``python -m backend`` pinned malloc's thresholds). A model a context would bring (SAM, a learned filler) is not
+    loaded here: those load with their own op."""
+    import time
+
+    import numpy as np
+
+    from backend import malloc
+    from backend.erase.patchmatch import warm_up as warm_fill
+
+    from .base import JobContext, OpInputs
+
+    t = time.perf_counter()
+    warm_fill()
+    size = 96
+    yy, xx = np.mgrid[:size, :size]
+    image = np.where((yy < size // 2)[:, :, None], (70, 110, 160), (150, 120, 80)).astype(np.uint8)
+    image[(yy - 50) ** 2 + (xx - 48) ** 2 < 14**2] = (220, 40, 40)  # a disc across the horizon
+    selection = ((yy - 50) ** 2 + (xx - 48) ** 2 < 20**2).astype(np.float32)
+    for _ in range(2):  # onnxruntime plans its buffers on the first run and allocates them on the second
+        EraseOp().run(OpInputs(image, selection), EraseOp.spec.validate({"fill": "auto"}), JobContext())
+    malloc.prefault(ERASE_HEAP)  # last: what the warm-up itself allocates (~0.5 GiB) would use it up
+    return time.perf_counter() - t
