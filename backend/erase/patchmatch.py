@@ -161,6 +161,14 @@ def _distances(img, conf, ty, tx, nnf, dist, r):  # pragma: no cover - compiled
         dist[y, x] = _patch_dist(img, conf, y, x, nnf[y, x, 0], nnf[y, x, 1], r, 1e30)
 
 
+# a patch whose similarity weight exp(-(d - d_best) / scale) is below exp(-VOTE_CUT) is left out of the vote
+# (``_vote``, ``_vote_with_steps``) instead of being computed and added (the exp and the source reads were most of
+# the vote's time). Against the best covering patch (weight conf, >= 1e-4) a skipped one weighs at most
+# 1e4 x exp(-32) ~ 1e-10 of the total, under 1e-6 of a level for 49 patches of 255 levels: measured byte-identical
+# on the 600 px speed scene's crop and the coffee (4 option sets each); _vote_with_steps -19 %, _vote -21 %
+VOTE_CUT = 32.0
+
+
 @njit(cache=True, nogil=True)
 def _vote(
     img, conf, weight_sum, hy, hx, is_target, nnf, dist, r, sharp, floor
@@ -198,9 +206,11 @@ def _vote(
                 qx = x - dx
                 if qx < 0 or qx >= w or not is_target[qy, qx]:
                     continue
+                d = dist[qy, qx] / (weight_sum[qy, qx] * 3)
+                if (d - best) / scale > VOTE_CUT:
+                    continue  # its weight would round away against the best patch's (see VOTE_CUT)
                 sy = nnf[qy, qx, 0] + dy
                 sx = nnf[qy, qx, 1] + dx
-                d = dist[qy, qx] / (weight_sum[qy, qx] * 3)
                 wgt = conf[qy, qx] * np.exp(-(d - best) / scale)
                 a0 += wgt * img[sy, sx, 0]
                 a1 += wgt * img[sy, sx, 1]
@@ -260,6 +270,13 @@ def _vote_with_steps(
                 if qx < 0 or qx >= w or not is_target[qy, qx]:
                     continue
                 d = dist[qy, qx] / (weight_sum[qy, qx] * 3)
+                far = (d - best) / scale > VOTE_CUT  # the colour's weight, and each step's, negligible
+                if far and dy < r:
+                    far = (d - best_y) / scale_y > VOTE_CUT
+                if far and dx < r:
+                    far = (d - best_x) / scale_x > VOTE_CUT
+                if far:
+                    continue
                 wgt = conf[qy, qx] * np.exp(-(d - best) / scale)
                 sy = nnf[qy, qx, 0] + dy
                 sx = nnf[qy, qx, 1] + dx
