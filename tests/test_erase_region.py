@@ -263,3 +263,42 @@ def test_a_halo_the_rule_takes_is_replaced_whole():
     ring = (dist > 2) & (dist <= 7)
     dark = out.image.astype(int).sum(axis=2) < truth_far - 90  # the halo sums to 90, the surface to ~270
     assert (dark & ring).sum() <= 2, int((dark & ring).sum())
+
+
+def _rim_and_spoon() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """A cup seen from above: a white rim 6 px wide (radius 34-40) around dark coffee, on brown; a grey bar
+    (the spoon) lying against the rim's right edge, and a dark halo 7 px wide hugging the bar's right side
+    (3-9 px from it). Returns image, object, rim, halo."""
+    img = _surface((150, 80, 40), size=(200, 200))
+    yy, xx = np.mgrid[0:200, 0:200]
+    r2 = (yy - 100) ** 2 + (xx - 60) ** 2
+    rim = (r2 <= 40**2) & (r2 > 34**2)  # its outer edge reaches x = 100
+    img[rim] = _surface((240, 234, 226), size=(200, 200), seed=1)[rim]
+    img[r2 <= 34**2] = _surface((70, 40, 20), size=(200, 200), seed=2)[r2 <= 34**2]
+    obj = np.zeros((200, 200), bool)
+    obj[40:160, 100:110] = True
+    img[obj] = (128, 128, 130)
+    halo = np.zeros_like(obj)
+    halo[40:160, 112:119] = True
+    img[halo] = (60, 45, 40)
+    return img.astype(np.uint8), obj, rim, halo
+
+
+def test_a_raised_grow_leaves_a_thin_neighbour_and_still_takes_a_wide_halo():
+    """Review 7, finding C: at grow 12 the band the ring is compared with lies past a neighbour thinner than
+    that (the rim: 6 px, then coffee), so the rim differed from it and was taken, 5-10 px into the cup. Its
+    colour is the band's a little farther along, where the rim bends away from the spoon, and it is carried
+    along the outline from there: it stays. The halo hugs the bar and is found nowhere beyond: it goes."""
+    img, obj, rim, halo = _rim_and_spoon()
+    dist = cv2.distanceTransform((~obj).astype(np.uint8), cv2.DIST_L2, 5)
+    deep_rim = rim & (dist > CORE_GROW + 1)
+    for grow_px in (12, 20):
+        plain = _region_weights(obj.astype(np.float32), grow_px, 2) > 0
+        aware = _region_weights(obj.astype(np.float32), grow_px, 2, img) > 0
+        assert (plain & deep_rim).sum() > 200  # the plain growth eats the rim
+        assert (aware & deep_rim).sum() <= 0.02 * (plain & deep_rim).sum(), int((aware & deep_rim).sum())
+        assert aware[halo].all()  # 7 px wide, at the growth's reach: still the object's fringe
+        assert (aware & ~obj & (dist <= CORE_GROW)).sum() == (~obj & (dist <= CORE_GROW)).sum()
+    # the rule in tiles is still the whole window's
+    reference = _region_weights(obj.astype(np.float32), 12, 2, img, tile=None)
+    assert _region_weights(obj.astype(np.float32), 12, 2, img, tile=16).tobytes() == reference.tobytes()

@@ -153,6 +153,7 @@ FRINGE_NOISE = 2.5
 # px: the side of the tiles the fringe rule is evaluated in (each with a margin of ``_tile_margin`` px); only
 # tiles along the object's outline are looked at, so a large object's interior costs nothing
 FRINGE_TILE = 64
+SEEN_FACTOR = 0.5
 
 
 def _model_hole(plan, hole_crop: np.ndarray, region_crop: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -244,7 +245,69 @@ def _beyond(rgb: np.ndarray, dist: np.ndarray, reach: float):
     qy, qx = by[nearest], bx[nearest]
     rm = ring.astype(np.float32)
     own = cv2.blur(f * rm[:, :, None], (3, 3)) / np.maximum(cv2.blur(rm, (3, 3)), 1e-6)[:, :, None]
-    return ry, rx, own[ry, rx], mean[qy, qx], spread[qy, qx], gap[ry, rx]
+    seen = _seen_beyond(own[ry, rx], ry, rx, band, mean, spread, _fringe_gap(int(reach)))
+    return ry, rx, own, mean[qy, qx], spread[qy, qx], gap[ry, rx], seen
+
+
+def _along_outline(seed: np.ndarray, ring: np.ndarray, own: np.ndarray, dist: np.ndarray, steps: int):
+    """``seed`` carried along the outline, ``steps`` px at most: to ring pixels at the seed's distance from the
+    object (within a px) whose colour is within ``FRINGE_ABS`` of the seed's own. A neighbour's rim that runs
+    beside the object is seen beyond the ring only near where it bends away; it is the same surface all along.
+    Each pixel is compared with the seed it came from, never with its neighbour, and only along the outline:
+    a soft edge or a glow changes outward, and a chain of small steps would walk into it."""
+    h, w = ring.shape
+    seen = seed.copy()
+    ref = np.where(seed[:, :, None], own, 0).astype(np.float32)
+    ref_d = np.where(seed, dist, 0).astype(np.float32)
+    for _ in range(max(0, steps)):
+        more = np.zeros_like(seen)
+        for dy in (-1, 0, 1):
+            for dx in (-1, 0, 1):
+                if dy == 0 and dx == 0:
+                    continue
+                # p = (y, x) takes from its neighbour q = (y + dy, x + dx)
+                py = slice(max(0, -dy), h - max(0, dy))
+                px = slice(max(0, -dx), w - max(0, dx))
+                qy = slice(max(0, dy), h - max(0, -dy))
+                qx = slice(max(0, dx), w - max(0, -dx))
+                take = seen[qy, qx] & ring[py, px] & ~seen[py, px] & ~more[py, px]
+                if not take.any():
+                    continue
+                take &= np.abs(dist[py, px] - ref_d[qy, qx]) <= 1.0
+                take &= np.linalg.norm(own[py, px] - ref[qy, qx], axis=2) <= FRINGE_ABS
+                more[py, px] |= take
+                ref[py, px][take] = ref[qy, qx][take]
+                ref_d[py, px][take] = ref_d[qy, qx][take]
+        if not more.any():
+            break
+        seen |= more
+    return seen
+
+
+def _seen_beyond(own, ry, rx, band, mean, spread, radius: int) -> np.ndarray:
+    """bool per ring pixel: its colour is, clearly (within ``SEEN_FACTOR`` of the tolerance), the surface of
+    some band pixel within ``radius`` px (the band's 5x5 mean). A neighbouring surface thinner than the band's
+    distance (a cup's 5-8 px rim beside a spoon, grow 12) does not reach the band pixel just beyond the ring
+    pixel, but it reaches the band a little farther along, where it bends away from the object; a halo or a
+    fringe hugs the object and its colour is found nowhere in the band. Offsets are sampled every
+    ``radius // 8`` px: a surface is larger than that."""
+    h, w = band.shape
+    seen = np.zeros(len(ry), bool)
+    step = max(1, radius // 8)
+    r = np.arange(-radius, radius + 1, step)
+    for dy in r:
+        for dx in r:
+            if dy * dy + dx * dx > radius * radius:
+                continue
+            qy, qx = ry + dy, rx + dx
+            ok = (qy >= 0) & (qy < h) & (qx >= 0) & (qx < w)
+            ok[ok] = band[qy[ok], qx[ok]]
+            i = np.nonzero(ok & ~seen)[0]
+            if not len(i):
+                continue
+            d = np.linalg.norm(own[i] - mean[qy[i], qx[i]], axis=1)
+            seen[i] |= d <= SEEN_FACTOR * np.maximum(FRINGE_ABS, FRINGE_NOISE * spread[qy[i], qx[i]])
+    return seen
 
 
 def _connected(seed: np.ndarray, allowed: np.ndarray, steps: int) -> np.ndarray:
@@ -270,6 +333,9 @@ def _fringe(
       than ``FRINGE_ABS`` levels and ``FRINGE_NOISE`` times its local spread: a halo or a fringe differs from
       what lies beyond it; a neighbouring surface (a cup's rim, the table beside a spoon) continues into the
       ring unchanged and stays out.
+    - Except a ring pixel whose colour is clearly the band's a little farther along (``_seen_beyond``), and
+      the ring pixels at its distance that continue it along the outline (``_along_outline``): a neighbour
+      thinner than the band's distance (a cup's 5-8 px rim beside a spoon at grow 12, review 7 finding C).
     Only where connected to the object through such pixels. None when no surface beyond the ring exists in the
     window (the plain growth is used). An attached cast shadow farther out than ``grow_px`` is not added: a rule
     for it (darker than the lit surface beyond, same chromaticity, up to half the object's inscribed radius out)
@@ -279,19 +345,29 @@ def _fringe(
     if found is None:
         return None
     keep = obj | (dist <= CORE_GROW)
-    ry, rx, own, ref, spread, gap = found
+    ry, rx, own, ref, spread, gap, seen = found
     if gaps is not None:
         gaps[ry, rx] = gap
     differs = np.zeros(obj.shape, bool)
-    differs[ry, rx] = np.linalg.norm(own - ref, axis=1) > np.maximum(FRINGE_ABS, FRINGE_NOISE * spread)
+    differs[ry, rx] = np.linalg.norm(own[ry, rx] - ref, axis=1) > np.maximum(
+        FRINGE_ABS, FRINGE_NOISE * spread
+    )
+    # a neighbouring surface thinner than the band's distance: seen in the band nearby, and along the outline
+    seed = np.zeros(obj.shape, bool)
+    seed[ry, rx] = seen
+    seed &= differs
+    ring = np.zeros(obj.shape, bool)
+    ring[ry, rx] = True
+    differs &= ~_along_outline(seed, ring, own, dist, _fringe_gap(grow_px))
     return _connected(keep, differs, grow_px - CORE_GROW + 1)
 
 
 def _tile_margin(grow_px: int) -> int:
     """px around a tile that make the fringe rule's answer inside the tile the whole window's: ``_connected``'s
-    steps, the ring-to-band gap it trusts (``_fringe_gap``) and the 5x5 band mean, and the distance map's reach
+    steps, the ring-to-band gap it trusts (``_fringe_gap``) twice (the band a seed of ``_along_outline`` is seen
+    in, and how far that carries along the outline) and the 5x5 band mean, and the distance map's reach
     (``grow_px + FRINGE_OUTER``: past it a tile's map is too large where the object lies outside the tile)."""
-    return (grow_px - CORE_GROW + 1) + _fringe_gap(grow_px) + 2 + (grow_px + FRINGE_OUTER + 1) + 1
+    return (grow_px - CORE_GROW + 1) + 2 * _fringe_gap(grow_px) + 2 + (grow_px + FRINGE_OUTER + 1) + 1
 
 
 def _fringe_gap(grow_px: int) -> int:
@@ -342,6 +418,8 @@ def _fringe_tiled(image: np.ndarray, obj: np.ndarray, grow_px: int, tile: int | 
         near_ring = np.s_[
             max(0, cy0 - by0 - steps) : cy1 - by0 + steps, max(0, cx0 - bx0 - steps) : cx1 - bx0 + steps
         ]
+        far = steps + _fringe_gap(grow_px)  # the ring pixels whose rule reaches the tile along the outline
+        seeds = np.s_[max(0, cy0 - by0 - far) : cy1 - by0 + far, max(0, cx0 - bx0 - far) : cx1 - bx0 + far]
         gaps = np.zeros(o.shape, np.float32)
         kept = _fringe(to_rgb_u8(image[by0:by1, bx0:bx1]), o, dist, grow_px, gaps)
         dn = dist[near_ring]
@@ -349,7 +427,7 @@ def _fringe_tiled(image: np.ndarray, obj: np.ndarray, grow_px: int, tile: int | 
             if ((dn > CORE_GROW) & (dn <= grow_px)).any():
                 return _fringe_window(image, obj, grow_px)  # a ring with no band within this tile's reach
             kept = o | (dist <= CORE_GROW)
-        elif (gaps[near_ring] > gap_max).any():
+        elif (gaps[seeds] > gap_max).any():
             return _fringe_window(image, obj, grow_px)
         keep[cy0:cy1, cx0:cx1] = kept[inner]
     if not (ring_any and band_any):
