@@ -245,8 +245,7 @@ def _beyond(rgb: np.ndarray, dist: np.ndarray, reach: float):
     qy, qx = by[nearest], bx[nearest]
     rm = ring.astype(np.float32)
     own = cv2.blur(f * rm[:, :, None], (3, 3)) / np.maximum(cv2.blur(rm, (3, 3)), 1e-6)[:, :, None]
-    seen = _seen_beyond(own[ry, rx], ry, rx, band, mean, spread, _fringe_gap(int(reach)))
-    return ry, rx, own, mean[qy, qx], spread[qy, qx], gap[ry, rx], seen
+    return ry, rx, own, mean[qy, qx], spread[qy, qx], gap[ry, rx], (band, mean, spread)
 
 
 def _along_outline(seed: np.ndarray, ring: np.ndarray, own: np.ndarray, dist: np.ndarray, steps: int):
@@ -255,6 +254,20 @@ def _along_outline(seed: np.ndarray, ring: np.ndarray, own: np.ndarray, dist: np
     beside the object is seen beyond the ring only near where it bends away; it is the same surface all along.
     Each pixel is compared with the seed it came from, never with its neighbour, and only along the outline:
     a soft edge or a glow changes outward, and a chain of small steps would walk into it."""
+    box = bbox(seed)
+    if box is None:
+        return seed
+    H, W = seed.shape
+    x0, y0 = max(0, box[0] - steps - 1), max(0, box[1] - steps - 1)
+    x1, y1 = min(W, box[2] + steps + 1), min(H, box[3] + steps + 1)
+    out = seed.copy()
+    seed, ring, own, dist = (a[y0:y1, x0:x1] for a in (seed, ring, own, dist))
+    out[y0:y1, x0:x1] = _along_outline_in(seed, ring, own, dist, steps)
+    return out
+
+
+def _along_outline_in(seed, ring, own, dist, steps: int) -> np.ndarray:
+    """``_along_outline`` in a box that holds every pixel the seeds can reach."""
     h, w = ring.shape
     seen = seed.copy()
     ref = np.where(seed[:, :, None], own, 0).astype(np.float32)
@@ -270,14 +283,17 @@ def _along_outline(seed: np.ndarray, ring: np.ndarray, own: np.ndarray, dist: np
                 px = slice(max(0, -dx), w - max(0, dx))
                 qy = slice(max(0, dy), h - max(0, -dy))
                 qx = slice(max(0, dx), w - max(0, -dx))
-                take = seen[qy, qx] & ring[py, px] & ~seen[py, px] & ~more[py, px]
-                if not take.any():
+                ty, tx = np.nonzero(seen[qy, qx] & ring[py, px] & ~seen[py, px] & ~more[py, px])
+                if not len(ty):
                     continue
-                take &= np.abs(dist[py, px] - ref_d[qy, qx]) <= 1.0
-                take &= np.linalg.norm(own[py, px] - ref[qy, qx], axis=2) <= FRINGE_ABS
-                more[py, px] |= take
-                ref[py, px][take] = ref[qy, qx][take]
-                ref_d[py, px][take] = ref_d[qy, qx][take]
+                ay, ax = ty + py.start, tx + px.start  # p
+                by, bx = ty + qy.start, tx + qx.start  # q
+                ok = np.abs(dist[ay, ax] - ref_d[by, bx]) <= 1.0
+                ok &= np.linalg.norm(own[ay, ax] - ref[by, bx], axis=1) <= FRINGE_ABS
+                ay, ax, by, bx = ay[ok], ax[ok], by[ok], bx[ok]
+                more[ay, ax] = True
+                ref[ay, ax] = ref[by, bx]
+                ref_d[ay, ax] = ref_d[by, bx]
         if not more.any():
             break
         seen |= more
@@ -345,7 +361,7 @@ def _fringe(
     if found is None:
         return None
     keep = obj | (dist <= CORE_GROW)
-    ry, rx, own, ref, spread, gap, seen = found
+    ry, rx, own, ref, spread, gap, surface = found
     if gaps is not None:
         gaps[ry, rx] = gap
     differs = np.zeros(obj.shape, bool)
@@ -353,12 +369,14 @@ def _fringe(
         FRINGE_ABS, FRINGE_NOISE * spread
     )
     # a neighbouring surface thinner than the band's distance: seen in the band nearby, and along the outline
-    seed = np.zeros(obj.shape, bool)
-    seed[ry, rx] = seen
-    seed &= differs
-    ring = np.zeros(obj.shape, bool)
-    ring[ry, rx] = True
-    differs &= ~_along_outline(seed, ring, own, dist, _fringe_gap(grow_px))
+    sy, sx = np.nonzero(differs)
+    if len(sy):
+        seed = np.zeros(obj.shape, bool)
+        seed[sy, sx] = _seen_beyond(own[sy, sx], sy, sx, *surface, _fringe_gap(grow_px))
+        if seed.any():
+            ring = np.zeros(obj.shape, bool)
+            ring[ry, rx] = True
+            differs &= ~_along_outline(seed, ring, own, dist, _fringe_gap(grow_px))
     return _connected(keep, differs, grow_px - CORE_GROW + 1)
 
 
