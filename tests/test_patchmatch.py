@@ -565,3 +565,28 @@ def test_a_dusk_sky_beside_a_mast_is_filled_as_a_smooth_surround_without_the_mas
     monkeypatch.setattr(patchmatch, "LOW_PASS_FEW", 0.0)  # every outlier is "many": the plain low-pass
     mean_plain, high_plain = error(PatchMatchFiller()(damaged, hole))
     assert mean_plain > 2 * mean and high_plain > 2 * high, (mean_plain, high_plain)
+
+
+@pytest.mark.parametrize("channels", [3, 4, 5, 6])
+def test_patch_distance_counts_guide_channels_with_weight_one(channels):
+    """The patch distance: confidence-weighted SSD of the colours plus the plain SSD of every guide channel; the
+    two-channel guide (the structure path's) has its own spelled-out branch in the hot loop, checked here against
+    the same sum in numpy for each channel count, and at the image's border (a partial target patch)."""
+    from backend.erase.patchmatch import _patch_dist
+
+    rng = np.random.default_rng(channels)
+    img = rng.uniform(0, 255, (24, 24, channels)).astype(np.float32)
+    conf = rng.uniform(0.1, 1.0, (24, 24))
+    r = 3
+    for ty, tx, sy, sx in ((10, 11, 5, 16), (1, 0, 12, 12)):
+        want = 0.0
+        for dy in range(-r, r + 1):
+            for dx in range(-r, r + 1):
+                y, x = ty + dy, tx + dx
+                if not (0 <= y < 24 and 0 <= x < 24):
+                    continue
+                diff = img[y, x].astype(np.float64) - img[sy + dy, sx + dx]
+                want += conf[y, x] * (diff[:3] ** 2).sum() + (diff[3:] ** 2).sum()
+        assert _patch_dist(img, conf, ty, tx, sy, sx, r, 1e30) == pytest.approx(
+            want, rel=1e-6
+        )  # float32 terms

@@ -48,7 +48,7 @@ def _patch_dist(img, conf, ty, tx, sy, sx, r, limit):  # pragma: no cover - comp
     guide channels (``complete(guide=...)``): defined in the hole too, so they count with weight 1.
 
     Target pixels outside the image are skipped (a patch at the border is partial); sources are always whole."""
-    h, w = img.shape[0], img.shape[1]
+    h, w, channels = img.shape[0], img.shape[1], img.shape[2]
     total = 0.0
     for dy in range(-r, r + 1):
         y = ty + dy
@@ -63,9 +63,15 @@ def _patch_dist(img, conf, ty, tx, sy, sx, r, limit):  # pragma: no cover - comp
                 d = img[y, x, c] - img[sy + dy, sx + dx, c]
                 acc += d * d
             total += conf[y, x] * acc
-            for c in range(3, img.shape[2]):  # guide channels (structure labels): known everywhere, weight 1
-                d = img[y, x, c] - img[sy + dy, sx + dx, c]
+            if channels == 5:  # the structure guide's two channels, spelled out: the hot loop's usual case
+                d = img[y, x, 3] - img[sy + dy, sx + dx, 3]
                 total += d * d
+                d = img[y, x, 4] - img[sy + dy, sx + dx, 4]
+                total += d * d
+            else:
+                for c in range(3, channels):  # guide channels (structure labels): known everywhere, weight 1
+                    d = img[y, x, c] - img[sy + dy, sx + dx, c]
+                    total += d * d
         if total > limit:
             return total
     return total
