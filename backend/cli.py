@@ -375,16 +375,19 @@ def _remote_config(config: Any, listen: str, keys_dir: Path | None) -> None:
 
 
 def _warm_fill() -> None:
-    """Warm erase while the backend waits for its first job (``backend.ops.erase.warm_up``: the fill's numba
-    kernels, compiled or loaded from numba's cache, the U^2-Net session and its first run, OpenCV's tables), so
-    the user's first erase does not pay for them (a few seconds when nothing is cached, ~0.3-0.6 s when it is)."""
+    """Compile (or load from numba's cache) erase's PatchMatch kernels while the backend waits for its first job,
+    so the user's first erase does not pay for it (a few seconds when nothing is cached).
+
+    Not the whole ``backend.ops.erase.warm_up`` (U^2-Net's session and runs, heap prefault): run from this
+    daemon thread it made tests/test_security.py fail (a SIGTERM during onnxruntime's run aborted the process;
+    the backend's memory grew past the flood test's bound); see docs/benchmarks/erase-fill-targets.md, day 7."""
     log = logging.getLogger("layeredit.server")
     try:
-        from backend.ops.erase import warm_up
+        from backend.erase.patchmatch import warm_up
 
-        log.info("erase warmed up in %.2f s", warm_up())
-    except Exception as exc:  # the first erase pays for it instead
-        log.warning("could not warm up erase: %s", exc)
+        log.info("erase fill kernels ready in %.2f s", warm_up())
+    except Exception as exc:  # the first erase compiles them instead
+        log.warning("could not warm the erase fill kernels: %s", exc)
 
 
 def serve(args: argparse.Namespace, registry: Registry, models_factory: ModelsFactory | None) -> int:

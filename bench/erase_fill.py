@@ -450,10 +450,10 @@ def measure_speed(args: argparse.Namespace) -> None:
     could meet: compiling the kernels with an empty cache, and loading them from the cache, each in a fresh
     process.
 
-    The process is set up as the backend's: malloc's thresholds pinned (``python -m backend`` does it first) and
-    ``backend.ops.erase.warm_up`` run (the server runs it at load), so "first s" is the user's first erase after
-    the backend started. ``--warm fill`` keeps day 6's set-up (glibc's defaults, only the fill's kernels
-    warmed) for a before/after in one load."""
+    The process pins malloc's thresholds (``python -m backend`` does it first) and runs
+    ``backend.ops.erase.warm_up`` (the whole warm-up; the server itself still runs only the fill kernels' part,
+    see docs/benchmarks/erase-fill-targets.md, day 7), so "first s" is a first erase after that warm-up.
+    ``--warm fill`` keeps day 6's set-up (glibc's defaults, only the fill's kernels warmed) for a before/after."""
     from backend import malloc
     from backend.ops.base import JobContext, OpInputs
     from backend.ops.erase import EraseOp

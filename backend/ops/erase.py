@@ -91,7 +91,8 @@ def warm_up() -> float:
     to hold a 4096x4096 layer's buffers. So: the fill's numba kernels (``patchmatch.warm_up``), then one small erase end to end with the embedded snap and fill (a two-tone
     background, so the structure path runs too), then ``ERASE_HEAP`` bytes of heap faulted in and left free
     (``malloc.prefault``; only where ``python -m backend`` pinned malloc's thresholds). A model a context would bring (SAM, a learned filler) is not
-    loaded here: those load with their own op."""
+    loaded here: those load with their own op. Not run by the server's warm thread yet (backend/cli.py
+    ``_warm_fill`` says why); bench/erase_fill.py's speed bench runs it."""
     import time
 
     import numpy as np
