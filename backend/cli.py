@@ -239,6 +239,14 @@ def build_parser(registry: Registry) -> argparse.ArgumentParser:
     serve.add_argument(
         "--result-ttl", type=float, default=3600.0, help="drop results not fetched within this many seconds"
     )
+    warm = os.environ.get("LAYEREDIT_WARM_UP", "erase")
+    serve.add_argument(
+        "--warm-up",
+        choices=WARM_UPS,
+        default=warm if warm in WARM_UPS else "erase",
+        help="what the backend prepares for the first erase while it waits for jobs: erase (kernels, U^2-Net, "
+        "heap; ~0.4 GiB held), fill (the fill's kernels only) or off (default: $LAYEREDIT_WARM_UP or erase)",
+    )
     serve.add_argument("--log-level", default="INFO")
     for spec in registry.specs():
         op = sub.add_parser(spec.name, help=spec.help, description=spec.help)
@@ -374,20 +382,30 @@ def _remote_config(config: Any, listen: str, keys_dir: Path | None) -> None:
     config.authorized_keys = directory / remote.AUTHORIZED_FILE
 
 
-def _warm_fill() -> None:
-    """Compile (or load from numba's cache) erase's PatchMatch kernels while the backend waits for its first job,
-    so the user's first erase does not pay for it (a few seconds when nothing is cached).
+WARM_UPS = ("erase", "fill", "off")
+WARM_JOIN_S = 60.0  # the longest a stop waits for the warm-up's current step
 
-    Not the whole ``backend.ops.erase.warm_up`` (U^2-Net's session and runs, heap prefault): run from this
-    daemon thread it made tests/test_security.py fail (a SIGTERM during onnxruntime's run aborted the process;
-    the backend's memory grew past the flood test's bound); see docs/benchmarks/erase-fill-targets.md, day 7."""
+
+def _warm_up(level: str, stopping: threading.Event) -> None:
+    """Prepare erase while the backend waits for its first job, so the user's first erase does not pay for it.
+
+    ``erase`` (the default): ``backend.ops.erase.warm_up``, the fill's numba kernels, U^2-Net's session and its
+    first runs, OpenCV's tables, the heap a 4096x4096 layer's erase needs (first erase of a 600 px object 2.43
+    -> 1.81-1.86 s, docs/benchmarks/erase-fill-targets.md, day 7); ``fill``: the kernels only (compiled or
+    loaded from numba's cache: a few seconds when nothing is cached); ``off``: nothing (the first erase pays)."""
     log = logging.getLogger("layeredit.server")
     try:
-        from backend.erase.patchmatch import warm_up
+        if level == "fill":
+            from backend.erase.patchmatch import warm_up as warm_fill
 
-        log.info("erase fill kernels ready in %.2f s", warm_up())
-    except Exception as exc:  # the first erase compiles them instead
-        log.warning("could not warm the erase fill kernels: %s", exc)
+            log.info("erase fill kernels ready in %.2f s", warm_fill())
+        elif level == "erase":
+            from backend.ops.erase import warm_up
+
+            seconds = warm_up(cancelled=stopping.is_set)
+            log.info("erase %s in %.2f s", "warm-up cut short" if stopping.is_set() else "warmed up", seconds)
+    except Exception as exc:  # the first erase pays for it instead
+        log.warning("could not warm up erase: %s", exc)
 
 
 def serve(args: argparse.Namespace, registry: Registry, models_factory: ModelsFactory | None) -> int:
@@ -421,8 +439,17 @@ def serve(args: argparse.Namespace, registry: Registry, models_factory: ModelsFa
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    signal.signal(signal.SIGTERM, lambda *_: server.stop())
-    threading.Thread(target=_warm_fill, name="layeredit-warm", daemon=True).start()
+    stopping = threading.Event()
+
+    def stop(*_: Any) -> None:
+        stopping.set()
+        server.stop()
+
+    signal.signal(signal.SIGTERM, stop)
+    warm = threading.Thread(
+        target=_warm_up, args=(args.warm_up, stopping), name="layeredit-warm", daemon=True
+    )
+    warm.start()
     try:
         server.serve_forever()
     except ConfigError as exc:
@@ -430,4 +457,7 @@ def serve(args: argparse.Namespace, registry: Registry, models_factory: ModelsFa
         return EXIT_USAGE
     except KeyboardInterrupt:
         logging.getLogger("layeredit.server").info("interrupted")
+    finally:
+        stopping.set()  # the warm-up skips what is left; exiting while it runs inside onnxruntime aborts
+        warm.join(WARM_JOIN_S)
     return 0

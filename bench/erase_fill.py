@@ -451,8 +451,8 @@ def measure_speed(args: argparse.Namespace) -> None:
     process.
 
     The process pins malloc's thresholds (``python -m backend`` does it first) and runs
-    ``backend.ops.erase.warm_up`` (the whole warm-up; the server itself still runs only the fill kernels' part,
-    see docs/benchmarks/erase-fill-targets.md, day 7), so "first s" is a first erase after that warm-up.
+    ``backend.ops.erase.warm_up`` (the whole warm-up, as the server runs it at start since day 7), so "first s" is
+    a first erase after that warm-up.
     ``--warm fill`` keeps day 6's set-up (glibc's defaults, only the fill's kernels warmed) for a before/after."""
     from backend import malloc
     from backend.ops.base import JobContext, OpInputs

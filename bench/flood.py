@@ -76,6 +76,7 @@ def _serve(workdir: Path, max_pixels: int, backend_root: Path) -> tuple[subproce
         LAYEREDIT_RUNTIME_DIR=str(workdir),
         PYTHONPATH=str(backend_root),
         OMP_NUM_THREADS="1",
+        LAYEREDIT_WARM_UP="fill",  # the flood's memory, not the erase warm-up's heap (read by newer code only)
     )
     cmd = [sys.executable, "-m", "backend", "serve", "--no-model-report", "--device", "cpu"]
     cmd += ["--max-pixels", str(max_pixels), "--connection-file", str(conn)]

@@ -110,3 +110,67 @@ def test_prefault_leaves_a_big_buffer_nothing_to_fault():
     assert cold["faults"] >= (64 << 20) // (2 << 20)  # without it: faulted in now (huge pages at best)
     off = run("prefault", {"LAYEREDIT_MALLOC": "off"})
     assert off["done"] is False  # glibc's defaults would trim it straight back: nothing done
+
+
+def test_a_stopping_server_cuts_the_warm_up_short(monkeypatch):
+    """The server asks ``cancelled`` between the warm-up's steps and joins the thread on stop: a stop must not
+    wait for two erases and a heap prefault, and nothing after the stop may run."""
+    from backend import malloc
+    from backend.erase import patchmatch
+    from backend.ops import erase
+
+    ran: list[str] = []
+    monkeypatch.setattr(patchmatch, "warm_up", lambda: ran.append("kernels") or 0.0)
+    monkeypatch.setattr(erase.EraseOp, "run", lambda *a, **k: ran.append("erase"))
+    monkeypatch.setattr(malloc, "prefault", lambda n: ran.append("prefault") or True)
+    erase.warm_up(cancelled=lambda: True)
+    assert ran == ["kernels"]
+    ran.clear()
+    erase.warm_up(cancelled=lambda: len(ran) >= 2)  # the stop arrives during the first erase
+    assert ran == ["kernels", "erase"]
+    ran.clear()
+    erase.warm_up()
+    assert ran == ["kernels", "erase", "erase", "prefault"]
+
+
+WAIT_FOR = {"during": "erase warm-up: a small erase", "after": "erase warmed up"}
+
+
+@pytest.mark.parametrize("at", ["during", "after"])
+def test_the_server_warms_erase_up_and_stops_cleanly_whenever_sigterm_comes(tmp_path, at):
+    """``serve`` runs the whole erase warm-up by default. A SIGTERM while it runs inside onnxruntime aborted the
+    process when the thread was simply left behind (rc -6, day 7); the server now cuts it short and joins it."""
+    import os
+    import signal
+    import time
+
+    from protocol import connection
+
+    conn = tmp_path / "backend.json"
+    log = tmp_path / "stderr.txt"
+    env = dict(os.environ, LAYEREDIT_REGISTRY="tests.test_server_support:registry", PYTHONPATH=str(ROOT))
+    env["LAYEREDIT_RUNTIME_DIR"] = str(tmp_path)
+    env.pop("LAYEREDIT_WARM_UP", None)
+    cmd = [sys.executable, "-m", "backend", "serve", "--no-model-report", "--connection-file", str(conn)]
+    with log.open("w") as err:
+        proc = subprocess.Popen(
+            [*cmd, "--device", "cpu", "--log-level", "debug"], cwd=ROOT, env=env, stderr=err
+        )
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:
+            ready = conn.exists() and connection.read(conn).pid == proc.pid
+            if ready and WAIT_FOR[at] in log.read_text():
+                break
+            time.sleep(0.05)
+        assert proc.poll() is None, log.read_text()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(90) == 0, log.read_text()
+        text = log.read_text()
+        assert "could not warm" not in text
+        if at == "after":
+            assert "erase warmed up" in text
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)

@@ -11,6 +11,7 @@ buffer, as before) and the snapped object (a second ``mask`` buffer); ``meta["ma
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from backend.params.erase import FILL_HELP, FILL_METHODS, EraseParams, fill_needs
@@ -81,7 +82,7 @@ def model_fillers(fill: str, ctx: JobContext) -> dict[str, Any]:
 ERASE_HEAP = 384 << 20
 
 
-def warm_up() -> float:
+def warm_up(cancelled: Callable[[], bool] | None = None) -> float:
     """Pay at load what the user's first erase would otherwise pay; returns the seconds taken.
 
     Measured on bench/erase_fill.py's 600 px object in a 4096x4096 layer, the first erase after
@@ -91,8 +92,11 @@ def warm_up() -> float:
     to hold a 4096x4096 layer's buffers. So: the fill's numba kernels (``patchmatch.warm_up``), then one small erase end to end with the embedded snap and fill (a two-tone
     background, so the structure path runs too), then ``ERASE_HEAP`` bytes of heap faulted in and left free
     (``malloc.prefault``; only where ``python -m backend`` pinned malloc's thresholds). A model a context would bring (SAM, a learned filler) is not
-    loaded here: those load with their own op. Not run by the server's warm thread yet (backend/cli.py
-    ``_warm_fill`` says why); bench/erase_fill.py's speed bench runs it."""
+    loaded here: those load with their own op. The server runs it at start (``serve --warm-up erase``, the
+    default). ``cancelled`` is asked between the steps (the server stopping):
+    the rest is skipped, so a stop waits for one step at most (the server joins this thread before it exits:
+    leaving it inside onnxruntime's run aborted the process)."""
+    import logging
     import time
 
     import numpy as np
@@ -102,6 +106,7 @@ def warm_up() -> float:
 
     from .base import JobContext, OpInputs
 
+    stop = cancelled or (lambda: False)
     t = time.perf_counter()
     warm_fill()
     size = 96
@@ -110,6 +115,10 @@ def warm_up() -> float:
     image[(yy - 50) ** 2 + (xx - 48) ** 2 < 14**2] = (220, 40, 40)  # a disc across the horizon
     selection = ((yy - 50) ** 2 + (xx - 48) ** 2 < 20**2).astype(np.float32)
     for _ in range(2):  # onnxruntime plans its buffers on the first run and allocates them on the second
+        if stop():
+            return time.perf_counter() - t
+        logging.getLogger("layeredit.server").debug("erase warm-up: a small erase")
         EraseOp().run(OpInputs(image, selection), EraseOp.spec.validate({"fill": "auto"}), JobContext())
-    malloc.prefault(ERASE_HEAP)  # last: what the warm-up itself allocates (~0.5 GiB) would use it up
+    if not stop():
+        malloc.prefault(ERASE_HEAP)  # last: what the warm-up itself allocates (~0.5 GiB) would use it up
     return time.perf_counter() - t
