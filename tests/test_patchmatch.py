@@ -529,17 +529,9 @@ def test_a_dusk_sky_beside_a_mast_is_filled_as_a_smooth_surround_without_the_mas
     the membrane carried the mast's shade into the hole as a dark smudge beside it (3.1 levels mean error after
     a sigma-3 blur, 8.9 at the 99th percentile; robust 1.0 / 2.2)."""
     from backend.erase import patchmatch
+    from tests.test_structure import _dusk_sky
 
-    yy, xx = np.mgrid[0:200, 0:240].astype(np.float32)
-    t = yy / 200
-    sky = np.dstack([25 + 85 * t, 35 + 85 * t, 90 + 85 * t]) + np.random.default_rng(0).normal(
-        0, 1.5, (200, 240, 3)
-    )
-    truth = np.clip(sky, 0, 255).astype(np.uint8)
-    truth[40:, 92:97] = (30, 25, 20)
-    hole = np.zeros((200, 240), np.uint8)
-    cv2.ellipse(hole, (140, 110), (40, 50), 0, 0, 360, 1, -1)
-    hole = hole > 0
+    truth, hole = _dusk_sky()
     inner = cv2.erode(hole.astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
     damaged = truth.copy()
     damaged[hole] = (230, 200, 40)
