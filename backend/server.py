@@ -339,17 +339,17 @@ class Server:
     def _loop(self) -> None:
         poller = zmq.Poller()
         poller.register(self._router, zmq.POLLIN)
-        poller.register(self._wake_r, zmq.POLLIN)
+        # registered by its fd, which is how pyzmq names a ready plain socket: testing for the socket object
+        # missed every wake-up, left the byte unread and the poll returning at once for ever (the idle server
+        # spun a whole core, and a job shared the CPU with it)
+        wake = self._wake_r.fileno()
+        poller.register(wake, zmq.POLLIN)
         if self._monitor is not None:
             poller.register(self._monitor, zmq.POLLIN)
-        wake = self._wake_r.fileno()
         try:
             while not self._stop.is_set():
                 ready = dict(poller.poll(500))
-                # pyzmq names a ready plain socket by its fd, not by the object registered: testing for the
-                # object missed every wake-up, left the byte unread and the poll returning at once for ever
-                # (the idle server spun a whole core, and a job shared the CPU with it)
-                if wake in ready or self._wake_r in ready:
+                if wake in ready:
                     try:
                         while self._wake_r.recv(4096):
                             pass

@@ -491,11 +491,10 @@ def find_structure(
     ys, xs = np.nonzero(hole)
     if ys.size == 0 or hole.all():
         return None
-    scale = min(1.0, ANALYSIS_SIDE / max(h, w))
+    scale = _analysis_scale(h, w)
     if scale < 1.0:
-        size = (max(1, round(w * scale)), max(1, round(h * scale)))
-        small = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
-        small_hole = cv2.resize(hole.astype(np.uint8), size, interpolation=cv2.INTER_AREA) > 0
+        small = _shrink(rgb, scale)
+        small_hole = _shrink(hole.astype(np.uint8), scale) > 0
     else:
         small, small_hole = np.ascontiguousarray(rgb), hole
     if not small_hole.any():  # a hole thinner than half a pixel at the analysis scale: no outline to continue
@@ -596,12 +595,33 @@ def find_structure(
     return Structure(full, n, curves, entries + bands, density)
 
 
+def _analysis_scale(h: int, w: int) -> float:
+    """The scale of the copy the structure is found on (at most ``ANALYSIS_SIDE`` px)."""
+    return min(1.0, ANALYSIS_SIDE / max(h, w))
+
+
+def _shrink(img: np.ndarray, scale: float) -> np.ndarray:
+    """``img`` at the analysis ``scale`` (< 1), area-averaged."""
+    h, w = img.shape[:2]
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    return cv2.resize(np.ascontiguousarray(img), size, interpolation=cv2.INTER_AREA)
+
+
+def _smoothed(rgb: np.ndarray) -> np.ndarray:
+    """What ``edge_step`` samples: the colours lightly smoothed, so grain does not count."""
+    return cv2.GaussianBlur(np.ascontiguousarray(rgb[:, :, :3]).astype(np.float32), (0, 0), 1.0)
+
+
 def edge_step(rgb: np.ndarray, entry: Entry) -> float:
     """How sharply the colour changes across an entry's boundary just before the hole (``rgb`` at the scale the
     entry was found at): the RGB distance between the mean colours 2 px to either side of it, along its last
     3-10 px (straight back along its heading, lightly smoothed so grain does not count). A real edge steps by
     tens of levels within those 4 px; the contour of a smooth gradient only by what the gradient moves in 4 px."""
-    img = cv2.GaussianBlur(np.ascontiguousarray(rgb[:, :, :3]).astype(np.float32), (0, 0), 1.0)
+    return _step_across(_smoothed(rgb), entry)
+
+
+def _step_across(img: np.ndarray, entry: Entry) -> float:
+    """``edge_step`` on colours already ``_smoothed``."""
     h, w = img.shape[:2]
     normal = np.array([entry.heading[1], -entry.heading[0]])
     back = entry.point[None, :] - np.arange(3, 11)[:, None] * entry.heading[None, :]
@@ -623,10 +643,7 @@ def only_gradient_contours(rgb: np.ndarray, structure: Structure) -> bool:
     pixel to one band of the gradient. A thin band's centre line (left = right) is an edge whatever its step."""
     if not structure.entries:
         return False
-    h, w = rgb.shape[:2]
-    scale = min(1.0, ANALYSIS_SIDE / max(h, w))
-    small = rgb[:, :, :3]
-    if scale < 1.0:
-        size = (max(1, round(w * scale)), max(1, round(h * scale)))
-        small = cv2.resize(np.ascontiguousarray(small), size, interpolation=cv2.INTER_AREA)
-    return all(e.left != e.right and edge_step(small, e) < MIN_STEP for e in structure.entries)
+    scale = _analysis_scale(*rgb.shape[:2])
+    small = rgb[:, :, :3] if scale >= 1.0 else _shrink(rgb[:, :, :3], scale)
+    img = _smoothed(small)  # once for every entry
+    return all(e.left != e.right and _step_across(img, e) < MIN_STEP for e in structure.entries)
