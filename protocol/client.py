@@ -515,9 +515,16 @@ class Client:
     def hello(self, timeout: float = 60.0) -> dict:
         """Capabilities: backend/protocol versions, devices, ops (OpSpec.to_json), models, limits."""
         reply = self.request(Message(wire.HELLO, content={"client": "layeredit-protocol"}), timeout)
-        self.capabilities = reply.content
-        self.shm_active = self._check_shm(reply.content)
+        self.accept_capabilities(reply.content)
         return reply.content
+
+    def accept_capabilities(self, caps: dict) -> None:
+        """Take the backend's answer to our hello, however it arrived: through ``hello()``, or as a
+        ``capabilities`` event from ``pump()`` (a host's event loop, e.g. Krita's, must not block on hello).
+        Sets the limits checked before each submit and decides shared memory (``_check_shm``): a host that only
+        stored the capabilities sent every layer inline, every byte signed, ~0.7 s more per 4096^2 erase."""
+        self.capabilities = caps
+        self.shm_active = self._check_shm(caps)
 
     def submit(
         self,

@@ -398,7 +398,7 @@ class Controller:
     def _handle(self, ev: Any) -> None:
         if ev.type == wire.CAPABILITIES and (ev.message is None or ev.message.parent == self._hello_id):
             self.hello = ev.content
-            self.client.capabilities = ev.content
+            self.client.accept_capabilities(ev.content)  # limits, and shared memory when offered
             self.forms = forms_from_hello(ev.content)
             remote_name = self.choice.label[len("Remote: ") :] if self.remote else None
             self.connection_text, self.connection_tip = backend_status(
