@@ -395,3 +395,25 @@ def test_the_rule_at_a_raised_grow_looks_at_few_times_its_window(monkeypatch):
         pad = grow_px + pe.FRINGE_OUTER + 4
         window = (480 + 2 * pad) * (400 + 2 * pad)
         assert looked["px"] <= 3 * window, (grow_px, looked["px"] / window)
+
+
+def test_the_default_grow_never_reaches_the_raised_grow_rule(monkeypatch):
+    """Grow 6, the default, is what every bench figure and the README's coffee are measured with: day 8's
+    flood must not touch it. Up to grow 6 no ring pixel lies more than ``FRINGE_OUTER`` px inside the band, so
+    ``_continued`` is never called and the region is the day-5 rule's, byte for byte (checked against main
+    3879f74 on the 84 bench scenes and the coffee when it landed)."""
+
+    def never(*args, **kwargs):
+        raise AssertionError("the raised-grow rule ran at the default grow")
+
+    monkeypatch.setattr(pe, "_continued", never)
+    img, obj, _, _ = _rim_and_spoon()
+    shadowed, bar, _ = _bar_with_a_cast_shadow("line")
+    for grow_px in (3, 6):
+        _region_weights(obj.astype(np.float32), grow_px, 2, img)
+        _region_weights(bar.astype(np.float32), grow_px, 2, shadowed, tile=16)
+        for scene, mask, _ in _region_scenes(0):
+            _region_weights(mask, grow_px, 2, scene)
+    assert pe._flood_steps(6) == 0 and pe._tile_margin(6) == 29  # day 5's margin at the default
+    with pytest.raises(AssertionError, match="raised-grow rule"):
+        _region_weights(obj.astype(np.float32), 12, 2, img)
