@@ -393,9 +393,10 @@ def _fringe(
       than ``FRINGE_ABS`` levels and ``FRINGE_NOISE`` times its local spread: a halo or a fringe differs from
       what lies beyond it; a neighbouring surface (a cup's rim, the table beside a spoon) continues into the
       ring unchanged and stays out.
-    - Except a ring pixel whose colour is clearly the band's a little farther along (``_seen_beyond``), and
-      the ring pixels at its distance that continue it along the outline (``_along_outline``): a neighbour
-      thinner than the band's distance (a cup's 5-8 px rim beside a spoon at grow 12, review 7 finding C).
+    - Except, more than ``FRINGE_OUTER`` px inside the band, a ring pixel that the band sees through pixels of
+      its own colour, a little farther along, and carried along the outline from there (``_continued``): a
+      neighbour thinner than the band's distance (a cup's 5-8 px rim beside a spoon at grow 12, review 7
+      finding C). A shadow fringe whose colour merely occurs nearby is not connected to it: it goes.
     Only where connected to the object through such pixels. None when no surface beyond the ring exists in the
     window (the plain growth is used). An attached cast shadow farther out than ``grow_px`` is not added: a rule
     for it (darker than the lit surface beyond, same chromaticity, up to half the object's inscribed radius out)
