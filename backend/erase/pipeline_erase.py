@@ -12,12 +12,23 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import cv2
 import numpy as np
 
-from backend.imaging import bbox, composite, feather_inward, grow, plan_crop, to_float, to_rgb_u8
+from backend.imaging import (
+    MaskWindow,
+    bbox,
+    bbox_positive,
+    composite,
+    feather_inward,
+    grow,
+    plan_crop_around,
+    to_float,
+    to_rgb_u8,
+)
 from backend.params.erase import EraseParams
 from backend.snapping import SnapPipeline
 
@@ -39,9 +50,19 @@ class NoBackground(ValueError):
 @dataclass
 class EraseOutput:
     image: np.ndarray  # the input's shape and dtype; bit-identical outside ``mask``
-    mask: np.ndarray  # float32 HxW: the blend weights actually used (grown, feathered)
-    snapped: np.ndarray  # float32 HxW: the snapped object mask before growing
+    region_window: MaskWindow  # the blend weights actually used (grown, feathered), around the object
+    snapped_window: MaskWindow  # the snapped object mask before growing, around the object
     meta: dict[str, Any] = field(default_factory=dict)
+
+    @cached_property
+    def mask(self) -> np.ndarray:
+        """float32 HxW: the blend weights actually used (full-size, built when first asked for)."""
+        return self.region_window.full()
+
+    @cached_property
+    def snapped(self) -> np.ndarray:
+        """float32 HxW: the snapped object mask before growing (full-size, built when first asked for)."""
+        return self.snapped_window.full()
 
 
 class ErasePipeline:
@@ -78,49 +99,54 @@ class ErasePipeline:
         filler = self.fillers.get(self.resolve(params.fill))
         if filler is None:
             raise KeyError(f"unknown fill method {params.fill!r}; have: {', '.join(sorted(self.fillers))}")
-        sel = np.asarray(selection, np.float32)
-        if not (sel > 0).any():
+        sel = np.asarray(selection, np.float32)  # no copy: the host's selection is float32 already
+        shape = sel.shape[:2]
+        box = bbox_positive(sel)
+        if box is None:
             raise NothingToFill("the selection is empty")
 
+        # every mask lives in a window around the object (MaskWindow): a 60 px object in a 4096x4096 layer used
+        # to cost ~256 MiB of full-size float32 masks; only the result layer is full-size, copied once
         _report(callback, "snap", 0, 3)
         if self.snapper is not None and params.snap.enabled:
-            snap = self.snapper(image, sel, params.snap)
-            snapped, snap_meta = snap.mask, {"method": snap.method, **snap.meta}
+            snapped, snap_meta = _snap_window(self.snapper, image, sel, params, box)
         else:
-            snapped, snap_meta = sel.copy(), {"method": "selection", "snapped": False}
-        weights = _region_weights(
+            snapped, snap_meta = MaskWindow.whole(sel), {"method": "selection", "snapped": False}
+        weights = _region_window(
             snapped, params.grow, params.feather, image if self.edge_aware else None, tile=self.fringe_tile
         )
         # a filler that takes a hint fills the plainly grown region with the clean part of its ring as known
         # colours (its hole keeps the shape it was measured with); the others fill the edge-aware region
         hinted = bool(getattr(filler, "takes_hint", False)) and self.edge_aware
-        hole_weights = np.maximum(_region_weights(snapped, params.grow, 0), weights) if hinted else weights
-        if not (weights > 0).any():
+        hole_weights = _region_window(snapped, params.grow, 0).maximum(weights) if hinted else weights
+        if weights.positive_box() is None:
             raise NothingToFill("nothing left to erase after snapping")
 
         _report(callback, "fill", 1, 3)
         target = filler.target if filler.target is not None else params.max_side
-        plan = plan_crop(
-            hole_weights > 0,
-            sel.shape,
+        hole_box = hole_weights.positive_box()
+        if hole_box is None:
+            raise NothingToFill("nothing left to erase after snapping")
+        plan = plan_crop_around(
+            hole_box,
+            shape,
             context=getattr(filler, "context", None) or params.context,
             keep_size=True,
             multiple=8 if filler.target is not None else 1,
             target=target,
             allow_upscale=filler.target is not None,
-            min_context=_min_context(hole_weights, getattr(filler, "min_crop", None)),
+            min_context=_min_context(hole_box, getattr(filler, "min_crop", None)),
         )
-        if plan is None:
-            raise NothingToFill("nothing left to erase after snapping")
-        hole_crop = plan.crop(hole_weights) > 0
+        weights_crop = weights.crop(plan.box)
+        hole_crop = hole_weights.crop(plan.box) > 0
         if hole_crop.all():
             raise NoBackground("the region covers everything around it; there is no background to fill from")
         rgb = plan.to_model(to_rgb_u8(plan.crop(image)))
-        hole, reach = _model_hole(plan, hole_crop, plan.crop(weights) > 0)
+        hole, reach = _model_hole(plan, hole_crop, weights_crop > 0)
         if hole.all():
             raise NoBackground("the region covers everything around it; there is no background to fill from")
         if hinted:
-            clean = plan.to_model((hole_crop & (plan.crop(weights) <= 0)).astype(np.uint8), smooth=False) > 0
+            clean = plan.to_model((hole_crop & (weights_crop <= 0)).astype(np.uint8), smooth=False) > 0
             filled = filler(rgb, hole, hint=clean & hole & ~reach)
         else:
             filled = filler(rgb, hole)
@@ -132,7 +158,7 @@ class ErasePipeline:
         # every weight > 0 lies inside the crop: composite there, copy the rest of the layer untouched
         out = image.copy()
         x0, y0, x1, y1 = plan.box
-        out[y0:y1, x0:x1] = composite(plan.crop(image), filled_crop, plan.crop(weights))
+        out[y0:y1, x0:x1] = composite(plan.crop(image), filled_crop, weights_crop)
         _report(callback, "composite", 3, 3)
         meta = {
             "snap": snap_meta,
@@ -142,6 +168,18 @@ class ErasePipeline:
             "model_size": list(plan.model_size),
         }
         return EraseOutput(out, weights, snapped, meta)
+
+
+def _snap_window(
+    snapper, image: np.ndarray, sel: np.ndarray, params: EraseParams, box
+) -> tuple[MaskWindow, dict]:
+    """The snapped object as a window, and the snap's meta. A ``SnapPipeline`` snaps in the crop around the
+    selection (``snap_window``); any other snapper (a callable returning ``.mask``, full-size) is windowed."""
+    if hasattr(snapper, "snap_window"):
+        snap = snapper.snap_window(image, sel, params.snap, box=box)
+        return snap.mask, {"method": snap.method, **snap.meta}
+    snap = snapper(image, sel, params.snap)
+    return MaskWindow.whole(np.asarray(snap.mask)), {"method": snap.method, **snap.meta}
 
 
 CORE_GROW = 2  # px always grown past the object: its anti-aliased edge and the snap's pixel error
@@ -182,6 +220,18 @@ def _region_weights(
     *,
     tile: int | None = FRINGE_TILE,
 ) -> np.ndarray:
+    """``_region_window`` for a full-size ``snapped`` mask, as a full-size array (tests, benchmarks)."""
+    return _region_window(MaskWindow.whole(snapped), grow_px, feather_px, image, tile=tile).full()
+
+
+def _region_window(
+    snapped: MaskWindow,
+    grow_px: int,
+    feather_px: int,
+    image: np.ndarray | None = None,
+    *,
+    tile: int | None = FRINGE_TILE,
+) -> MaskWindow:
     """Blend weights: the snapped mask grown by up to ``grow_px``, binary where the object is (the fill replaces
     it whole), soft only where the user painted soft, feathered inward. Computed in a window around the mask,
     not over the whole layer.
@@ -193,15 +243,14 @@ def _region_weights(
     1 up to its edge, ``feather`` unused): it ends where the fringe ends, so a ramp would lie on the fringe
     itself and leave it half there. The rule is evaluated in ``tile`` px
     tiles along the object's outline only (``_fringe_tiled``; None: over the whole window at once, the same
-    result byte for byte)."""
-    out = np.zeros(snapped.shape, np.float32)
-    box = bbox(snapped > 0)
+    result byte for byte). The weights are zero outside the window they are returned in."""
+    box = snapped.positive_box()
     if box is None:
-        return out
+        return MaskWindow.empty(snapped.shape)
     h, w = snapped.shape
     pad = grow_px + FRINGE_OUTER + 4
     x0, y0, x1, y1 = max(0, box[0] - pad), max(0, box[1] - pad), min(w, box[2] + pad), min(h, box[3] + pad)
-    window = snapped[y0:y1, x0:x1]
+    window = snapped.crop((x0, y0, x1, y1))
     region = grow(window, grow_px)
     core = None
     if image is not None and grow_px > CORE_GROW:
@@ -216,8 +265,7 @@ def _region_weights(
         # the feather ramp would otherwise fall on the object's own edge or on its halo and leave its colour half
         # there, a ghost outline (the halo's outer pixel at 0.5). Painted-soft weights stay as painted.
         np.maximum(weights, (core & (region >= 1.0)).astype(np.float32), out=weights)
-    out[y0:y1, x0:x1] = weights
-    return out
+    return MaskWindow(weights, (x0, y0, x1, y1), snapped.shape)
 
 
 def _sq(f: np.ndarray) -> np.ndarray:
@@ -519,13 +567,13 @@ def _fringe_window(image: np.ndarray, obj: np.ndarray, grow_px: int) -> np.ndarr
     return _fringe(to_rgb_u8(image), obj, dist, grow_px)
 
 
-def _min_context(weights: np.ndarray, min_crop: int | None) -> int:
-    """Context in px so the crop is at least ``min_crop`` on its long side (where the layer has the room).
+def _min_context(box: tuple[int, int, int, int], min_crop: int | None) -> int:
+    """Context in px so the crop is at least ``min_crop`` on its long side (where the layer has the room) around
+    the region's ``box``.
 
     A filler trained on fixed-size crops of photos (LaMa, MI-GAN: 512) then sees a small object among real
     surroundings at their own resolution, instead of a tight crop blown up many times."""
-    box = bbox(weights > 0) if min_crop else None
-    if box is None:
+    if not min_crop:
         return 16  # plan_crop's default
     return max(16, -(-(int(min_crop) - max(box[2] - box[0], box[3] - box[1])) // 2))
 

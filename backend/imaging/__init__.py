@@ -5,13 +5,25 @@ functions, so the bit-exactness guarantee outside the edit lives in one place (`
 """
 
 from .composite import blend_weights, composite, feather_inward
-from .crop import CropPlan, plan_crop, resize
+from .crop import CropPlan, plan_crop, plan_crop_around, resize
 from .formats import from_float, split_alpha, to_float, to_gray_float, to_rgb_u8
-from .masks import bbox, binarize, grow, mask_to_float, mask_to_u8, rim_residual, shrink
+from .masks import (
+    MaskWindow,
+    bbox,
+    bbox_positive,
+    binarize,
+    grow,
+    mask_to_float,
+    mask_to_u8,
+    rim_residual,
+    shrink,
+)
 
 __all__ = [
     "CropPlan",
+    "MaskWindow",
     "bbox",
+    "bbox_positive",
     "blend_weights",
     "binarize",
     "composite",
@@ -21,6 +33,7 @@ __all__ = [
     "mask_to_float",
     "mask_to_u8",
     "plan_crop",
+    "plan_crop_around",
     "resize",
     "rim_residual",
     "shrink",

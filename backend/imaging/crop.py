@@ -132,6 +132,36 @@ def plan_crop(
     found = bbox(np.asarray(mask) > 0)
     if found is None:
         return None
+    return plan_crop_around(
+        found,
+        image_shape,
+        context=context,
+        min_context=min_context,
+        target=target,
+        multiple=multiple,
+        allow_upscale=allow_upscale,
+        max_upscale=max_upscale,
+        keep_size=keep_size,
+    )
+
+
+def plan_crop_around(
+    found: tuple[int, int, int, int],
+    image_shape: tuple[int, ...],
+    *,
+    context: float = 0.25,
+    min_context: int = 16,
+    target: int | None = 512,
+    multiple: int = 8,
+    allow_upscale: bool = True,
+    max_upscale: float | None = None,
+    keep_size: bool = False,
+) -> CropPlan:
+    """``plan_crop`` for a mask whose box (x0, y0, x1, y1; exclusive) is already known: a caller that keeps
+    its mask as a window (``MaskWindow``) needs no full-size mask to plan its crop."""
+    h, w = int(image_shape[0]), int(image_shape[1])
+    if h < 1 or w < 1:
+        raise ValueError(f"empty image shape {image_shape}")
     x0, y0, x1, y1 = found
     pad = max(int(min_context), int(round(context * max(x1 - x0, y1 - y0))))
     if keep_size:

@@ -34,7 +34,6 @@ class EraseOp(Op):
     def run(self, inputs: OpInputs, params: dict[str, Any], ctx: JobContext) -> OpResult:
         from backend.erase import ErasePipeline, NoBackground, NothingToFill
         from backend.erase.fill_learned import installed_learned_fill
-        from backend.imaging import mask_to_u8
 
         job = self.spec.build(params)  # checked at the door: the image and a selection are there
         snapper = build_snapper(ctx, job.snap.method) if job.snap.enabled else None
@@ -58,7 +57,9 @@ class EraseOp(Op):
         except LookupError as exc:
             raise OpError(ErrorCode.MODEL_MISSING, f"{exc}; choose another snap method.") from None
         meta = {**out.meta, "masks": ["region", "object"]}
-        return OpResult(out.image, mask=mask_to_u8(out.mask), meta=meta, object_mask=mask_to_u8(out.snapped))
+        # the masks go out as u8 straight from their windows (no full-size float32 copy of either)
+        region, snapped = out.region_window.to_u8(), out.snapped_window.to_u8()
+        return OpResult(out.image, mask=region, meta=meta, object_mask=snapped)
 
 
 def model_fillers(fill: str, ctx: JobContext) -> dict[str, Any]:

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from backend.imaging import grow, mask_to_float, plan_crop, to_rgb_u8
+from backend.imaging import MaskWindow, bbox_positive, grow, mask_to_float, plan_crop_around, to_rgb_u8
 from backend.params.snap import SnapParams, pipeline_method
 
 from .grabcut import grabcut
@@ -43,6 +43,26 @@ class SnapOutput:
     mask: np.ndarray  # float32 HxW in [0, 1], aligned to the image
     method: str  # the method that produced it ("selection" when snapping was off or fell back)
     meta: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class SnapWindow:
+    """``SnapOutput`` with its mask as a ``MaskWindow`` (``SnapPipeline.snap_window``)."""
+
+    mask: MaskWindow
+    method: str
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def _pipeline_params(params: SnapParams | None) -> SnapParams:
+    """``params`` (defaults when None) with a model's preset name (the ops' wire value) turned into the
+    pipeline's method; an unknown method is an error."""
+    params = params or SnapParams()
+    if params.method != pipeline_method(params.method):
+        params = replace(params, method=pipeline_method(params.method))
+    if params.method not in METHODS:
+        raise ValueError(f"unknown snap method {params.method!r}; expected one of {', '.join(METHODS)}")
+    return params
 
 
 def _model_evidence(
@@ -120,39 +140,68 @@ class SnapPipeline:
         params: SnapParams | None = None,
         callback: Callback | None = None,
     ) -> SnapOutput:
-        params = params or SnapParams()
-        if params.method != pipeline_method(params.method):  # a model's preset name (the ops' wire value)
-            params = replace(params, method=pipeline_method(params.method))
-        if params.method not in METHODS:
-            raise ValueError(f"unknown snap method {params.method!r}; expected one of {', '.join(METHODS)}")
+        params = _pipeline_params(params)
         sel = mask_to_float(selection)
         if sel.shape != image.shape[:2]:
             raise ValueError(f"selection {sel.shape} does not match the image {image.shape[:2]}")
-        seed_full = sel > 0  # soft-painted parts belong to the selection too (capped below)
-        if not params.enabled or params.method == "none" or not seed_full.any():
+        box = bbox_positive(sel)  # soft-painted parts belong to the selection too (capped below)
+        if not params.enabled or params.method == "none" or box is None:
             return SnapOutput(sel.copy(), "selection", {"snapped": False})
+        found = self._snap(image, sel, box, params, callback)
+        return SnapOutput(found.mask.full(), found.method, found.meta)
 
+    def snap_window(
+        self,
+        image: np.ndarray,
+        selection: np.ndarray,
+        params: SnapParams | None = None,
+        callback: Callback | None = None,
+        *,
+        box: tuple[int, int, int, int] | None = None,
+    ) -> SnapWindow:
+        """``__call__``'s answer as a ``MaskWindow`` (the same values, zero outside its window), reading the
+        selection only in the crop around it: no full-size copy of a 4096x4096 selection (64 MiB float32).
+        ``box``: ``bbox_positive(selection)`` when the caller already has it. Values of ``selection`` outside
+        its positive box are taken as 0 (a cleaned selection has none there)."""
+        params = _pipeline_params(params)
+        if selection.shape[:2] != image.shape[:2]:
+            raise ValueError(f"selection {selection.shape[:2]} does not match the image {image.shape[:2]}")
+        box = bbox_positive(selection) if box is None else box
+        if box is None:
+            return SnapWindow(MaskWindow.empty(selection.shape), "selection", {"snapped": False})
+        if not params.enabled or params.method == "none":
+            x0, y0, x1, y1 = box
+            sel = mask_to_float(selection[y0:y1, x0:x1]).copy()
+            return SnapWindow(MaskWindow(sel, box, image.shape[:2]), "selection", {"snapped": False})
+        return self._snap(image, selection, box, params, callback)
+
+    def _snap(
+        self,
+        image: np.ndarray,
+        selection: np.ndarray,
+        box: tuple[int, int, int, int],
+        params: SnapParams,
+        callback: Callback | None,
+    ) -> SnapWindow:
+        """The snap in the crop around the selection's positive ``box``: the selection (full-size, raw or
+        cleaned) is read and cleaned (``mask_to_float``) only there."""
         pad = max(params.margin + 8, 16)
-        plan = plan_crop(seed_full, sel.shape, context=params.context, min_context=pad, target=None)
-        assert plan is not None  # seed_full is not empty
+        plan = plan_crop_around(box, selection.shape, context=params.context, min_context=pad, target=None)
         rgb = to_rgb_u8(plan.crop(image))
-        seed = plan.crop(seed_full)
+        crop_sel = mask_to_float(plan.crop(selection))
+        seed = crop_sel > 0
         _report(callback, "snap", 0, 2)
         prob, method, meta = self._segment(rgb, seed, params, callback)
         _report(callback, "snap", 2, 2)
 
         limit = grow(seed, params.margin) > 0
-        crop_sel = plan.crop(sel)
         snapped = np.where(limit, np.clip(prob, 0.0, 1.0), 0.0).astype(np.float32)
         partial = (crop_sel > 0) & (crop_sel < 1)
         snapped[partial] = np.minimum(snapped[partial], crop_sel[partial])
-        out = np.zeros(sel.shape, np.float32)
-        x0, y0, x1, y1 = plan.box
-        out[y0:y1, x0:x1] = snapped
         if self.model_choice and "model" not in meta:  # auto found models but none ran (all failed to load)
             meta["model"] = {"choice": self.model_choice}
         meta.update({"snapped": method != "selection", "crop": list(plan.box)})
-        return SnapOutput(out, method, meta)
+        return SnapWindow(MaskWindow(snapped, plan.box, selection.shape[:2]), method, meta)
 
     def _segment(
         self, rgb: np.ndarray, seed: np.ndarray, params: SnapParams, callback: Callback | None
