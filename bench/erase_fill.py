@@ -14,6 +14,7 @@ Contact sheets of the worst 6 scenes per filler (by GMSD) go to docs/images/.
     OMP_NUM_THREADS=1 flock /work/heavy.lock .venv/bin/python -m bench.erase_fill            # quality + sheets
     OMP_NUM_THREADS=1 flock /work/heavy.lock .venv/bin/python -m bench.erase_fill --only speed
     OMP_NUM_THREADS=1 flock /work/heavy.lock .venv/bin/python -m bench.erase_fill --only region  # large object
+    OMP_NUM_THREADS=1 flock /work/heavy.lock .venv/bin/python -m bench.erase_fill --only memory  # what erase allocates
     ... --only quality --scenes both --per-scene   # + the 36 held-out scenes; which scenes lose to Telea
 """
 
@@ -510,6 +511,83 @@ def measure_speed(args: argparse.Namespace) -> None:
     )
 
 
+# one erase case in a fresh process: argv h w object_px; prints a JSON line
+_MEMORY_CASE = """
+import json, sys, time, tracemalloc
+from backend import malloc
+malloc.configure()
+import numpy as np
+from backend.erase.patchmatch import warm_up
+from backend.ops.base import JobContext, OpInputs
+from backend.ops.erase import EraseOp
+from bench.erase_replace import make_big_scene
+
+def status(key):
+    for line in open('/proc/self/status'):
+        if line.startswith(key):
+            return int(line.split()[1]) * 1024
+    return 0
+
+h, w, px = map(int, sys.argv[1:4])
+warm_up()
+scene = make_big_scene(object_px=px)
+image, selection = scene.image, scene.selection
+if (h, w) != selection.shape:  # the 4096^2 scene, continued by wrapping (its object's copies lie far away)
+    image = np.pad(image, ((0, h - 4096), (0, w - 4096), (0, 0)), mode='wrap')
+    selection = np.pad(selection, ((0, h - 4096), (0, w - 4096)))
+params = EraseOp.spec.validate({'fill': 'auto'})
+marks = {}
+class Ctx(JobContext):
+    def step_callback(self):
+        return lambda stage, step, total: marks.setdefault(f'{stage}{step}', time.perf_counter())
+rss = status('VmRSS')
+try:
+    open('/proc/self/clear_refs', 'w').write('5')  # VmHWM := VmRSS
+except OSError:
+    pass
+t = time.perf_counter()
+EraseOp().run(OpInputs(image, selection), params, Ctx())
+first = time.perf_counter() - t
+grew = status('VmHWM') - rss
+stages = {'snap + region': marks['fill1'] - marks['snap0'], 'fill': marks['composite2'] - marks['fill1'],
+          'composite': marks['composite3'] - marks['composite2']}
+t = time.perf_counter()
+EraseOp().run(OpInputs(image, selection), params, JobContext())
+second = time.perf_counter() - t
+tracemalloc.start()
+EraseOp().run(OpInputs(image, selection), params, JobContext())
+peak = tracemalloc.get_traced_memory()[1]
+tracemalloc.stop()
+print(json.dumps({'first s': first, 'second s': second, **{k + ' s': v for k, v in stages.items()},
+                  'RSS growth MiB': grew / 2**20, 'arrays peak MiB': peak / 2**20,
+                  'layer MiB': image.nbytes / 2**20}))
+"""
+
+
+def measure_memory(args: argparse.Namespace) -> None:
+    """What one erase (EraseOp.run, fill auto, the embedded snap) allocates around a 60 px and a 600 px object
+    in a 4096x4096 RGBA layer and a 600 px object in a 10000x8000 one, each case in a fresh process (pinned
+    malloc and the fill's kernels warmed, as the backend runs; not ``ops.erase.warm_up``, whose heap prefault
+    would hide the growth): the peak RSS growth of the first erase (VmHWM reset before it), the peak of the
+    numpy/OpenCV arrays a later erase allocates (tracemalloc; the result layer and the two u8 masks the host
+    gets are part of it), and seconds (first erase, per stage, and a second one)."""
+    import json
+
+    table: dict[str, dict] = {}
+    for h, w, px in ((4096, 4096, 60), (4096, 4096, 600), (8000, 10000, 600)):
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        done = subprocess.run(
+            [sys.executable, "-c", _MEMORY_CASE, str(h), str(w), str(px)],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=ROOT,
+        )
+        table[f"{w}x{h}, {px} px object"] = json.loads(done.stdout.strip().splitlines()[-1])
+    _print_table("Erase memory and time per case (fresh process each; MiB, s)", table)
+
+
 def measure_region_cost(args: argparse.Namespace) -> None:
     """What the edge-aware region rule costs on a large object: a 5200x3400 object on a 6000x4000 RGB layer
     (review5 finding 5: the rule ran over the object's whole window, 18 Mpx, interior included). The rule alone
@@ -577,7 +655,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--only", default="quality,speed,region", help="quality, speed, region")
+    parser.add_argument("--only", default="quality,speed,region", help="quality, speed, region, memory")
     parser.add_argument("--fills", default=",".join(FILLS))
     parser.add_argument(
         "--warm",
@@ -614,9 +692,12 @@ def main(argv: list[str] | None = None) -> None:
         f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}"
     )
     for name in args.only.split(","):
-        {"quality": measure_quality, "speed": measure_speed, "region": measure_region_cost}[name.strip()](
-            args
-        )
+        {
+            "quality": measure_quality,
+            "speed": measure_speed,
+            "region": measure_region_cost,
+            "memory": measure_memory,
+        }[name.strip()](args)
 
 
 if __name__ == "__main__":
