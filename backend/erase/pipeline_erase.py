@@ -135,7 +135,7 @@ class ErasePipeline:
             multiple=8 if filler.target is not None else 1,
             target=target,
             allow_upscale=filler.target is not None,
-            min_context=_min_context(hole_box, getattr(filler, "min_crop", None)),
+            min_context=_min_context_around(hole_box, getattr(filler, "min_crop", None)),
         )
         weights_crop = weights.crop(plan.box)
         hole_crop = hole_weights.crop(plan.box) > 0
@@ -567,13 +567,18 @@ def _fringe_window(image: np.ndarray, obj: np.ndarray, grow_px: int) -> np.ndarr
     return _fringe(to_rgb_u8(image), obj, dist, grow_px)
 
 
-def _min_context(box: tuple[int, int, int, int], min_crop: int | None) -> int:
-    """Context in px so the crop is at least ``min_crop`` on its long side (where the layer has the room) around
-    the region's ``box``.
+def _min_context(weights: np.ndarray, min_crop: int | None) -> int:
+    """Context in px so the crop is at least ``min_crop`` on its long side (where the layer has the room).
 
     A filler trained on fixed-size crops of photos (LaMa, MI-GAN: 512) then sees a small object among real
     surroundings at their own resolution, instead of a tight crop blown up many times."""
-    if not min_crop:
+    box = bbox(weights > 0) if min_crop else None
+    return _min_context_around(box, min_crop)
+
+
+def _min_context_around(box: tuple[int, int, int, int] | None, min_crop: int | None) -> int:
+    """``_min_context`` for a region whose box is known (``MaskWindow.positive_box``)."""
+    if box is None or not min_crop:
         return 16  # plan_crop's default
     return max(16, -(-(int(min_crop) - max(box[2] - box[0], box[3] - box[1])) // 2))
 
