@@ -15,7 +15,8 @@ first and texture follows it:
 4. a thin band (a saucer's bright rim, a vessel, narrower than ``THIN`` px) whose two edges enter the hole side
    by side is a curve with a width, not a region: it gets a label of its own (the rim is not the cup wall of
    the same colour), is continued as one centre line after the outlines (it ends where it meets one) and painted
-   at its width;
+   at its width; so is a narrow strip of a third colour between two regions whose two edges enter side by side
+   (a soft shadow's penumbra cut by k-means into dark | mid | lit), with the strip's colour;
 5. the curves cut the hole into parts; every other hole pixel takes the label of the nearest known pixel it can
    reach without crossing a curve (a geodesic nearest-label flood).
 
@@ -425,6 +426,50 @@ def _band_entries(entries: list[Entry], origin: dict[int, int]) -> tuple[list[En
     return [e for k, e in enumerate(entries) if k not in taken], bands
 
 
+def _soft_edges(entries: list[Entry]) -> tuple[list[Entry], list[Entry]]:
+    """Pairs of entries that are the two edges of a narrow strip of a third colour between two regions (a soft
+    shadow's penumbra that k-means cut into dark | mid | lit) become one entry on the strip's centre line, of
+    the strip's colour and width, continued as a band (after the outlines) at the curvature of the straighter
+    edge: a penumbra widens away from what casts it, so its edges bend apart by that widening, not by where the
+    shadow's edge goes. Continued as two outlines, each at its own curvature, the strip fanned into a wedge of
+    the mid colour with a hard step to the dark side, which the meld brightened into a pale crescent (where the
+    coffee's spoon bowl lay: /work/reports/coffee8.md). Returns the other entries and the strips."""
+    taken: set[int] = set()
+    strips = []
+    for i, a in enumerate(entries):
+        if i in taken:
+            continue
+        best, best_d = -1, np.inf
+        for j, b in enumerate(entries):
+            if j == i or j in taken or b.left != a.right or b.right in (a.left, a.right):
+                continue
+            if a.widths[1] >= THIN or b.widths[0] >= THIN:  # the strip is narrow seen from both of its edges
+                continue
+            d = float(np.linalg.norm(a.point - b.point))
+            if d <= 2 * THIN and float(np.dot(a.heading, b.heading)) >= np.cos(np.radians(30)) and d < best_d:
+                best, best_d = j, d
+        if best < 0:
+            continue
+        b = entries[best]
+        heading = a.heading + b.heading
+        heading /= np.linalg.norm(heading)
+        normal = np.array([heading[1], -heading[0]])
+        width = max(2.0, abs(float(np.dot(a.point - b.point, normal))))
+        strips.append(
+            Entry(
+                (a.point + b.point) / 2,
+                heading,
+                min(a.curvature, b.curvature, key=abs),
+                a.right,
+                a.right,
+                max(a.rms, b.rms),
+                (width, width),
+            )
+        )
+        taken.update((i, best))
+    return [e for k, e in enumerate(entries) if k not in taken], strips
+
+
 @njit(cache=True, nogil=True)
 def _flood(labels, open_, qy, qx):  # pragma: no cover - compiled
     """Breadth-first flood (4-connected) of labels from the seeds in the queue into ``open_`` pixels."""
@@ -451,18 +496,27 @@ def _flood(labels, open_, qy, qx):  # pragma: no cover - compiled
 
 
 def label_hole(
-    labels: np.ndarray, hole: np.ndarray, barrier: np.ndarray, fixed: np.ndarray | None = None
+    labels: np.ndarray,
+    hole: np.ndarray,
+    barrier: np.ndarray,
+    fixed: np.ndarray | None = None,
+    quiet: np.ndarray | None = None,
 ) -> np.ndarray:
     """Every hole pixel labelled with the nearest (4-connected, geodesic) labelled known pixel reachable
     without crossing ``barrier``; barrier pixels then take a neighbour's label. ``fixed`` (labels, -1 where
-    free): hole pixels already placed (a band drawn across the hole); they neither seed the flood nor let it in."""
+    free): hole pixels already placed (a band drawn across the hole); they neither seed the flood nor let it in.
+    ``quiet``: known pixels that do not seed it either (default: every pixel of a placed band's label)."""
     out = labels.copy()
     out[hole] = -1
     placed = np.zeros(hole.shape, bool) if fixed is None else hole & (fixed >= 0)
     seeds = (out >= 0) & (cv2.dilate(hole.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0)
     if placed.any():
         out[placed] = fixed[placed]
-        seeds &= ~np.isin(out, np.unique(fixed[placed]))  # a placed band does not also spread from its mouth
+        if quiet is None:
+            quiet = np.isin(
+                out, np.unique(fixed[placed])
+            )  # a placed band does not also spread from its mouth
+        seeds &= ~quiet
     sy, sx = (a.astype(np.int64) for a in np.nonzero(seeds))
     _flood(out, hole & ~barrier & ~placed, sy, sx)
     # the barrier itself (and anything the flood could not reach) from its labelled neighbours
@@ -483,6 +537,7 @@ def find_structure(
     max_rms: float = 1.5,
     max_density: float = MAX_DENSITY,
     thin_bands: bool = True,
+    soft_edges: bool = True,
 ) -> Structure | None:
     """The structure of the hole's surround continued across it (module docstring), or None when no clean
     region boundary enters the hole. Works on a copy of at most ``ANALYSIS_SIDE`` px; labels come back at the
@@ -547,10 +602,15 @@ def find_structure(
         ]
     else:
         entries = entries_of(labels, {})
+    strips: list[Entry] = []
+    if soft_edges:
+        entries, strips = _soft_edges(entries)
+        bands += strips
     if not entries and not bands:
         return None
     barrier = np.zeros(small_hole.shape, np.uint8)
     fixed = np.full(small_hole.shape, -1, np.int32)
+    mouths = np.zeros(small_hole.shape, np.uint8)
     curves = []
 
     def draw(curve: np.ndarray, e: Entry, thick: bool) -> None:
@@ -564,6 +624,8 @@ def find_structure(
         paint = (paint > 0) & small_hole & (barrier == 0) & (fixed < 0)
         fixed[paint] = e.left
         barrier[paint] = 1
+        if any(e is t for t in strips):
+            mouths[paint] = 1
 
     for group, thick in ((entries, False), (bands, True)):
         # outlines first, then the bands (a saucer's rim passes behind the cup: it ends on the cup's outline)
@@ -578,7 +640,14 @@ def find_structure(
                 if thick:  # a 1 px curve has diagonal gaps a band sampled every half px could slip through
                     stop = cv2.dilate(barrier, cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))) > 0
                 draw(_extend(e, small_hole, stop, max_len=1.5 * extent), e, thick)
-    full = label_hole(labels, small_hole, barrier > 0, fixed)
+    quiet = None
+    if (
+        mouths.any()
+    ):  # a strip's colour is shared (the cup's body): it still seeds the flood, except at its ends
+        own = np.unique(fixed[(fixed >= 0) & (mouths == 0)])  # a thin band's label is its own: never a seed
+        near = cv2.dilate(mouths, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5))) > 0
+        quiet = np.isin(labels, own) | (near & ~small_hole)
+    full = label_hole(labels, small_hole, barrier > 0, fixed, quiet)
     if scale < 1.0:
         # labels back at full size through their one-hot maps (smooth boundaries, not nearest-neighbour steps)
         maps = np.stack(
