@@ -12,7 +12,7 @@ texture ratio (gradient energy of the fill / of the truth inside the region: 1.0
 Contact sheets of the worst 6 scenes per filler (by GMSD) go to docs/images/.
 
     OMP_NUM_THREADS=1 flock /work/heavy.lock .venv/bin/python -m bench.erase_fill            # quality + sheets
-    OMP_NUM_THREADS=1 flock /work/heavy.lock .venv/bin/python -m bench.erase_fill --only speed
+    OMP_NUM_THREADS=1 flock /work/heavy.lock .venv/bin/python -m bench.erase_fill --only speed  # + via a server
     OMP_NUM_THREADS=1 flock /work/heavy.lock .venv/bin/python -m bench.erase_fill --only region  # large object
     OMP_NUM_THREADS=1 flock /work/heavy.lock .venv/bin/python -m bench.erase_fill --only memory  # what erase allocates
     ... --only quality --scenes both --per-scene   # + the 36 held-out scenes; which scenes lose to Telea
@@ -487,6 +487,8 @@ def measure_speed(args: argparse.Namespace) -> None:
     _print_table(
         "Erase end to end on a 4096x4096 RGBA u8 layer (EraseOp.run; target <= 2 s at 600 px)", table
     )
+    if args.server:
+        measure_server(args, EraseOp, OpInputs, JobContext)
     code = (
         "import time; t = time.perf_counter(); from backend.erase.patchmatch import warm_up; warm_up(); "
         "print(time.perf_counter() - t)"
@@ -641,6 +643,108 @@ def measure_region_cost(args: argparse.Namespace) -> None:
     )
 
 
+def _usage_of(pid: int) -> tuple[float, int]:
+    """(user + system CPU seconds, minor page faults) of process ``pid`` so far (all its threads), from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"), int(fields[7])
+
+
+def measure_server(args: argparse.Namespace, erase_op, op_inputs, job_context) -> None:
+    """The erase a user gets: the same 600 px object in a 4096x4096 RGBA u8 layer sent to a real
+    ``python -m backend serve`` (a separate process, its default warm-up finished first) by ``protocol.client``
+    as the plugins send it, side by side with ``EraseOp.run`` in this process, round by round in turn:
+
+    - ``shm``: after ``hello`` the layer and selection go through a pooled shared-memory segment and the result
+      comes back in the segment the client offered (SPEC.md 8): GIMP's path, and Krita's since 673f7b4;
+    - ``inline``: ``Client(shm="off")``, every byte a signed frame: remote clients' path (and Krita's before).
+
+    "first" is each path's first erase (the server's very first job after its warm-up; in this process the
+    op has run the speed table already); "server CPU" is the backend process's user + system time per job
+    (all its threads), "client CPU" this process's, both from the best round's job; the backend's minor page
+    faults show what its first job still pays after the warm-up. ``--no-server`` skips this table."""
+    import tempfile
+
+    from backend.wire_images import array_buffer
+    from protocol.client import Client
+
+    scene = make_big_scene(object_px=600)
+    params = {"fill": "auto"}
+    checked = erase_op.spec.validate(params)
+    with tempfile.TemporaryDirectory() as tmp:
+        conn, log_path = Path(tmp) / "backend.json", Path(tmp) / "backend.log"
+        env = dict(os.environ, LAYEREDIT_RUNTIME_DIR=tmp)
+        env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+        cmd = [
+            sys.executable,
+            "-m",
+            "backend",
+            "serve",
+            "--connection-file",
+            str(conn),
+            "--log-level",
+            "info",
+            "--warm-up",
+            "erase",  # the default, named so that $LAYEREDIT_WARM_UP cannot change what is measured
+        ]
+        with log_path.open("w") as log_file:
+            proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stderr=log_file)
+        try:
+            deadline = time.monotonic() + 300
+            while not (conn.exists() and "erase warmed up" in log_path.read_text()):
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"the backend did not warm up: {log_path.read_text()[-2000:]}")
+                time.sleep(0.2)
+            clients = {"shm": Client.connect(conn), "inline": Client.connect(conn, shm="off")}
+            for name, client in clients.items():
+                client.hello()
+                assert client.shm_active == (name == "shm"), f"{name}: shm_active {client.shm_active}"
+            loads = [os.getloadavg()[0]]
+            runs: dict[str, list[tuple[float, float, float, int]]] = {
+                "in-process": [],
+                "shm": [],
+                "inline": [],
+            }
+            for _ in range(args.repeats + 1):
+                for name in runs:
+                    t, c, (sc, sf) = time.perf_counter(), time.process_time(), _usage_of(proc.pid)
+                    if name == "in-process":
+                        erase_op().run(op_inputs(scene.image, scene.selection), checked, job_context())
+                    else:
+                        image, sel = array_buffer(scene.image), array_buffer(scene.selection)
+                        result = clients[name].run("erase", params, image=image, selection=sel, timeout=300)
+                        assert result.image is not None, name
+                        del result  # lets the pooled result segment go back to the pool
+                    wall, cpu = time.perf_counter() - t, time.process_time() - c
+                    server_cpu, faults = _usage_of(proc.pid)
+                    runs[name].append((wall, cpu, server_cpu - sc, faults - sf))
+            loads.append(os.getloadavg()[0])
+            for client in clients.values():
+                client.close()
+            Client.connect(conn).shutdown()
+            proc.wait(60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(10)
+    table = {}
+    for name, rows in runs.items():
+        best = min(rows[1:], key=lambda r: r[0])
+        label = "EraseOp.run in this process" if name == "in-process" else f"through the server, {name}"
+        table[label] = {
+            "first s": rows[0][0],
+            "best s": best[0],
+            "median s": float(np.median([r[0] for r in rows[1:]])),
+            "client CPU s": best[1],
+            "server CPU s": best[2] if name != "in-process" else float("nan"),
+            "server page faults, first / best": f"{rows[0][3]} / {best[3]}" if name != "in-process" else "",
+        }
+    _print_table(
+        f"Erase of a 600 px object in a 4096x4096 RGBA u8 layer, in-process vs through `backend serve`, "
+        f"{args.repeats + 1} rounds in turn (load {loads[0]:.1f} -> {loads[1]:.1f})",
+        table,
+    )
+
+
 def _print_table(title: str, table: dict[str, dict]) -> None:
     cols = list(next(iter(table.values())))
     print(f"\n{title}")
@@ -666,6 +770,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--photos", type=int, default=36)
     parser.add_argument("--structures", type=int, default=12)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--no-server",
+        dest="server",
+        action="store_false",
+        help="speed: skip the erase through a real `backend serve` (in-process figures only)",
+    )
     parser.add_argument("--no-sheets", dest="sheets", action="store_false")
     parser.add_argument("--per-scene", action="store_true", help="every scene, with its HaarPSI vs Telea's")
     parser.add_argument(
