@@ -517,8 +517,8 @@ def test_coherence_keeps_grain_sharp_in_the_fill():
 
 
 def test_the_embedded_fill_s_final_vote_keeps_grain_sharper_than_day_7_s():
-    """The erase filler's last vote counts only patches within ~3 % of the best one covering a pixel
-    (``EMBEDDED_DEFAULTS``: sharp_final 0.03, vote_floor 0.01; day 8). With day 7's 0.1 / 0.1 more near-equal
+    """The erase filler's last vote weighs a patch 3 % worse than the best one covering a pixel by 1/e, not 10 %
+    (``EMBEDDED_DEFAULTS["texture_vote"]``: sharp_final 0.03, vote_floor 0.01; day 8). With day 7's 0.1 / 0.1 more near-equal
     copies were averaged into the voted colours and steps, and the meld integrated a smoother field: on grain
     the fill keeps less of the surround's gradient energy (measured 0.791 -> 0.808 of it, every seed gains)."""
 
