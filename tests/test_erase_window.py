@@ -274,3 +274,13 @@ def test_mask_window_is_its_full_mask():
     whole = MaskWindow.whole(fb)
     assert whole.full() is not fb and whole.full().tobytes() == fb.tobytes()
     assert whole.positive_box() == bbox(fb > 0)
+
+
+def test_the_output_does_not_alias_the_callers_selection():
+    """With the snap off the snapped mask is the selection: a copy, read later, not the caller's array."""
+    rgb, sel = _placed("middle")
+    image = _layer(rgb, np.uint8, alpha=False)
+    selection = sel.copy()
+    out = ErasePipeline(snapper=None)(image, selection, EraseParams(fill="telea"))
+    selection[:] = 0.0
+    assert out.snapped.tobytes() == sel.tobytes()

@@ -111,7 +111,11 @@ class ErasePipeline:
         if self.snapper is not None and params.snap.enabled:
             snapped, snap_meta = _snap_window(self.snapper, image, sel, params, box)
         else:
-            snapped, snap_meta = MaskWindow.whole(sel), {"method": "selection", "snapped": False}
+            # the selection's own values in its box (a copy: the output must not alias the caller's array;
+            # values <= 0 outside the box read as 0, as the u8 mask the host gets always had them)
+            x0, y0, x1, y1 = box
+            snapped = MaskWindow(sel[y0:y1, x0:x1].copy(), box, shape)
+            snap_meta = {"method": "selection", "snapped": False}
         weights = _region_window(
             snapped, params.grow, params.feather, image if self.edge_aware else None, tile=self.fringe_tile
         )
