@@ -373,8 +373,7 @@ class JobManager:
         job = self.get(job_id, client)
         with self._lock:
             if job.state == DONE:
-                job.final, job.final_bytes, job.state = None, 0, RELEASED
-                self._drop_segment(job)
+                self._drop_result(job, RELEASED)
 
     def list(self, client: str | None = None) -> list[dict]:
         with self._lock:
@@ -403,8 +402,7 @@ class JobManager:
                     and wall - (job.finished or wall) > self.result_ttl_s
                 ):
                     log.info("job %s: result not fetched within %.0f s, dropped", job.id, self.result_ttl_s)
-                    job.final, job.final_bytes, job.state = None, 0, EXPIRED
-                    self._drop_result_storage(job)
+                    self._drop_result(job, EXPIRED)
             active = {j.client for j in self._jobs.values() if j.state not in FINISHED}
             horizon = max(self.abandon_after_s or 0.0, 3600.0)
             for client in [c for c, t in self._seen.items() if c not in active and now - t > horizon]:
@@ -415,6 +413,13 @@ class JobManager:
                     "job %s: its client has been silent for %.0f s, cancelling", job.id, self.abandon_after_s
                 )
                 self.cancel(job.id, job.client)
+
+    def _drop_result(self, job: Job, state: str) -> None:
+        """The result is no longer kept (released, evicted, expired; lock held): its frames, the message they were
+        signed from (whose buffers are the op's arrays: a 4096^2 erase's image and masks, ~100 MiB, that a released
+        job kept alive until its record was trimmed, up to ``max_records`` jobs later) and its segment."""
+        job.final, job.final_msg, job.final_bytes, job.state = None, None, 0, state
+        self._drop_result_storage(job)
 
     def _drop_result_storage(self, job: Job) -> None:
         """Hook for result storage outside the frames (lock held); see _drop_segment where present."""
@@ -523,8 +528,7 @@ class JobManager:
                 break
             log.info("evicting the result of job %s (%d bytes)", j.id, j.final_bytes)
             total -= j.final_bytes
-            j.final, j.final_bytes, j.state = None, 0, EXPIRED
-            self._drop_segment(j)
+            self._drop_result(j, EXPIRED)
 
     def _trim_records(self) -> None:
         """Forget the oldest finished jobs beyond ``max_records`` (lock held). Called on submit and on every
