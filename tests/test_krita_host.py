@@ -66,6 +66,7 @@ def test_real_erase_in_krita_makes_a_new_layer_and_leaves_the_source(xvfb_server
     assert report["outcome"]["state"] == "done", report["outcome"]
     assert report["layers"][:3] == ["Background", "source", "Erase"] and report["result_above_source"]
     assert report["ui_ticks_while_running"] > 0  # Qt's loop kept running while the backend worked
+    assert report["shm"]  # a backend on this computer gets the layer through shared memory, not signed frames
     out = tmp_path / "out"
     source_after = harness.read_raw(out / "source_after.raw", w, h)
     assert np.array_equal(source_after, img)  # the source layer is untouched

@@ -284,6 +284,7 @@ class ScriptedJob:
             "sent": c.last.sent if c.last is not None else None,
             "job_s": round(time.monotonic() - self.t_run, 3),
             "ui_ticks_while_running": self.ticks - self.ticks_at_run,
+            "shm": bool(getattr(c.client, "shm_active", False)),  # did pixels travel through shared memory
             "progress_text": self.docker.progress.text(),
             "preview_shown": self.docker.preview.pixmap() is not None
             and not self.docker.preview.pixmap().isNull(),
