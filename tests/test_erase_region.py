@@ -57,31 +57,6 @@ def test_the_region_stops_at_a_neighbouring_surface_and_takes_the_objects_halo()
     assert not (aware & ~halo & (dist > CORE_GROW + 0.5) & ~cup & (np.arange(160)[None, :] > 114)).any()
 
 
-def test_a_snaps_faint_tail_on_the_neighbour_is_not_grown_from():
-    """A snap's probability fades out over a few px (grabcut-lifted on the README coffee: 5e-6..0.36 over 2-5 px
-    of the cup's white rim beside the spoon's handle). Grown from every pixel > 0, the region took the tail and
-    2 px past it whole, and the fill redrew the rim as a jagged notch: only the part at least half the mask's
-    peak is grown from; past ``CORE_GROW`` px of it the tail is judged like any ring pixel (the cup continues
-    into it unchanged: it stays out). Before: all 48 of the tail pixels checked, and the cup past them."""
-    img, obj, cup, _ = _cup_and_spoon()
-    dist = cv2.distanceTransform((~obj).astype(np.uint8), cv2.DIST_L2, 5)
-    # 4 px of faint tail (0.3 .. 0.02) onto the cup, left of the bar, where the rim runs along it
-    tail = (dist > 0) & (dist <= 4) & cup
-    soft = obj.astype(np.float32)
-    soft[tail] = np.interp(dist[tail], [1, 4], [0.3, 0.02])
-    aware = _region_weights(soft, 6, 2, img) > 0
-    far_tail = tail & (dist > CORE_GROW + 0.5)
-    far_tail[:68] = far_tail[92:] = False  # where the rim runs along the bar (past it, the ring crosses the
-    # cup's outline and a few differ from the table beyond: as in the test above)
-    assert far_tail.sum() >= 40
-    assert not aware[far_tail].any(), aware[far_tail].sum()
-    assert not (aware & cup & (dist > CORE_GROW + 0.5))[68:92].any()  # nor the rim past it
-    assert aware[obj].all() and aware[~obj & (dist <= CORE_GROW)].all()  # the object and its edge, as always
-    # the whole selection painted soft (its peak below 1) is still grown from all of it, at its own strength
-    faint = _region_weights(soft * 0.3, 6, 2, img)
-    assert (faint[obj] > 0).all() and faint.max() <= 0.6 + 1e-6
-
-
 def _shadow_scene(surface, shadow_scale=0.28, stripe=None, shift=9):
     """A grey disc on a surface with its cast shadow to the lower left (the disc shifted by ``shift`` px)."""
     img = _surface(surface, seed=3)

@@ -24,7 +24,6 @@ from backend.imaging import (
     bbox,
     bbox_positive,
     composite,
-    mask_to_float,
     mask_to_u8,
     plan_crop,
     to_float,
@@ -75,8 +74,6 @@ def _whole_layer(pipe: ErasePipeline, image: np.ndarray, selection: np.ndarray, 
         filled = filler(rgb, hole, hint=clean & hole & ~reach)
     else:
         filled = filler(rgb, hole)
-    if pipe.edge_aware:
-        weights = np.maximum(weights, mask_to_float(snapped))  # the snap's faint tail, at its own strength
     out = image.copy()
     x0, y0, x1, y1 = plan.box
     out[y0:y1, x0:x1] = composite(plan.crop(image), plan.from_model(to_float(filled)), plan.crop(weights))

@@ -25,7 +25,6 @@ from backend.imaging import (
     composite,
     feather_inward,
     grow,
-    mask_to_float,
     plan_crop_around,
     to_float,
     to_rgb_u8,
@@ -160,11 +159,6 @@ class ErasePipeline:
         filled_crop = plan.from_model(to_float(np.asarray(filled)))
 
         _report(callback, "composite", 2, 3)
-        if self.edge_aware:
-            # the snap's faint tail the region was not grown from (``_solid``) is blended at its own strength,
-            # so the returned region still covers the snapped object; a hinted fill kept its real colours there
-            weights = weights.maximum(MaskWindow(mask_to_float(snapped.data), snapped.box, snapped.shape))
-            weights_crop = weights.crop(plan.box)
         # every weight > 0 lies inside the crop: composite there, copy the rest of the layer untouched
         out = image.copy()
         x0, y0, x1, y1 = plan.box
@@ -264,7 +258,7 @@ def _region_window(
     region = grow(window, grow_px)
     core = None
     if image is not None and grow_px > CORE_GROW:
-        found = _fringe_tiled(image[y0:y1, x0:x1], _solid(window), grow_px, tile)
+        found = _fringe_tiled(image[y0:y1, x0:x1], window > 0, grow_px, tile)
         if found is not None:
             core = found  # the object, its always-grown edge and the fringe the rule took
             region = np.where(core, region, 0).astype(np.float32)
@@ -276,16 +270,6 @@ def _region_window(
         # there, a ghost outline (the halo's outer pixel at 0.5). Painted-soft weights stay as painted.
         np.maximum(weights, (core & (region >= 1.0)).astype(np.float32), out=weights)
     return MaskWindow(weights, (x0, y0, x1, y1), snapped.shape)
-
-
-def _solid(window: np.ndarray) -> np.ndarray:
-    """bool: the part of a (soft) mask the edge-aware rule grows from: at least half the mask's peak. The snap's
-    probability fades out over several px (grabcut-lifted's tail on the README coffee: 5e-6..0.36 over 2-5 px of
-    the cup's white rim beside the spoon's handle); grown from every pixel > 0, the region took that rim whole
-    and the fill redrew it as a jagged notch. Past ``CORE_GROW`` px the tail is the rule's to judge, like any
-    ring pixel. A mask painted soft all over (its peak below 1) keeps its whole extent."""
-    m = mask_to_float(window)  # a raw selection may hold NaN or values outside [0, 1]
-    return m >= 0.5 * float(m.max()) if m.any() else m > 0
 
 
 def _sq(f: np.ndarray) -> np.ndarray:
