@@ -27,6 +27,7 @@ patches from its own region (backend/erase/patchmatch.py).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import cv2
@@ -386,6 +387,29 @@ def _extend(entry: Entry, hole: np.ndarray, barrier: np.ndarray, max_len: float)
     return np.array(path)
 
 
+def _nearest_alongside(entries: list[Entry], i: int, taken: set[int], accept: Callable[[Entry], bool]) -> int:
+    """Index of the entry nearest to ``entries[i]`` that reaches the hole beside it (within ``2 THIN`` px,
+    headings within 30 degrees), is not ``taken`` and that ``accept`` allows; -1 when there is none."""
+    a = entries[i]
+    best, best_d = -1, np.inf
+    for j, b in enumerate(entries):
+        if j == i or j in taken or not accept(b):
+            continue
+        d = float(np.linalg.norm(a.point - b.point))
+        if d <= 2 * THIN and float(np.dot(a.heading, b.heading)) >= np.cos(np.radians(30)) and d < best_d:
+            best, best_d = j, d
+    return best
+
+
+def _pair_axis(a: Entry, b: Entry) -> tuple[np.ndarray, float]:
+    """Two side-by-side entries' mean heading (unit) and the distance between them across it (at least 2 px):
+    the centre line and width of the band or strip they bound."""
+    heading = a.heading + b.heading
+    heading /= np.linalg.norm(heading)
+    normal = np.array([heading[1], -heading[0]])
+    return heading, max(2.0, abs(float(np.dot(a.point - b.point, normal))))
+
+
 def _band_entries(entries: list[Entry], origin: dict[int, int]) -> tuple[list[Entry], list[Entry]]:
     """Pairs of entries that are the two edges of one thin band (``split_thin``) reaching the hole side by side
     become one entry on the band's centre line (left = right = the band's label, widths = its width): continued
@@ -396,24 +420,14 @@ def _band_entries(entries: list[Entry], origin: dict[int, int]) -> tuple[list[En
     for i, a in enumerate(entries):
         if i in taken or a.left not in origin:
             continue
-        best, best_d = -1, np.inf
-        for j, b in enumerate(entries):
-            if j == i or j in taken or b.right != a.left:
-                continue
-            d = float(np.linalg.norm(a.point - b.point))
-            if d <= 2 * THIN and float(np.dot(a.heading, b.heading)) >= np.cos(np.radians(30)) and d < best_d:
-                best, best_d = j, d
+        best = _nearest_alongside(entries, i, taken, lambda b, a=a: b.right == a.left)
         if best < 0:
             continue
         b = entries[best]
-        heading = a.heading + b.heading
-        heading /= np.linalg.norm(heading)
-        normal = np.array([heading[1], -heading[0]])
-        width = max(2.0, abs(float(np.dot(a.point - b.point, normal))))
-        centre = (a.point + b.point) / 2
+        heading, width = _pair_axis(a, b)
         bands.append(
             Entry(
-                centre,
+                (a.point + b.point) / 2,
                 heading,
                 (a.curvature + b.curvature) / 2,
                 a.left,
@@ -439,22 +453,17 @@ def _soft_edges(entries: list[Entry]) -> tuple[list[Entry], list[Entry]]:
     for i, a in enumerate(entries):
         if i in taken:
             continue
-        best, best_d = -1, np.inf
-        for j, b in enumerate(entries):
-            if j == i or j in taken or b.left != a.right or b.right in (a.left, a.right):
-                continue
-            if a.widths[1] >= THIN or b.widths[0] >= THIN:  # the strip is narrow seen from both of its edges
-                continue
-            d = float(np.linalg.norm(a.point - b.point))
-            if d <= 2 * THIN and float(np.dot(a.heading, b.heading)) >= np.cos(np.radians(30)) and d < best_d:
-                best, best_d = j, d
+
+        def beside(b: Entry, a: Entry = a) -> bool:
+            """``b`` is the strip's other edge (its left is ``a``'s right), and the strip is narrow from both."""
+            narrow = not (a.widths[1] >= THIN or b.widths[0] >= THIN)
+            return b.left == a.right and b.right not in (a.left, a.right) and narrow
+
+        best = _nearest_alongside(entries, i, taken, beside)
         if best < 0:
             continue
         b = entries[best]
-        heading = a.heading + b.heading
-        heading /= np.linalg.norm(heading)
-        normal = np.array([heading[1], -heading[0]])
-        width = max(2.0, abs(float(np.dot(a.point - b.point, normal))))
+        heading, width = _pair_axis(a, b)
         strips.append(
             Entry(
                 (a.point + b.point) / 2,
