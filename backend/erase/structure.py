@@ -401,13 +401,14 @@ def _nearest_alongside(entries: list[Entry], i: int, taken: set[int], accept: Ca
     return best
 
 
-def _pair_axis(a: Entry, b: Entry) -> tuple[np.ndarray, float]:
-    """Two side-by-side entries' mean heading (unit) and the distance between them across it (at least 2 px):
-    the centre line and width of the band or strip they bound."""
+def _centre_entry(a: Entry, b: Entry, curvature: float, label: int) -> Entry:
+    """The one entry on the centre line of the band or strip that two side-by-side entries bound: their mean
+    heading, the distance between them across it as its width (at least 2 px), ``label`` on both sides."""
     heading = a.heading + b.heading
     heading /= np.linalg.norm(heading)
     normal = np.array([heading[1], -heading[0]])
-    return heading, max(2.0, abs(float(np.dot(a.point - b.point, normal))))
+    width = max(2.0, abs(float(np.dot(a.point - b.point, normal))))
+    return Entry((a.point + b.point) / 2, heading, curvature, label, label, max(a.rms, b.rms), (width, width))
 
 
 def _band_entries(entries: list[Entry], origin: dict[int, int]) -> tuple[list[Entry], list[Entry]]:
@@ -424,18 +425,7 @@ def _band_entries(entries: list[Entry], origin: dict[int, int]) -> tuple[list[En
         if best < 0:
             continue
         b = entries[best]
-        heading, width = _pair_axis(a, b)
-        bands.append(
-            Entry(
-                (a.point + b.point) / 2,
-                heading,
-                (a.curvature + b.curvature) / 2,
-                a.left,
-                a.left,
-                max(a.rms, b.rms),
-                (width, width),
-            )
-        )
+        bands.append(_centre_entry(a, b, (a.curvature + b.curvature) / 2, a.left))
         taken.update((i, best))
     return [e for k, e in enumerate(entries) if k not in taken], bands
 
@@ -463,18 +453,7 @@ def _soft_edges(entries: list[Entry]) -> tuple[list[Entry], list[Entry]]:
         if best < 0:
             continue
         b = entries[best]
-        heading, width = _pair_axis(a, b)
-        strips.append(
-            Entry(
-                (a.point + b.point) / 2,
-                heading,
-                min(a.curvature, b.curvature, key=abs),
-                a.right,
-                a.right,
-                max(a.rms, b.rms),
-                (width, width),
-            )
-        )
+        strips.append(_centre_entry(a, b, min(a.curvature, b.curvature, key=abs), a.right))
         taken.update((i, best))
     return [e for k, e in enumerate(entries) if k not in taken], strips
 
