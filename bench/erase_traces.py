@@ -12,6 +12,8 @@ counts, from the returned region's weights ``w`` (0..1):
   ghost outline would show).
 
 Lower is better for both; the region's size is printed for scale (a larger region costs the neighbours).
+Two more rows, held apart from the 36's totals (the spoon is one of the issue's held-out objects): the README's
+coffee spoon from the shipped lasso and from the Krita docs' rough box (day 9: that box lost the handle's tip).
 Compare two trees side by side with ``--against PATH`` (a checkout of another commit, e.g. from ``git archive``).
 
     OMP_NUM_THREADS=1 .venv/bin/python -m bench.erase_traces [--against /tmp/old]
@@ -39,7 +41,7 @@ def measure() -> dict[str, dict[str, float]]:
     from bench.realphoto import load_cases
 
     rows = {}
-    for case in load_cases():
+    for case in load_cases() + coffee_cases():
         rgb = case.image[:, :, :3] if case.image.ndim == 3 else np.dstack([case.image] * 3)
         layer = np.dstack([rgb, np.full(rgb.shape[:2], 255, np.uint8)])
         params = EraseOp.spec.validate({})
@@ -55,6 +57,27 @@ def measure() -> dict[str, dict[str, float]]:
     return rows
 
 
+# the README's spoon, held apart from the 36's totals: its shipped lasso and the Krita docs' rough box
+# (tests/hosts/krita/shots.py ROUGH_BOX: x 300-450, y 45-355)
+COFFEE = ("coffee_spoon/shipped-lasso", "coffee_spoon/docs-box")
+
+
+def coffee_cases() -> list:
+    """The spoon of examples/coffee.png (the held-out label) from the shipped lasso and the docs' rough box."""
+    from dataclasses import replace
+
+    from bench.realphoto import coffee_spoon, load_cases
+
+    base = load_cases({"coffee_spoon"})[0]
+    _, lasso, _, _, _ = coffee_spoon()
+    box = np.zeros(lasso.shape, np.float32)
+    box[45:355, 300:450] = 1
+    return [
+        replace(base, name=COFFEE[0], selection=lasso.astype(np.float32) / 255, kind="lasso"),
+        replace(base, name=COFFEE[1], selection=box, kind="rectangle"),
+    ]
+
+
 def _table(rows: dict[str, dict[str, float]], other: dict[str, dict[str, float]] | None) -> None:
     print("| case | object px left | fringe px left | region px |")
     print("|---|---|---|---|")
@@ -68,9 +91,13 @@ def _table(rows: dict[str, dict[str, float]], other: dict[str, dict[str, float]]
                 f"| {o['region']} -> {r['region']} |"
             )
     for key in ("object", "fringe"):
-        mine = sum(r[key] for r in rows.values())
-        theirs = "" if other is None else f"{sum(r[key] for r in other.values()):.0f} -> "
-        print(f"total {key} px left: {theirs}{mine:.0f}")
+        mine = sum(r[key] for name, r in rows.items() if name not in COFFEE)
+        theirs = (
+            ""
+            if other is None
+            else f"{sum(r[key] for name, r in other.items() if name not in COFFEE):.0f} -> "
+        )
+        print(f"total {key} px left: {theirs}{mine:.0f}  (the 36; the coffee rows apart)")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -9,12 +9,14 @@ import pytest
 
 from backend.snapping import SnapParams, SnapPipeline
 from backend.snapping.embedded import (
+    Candidate,
     Evidence,
     _grabcut,
     bridge_pieces,
     edges_candidate,
     join_pieces,
     lifted,
+    other_pieces,
     plausible,
     recover_thin,
     score_candidate,
@@ -272,6 +274,47 @@ def test_a_looser_rectangle_around_the_coffee_spoon_keeps_the_whole_spoon(pipe, 
     got = spoon_checks(out.mask > 0.5)
     assert got["tip"] > 0.9 and got["whole"] == 1.0 and got["middle"] > 0.8, got
     assert got["iou"] > 0.9 and got["spill"] < 0.03, got
+
+
+@needs_u2netp
+def test_the_docs_rough_box_around_the_coffee_spoon_keeps_the_handle_tip(pipe):
+    """The Krita docs' rough box (tests/hosts/krita/shots.py ROUGH_BOX, x 300-450, y 45-355): the winner
+    ('edges') lost the tip but kept a sliver of the saucer's rim beside it, and GrabCut-lifted's tip touched
+    that sliver, so it was not offered to the bridge step: the erase kept the tip. A piece the winner touches
+    only with a stray sliver is still one it lacks; the tip is joined along the handle."""
+    image, _, _, _, _ = coffee_spoon()
+    sel = np.zeros(image.shape[:2], np.float32)
+    sel[45:355, 300:450] = 1
+    out = pipe(image, sel, SnapParams(method="combined"))
+    got = spoon_checks(out.mask > 0.5)
+    assert got["tip"] > 0.9 and got["whole"] == 1.0 and got["middle"] > 0.8, got
+    assert got["iou"] > 0.85 and got["spill"] < 0.08, got
+    assert any(b["joined"] for b in out.meta["bridges"]), out.meta.get("bridges")
+
+
+def test_a_piece_touching_only_a_stray_sliver_of_the_winner_is_offered_to_the_bridge():
+    """The winner has the bowl and a stray sliver beside the far end; another candidate's far end touches the
+    sliver. It is still a piece the winner lacks (other_pieces), and joining it keeps it only when the strip
+    joins it to the bowl, not because it touches the sliver (join_pieces)."""
+    for handle in (True, False):
+        image, sel, pieces, strip = _two_pieces(handle=handle)
+        n, labels = cv2.connectedComponents(pieces.astype(np.uint8))
+        sizes = [(labels == i).sum() for i in range(1, n)]
+        bowl = labels == 1 + int(np.argmax(sizes))
+        end = pieces & ~bowl
+        sliver = np.zeros_like(pieces)
+        sliver[22:42, 77:80] = True  # touching the end (x 64-76), 60 px: under MIN_PIECE of the bowl
+        sel[10:60, 60:95] = True
+        winner = Candidate("winner", bowl | sliver, {"area": 0.3, "touch": 0.0, "edge": 1.0})
+        other = Candidate("other", bowl | end, {"area": 0.3, "touch": 0.0, "edge": 1.0})
+        extra = other_pieces(winner, [winner, other])
+        assert extra[end].all() and not extra[bowl].any()
+        got, info = join_pieces(image, sel, winner.mask, extra & ~winner.mask)
+        assert got[sliver].all() and got[bowl].all()  # the winner's own pieces stay either way
+        if handle:
+            assert got[end].all() and got[strip].mean() > 0.9, info
+        else:
+            assert not got[end].any(), info
 
 
 def test_a_handle_lost_in_three_pieces_is_joined_through_the_middle_piece():

@@ -470,19 +470,33 @@ def thin_map(rgb: np.ndarray, width: int = 7) -> np.ndarray:
     return out
 
 
+def sizeable(mask: np.ndarray) -> np.ndarray:
+    """``mask``'s pieces of at least MIN_PIECE of its largest one (and 20 px): the object's parts, not the stray
+    slivers a candidate picks up beside it (the saucer's bright rim beside a spoon's tip). bool, same shape."""
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+    if n <= 1:
+        return np.zeros(mask.shape, bool)
+    areas = stats[1:, cv2.CC_STAT_AREA]
+    floor = max(20, MIN_PIECE * float(areas.max()))
+    return np.isin(labels, 1 + np.flatnonzero(areas >= floor))
+
+
 def other_pieces(best: Candidate, cands: list[Candidate]) -> np.ndarray:
-    """Pieces that other plausible candidates found and the winner lacks entirely (a spoon's tip that GrabCut
-    keeps and u2netp drops), at least MIN_PIECE of the winner's area: offered to bridge_pieces, which keeps one
-    only if a thin part joins it to the winner. bool, working resolution."""
+    """Pieces that other plausible candidates found and the winner lacks (a spoon's tip that GrabCut keeps and
+    u2netp drops), at least MIN_PIECE of the winner's area: offered to bridge_pieces, which keeps one only if a
+    thin part joins it to the winner. A piece the winner touches only with a stray sliver of its own (a rough
+    rectangle's winner took a sliver of the saucer's rim beside the tip and lost the tip) still counts as
+    lacking: only the winner's sizeable pieces (``sizeable``) rule one out. bool, working resolution."""
     out = np.zeros(best.mask.shape, bool)
     floor = max(20, MIN_PIECE * float(best.mask.sum()))
+    body = sizeable(best.mask)
     for c in cands:
         if c is best or not plausible(c.scores):
             continue
         n, labels, stats, _ = cv2.connectedComponentsWithStats(c.mask.astype(np.uint8), connectivity=8)
         for i in range(1, n):
             part = labels == i
-            if stats[i, cv2.CC_STAT_AREA] >= floor and not (part & best.mask).any():
+            if stats[i, cv2.CC_STAT_AREA] >= floor and not (part & body).any():
                 out |= part
     return out
 
@@ -602,8 +616,11 @@ def join_pieces(
     joined, bridges = bridge_pieces(rgb, seed, mask | extra)
     if not bridges:
         return mask, []
+    # what a bridge reached from the winner's sizeable pieces: an extra piece that merely touches one of the
+    # winner's stray slivers is not joined by that
     _, parts = cv2.connectedComponents(joined.astype(np.uint8), connectivity=8)
-    return np.isin(parts, np.unique(parts[mask])) & (parts > 0), bridges
+    anchors = np.unique(parts[sizeable(mask)])
+    return mask | (np.isin(parts, anchors[anchors > 0])), bridges
 
 
 def refine_full(rgb: np.ndarray, seed: np.ndarray, small_mask: np.ndarray, scale: float) -> np.ndarray:
