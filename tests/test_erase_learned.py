@@ -185,6 +185,49 @@ def test_cancel_stops_the_model_call(files, name):
     assert filler(rgb, hole).shape == (64, 80, 3)
 
 
+class _Recording:
+    """A real onnxruntime session that keeps the feeds it was given."""
+
+    def __init__(self, inner):
+        self.inner, self.feeds = inner, []
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def run(self, names, feeds, options=None):
+        self.feeds.append(feeds)
+        return self.inner.run(names, feeds, options)
+
+
+@pytest.mark.parametrize("name", ["lama", "migan"])
+def test_a_small_crop_is_framed_by_its_own_mirror_image_not_black(files, name):
+    """A fixed 512 px model fed a 120x90 crop: the rest of its frame holds the crop's own colours (mirrored),
+    and a hole that reaches the crop's edge reaches into that frame, so the network never sees a black border
+    as the hole's surroundings."""
+    recorder = _Recording(session(files[name]))
+    rgb = np.empty((120, 90, 3), np.uint8)
+    rgb[...] = (200, 120, 40)
+    rgb[:, :30] = (30, 160, 220)
+    hole = np.zeros((120, 90), bool)
+    hole[50:70, 60:90] = True  # touches the crop's right edge
+    LearnedFiller(name, recorder)(rgb, hole)
+    (feed,) = recorder.feeds[0].values() if name == "migan" else [recorder.feeds[0]]
+    if name == "lama":
+        image, mask = (v[0] for v in sorted(feed.values(), key=lambda v: -v.shape[1]))
+        known = 1 - mask[0]
+        seen = image * 255  # already zero inside the hole
+    else:
+        known = feed[0, 0] + 0.5
+        seen = (feed[0, 1:] + 1) * 127.5 * known
+    frame = known.astype(bool).copy()
+    frame[:120, :90] = False  # the padding only
+    got = np.rint(seen[:, frame]).T
+    colours = {tuple(c) for c in np.unique(got, axis=0)}
+    assert colours <= {(200, 120, 40), (30, 160, 220)}, "the padding holds colours that are not the crop's"
+    beyond = known[:, 90:].astype(bool)
+    assert not beyond[50:70, :30].any() and beyond[:50].all()  # the hole is mirrored past the edge too
+
+
 def test_small_object_gets_real_surroundings_not_an_upscaled_crop(files):
     """A 30 px object in a big layer: the model sees a 512 px window of the photo at its own resolution."""
     image = np.random.default_rng(2).integers(0, 256, (1500, 2000, 3), dtype=np.uint8)
