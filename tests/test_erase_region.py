@@ -417,3 +417,48 @@ def test_the_default_grow_never_reaches_the_raised_grow_rule(monkeypatch):
     assert pe._flood_steps(6) == 0 and pe._tile_margin(6) == 29  # day 5's margin at the default
     with pytest.raises(AssertionError, match="raised-grow rule"):
         _region_weights(obj.astype(np.float32), 12, 2, img)
+
+
+def _faint_tail_over_a_wide_rim() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """A grey bar (the spoon's handle) beside a white band 20 px wide (a cup's rim) on brown; the snapped mask
+    is 1 on the bar and fades out over 7 px of the rim (0.36 .. 0.007, as ``grabcut-lifted`` did beside the
+    README coffee's handle), and over 2 px on its other side (an ordinary anti-aliased edge). Returns the
+    image, the snapped mask, the rim and each pixel's distance left of the bar."""
+    img = _surface((150, 80, 40))
+    rim = np.zeros((160, 160), bool)
+    rim[:, 60:80] = True
+    img[rim] = _surface((245, 236, 226), seed=1)[rim]
+    bar = np.zeros_like(rim)
+    bar[20:140, 80:90] = True
+    img[bar] = (128, 128, 130)
+    xx = np.arange(160)[None, :].repeat(160, axis=0).astype(np.float32)
+    left = np.where(xx < 80, 80 - xx, 0)  # px left of the bar
+    mask = bar.astype(np.float32)
+    rows = np.zeros_like(rim)
+    rows[20:140] = True
+    tail = rows & (left >= 1) & (left <= 7)
+    mask[tail] = 0.36 * np.exp(-(left[tail] - 1) / 1.5)
+    edge = rows & (xx >= 90) & (xx < 92)
+    mask[edge] = 0.4 / (xx[edge] - 88)
+    return img.astype(np.uint8), mask, rim, left
+
+
+def test_a_snaps_far_tail_over_a_neighbour_is_not_grown_from_but_its_edge_is():
+    """The rule grows from the snapped mask's solid part and its soft edge up to ``TAIL_REACH`` px beyond it
+    (``_object_part``). Grown from every pixel > 0, a tail fading out over 7 px of the rim took the rim up to
+    9 px out, and the fill redrew it (the README cup's white notch: day 8's rim). Day 8's fix (grow from >=
+    half the peak) was reverted for leaving objects' real anti-aliased edges behind: a 2 px edge is still
+    grown from and replaced whole, and every snapped pixel keeps a weight."""
+    img, mask, rim, left = _faint_tail_over_a_wide_rim()
+    weights = _region_weights(mask, 6, 2, img)
+    rows = np.zeros_like(rim)
+    rows[30:130] = True  # away from the bar's ends
+    far = rows & rim & (left > pe.TAIL_REACH + CORE_GROW)
+    assert far.sum() == 100 * 15
+    # grown from every pixel > 0: 400 of these px weighed more than the tail (200 of them >= 0.5)
+    assert (weights[far] > mask[far] + 1e-6).sum() == 0, (weights[far] > mask[far] + 1e-6).sum()
+    assert np.allclose(weights[far & (mask > 0)], mask[far & (mask > 0)])
+    assert (weights[mask > 0] > 0).all()
+    # the object, its near tail and its 2 px edge on the other side: replaced whole, as before
+    near = rows & (mask > 0) & (left <= pe.TAIL_REACH)
+    assert (weights[near] == 1.0).all()
