@@ -208,6 +208,25 @@ def test_composite_is_bit_exact_outside_the_mask(dtype, channels, edited_dtype):
         np.testing.assert_array_equal(out[full], from_float(to_float(edited[full]), orig.dtype))
 
 
+@pytest.mark.parametrize("dtype", [np.float16, np.float32])
+def test_non_finite_samples_inside_the_edit_are_replaced_and_kept_outside(dtype):
+    """A float layer with NaN/inf pixels under the selection gets the edit there (a NaN blended with anything is
+    NaN, so the erased object used to stay); outside the mask the NaN stays, bit for bit."""
+    orig = np.full((6, 8, 3), 0.25, dtype)
+    orig[1, 1] = np.nan  # fully inside
+    orig[2, 3, 1] = np.inf  # on the soft edge: one channel
+    orig[4, 6] = -np.inf  # outside
+    edited = np.full((6, 8, 3), 0.75, np.float32)
+    mask = np.zeros((6, 8), np.float32)
+    mask[0:4, 0:4] = 1.0
+    mask[2, 3] = 0.5
+    out = composite(orig, edited, mask)
+    assert np.isfinite(out[mask > 0]).all()
+    np.testing.assert_array_equal(out[1, 1], [0.75, 0.75, 0.75])
+    assert out[2, 3, 1] == dtype(0.75) and out[2, 3, 0] == pytest.approx(0.5, abs=3e-3)  # u8 weight grid
+    assert out[mask == 0].tobytes() == orig[mask == 0].tobytes()
+
+
 def test_composite_blends_alpha_when_asked():
     orig = np.zeros((4, 4, 4), np.uint8)
     edited = np.full((4, 4, 3), 255, np.uint8)

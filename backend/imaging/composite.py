@@ -88,7 +88,11 @@ def _blend(orig: np.ndarray, edited: np.ndarray, m: np.ndarray, keep_alpha: bool
     blended = match_channels(to_float(e_col), ncol)
     blended *= w
     o = to_float(o_col)
+    holes = _non_finite(o)
     o *= 1.0 - w
+    if holes is not None:  # a NaN/inf sample has nothing to blend with: inside the edit it is replaced whole
+        o[holes] = 0.0
+        np.divide(blended, w, out=blended, where=holes & (w > 0))
     blended += o
     out = orig.copy()
     out[:, :, :ncol] = from_float(blended, orig.dtype)
@@ -100,3 +104,10 @@ def _blend(orig: np.ndarray, edited: np.ndarray, m: np.ndarray, keep_alpha: bool
     outside = m <= 0
     out[outside] = orig[outside]
     return out
+
+
+def _non_finite(samples: np.ndarray) -> np.ndarray | None:
+    """Where a float layer holds NaN or +-inf (None when it holds none, the usual case: one cheap check)."""
+    if samples.dtype.kind != "f" or np.isfinite(samples).all():
+        return None
+    return ~np.isfinite(samples)
