@@ -23,7 +23,8 @@ GIMP's Resynthesizer do:
 
 Sources are restricted to a band of known pixels around the hole (``band``), not the whole photo: background
 far from the object is less likely to belong there, and the search stays proportional to the hole. Everything
-is deterministic for a given ``seed`` (one thread, numba's seeded generator).
+is deterministic for a given ``seed`` (the search runs on one thread with numba's seeded generator; the melding
+vote runs on numba's threads, each pixel's sums in their own order, so any thread count gives the same bytes).
 
 numba compiles the kernels once per machine (``cache=True`` keeps them in ``__pycache__``); ``warm_up()`` runs a
 tiny completion so the backend pays the compile at start, not on the user's first erase.
@@ -35,8 +36,35 @@ import time
 from dataclasses import dataclass, field
 
 import cv2
+import numba
 import numpy as np
-from numba import njit
+from numba import njit, prange
+
+
+def _threadsafe_layer() -> bool:
+    """Whether numba has a threading layer that may start parallel kernels from several threads at once (TBB or
+    OpenMP). Its fallback, workqueue, aborts the process when two threads start one together, and the backend
+    runs ops on worker threads while its warm-up thread may still run: without a safe layer (no libgomp, macOS
+    without libomp) the kernels stay serial. GNU OpenMP is not fork-safe: the backend starts no child by fork
+    alone (subprocess execs at once)."""
+    import importlib
+
+    for pool in ("tbbpool", "omppool"):
+        try:
+            importlib.import_module(f"numba.np.ufunc.{pool}")
+        except (ImportError, OSError):
+            continue
+        return True
+    return False
+
+
+# the melding vote (_vote_with_steps: one call per completion, ~0.22 s serial on the 600 px speed scene) uses
+# numba's threads where that is safe; when numba would pick its layer itself it may only pick a thread-safe one.
+# _vote and _distances stay serial: ~60 calls of ~1-2 ms each, where a launch's overhead and OpenMP's
+# spin-waiting cost more CPU than the second thread saves (bench/erase_fill.py, Day 9 speed)
+PARALLEL = _threadsafe_layer()
+if PARALLEL and numba.config.THREADING_LAYER == "default":
+    numba.config.THREADING_LAYER = "threadsafe"
 
 # ---- kernels ----------------------------------------------------------------------------------------------
 
@@ -229,7 +257,7 @@ def _vote(
     return out
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, parallel=PARALLEL)
 def _vote_with_steps(
     img, conf, weight_sum, py, px, is_target, nnf, dist, r, sharp, floor
 ):  # pragma: no cover - compiled
@@ -239,11 +267,12 @@ def _vote_with_steps(
     it puts there (both inside one real patch, so the step is real), weighted as ``_vote`` weighs colours but
     relative to the best patch covering both; where two copies meet no patch spans the seam from both sides,
     so the voted steps carry no seam. One pass, and one exp per patch where the best patch covering the pixel
-    covers its neighbour too (the usual case). A step no patch votes for is the current one."""
+    covers its neighbour too (the usual case). A step no patch votes for is the current one. Pixels run on
+    numba's threads (``PARALLEL``): each writes only its own row."""
     h, w = img.shape[0], img.shape[1]
     colours = np.empty((py.shape[0], 3), np.float32)
     steps = np.zeros((py.shape[0], 2, 3), np.float32)
-    for i in range(py.shape[0]):
+    for i in prange(py.shape[0]):
         y, x = py[i], px[i]
         best = best_y = best_x = 1e300
         for dy in range(-r, r + 1):
