@@ -51,6 +51,10 @@ class U2NetP:
         opts = ort.SessionOptions()
         if threads:
             opts.intra_op_num_threads = threads
+        # onnxruntime's pool threads spin-wait between ops by default: in the embedded snap the net runs while
+        # two GrabCut threads do (embedded.make_candidates), and the spinning took CPU from them and from the
+        # rest of the machine (~0.1 s CPU per erase, bench/erase_fill.py); waiting changes no arithmetic
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.path = found
         self._session = ort.InferenceSession(str(found), opts, providers=["CPUExecutionProvider"])
         self._input = self._session.get_inputs()[0].name
