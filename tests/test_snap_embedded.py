@@ -13,6 +13,7 @@ from backend.snapping.embedded import (
     Evidence,
     _grabcut,
     bridge_pieces,
+    crossing,
     edges_candidate,
     join_pieces,
     lifted,
@@ -315,6 +316,56 @@ def test_a_piece_touching_only_a_stray_sliver_of_the_winner_is_offered_to_the_br
             assert got[end].all() and got[strip].mean() > 0.9, info
         else:
             assert not got[end].any(), info
+
+
+@needs_u2netp
+@pytest.mark.parametrize("shape", ["box+35", "ellipse+10"])
+def test_a_loose_selection_that_slices_the_saucer_or_the_cup_still_snaps_to_the_spoon(pipe, shape):
+    """A box 35 px around the spoon holds as much saucer as spoon, and an ellipse around it half the cup: the
+    leading candidates took the saucer (GrabCut) or the cup (u2netp), which run on across the selection's edge
+    (IoU 0.29 both). They lose to the spoon, GrabCut again with what crosses the edge as background."""
+    image, _, truth, _, _ = coffee_spoon()
+    ys, xs = np.nonzero(truth)
+    sel = np.zeros(truth.shape, np.uint8)
+    if shape == "box+35":
+        sel[ys.min() - 35 : ys.max() + 36, xs.min() - 35 : xs.max() + 36] = 1
+    else:
+        centre = (int(xs.min() + xs.max()) // 2, int(ys.min() + ys.max()) // 2)
+        axes = (int((xs.max() - xs.min()) * 0.71) + 10, int((ys.max() - ys.min()) * 0.71) + 10)
+        cv2.ellipse(sel, centre, axes, 0, 0, 360, 1, -1)
+    out = pipe(image, sel.astype(np.float32), SnapParams(method="combined"))
+    got = spoon_checks(out.mask > 0.5)
+    assert got["iou"] > 0.85 and got["spill"] < 0.08, (got, out.meta["why"])
+    assert got["tip"] > 0.9 and got["whole"] == 1.0, got
+    assert "running across the selection's edge" in out.meta["why"], out.meta["why"]
+
+
+def test_crossing_tells_a_neighbour_the_selection_slices_from_an_outline_that_meets_it():
+    """Two candidates that cover the same share of a rectangle's inner rim: a band that runs on outside with
+    its colours (a neighbour the rectangle slices) crosses; a box-shaped object whose own outline meets a tight
+    rectangle, the outside a different colour, does not."""
+    rng = np.random.default_rng(5)
+    shape = (160, 160)
+    image = _textured(rng, shape, (120, 90, 60), 4)  # wood
+    band = np.zeros(shape, bool)
+    band[:, 100:130] = True  # a red band crossing the whole picture
+    image[band] = _textured(rng, shape, (170, 40, 20), 4)[band]
+    obj = np.zeros(shape, bool)
+    obj[42:118, 32:92] = True  # a pale box
+    image[obj] = _textured(rng, shape, (220, 215, 205), 4)[obj]
+    image = np.clip(image, 0, 255).astype(np.uint8)
+    loose = np.zeros(shape, bool)
+    loose[30:130, 20:115] = True  # around the box, slicing the band
+    ev = Evidence.of(image, loose)
+    sliced = loose & band
+    cut, share = crossing(image, sliced, ev)
+    assert share > 0.8 and cut.sum() > 0.8 * (sliced & ev.rim).sum()
+    tight = np.zeros(shape, bool)
+    tight[41:119, 31:93] = True  # 1 px around the box: its outline lies on the rim
+    ev = Evidence.of(image, tight)
+    assert score_candidate(obj, ev)["touch"] > 0.3
+    cut, share = crossing(image, obj, ev)
+    assert share < 0.1 and cut.sum() < 0.1 * (obj & ev.rim).sum()
 
 
 def test_a_handle_lost_in_three_pieces_is_joined_through_the_middle_piece():

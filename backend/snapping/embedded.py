@@ -57,6 +57,16 @@ MIN_CENTRE = 0.05
 # the check is for led by x1.03-1.22 on bench/realphoto.py (the fender over the seat x1.18 at +8 px, the
 # housing over the tail light x1.03-1.08).
 OFF_CENTRE_LEAD = 1.35
+# a candidate that runs across the selection's edge: it covers at least MIN_CROSS of the inner rim, and at
+# least MIN_CONTINUES of the band just outside beside where it does has the colours it has on the rim (within
+# CONTINUE_LAB in OpenCV's 8-bit Lab): a neighbour the rough selection slices (the saucer or the cup a loose box or ellipse
+# takes in with the spoon), not the object's own outline meeting a tight selection, where the colours change.
+# Such a winner loses to the best plausible central candidate that does not cross, unless it leads it by
+# OFF_CENTRE_LEAD (the middle check's rule); GrabCut again with the crossing parts as sure background
+# ('grabcut-trimmed') is one more candidate then.
+MIN_CROSS = 0.08
+MIN_CONTINUES = 0.5
+CONTINUE_LAB = 14.0
 
 T = TypeVar("T")
 
@@ -305,7 +315,85 @@ def choose(
             c.scores = score_candidate(ws, ev)
             c.total = total_score(c.scores)
             cands.append(c)
-    return best_of(cands), cands
+    best = best_of(cands)
+    if best is not None and crosses(small, best, ev):
+        trimmed = trimmed_candidates(small, seed, best, ev)
+        if trimmed:
+            cands += trimmed
+            best = uncrossed(small, best, trimmed, cands, ev)
+    return best, cands
+
+
+def uncrossed(
+    small: np.ndarray, best: Candidate, trimmed: list[Candidate], cands: list[Candidate], ev: Evidence
+) -> Candidate:
+    """``best`` crosses the selection's edge: the best plausible central candidate that neither crosses it
+    nor is mostly what trimming took away (the neighbour: a watershed grown from the winner's core, kept inside
+    the selection, is still the neighbour), unless ``best`` leads it by OFF_CENTRE_LEAD."""
+    away = best.mask & ~np.logical_or.reduce([t.mask for t in trimmed])
+    inner = [
+        c
+        for c in cands
+        if plausible(c.scores)
+        and central(c.scores)
+        and not crosses(small, c, ev)
+        and (c.mask & away).sum() < 0.5 * c.mask.sum()
+    ]
+    if not inner:
+        return best
+    rival = max(inner, key=lambda c: c.total)
+    return rival if best.total - rival.total <= (OFF_CENTRE_LEAD - 1.0) * abs(rival.total) else best
+
+
+def crossing(rgb: np.ndarray, mask: np.ndarray, ev: Evidence) -> tuple[np.ndarray, float]:
+    """Where ``mask`` runs across the selection's edge: its pixels on the selection's inner rim whose colours
+    go on just outside (the ``ring``), and the share of the ring beside them that does. A tight selection
+    around an object meets the object's own outline, and outside it the colours change. (bool HxW, share)"""
+    on = mask & ev.rim
+    if not on.any():
+        return on, 0.0
+    lab = cv2.cvtColor(rgb, cv2.COLOR_RGB2Lab).astype(np.float32)
+    k = (13, 13)
+    weight = cv2.boxFilter(on.astype(np.float32), -1, k, normalize=False)
+    local = cv2.boxFilter(lab * on[..., None], -1, k, normalize=False) / np.maximum(weight, 1e-6)[..., None]
+    beside = ev.ring & (weight > 0)
+    if not beside.any():
+        return np.zeros_like(on), 0.0
+    goes_on = beside & (np.linalg.norm(lab - local, axis=2) < CONTINUE_LAB)
+    # the rim pixels beside an outside pixel that has their colours
+    near = cv2.dilate(goes_on.astype(np.uint8), np.ones(k, np.uint8)) > 0
+    return on & near, float(goes_on.sum() / beside.sum())
+
+
+def crosses(rgb: np.ndarray, c: Candidate, ev: Evidence) -> bool:
+    """Whether candidate ``c`` runs across the selection's edge (MIN_CROSS, MIN_CONTINUES); the share of the
+    outside band that goes on with its colours is kept in its scores (``continues``) for the meta."""
+    if c.scores.get("touch", 0.0) < MIN_CROSS:
+        return False
+    if "continues" not in c.scores:
+        c.scores["continues"] = crossing(rgb, c.mask, ev)[1]
+    return c.scores["continues"] >= MIN_CONTINUES
+
+
+def trimmed_candidates(small: np.ndarray, seed: np.ndarray, best: Candidate, ev: Evidence) -> list[Candidate]:
+    """GrabCut, plain and on the lifted copy, with what ``best`` has across the selection's edge (``crossing``,
+    and its pixels within 4 px of it) as sure background: the object without the neighbour a rough selection
+    slices (the two differ in thin parts: a spoon's tip, which the bridge step takes from either). [] when
+    nothing of it crosses."""
+    cut, _ = crossing(small, best.mask, ev)
+    if not cut.any():
+        return []
+    gc = np.where(seed, cv2.GC_PR_FGD, cv2.GC_BGD).astype(np.uint8)
+    near = cv2.dilate(cut.astype(np.uint8), np.ones((3, 3), np.uint8), iterations=4) > 0
+    gc[cut | (near & best.mask)] = cv2.GC_BGD
+    keep = int(MIN_AREA * seed.sum())
+    out = []
+    for name, img in (("grabcut-trimmed", small), ("grabcut-lifted-trimmed", lifted(small))):
+        c = Candidate(name, _grabcut(img, gc, min_keep=keep))
+        c.scores = score_candidate(c.mask, ev)
+        c.total = total_score(c.scores)
+        out.append(c)
+    return out
 
 
 def best_of(cands: list[Candidate]) -> Candidate | None:
@@ -677,11 +765,31 @@ def snap_embedded(
     good = [c for c in cands if plausible(c.scores)]
     # when the winner reaches the selection's middle, the candidates off to the side were not in the running
     aside = [c for c in good if not central(c.scores)] if central(best.scores) else []
-    rivals = sorted((c for c in good if c is not best and c not in aside), key=lambda c: -c.total)
+    # the ones the crossing check turned away (choose: uncrossed)
+    crossed = best.scores.get("continues", 0.0) >= MIN_CONTINUES and best.scores["touch"] >= MIN_CROSS
+    across = [
+        c
+        for c in good
+        if not crossed
+        and c.total > best.total
+        and c.scores.get("continues", 0.0) >= MIN_CONTINUES
+        and c.scores["touch"] >= MIN_CROSS
+    ]
+    rivals = sorted((c for c in good if c is not best and c not in aside + across), key=lambda c: -c.total)
     meta["fallback"] = False
-    meta["why"] = f"{best.name}: the highest score of the plausible candidates ({best.total:.2f}" + (
-        f"; next {rivals[0].name} {rivals[0].total:.2f})" if rivals else "; the only one)"
-    )
+    if across:
+        meta["why"] = (
+            f"{best.name} {best.total:.2f}: the object without the neighbour the selection slices; passed over, "
+            "running across the selection's edge: "
+            + ", ".join(
+                f"{c.name} {c.total:.2f} (on {c.scores['touch']:.0%} of its rim, going on outside)"
+                for c in across
+            )
+        )
+    else:
+        meta["why"] = f"{best.name}: the highest score of the plausible candidates ({best.total:.2f}" + (
+            f"; next {rivals[0].name} {rivals[0].total:.2f})" if rivals else "; the only one)"
+        )
     passed = [c for c in aside if c.total > best.total]
     if passed:  # the neighbours the middle check turned away: a user's log shows it
         meta["why"] += "; passed over, off to the side of the selection's middle: " + ", ".join(
