@@ -1,12 +1,15 @@
 """What raising erase's ``grow`` does to the edge-aware region, and what it costs (review 7 finding 2, day 8).
 
-The help says to raise grow "to swallow its edge and shadow fringe". Three figures per grow, all from
+The help says to raise grow "to swallow its edge and shadow fringe". Four figures per grow, all from
 ``pipeline_erase._region_weights``, the function erase calls:
 
 - a shadow fringe is taken: a bar with an 8 px cast shadow, and a line (or a patch) of the shadow's colour
   nearby that does not touch it (review 7's scene): shadow pixels taken, of 960;
 - a thin neighbour is not bitten: white cup pixels (R+G+B > 600) the region takes outside the snapped spoon on
   the README's coffee (the snap is the shipped embedded one);
+- the coffee spoon's own soft shadow (day 9, shadow9's finding): how many levels darker than the lit saucer the
+  photo is 1-3 px outside the region right of the bowl (``bowl_shadow_ring``): the ring an erase leaves
+  tracing the bowl, whatever the fill does inside (0 would be none);
 - the cost: CPU s of the rule on review 7's 1200x1000 px ellipse on a textured 1600^2 layer, best of
   ``--repeats`` after a warm call, next to the plain disk growth at the same grow (the ratio is the figure: the
   machine is shared and absolute times are noisy).
@@ -71,6 +74,24 @@ def coffee_spoon() -> tuple[np.ndarray, np.ndarray]:
     return img, np.asarray(snapped, np.float32)
 
 
+BOWL_RIGHT = (385, 240, 445, 330)  # photo x0, y0, x1, y1: the saucer right of the spoon's bowl
+
+
+def bowl_shadow_ring(img: np.ndarray, snapped: np.ndarray, region: np.ndarray) -> float:
+    """Levels (mean of RGB, median) by which the photo 1-3 px outside ``region`` is darker than the lit saucer
+    22-32 px from the spoon, both within ``BOWL_RIGHT`` and away from the cup: the spoon's own soft shadow,
+    ~20 px wide, that a region ending inside it leaves as a ring tracing the bowl."""
+    import cv2
+
+    x0, y0, x1, y1 = BOWL_RIGHT
+    level = img[y0:y1, x0:x1].astype(np.float64).mean(axis=2)
+    spoon = cv2.distanceTransform((snapped[y0:y1, x0:x1] <= 0).astype(np.uint8), cv2.DIST_L2, 5)
+    out = cv2.distanceTransform((~region[y0:y1, x0:x1]).astype(np.uint8), cv2.DIST_L2, 5)
+    lit = np.median(level[(spoon > 22) & (spoon <= 32)])
+    ring = (out > 0) & (out <= 3) & (spoon <= 40)
+    return float(lit - np.median(level[ring]))
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -101,6 +122,13 @@ def main(argv: list[str] | None = None) -> None:
                 int(((_region_weights(snapped, g, 2, layer) > 0) & white & outside).sum()) for g in GROWS
             ]
             print(f"| coffee: white cup px taken, {name} | " + " | ".join(map(str, cells)) + " |")
+        for name, layer in (("edge-aware", img), ("plain growth", None)):
+            cells = [bowl_shadow_ring(img, snapped, _region_weights(snapped, g, 2, layer) > 0) for g in GROWS]
+            print(
+                f"| coffee: spoon's shadow left right of the bowl, levels, {name} | "
+                + " | ".join(f"{v:.1f}" for v in cells)
+                + " |"
+            )
     img, obj = textured_ellipse()
     mask = obj.astype(np.float32)
     rows: dict[str, list[float]] = {"edge-aware": [], "plain growth": []}
