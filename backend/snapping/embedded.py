@@ -806,4 +806,43 @@ def snap_embedded(
         meta["bridges"] = bridges
         added = keep & ~mask  # the winner keeps its own (soft) edge
         prob[added] = 1.0
+    spurs = stray_spurs(rgb, seed, prob > 0.5)
+    if spurs.any():
+        # the spur and its soft edge, not the 1-2 px where it meets the object
+        rest = cv2.dilate(((prob > 0.5) & ~spurs).astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
+        prob[(cv2.dilate(spurs.astype(np.uint8), np.ones((5, 5), np.uint8)) > 0) & ~rest] = 0.0
+        meta["spurs_dropped"] = int(spurs.sum())
     return prob, best.name, meta
+
+
+# a spur is thinner than SPUR_WIDTH px (an opening of that size removes it) and covers at least 4 x SPUR_WIDTH px
+# (a 2 px line 14 px long: the few px an opening shaves off an outline's corner are not one); it is dropped when
+# its colours are the surroundings' more than the object's (mean colour ratio under MAX_SPUR_RATIO)
+SPUR_WIDTH = 7
+MAX_SPUR_RATIO = 0.5
+
+
+def stray_spurs(rgb: np.ndarray, seed: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Thin spurs of ``mask`` that belong to another surface: parts narrower than SPUR_WIDTH that hang off one
+    wide piece only (a handle between two pieces joins two, and stays) and whose colours are the
+    surroundings' rather than the wide pieces' (``_colour_ratio``). A rough box's winner picked up the bright
+    rim of the saucer beside the spoon's tip, and the erase broke the saucer's rim there. bool HxW."""
+    k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (SPUR_WIDTH, SPUR_WIDTH))
+    wide = cv2.morphologyEx(mask.astype(np.uint8), cv2.MORPH_OPEN, k) > 0
+    thin = mask & ~wide
+    out = np.zeros(mask.shape, bool)
+    if not wide.any() or not thin.any():
+        return out  # an object thin all over (a pole, a wire) has no body to hang off
+    _, pieces = cv2.connectedComponents(wide.astype(np.uint8), connectivity=8)
+    n, parts = cv2.connectedComponents(thin.astype(np.uint8), connectivity=8)
+    ring = (cv2.dilate(seed.astype(np.uint8), np.ones((3, 3), np.uint8), iterations=4) > 0) & ~seed
+    ratio = _colour_ratio(rgb, wide, (seed & ~mask) | ring)
+    k3 = np.ones((3, 3), np.uint8)
+    for i in range(1, n):
+        part = parts == i
+        if part.sum() < 4 * SPUR_WIDTH:
+            continue
+        touches = np.unique(pieces[(cv2.dilate(part.astype(np.uint8), k3) > 0) & wide])
+        if len(touches) == 1 and float(ratio[part].mean()) < MAX_SPUR_RATIO:
+            out |= part
+    return out
