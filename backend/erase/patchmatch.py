@@ -843,9 +843,10 @@ def complete(
     (``_detail_floor``): a source flatter than the ring's median detail costs more, so the search stops
     preferring the empty sky between stars and flat blobs in grain that match the blurred estimate best.
     Measured (day 9, docs/benchmarks/erase-fill-targets.md): off the structure path (the erase filler's
-    ``options["plain_detail"] = {"detail": w}``) 0.15 raises the 48 scenes' texture ratio 0.755 -> 0.813 and
-    the held-out 0.791 -> 0.864 for 0.14 dB of the photos' PSNR, but copies fragments of structure into some
-    photos (the astronaut's badge) and loses a held-out tie: it stays off.
+    ``options["plain_detail"] = {"detail": w}``, on top of the coherent start) 0.1 raises the 48 scenes'
+    texture ratio 0.765 -> 0.808 and the held-out 0.791 -> 0.864 with the same HaarPSI wins, for 0.13 dB of the
+    photos' PSNR, but a one-sided floor cannot tell grain from structure: it copies mortar fragments into bricks
+    (hp16), a piece of the astronaut's badge into the suit (p24) and dark spots beside the tripod (hp19). Off.
     ``hint``: HxW bool, hole pixels whose colours are real (erase's ring between the object and its grown
     region that looks like the surface beyond, not like the object's fringe): they keep their colours, count in
     matching as known pixels do, and are never invented nor copied from (they may hold a faint halo); the hole's
