@@ -861,9 +861,10 @@ def complete(
     (``_detail_floor``): a source flatter than the ring's median (isotropic, ``detail_iso``) detail costs more,
     so the search stops preferring the empty sky between stars and flat blobs in grain that match the blurred
     estimate best. Measured (day 9, docs/benchmarks/erase-fill-targets.md) off the structure path (the erase
-    filler's ``options["plain_detail"] = {"detail": w}``, on top of the coherent start): 0.15 raises the 48
-    scenes' texture ratio 0.765 -> 0.788 and the held-out 0.813 -> 0.839 (held-out wins unchanged) for 0.08 dB
-    of the photos' PSNR, but p11-moon's near tie flips to Telea (HaarPSI 0.991 -> 0.990): off by default.
+    filler's ``options["plain_detail"]``, on top of the coherent start): on the plain path only, 0.15 raises the
+    48 scenes' texture ratio 0.765 -> 0.782 and the held-out 0.813 -> 0.836 with the same HaarPSI wins, for
+    0.06 dB of the photos' PSNR (the erase filler's default there, ``EMBEDDED_DEFAULTS``); on the smooth path too
+    p11-moon's near tie flips to Telea. Off in ``complete`` itself.
     With ``detail_iso=0`` (every detail counts) 0.1 reaches 0.808 but copies mortar fragments into bricks
     (hp16), a piece of the astronaut's badge into the suit (p24) and dark spots beside the tripod (hp19).
     ``hint``: HxW bool, hole pixels whose colours are real (erase's ring between the object and its grown
@@ -1041,13 +1042,19 @@ def _parts(hole: np.ndarray, patch: int, band: float) -> list[tuple[tuple[int, i
 # 0.755 -> 0.765, photos -0.07 -> -0.14 dB against Telea; held out 91.7 -> 94.4 %, +3.24 -> +3.37 dB, texture
 # 0.791 -> 0.813 (docs/benchmarks/erase-fill-targets.md, Day 9). Not on the smooth-surround path (the moon's and
 # the rocket's skies lose their wins there), nor on the structure path (the coffee stays byte-identical).
-# ``plain_detail`` (day 9, not a default): ``complete`` options applied, like ``texture_vote``, only where no
-# structure guides the fill, e.g. {"detail": 0.15} (the detail floor, see ``complete``) for benchmarks.
+# ``plain_detail`` (day 9): on the plain path only, like ``plain_start``, the search's detail floor at 0.15
+# (``complete(detail=...)``, ``_detail_floor``: a source flatter than the ring's median isotropic detail costs
+# more, so grass, gravel and stars are no longer filled from the flat or empty sources that match the blurred
+# estimate best). Bench (48 scenes): HaarPSI wins 87.5 % both, texture 0.765 -> 0.782 (photos 0.704 -> 0.726),
+# photos -0.14 -> -0.20 dB against Telea; held out 94.4 % both, texture 0.813 -> 0.836, GMSD wins 94.4 -> 97.2 %.
+# Not on the smooth-surround path (there the moons' near ties p11/hp23 go to Telea), nor on the structure path
+# (the coffee stays byte-identical).
 EMBEDDED_DEFAULTS = {
     "structure": True,
     "meld": True,
     "texture_vote": {"sharp_final": 0.03, "vote_floor": 0.01},
     "plain_start": {"init_copy": 10.0},
+    "plain_detail": {"detail": 0.15},
 }
 
 
@@ -1151,9 +1158,9 @@ class PatchMatchFiller:
         options = {}
         if guide is None:  # no structure guides this fill: the sharper last vote (EMBEDDED_DEFAULTS)
             options.update(self.options.get("texture_vote", {}))
-            options.update(self.options.get("plain_detail", {}))  # off unless told (benchmarks)
         if plain:  # nor a smooth surround: the coherent start (EMBEDDED_DEFAULTS)
             options.update(self.options.get("plain_start", {}))
+            options.update(self.options.get("plain_detail", {}))  # the detail floor (EMBEDDED_DEFAULTS)
         options.update(told)  # keys given explicitly win
         first = options.pop("patch", self.patch)
         for patch in sorted({first, 5, 3}, reverse=True):
