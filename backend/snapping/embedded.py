@@ -372,7 +372,12 @@ def crosses(rgb: np.ndarray, c: Candidate, ev: Evidence) -> bool:
         return False
     if "continues" not in c.scores:
         c.scores["continues"] = crossing(rgb, c.mask, ev)[1]
-    return c.scores["continues"] >= MIN_CONTINUES
+    return found_crossing(c.scores)
+
+
+def found_crossing(scores: dict) -> bool:
+    """Whether scores that ``crosses`` filled in say the candidate runs across the selection's edge."""
+    return scores.get("continues", 0.0) >= MIN_CONTINUES and scores.get("touch", 0.0) >= MIN_CROSS
 
 
 def trimmed_candidates(small: np.ndarray, seed: np.ndarray, best: Candidate, ev: Evidence) -> list[Candidate]:
@@ -766,15 +771,8 @@ def snap_embedded(
     # when the winner reaches the selection's middle, the candidates off to the side were not in the running
     aside = [c for c in good if not central(c.scores)] if central(best.scores) else []
     # the ones the crossing check turned away (choose: uncrossed)
-    crossed = best.scores.get("continues", 0.0) >= MIN_CONTINUES and best.scores["touch"] >= MIN_CROSS
-    across = [
-        c
-        for c in good
-        if not crossed
-        and c.total > best.total
-        and c.scores.get("continues", 0.0) >= MIN_CONTINUES
-        and c.scores["touch"] >= MIN_CROSS
-    ]
+    crossed = found_crossing(best.scores)
+    across = [c for c in good if not crossed and c.total > best.total and found_crossing(c.scores)]
     rivals = sorted((c for c in good if c is not best and c not in aside + across), key=lambda c: -c.total)
     meta["fallback"] = False
     if across:
