@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from backend.cli import load_registry
+from backend.imaging import to_float
 from backend.jobs import run_job
 from backend.ops.base import JobContext
 from backend.wire_images import array_buffer, buffer_array
@@ -58,7 +59,8 @@ def test_every_changed_pixel_is_inside_the_returned_mask(registry, dtype, fill):
     assert changed.sum() > 500  # the object went
     assert not (changed & (region == 0)).any(), int((changed & (region == 0)).sum())
     assert out[region == 0].tobytes() == layer[region == 0].tobytes()
-    assert out[..., 3].tobytes() == layer[..., 3].tobytes()  # alpha untouched everywhere
+    # the layer's alpha is a ramp the object does not change: the filled alpha continues it (to a few levels)
+    assert np.abs(to_float(out[..., 3]) - to_float(layer[..., 3])).max() <= 6 / 255
     # the wire: the image in the host's format and origin, then the region, then the snapped object
     assert [b.role for b in buffers] == ["image", "mask", "mask"]
     assert (buffers[0].x, buffers[0].y) == (-3, 11)

@@ -18,14 +18,16 @@ import numpy as np
 import pytest
 
 from backend.erase import EraseParams, ErasePipeline
-from backend.erase.pipeline_erase import _model_hole, _region_weights
+from backend.erase.pipeline_erase import _fill_alpha, _model_hole, _region_weights
 from backend.imaging import (
     MaskWindow,
     bbox,
     bbox_positive,
+    bleed_colours,
     composite,
     mask_to_u8,
     plan_crop,
+    see_through,
     to_float,
     to_rgb_u8,
 )
@@ -67,16 +69,25 @@ def _whole_layer(pipe: ErasePipeline, image: np.ndarray, selection: np.ndarray, 
         min_context=context,
     )
     hole_crop = plan.crop(hole_weights) > 0
-    rgb = plan.to_model(to_rgb_u8(plan.crop(image)))
+    colour = to_rgb_u8(plan.crop(image))
+    alpha = see_through(plan.crop(image))  # the layers here are not opaque: their alpha is filled too
+    if alpha is not None:
+        colour = bleed_colours(colour, (alpha > 0) & ~hole_crop)
+    rgb = plan.to_model(colour)
     hole, reach = _model_hole(plan, hole_crop, plan.crop(weights) > 0)
+    hint = None
     if hinted:
         clean = plan.to_model((hole_crop & (plan.crop(weights) <= 0)).astype(np.uint8), smooth=False) > 0
-        filled = filler(rgb, hole, hint=clean & hole & ~reach)
+        hint = clean & hole & ~reach
+        filled = filler(rgb, hole, hint=hint)
     else:
         filled = filler(rgb, hole)
+    filled = plan.from_model(to_float(filled))
+    if alpha is not None:
+        filled = np.dstack([filled, _fill_alpha(plan, alpha, hole, hint)])
     out = image.copy()
     x0, y0, x1, y1 = plan.box
-    out[y0:y1, x0:x1] = composite(plan.crop(image), plan.from_model(to_float(filled)), plan.crop(weights))
+    out[y0:y1, x0:x1] = composite(plan.crop(image), filled, plan.crop(weights), keep_alpha=alpha is None)
     return out, weights, snapped
 
 

@@ -22,10 +22,12 @@ from backend.imaging import (
     MaskWindow,
     bbox,
     bbox_positive,
+    bleed_colours,
     composite,
     feather_inward,
     grow,
     plan_crop_around,
+    see_through,
     to_float,
     to_rgb_u8,
 )
@@ -145,24 +147,32 @@ class ErasePipeline:
         hole_crop = hole_weights.crop(plan.box) > 0
         if hole_crop.all():
             raise NoBackground("the region covers everything around it; there is no background to fill from")
-        rgb = plan.to_model(to_rgb_u8(plan.crop(image)))
+        colour = to_rgb_u8(plan.crop(image))
+        alpha = see_through(plan.crop(image))  # None on an opaque layer: the usual case, alpha kept as it is
+        if alpha is not None:  # transparent pixels' colours are arbitrary: copies take the nearest real ones
+            colour = bleed_colours(colour, (alpha > 0) & ~hole_crop)
+        rgb = plan.to_model(colour)
         hole, reach = _model_hole(plan, hole_crop, weights_crop > 0)
         if hole.all():
             raise NoBackground("the region covers everything around it; there is no background to fill from")
+        hint = None
         if hinted:
             clean = plan.to_model((hole_crop & (weights_crop <= 0)).astype(np.uint8), smooth=False) > 0
-            filled = filler(rgb, hole, hint=clean & hole & ~reach)
+            hint = clean & hole & ~reach
+            filled = filler(rgb, hole, hint=hint)
         else:
             filled = filler(rgb, hole)
         if filled.shape[:2] != rgb.shape[:2]:
             raise ValueError(f"filler {filler.name!r} returned {filled.shape[:2]}, expected {rgb.shape[:2]}")
         filled_crop = plan.from_model(to_float(np.asarray(filled)))
+        if alpha is not None:
+            filled_crop = np.dstack([filled_crop, _fill_alpha(plan, alpha, hole, hint)])
 
         _report(callback, "composite", 2, 3)
         # every weight > 0 lies inside the crop: composite there, copy the rest of the layer untouched
         out = image.copy()
         x0, y0, x1, y1 = plan.box
-        out[y0:y1, x0:x1] = composite(plan.crop(image), filled_crop, weights_crop)
+        out[y0:y1, x0:x1] = composite(plan.crop(image), filled_crop, weights_crop, keep_alpha=alpha is None)
         _report(callback, "composite", 3, 3)
         meta = {
             "snap": snap_meta,
@@ -172,6 +182,24 @@ class ErasePipeline:
             "model_size": list(plan.model_size),
         }
         return EraseOutput(out, weights, snapped, meta)
+
+
+def _fill_alpha(plan, alpha: np.ndarray, hole: np.ndarray, hint: np.ndarray | None) -> np.ndarray:
+    """The region's alpha, filled from the alpha around it (crop-sized HxW float32): an object on a transparent
+    layer becomes transparent, one that overhangs a layer's transparent edge keeps that edge. PatchMatch for
+    every filler (a learned or diffusion model is not made for alpha). A cut-out alpha (only clear and opaque
+    around the hole) is copied and stays cut out: the gradient-domain meld would leave a faint haze of
+    1-13 levels past a hard edge; a soft alpha (a ramp, a vignette) is melded, which continues it smoothly."""
+    from .patchmatch import PatchMatchFiller
+
+    model = plan.to_model(alpha)
+    known = model[~hole]
+    cut_out = known.size > 0 and np.mean((known > 2) & (known < 253)) < 0.01
+    grey = np.ascontiguousarray(np.repeat(model[:, :, None], 3, axis=2))
+    filled = PatchMatchFiller(options={"meld": not cut_out})(grey, hole, hint=hint).mean(axis=2)
+    if cut_out:
+        filled = np.where(filled >= 128, 255, 0)
+    return plan.from_model(to_float(filled.astype(np.uint8)))
 
 
 def _snap_window(

@@ -6,7 +6,7 @@ functions, so the bit-exactness guarantee outside the edit lives in one place (`
 
 from .composite import blend_weights, composite, feather_inward
 from .crop import CropPlan, plan_crop, plan_crop_around, resize
-from .formats import from_float, split_alpha, to_float, to_gray_float, to_rgb_u8
+from .formats import bleed_colours, from_float, see_through, split_alpha, to_float, to_gray_float, to_rgb_u8
 from .masks import (
     MaskWindow,
     bbox,
@@ -26,6 +26,7 @@ __all__ = [
     "bbox_positive",
     "blend_weights",
     "binarize",
+    "bleed_colours",
     "composite",
     "feather_inward",
     "from_float",
@@ -36,6 +37,7 @@ __all__ = [
     "plan_crop_around",
     "resize",
     "rim_residual",
+    "see_through",
     "shrink",
     "split_alpha",
     "to_float",

@@ -83,6 +83,8 @@ def _blend(orig: np.ndarray, edited: np.ndarray, m: np.ndarray, keep_alpha: bool
     o_col, o_alpha = split_alpha(orig)
     e_col, e_alpha = split_alpha(edited)
     ncol = o_col.shape[2]
+    if o_alpha is not None and not keep_alpha:
+        return _blend_with_alpha(orig, match_channels(to_float(e_col), ncol), e_alpha, m)
     w = m[:, :, None]
     # edited * w + original * (1 - w), in place (no extra full-size temporaries); exact at w = 0 and w = 1
     blended = match_channels(to_float(e_col), ncol)
@@ -96,11 +98,33 @@ def _blend(orig: np.ndarray, edited: np.ndarray, m: np.ndarray, keep_alpha: bool
     blended += o
     out = orig.copy()
     out[:, :, :ncol] = from_float(blended, orig.dtype)
-    if o_alpha is not None and not keep_alpha:
-        ea = to_float(e_alpha) if e_alpha is not None else np.ones(m.shape, np.float32)
-        a = to_float(o_alpha)
-        out[:, :, -1] = from_float(a + (ea - a) * m, orig.dtype)
     # bit-exact outside the mask whatever the float round trip did (kept alpha was never touched)
+    outside = m <= 0
+    out[outside] = orig[outside]
+    return out
+
+
+def _blend_with_alpha(
+    orig: np.ndarray, e_col: np.ndarray, e_alpha: np.ndarray | None, m: np.ndarray
+) -> np.ndarray:
+    """Both alphas blended too, colours premultiplied: a pixel the edit makes transparent adds no colour, so
+    the soft edge between a kept object and an erased (transparent) surround shows the object's colour, not a
+    mix with whatever colour the transparent pixels happen to hold."""
+    o_col, o_alpha = split_alpha(orig)
+    oa = to_float(o_alpha)
+    ea = np.clip(to_float(e_alpha), 0.0, 1.0) if e_alpha is not None else np.ones(m.shape, np.float32)
+    a = oa + (ea - oa) * m
+    o = to_float(o_col)
+    holes = _non_finite(o)
+    if holes is not None:
+        o[holes] = 0.0
+    premult = e_col * (ea * m)[:, :, None] + o * (oa * (1.0 - m))[:, :, None]
+    # where the blended alpha is 0 no colour shows: keep the edit's colour there (it is what a later alpha
+    # change would reveal) instead of dividing by zero
+    colour = np.where(a[:, :, None] > 0, premult / np.maximum(a, 1e-12)[:, :, None], e_col)
+    out = orig.copy()
+    out[:, :, : o_col.shape[2]] = from_float(colour, orig.dtype)
+    out[:, :, -1] = from_float(a, orig.dtype)
     outside = m <= 0
     out[outside] = orig[outside]
     return out

@@ -7,6 +7,7 @@ taken as they are (a linear-light float layer may exceed 1, so floats are never 
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 
 SUPPORTED_DTYPES = (np.uint8, np.uint16, np.float16, np.float32)
@@ -69,6 +70,36 @@ def to_rgb_u8(image: np.ndarray) -> np.ndarray:
     if out.shape[2] == 1:
         out = np.repeat(out, 3, axis=2)
     return np.ascontiguousarray(out)
+
+
+def see_through(image: np.ndarray) -> np.ndarray | None:
+    """HxW uint8 alpha of a layer that is not opaque everywhere; None for no alpha channel or all opaque.
+
+    Erase fills this alpha too: an object on a transparent layer must become transparent, not black."""
+    _, alpha = split_alpha(image)
+    if alpha is None:
+        return None
+    top = _INT_MAX.get(alpha.dtype, 1.0)
+    if (alpha >= top).all():
+        return None
+    return from_float(np.clip(to_float(alpha), 0.0, 1.0), np.uint8)
+
+
+def bleed_colours(rgb: np.ndarray, solid: np.ndarray) -> np.ndarray:
+    """A copy of ``rgb`` where each pixel outside ``solid`` takes the colour of the nearest ``solid`` pixel.
+
+    Transparent pixels carry arbitrary colours (often black); a fill that copies them would show them wherever
+    its alpha comes out above 0. Unchanged when nothing (or everything) is solid."""
+    solid = np.asarray(solid, bool)
+    if not solid.any() or solid.all():
+        return rgb.copy()
+    _, labels = cv2.distanceTransformWithLabels(
+        (~solid).astype(np.uint8), cv2.DIST_L2, 5, labelType=cv2.DIST_LABEL_PIXEL
+    )
+    ys, xs = np.nonzero(solid)  # label k (1-based) is the k-th zero pixel of the input in row-major order
+    lut = np.stack([ys, xs], axis=1)
+    src = lut[labels - 1]
+    return rgb[src[..., 0], src[..., 1]]
 
 
 def to_gray_float(image: np.ndarray) -> np.ndarray:
