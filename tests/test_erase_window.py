@@ -20,6 +20,7 @@ import pytest
 from backend.erase import EraseParams, ErasePipeline
 from backend.erase.pipeline_erase import _fill_alpha, _model_hole, _region_weights
 from backend.imaging import (
+    FillEncoding,
     MaskWindow,
     bbox,
     bbox_positive,
@@ -29,7 +30,6 @@ from backend.imaging import (
     plan_crop,
     see_through,
     to_float,
-    to_rgb_u8,
 )
 from backend.jobs import run_job
 from backend.ops import Registry
@@ -69,7 +69,8 @@ def _whole_layer(pipe: ErasePipeline, image: np.ndarray, selection: np.ndarray, 
         min_context=context,
     )
     hole_crop = plan.crop(hole_weights) > 0
-    colour = to_rgb_u8(plan.crop(image))
+    encoding = FillEncoding.for_crop(plan.crop(image))
+    colour = encoding.encode(plan.crop(image))
     alpha = see_through(plan.crop(image))  # the layers here are not opaque: their alpha is filled too
     if alpha is not None:
         colour = bleed_colours(colour, (alpha > 0) & ~hole_crop)
@@ -82,7 +83,7 @@ def _whole_layer(pipe: ErasePipeline, image: np.ndarray, selection: np.ndarray, 
         filled = filler(rgb, hole, hint=hint)
     else:
         filled = filler(rgb, hole)
-    filled = plan.from_model(to_float(filled))
+    filled = encoding.decode(plan.from_model(to_float(filled)))
     if alpha is not None:
         filled = np.dstack([filled, _fill_alpha(plan, alpha, hole, hint)])
     out = image.copy()

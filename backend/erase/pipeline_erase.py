@@ -19,6 +19,7 @@ import cv2
 import numpy as np
 
 from backend.imaging import (
+    FillEncoding,
     MaskWindow,
     bbox,
     bbox_positive,
@@ -147,7 +148,8 @@ class ErasePipeline:
         hole_crop = hole_weights.crop(plan.box) > 0
         if hole_crop.all():
             raise NoBackground("the region covers everything around it; there is no background to fill from")
-        colour = to_rgb_u8(plan.crop(image))
+        encoding = FillEncoding.for_crop(plan.crop(image))  # float layers: their range, darks given levels
+        colour = encoding.encode(plan.crop(image))
         alpha = see_through(plan.crop(image))  # None on an opaque layer: the usual case, alpha kept as it is
         if alpha is not None:  # transparent pixels' colours are arbitrary: copies take the nearest real ones
             colour = bleed_colours(colour, (alpha > 0) & ~hole_crop)
@@ -164,7 +166,7 @@ class ErasePipeline:
             filled = filler(rgb, hole)
         if filled.shape[:2] != rgb.shape[:2]:
             raise ValueError(f"filler {filler.name!r} returned {filled.shape[:2]}, expected {rgb.shape[:2]}")
-        filled_crop = plan.from_model(to_float(np.asarray(filled)))
+        filled_crop = encoding.decode(plan.from_model(to_float(np.asarray(filled))))
         if alpha is not None:
             filled_crop = np.dstack([filled_crop, _fill_alpha(plan, alpha, hole, hint)])
 

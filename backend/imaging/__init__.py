@@ -6,7 +6,16 @@ functions, so the bit-exactness guarantee outside the edit lives in one place (`
 
 from .composite import blend_weights, composite, feather_inward
 from .crop import CropPlan, plan_crop, plan_crop_around, resize
-from .formats import bleed_colours, from_float, see_through, split_alpha, to_float, to_gray_float, to_rgb_u8
+from .formats import (
+    FillEncoding,
+    bleed_colours,
+    from_float,
+    see_through,
+    split_alpha,
+    to_float,
+    to_gray_float,
+    to_rgb_u8,
+)
 from .masks import (
     MaskWindow,
     bbox,
@@ -21,6 +30,7 @@ from .masks import (
 
 __all__ = [
     "CropPlan",
+    "FillEncoding",
     "MaskWindow",
     "bbox",
     "bbox_positive",

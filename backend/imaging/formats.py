@@ -7,6 +7,8 @@ taken as they are (a linear-light float layer may exceed 1, so floats are never 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import cv2
 import numpy as np
 
@@ -100,6 +102,61 @@ def bleed_colours(rgb: np.ndarray, solid: np.ndarray) -> np.ndarray:
     lut = np.stack([ys, xs], axis=1)
     src = lut[labels - 1]
     return rgb[src[..., 0], src[..., 1]]
+
+
+@dataclass(frozen=True)
+class FillEncoding:
+    """How a layer's colours become the 8-bit copy a fill works on, and back.
+
+    Integer layers: the plain ``to_rgb_u8`` (identity). Float layers may exceed 1 (HDR) or be linear light (GIMP
+    sends linear images as they are): clipping to [0, 1] filled an HDR sky with exactly 1.0 (a dark disc), and
+    256 even steps left a linear dark gradient with 3 values. So a float crop's range ``lo``..``hi`` (at least
+    0..1) maps to 0..255 through the power ``gamma`` that puts its median at a quarter of the range or above:
+    the copy spends its levels where the crop's values are; the decode inverts it exactly."""
+
+    lo: float = 0.0
+    hi: float = 1.0
+    gamma: float = 1.0
+
+    @classmethod
+    def for_crop(cls, image: np.ndarray) -> FillEncoding:
+        colour, _ = split_alpha(image)
+        if colour.dtype.kind != "f":
+            return cls()
+        f = colour.astype(np.float32)
+        f = f[np.isfinite(f)]
+        if f.size == 0:
+            return cls()
+        lo, hi = min(0.0, float(f.min())), max(1.0, float(f.max()))
+        median = (float(np.median(f)) - lo) / (hi - lo)
+        gamma = (
+            1.0
+            if median >= 0.25 or median <= 0
+            else float(np.clip(np.log(0.25) / np.log(median), 1 / 2.4, 1))
+        )
+        return cls(lo, hi, gamma)
+
+    @property
+    def identity(self) -> bool:
+        return (self.lo, self.hi, self.gamma) == (0.0, 1.0, 1.0)
+
+    def encode(self, image: np.ndarray) -> np.ndarray:
+        """HxWx3 uint8 (like ``to_rgb_u8``)."""
+        if self.identity:
+            return to_rgb_u8(image)
+        colour, _ = split_alpha(image)
+        f = np.nan_to_num(colour.astype(np.float32), nan=self.lo, posinf=self.hi, neginf=self.lo)
+        unit = np.clip((f - self.lo) / (self.hi - self.lo), 0.0, 1.0) ** self.gamma
+        out = from_float(unit, np.uint8)
+        return np.ascontiguousarray(np.repeat(out, 3, axis=2) if out.shape[2] == 1 else out)
+
+    def decode(self, unit: np.ndarray) -> np.ndarray:
+        """float32 in the layer's own units from the fill's result as floats in [0, 1] (``to_float`` of it)."""
+        if self.identity:
+            return unit
+        return (np.clip(unit, 0.0, 1.0) ** (1.0 / self.gamma) * (self.hi - self.lo) + self.lo).astype(
+            np.float32
+        )
 
 
 def to_gray_float(image: np.ndarray) -> np.ndarray:
