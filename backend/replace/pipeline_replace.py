@@ -22,6 +22,7 @@ import numpy as np
 
 from backend.imaging import (
     bbox,
+    bleed_colours,
     composite,
     feather_inward,
     from_float,
@@ -29,6 +30,7 @@ from backend.imaging import (
     mask_to_float,
     mask_to_u8,
     plan_crop,
+    see_through,
     to_rgb_u8,
 )
 from backend.models.checkpoint import family, pipeline_architecture
@@ -133,6 +135,11 @@ class ReplacePipeline:
         # from here on everything works on the crop: a small edit on a huge layer stays cheap
         crop_region = plan.crop(region)
         model_rgb = to_rgb_u8(plan.to_model(plan.crop(image)))  # scale first: converts far fewer pixels
+        alpha = see_through(plan.to_model(plan.crop(image)))
+        if (
+            alpha is not None
+        ):  # transparent pixels' colours are arbitrary: the model sees the nearest real ones
+            model_rgb = bleed_colours(model_rgb, alpha > 0)
         model_mask = plan.to_model(crop_region, smooth=False)
         generated = self._inpaint(model_rgb, model_mask, params, report)
         t_model = time.perf_counter()
@@ -140,7 +147,9 @@ class ReplacePipeline:
         blend = feather_inward(crop_region, params.feather_px)
         out = image.copy()
         x0, y0, x1, y1 = plan.box
-        out[y0:y1, x0:x1] = composite(plan.crop(image), crop_new, blend)
+        if alpha is not None:  # what the prompt describes is painted opaque, also on a transparent layer
+            crop_new = np.dstack([crop_new, np.ones(crop_new.shape[:2], np.float32)])
+        out[y0:y1, x0:x1] = composite(plan.crop(image), crop_new, blend, keep_alpha=alpha is None)
         edit_mask = np.zeros(image.shape[:2], np.uint8)
         edit_mask[y0:y1, x0:x1] = mask_to_u8(blend)
         info = {
