@@ -15,6 +15,7 @@ from backend.snapping.embedded import (
     bridge_pieces,
     crossing,
     edges_candidate,
+    gmm_start,
     join_pieces,
     lifted,
     other_pieces,
@@ -123,6 +124,36 @@ def test_a_dark_object_on_a_dark_background_is_found_on_the_lifted_image():
     assert (got & obj).sum() / (got | obj).sum() > 0.9
     near_black = lifted(np.array([[4, 14, 250]], np.uint8)).astype(int)[0]
     assert near_black[1] - near_black[0] > 2.5 * (14 - 4) and near_black[2] >= 250  # dark gaps widen
+
+
+def test_grabcuts_that_differ_only_in_sure_foreground_share_one_k_means():
+    """The snap's plain, u2netp-helped and cored GrabCuts start from the plain one's colour models
+    (gmm_start, speed10): on the coffee's lasso every mask is the one its own k-means gives, including runs
+    that stop on a collapse (min_keep) and one with part of the selection sure foreground; models learnt from
+    another background give another mask (the comparison can fail)."""
+    image, lasso, *_ = coffee_spoon()
+    ys, xs = np.nonzero(lasso)
+    y0, x0 = max(0, ys.min() - 20), max(0, xs.min() - 20)
+    crop = np.ascontiguousarray(image[y0 : ys.max() + 20, x0 : xs.max() + 20])
+    sel = lasso[y0 : ys.max() + 20, x0 : xs.max() + 20] > 0
+    base = np.where(sel, cv2.GC_PR_FGD, cv2.GC_BGD).astype(np.uint8)
+    depth = cv2.distanceTransform(sel.astype(np.uint8), cv2.DIST_L2, 5)
+    cored = base.copy()
+    cored[depth >= 0.7 * depth.max()] = cv2.GC_FGD
+    half = base.copy()
+    half[sel & (np.arange(sel.shape[0])[:, None] < sel.shape[0] // 2)] = cv2.GC_FGD
+    start = gmm_start(crop, base)
+    assert start is not None
+    for gc in (base, cored, half):
+        for keep in (0, int(0.08 * sel.sum()), int(0.9 * sel.sum())):
+            for iterations in (1, 5):
+                mine = _grabcut(crop, gc, iterations, min_keep=keep, start=start)
+                assert mine.tobytes() == _grabcut(crop, gc, iterations, min_keep=keep).tobytes()
+    assert start[0].tobytes() == gmm_start(crop, base)[0].tobytes()  # _grabcut leaves the start as it was
+    other = base.copy()
+    other[:, : base.shape[1] // 3] = cv2.GC_BGD
+    assert (_grabcut(crop, base, start=gmm_start(crop, other)) != _grabcut(crop, base)).any()
+    assert gmm_start(crop, np.full(base.shape, cv2.GC_PR_FGD, np.uint8)) is None  # no background to learn
 
 
 def test_thin_parts_lost_at_the_working_resolution_come_back_at_full_resolution():
