@@ -152,7 +152,7 @@ class ErasePipeline:
         colour = encoding.encode(plan.crop(image))
         alpha = see_through(plan.crop(image))  # None on an opaque layer: the usual case, alpha kept as it is
         if alpha is not None:  # transparent pixels' colours are arbitrary: copies take the nearest real ones
-            colour = bleed_colours(colour, (alpha > 0) & ~hole_crop)
+            colour = bleed_colours(colour, alpha > 0)  # only fully clear pixels: every other keeps its own
         rgb = plan.to_model(colour)
         hole, reach = _model_hole(plan, hole_crop, weights_crop > 0)
         if hole.all():

@@ -110,9 +110,10 @@ class FillEncoding:
 
     Integer layers: the plain ``to_rgb_u8`` (identity). Float layers may exceed 1 (HDR) or be linear light (GIMP
     sends linear images as they are): clipping to [0, 1] filled an HDR sky with exactly 1.0 (a dark disc), and
-    256 even steps left a linear dark gradient with 3 values. So a float crop's range ``lo``..``hi`` (at least
-    0..1) maps to 0..255 through the power ``gamma`` that puts its median at a quarter of the range or above:
-    the copy spends its levels where the crop's values are; the decode inverts it exactly."""
+    256 even steps left a linear dark gradient with 3 values. So a float crop's range ``lo``..``hi`` (its 0.1
+    and 99.9 percentiles, at least 0..1) maps to 0..255 through the power ``gamma`` that puts its median at a
+    quarter of the range or above: the copy spends its levels where the crop's values are; the decode inverts
+    it (values past the range come back clipped to it)."""
 
     lo: float = 0.0
     hi: float = 1.0
@@ -127,7 +128,9 @@ class FillEncoding:
         f = f[np.isfinite(f)]
         if f.size == 0:
             return cls()
-        lo, hi = min(0.0, float(f.min())), max(1.0, float(f.max()))
+        # a percentile range: one hot pixel (a sun, a firefly) must not take the levels from the surround
+        low, high = np.percentile(f, [0.1, 99.9])
+        lo, hi = min(0.0, float(low)), max(1.0, float(high))
         median = (float(np.median(f)) - lo) / (hi - lo)
         gamma = (
             1.0
