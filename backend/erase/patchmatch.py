@@ -1081,6 +1081,7 @@ EMBEDDED_DEFAULTS = {
     "texture_vote": {"sharp_final": 0.03, "vote_floor": 0.01},
     "plain_start": {"init_copy": 10.0},
     "plain_detail": {"detail": 0.15},
+    "soft_shading": True,
 }
 
 
@@ -1159,7 +1160,15 @@ class PatchMatchFiller:
             # With the plain vote it lost on the held-out scenes (day 4: stripes, wood grain and a horizon
             # filled with a wrong region's block); with the gradient-domain vote (meld) it wins there too
             weight = float(self.options.get("guide_weight", GUIDE_WEIGHT))
-            return self._complete(rgb, mask, guide=found.guide(weight), hint=hint)
+            filled = self._complete(rgb, mask, guide=found.guide(weight), hint=hint)
+            if self.options.get("soft_shading", False) and found.soft:
+                # a soft shadow's penumbra: the shading away from hard edges comes from the ring (shading.py)
+                from .shading import reshade
+
+                shaded = reshade(rgb, mask, filled, found, hint)
+                if shaded is not None:
+                    return shaded
+            return filled
         return self._complete(rgb, mask, hint=hint, plain=True)
 
     def _complete(
@@ -1179,6 +1188,7 @@ class PatchMatchFiller:
             "texture_vote",
             "plain_start",
             "plain_detail",
+            "soft_shading",
         )
         told = {k: v for k, v in self.options.items() if k not in skip}
         options = {}

@@ -70,6 +70,7 @@ class Structure:
     curves: list[np.ndarray] = field(default_factory=list)
     entries: list[Entry] = field(default_factory=list)
     density: float = 0.0  # boundary pixels per band pixel (the gate's texture measure)
+    soft: list[tuple[int, int, int]] = field(default_factory=list)  # each soft-edge strip: side, strip, side
 
     def guide(self, weight: float) -> np.ndarray:
         """Two channels placing each label on a circle, adjacent labels ``sqrt(2) weight`` apart: appended to
@@ -454,16 +455,18 @@ def _band_entries(entries: list[Entry], origin: dict[int, int]) -> tuple[list[En
     return [e for k, e in enumerate(entries) if k not in taken], bands
 
 
-def _soft_edges(entries: list[Entry]) -> tuple[list[Entry], list[Entry]]:
+def _soft_edges(entries: list[Entry]) -> tuple[list[Entry], list[Entry], list[tuple[int, int, int]]]:
     """Pairs of entries that are the two edges of a narrow strip of a third colour between two regions (a soft
     shadow's penumbra that k-means cut into dark | mid | lit) become one entry on the strip's centre line, of
     the strip's colour and width, continued as a band (after the outlines) at the curvature of the straighter
     edge: a penumbra widens away from what casts it, so its edges bend apart by that widening, not by where the
     shadow's edge goes. Continued as two outlines, each at its own curvature, the strip fanned into a wedge of
     the mid colour with a hard step to the dark side, which the meld brightened into a pale crescent (where the
-    coffee's spoon bowl lay: /work/reports/coffee8.md). Returns the other entries and the strips."""
+    coffee's spoon bowl lay: /work/reports/coffee8.md). Returns the other entries, the strips and each strip's
+    labels (one side, the strip, the other side: one soft edge, whose shading backend/erase/shading.py rebuilds)."""
     taken: set[int] = set()
     strips = []
+    groups = []
     for i, a in enumerate(entries):
         if i in taken:
             continue
@@ -478,8 +481,9 @@ def _soft_edges(entries: list[Entry]) -> tuple[list[Entry], list[Entry]]:
             continue
         b = entries[best]
         strips.append(_centre_entry(a, b, min(a.curvature, b.curvature, key=abs), a.right))
+        groups.append((a.left, a.right, b.right))
         taken.update((i, best))
-    return [e for k, e in enumerate(entries) if k not in taken], strips
+    return [e for k, e in enumerate(entries) if k not in taken], strips, groups
 
 
 @njit(cache=True, nogil=True)
@@ -615,8 +619,9 @@ def find_structure(
     else:
         entries = entries_of(labels, {})
     strips: list[Entry] = []
+    soft: list[tuple[int, int, int]] = []
     if soft_edges:
-        entries, strips = _soft_edges(entries)
+        entries, strips, soft = _soft_edges(entries)
         bands += strips
     if not entries and not bands:
         return None
@@ -664,7 +669,7 @@ def find_structure(
         # labels back at full size through their one-hot maps (smooth boundaries, not nearest-neighbour steps)
         full = _labels_up(full, n, (w, h))
         curves = [c / scale for c in curves]
-    return Structure(full, n, curves, entries + bands, density)
+    return Structure(full, n, curves, entries + bands, density, soft)
 
 
 def _labels_up(labels: np.ndarray, n: int, size: tuple[int, int]) -> np.ndarray:

@@ -1,0 +1,204 @@
+"""The shading of a hole that lies in a soft shadow's penumbra, rebuilt from the hole's ring (day 10, trace A).
+
+Where the structure path found a soft edge (a penumbra that k-means cut into dark | mid | lit strips,
+``structure._soft_edges``) and no hard edge nearby, the patch fill's low frequencies follow its labels: the
+coffee's spoon bowl came out as a dark patch in the bowl's own shape, the cup's shadow continued along the
+bowl's outline with a lit sliver beside it. Here the hole's low-pass in that soft zone is replaced by a
+two-tone surface interpolated from the ring: a dark surface (a membrane of the ring's dark pixels) and a lit
+one (of its lit pixels), mixed through a matte whose half-way line is that of a membrane of the ring's
+darkness (a harmonic field: between the two places where the ring turns from dark to lit it runs as a smooth
+line, not along the hole's outline) and whose ramp is a penumbra's width. The fill keeps its own detail
+(the image minus its low-pass, with steps larger than grain clipped away). Near a hard edge (labels that are
+not one strip's dark | mid | lit) the fill is left as it is."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+SOFT_NEAR = 4.0  # px from a hard label boundary: the fill is kept as it is up to here ...
+SOFT_FAR = 16.0  # ... and its low-pass fully replaced from here on
+SOFT_MIN_PX = 400  # a soft zone smaller than this (px) is left alone: too small to carry a wrong shading
+RING = 3.0  # px: the ring of known pixels the surfaces are interpolated from
+PLATEAU = 0.45  # of the ramp: a profile that stays half-way longer than this has a flat middle (a band)
+PENUMBRA = (8.0, 40.0)  # px: the least and most the matte's ramp (the measured penumbra) may be
+DETAIL_SIGMA = 3.0  # px: the fill's low-pass that the new shading replaces
+DETAIL_CLIP = 1.5  # x the ring's grain (robust sigma): larger detail in the fill is a step between labels
+MIN_CONTRAST = 12.0  # levels between the ring's dark and lit: below it one surface (a plain membrane) is used
+
+
+def _luma(img: np.ndarray) -> np.ndarray:
+    return img[..., 0] * 0.299 + img[..., 1] * 0.587 + img[..., 2] * 0.114
+
+
+def _hard_boundaries(labels: np.ndarray, groups: list[set[int]]) -> np.ndarray:
+    """Pixels where two different labels meet that are not both of one soft strip's group."""
+    hard = np.zeros(labels.shape, bool)
+    for a, b, sa, sb in (
+        (labels[:, :-1], labels[:, 1:], np.s_[:, :-1], np.s_[:, 1:]),
+        (labels[:-1], labels[1:], np.s_[:-1], np.s_[1:]),
+    ):
+        diff = (a != b) & (a >= 0) & (b >= 0)
+        for g in groups:
+            diff &= ~(np.isin(a, list(g)) & np.isin(b, list(g)))
+        hard[sa] |= diff
+        hard[sb] |= diff
+    return hard
+
+
+def soft_weight(labels: np.ndarray, groups: list[set[int]], hole: np.ndarray) -> np.ndarray:
+    """How much of each hole pixel's low-pass is rebuilt (0..1): 0 within ``SOFT_NEAR`` px of a hard label
+    boundary, 1 beyond ``SOFT_FAR``; 0 off the hole and on labels that are no strip's (the wood beyond a cup
+    whose shadow is soft keeps its fill)."""
+    hard = _hard_boundaries(labels, groups)
+    if hard.any():
+        dist = cv2.distanceTransform((~hard).astype(np.uint8), cv2.DIST_L2, 3)
+    else:
+        dist = np.full(hole.shape, SOFT_FAR, np.float32)
+    w = np.clip((dist - SOFT_NEAR) / (SOFT_FAR - SOFT_NEAR), 0.0, 1.0).astype(np.float32)
+    ours = np.isin(labels, sorted(set().union(*groups)))  # only a strip's own dark, mid and lit labels
+    return w * (hole & ours)
+
+
+def ramp_across(
+    rgb: np.ndarray, hole: np.ndarray, point: np.ndarray, heading: np.ndarray, width: float
+) -> float:
+    """How wide (px, 10 % to 90 %) the shade changes across a strip's entry, measured on the known pixels just
+    before it enters the hole; 0 when it does not ramp: a penumbra that k-means cut into dark | mid | lit
+    rises steadily (the coffee's saucer: 17 px, 24 % of it half-way), a band of a third colour between two
+    edges steps up, stays flat, steps up again (tests/test_structure.py's strip: 61 % half-way)."""
+    known = (~hole).astype(np.float32)
+    luma = _luma(rgb.astype(np.float32)) * known
+    smooth = cv2.GaussianBlur(luma, (0, 0), 1.0) / np.maximum(cv2.GaussianBlur(known, (0, 0), 1.0), 1e-6)
+    normal = np.array([-heading[1], heading[0]])
+    reach = 2.0 * width + 6.0
+    offsets = np.arange(-reach, reach + 0.5, 0.5)
+    profiles = []
+    for back in range(4, 13, 2):
+        base = point - back * heading
+        xs = (base[0] + offsets * normal[0]).astype(np.float32)
+        ys = (base[1] + offsets * normal[1]).astype(np.float32)
+        inside = (xs >= 0) & (ys >= 0) & (xs <= hole.shape[1] - 1) & (ys <= hole.shape[0] - 1)
+        if not inside.all() or hole[np.round(ys).astype(int), np.round(xs).astype(int)].any():
+            continue
+        profiles.append(cv2.remap(smooth, xs[None], ys[None], cv2.INTER_LINEAR)[0])
+    if not profiles:
+        return 0.0
+    prof = np.mean(profiles, axis=0)
+    end = max(2, len(prof) // 6)
+    lo, hi = float(prof[:end].mean()), float(prof[-end:].mean())
+    if abs(hi - lo) < MIN_CONTRAST:
+        return 0.0
+    t = (prof - lo) / (hi - lo)  # 0 .. 1 from one side to the other
+    high = np.nonzero(t >= 0.9)[0]
+    if not high.size:
+        return 0.0
+    low = np.nonzero(t[: high[0]] < 0.1)[0]  # the last place still on the first side before the rise
+    start = offsets[low[-1]] if low.size else offsets[0]
+    stop = offsets[high[0]]
+    ramp = float(stop - start)
+    middle = 0.5 * float(((t > 0.35) & (t < 0.65)).sum())  # px the shade spends half-way (samples: 0.5 px)
+    if middle > PLATEAU * ramp:  # dark | a flat third colour | lit: a band between two edges, not a ramp
+        return 0.0
+    return ramp
+
+
+def _ring_values(img: np.ndarray, sel: np.ndarray, sigma: float = 2.0) -> np.ndarray:
+    """``img`` averaged over the ``sel`` pixels only (a normalised Gaussian): the ring's shading, not its grain."""
+    known = sel.astype(np.float32)
+    num = cv2.GaussianBlur(img * known[:, :, None], (0, 0), sigma)
+    den = cv2.GaussianBlur(known, (0, 0), sigma)
+    return num / np.maximum(den, 1e-6)[:, :, None]
+
+
+def _surface(img: np.ndarray, sel: np.ndarray) -> np.ndarray:
+    """A membrane through the ``sel`` pixels' smoothed colours, defined everywhere."""
+    from .patchmatch import _membrane
+
+    vals = np.where(sel[:, :, None], _ring_values(img, sel), 0).astype(np.float32)
+    return _membrane(vals, ~sel)
+
+
+def two_tone_shading(rgb: np.ndarray, hole: np.ndarray, zone: np.ndarray, penumbra: float) -> np.ndarray:
+    """The low-pass of the ``zone`` (hole pixels) interpolated from the ring beside it, HxWx3 float32 (defined
+    on the zone; near the hole's border it is the ring's own membrane, so it meets the ring without a step);
+    ``penumbra``: the matte's ramp (px, 10 % to 90 %)."""
+    img = rgb.astype(np.float32)
+    out_dist = cv2.distanceTransform((~hole).astype(np.uint8), cv2.DIST_L2, 3)
+    ring_all = ~hole & (out_dist <= RING)
+    plain = _surface(img, ring_all)
+    ring = ring_all & (cv2.dilate(zone.astype(np.uint8), np.ones((9, 9), np.uint8)) > 0)
+    if ring.sum() < 8:
+        return plain
+    luma = cv2.GaussianBlur(_luma(img), (0, 0), 2.0)
+    dark, lit = np.percentile(luma[ring], [10, 60])
+    if lit - dark < MIN_CONTRAST:
+        return plain
+    t = np.clip((luma - dark) / (lit - dark), 0.0, 1.0)
+    lit_px, dark_px = ring & (t > 0.6), ring & (t < 0.4)
+    if lit_px.sum() < 4 or dark_px.sum() < 4:
+        return plain
+    from .patchmatch import _membrane
+
+    field = _membrane(np.repeat(np.where(ring, t, 0)[:, :, None], 3, 2).astype(np.float32), ~ring)[:, :, 0]
+    smooth = cv2.GaussianBlur(field, (0, 0), 2.0)
+    gy, gx = np.gradient(smooth)
+    signed = (field - 0.5) / (np.hypot(gx, gy) + 1e-6)  # px from the half-way line, lit side positive
+    matte = 1.0 / (1.0 + np.exp(np.clip(-4.4 * signed / penumbra, -50.0, 50.0)))  # 10-90 % over penumbra
+    shade = _surface(img, dark_px)
+    light = _surface(img, lit_px)
+    two = shade + matte[:, :, None] * (light - shade)
+    inside = cv2.distanceTransform(hole.astype(np.uint8), cv2.DIST_L2, 3)
+    a = np.clip(inside / 8.0, 0.0, 1.0)[:, :, None]  # meet the ring over 8 px
+    return (a * two + (1 - a) * plain).astype(np.float32)
+
+
+def reshade(
+    rgb: np.ndarray, hole: np.ndarray, filled: np.ndarray, found, hint: np.ndarray | None = None
+) -> np.ndarray | None:
+    """``filled`` (the structure path's fill of ``hole`` in ``rgb``, ``found`` its ``structure.Structure``)
+    with the low-pass of its soft zone rebuilt (module docstring); None where there is no soft edge or no
+    soft zone worth it (the fill is kept byte for byte). ``hint`` pixels (real colours in the hole) are kept."""
+    from .structure import _analysis_scale
+
+    hole = hole if hint is None else hole & ~hint  # the hint's real colours are ring, not hole, here
+    scale = _analysis_scale(*hole.shape)
+    groups, ramps = [], []
+    for side, strip, other in found.soft:
+        for e in found.entries:
+            if e.left == e.right == strip:
+                ramp = ramp_across(rgb, hole, e.point / scale, e.heading, e.widths[0] / scale)
+                if ramp > 0:  # a penumbra, not a band of a third colour
+                    groups.append({side, strip, other})
+                    ramps.append(ramp)
+                break
+    return _reshade(rgb, hole, filled, found.labels, groups, float(np.mean(ramps)) if ramps else 0.0)
+
+
+def _reshade(
+    rgb: np.ndarray,
+    hole: np.ndarray,
+    filled: np.ndarray,
+    labels: np.ndarray,
+    groups: list[set[int]],
+    penumbra: float,
+) -> np.ndarray | None:
+    """``reshade`` given the soft strips' label ``groups`` and their measured ``penumbra`` (px)."""
+    if not groups:
+        return None
+    w = soft_weight(labels, groups, hole)
+    zone = w > 0.5
+    if zone.sum() < SOFT_MIN_PX:
+        return None
+    low = two_tone_shading(rgb, hole, zone, float(np.clip(penumbra, *PENUMBRA)))
+    out = filled.astype(np.float32)
+    detail = out - cv2.GaussianBlur(out, (0, 0), DETAIL_SIGMA)  # the fill's own grain, kept ...
+    ring = ~hole & (cv2.distanceTransform((~hole).astype(np.uint8), cv2.DIST_L2, 3) <= 40)
+    real = rgb.astype(np.float32)
+    grain = np.abs(real - cv2.GaussianBlur(real, (0, 0), DETAIL_SIGMA))[ring]
+    limit = DETAIL_CLIP * 1.4826 * float(np.median(grain)) if grain.size else 0.0  # robust: edges are few
+    new = low + np.clip(detail, -limit, limit)  # ... but not the steps between its labels' copies
+    out += w[:, :, None] * (new - out)
+    result = filled.copy()
+    result[hole] = np.clip(np.rint(out[hole]), 0, 255).astype(np.uint8)
+    return result

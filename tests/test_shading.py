@@ -1,0 +1,121 @@
+"""The shading of a hole in a soft shadow's penumbra, rebuilt from its ring (backend/erase/shading.py, day 10):
+where the structure path found a soft edge and no hard edge nearby, the fill's low-pass comes from a two-tone
+interpolation of the ring instead of from the labels' flood (the coffee's spoon bowl: a dark patch in the
+bowl's own shape)."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from backend.erase import shading
+from backend.erase.patchmatch import PatchMatchFiller
+from backend.erase.structure import find_structure
+from tests.test_structure import _penumbra_scene
+
+DARK, LIT = np.array([50.0, 18.0, 10.0]), np.array([190.0, 70.0, 35.0])
+
+
+def _soft_shadow_scene():
+    """A lit surface with a soft shadow on its left: the shadow's edge a slanted straight line whose ramp is
+    ~18 px wide (10-90 %), fine grain on top; the hole an ellipse across the edge. Returns the image, the hole,
+    the shading (0 dark .. 1 lit) and the labels k-means would give (dark | the ramp's middle third | lit)."""
+    h, w = 170, 200
+    yy, xx = np.mgrid[:h, :w].astype(np.float32)
+    across = (xx - 100 - 0.3 * (yy - 85)) / np.hypot(1, 0.3)  # signed px from the edge, lit side positive
+    t = 1 / (1 + np.exp(-across * 4.4 / 18))
+    img = DARK + t[..., None] * (LIT - DARK)
+    img = np.clip(img + np.random.default_rng(0).normal(0, 3, img.shape), 0, 255).astype(np.uint8)
+    hole = np.zeros((h, w), np.uint8)
+    cv2.ellipse(hole, (100, 85), (34, 50), 0, 0, 360, 1, -1)
+    labels = np.where(t < 1 / 3, 0, np.where(t < 2 / 3, 1, 2)).astype(np.int32)
+    return img, hole > 0, t, labels
+
+
+def _low_error(out: np.ndarray, truth: np.ndarray, hole: np.ndarray) -> float:
+    """Mean error of the low frequencies (what reads as a patch of another shade) inside the hole."""
+    low = [cv2.GaussianBlur(a.astype(np.float32), (0, 0), 4.0) for a in (out, truth)]
+    return float(np.abs(low[0] - low[1]).max(axis=-1)[hole].mean())
+
+
+def test_a_wrong_shade_in_a_penumbra_is_rebuilt_from_the_ring():
+    """The fill's labels flooded the shadow's dark far past its edge, along the hole's lit outline (what the
+    structure path did where the spoon's bowl lay): the rebuilt low-pass puts the edge back between the places
+    where the ring turns from dark to lit, and the pixels off the hole are untouched."""
+    img, hole, t, labels = _soft_shadow_scene()
+    filled = img.copy()
+    inner = (
+        cv2.erode(hole.astype(np.uint8), np.ones((13, 13), np.uint8)) > 0
+    )  # dark up to 6 px from the outline
+    filled[inner] = np.clip(DARK + np.random.default_rng(1).normal(0, 3, (int(inner.sum()), 3)), 0, 255)
+    out = shading._reshade(img, hole, filled, labels, [{0, 1, 2}], 18.0)
+    assert out is not None
+    assert np.array_equal(out[~hole], img[~hole])
+    before, after = _low_error(filled, img, hole), _low_error(out, img, hole)
+    assert after < 0.35 * before, (before, after)
+    # the half-way shade lies on the true edge, not along the outline: along the rows through the hole's middle
+    mid = (LIT + DARK).mean() / 2
+    for y in range(60, 111, 10):
+        row = cv2.GaussianBlur(out.astype(np.float32), (0, 0), 3.0)[y].mean(axis=-1)
+        xs = np.nonzero(hole[y])[0]
+        crossing = xs[np.argmin(np.abs(row[xs] - mid))]
+        true = 100 + 0.3 * (y - 85)
+        assert abs(crossing - true) < 8, (y, crossing, true)
+
+
+def test_near_a_hard_edge_the_fill_is_kept_and_without_a_soft_edge_nothing_changes():
+    """Only a strip's own labels, away from any other label's boundary, are reshaded: a hard edge's side keeps
+    the fill byte for byte (it may be a cup's outline the structure path placed), and with no soft strip found
+    there is nothing to do."""
+    img, hole, t, labels = _soft_shadow_scene()
+    filled = img.copy()
+    filled[hole] = (DARK + LIT) / 2
+    labels = labels.copy()
+    labels[:40] = 3  # a body of another colour above, its boundary a hard edge through the hole's top
+    out = shading._reshade(img, hole, filled, labels, [{0, 1, 2}], 18.0)
+    assert out is not None
+    w = shading.soft_weight(labels, [{0, 1, 2}], hole)
+    assert np.array_equal(out[w == 0], filled[w == 0])
+    assert (w[hole & (np.arange(img.shape[0])[:, None] < 40 + shading.SOFT_NEAR)] == 0).all()
+    assert (out[hole & (w > 0.5)] != filled[hole & (w > 0.5)]).any()
+    assert shading._reshade(img, hole, filled, labels, [], 18.0) is None
+
+
+def test_a_penumbra_ramps_and_a_band_of_a_third_colour_does_not():
+    """The strip k-means cut out of a soft shadow's edge ramps steadily from dark to lit (its width measured);
+    a flat band of a third colour between two hard edges (tests/test_structure.py's strip) is no penumbra and
+    its fill keeps the labels' layout."""
+    img, hole, _, _ = _soft_shadow_scene()
+    heading = np.array([0.3, 1.0]) / np.hypot(0.3, 1.0)  # along the edge, down into the hole's top
+    point = np.array([100 + 0.3 * (35 - 85), 35.0])
+    assert abs(shading.ramp_across(img, hole, point, heading, 6.0) - 18.0) < 4.0
+    band, band_hole, _ = _penumbra_scene()
+    found = find_structure(band, band_hole)
+    strip = next(e for e in found.entries if e.left == e.right == found.soft[0][1])
+    assert shading.ramp_across(band, band_hole, strip.point, strip.heading, strip.widths[0]) == 0.0
+
+
+def test_the_filler_reshades_only_a_penumbra_and_leaves_other_holes_byte_for_byte(monkeypatch):
+    """Through the erase filler: a hole beside a band of a third colour (a soft strip to the structure path,
+    but flat) and a hole with hard edges only (a disc's outline) are filled exactly as without the step; taken
+    for a penumbra, the band's hole is reshaded where no hard edge is near, and only there."""
+    band, hole, _ = _penumbra_scene()
+    damaged = band.copy()
+    damaged[hole] = 0
+    off = PatchMatchFiller(options={"soft_shading": False})(damaged, hole)
+    assert np.array_equal(PatchMatchFiller()(damaged, hole), off)
+
+    yy, xx = np.mgrid[0:160, 0:200]
+    disc = (yy - 70) ** 2 + (xx - 90) ** 2 < 55**2
+    rng = np.random.default_rng(0)
+    scene = np.where(disc[..., None], [200, 60, 50], [60, 110, 170]).astype(np.float32)
+    scene = np.clip(scene + rng.normal(0, 6, scene.shape), 0, 255).astype(np.uint8)
+    cut = (yy - 50) ** 2 / 30**2 + (xx - 140) ** 2 / 22**2 < 1
+    a = PatchMatchFiller()(scene, cut)
+    assert np.array_equal(a, PatchMatchFiller(options={"soft_shading": False})(scene, cut))
+
+    monkeypatch.setattr(shading, "PLATEAU", 1.0)  # any profile counts as a ramp
+    on = PatchMatchFiller()(damaged, hole)
+    changed = (on != off).any(axis=-1)
+    assert changed.sum() > 0.3 * hole.sum()
+    assert not (changed & ~hole).any()
