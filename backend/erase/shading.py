@@ -24,6 +24,7 @@ PLATEAU = 0.45  # of the ramp: a profile that stays half-way longer than this ha
 PENUMBRA = (8.0, 40.0)  # px: the least and most the matte's ramp (the measured penumbra) may be
 DETAIL_SIGMA = 3.0  # px: the fill's low-pass that the new shading replaces
 DETAIL_CLIP = 1.5  # x the ring's grain (robust sigma): larger detail in the fill is a step between labels
+WINDOW_PAD = 48  # px around the soft zone: the ring it is interpolated from, and the grain's 40 px reach
 MIN_CONTRAST = 12.0  # levels between the ring's dark and lit: below it one surface (a plain membrane) is used
 
 
@@ -190,8 +191,15 @@ def _reshade(
     zone = w > 0.5
     if zone.sum() < SOFT_MIN_PX:
         return None
+    # only a window around the soft zone is worked on (a 1200 px crop's membranes would cost ~1 s)
+    ys, xs = np.nonzero(w > 0)
+    h, wd = hole.shape
+    y0, y1 = max(0, int(ys.min()) - WINDOW_PAD), min(h, int(ys.max()) + WINDOW_PAD + 1)
+    x0, x1 = max(0, int(xs.min()) - WINDOW_PAD), min(wd, int(xs.max()) + WINDOW_PAD + 1)
+    win = np.s_[y0:y1, x0:x1]
+    rgb, hole, zone, w = rgb[win], hole[win], zone[win], w[win]
     low = two_tone_shading(rgb, hole, zone, float(np.clip(penumbra, *PENUMBRA)))
-    out = filled.astype(np.float32)
+    out = filled[win].astype(np.float32)
     detail = out - cv2.GaussianBlur(out, (0, 0), DETAIL_SIGMA)  # the fill's own grain, kept ...
     ring = ~hole & (cv2.distanceTransform((~hole).astype(np.uint8), cv2.DIST_L2, 3) <= 40)
     real = rgb.astype(np.float32)
@@ -200,5 +208,5 @@ def _reshade(
     new = low + np.clip(detail, -limit, limit)  # ... but not the steps between its labels' copies
     out += w[:, :, None] * (new - out)
     result = filled.copy()
-    result[hole] = np.clip(np.rint(out[hole]), 0, 255).astype(np.uint8)
+    result[win][hole] = np.clip(np.rint(out[hole]), 0, 255).astype(np.uint8)
     return result
