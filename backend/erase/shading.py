@@ -8,7 +8,8 @@ two-tone surface interpolated from the ring: a dark surface (a membrane of the r
 one (of its lit pixels), mixed through a matte whose half-way line is that of a membrane of the ring's
 darkness (a harmonic field: between the two places where the ring turns from dark to lit it runs as a smooth
 line, not along the hole's outline) and whose ramp is a penumbra's width. The fill keeps its own detail
-(the image minus its low-pass, with steps larger than grain clipped away). Near a hard edge (labels that are
+(the image minus its low-pass, with steps larger than grain clipped away, raised toward the ring's grain at
+the same shade). Near a hard edge (labels that are
 not one strip's dark | mid | lit) the fill is left as it is."""
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ PLATEAU = 0.45  # of the ramp: a profile that stays half-way longer than this ha
 PENUMBRA = (8.0, 40.0)  # px: the least and most the matte's ramp (the measured penumbra) may be
 DETAIL_SIGMA = 3.0  # px: the fill's low-pass that the new shading replaces
 DETAIL_CLIP = 1.5  # x the ring's grain (robust sigma): larger detail in the fill is a step between labels
+DETAIL_GAIN = 3.0  # the most the fill's grain is raised by toward the ring's grain at the same shade
 WINDOW_PAD = 48  # px around the soft zone: the ring it is interpolated from, and the grain's 40 px reach
 MIN_CONTRAST = 12.0  # levels between the ring's dark and lit: below it one surface (a plain membrane) is used
 
@@ -200,12 +202,28 @@ def _reshade(
     rgb, hole, zone, w = rgb[win], hole[win], zone[win], w[win]
     low = two_tone_shading(rgb, hole, zone, float(np.clip(penumbra, *PENUMBRA)))
     out = filled[win].astype(np.float32)
-    detail = out - cv2.GaussianBlur(out, (0, 0), DETAIL_SIGMA)  # the fill's own grain, kept ...
-    ring = ~hole & (cv2.distanceTransform((~hole).astype(np.uint8), cv2.DIST_L2, 3) <= 40)
     real = rgb.astype(np.float32)
-    grain = np.abs(real - cv2.GaussianBlur(real, (0, 0), DETAIL_SIGMA))[ring]
-    limit = DETAIL_CLIP * 1.4826 * float(np.median(grain)) if grain.size else 0.0  # robust: edges are few
-    new = low + np.clip(detail, -limit, limit)  # ... but not the steps between its labels' copies
+    ring = ~hole & (cv2.distanceTransform((~hole).astype(np.uint8), cv2.DIST_L2, 3) <= 40)
+    if not ring.any():
+        return None
+    # the fill's own grain is kept, without the steps between its labels' copies (clipped at the ring's grain) ...
+    grain = np.abs(real - cv2.GaussianBlur(real, (0, 0), DETAIL_SIGMA)).mean(axis=2)[ring]
+    limit = DETAIL_CLIP * 1.4826 * float(np.median(grain))  # robust: the ring's edges are few
+    detail = np.clip(out - cv2.GaussianBlur(out, (0, 0), DETAIL_SIGMA), -limit, limit)
+    # ... and raised to the grain the ring has at the new shade: copies from the shadow carry a third of the lit
+    # saucer's grain, and the lit side filled with them read as a smooth patch (up to DETAIL_GAIN x)
+    luma = _luma(real)[ring]
+    dark, lit = np.percentile(luma, [10, 60])
+    split = luma < (dark + lit) / 2
+    at_dark = 1.4826 * float(np.median(grain[split])) if split.any() else limit / DETAIL_CLIP
+    at_lit = 1.4826 * float(np.median(grain[~split])) if (~split).any() else limit / DETAIL_CLIP
+    shade = np.clip((_luma(low) - dark) / max(lit - dark, 1e-3), 0.0, 1.0)
+    target = (at_dark + shade * (at_lit - at_dark))[:, :, None]
+    have = np.sqrt(cv2.GaussianBlur((detail**2).mean(axis=2), (0, 0), 6.0))[:, :, None] + 1e-3
+    detail = np.clip(
+        detail * np.clip(target / have, 1.0, DETAIL_GAIN), -DETAIL_CLIP * target, DETAIL_CLIP * target
+    )
+    new = low + detail
     out += w[:, :, None] * (new - out)
     result = filled.copy()
     result[win][hole] = np.clip(np.rint(out[hole]), 0, 255).astype(np.uint8)
