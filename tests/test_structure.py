@@ -4,6 +4,8 @@ guide channels). Where no clean boundary enters the hole the plain completion ru
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import cv2
 import numpy as np
 
@@ -352,3 +354,31 @@ def test_a_soft_shadow_edge_is_continued_as_one_strip_not_fanned_into_a_wedge(mo
     find = structure.find_structure
     monkeypatch.setattr(structure, "find_structure", lambda *a, **k: find(*a, **k, soft_edges=False))
     assert default < 0.7 * error(), default
+
+
+def _coffee_crop() -> tuple[np.ndarray, np.ndarray]:
+    """The README coffee as the erase fill sees it: the crop (x 175-573 of the photo) and the hole the spoon
+    left (tests/data/coffee-hole.png: the region main 9502a82 grew around the snapped spoon, at that crop)."""
+    root = Path(__file__).resolve().parent.parent
+    photo = cv2.cvtColor(cv2.imread(str(root / "examples" / "coffee.png")), cv2.COLOR_BGR2RGB)
+    hole = cv2.imread(str(root / "tests" / "data" / "coffee-hole.png"), cv2.IMREAD_GRAYSCALE) > 127
+    return np.ascontiguousarray(photo[:400, 175:574]), hole
+
+
+def test_a_lips_outline_and_its_lower_edge_close_it_as_one_contour_on_the_coffee():
+    """Where the spoon's handle lay along the cup's right side, the white lip's outline enters the hole against
+    the wood above and its lower edge enters against the cup's dark wall below. Continued alone at the curvature
+    it has at the hole (the cup's rim is an ellipse, flatter there than at its end), the outline ran 4-9 px past
+    the lip's edge, which the photo still shows beside the handle's thin edge, and the lip's label painted a pale
+    blob onto the saucer. Joined as the lip's one contour, the lip ends where both of its edges say: within 3 px
+    of the photo's edge, for k-means seeds 0-2."""
+    rgb, hole = _coffee_crop()
+    x_lip = 392 - 175  # a known pixel of the lip, left of the hole
+    for seed in (0, 1, 2):
+        structure = find_structure(rgb, hole, seed=seed)
+        assert structure is not None
+        for y in (140, 145, 150, 155):
+            lip = structure.labels[y, x_lip]
+            xs = np.nonzero(hole[y] & (structure.labels[y] == lip))[0]
+            edge = x_lip + int(np.argmax(rgb[y, x_lip:].min(axis=1) <= 150)) - 1  # the photo's last white px
+            assert xs.size and xs.max() <= edge + 3, (seed, y, int(xs.max()) - edge)

@@ -385,6 +385,61 @@ def _pair(entries: list[Entry], max_angle: float = 40.0) -> list[tuple[int, int]
     return pairs
 
 
+CORNER_ANGLE = 50.0  # degrees: how far each end of a region's contour may head off the line joining them
+CORNER_TURN = 120.0  # degrees: how far the contour may turn between its two ends
+MIN_BEND = 0.002  # 1/px: an entry bending less than this is straight (it agrees with either way of turning)
+
+
+def _pair_corners(entries: list[Entry], taken: set[int]) -> list[tuple[int, int]]:
+    """Pairs of unpaired outline entries that are two ends of one region's contour going round the hole: the
+    same region on the same side of both (walking from one to the other), different regions beyond, both
+    headings within ``CORNER_ANGLE`` of the line joining them, and the join turning toward that region, as both
+    entries already bend (it encloses the region: a convex contour). A cup's white lip under a spoon's handle:
+    its outer outline enters the hole against the wood above, its lower edge against the cup's wall below;
+    continued alone at the curvature it has at the hole, the outline ran 4-9 px past where the lip ends and the
+    lip label painted a pale blob on the saucer; joined, the lip closes where both of its edges say."""
+    cos = np.cos(np.radians(CORNER_ANGLE))
+    cand = []
+    for i, a in enumerate(entries):
+        for j in range(i + 1, len(entries)):
+            b = entries[j]
+            if i in taken or j in taken:
+                continue
+            # walking from a to b, a's right is b's left (b's heading points back into the hole)
+            if a.right == b.left and a.left != b.right:
+                sign = 1.0  # the region on the right: the contour turns right (its heading's angle grows)
+            elif a.left == b.right and a.right != b.left:
+                sign = -1.0
+            else:
+                continue
+            v = b.point - a.point
+            dist = float(np.linalg.norm(v))
+            if dist < 2:
+                continue
+            v = v / dist
+            ca, cb = float(np.dot(a.heading, v)), float(np.dot(b.heading, -v))
+            if ca < cos or cb < cos:
+                continue
+            end = -b.heading
+            turn = float(
+                np.arctan2(a.heading[0] * end[1] - a.heading[1] * end[0], float(np.dot(a.heading, end)))
+            )
+            if sign * turn <= 0 or abs(turn) > np.radians(CORNER_TURN):
+                continue
+            # both ends already bend that way (b walked backwards bends the other way round)
+            if sign * a.curvature < -MIN_BEND or sign * -b.curvature < -MIN_BEND:
+                continue
+            cand.append((-(ca + cb), i, j))
+    used: set[int] = set()
+    pairs = []
+    for _, i, j in sorted(cand):
+        if i in used or j in used:
+            continue
+        used.update((i, j))
+        pairs.append((i, j))
+    return pairs
+
+
 def _extend(entry: Entry, hole: np.ndarray, barrier: np.ndarray, max_len: float) -> np.ndarray:
     """March from an unpaired entry at its curvature (clamped) until the path leaves the hole, meets a curve
     already drawn, has turned ``MAX_TURN`` (a continued outline does not curl up), or runs ``max_len`` px."""
@@ -647,7 +702,10 @@ def find_structure(
     for group, thick in ((entries, False), (bands, True)):
         # outlines first, then the bands (a saucer's rim passes behind the cup: it ends on the cup's outline)
         used: set[int] = set()
-        for i, j in _pair(group):
+        pairs = _pair(group)
+        if not thick:
+            pairs += _pair_corners(group, {k for pair in pairs for k in pair})
+        for i, j in pairs:
             a, b = group[i], group[j]
             draw(_hermite(a.point, a.heading, b.point, -b.heading), a, thick)
             used.update((i, j))
