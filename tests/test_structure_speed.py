@@ -169,3 +169,20 @@ def test_labels_up_breaks_ties_to_the_first_label_and_leaves_unlabelled_pixels()
     assert (up[ties] == 0).all()
     assert (up[:, -1] == -1).all()
     assert up.tobytes() == _labels_up_before(labels, 2, size).tobytes()
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 7, 11])
+def test_guide_gives_what_the_float64_gather_gave(n):
+    """Structure.guide gathers its float32 table with np.take: the bytes of gathering the float64 table and
+    converting after (labels -1 sit at the centre)."""
+    labels = np.random.default_rng(n).integers(-1, n, (120, 170)).astype(np.int32)
+    structure = st.Structure(labels, n)
+    for weight in (8.0, 12.0, 30.5):
+        k = max(n, 2)
+        radius = weight * np.sqrt(2) / (2 * np.sin(np.pi / k))
+        angles = 2 * np.pi * np.arange(k) / k
+        table = np.concatenate([radius * np.stack([np.cos(angles), np.sin(angles)], 1), np.zeros((1, 2))])
+        before = table[np.where(labels >= 0, labels, k)].astype(np.float32)
+        got = structure.guide(weight)
+        assert got.dtype == np.float32 and got.shape == before.shape
+        assert got.tobytes() == before.tobytes()

@@ -82,7 +82,9 @@ class Structure:
         radius = weight * np.sqrt(2) / (2 * np.sin(np.pi / n))
         angles = 2 * np.pi * np.arange(n) / n
         table = np.concatenate([radius * np.stack([np.cos(angles), np.sin(angles)], 1), np.zeros((1, 2))])
-        return table[np.where(self.labels >= 0, self.labels, n)].astype(np.float32)
+        # the float32 table gathered (np.take): the same values as gathering float64 and converting after,
+        # at a fifth of the time on a 1300 px crop (speed10)
+        return np.take(table.astype(np.float32), np.where(self.labels >= 0, self.labels, n), axis=0)
 
 
 def segment_band(

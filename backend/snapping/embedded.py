@@ -467,7 +467,7 @@ def _colour_ratio(rgb: np.ndarray, fg: np.ndarray, bg: np.ndarray, bins: int = 1
     h_bg = np.bincount(idx[bg], minlength=bins**3).astype(np.float32) + 0.5
     h_fg /= h_fg.sum()
     h_bg /= h_bg.sum()
-    return (h_fg / (h_fg + h_bg))[idx]
+    return np.take(h_fg / (h_fg + h_bg), idx)  # what indexing gives, faster on a 2-D index (speed10)
 
 
 def recover_thin(rgb: np.ndarray, seed: np.ndarray, mask: np.ndarray, width: int) -> np.ndarray:
