@@ -5,7 +5,7 @@ Where the structure path found a soft edge (a penumbra that k-means cut into dar
 coffee's spoon bowl came out as a dark patch in the bowl's own shape, the cup's shadow continued along the
 bowl's outline with a lit sliver beside it. Here the hole's low-pass in that soft zone is replaced by a
 two-tone surface interpolated from the ring: a dark surface (a membrane of the ring's dark pixels) and a lit
-one (of its lit pixels), mixed through a matte whose half-way line is that of a membrane of the ring's
+one (of the lit pixels a little beyond the ring, past the object's own soft shadow, faded in from the ring), mixed through a matte whose half-way line is that of a membrane of the ring's
 darkness (a harmonic field: between the two places where the ring turns from dark to lit it runs as a smooth
 line, not along the hole's outline) and whose ramp is a penumbra's width. The fill keeps its own detail
 (the image minus its low-pass, with steps larger than grain clipped away, raised toward the ring's grain at
@@ -21,6 +21,8 @@ SOFT_NEAR = 4.0  # px from a hard label boundary: the fill is kept as it is up t
 SOFT_FAR = 16.0  # ... and its low-pass fully replaced from here on
 SOFT_MIN_PX = 400  # a soft zone smaller than this (px) is left alone: too small to carry a wrong shading
 RING = 3.0  # px: the ring of known pixels the surfaces are interpolated from
+LIT_FROM = 14  # px out: the lit surface is taken 14-26 px beyond the hole (past the object's own soft shadow)
+LIT_BLEND = 24.0  # px into the hole over which the fill goes from the ring's own membrane to the two surfaces
 PLATEAU = 0.45  # of the ramp: a profile that stays half-way longer than this has a flat middle (a band)
 PENUMBRA = (8.0, 40.0)  # px: the least and most the matte's ramp (the measured penumbra) may be
 DETAIL_SIGMA = 3.0  # px: the fill's low-pass that the new shading replaces
@@ -149,10 +151,15 @@ def two_tone_shading(rgb: np.ndarray, hole: np.ndarray, zone: np.ndarray, penumb
     signed = (field - 0.5) / (np.hypot(gx, gy) + 1e-6)  # px from the half-way line, lit side positive
     matte = 1.0 / (1.0 + np.exp(np.clip(-4.4 * signed / penumbra, -50.0, 50.0)))  # 10-90 % over penumbra
     shade = _surface(img, dark_px)
-    light = _surface(img, lit_px)
+    # the lit surface from beyond the object's own soft shadow (the spoon's lies across the region's edge and
+    # darkens the ring by ~10 levels): it then fades across LIT_BLEND px into the hole, not a plateau at its level
+    raw = (luma - dark) / (lit - dark)
+    near = cv2.dilate(zone.astype(np.uint8), np.ones((2 * LIT_FROM + 31,) * 2, np.uint8)) > 0
+    beyond = ~hole & (out_dist > LIT_FROM) & (out_dist <= LIT_FROM + 12) & near & (raw > 0.6) & (raw < 1.5)
+    light = _surface(img, beyond if beyond.sum() >= 8 else lit_px)
     two = shade + matte[:, :, None] * (light - shade)
     inside = cv2.distanceTransform(hole.astype(np.uint8), cv2.DIST_L2, 3)
-    a = np.clip(inside / 8.0, 0.0, 1.0)[:, :, None]  # meet the ring over 8 px
+    a = np.clip(inside / LIT_BLEND, 0.0, 1.0)[:, :, None]  # meet the ring's own membrane at the border
     return (a * two + (1 - a) * plain).astype(np.float32)
 
 
