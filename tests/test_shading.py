@@ -119,3 +119,28 @@ def test_the_filler_reshades_only_a_penumbra_and_leaves_other_holes_byte_for_byt
     changed = (on != off).any(axis=-1)
     assert changed.sum() > 0.3 * hole.sum()
     assert not (changed & ~hole).any()
+
+
+def test_an_objects_own_soft_shadow_on_the_ring_fades_across_the_hole():
+    """The object cast a soft shadow of its own that the region cut in half (the spoon's on the saucer): the
+    ring on the lit side is ~11 levels darker than the surface 12 px further out. The lit side of the hole meets
+    the ring at its border and comes back toward the surface's own level inside, instead of taking the ring's
+    darker level everywhere (a plateau in the object's shape: 12.7 levels under the truth, lit surface taken
+    from the ring itself)."""
+    img, hole, t, labels = _soft_shadow_scene()
+    truth = shading._luma(img.astype(np.float32))
+    out_dist = cv2.distanceTransform((~hole).astype(np.uint8), cv2.DIST_L2, 3)
+    shadow = np.clip(1 - out_dist / 12, 0, 1) * (~hole)  # 12 levels at the hole's edge, gone 12 px out
+    img = np.clip(img.astype(np.float32) - 12 * shadow[..., None] * (t[..., None] > 0.5), 0, 255).astype(
+        np.uint8
+    )
+    filled = img.copy()
+    filled[hole] = 120
+    out = shading._luma(shading._reshade(img, hole, filled, labels, [{0, 1, 2}], 18.0).astype(np.float32))
+    inside = cv2.distanceTransform(hole.astype(np.uint8), cv2.DIST_L2, 3)
+    deep = hole & (inside > 20) & (t > 0.8)
+    edge = hole & (inside < 3) & (t > 0.8)
+    ring = ~hole & (out_dist < 3) & (t > 0.8)
+    assert deep.sum() > 100 and edge.sum() > 100
+    assert (truth - out)[deep].mean() < 8.5, (truth - out)[deep].mean()
+    assert abs(out[edge].mean() - shading._luma(img.astype(np.float32))[ring].mean()) < 3.0
