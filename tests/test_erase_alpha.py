@@ -76,6 +76,9 @@ def test_an_object_over_a_layers_transparent_edge_keeps_the_edge(channels):
     assert 120 < colour[left].mean() < 180, colour[left].mean()
     shown = (res.mask > 0) & (alpha > 0)
     assert colour[shown].min() > 90  # no black copied from the transparent side, up to the layer's edge
+    if channels == 4:  # nor the erased object's own green, bled into the clear pixels beside it
+        green = out[..., 1].astype(int) - out[..., 0].astype(int)
+        assert (green[shown] <= 25).all(), int((green[shown] > 25).sum())
 
 
 def test_an_opaque_layer_is_filled_exactly_as_without_alpha():

@@ -73,7 +73,8 @@ def _whole_layer(pipe: ErasePipeline, image: np.ndarray, selection: np.ndarray, 
     colour = encoding.encode(plan.crop(image))
     alpha = see_through(plan.crop(image))  # the layers here are not opaque: their alpha is filled too
     if alpha is not None:
-        colour = bleed_colours(colour, alpha > 0)
+        bled = bleed_colours(colour, (alpha > 0) & ~hole_crop)
+        colour = np.where((alpha == 0)[:, :, None], bled, colour)
     rgb = plan.to_model(colour)
     hole, reach = _model_hole(plan, hole_crop, plan.crop(weights) > 0)
     hint = None

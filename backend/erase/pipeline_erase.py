@@ -152,7 +152,10 @@ class ErasePipeline:
         colour = encoding.encode(plan.crop(image))
         alpha = see_through(plan.crop(image))  # None on an opaque layer: the usual case, alpha kept as it is
         if alpha is not None:  # transparent pixels' colours are arbitrary: copies take the nearest real ones
-            colour = bleed_colours(colour, alpha > 0)  # only fully clear pixels: every other keeps its own
+            # only fully clear pixels change, each to the nearest real colour OUTSIDE the hole: every other pixel
+            # keeps its own (the hint ring's real colours), and the erased object never leaks back as a source
+            bled = bleed_colours(colour, (alpha > 0) & ~hole_crop)
+            colour = np.where((alpha == 0)[:, :, None], bled, colour)
         rgb = plan.to_model(colour)
         hole, reach = _model_hole(plan, hole_crop, weights_crop > 0)
         if hole.all():
