@@ -19,7 +19,9 @@ refined at full resolution: thin parts the working resolution lost come back whe
 object, and the edge follows the image (guided filter). At full resolution the outline gets alpha on a 2 px
 band from a colour-guided filter (the local colour-line model of closed-form matting): soft where the picture's
 edge is soft, crisp where it is sharp. (pymatting itself was measured and left out: its numba import took 95 s
-the first time here; see docs/benchmarks/snap-realphoto.md.)
+the first time here; see docs/benchmarks/snap-realphoto.md.) Last, a part of the object that the selection's edge
+cuts and that ends a few px outside it (a spoon's reflection on a glossy cup, half inside the lasso) is followed
+to its end (``follow_across``): erasing half of it would leave a cut shape where the object was.
 """
 
 from __future__ import annotations
@@ -67,6 +69,17 @@ OFF_CENTRE_LEAD = 1.35
 MIN_CROSS = 0.08
 MIN_CONTINUES = 0.5
 CONTINUE_LAB = 14.0
+
+# a part of the object that the selection's edge cuts is followed at most FOLLOW_PX outside the selection (the
+# pipeline's result never reaches beyond its margin, 24 px by default), and only when it ends there: at least
+# MIN_FOLLOW_EDGE of its outline outside the selection lies on image edges (Evidence's MIN_EDGE strength; the
+# coffee's reflection hook: 0.93; a neighbour that runs on, which the watershed cuts across where the two floods
+# meet: 0.48-0.64 in the test scene), and at least MIN_FOLLOW_SHARE of what the watershed gives it has its own
+# colours rather than the surroundings' (the hook: 0.63)
+FOLLOW_PX = 16
+MIN_FOLLOW_EDGE = 0.8
+MIN_FOLLOW_SHARE = 1 / 3
+
 
 T = TypeVar("T")
 
@@ -384,14 +397,21 @@ def crossing(rgb: np.ndarray, mask: np.ndarray, ev: Evidence) -> tuple[np.ndarra
     """Where ``mask`` runs across the selection's edge: its pixels on the selection's inner rim whose colours
     go on just outside (the ``ring``), and the share of the ring beside them that does. A tight selection
     around an object meets the object's own outline, and outside it the colours change. (bool HxW, share)"""
-    on = mask & ev.rim
+    return _crossing_at(rgb, mask, ev.rim, ev.ring)
+
+
+def _crossing_at(
+    rgb: np.ndarray, mask: np.ndarray, rim: np.ndarray, ring: np.ndarray
+) -> tuple[np.ndarray, float]:
+    """``crossing`` with the selection's inner ``rim`` and outside ``ring`` given (any resolution)."""
+    on = mask & rim
     if not on.any():
         return on, 0.0
     lab = cv2.cvtColor(rgb, cv2.COLOR_RGB2Lab).astype(np.float32)
     k = (13, 13)
     weight = cv2.boxFilter(on.astype(np.float32), -1, k, normalize=False)
     local = cv2.boxFilter(lab * on[..., None], -1, k, normalize=False) / np.maximum(weight, 1e-6)[..., None]
-    beside = ev.ring & (weight > 0)
+    beside = ring & (weight > 0)
     if not beside.any():
         return np.zeros_like(on), 0.0
     goes_on = beside & (np.linalg.norm(lab - local, axis=2) < CONTINUE_LAB)
@@ -778,7 +798,7 @@ def working_scale(h: int, w: int, side: int) -> float:
 
 
 def snap_embedded(
-    rgb: np.ndarray, seed: np.ndarray, *, side: int, u2net: Callable | None
+    rgb: np.ndarray, seed: np.ndarray, *, side: int, u2net: Callable | None, follow: int = FOLLOW_PX
 ) -> tuple[np.ndarray, str, dict]:
     """(probability at the crop's resolution, the candidate that won, meta with every candidate's scores)."""
     h, w = seed.shape
@@ -845,7 +865,95 @@ def snap_embedded(
         rest = cv2.dilate(((prob > 0.5) & ~spurs).astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
         prob[(cv2.dilate(spurs.astype(np.uint8), np.ones((5, 5), np.uint8)) > 0) & ~rest] = 0.0
         meta["spurs_dropped"] = int(spurs.sum())
+    rest, followed = follow_across(rgb, seed, prob > 0.5, reach=follow)
+    if followed:
+        prob[rest] = 1.0
+        meta["followed"] = followed
     return prob, best.name, meta
+
+
+def follow_across(
+    rgb: np.ndarray, seed: np.ndarray, mask: np.ndarray, reach: int = FOLLOW_PX
+) -> tuple[np.ndarray, list[dict]]:
+    """The rest of a part of ``mask`` that runs across the selection's edge and ends within ``reach`` px
+    outside it (the spoon's reflection on a glossy cup, half inside a tight lasso: erasing half of it leaves a
+    cut shape that shows where the spoon was; the whole of it goes with the spoon). Where the mask's colours go
+    on outside (``crossing``), a watershed between the mask and everything beyond ``reach`` (and the
+    selection's surely-not-object middle) puts the boundary on the strongest edge. What it gives the mask
+    outside the selection is kept when it stops short of ``reach`` and its outline there lies on image edges
+    (a part that ends; a neighbour the selection slices runs on, and the watershed cuts it across where the two
+    floods meet, on no edge), less what has the surroundings' colours and is not enclosed by it. Either all of
+    the part goes or none of it is added. (bool HxW to add, what each part was for the meta)"""
+    none = np.zeros(seed.shape, bool)
+    k3 = np.ones((3, 3), np.uint8)
+    s8 = seed.astype(np.uint8)
+    rim = seed & ~(cv2.erode(s8, k3, iterations=3, borderType=cv2.BORDER_CONSTANT, borderValue=0) > 0)
+    # the object's own parts only: a stray sliver of a neighbour's rim the mask holds as an island of its own
+    # (a loose rectangle's, beside the spoon) is a line, all of its outline on edges, and would be followed
+    body = sizeable(mask)
+    on = body & rim
+    if reach < 2 or not on.any() or not (~seed).any():
+        return none, []
+    # a window around where the mask meets the selection's edge: the rest of the crop cannot change
+    ys, xs = np.nonzero(on)
+    pad = 2 * reach + 8
+    y0, y1 = max(0, ys.min() - pad), min(seed.shape[0], ys.max() + pad + 1)
+    x0, x1 = max(0, xs.min() - pad), min(seed.shape[1], xs.max() + pad + 1)
+    win = (slice(y0, y1), slice(x0, x1))
+    img, sd, m = np.ascontiguousarray(rgb[win]), seed[win], mask[win]
+    ring = (cv2.dilate(sd.astype(np.uint8), k3, iterations=6) > 0) & ~sd
+    cut = _crossing_at(img, body[win], rim[win], ring)[0]
+    if not cut.any():
+        return none, []
+    out_d = cv2.distanceTransform((~sd).astype(np.uint8), cv2.DIST_L2, 5)
+    markers = np.zeros(sd.shape, np.int32)
+    markers[~sd & (out_d > reach)] = 1
+    markers[sd & ~(cv2.dilate(m.astype(np.uint8), np.ones((7, 7), np.uint8)) > 0)] = 1
+    markers[m] = 2
+    cv2.watershed(img, markers)
+    got = (markers == 2) & ~sd
+    n, parts = cv2.connectedComponents(got.astype(np.uint8), connectivity=8)
+    if n <= 1:
+        return none, []
+    # the part's own colours (the mask within ``reach`` of the cut) against the surroundings just beyond reach
+    to_cut = cv2.distanceTransform((~cut).astype(np.uint8), cv2.DIST_L2, 5)
+    own = m & (to_cut <= reach)
+    beyond = ~sd & (out_d > reach) & (out_d <= reach + 6) & (to_cut <= 3 * reach)
+    ratio = _colour_ratio(img, own, beyond) if beyond.any() else np.ones(sd.shape, np.float32)
+    near = cv2.dilate(cut.astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
+    e = edge_map(img)
+    e /= max(float(np.percentile(e[sd], 90)), 1e-6)
+    e = cv2.dilate(e, k3)  # a watershed line lies beside the edge's ridge
+    beside_sel = cv2.dilate(sd.astype(np.uint8), k3) > 0
+    add, info = np.zeros(sd.shape, bool), []
+    for i in np.unique(parts[near & got]):
+        part = parts == i
+        far = float(out_d[part].max())
+        line = _outline(part) & ~beside_sel
+        ends = float((e[line] >= MIN_EDGE).mean()) if line.any() else 0.0
+        # the watershed's line may sit on a stronger edge of the surroundings beyond the part's own outline (a
+        # band of the cup's shading above the reflection): what has the surroundings' colours and is not
+        # enclosed by the part goes back
+        alike = part & (ratio >= 0.5)
+        _, joined = cv2.connectedComponents((alike | (m & sd)).astype(np.uint8), connectivity=8)
+        ids = np.unique(joined[cut])
+        whole = _filled(np.isin(joined, ids[ids > 0]) & part | m) & part
+        share = float(whole.sum() / part.sum())
+        ok = far < reach - 1 and ends >= MIN_FOLLOW_EDGE and share >= MIN_FOLLOW_SHARE
+        info.append(
+            {
+                "px": int(whole.sum()),
+                "reach": round(far, 1),
+                "on_edges": round(ends, 2),
+                "share": round(share, 2),
+                "kept": ok,
+            }
+        )
+        if ok:
+            add |= whole
+    out = none.copy()
+    out[win] = add
+    return out, info
 
 
 # a spur is thinner than SPUR_WIDTH px (an opening of that size removes it) and covers at least 4 x SPUR_WIDTH px

@@ -251,10 +251,12 @@ class SnapPipeline:
         self, rgb: np.ndarray, seed: np.ndarray, params: SnapParams, callback: Callback | None
     ) -> tuple[np.ndarray, str, dict[str, Any]]:
         """The embedded snap (backend/snapping/embedded.py): candidates chosen by truth-free evidence."""
-        from .embedded import snap_embedded
+        from .embedded import FOLLOW_PX, snap_embedded
 
         _report(callback, "snap", 1, 2)
-        return snap_embedded(rgb, seed, side=params.max_side, u2net=self.u2net)
+        # a part the selection's edge cuts is followed outside only as far as the result may reach
+        follow = min(FOLLOW_PX, params.margin)
+        return snap_embedded(rgb, seed, side=params.max_side, u2net=self.u2net, follow=follow)
 
 
 def _report(callback: Callback | None, stage: str, step: int, total: int) -> None:
