@@ -718,48 +718,48 @@ def test_the_seat_lasso_made_looser_keeps_to_the_seat_not_the_fender(pipe, loose
     assert "passed over, off to the side" in out.meta["why"]  # the fender: the log says so
 
 
-def _reflection_scene() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """A pale disc on a dark cup, a paler reflection touching it (x 52-76) and a pale stripe across the whole
-    picture; a rectangle around the disc cuts the reflection at x 62 and slices the stripe. (image, selection,
-    the mask inside the selection, the reflection, the stripe)"""
+def _reflection_scene() -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+    """A pale disc on a dark cup with, touching it, its reflection (x 52-76, the disc's colours) and a red knob
+    of another thing (x 140-160); a pale stripe runs across the whole picture. A rectangle around the disc
+    (x 62-149) cuts the reflection and the knob in half and slices the stripe; the mask holds all three inside.
+    (image, selection, mask, the shapes by name)"""
     rng = np.random.default_rng(3)
     shape = (200, 200)
     image = _textured(rng, shape, (90, 40, 25), 3)
-    stripe = np.zeros(shape, bool)
-    stripe[150:165, :] = True
-    image[stripe] = _textured(rng, shape, (200, 150, 110), 3)[stripe]
-    disc = _disc(shape, 100, 90, 30)
     yy, xx = np.mgrid[0:200, 0:200]
-    reflection = ((xx - 64) / 12.0) ** 2 + ((yy - 70) / 7.0) ** 2 <= 1
-    image[disc] = _textured(rng, shape, (190, 190, 195), 5)[disc]
-    image[reflection & ~disc] = _textured(rng, shape, (225, 220, 215), 4)[reflection & ~disc]
+    shapes = {
+        "stripe": (yy >= 150) & (yy < 165),
+        "disc": _disc(shape, 100, 90, 30),
+        "reflection": ((xx - 64) / 12.0) ** 2 + ((yy - 70) / 7.0) ** 2 <= 1,
+        "knob": ((xx - 150) / 10.0) ** 2 + ((yy - 120) / 8.0) ** 2 <= 1,
+    }
+    for name, colour in (("stripe", (200, 150, 110)), ("knob", (200, 30, 30))):
+        image[shapes[name]] = _textured(rng, shape, colour, 3)[shapes[name]]
+    pale = shapes["disc"] | shapes["reflection"]
+    image[pale] = _textured(rng, shape, (190, 190, 195), 5)[pale]
     sel = np.zeros(shape, bool)
     sel[40:170, 62:150] = True
-    return (
-        np.clip(image, 0, 255).astype(np.uint8),
-        sel,
-        (disc | reflection | stripe) & sel,
-        reflection,
-        stripe,
-    )
+    mask = (pale | shapes["knob"] | shapes["stripe"]) & sel
+    return np.clip(image, 0, 255).astype(np.uint8), sel, mask, shapes
 
 
-def test_a_part_the_selection_cuts_is_followed_to_its_end_a_neighbour_that_runs_on_is_not():
+def test_a_part_the_selection_cuts_is_followed_to_its_end_a_neighbour_is_not():
     """Half a reflection left behind shows where the object was: the part of the mask that runs across the
-    selection's edge and ends a few px outside goes whole; the stripe the selection slices runs on (the
-    watershed cuts it across on no edge) and gets nothing."""
-    image, sel, mask, reflection, stripe = _reflection_scene()
+    selection's edge and ends a few px outside, in the object's colours, goes whole. The stripe the selection
+    slices runs on (the watershed cuts it across where the floods meet, which moves with the limit) and the
+    red knob ends but has a neighbour's colours, not the disc's: neither gets anything."""
+    image, sel, mask, shapes = _reflection_scene()
     add, info = follow_across(image, sel, mask)
-    rest = reflection & ~sel
+    rest = shapes["reflection"] & ~sel
     assert (add & rest).sum() > 0.75 * rest.sum(), info  # the outline px beside the edge's ridge aside
-    assert not (add & ~reflection).any() and not (add & stripe).any(), info
+    assert not (add & ~shapes["reflection"]).any(), info
     assert [p["kept"] for p in info].count(True) == 1, info
 
 
 def test_a_part_that_does_not_end_within_reach_is_not_followed():
     """The same reflection, followed no farther than 6 px: it does not end there, so none of it is added (half
     a cut is no better than the other half)."""
-    image, sel, mask, _, _ = _reflection_scene()
+    image, sel, mask, _ = _reflection_scene()
     add, info = follow_across(image, sel, mask, reach=6)
     assert not add.any() and not any(p["kept"] for p in info), info
 

@@ -79,6 +79,14 @@ CONTINUE_LAB = 14.0
 FOLLOW_PX = 16
 MIN_FOLLOW_EDGE = 0.8
 MIN_FOLLOW_SHARE = 1 / 3
+# and it ends on its own outline: with the limit FOLLOW_SHIFT px farther out, the watershed gives it (IoU) at
+# least MIN_FOLLOW_STAYS of the same pixels (the hook: 1.0; fur beside a cat's eye, where a loosened lasso's mask
+# had leaked: 0.68; the test scene's stripe, cut across where the floods meet: 0.62-0.68)
+FOLLOW_SHIFT = 8
+MIN_FOLLOW_STAYS = 0.9
+# and it has the object's colours more than the surroundings' (mean colour ratio against the object's body away
+# from the cut; stray_spurs' rule the other way round)
+MIN_FOLLOW_COLOUR = 0.5
 
 
 T = TypeVar("T")
@@ -880,10 +888,11 @@ def follow_across(
     cut shape that shows where the spoon was; the whole of it goes with the spoon). Where the mask's colours go
     on outside (``crossing``), a watershed between the mask and everything beyond ``reach`` (and the
     selection's surely-not-object middle) puts the boundary on the strongest edge. What it gives the mask
-    outside the selection is kept when it stops short of ``reach`` and its outline there lies on image edges
-    (a part that ends; a neighbour the selection slices runs on, and the watershed cuts it across where the two
-    floods meet, on no edge), less what has the surroundings' colours and is not enclosed by it. Either all of
-    the part goes or none of it is added. (bool HxW to add, what each part was for the meta)"""
+    outside the selection is kept when it stops short of ``reach``, its outline there lies on image edges and
+    it stays the same with the limit farther out (a part that ends on its own outline; a neighbour the
+    selection slices runs on, and the watershed cuts it across where the two floods meet, which moves with the
+    limit), less what has the surroundings' colours and is not enclosed by it. Either all of the part goes or
+    none of it is added. (bool HxW to add, what each part was for the meta)"""
     none = np.zeros(seed.shape, bool)
     k3 = np.ones((3, 3), np.uint8)
     s8 = seed.astype(np.uint8)
@@ -906,15 +915,22 @@ def follow_across(
     if not cut.any():
         return none, []
     out_d = cv2.distanceTransform((~sd).astype(np.uint8), cv2.DIST_L2, 5)
-    markers = np.zeros(sd.shape, np.int32)
-    markers[~sd & (out_d > reach)] = 1
-    markers[sd & ~(cv2.dilate(m.astype(np.uint8), np.ones((7, 7), np.uint8)) > 0)] = 1
-    markers[m] = 2
-    cv2.watershed(img, markers)
-    got = (markers == 2) & ~sd
+    # the object's colours (its body away from the cut) against the surroundings' (the selection's rest and a
+    # ring outside it), over the whole crop: a part followed outside is the object's, not a neighbour's
+    cut_full = np.zeros(seed.shape, bool)
+    cut_full[win] = cut
+    body_far = body & (cv2.distanceTransform((~cut_full).astype(np.uint8), cv2.DIST_L2, 5) > reach)
+    ring_full = (cv2.dilate(s8, k3, iterations=4) > 0) & ~seed
+    own_colour = _colour_ratio(rgb, body_far, (seed & ~mask) | ring_full)[win] if body_far.any() else None
+    inside = sd & ~(cv2.dilate(m.astype(np.uint8), np.ones((7, 7), np.uint8)) > 0)
+    got = _flooded(img, sd, m, inside, out_d > reach)
+    # the same with the limit FOLLOW_SHIFT px farther out: a part that ends on its own outline stays where it is;
+    # where the watershed line only marks where the two floods met (texture, fur, a band running on), it moves
+    farther = _flooded(img, sd, m, inside, out_d > reach + FOLLOW_SHIFT)
     n, parts = cv2.connectedComponents(got.astype(np.uint8), connectivity=8)
     if n <= 1:
         return none, []
+    _, parts_far = cv2.connectedComponents(farther.astype(np.uint8), connectivity=8)
     # the part's own colours (the mask within ``reach`` of the cut) against the surroundings just beyond reach
     to_cut = cv2.distanceTransform((~cut).astype(np.uint8), cv2.DIST_L2, 5)
     own = m & (to_cut <= reach)
@@ -931,6 +947,9 @@ def follow_across(
         far = float(out_d[part].max())
         line = _outline(part) & ~beside_sel
         ends = float((e[line] >= MIN_EDGE).mean()) if line.any() else 0.0
+        ids = np.unique(parts_far[part & farther])
+        moved = np.isin(parts_far, ids[ids > 0])
+        stays = float((part & moved).sum() / (part | moved).sum())
         # the watershed's line may sit on a stronger edge of the surroundings beyond the part's own outline (a
         # band of the cup's shading above the reflection): what has the surroundings' colours and is not
         # enclosed by the part goes back
@@ -939,13 +958,22 @@ def follow_across(
         ids = np.unique(joined[cut])
         whole = _filled(np.isin(joined, ids[ids > 0]) & part | m) & part
         share = float(whole.sum() / part.sum())
-        ok = far < reach - 1 and ends >= MIN_FOLLOW_EDGE and share >= MIN_FOLLOW_SHARE
+        colour = float(own_colour[whole].mean()) if own_colour is not None and whole.any() else 0.0
+        ok = (
+            far < reach - 1
+            and stays >= MIN_FOLLOW_STAYS
+            and ends >= MIN_FOLLOW_EDGE
+            and share >= MIN_FOLLOW_SHARE
+            and colour >= MIN_FOLLOW_COLOUR
+        )
         info.append(
             {
                 "px": int(whole.sum()),
                 "reach": round(far, 1),
+                "stays": round(stays, 2),
                 "on_edges": round(ends, 2),
                 "share": round(share, 2),
+                "colour": round(colour, 2),
                 "kept": ok,
             }
         )
@@ -954,6 +982,18 @@ def follow_across(
     out = none.copy()
     out[win] = add
     return out, info
+
+
+def _flooded(
+    img: np.ndarray, seed: np.ndarray, mask: np.ndarray, inside: np.ndarray, beyond: np.ndarray
+) -> np.ndarray:
+    """What a watershed between ``mask`` and the ``inside`` and ``beyond`` markers gives the mask outside
+    ``seed`` (follow_across). bool HxW."""
+    markers = np.zeros(seed.shape, np.int32)
+    markers[(~seed & beyond) | inside] = 1
+    markers[mask] = 2
+    cv2.watershed(img, markers)
+    return (markers == 2) & ~seed
 
 
 # a spur is thinner than SPUR_WIDTH px (an opening of that size removes it) and covers at least 4 x SPUR_WIDTH px
