@@ -750,3 +750,27 @@ def test_the_embedded_fill_s_plain_path_asks_its_search_for_the_surround_s_grain
             kept.append(float(_grad(filler._complete(img, hole, plain=True))[inner].mean()) / energy)
     assert np.mean(now) > np.mean(without) + 0.1, (without, now)
     assert min(n - w for n, w in zip(now, without, strict=True)) > 0, (without, now)
+
+
+def test_the_detail_floor_asks_each_structure_label_for_its_own_ring_s_detail():
+    """With structure labels (``complete(guide=..., detail_labels=True)``, ``_detail_floor(groups=...)``) each
+    label's hole pixels carry the detail of that label's own ring, not one median over the whole ring: a hole
+    across grain (left) and a flat wall (right) asks the wall side for nothing and the grain side for the
+    grain's full detail. One median (day 9) asks both sides for the same in-between amount (hp07's speckled
+    oval on the bench is the plain path's form of this). Without labels the floor is day 9's, byte for byte."""
+    from backend.erase.patchmatch import _detail_floor
+
+    img = _noise_texture(0)
+    img[:, 80:] = 140
+    yy, xx = np.mgrid[:160, :160]
+    hole = (yy - 80) ** 2 + (xx - 80) ** 2 < 30**2
+    groups = np.where(xx < 80, 0, 1)
+    one = _detail_floor(img, hole, 7, 1.0)
+    grain_only = _detail_floor(img[:, :80], hole[:, :80], 7, 1.0)
+    per_label = _detail_floor(img, hole, 7, 1.0, groups=groups)
+    left, right = hole & (xx < 80), hole & (xx >= 80)
+    assert per_label[right].max() < 0.5 < one[right].min()
+    assert per_label[left].min() == pytest.approx(float(grain_only[hole[:, :80]].max()), rel=0.1)
+    assert per_label[left].min() > 1.3 * one[left].max()
+    unlabelled = _detail_floor(img, hole, 7, 1.0, groups=np.full((160, 160), -1))
+    assert unlabelled.tobytes() == one.tobytes()  # no labels: the one median of day 9, byte for byte

@@ -738,10 +738,20 @@ def _copy_start(
 DETAIL_SIGMA = 1.5  # px: the detail is the image minus its low-pass (a Gaussian of the known pixels)
 DETAIL_WINDOW = 3.0  # px: the detail's energy is averaged over about a patch
 DETAIL_RING = 3  # patches: the known pixels this close to the hole say how much detail the fill should carry
+DETAIL_MIN_RING = 4  # patches^2: a structure label's own ring pixels must be this many to set its own prior
+# px: ``struct_detail`` reaches only holes up to this size: above it (a 600 px object at full resolution, the
+# speed bench's erase) the fine levels are voted rather than searched (``complete``'s budget), where the floor
+# cannot act, and its sixth channel would slow the patch distance's hot loop (5 channels there)
+STRUCT_DETAIL_MAX = 60_000
 
 
 def _detail_floor(
-    rgb: np.ndarray, hole: np.ndarray, patch: int, weight: float, isotropic: float = 1.0
+    rgb: np.ndarray,
+    hole: np.ndarray,
+    patch: int,
+    weight: float,
+    isotropic: float = 1.0,
+    groups: np.ndarray | None = None,
 ) -> np.ndarray:
     """A guide channel (HxW float32, ``complete(detail=...)``) that makes a source flatter than the hole's
     surround cost more.
@@ -756,6 +766,9 @@ def _detail_floor(
     as detailed as the ring's median or more costs nothing extra; a flatter one costs weight^2 x (C - its
     detail)^2 per pixel. (Capped at the ring's RMS instead of its median, the few strong edges in a ring set C
     so high that skies filled with invented edges: texture ratio 1.2 on the bench.)
+    ``groups`` (HxW int, -1 unlabelled: ``_guide_groups``): each group found in the hole takes C from its own
+    part of the ring when that part holds at least ``DETAIL_MIN_RING`` patches of pixels, so a wall beside
+    grass is not asked for the grass's grain.
 
     ``isotropic``: the detail is weighted by (1 - the structure tensor's coherence)^isotropic over the window,
     so grain and stars (no one orientation) count and an edge (one orientation: a mortar line, a tripod leg, a
@@ -781,8 +794,15 @@ def _detail_floor(
     size = 2 * DETAIL_RING * patch + 1
     ring = (cv2.dilate(hole.astype(np.uint8), np.ones((size, size), np.uint8)) > 0) & ~hole
     cap = float(np.median(rms[ring])) if ring.any() else 0.0
-    out = np.minimum(rms, cap)
-    out[hole] = cap
+    caps = np.full(hole.shape, cap, np.float32)
+    if groups is not None:  # a prior per structure label: each region asks for its own ring's detail
+        for k in np.unique(groups[hole]):
+            own = groups == k
+            if k < 0 or np.count_nonzero(ring & own) < DETAIL_MIN_RING * patch * patch:
+                continue
+            caps[own] = float(np.median(rms[ring & own]))
+    out = np.minimum(rms, caps)
+    out[hole] = caps[hole]
     return (weight * out).astype(np.float32)
 
 
@@ -848,6 +868,7 @@ def complete(
     init_copy: float = 0.0,
     detail: float = 0.0,
     detail_iso: float = 1.0,
+    detail_labels: bool = False,
     debug: list | None = None,
 ) -> np.ndarray:
     """Fill ``mask`` (True = missing) in ``rgb`` (HxWx3 uint8) by multi-scale patch completion; HxWx3 uint8.
@@ -890,7 +911,10 @@ def complete(
     filler's ``options["plain_detail"]``, on top of the coherent start): on the plain path only, 0.15 raises the
     48 scenes' texture ratio 0.765 -> 0.782 and the held-out 0.813 -> 0.836 with the same HaarPSI wins, for
     0.06 dB of the photos' PSNR (the erase filler's default there, ``EMBEDDED_DEFAULTS``); on the smooth path too
-    p11-moon's near tie flips to Telea. Off in ``complete`` itself.
+    p11-moon's near tie flips to Telea. Off in ``complete`` itself. ``detail_labels`` (with a ``guide``): each
+    structure label's hole pixels ask for the median detail of that label's own ring instead of one median over
+    the whole ring (day 10: on the bench's structure path it gave hp03's rocket a dark blob, -1.7 dB, where
+    the one median did not).
     With ``detail_iso=0`` (every detail counts) 0.1 reaches 0.808 but copies mortar fragments into bricks
     (hp16), a piece of the astronaut's badge into the suit (p24) and dark spots beside the tripod (hp19).
     ``hint``: HxW bool, hole pixels whose colours are real (erase's ring between the object and its grown
@@ -924,7 +948,10 @@ def complete(
         base = np.concatenate([base, np.asarray(guide, np.float32).reshape(hole.shape + (-1,))], axis=2)
     labels = base.shape[2]  # the colours and the structure guide (``_first_guess`` reads its labels)
     if detail > 0:
-        base = np.dstack([base, _detail_floor(rgb, hole, patch, detail, detail_iso)])
+        groups = None
+        if detail_labels and guide is not None:  # a prior per structure label (off: measured worse, day 10)
+            groups = _guide_groups(np.asarray(guide, np.float32).reshape(hole.shape + (-1,)))
+        base = np.dstack([base, _detail_floor(rgb, hole, patch, detail, detail_iso, groups)])
     levels = [_Level(np.ascontiguousarray(base), hole, band_mask, hinted)]
     thickness = float(cv2.distanceTransform(hole.astype(np.uint8), cv2.DIST_L2, 3).max())
     stop = r + 1 if coarse_thickness is None else coarse_thickness
@@ -1075,6 +1102,11 @@ def _parts(hole: np.ndarray, patch: int, band: float) -> list[tuple[tuple[int, i
 # photos -0.14 -> -0.20 dB against Telea; held out 94.4 % both, texture 0.813 -> 0.836, GMSD wins 94.4 -> 97.2 %.
 # Not on the smooth-surround path (there the moons' near ties p11/hp23 go to Telea), nor on the structure path
 # (the coffee stays byte-identical).
+# ``struct_detail`` (day 10, off): the same floor on the structure path (holes up to ``STRUCT_DETAIL_MAX``), e.g.
+# ``{"detail": 0.25}``: 48 scenes' texture 0.782 -> 0.788 (photos 0.727 -> 0.735), photos -0.19 -> -0.18 dB,
+# wins and held out kept; not a default because p31's fill gains a black mass of the coat and a speckled band
+# beside the tripod; with ``detail_labels`` (a prior per structure label) hp03 gets a dark blob (-1.7 dB)
+# (docs/benchmarks/erase-fill-targets.md, Day 10: texture).
 EMBEDDED_DEFAULTS = {
     "structure": True,
     "meld": True,
@@ -1082,6 +1114,7 @@ EMBEDDED_DEFAULTS = {
     "plain_start": {"init_copy": 10.0},
     "plain_detail": {"detail": 0.15},
     "soft_shading": True,
+    "struct_detail": {},
 }
 
 
@@ -1189,11 +1222,14 @@ class PatchMatchFiller:
             "plain_start",
             "plain_detail",
             "soft_shading",
+            "struct_detail",
         )
         told = {k: v for k, v in self.options.items() if k not in skip}
         options = {}
         if guide is None:  # no structure guides this fill: the sharper last vote (EMBEDDED_DEFAULTS)
             options.update(self.options.get("texture_vote", {}))
+        elif np.count_nonzero(mask) <= STRUCT_DETAIL_MAX:  # the structure path's floor (off by default)
+            options.update(self.options.get("struct_detail", {}))
         if plain:  # nor a smooth surround: the coherent start (EMBEDDED_DEFAULTS)
             options.update(self.options.get("plain_start", {}))
             options.update(self.options.get("plain_detail", {}))  # the detail floor (EMBEDDED_DEFAULTS)
