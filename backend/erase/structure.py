@@ -368,15 +368,30 @@ def _pair(entries: list[Entry], max_angle: float = 40.0) -> list[tuple[int, int]
                 and _same_region(a.right, a.widths[1], b.left, b.widths[0])
             ):
                 continue
-            v = b.point - a.point
-            dist = np.linalg.norm(v)
-            if dist < 2:
+            facing = _facing(a, b, cos)
+            if facing is None:
                 continue
-            v = v / dist
-            ca, cb = float(np.dot(a.heading, v)), float(np.dot(b.heading, -v))
-            if ca < cos or cb < cos:
-                continue
+            ca, cb = facing
             cand.append((-(ca + cb), i, j))
+    return _greedy(cand)
+
+
+def _facing(a: Entry, b: Entry, cos: float) -> tuple[float, float] | None:
+    """How straight two entries head at each other (the cosines of each heading with the line joining them), or
+    None when they are under 2 px apart or either heads off that line by more than the angle ``cos`` gives."""
+    v = b.point - a.point
+    dist = float(np.linalg.norm(v))
+    if dist < 2:
+        return None
+    v = v / dist
+    ca, cb = float(np.dot(a.heading, v)), float(np.dot(b.heading, -v))
+    if ca < cos or cb < cos:
+        return None
+    return ca, cb
+
+
+def _greedy(cand: list[tuple[float, int, int]]) -> list[tuple[int, int]]:
+    """The pairs taken best first (lowest cost), each entry in one pair at most."""
     used: set[int] = set()
     pairs = []
     for _, i, j in sorted(cand):
@@ -414,14 +429,10 @@ def _pair_corners(entries: list[Entry], taken: set[int]) -> list[tuple[int, int]
                 sign = -1.0
             else:
                 continue
-            v = b.point - a.point
-            dist = float(np.linalg.norm(v))
-            if dist < 2:
+            facing = _facing(a, b, cos)
+            if facing is None:
                 continue
-            v = v / dist
-            ca, cb = float(np.dot(a.heading, v)), float(np.dot(b.heading, -v))
-            if ca < cos or cb < cos:
-                continue
+            ca, cb = facing
             end = -b.heading
             turn = float(
                 np.arctan2(a.heading[0] * end[1] - a.heading[1] * end[0], float(np.dot(a.heading, end)))
@@ -432,14 +443,7 @@ def _pair_corners(entries: list[Entry], taken: set[int]) -> list[tuple[int, int]
             if sign * a.curvature < -MIN_BEND or sign * -b.curvature < -MIN_BEND:
                 continue
             cand.append((-(ca + cb), i, j))
-    used: set[int] = set()
-    pairs = []
-    for _, i, j in sorted(cand):
-        if i in used or j in used:
-            continue
-        used.update((i, j))
-        pairs.append((i, j))
-    return pairs
+    return _greedy(cand)
 
 
 def _extend(entry: Entry, hole: np.ndarray, barrier: np.ndarray, max_len: float) -> np.ndarray:
