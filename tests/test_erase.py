@@ -212,7 +212,9 @@ def test_classical_fillers_keep_shape_and_fill_only_what_they_must():
     hole[20:30, 25:40] = True
     for name, filler in classical_fillers().items():
         out = filler(rgb, hole)
-        assert out.shape == rgb.shape, name
+        assert out.shape == rgb.shape and out.dtype == rgb.dtype, name
+        assert out[~hole].tobytes() == rgb[~hole].tobytes(), name  # the known pixels come back as they were
+        assert (out[hole] != rgb[hole]).any(), name  # and the hole was filled
         assert filler.target is None
 
 
