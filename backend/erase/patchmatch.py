@@ -40,6 +40,8 @@ import numba
 import numpy as np
 from numba import njit, prange
 
+from backend.imaging import membrane
+
 
 def _threadsafe_layer() -> bool:
     """Whether numba has a threading layer that may start parallel kernels from several threads at once (TBB or
@@ -498,33 +500,6 @@ SEAM_SIGMA = 3.0  # px: how far along the border the step is smoothed
 SEAM_STEP = 24.0  # levels: steps much larger than this are structure, not drift, and are left alone
 
 
-def _membrane(values: np.ndarray, unknown: np.ndarray) -> np.ndarray:
-    """``values`` with its ``unknown`` pixels replaced by a membrane (Laplace) interpolation of the known ones,
-    solved coarse to fine: each level starts from the coarser solution enlarged, Jacobi sweeps refine it (many
-    on small levels, a few or none on big ones: what it interpolates here is smooth, and this keeps a 1200 px
-    crop cheap)."""
-    h, w = unknown.shape
-    out = values.copy()
-    if not unknown.any():
-        return out
-    if unknown.all():
-        out[:] = 0
-        return out
-    if min(h, w) > 8:
-        size = ((w + 1) // 2, (h + 1) // 2)
-        known = (~unknown).astype(np.float32)
-        num = cv2.resize(values * known[:, :, None], size, interpolation=cv2.INTER_AREA)
-        den = cv2.resize(known, size, interpolation=cv2.INTER_AREA)
-        small = _membrane(num / np.maximum(den, 1e-6)[:, :, None], den <= 0.0)
-        out[unknown] = cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)[unknown]
-    else:
-        out[unknown] = values[~unknown].mean(axis=0)
-    kernel = np.array([[0, 0.25, 0], [0.25, 0, 0.25], [0, 0.25, 0]], np.float32)
-    for _ in range(30 if max(h, w) <= 128 else 4 if max(h, w) <= 256 else 0):
-        out[unknown] = cv2.filter2D(out, -1, kernel, borderType=cv2.BORDER_REPLICATE)[unknown]
-    return out
-
-
 GUIDE_WEIGHT = (
     40.0  # a patch pixel whose structure label differs from its source's costs 2 x 40^2 (~33 levels RGB)
 )
@@ -553,7 +528,7 @@ def _low_pass(rgb: np.ndarray, hole: np.ndarray, sigma: float, robust: bool = Fa
             if outlier.sum() > LOW_PASS_FEW * known.sum():  # stripes, wood grain: the pattern is the surface
                 break
             known = known * ~outlier
-    return _membrane(low, (den < 0.5) | hole)
+    return membrane(low, (den < 0.5) | hole)
 
 
 def _smooth_surround(rgb: np.ndarray, hole: np.ndarray, limit: float, rim_residual) -> bool:
@@ -597,7 +572,7 @@ def _blend_seams(img, hole, conf, weight_sum, targets, nnf, dist, r, sharp, floo
     diff = cv2.GaussianBlur(diff, (0, 0), SEAM_SIGMA) / np.maximum(blur, 1e-6)[:, :, None]
     diff *= weight[:, :, None]  # the ring's smoothed step; zero elsewhere (not next to the hole)
     inside = hole[y0:y1, x0:x1]
-    correction = _membrane(diff, inside)
+    correction = membrane(diff, inside)
     img[y0:y1, x0:x1, :3][inside] += correction[inside]
 
 

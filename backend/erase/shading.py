@@ -17,6 +17,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from backend.imaging import membrane
+
 SOFT_NEAR = 4.0  # px from a hard label boundary: the fill is kept as it is up to here ...
 SOFT_FAR = 16.0  # ... and its low-pass fully replaced from here on
 SOFT_MIN_PX = 400  # a soft zone smaller than this (px) is left alone: too small to carry a wrong shading
@@ -118,10 +120,8 @@ def _ring_values(img: np.ndarray, sel: np.ndarray, sigma: float = 2.0) -> np.nda
 
 def _surface(img: np.ndarray, sel: np.ndarray) -> np.ndarray:
     """A membrane through the ``sel`` pixels' smoothed colours, defined everywhere."""
-    from .patchmatch import _membrane
-
     vals = np.where(sel[:, :, None], _ring_values(img, sel), 0).astype(np.float32)
-    return _membrane(vals, ~sel)
+    return membrane(vals, ~sel)
 
 
 def two_tone_shading(rgb: np.ndarray, hole: np.ndarray, zone: np.ndarray, penumbra: float) -> np.ndarray:
@@ -143,9 +143,7 @@ def two_tone_shading(rgb: np.ndarray, hole: np.ndarray, zone: np.ndarray, penumb
     lit_px, dark_px = ring & (t > 0.6), ring & (t < 0.4)
     if lit_px.sum() < 4 or dark_px.sum() < 4:
         return plain
-    from .patchmatch import _membrane
-
-    field = _membrane(np.repeat(np.where(ring, t, 0)[:, :, None], 3, 2).astype(np.float32), ~ring)[:, :, 0]
+    field = membrane(np.repeat(np.where(ring, t, 0)[:, :, None], 3, 2).astype(np.float32), ~ring)[:, :, 0]
     smooth = cv2.GaussianBlur(field, (0, 0), 2.0)
     gy, gx = np.gradient(smooth)
     signed = (field - 0.5) / (np.hypot(gx, gy) + 1e-6)  # px from the half-way line, lit side positive

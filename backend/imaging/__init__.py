@@ -27,6 +27,7 @@ from .masks import (
     rim_residual,
     shrink,
 )
+from .membrane import membrane
 
 __all__ = [
     "CropPlan",
@@ -43,6 +44,7 @@ __all__ = [
     "grow",
     "mask_to_float",
     "mask_to_u8",
+    "membrane",
     "plan_crop",
     "plan_crop_around",
     "resize",
