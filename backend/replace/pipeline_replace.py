@@ -134,8 +134,9 @@ class ReplacePipeline:
         assert plan is not None  # the region contains the non-empty snapped mask
         # from here on everything works on the crop: a small edit on a huge layer stays cheap
         crop_region = plan.crop(region)
-        model_rgb = to_rgb_u8(plan.to_model(plan.crop(image)))  # scale first: converts far fewer pixels
-        alpha = see_through(plan.to_model(plan.crop(image)))
+        model_in = plan.to_model(plan.crop(image))  # scale first: converts far fewer pixels
+        model_rgb = to_rgb_u8(model_in)
+        alpha = see_through(model_in)
         if (
             alpha is not None
         ):  # transparent pixels' colours are arbitrary: the model sees the nearest real ones
