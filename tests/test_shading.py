@@ -5,6 +5,8 @@ bowl's own shape)."""
 
 from __future__ import annotations
 
+import itertools
+
 import cv2
 import numpy as np
 
@@ -144,3 +146,30 @@ def test_an_objects_own_soft_shadow_on_the_ring_fades_across_the_hole():
     assert deep.sum() > 100 and edge.sum() > 100
     assert (truth - out)[deep].mean() < 8.5, (truth - out)[deep].mean()
     assert abs(out[edge].mean() - shading._luma(img.astype(np.float32))[ring].mean()) < 3.0
+
+
+def test_the_lit_side_lightens_into_the_hole_instead_of_darkening_along_its_outline():
+    """The coffee's bowl (issue 11, day 11): the object's own soft shadow darkens the ring on the lit side, and
+    the band the lit surface is taken from crosses the shadow's own penumbra. The lit side of the fill meets
+    the ring at its border and lightens inward to the surface's own level within ~10 px; it must not get
+    darker inward, a lighter contour along the region's outline around a darker mass (day 10: 9.4, 11.3, 12.4
+    levels under the truth at 0-3, 3-8 and 8-14 px in, 7.2 deeper: the lit surface ran down to the
+    penumbra's pixels in that band and the ring's darkening was faded in over 24 px)."""
+    img, hole, t, labels = _soft_shadow_scene()
+    truth = shading._luma(img.astype(np.float32))
+    out_dist = cv2.distanceTransform((~hole).astype(np.uint8), cv2.DIST_L2, 3)
+    shadow = np.clip(1 - out_dist / 12, 0, 1) * (~hole)  # 12 levels at the hole's edge, gone 12 px out
+    img = np.clip(img.astype(np.float32) - 12 * shadow[..., None] * (t[..., None] > 0.5), 0, 255).astype(
+        np.uint8
+    )
+    filled = img.copy()
+    filled[hole] = 120
+    out = shading._luma(shading._reshade(img, hole, filled, labels, [{0, 1, 2}], 18.0).astype(np.float32))
+    inside = cv2.distanceTransform(hole.astype(np.uint8), cv2.DIST_L2, 3)
+    under = []
+    for lo, hi in ((0, 3), (3, 8), (8, 14), (14, 40)):
+        band = hole & (inside >= lo) & (inside < hi) & (t > 0.8)
+        assert band.sum() > 100
+        under.append(float((truth - out)[band].mean()))
+    assert all(b < a + 0.5 for a, b in itertools.pairwise(under)), under  # lighter inward, band by band
+    assert under[2] < 4.0 and under[3] < 2.5, under  # the surface's own level ~10 px in

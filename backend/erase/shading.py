@@ -5,7 +5,8 @@ Where the structure path found a soft edge (a penumbra that k-means cut into dar
 coffee's spoon bowl came out as a dark patch in the bowl's own shape, the cup's shadow continued along the
 bowl's outline with a lit sliver beside it. Here the hole's low-pass in that soft zone is replaced by a
 two-tone surface interpolated from the ring: a dark surface (a membrane of the ring's dark pixels) and a lit
-one (of the lit pixels a little beyond the ring, past the object's own soft shadow, faded in from the ring), mixed through a matte whose half-way line is that of a membrane of the ring's
+one (of the pixels at the lit plateau a little beyond the ring, past the object's own soft shadow, faded in
+from the ring over ``LIT_BLEND`` px), mixed through a matte whose half-way line is that of a membrane of the ring's
 darkness (a harmonic field: between the two places where the ring turns from dark to lit it runs as a smooth
 line, not along the hole's outline) and whose ramp is a penumbra's width. The fill keeps its own detail
 (the image minus its low-pass, with steps larger than grain clipped away, raised toward the ring's grain at
@@ -24,7 +25,12 @@ SOFT_FAR = 16.0  # ... and its low-pass fully replaced from here on
 SOFT_MIN_PX = 400  # a soft zone smaller than this (px) is left alone: too small to carry a wrong shading
 RING = 3.0  # px: the ring of known pixels the surfaces are interpolated from
 LIT_FROM = 14  # px out: the lit surface is taken 14-26 px beyond the hole (past the object's own soft shadow)
-LIT_BLEND = 24.0  # px into the hole over which the fill goes from the ring's own membrane to the two surfaces
+# px into the hole over which the fill goes from the ring's own membrane to the two surfaces; day 10's 24 px
+# carried the object's own shadow on the ring ~20 px in: on the coffee a darker mass inside a lighter contour,
+# the bowl's outline (with the lit plateau below: 8-20 px in, 68 -> 76 levels; the lit saucer 85)
+LIT_BLEND = 12.0
+LIT_KEEP = 0.9  # of the band's median lit level (above the ring's dark): the lit surface's pixels, from ...
+LIT_CAP = 1.3  # ... to this (brighter: a highlight, not the surface's shade)
 PLATEAU = 0.45  # of the ramp: a profile that stays half-way longer than this has a flat middle (a band)
 PENUMBRA = (8.0, 40.0)  # px: the least and most the matte's ramp (the measured penumbra) may be
 DETAIL_SIGMA = 3.0  # px: the fill's low-pass that the new shading replaces
@@ -153,7 +159,17 @@ def two_tone_shading(rgb: np.ndarray, hole: np.ndarray, zone: np.ndarray, penumb
     # darkens the ring by ~10 levels): it then fades across LIT_BLEND px into the hole, not a plateau at its level
     raw = (luma - dark) / (lit - dark)
     near = cv2.dilate(zone.astype(np.uint8), np.ones((2 * LIT_FROM + 31,) * 2, np.uint8)) > 0
-    beyond = ~hole & (out_dist > LIT_FROM) & (out_dist <= LIT_FROM + 12) & near & (raw > 0.6) & (raw < 1.5)
+    band = ~hole & (out_dist > LIT_FROM) & (out_dist <= LIT_FROM + 12) & near
+    beyond = band & (raw > 0.6) & (raw < 1.5)
+    if beyond.sum() >= 8:
+        # ... and of its lit plateau only: the ring's "lit" level is the one the object's shadow darkened, so
+        # the test above also passes the band's stretch across the shadow's own penumbra (the coffee: 40-67
+        # levels below the bowl against a plateau of ~82), and a membrane through those runs the lit surface
+        # down across the hole (85 at the ring to 60 by the matte's line, a dark mass in the bowl's shape)
+        far = float(np.median(luma[beyond]))
+        t_far = (luma - dark) / max(far - dark, 1e-3)
+        plateau = band & (t_far > LIT_KEEP) & (t_far < LIT_CAP)
+        beyond = plateau if plateau.sum() >= 8 else beyond
     light = _surface(img, beyond if beyond.sum() >= 8 else lit_px)
     two = shade + matte[:, :, None] * (light - shade)
     inside = cv2.distanceTransform(hole.astype(np.uint8), cv2.DIST_L2, 3)
