@@ -503,6 +503,12 @@ SEAM_STEP = 24.0  # levels: steps much larger than this are structure, not drift
 GUIDE_WEIGHT = (
     40.0  # a patch pixel whose structure label differs from its source's costs 2 x 40^2 (~33 levels RGB)
 )
+# px: the band around a contour the structure closed across the hole (``Structure.contours``) in which the final
+# meld keeps the voted colours' steps (``_meld``'s ``keep``; 0: off). At 9 (+-4 px) the coffee's lip has no haze on
+# the wood, no white bump where the saucer's rim meets it and no pale streak down the saucer, seeds 0-2; at 5 the
+# synthetic lip (tests/test_structure.py) kept a 6-level haze, at 1 (the one step across) the coffee's streak
+# stayed. Of the 84 bench scenes only held-out hp12 has such a contour (HaarPSI 0.226 -> 0.225).
+CONTOUR_KEEP = 9
 SMOOTH_RIM = 2.0  # levels RMS: below it the surround counts as smooth (see PatchMatchFiller._fill)
 LOW_PASS_SIGMA = 12.0  # px: what is coarser than this comes from the membrane on a smooth surround
 
@@ -633,7 +639,7 @@ def _screened_poisson(
 
 
 def _meld(
-    img, free, conf, weight_sum, targets, nnf, dist, r, sharp, floor, lam, hint=None, hint_lam=1.0
+    img, free, conf, weight_sum, targets, nnf, dist, r, sharp, floor, lam, hint=None, hint_lam=1.0, keep=None
 ) -> None:
     """Vote the hole and rebuild it in the gradient domain (Image Melding, Darabi et al. 2012): the patches
     vote their steps with their colours (``_vote_with_steps``), and the hole becomes the image whose steps
@@ -645,7 +651,14 @@ def _meld(
 
     ``hint`` pixels (real, kept, but possibly holding a faint halo of the erased object) are not a hard
     border: they join the solve held to their real colours with weight ``hint_lam`` (their result is thrown
-    away), so a halo there bends the fill's edge a little instead of shifting all of it."""
+    away), so a halo there bends the fill's edge a little instead of shifting all of it.
+
+    ``keep`` (HxW bool): pixels near a contour the structure closed across the hole; the steps between two of
+    them are the voted colours' own (what the colours say, not the patches' steps). Where the best patches of
+    neighbouring pixels put a contour's edge a pixel apart (the lip's white against the wood), the colours keep
+    the edge but the voted steps lose it (each patch's own step lies elsewhere): integrated, the white spread
+    over the wood as a haze ~20 px wide and a pale streak down the saucer on the coffee
+    (docs/benchmarks/erase-fill-targets.md, Day 11: rim11)."""
     h, w = free.shape
     domain = free if hint is None else free | hint
     ys, xs = np.nonzero(domain)
@@ -683,6 +696,10 @@ def _meld(
     hy[-1] = 0
     hx[:, :-1][~(dom[:, :-1] | dom[:, 1:])] = 0
     hx[:, -1] = 0
+    if keep is not None:  # the correction adds nothing to a step between two pixels by a closed contour
+        k = keep[y0:y1, x0:x1]
+        hy[:-1][k[:-1] & k[1:]] = 0
+        hx[:, :-1][k[:, :-1] & k[:, 1:]] = 0
     e = _screened_poisson(hy, hx, dom, np.where(box, lam, hint_lam))
     img[y0:y1, x0:x1, :3][box] += e[box].astype(img.dtype)
 
@@ -837,6 +854,7 @@ def complete(
     meld_lambda: float = MELD_LAMBDA,
     meld_every: int = 1,
     meld_hint: float = 0.5,
+    keep_steps: np.ndarray | None = None,
     guide: np.ndarray | None = None,
     hint: np.ndarray | None = None,
     coherence: float = 0.0,
@@ -899,6 +917,8 @@ def complete(
     benchmark and on the coffee example) or from the coarser image enlarged. ``init_copy`` (levels; 0: off):
     that vote is replaced by each pixel's own inherited source pixel wherever the two agree on the local mean
     within ``init_copy`` (``_copy_start``). ``debug`` collects each level's result (for looking at them).
+    ``keep_steps`` (HxW bool, or None): hole pixels by a contour the structure closed across the hole
+    (``Structure.contours``); the finest level's melds keep the voted colours' steps between them (``_meld``).
     """
     if not 0.0 <= coherence < 1.0:
         raise ValueError(f"coherence must be in [0, 1), got {coherence}")
@@ -1017,6 +1037,7 @@ def complete(
                     meld_lambda,
                     lv.hint,
                     meld_hint,
+                    keep_steps if keep_steps is not None and keep_steps.shape == free.shape else None,
                 )
             else:
                 img[hy, hx, :3] = _vote(
@@ -1168,7 +1189,10 @@ class PatchMatchFiller:
             # With the plain vote it lost on the held-out scenes (day 4: stripes, wood grain and a horizon
             # filled with a wrong region's block); with the gradient-domain vote (meld) it wins there too
             weight = float(self.options.get("guide_weight", GUIDE_WEIGHT))
-            filled = self._complete(rgb, mask, guide=found.guide(weight), hint=hint)
+            # by a contour closed across the hole (a cup's lip) the meld keeps the voted colours' steps
+            width = int(self.options.get("contour_keep", CONTOUR_KEEP))
+            keep = found.contours(mask.shape, width) if width > 0 else None
+            filled = self._complete(rgb, mask, guide=found.guide(weight), hint=hint, keep=keep)
             if self.options.get("soft_shading", False) and found.soft:
                 # a soft shadow's penumbra: the shading away from hard edges comes from the ring (shading.py)
                 from .shading import reshade
@@ -1186,6 +1210,7 @@ class PatchMatchFiller:
         guide: np.ndarray | None = None,
         hint: np.ndarray | None = None,
         plain: bool = False,
+        keep: np.ndarray | None = None,
     ) -> np.ndarray:
         # a crop too small for one whole patch of known pixels: smaller patches, then Telea (a few pixels wide)
         skip = (
@@ -1198,6 +1223,7 @@ class PatchMatchFiller:
             "plain_detail",
             "soft_shading",
             "struct_detail",
+            "contour_keep",
         )
         told = {k: v for k, v in self.options.items() if k not in skip}
         options = {}
@@ -1209,6 +1235,8 @@ class PatchMatchFiller:
             options.update(self.options.get("plain_start", {}))
             options.update(self.options.get("plain_detail", {}))  # the detail floor (EMBEDDED_DEFAULTS)
         options.update(told)  # keys given explicitly win
+        if keep is not None and keep.any():
+            options["keep_steps"] = keep
         first = options.pop("patch", self.patch)
         for patch in sorted({first, 5, 3}, reverse=True):
             if patch > first:

@@ -71,6 +71,9 @@ class Structure:
     entries: list[Entry] = field(default_factory=list)
     density: float = 0.0  # boundary pixels per band pixel (the gate's texture measure)
     soft: list[tuple[int, int, int]] = field(default_factory=list)  # each soft-edge strip: side, strip, side
+    # per curve, how it was drawn: "pair" (two entries continuing each other), "corner" (two ends of one region's
+    # contour closing it: ``_pair_corners``), "extend" (one entry continued alone); a band's or strip's + "-band"
+    kinds: list[str] = field(default_factory=list)
 
     def guide(self, weight: float) -> np.ndarray:
         """Two channels placing each label on a circle, adjacent labels ``sqrt(2) weight`` apart: appended to
@@ -85,6 +88,17 @@ class Structure:
         # the float32 table gathered (np.take): the same values as gathering float64 and converting after,
         # at a fifth of the time on a 1300 px crop (speed10)
         return np.take(table.astype(np.float32), np.where(self.labels >= 0, self.labels, n), axis=0)
+
+    def contours(self, shape: tuple[int, int], width: int) -> np.ndarray:
+        """The pixels within ``width`` // 2 px of a region's contour closed across the hole (the "corner" curves:
+        a cup's lip, whose outline against the wood and lower edge against its wall both entered the hole), HxW
+        bool. Both of its ends were seen and one region lies inside it: a contour between two unrelated surfaces,
+        which the meld must not blend (backend/erase/patchmatch.py, ``complete``'s ``keep_steps``)."""
+        out = np.zeros(shape, np.uint8)
+        for curve, kind in zip(self.curves, self.kinds, strict=False):  # kinds: none if built by hand
+            if kind == "corner":
+                cv2.polylines(out, [np.round(curve).astype(np.int32)], False, 1, max(1, width), cv2.LINE_8)
+        return out > 0
 
 
 def segment_band(
@@ -691,8 +705,11 @@ def find_structure(
     mouths = np.zeros(small_hole.shape, np.uint8)
     curves = []
 
-    def draw(curve: np.ndarray, e: Entry, thick: bool) -> None:
+    kinds: list[str] = []
+
+    def draw(curve: np.ndarray, e: Entry, thick: bool, kind: str) -> None:
         curves.append(curve)
+        kinds.append(kind + ("-band" if thick else ""))
         line = [np.round(curve).astype(np.int32)]
         if not thick:
             cv2.polylines(barrier, line, False, 1, 1, cv2.LINE_8)
@@ -708,19 +725,20 @@ def find_structure(
     for group, thick in ((entries, False), (bands, True)):
         # outlines first, then the bands (a saucer's rim passes behind the cup: it ends on the cup's outline)
         used: set[int] = set()
-        pairs = _pair(group)
+        pairs = [(i, j, "pair") for i, j in _pair(group)]
         if not thick:
-            pairs += _pair_corners(group, {k for pair in pairs for k in pair})
-        for i, j in pairs:
+            taken = {k for i, j, _ in pairs for k in (i, j)}
+            pairs += [(i, j, "corner") for i, j in _pair_corners(group, taken)]
+        for i, j, kind in pairs:
             a, b = group[i], group[j]
-            draw(_hermite(a.point, a.heading, b.point, -b.heading), a, thick)
+            draw(_hermite(a.point, a.heading, b.point, -b.heading), a, thick, kind)
             used.update((i, j))
         for i, e in enumerate(group):
             if i not in used:
                 stop = barrier > 0
                 if thick:  # a 1 px curve has diagonal gaps a band sampled every half px could slip through
                     stop = cv2.dilate(barrier, cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))) > 0
-                draw(_extend(e, small_hole, stop, max_len=1.5 * extent), e, thick)
+                draw(_extend(e, small_hole, stop, max_len=1.5 * extent), e, thick, "extend")
     quiet = None
     if (
         mouths.any()
@@ -733,7 +751,7 @@ def find_structure(
         # labels back at full size through their one-hot maps (smooth boundaries, not nearest-neighbour steps)
         full = _labels_up(full, n, (w, h))
         curves = [c / scale for c in curves]
-    return Structure(full, n, curves, entries + bands, density, soft)
+    return Structure(full, n, curves, entries + bands, density, soft, kinds)
 
 
 def _labels_up(labels: np.ndarray, n: int, size: tuple[int, int]) -> np.ndarray:
