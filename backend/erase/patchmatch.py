@@ -1082,8 +1082,9 @@ def _parts(hole: np.ndarray, patch: int, band: float) -> list[tuple[tuple[int, i
 # 0.1 -> 0.03, vote_floor 0.1 -> 0.01): fewer near-equal copies are averaged into the voted colours and steps, so the meld
 # integrates a less smoothed field. Bench (48 scenes): HaarPSI wins 81.2 -> 83.3 %, texture 0.746 -> 0.754, photos
 # -0.05 -> -0.07 dB against Telea; held out 91.7 % both, texture 0.783 -> 0.792. Keys given explicitly in
-# ``options`` win. Not on the structure path: on the coffee it made the hard inner edge of the cup's shadow (where
-# the bowl lay) jaggier at 3x; there the fill keeps complete()'s 0.1 / 0.1 and the coffee is byte-identical.
+# ``options`` win. Not on the structure path then: on the coffee it made the hard inner edge of the cup's shadow
+# (where the bowl lay) jaggier at 3x; since day 10 that area is reshaded (shading.py) and day 11 turns it on
+# there too (``struct_detail`` below).
 # ``plain_start`` (day 9): on the plain path only (no structure guide, not a smooth surround) each finer level
 # starts from each hole pixel's own inherited source pixel where it agrees with the vote on the local mean
 # within 10 levels (``complete(init_copy=...)``, ``_copy_start``), not from the vote of 49 patches, whose blur the
@@ -1098,11 +1099,14 @@ def _parts(hole: np.ndarray, patch: int, band: float) -> list[tuple[tuple[int, i
 # photos -0.14 -> -0.20 dB against Telea; held out 94.4 % both, texture 0.813 -> 0.836, GMSD wins 94.4 -> 97.2 %.
 # Not on the smooth-surround path (there the moons' near ties p11/hp23 go to Telea), nor on the structure path
 # (the coffee stays byte-identical).
-# ``struct_detail`` (day 10, off): the same floor on the structure path (holes up to ``STRUCT_DETAIL_MAX``), e.g.
-# ``{"detail": 0.25}``: 48 scenes' texture 0.782 -> 0.788 (photos 0.727 -> 0.735), photos -0.19 -> -0.18 dB,
-# wins and held out kept; not a default because p31's fill gains a black mass of the coat and a speckled band
-# beside the tripod; with ``detail_labels`` (a prior per structure label) hp03 gets a dark blob (-1.7 dB)
-# (docs/benchmarks/erase-fill-targets.md, Day 10: texture).
+# ``struct_detail`` (day 11): on the structure path (holes up to ``STRUCT_DETAIL_MAX``) the sharper last vote
+# of ``texture_vote`` too. Bench (48 scenes): texture 0.782 -> 0.787 (photos 0.727 -> 0.733), HaarPSI wins 87.5 %
+# both (the same 6 losers), photos -0.196 -> -0.203 dB against Telea; held out 94.4 % both, +3.39 -> +3.36 dB,
+# texture 0.837 -> 0.842; the coffee (seeds 0-2, 1x and 3x) and the structure-path scenes look as before. Not the
+# detail floor here: with it (0.15-0.25) the bench reaches 0.792-0.795 (0.800-0.802 with init_copy, coherence
+# or detail_iso 0, which copy a ghost or fragments: p03, p34), but it pulls the fill off structure the guide
+# continues: tests/test_structure.py fails with it, the penumbra strip at 0.15 (error 21 -> 25 levels) and the
+# noisy disc's outline at 0.25 (6 px on the wrong side) (docs/benchmarks/erase-fill-targets.md, Day 11: texture).
 EMBEDDED_DEFAULTS = {
     "structure": True,
     "meld": True,
@@ -1110,7 +1114,7 @@ EMBEDDED_DEFAULTS = {
     "plain_start": {"init_copy": 10.0},
     "plain_detail": {"detail": 0.15},
     "soft_shading": True,
-    "struct_detail": {},
+    "struct_detail": {"sharp_final": 0.03, "vote_floor": 0.01},
 }
 
 
@@ -1229,7 +1233,7 @@ class PatchMatchFiller:
         options = {}
         if guide is None:  # no structure guides this fill: the sharper last vote (EMBEDDED_DEFAULTS)
             options.update(self.options.get("texture_vote", {}))
-        elif np.count_nonzero(mask) <= STRUCT_DETAIL_MAX:  # the structure path's floor (off by default)
+        elif np.count_nonzero(mask) <= STRUCT_DETAIL_MAX:  # the structure path's (EMBEDDED_DEFAULTS)
             options.update(self.options.get("struct_detail", {}))
         if plain:  # nor a smooth surround: the coherent start (EMBEDDED_DEFAULTS)
             options.update(self.options.get("plain_start", {}))
