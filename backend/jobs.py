@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -141,6 +142,12 @@ def execute(
     op_cls: type[Op], checked: dict[str, Any], image: Buffer | None, selection: Buffer | None, ctx: JobContext
 ) -> tuple[OpResult, list[Buffer], dict[str, Any]]:
     """Run an admitted job (the server's workers: the server admitted it on submit): decode, run, encode."""
+    # the op's torch arithmetic is the CLI's on any worker thread, whatever ran on it before (torch not yet
+    # imported: it starts on the process's count once it is)
+    if "torch" in sys.modules:
+        from backend.models.device import pin_torch_threads
+
+        pin_torch_threads()
     result = op_cls().run(build_inputs(image, selection), checked, ctx)
     return result, encode_result(result, image), checked
 

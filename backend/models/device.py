@@ -95,3 +95,36 @@ def default_budget_bytes(device: str, requested_gb: float | None = None) -> int:
     except (ValueError, OSError, AttributeError):  # pragma: no cover - non-POSIX
         ram = 16 * 1024**3
     return int(ram * 0.5)
+
+
+def torch_threads() -> int:
+    """The intra-op thread count of this process's torch: the one a new thread starts with (OMP_NUM_THREADS,
+    else torch's default, or what ``torch.set_num_threads`` chose), asked on a new thread because the calling
+    thread's own count may have been changed under it (``pin_torch_threads``)."""
+    import threading
+
+    import torch
+
+    found: list[int] = []
+    probe = threading.Thread(target=lambda: found.append(torch.get_num_threads()), name="layeredit-threads")
+    probe.start()
+    probe.join()
+    return found[0]
+
+
+def pin_torch_threads() -> int:
+    """Run this thread's torch arithmetic on the process's intra-op thread count (``torch_threads``) whatever
+    ran on the thread before; returns the count.
+
+    A CPU convolution sums in an order that depends on how many threads split it, so a seeded Replace came out
+    different on a thread whose count had changed: OpenMP keeps the count per thread, torch reads it once per
+    thread, and numba's OpenMP pool sets it on the thread that starts the pool (the first PatchMatch fill: the
+    server's warm-up, or the worker of the first erase when that came first or the warm-up is off) to numba's
+    own count (every CPU, not OMP_NUM_THREADS; torch's default is the physical cores). That worker's Replaces
+    then gave a Krita user other pixels than the CLI's (tests/test_torch_threads.py)."""
+    import torch
+
+    want = torch_threads()
+    if torch.get_num_threads() != want:
+        torch.set_num_threads(want)
+    return want

@@ -34,6 +34,7 @@ from backend.imaging import (
     to_rgb_u8,
 )
 from backend.models.checkpoint import family, pipeline_architecture
+from backend.models.device import pin_torch_threads
 from backend.params.replace import ReplaceParams
 
 Callback = Callable[[str, int, int], None]
@@ -243,6 +244,7 @@ def inpaint(
     generator = torch.Generator(device="cpu").manual_seed(int(params.seed))
     mode = _LcmMode(pipe, lcm_lora) if params.fast else _Plain(pipe)
     with _pipe_lock(pipe), mode:
+        pin_torch_threads()  # an erase's alpha PatchMatch may have just started numba's pool on this thread
         result = pipe(
             prompt=params.prompt,
             negative_prompt=params.negative_prompt or None,
