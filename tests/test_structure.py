@@ -450,3 +450,71 @@ def test_no_haze_off_the_coffee_cups_lip_where_the_spoons_handle_lay():
         out[wood & beside].mean(),
         out[wood & ~beside].mean(),
     )
+
+
+SAUCER_RED, CUP_BODY, CUP_SHADOW = np.array([175, 55, 25]), np.array([95, 25, 12]), np.array([35, 8, 3])
+
+
+def _wall(y):
+    """The cup body's right silhouette (x at row y): from the lip's lower corner (136, 113.6) down to the foot,
+    leaning in slightly."""
+    return 136 - 0.04 * np.maximum(0, y - 113.6)
+
+
+def _wall_scene():
+    """The coffee's cup wall under the spoon's handle, simplified: a white lip (a disc) on a red saucer, the cup's
+    dark body below it down to its foot (an ellipse's arc, rising to the right) over a dark shadow. A thin hole
+    (the handle) covers the lip's right outline and the body's whole right silhouette, lying across it as the
+    handle does (right of it at the lip's lower corner, left of it at the foot), and a blob at the foot (the
+    spoon's bowl) that the foot's edge enters."""
+    h, w = 200, 200
+    yy, xx = np.mgrid[:h, :w]
+    img = np.zeros((h, w, 3), np.float32)
+    img[:] = SAUCER_RED
+    radius = np.hypot(xx - 90, yy - 75)
+    angle = np.degrees(np.arctan2(yy - 75, xx - 90))
+    disc = radius < 60
+    lip = disc & (yy < 113.6 - (xx - 136))
+    bottom = 165 - 0.003 * (xx - 70.0) ** 2
+    body = ~lip & (disc | ((yy >= 75) & (yy < bottom) & (xx > 40) & (xx < _wall(yy))))
+    img[body] = CUP_BODY
+    img[lip] = LIP
+    img[(yy >= bottom) & (yy < 190) & (xx > 30) & (xx < _wall(165))] = CUP_SHADOW
+    img = np.clip(img + np.random.default_rng(0).normal(0, 4, img.shape), 0, 255).astype(np.uint8)
+    hole = (np.abs(radius - 60) < 7) & (angle > -40) & (angle < 44)
+    left = -1 - 12 * np.clip((yy - 113.6) / 45, 0, 1)
+    hole |= (xx - _wall(yy) > left) & (xx - _wall(yy) < left + 15) & (yy >= 105) & (yy <= 165)
+    hole |= np.hypot(xx - _wall(165) + 5, yy - 167) < 11
+    return img, hole
+
+
+def test_a_bodys_silhouette_starts_where_a_closed_contour_ends_on_it(monkeypatch):
+    """The coffee's cup under the spoon's handle: the lip's contour closes across the hole at its lower corner
+    against the body (rim10's corner), and the body's silhouette against the saucer, wholly under the handle,
+    starts there; its other end is the foot's edge entering the hole. Without the junction the body's edge was
+    where the body's and the saucer's floods met and the foot's edge, continued at its curvature, left the hole
+    early: the saucer bit the body's lower corner (here 5.5 px in at the foot, at 1x on the coffee a lighter red
+    column where the body melts into the saucer). Joined, the wall runs from the lip's corner to the foot within
+    3 px of the true edge on every row."""
+    from backend.erase import structure as structure_module
+
+    img, hole = _wall_scene()
+    assert "junction" in find_structure(img, hole).kinds
+    damaged = img.copy()
+    damaged[hole] = 0
+
+    def edge_error() -> list[float]:
+        out = PatchMatchFiller()(damaged, hole).astype(float)
+        errors = []
+        for y in range(128, 156, 3):  # from below the lip's corner to the foot
+            x0 = int(_wall(y)) - 12
+            row = out[y, x0 : x0 + 24]
+            saucer = np.linalg.norm(row - SAUCER_RED, axis=1) < np.linalg.norm(row - CUP_BODY, axis=1)
+            errors.append(x0 + int(np.argmax(saucer)) - float(_wall(y)) if saucer.any() else 12.0)
+        return errors
+
+    joined = edge_error()
+    assert max(abs(e) for e in joined) <= 3.0, joined
+    find = structure_module.find_structure
+    monkeypatch.setattr(structure_module, "find_structure", lambda *a, **k: find(*a, **k, junctions=False))
+    assert min(edge_error()) < -4.5  # the saucer's bite out of the body's lower corner

@@ -11,7 +11,11 @@ first and texture follows it:
 2. each boundary between two regions that reaches the hole gives an *entry*: the last ``reach`` px of that
    boundary fitted with a quadratic (direction and curvature at the hole); only clean fits count;
 3. entries with the same two regions that point at each other are paired and joined by a cubic (Hermite)
-   curve; an unpaired entry is continued at its curvature until it leaves the hole or meets another curve;
+   curve; two ends of one region's contour going round the hole close it (a cup's lip); where such a closed
+   contour ends on a second region, that region's outline against a third starts there (three regions meet)
+   and runs on the contour's course to meet the other end of that outline (a cup's body below its lip: its
+   silhouette to its foot); an unpaired entry is continued at its curvature until it leaves the hole or meets
+   another curve;
 4. a thin band (a saucer's bright rim, a vessel, narrower than ``THIN`` px) whose two edges enter the hole side
    by side is a curve with a width, not a region: it gets a label of its own (the rim is not the cup wall of
    the same colour), is continued as one centre line after the outlines (it ends where it meets one) and painted
@@ -72,7 +76,8 @@ class Structure:
     density: float = 0.0  # boundary pixels per band pixel (the gate's texture measure)
     soft: list[tuple[int, int, int]] = field(default_factory=list)  # each soft-edge strip: side, strip, side
     # per curve, how it was drawn: "pair" (two entries continuing each other), "corner" (two ends of one region's
-    # contour closing it: ``_pair_corners``), "extend" (one entry continued alone); a band's or strip's + "-band"
+    # contour closing it: ``_pair_corners``), "junction" (a region's outline from where such a contour ends on
+    # it: ``_pair_junctions``), "extend" (one entry continued alone); a band's or strip's + "-band"
     kinds: list[str] = field(default_factory=list)
 
     def guide(self, weight: float) -> np.ndarray:
@@ -460,6 +465,61 @@ def _pair_corners(entries: list[Entry], taken: set[int]) -> list[tuple[int, int]
     return _greedy(cand)
 
 
+def _pair_junctions(
+    entries: list[Entry], corners: list[tuple[int, int]], taken: set[int], max_len: float
+) -> list[tuple[int, int, np.ndarray]]:
+    """Junctions at the ends of closed contours: (e, a, corner) where ``a`` is one end of a contour
+    ``_pair_corners`` closed, whose region C meets a second region R there, and ``e`` an unpaired outline entry
+    of R against a third region (wider than a thin band: a reflection stripe across R is not what lies beyond
+    it). Where C's contour ends on R three regions meet, so R's own outline against what lies beyond both
+    starts at ``a``: it runs on the closed contour's course (the line joining its two ends) and meets ``e``'s
+    line at ``corner``, ahead of both (within ``max_len``), turning toward R. R lies on the same side of both
+    (walking from e to a). A cup's body under a spoon's handle: the lip's contour closes at its lower corner
+    against the body, whose silhouette against the saucer starts there and meets its bottom edge at the foot.
+    Without it the body's edge under the handle was where two floods met (the body's red and the saucer's run
+    together, a lighter column)."""
+    cand = []
+    for i, j in corners:
+        # the closed region: on the same side of both ends, walking from one to the other (``_pair_corners``)
+        c = entries[i].right if entries[i].right == entries[j].left else entries[i].left
+        for k, o in ((i, j), (j, i)):
+            a = entries[k]
+            r = a.left if a.right == c else a.right  # the region the closed contour meets at a
+            course = a.point - entries[o].point
+            if r == c or float(np.linalg.norm(course)) < 2:
+                continue
+            course /= float(np.linalg.norm(course))
+            for m, e in enumerate(entries):
+                if m in taken:
+                    continue
+                # walking from e to a: R on e's left and on a's right (a's heading points back into the hole)
+                if e.left == r and a.right == r and e.right != c and e.widths[1] >= THIN:
+                    sign = -1.0  # R on the left: the outline turns left (its heading's angle shrinks)
+                elif e.right == r and a.left == r and e.left != c and e.widths[0] >= THIN:
+                    sign = 1.0
+                else:
+                    continue
+                # e.point + s e.heading = a.point + t course, s and t > 0: the two lines meet ahead of both
+                det = float(e.heading[0] * -course[1] + course[0] * e.heading[1])
+                if abs(det) < 1e-3:
+                    continue
+                d = a.point - e.point
+                s = float(d[0] * -course[1] + course[0] * d[1]) / det
+                t = float(e.heading[0] * d[1] - e.heading[1] * d[0]) / det
+                turn = float(e.heading[0] * -course[1] + e.heading[1] * course[0])  # e's heading to -course
+                if not (0 < s <= max_len and 0 < t <= max_len) or sign * turn <= 0:
+                    continue
+                cand.append((s + t, m, k, e.point + s * e.heading))
+    used: set[int] = set()
+    out = []
+    for _, m, k, corner in sorted(cand, key=lambda c: c[0]):  # each entry and each contour end joined once
+        if m in used or k in used:
+            continue
+        used.update((m, k))
+        out.append((m, k, corner))
+    return out
+
+
 def _extend(entry: Entry, hole: np.ndarray, barrier: np.ndarray, max_len: float) -> np.ndarray:
     """March from an unpaired entry at its curvature (clamped) until the path leaves the hole, meets a curve
     already drawn, has turned ``MAX_TURN`` (a continued outline does not curl up), or runs ``max_len`` px."""
@@ -629,6 +689,7 @@ def find_structure(
     max_density: float = MAX_DENSITY,
     thin_bands: bool = True,
     soft_edges: bool = True,
+    junctions: bool = True,
 ) -> Structure | None:
     """The structure of the hole's surround continued across it (module docstring), or None when no clean
     region boundary enters the hole. Works on a copy of at most ``ANALYSIS_SIDE`` px; labels come back at the
@@ -728,7 +789,14 @@ def find_structure(
         pairs = [(i, j, "pair") for i, j in _pair(group)]
         if not thick:
             taken = {k for i, j, _ in pairs for k in (i, j)}
-            pairs += [(i, j, "corner") for i, j in _pair_corners(group, taken)]
+            corners = _pair_corners(group, taken)
+            pairs += [(i, j, "corner") for i, j in corners]
+            taken |= {k for i, j in corners for k in (i, j)}
+            for m, k, corner in _pair_junctions(group, corners, taken, 1.5 * extent) if junctions else []:
+                # R's outline: from the contour's end and from e, each straight to where they meet
+                draw(np.array([group[k].point, corner]), group[k], False, "junction")
+                draw(np.array([group[m].point, corner]), group[m], False, "junction")
+                used.add(m)
         for i, j, kind in pairs:
             a, b = group[i], group[j]
             draw(_hermite(a.point, a.heading, b.point, -b.heading), a, thick, kind)
