@@ -518,3 +518,30 @@ def test_a_bodys_silhouette_starts_where_a_closed_contour_ends_on_it(monkeypatch
     find = structure_module.find_structure
     monkeypatch.setattr(structure_module, "find_structure", lambda *a, **k: find(*a, **k, junctions=False))
     assert min(edge_error()) < -4.5  # the saucer's bite out of the body's lower corner
+
+
+def test_a_closed_contours_edge_in_the_hole_is_anti_aliased_not_a_binary_step():
+    """Within the band the meld keeps the voted colours' own steps (above), and each voted colour is one source
+    pixel's: the lip's outline against the wood was a binary step, no pixel between the lip's white and the
+    wood on 69 of the 72 hole rows it crosses, stair-stepped at 3x where the coffee photo's own outline has one
+    in-between pixel per row (review11). The edge between the contour's two sides is anti-aliased
+    (``contour_edge``): about one in-between pixel per row."""
+    img, hole, wood, _ = _lip_scene()
+    damaged = img.copy()
+    damaged[hole] = 0
+
+    def in_between(options: dict) -> list[int]:
+        luma = PatchMatchFiller(options=options)(damaged, hole).astype(float) @ [0.299, 0.587, 0.114]
+        counts = []
+        for y in np.nonzero(wood.any(axis=1))[0]:  # rows where the hole crosses the lip's outline to the wood
+            xs = np.nonzero(hole[y])[0]
+            lip, bare = xs[luma[y, xs] > 205], xs[(luma[y, xs] < 150) & wood[y, xs]]
+            if lip.size and bare.size:
+                run = luma[y, lip.max() + 1 : lip.max() + 6]
+                counts.append(int(((run > 150) & (run < 205)).sum()))
+        return counts
+
+    counts = in_between({})
+    assert len(counts) > 50 and np.mean(counts) >= 0.8 and sum(c == 0 for c in counts) <= 0.15 * len(counts)
+    counts = in_between({"contour_edge": 0})  # the binary step it was
+    assert sum(c == 0 for c in counts) > 0.8 * len(counts), counts

@@ -509,6 +509,7 @@ GUIDE_WEIGHT = (
 # synthetic lip (tests/test_structure.py) kept a 6-level haze, at 1 (the one step across) the coffee's streak
 # stayed. Of the 84 bench scenes only held-out hp12 has such a contour (HaarPSI 0.226 -> 0.225).
 CONTOUR_KEEP = 9
+CONTOUR_EDGE = 0.7  # px: the Gaussian that anti-aliases that contour's edge in the hole (0: off)
 SMOOTH_RIM = 2.0  # levels RMS: below it the surround counts as smooth (see PatchMatchFiller._fill)
 LOW_PASS_SIGMA = 12.0  # px: what is coarser than this comes from the membrane on a smooth surround
 
@@ -686,6 +687,7 @@ def _meld(
     voted = box[ly, lx]
     img[ly[voted] + y0, lx[voted] + x0, :3] = colours[voted]
     cur = img[y0:y1, x0:x1, :3].astype(np.float64)
+    k = None if keep is None else keep[y0:y1, x0:x1]
     hy = np.zeros(cur.shape, np.float64)
     hx = np.zeros(cur.shape, np.float64)
     hy[ly, lx] = steps[:, 0]
@@ -696,12 +698,51 @@ def _meld(
     hy[-1] = 0
     hx[:, :-1][~(dom[:, :-1] | dom[:, 1:])] = 0
     hx[:, -1] = 0
-    if keep is not None:  # the correction adds nothing to a step between two pixels by a closed contour
-        k = keep[y0:y1, x0:x1]
+    if k is not None:  # the correction adds nothing to a step between two pixels by a closed contour
         hy[:-1][k[:-1] & k[1:]] = 0
         hx[:, :-1][k[:, :-1] & k[:, 1:]] = 0
     e = _screened_poisson(hy, hx, dom, np.where(box, lam, hint_lam))
     img[y0:y1, x0:x1, :3][box] += e[box].astype(img.dtype)
+
+
+def _nearest(src: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For every pixel, the row and column of the nearest ``src`` pixel (Euclidean; ``src`` not empty)."""
+    _, lab = cv2.distanceTransformWithLabels(
+        (~src).astype(np.uint8), cv2.DIST_L2, 5, labelType=cv2.DIST_LABEL_PIXEL
+    )
+    sy, sx = np.nonzero(src)
+    iy = np.zeros(int(lab.max()) + 1, np.int64)
+    ix = np.zeros(int(lab.max()) + 1, np.int64)
+    iy[lab[sy, sx]], ix[lab[sy, sx]] = sy, sx
+    return iy[lab], ix[lab]
+
+
+def _contour_edge(img: np.ndarray, free: np.ndarray, sides: np.ndarray, sigma: float) -> None:
+    """Anti-alias a closed contour's edge in the hole (``sides``: ``Structure.contour_sides``, 1 the region
+    the contour closes, 2 + label beyond it): each hole pixel of the band whose colour sides with the other
+    class than a 4-neighbour's (nearer the inside's median colour, or nearer the median of the nearest region
+    beyond) takes the Gaussian (``sigma`` px) average around it. The meld keeps the voted colours' steps there
+    (``CONTOUR_KEEP``), and each pixel's colour is one source pixel's, so the edge was a binary step,
+    stair-stepped at 3x, where the photo's own outline has an in-between pixel per row (review11)."""
+    band = sides > 0
+    inside, beyond = sides == 1, sides > 1
+    if not (band & free).any() or not inside.any() or not beyond.any():
+        return
+    rgb = img[:, :, :3].astype(np.float64)
+    ref = np.zeros(rgb.shape, np.float64)
+    for s in np.unique(sides[band]):
+        ref[sides == s] = np.median(rgb[sides == s], axis=0)
+    oy, ox = _nearest(beyond)
+    ref_in = ref[inside][0]
+    cls = np.linalg.norm(rgb - ref_in, axis=-1) < np.linalg.norm(rgb - ref[oy, ox], axis=-1)
+    differs = np.zeros(cls.shape, bool)
+    differs[:-1] |= cls[:-1] != cls[1:]
+    differs[1:] |= cls[1:] != cls[:-1]
+    differs[:, :-1] |= cls[:, :-1] != cls[:, 1:]
+    differs[:, 1:] |= cls[:, 1:] != cls[:, :-1]
+    edge = band & free & differs
+    blurred = cv2.GaussianBlur(rgb, (0, 0), sigma)
+    img[edge, :3] = blurred[edge].astype(img.dtype)
 
 
 def _copy_start(
@@ -1195,8 +1236,16 @@ class PatchMatchFiller:
             weight = float(self.options.get("guide_weight", GUIDE_WEIGHT))
             # by a contour closed across the hole (a cup's lip) the meld keeps the voted colours' steps
             width = int(self.options.get("contour_keep", CONTOUR_KEEP))
-            keep = found.contours(mask.shape, width) if width > 0 else None
+            sides = found.contour_sides(mask.shape, width) if width > 0 else None
+            keep = None if sides is None else sides > 0
             filled = self._complete(rgb, mask, guide=found.guide(weight), hint=hint, keep=keep)
+            sigma = float(self.options.get("contour_edge", CONTOUR_EDGE))
+            if sides is not None and sigma > 0:
+                # the kept steps are binary: the edge anti-aliased as the photo's own outline is
+                free = mask if hint is None else mask & ~hint
+                edged = filled.astype(np.float64)
+                _contour_edge(edged, free, sides, sigma)
+                filled = np.clip(np.rint(edged), 0, 255).astype(np.uint8)
             if self.options.get("soft_shading", False) and found.soft:
                 # a soft shadow's penumbra: the shading away from hard edges comes from the ring (shading.py)
                 from .shading import reshade
@@ -1228,6 +1277,7 @@ class PatchMatchFiller:
             "soft_shading",
             "struct_detail",
             "contour_keep",
+            "contour_edge",
         )
         told = {k: v for k, v in self.options.items() if k not in skip}
         options = {}

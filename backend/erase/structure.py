@@ -105,6 +105,35 @@ class Structure:
                 cv2.polylines(out, [np.round(curve).astype(np.int32)], False, 1, max(1, width), cv2.LINE_8)
         return out > 0
 
+    def contour_sides(self, shape: tuple[int, int], width: int) -> np.ndarray | None:
+        """The ``contours`` band split by the labels, HxW int32: 0 off the band, 1 the region a contour closes
+        (the lip: the one label that fills one side of the curve), 2 + label beyond it (wood, saucer, wall);
+        None without such a contour. The fill anti-aliases the edge between the two (``patchmatch``'s
+        ``_contour_edge``): the meld keeps the voted colours' binary step there, the photo's own outline has
+        an in-between pixel per row."""
+        band = self.contours(shape, width)
+        if not band.any():
+            return None
+        sides = np.where(band, 2 + self.n_labels, 0).astype(np.int32)  # beyond, its label unknown
+        if self.labels.shape != tuple(shape):
+            return sides
+        for curve, kind in zip(self.curves, self.kinds, strict=False):
+            if kind != "corner":
+                continue
+            line = [np.round(curve).astype(np.int32)]
+            near = np.zeros(shape, np.uint8)
+            cv2.polylines(near, line, False, 1, max(1, width), cv2.LINE_8)
+            # the contour turns toward the region it closes: the curve and its chord enclose that side
+            enclosed = np.zeros(shape, np.uint8)
+            cv2.fillPoly(enclosed, line, 1)
+            vals = self.labels[(near > 0) & (enclosed > 0) & (self.labels >= 0)]
+            if vals.size == 0:
+                continue
+            inner = int(np.bincount(vals).argmax())
+            mine = (near > 0) & (self.labels >= 0)
+            sides[mine] = np.where(self.labels[mine] == inner, 1, 2 + self.labels[mine])
+        return sides
+
 
 def segment_band(
     rgb: np.ndarray, band: np.ndarray, *, k: int = 6, merge: float = 14.0, seed: int = 0
