@@ -413,7 +413,9 @@ def test_the_meld_keeps_a_closed_contour_sharp_no_haze_off_the_lip():
     fill's colours keep the white edge there, but neighbouring pixels' best patches put it a pixel apart, so the
     voted steps lose it and the meld, integrating them, spread the lip's white over the wood beside it as a haze
     (here 11 levels brighter on average 2-10 px out, p95 ~28) and greyed the lip's edge (16 levels). Within a few
-    px of such a contour the meld keeps the voted colours' own steps (``contour_keep``)."""
+    px of such a contour the meld keeps the voted colours' own steps (``contour_keep``). (Since the lip's label
+    no longer leaks past the contour's ends (lip11) the meld without the band leaves a 6-level haze here, the
+    lip's edge 13.6 greyer; with it -1.5 and 10.1, the anti-aliased edge included.)"""
     img, hole, wood, white = _lip_scene()
     structure = find_structure(img, hole)
     assert structure is not None and "corner" in structure.kinds
@@ -427,7 +429,7 @@ def test_the_meld_keeps_a_closed_contour_sharp_no_haze_off_the_lip():
     brighter, greyer = haze({})
     assert abs(brighter) < 3 and greyer < 11, (brighter, greyer)
     brighter, greyer = haze({"contour_keep": 0})  # the meld as before: the haze the contour now keeps out
-    assert brighter > 8 and greyer > 14, (brighter, greyer)
+    assert brighter > 4.5 and greyer > 12, (brighter, greyer)
 
 
 def test_no_haze_off_the_coffee_cups_lip_where_the_spoons_handle_lay():
@@ -545,3 +547,21 @@ def test_a_closed_contours_edge_in_the_hole_is_anti_aliased_not_a_binary_step():
     assert len(counts) > 50 and np.mean(counts) >= 0.8 and sum(c == 0 for c in counts) <= 0.15 * len(counts)
     counts = in_between({"contour_edge": 0})  # the binary step it was
     assert sum(c == 0 for c in counts) > 0.8 * len(counts), counts
+
+
+def test_the_lips_label_does_not_leak_past_its_closed_contours_lower_end_on_the_coffee():
+    """The lip's contour ends on known pixels of the lip where its lower edge meets the cup's wall; those pixels
+    also touch the hole beyond the curve, and seeding the flood there they gave the lip's label the wedge
+    between the contour's end, the saucer and the wall: 5-10 px past the photo's lip edge on y 160-166 (the
+    meld's keep band then kept it as a hard white spur, review11). Known pixels by a closed contour's ends do
+    not seed the flood: the label stays within 3 px of the photo's edge down to the lip's end, seeds 0-2."""
+    rgb, hole = _coffee_crop()
+    x_lip = 392 - 175  # a known pixel of the lip, left of the hole
+    for seed in (0, 1, 2):
+        structure = find_structure(rgb, hole, seed=seed)
+        assert structure is not None and "corner" in structure.kinds
+        lip = structure.labels[150, x_lip]
+        for y in range(150, 167):
+            xs = np.nonzero(hole[y] & (structure.labels[y] == lip))[0]
+            edge = x_lip + int(np.argmax(rgb[y, x_lip:].min(axis=1) <= 150)) - 1  # the photo's last white px
+            assert not xs.size or xs.max() <= edge + 3, (seed, y, int(xs.max()) - edge)

@@ -681,15 +681,19 @@ def label_hole(
     barrier: np.ndarray,
     fixed: np.ndarray | None = None,
     quiet: np.ndarray | None = None,
+    unseeded: np.ndarray | None = None,
 ) -> np.ndarray:
     """Every hole pixel labelled with the nearest (4-connected, geodesic) labelled known pixel reachable
     without crossing ``barrier``; barrier pixels then take a neighbour's label. ``fixed`` (labels, -1 where
     free): hole pixels already placed (a band drawn across the hole); they neither seed the flood nor let it in.
-    ``quiet``: known pixels that do not seed it either (default: every pixel of a placed band's label)."""
+    ``quiet``: known pixels that do not seed it either (default: every pixel of a placed band's label);
+    ``unseeded``: known pixels that never seed it (by a closed contour's ends: ``find_structure``)."""
     out = labels.copy()
     out[hole] = -1
     placed = np.zeros(hole.shape, bool) if fixed is None else hole & (fixed >= 0)
     seeds = (out >= 0) & (cv2.dilate(hole.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0)
+    if unseeded is not None:
+        seeds &= ~unseeded
     if placed.any():
         out[placed] = fixed[placed]
         if quiet is None:
@@ -793,6 +797,7 @@ def find_structure(
     barrier = np.zeros(small_hole.shape, np.uint8)
     fixed = np.full(small_hole.shape, -1, np.int32)
     mouths = np.zeros(small_hole.shape, np.uint8)
+    ends = np.zeros(small_hole.shape, np.uint8)  # closed contours' pixels
     curves = []
 
     kinds: list[str] = []
@@ -803,6 +808,8 @@ def find_structure(
         line = [np.round(curve).astype(np.int32)]
         if not thick:
             cv2.polylines(barrier, line, False, 1, 1, cv2.LINE_8)
+            if kind == "corner":
+                cv2.polylines(ends, line, False, 1, 1, cv2.LINE_8)
             return
         paint = np.zeros(small_hole.shape, np.uint8)  # a band: its pixels placed at its width
         cv2.polylines(paint, line, False, 1, max(2, int(round(e.widths[0]))), cv2.LINE_8)
@@ -843,7 +850,11 @@ def find_structure(
         own = np.unique(fixed[(fixed >= 0) & (mouths == 0)])  # a thin band's label is its own: never a seed
         near = cv2.dilate(mouths, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5))) > 0
         quiet = np.isin(labels, own) | (near & ~small_hole)
-    full = label_hole(labels, small_hole, barrier > 0, fixed, quiet)
+    # a closed contour starts and ends on known pixels of its own region, which touch the hole beyond the
+    # curve as well: seeding there, that region leaked past the contour's end (the coffee lip's label 4 px
+    # past the photo's edge at its lower end, kept as a white spur by the meld's CONTOUR_KEEP band)
+    near_ends = cv2.dilate(ends, np.ones((3, 3), np.uint8)) > 0
+    full = label_hole(labels, small_hole, barrier > 0, fixed, quiet, near_ends & ~small_hole)
     if scale < 1.0:
         # labels back at full size through their one-hot maps (smooth boundaries, not nearest-neighbour steps)
         full = _labels_up(full, n, (w, h))
