@@ -119,8 +119,16 @@ class ErasePipeline:
             x0, y0, x1, y1 = box
             snapped = MaskWindow(sel[y0:y1, x0:x1].copy(), box, shape)
             snap_meta = {"method": "selection", "snapped": False}
+        # the user's own selection, where the snap changed it: the rule may take the object's soft cast shadow
+        # the user drew around (``_selected_shadow``); unsnapped, the selection is the object and nothing is
+        lasso = sel if self.snapper is not None and params.snap.enabled else None
         weights = _region_window(
-            snapped, params.grow, params.feather, image if self.edge_aware else None, tile=self.fringe_tile
+            snapped,
+            params.grow,
+            params.feather,
+            image if self.edge_aware else None,
+            tile=self.fringe_tile,
+            selection=lasso,
         )
         # a filler that takes a hint fills the plainly grown region with the clean part of its ring as known
         # colours (its hole keeps the shape it was measured with); the others fill the edge-aware region
@@ -258,9 +266,12 @@ def _region_weights(
     image: np.ndarray | None = None,
     *,
     tile: int | None = FRINGE_TILE,
+    selection: np.ndarray | None = None,
 ) -> np.ndarray:
     """``_region_window`` for a full-size ``snapped`` mask, as a full-size array (tests, benchmarks)."""
-    return _region_window(MaskWindow.whole(snapped), grow_px, feather_px, image, tile=tile).full()
+    return _region_window(
+        MaskWindow.whole(snapped), grow_px, feather_px, image, tile=tile, selection=selection
+    ).full()
 
 
 def _region_window(
@@ -270,6 +281,7 @@ def _region_window(
     image: np.ndarray | None = None,
     *,
     tile: int | None = FRINGE_TILE,
+    selection: np.ndarray | None = None,
 ) -> MaskWindow:
     """Blend weights: the snapped mask grown by up to ``grow_px``, binary where the object is (the fill replaces
     it whole), soft only where the user painted soft, feathered inward. Computed in a window around the mask,
@@ -310,7 +322,116 @@ def _region_window(
         if left_out.any():
             # the returned region still covers every pixel of the snapped object, at least at its strength
             weights[left_out] = np.maximum(weights[left_out], window[left_out])
-    return MaskWindow(weights, (x0, y0, x1, y1), snapped.shape)
+    out = MaskWindow(weights, (x0, y0, x1, y1), snapped.shape)
+    if core is not None and selection is not None:
+        shadow = _selected_shadow(image, core, (x0, y0, x1, y1), selection)
+        if shadow is not None:
+            out = out.maximum(shadow)
+    return out
+
+
+# The object's soft cast shadow, where the user's selection holds it and the snap left it out
+# (``_selected_shadow``). Only pixels the user selected are taken: the quality bench's regions (selection = object)
+# and a precise selection are untouched. The same rule over every ring (day 11, bowl11) took dark grain beside 10
+# of the 84 bench objects and cost 0.13 dB.
+CAST_REACH = 14  # px past the region: how far the shadow may be taken in (never past the selection)
+CAST_BAND = 6  # px beyond that: the surface the shadow is measured against
+CAST_MIN = 0.06  # of that surface's level: a shade at least this much darker is the shadow's core ...
+CAST_WEAK = 0.025  # ... and, joined to its core, at least this much darker is its fading outer part
+CAST_MAX = 0.45  # of it: a deeper one is another dark surface (an umbra, a dark object), not a faint shadow
+CAST_CHROMA = 0.04  # a shadow darkens a surface and keeps its hue: r/(r+g+b) and g/(r+g+b) within this
+CAST_NOISE = 3.0  # x the surface's 7x7 spread: a smaller deficit (core) is texture; x 1 for the outer part
+CAST_RUN = 24  # px of the region's outline that a core piece must hug
+CAST_FEATHER = 4.0  # px: the taken shade's weights ramp up from its outer edge (a cut in a soft shade)
+
+
+def _selected_shadow(
+    image: np.ndarray, core: np.ndarray, box: tuple[int, int, int, int], selection: np.ndarray
+) -> MaskWindow | None:
+    """The object's soft cast shadow that the user selected and the snap left out, as blend weights in a
+    window around ``box`` (the edge-aware region ``core`` in it), or None.
+
+    A user who lassos a spoon draws around its shadow too; the edge-aware rule leaves a soft shade out (each of
+    its pixels is close to the surface just beyond it), and after the erase its darkest part outlines the
+    object (the README coffee: 10-15 levels under the lit saucer beside the bowl). A selected pixel up to
+    ``CAST_REACH`` px out is the shadow's core when it is darker than the surface ``CAST_REACH``..+
+    ``CAST_BAND`` px out (``CAST_MIN``..``CAST_MAX`` of its level, ``CAST_NOISE`` x its spread), of the same
+    hue, and lightens steadily toward it; core pieces hugging ``CAST_RUN`` px of the region's outline are
+    taken, with the fainter selected shade (``CAST_WEAK``) joined to them, up to the selection's edge."""
+    h, w = image.shape[:2]
+    x0, y0, x1, y1 = box
+    pad = CAST_REACH + CAST_BAND + 3
+    X0, Y0, X1, Y1 = max(0, x0 - pad), max(0, y0 - pad), min(w, x1 + pad), min(h, y1 + pad)
+    reg = np.zeros((Y1 - Y0, X1 - X0), bool)
+    reg[y0 - Y0 : y1 - Y0, x0 - X0 : x1 - X0] = core
+    dist = cv2.distanceTransform((~reg).astype(np.uint8), cv2.DIST_L2, 5)
+    ring = (dist > 0) & (dist <= CAST_REACH) & (np.asarray(selection[Y0:Y1, X0:X1]) >= 0.5)
+    band = (dist > CAST_REACH) & (dist <= CAST_REACH + CAST_BAND)
+    if not ring.any() or not band.any():
+        return None  # the selection is the object and its fringe: nothing else was drawn around it
+    f = to_rgb_u8(image[Y0:Y1, X0:X1]).astype(np.float32)  # as the fringe rule sees it: gray, alpha, floats
+    raw = f[..., 0] * 0.299 + f[..., 1] * 0.587 + f[..., 2] * 0.114
+    luma = cv2.GaussianBlur(raw, (0, 0), 1.5)
+    bm = band.astype(np.float32)
+    den = np.maximum(cv2.boxFilter(bm, -1, (7, 7), normalize=False), 1e-6)
+    mean = cv2.boxFilter(f * bm[:, :, None], -1, (7, 7), normalize=False) / den[:, :, None]
+    lm = cv2.boxFilter(raw * bm, -1, (7, 7), normalize=False) / den
+    spread = np.sqrt(
+        np.maximum(cv2.boxFilter(raw * raw * bm, -1, (7, 7), normalize=False) / den - lm * lm, 0)
+    )
+    # each ring pixel's nearest band pixel: the surface it is compared with
+    _, labels = cv2.distanceTransformWithLabels(
+        (~band).astype(np.uint8), cv2.DIST_L2, 5, labelType=cv2.DIST_LABEL_PIXEL
+    )
+    by, bx = np.nonzero(band)
+    ry, rx = np.nonzero(ring)
+    near = labels[ry, rx] - 1
+    qy, qx = by[near], bx[near]
+    surface = mean[qy, qx]
+    level = surface @ np.float32([0.299, 0.587, 0.114])
+    own = luma[ry, rx]
+    deficit = level - own
+    noise = spread[qy, qx]
+    smooth = cv2.GaussianBlur(f, (0, 0), 1.5)[ry, rx]
+    hue = smooth[:, :2] / np.maximum(smooth.sum(axis=1, keepdims=True), 1.0)
+    hue_s = surface[:, :2] / np.maximum(surface.sum(axis=1, keepdims=True), 1.0)
+    # the shade lightens steadily toward the surface: sampled a third and two thirds of the way out
+    a = luma[(2 * ry + qy) // 3, (2 * rx + qx) // 3]
+    b = luma[(ry + 2 * qy) // 3, (rx + 2 * qx) // 3]
+    shade = (
+        (deficit < CAST_MAX * level)
+        & (np.abs(hue - hue_s).max(axis=1) < CAST_CHROMA)
+        & (a >= own - 1.0)
+        & (b >= a - 1.0)
+        & (level >= b - 1.0)
+    )
+    strong = shade & (deficit > np.maximum(CAST_MIN * level, CAST_NOISE * noise))
+    faint = shade & (deficit > np.maximum(CAST_WEAK * level, noise))
+    cand = np.zeros_like(reg)
+    cand[ry[strong], rx[strong]] = True
+    outline = reg & ~(cv2.erode(reg.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0)
+    count, pieces = cv2.connectedComponents(cand.astype(np.uint8), connectivity=8)
+    if count < 2:
+        return None
+    # how many outline pixels each piece touches (8-connected): the pairs (outline pixel, piece beside it)
+    oy, ox = np.nonzero(outline)
+    padded = np.pad(pieces, 1)
+    pairs = [
+        np.arange(len(oy), dtype=np.int64) * count + padded[oy + 1 + dy, ox + 1 + dx]
+        for dy in (-1, 0, 1)
+        for dx in (-1, 0, 1)
+    ]
+    touched = np.bincount(np.unique(np.concatenate(pairs)) % count, minlength=count)
+    touched[0] = 0
+    taken = (touched >= CAST_RUN)[pieces]
+    if not taken.any():
+        return None
+    allowed = np.zeros_like(reg)
+    allowed[ry[faint], rx[faint]] = True
+    taken = _connected(taken, allowed | taken, CAST_REACH)
+    inner = cv2.distanceTransform((taken | reg).astype(np.uint8), cv2.DIST_L2, 5)
+    weights = np.where(taken, np.minimum(1.0, inner / CAST_FEATHER), 0).astype(np.float32)
+    return MaskWindow(weights, (X0, Y0, X1, Y1), (h, w))
 
 
 def _object_part(window: np.ndarray) -> np.ndarray:
