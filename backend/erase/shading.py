@@ -19,6 +19,7 @@ import cv2
 import numpy as np
 
 from backend.imaging import membrane
+from backend.imaging.grain import local_rms, raised
 
 SOFT_NEAR = 4.0  # px from a hard label boundary: the fill is kept as it is up to here ...
 SOFT_FAR = 16.0  # ... and its low-pass fully replaced from here on
@@ -240,10 +241,7 @@ def _reshade(
     at_lit = 1.4826 * float(np.median(grain[~split])) if (~split).any() else limit / DETAIL_CLIP
     shade = np.clip((_luma(low) - dark) / max(lit - dark, 1e-3), 0.0, 1.0)
     target = (at_dark + shade * (at_lit - at_dark))[:, :, None]
-    have = np.sqrt(cv2.GaussianBlur((detail**2).mean(axis=2), (0, 0), 6.0))[:, :, None] + 1e-3
-    detail = np.clip(
-        detail * np.clip(target / have, 1.0, DETAIL_GAIN), -DETAIL_CLIP * target, DETAIL_CLIP * target
-    )
+    detail = raised(detail, target, local_rms(detail, None, 6.0), DETAIL_GAIN, DETAIL_CLIP)
     new = low + detail
     out += w[:, :, None] * (new - out)
     result = filled.copy()
