@@ -123,22 +123,30 @@ def test_the_filler_reshades_only_a_penumbra_and_leaves_other_holes_byte_for_byt
     assert not (changed & ~hole).any()
 
 
-def test_an_objects_own_soft_shadow_on_the_ring_fades_across_the_hole():
-    """The object cast a soft shadow of its own that the region cut in half (the spoon's on the saucer): the
-    ring on the lit side is ~11 levels darker than the surface 12 px further out. The lit side of the hole meets
-    the ring at its border and comes back toward the surface's own level inside, instead of taking the ring's
-    darker level everywhere (a plateau in the object's shape: 12.7 levels under the truth, lit surface taken
-    from the ring itself)."""
+def _reshaded_with_own_shadow():
+    """The soft-shadow scene with the object's own soft shadow on the lit side of the ring (12 levels at the
+    hole's edge, gone 12 px out), reshaded from a flat fill: (img, hole, t, truth luma, distance outside the
+    hole, the reshaded luma)."""
     img, hole, t, labels = _soft_shadow_scene()
     truth = shading._luma(img.astype(np.float32))
     out_dist = cv2.distanceTransform((~hole).astype(np.uint8), cv2.DIST_L2, 3)
-    shadow = np.clip(1 - out_dist / 12, 0, 1) * (~hole)  # 12 levels at the hole's edge, gone 12 px out
+    shadow = np.clip(1 - out_dist / 12, 0, 1) * (~hole)
     img = np.clip(img.astype(np.float32) - 12 * shadow[..., None] * (t[..., None] > 0.5), 0, 255).astype(
         np.uint8
     )
     filled = img.copy()
     filled[hole] = 120
     out = shading._luma(shading._reshade(img, hole, filled, labels, [{0, 1, 2}], 18.0).astype(np.float32))
+    return img, hole, t, truth, out_dist, out
+
+
+def test_an_objects_own_soft_shadow_on_the_ring_fades_across_the_hole():
+    """The object cast a soft shadow of its own that the region cut in half (the spoon's on the saucer): the
+    ring on the lit side is ~11 levels darker than the surface 12 px further out. The lit side of the hole meets
+    the ring at its border and comes back toward the surface's own level inside, instead of taking the ring's
+    darker level everywhere (a plateau in the object's shape: 12.7 levels under the truth, lit surface taken
+    from the ring itself)."""
+    img, hole, t, truth, out_dist, out = _reshaded_with_own_shadow()
     inside = cv2.distanceTransform(hole.astype(np.uint8), cv2.DIST_L2, 3)
     deep = hole & (inside > 20) & (t > 0.8)
     edge = hole & (inside < 3) & (t > 0.8)
@@ -155,16 +163,7 @@ def test_the_lit_side_lightens_into_the_hole_instead_of_darkening_along_its_outl
     darker inward, a lighter contour along the region's outline around a darker mass (day 10: 9.4, 11.3, 12.4
     levels under the truth at 0-3, 3-8 and 8-14 px in, 7.2 deeper: the lit surface ran down to the
     penumbra's pixels in that band and the ring's darkening was faded in over 24 px)."""
-    img, hole, t, labels = _soft_shadow_scene()
-    truth = shading._luma(img.astype(np.float32))
-    out_dist = cv2.distanceTransform((~hole).astype(np.uint8), cv2.DIST_L2, 3)
-    shadow = np.clip(1 - out_dist / 12, 0, 1) * (~hole)  # 12 levels at the hole's edge, gone 12 px out
-    img = np.clip(img.astype(np.float32) - 12 * shadow[..., None] * (t[..., None] > 0.5), 0, 255).astype(
-        np.uint8
-    )
-    filled = img.copy()
-    filled[hole] = 120
-    out = shading._luma(shading._reshade(img, hole, filled, labels, [{0, 1, 2}], 18.0).astype(np.float32))
+    img, hole, t, truth, out_dist, out = _reshaded_with_own_shadow()
     inside = cv2.distanceTransform(hole.astype(np.uint8), cv2.DIST_L2, 3)
     under = []
     for lo, hi in ((0, 3), (3, 8), (8, 14), (14, 40)):
