@@ -565,3 +565,46 @@ def test_the_lips_label_does_not_leak_past_its_closed_contours_lower_end_on_the_
             xs = np.nonzero(hole[y] & (structure.labels[y] == lip))[0]
             edge = x_lip + int(np.argmax(rgb[y, x_lip:].min(axis=1) <= 150)) - 1  # the photo's last white px
             assert not xs.size or xs.max() <= edge + 3, (seed, y, int(xs.max()) - edge)
+
+
+PALE_BAND = np.array([185, 95, 60])
+
+
+def _foot_band_scene():
+    """The coffee cup's foot where the spoon's reflection lay, simplified: the body's dark red with a thin pale
+    reflection band (4 px) slanting along it, the foot's dark shadow below, the saucer's red right of the cup;
+    a hole whose upper edge runs along the band's lower edge (it grazes the band, never crosses it)."""
+    h, w = 160, 220
+    yy, xx = np.mgrid[:h, :w]
+    line = 70 + 0.3 * (150 - xx)  # the band's centre line
+    img = np.zeros((h, w, 3), np.float32)
+    img[:] = CUP_BODY
+    img[yy >= 118] = CUP_SHADOW
+    img[xx >= 175] = SAUCER_RED
+    img[(np.abs(yy - line) < 2.2) & (xx < 175)] = PALE_BAND
+    img = np.clip(img + np.random.default_rng(0).normal(0, 4, img.shape), 0, 255).astype(np.uint8)
+    hole = (yy > line + 2.6) & (yy < 140) & (xx > 100) & (xx < 168)
+    return img, hole, yy
+
+
+def test_a_thin_band_along_the_holes_edge_does_not_seed_a_wedge_of_its_colour(monkeypatch):
+    """A thin band whose edge the hole grazes is whole outside it: below it lies the body. Seeding the flood, the
+    band's pixels were the nearest known ones for the hole along its whole length and gave it a wedge of the
+    band's colour, which the fill painted as a pale smear (the coffee cup's foot: a mottled pink patch where the
+    spoon's reflection crossed its pale band, foot11). ``grazing_thin``'s pixels do not seed it now."""
+    from backend.erase import structure as structure_module
+
+    img, hole, yy = _foot_band_scene()
+    damaged = img.copy()
+    damaged[hole] = 0
+    body = hole & (yy < 112)  # the hole's body part, above the foot's shadow
+
+    def pale_pixels() -> int:
+        out = PatchMatchFiller()(damaged, hole).astype(float)
+        pale = np.linalg.norm(out - PALE_BAND, axis=2) < np.linalg.norm(out - CUP_BODY, axis=2)
+        return int((pale & body).sum())
+
+    assert pale_pixels() == 0
+    find = structure_module.find_structure
+    monkeypatch.setattr(structure_module, "find_structure", lambda *a, **k: find(*a, **k, graze=False))
+    assert pale_pixels() > 50  # the band's wedge

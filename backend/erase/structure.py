@@ -228,6 +228,42 @@ def split_thin(
     return out, n + len(origin), origin
 
 
+GRAZE = (
+    0.5  # of its length: a thin part lying along the hole's edge for at least this much grazes it (foot11)
+)
+
+
+def grazing_thin(labels: np.ndarray, band: np.ndarray, hole: np.ndarray, n: int) -> np.ndarray:
+    """The thin parts of each colour (``split_thin``'s: narrower than ``THIN``, at least ``THIN_LEN`` long) that
+    lie along the hole's edge for at least ``GRAZE`` of their length instead of meeting it end-on, HxW bool. Such
+    a band (the coffee cup's pale reflection along its foot, whose lower edge the spoon's hole grazes) is whole
+    outside the hole: what lies beyond its grazed edge is the region on its far side. Seeding the flood, its
+    pixels were the nearest known ones for the hole along its whole length and gave it a wedge of the band's
+    colour (a mottled pink patch in the body's dark red)."""
+    out = np.zeros(labels.shape, bool)
+    near_hole = cv2.dilate(hole.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
+    disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (THIN + 1, THIN + 1))
+    for lab in range(n):
+        m = ((labels == lab) & band).astype(np.uint8)
+        thin = (m > 0) & (cv2.morphologyEx(m, cv2.MORPH_OPEN, disc) == 0)
+        if not (thin & near_hole).any():
+            continue
+        count, comp, stats, _ = cv2.connectedComponentsWithStats(thin.astype(np.uint8), connectivity=8)
+        for c in range(1, count):
+            area = int(stats[c, cv2.CC_STAT_AREA])
+            if area < THIN_LEN * 2:
+                continue
+            part = comp == c
+            touching = int((part & near_hole).sum())
+            if touching == 0:
+                continue
+            width = 2 * float(cv2.distanceTransform(part.astype(np.uint8), cv2.DIST_L2, 3).max())
+            length = area / max(width, 1.0)
+            if length >= THIN_LEN and touching >= GRAZE * length:
+                out |= part
+    return out
+
+
 def _fit_entry(points: np.ndarray, entry: np.ndarray) -> tuple[np.ndarray, float, float]:
     """Heading (unit, into the hole), curvature and RMS residual of a quadratic fitted to a boundary's
     ``points`` (x, y) near its ``entry`` point."""
@@ -723,6 +759,7 @@ def find_structure(
     thin_bands: bool = True,
     soft_edges: bool = True,
     junctions: bool = True,
+    graze: bool = True,
 ) -> Structure | None:
     """The structure of the hole's surround continued across it (module docstring), or None when no clean
     region boundary enters the hole. Works on a copy of at most ``ANALYSIS_SIDE`` px; labels come back at the
@@ -747,6 +784,7 @@ def find_structure(
     labels, n = segment_band(small, band_mask, seed=seed)
     if n < 2:
         return None
+    grazing = grazing_thin(labels, band_mask, small_hole, n) if graze else np.zeros(small_hole.shape, bool)
     density = boundary_density(labels, band_mask)
     if density > max_density:  # texture or a regular pattern: its "boundaries" are not one structure
         return None
@@ -854,7 +892,8 @@ def find_structure(
     # curve as well: seeding there, that region leaked past the contour's end (the coffee lip's label 4 px
     # past the photo's edge at its lower end, kept as a white spur by the meld's CONTOUR_KEEP band)
     near_ends = cv2.dilate(ends, np.ones((3, 3), np.uint8)) > 0
-    full = label_hole(labels, small_hole, barrier > 0, fixed, quiet, near_ends & ~small_hole)
+    # a thin band lying along the hole's edge does not seed it either (``grazing_thin``)
+    full = label_hole(labels, small_hole, barrier > 0, fixed, quiet, (near_ends & ~small_hole) | grazing)
     if scale < 1.0:
         # labels back at full size through their one-hot maps (smooth boundaries, not nearest-neighbour steps)
         full = _labels_up(full, n, (w, h))
