@@ -596,7 +596,12 @@ def measure_region_cost(args: argparse.Namespace) -> None:
     (CPU s, and the peak of numpy/OpenCV arrays it allocates, by tracemalloc) and erase end to end (ErasePipeline,
     no snap), each as the plain disk growth, the rule in tiles along the outline (shipped) and the rule over the
     whole window (before); side by side in one process, best of ``repeats`` after one warm call. The three
-    regions are checked byte for byte equal."""
+    regions are checked byte for byte equal.
+
+    Then the same object with a soft shadow right of and below it (20 % darker at its edge, fading over 14 px)
+    and a lasso 12-20 px around it, as a snap leaves the user's selection: the rule with the selected-shadow
+    step (``_selected_shadow``, 101cc99) in tiles along the outline (shipped), over the whole window (before),
+    and without the selection (the step not run); the two shadow regions are checked byte for byte equal."""
     import tracemalloc
 
     from backend.erase import EraseParams, ErasePipeline
@@ -626,6 +631,34 @@ def measure_region_cost(args: argparse.Namespace) -> None:
             tracemalloc.stop()
         table[f"region rule, {name}"] = {"best CPU s": min(cpu[1:]), "peak arrays GiB": peak / 2**30}
     same = regions["edge-aware, tiles"].tobytes() == regions["edge-aware, window"].tobytes()
+    shaded = image.copy()
+    ramp = 1 - 0.2 * np.clip(1 - np.arange(24) / 14, 0, 1)
+    shaded[300:3724, 5600:5624] = (shaded[300:3724, 5600:5624] * ramp[None, :, None]).astype(np.uint8)
+    shaded[3700:3724, 400:5624] = (shaded[3700:3724, 400:5624] * ramp[:, None, None]).astype(np.uint8)
+    lasso = np.zeros((h, w), np.float32)
+    lasso[300 - 12 : 3700 + 16, 400 - 18 : 5600 + 20] = 1
+    shadow_variants = {
+        "no selection (no shadow step)": {},
+        "lasso, shadow step in tiles": {"selection": lasso},
+        "lasso, shadow step over the window": {"selection": lasso, "shadow_tile": 0},
+    }
+    shadows = {}
+    for name, kw in shadow_variants.items():
+        cpu = []
+        for _ in range(args.repeats + 1):
+            tracemalloc.start()
+            c = time.process_time()
+            shadows[name] = _region_weights(obj, 6, 2, shaded, **kw)
+            cpu.append(time.process_time() - c)
+            peak = tracemalloc.get_traced_memory()[1]
+            tracemalloc.stop()
+        table[f"rule + shadow, {name}"] = {"best CPU s": min(cpu[1:]), "peak arrays GiB": peak / 2**30}
+    shadow_same = (
+        shadows["lasso, shadow step in tiles"].tobytes()
+        == shadows["lasso, shadow step over the window"].tobytes()
+    )
+    taken = int((shadows["lasso, shadow step in tiles"] > shadows["no selection (no shadow step)"]).sum())
+    del shadows, shaded, lasso
     for fill in ("auto", "telea"):
         for name, (aware, tile) in variants.items():
             pipe = ErasePipeline(snapper=None, edge_aware=aware, fringe_tile=tile)
@@ -638,7 +671,7 @@ def measure_region_cost(args: argparse.Namespace) -> None:
             del out
     _print_table(
         "Region rule on a 6000x4000 layer with a 5200x3400 object (CPU s; tiles == window byte for byte: "
-        f"{same})",
+        f"{same}; the shadow step's tiles == window: {shadow_same}, {taken} px of shadow taken)",
         table,
     )
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any
+from typing import Any, Literal
 
 import cv2
 import numpy as np
@@ -78,8 +78,8 @@ class ErasePipeline:
     ):
         self.snapper = snapper
         self.edge_aware = edge_aware  # False: the plain disk growth (benchmarks compare the two)
-        # the edge-aware rule's tiles (None: FRINGE_TILE); 0 evaluates it over the whole window at once, as
-        # before the tiling (the same region byte for byte: benchmarks compare the cost)
+        # the edge-aware rule's tiles (None: FRINGE_TILE); 0 evaluates it (and the selected-shadow step) over the
+        # whole window at once, as before the tiling (the same region byte for byte: benchmarks compare the cost)
         self.fringe_tile = FRINGE_TILE if fringe_tile is None else (fringe_tile or None)
         self.fillers: dict[str, Filler] = dict(classical_fillers())
         self.fillers.update(fillers or {})
@@ -267,10 +267,17 @@ def _region_weights(
     *,
     tile: int | None = FRINGE_TILE,
     selection: np.ndarray | None = None,
+    shadow_tile: int | None = None,
 ) -> np.ndarray:
     """``_region_window`` for a full-size ``snapped`` mask, as a full-size array (tests, benchmarks)."""
     return _region_window(
-        MaskWindow.whole(snapped), grow_px, feather_px, image, tile=tile, selection=selection
+        MaskWindow.whole(snapped),
+        grow_px,
+        feather_px,
+        image,
+        tile=tile,
+        selection=selection,
+        shadow_tile=shadow_tile,
     ).full()
 
 
@@ -282,6 +289,7 @@ def _region_window(
     *,
     tile: int | None = FRINGE_TILE,
     selection: np.ndarray | None = None,
+    shadow_tile: int | None = None,
 ) -> MaskWindow:
     """Blend weights: the snapped mask grown by up to ``grow_px``, binary where the object is (the fill replaces
     it whole), soft only where the user painted soft, feathered inward. Computed in a window around the mask,
@@ -294,7 +302,9 @@ def _region_window(
     1 up to its edge, ``feather`` unused): it ends where the fringe ends, so a ramp would lie on the fringe
     itself and leave it half there. The rule is evaluated in ``tile`` px
     tiles along the object's outline only (``_fringe_tiled``; None: over the whole window at once, the same
-    result byte for byte). The weights are zero outside the window they are returned in."""
+    result byte for byte). The weights are zero outside the window they are returned in. With ``selection`` the
+    object's soft cast shadow the user selected is added (``_selected_shadow``, in ``shadow_tile`` px tiles;
+    None: ``SHADOW_TILE`` where the rule is tiled, the whole window where it is not; 0: the whole window)."""
     box = snapped.positive_box()
     if box is None:
         return MaskWindow.empty(snapped.shape)
@@ -324,7 +334,9 @@ def _region_window(
             weights[left_out] = np.maximum(weights[left_out], window[left_out])
     out = MaskWindow(weights, (x0, y0, x1, y1), snapped.shape)
     if core is not None and selection is not None:
-        shadow = _selected_shadow(image, core, (x0, y0, x1, y1), selection)
+        if shadow_tile is None:
+            shadow_tile = SHADOW_TILE if tile else 0
+        shadow = _selected_shadow(image, core, (x0, y0, x1, y1), selection, shadow_tile or None)
         if shadow is not None:
             out = out.maximum(shadow)
     return out
@@ -343,10 +355,20 @@ CAST_CHROMA = 0.04  # a shadow darkens a surface and keeps its hue: r/(r+g+b) an
 CAST_NOISE = 3.0  # x the surface's 7x7 spread: a smaller deficit (core) is texture; x 1 for the outer part
 CAST_RUN = 24  # px of the region's outline that a core piece must hug
 CAST_FEATHER = 4.0  # px: the taken shade's weights ramp up from its outer edge (a cut in a soft shade)
+# px: the side of the tiles ``_selected_shadow`` tests its ring in (at least ``CAST_REACH + CAST_BAND + 1``:
+# a ring or band pixel lies in a tile next to one that holds the region)
+SHADOW_TILE = 128
+# px: how far a tile's ring pixel may lie from the band pixel it is compared with; farther (a region along the
+# window's edge, where the band is cut off) and the whole window is evaluated, as a tile cannot see that far
+SHADOW_GAP = CAST_REACH + CAST_BAND
 
 
 def _selected_shadow(
-    image: np.ndarray, core: np.ndarray, box: tuple[int, int, int, int], selection: np.ndarray
+    image: np.ndarray,
+    core: np.ndarray,
+    box: tuple[int, int, int, int],
+    selection: np.ndarray,
+    tile: int | None = SHADOW_TILE,
 ) -> MaskWindow | None:
     """The object's soft cast shadow that the user selected and the snap left out, as blend weights in a
     window around ``box`` (the edge-aware region ``core`` in it), or None.
@@ -357,19 +379,37 @@ def _selected_shadow(
     ``CAST_REACH`` px out is the shadow's core when it is darker than the surface ``CAST_REACH``..+
     ``CAST_BAND`` px out (``CAST_MIN``..``CAST_MAX`` of its level, ``CAST_NOISE`` x its spread), of the same
     hue, and lightens steadily toward it; core pieces hugging ``CAST_RUN`` px of the region's outline are
-    taken, with the fainter selected shade (``CAST_WEAK``) joined to them, up to the selection's edge."""
+    taken, with the fainter selected shade (``CAST_WEAK``) joined to them, up to the selection's edge.
+
+    The per-pixel tests (colour conversion, blurs, box filters, each ring pixel's nearest band pixel) run in
+    ``tile`` px tiles along the outline only (``_shadow_tiled``; None: over the whole window, the same weights
+    byte for byte): a 5200x3400 object's window is 18 Mpx, its ring and band a few hundred kpx. The pieces and
+    their growth are global (a piece runs along the whole outline) and stay on boolean arrays."""
     h, w = image.shape[:2]
     x0, y0, x1, y1 = box
     pad = CAST_REACH + CAST_BAND + 3
     X0, Y0, X1, Y1 = max(0, x0 - pad), max(0, y0 - pad), min(w, x1 + pad), min(h, y1 + pad)
     reg = np.zeros((Y1 - Y0, X1 - X0), bool)
     reg[y0 - Y0 : y1 - Y0, x0 - X0 : x1 - X0] = core
-    dist = cv2.distanceTransform((~reg).astype(np.uint8), cv2.DIST_L2, 5)
-    ring = (dist > 0) & (dist <= CAST_REACH) & (np.asarray(selection[Y0:Y1, X0:X1]) >= 0.5)
-    band = (dist > CAST_REACH) & (dist <= CAST_REACH + CAST_BAND)
-    if not ring.any() or not band.any():
-        return None  # the selection is the object and its fringe: nothing else was drawn around it
-    f = to_rgb_u8(image[Y0:Y1, X0:X1]).astype(np.float32)  # as the fringe rule sees it: gray, alpha, floats
+    img = image[Y0:Y1, X0:X1]
+    sel = np.asarray(selection[Y0:Y1, X0:X1])
+    found = _shadow_tiled(img, reg, sel, tile) if tile else None
+    if found is None:
+        found = _shadow_cands(img, reg, sel)
+    if found is False:
+        return None
+    weights = _shadow_weights(reg, *found)
+    return None if weights is None else MaskWindow(weights, (X0, Y0, X1, Y1), (h, w))
+
+
+def _shadow_tests(
+    img: np.ndarray, band: np.ndarray, ry: np.ndarray, rx: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(strong, faint, gap) for the ring pixels (``ry``, ``rx``) of the crop ``img`` (``band``: its band):
+    whether each is the shadow's core, its fainter part, and its distance to the band pixel it is compared
+    with. Every value read lies within that distance + 6 px (the 13 px Gaussian, the 7x7 box) of the ring
+    pixel, so a crop holding that neighbourhood gives the whole window's answer."""
+    f = to_rgb_u8(img).astype(np.float32)  # as the fringe rule sees it: gray, alpha, floats
     raw = f[..., 0] * 0.299 + f[..., 1] * 0.587 + f[..., 2] * 0.114
     luma = cv2.GaussianBlur(raw, (0, 0), 1.5)
     bm = band.astype(np.float32)
@@ -379,14 +419,7 @@ def _selected_shadow(
     spread = np.sqrt(
         np.maximum(cv2.boxFilter(raw * raw * bm, -1, (7, 7), normalize=False) / den - lm * lm, 0)
     )
-    # each ring pixel's nearest band pixel: the surface it is compared with
-    _, labels = cv2.distanceTransformWithLabels(
-        (~band).astype(np.uint8), cv2.DIST_L2, 5, labelType=cv2.DIST_LABEL_PIXEL
-    )
-    by, bx = np.nonzero(band)
-    ry, rx = np.nonzero(ring)
-    near = labels[ry, rx] - 1
-    qy, qx = by[near], bx[near]
+    qy, qx, gap = _nearest_band(band, ry, rx)  # each ring pixel's nearest band pixel: its surface
     surface = mean[qy, qx]
     level = surface @ np.float32([0.299, 0.587, 0.114])
     own = luma[ry, rx]
@@ -407,8 +440,116 @@ def _selected_shadow(
     )
     strong = shade & (deficit > np.maximum(CAST_MIN * level, CAST_NOISE * noise))
     faint = shade & (deficit > np.maximum(CAST_WEAK * level, noise))
+    return strong, faint, gap
+
+
+def _shadow_rings(reg: np.ndarray, sel: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(ring, band) of a (crop of the) window: the selected pixels up to ``CAST_REACH`` px outside the region,
+    and the pixels ``CAST_REACH``..+``CAST_BAND`` px out."""
+    dist = cv2.distanceTransform((~reg).astype(np.uint8), cv2.DIST_L2, 5)
+    ring = (dist > 0) & (dist <= CAST_REACH) & (sel >= 0.5)
+    band = (dist > CAST_REACH) & (dist <= CAST_REACH + CAST_BAND)
+    return ring, band
+
+
+def _shadow_cands(
+    img: np.ndarray, reg: np.ndarray, sel: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, None] | Literal[False]:
+    """``_selected_shadow``'s per-pixel tests over the whole window at once: (core candidates, the fainter
+    shade they may grow through, None), or False (no ring or no band: nothing was drawn around the object)."""
+    ring, band = _shadow_rings(reg, sel)
+    if not ring.any() or not band.any():
+        return False  # the selection is the object and its fringe: nothing else was drawn around it
+    ry, rx = np.nonzero(ring)
+    strong, faint, _ = _shadow_tests(img, band, ry, rx)
     cand = np.zeros_like(reg)
     cand[ry[strong], rx[strong]] = True
+    allowed = np.zeros_like(reg)
+    allowed[ry[faint], rx[faint]] = True
+    return cand, allowed, None
+
+
+def _shadow_tiled(
+    img: np.ndarray, reg: np.ndarray, sel: np.ndarray, tile: int
+) -> tuple[np.ndarray, np.ndarray, list[tuple[int, int, int, int]]] | Literal[False] | None:
+    """``_shadow_cands``'s answer computed in ``tile`` px tiles next to the region (each ring pixel with the
+    neighbourhood its tests read), with the tiles that hold ring pixels (y0, x0, y1, x1), or None where a tile cannot be sure of it (a ring pixel farther than
+    ``SHADOW_GAP`` from its band pixel) or the window is small: the caller evaluates the whole window."""
+    h, w = reg.shape
+    reach = CAST_REACH + CAST_BAND
+    look = SHADOW_GAP + 7  # the float tests' neighbourhood of a ring pixel (``_shadow_tests``)
+    exact = reach + 2  # the distance map is the window's up to ``reach`` with the region this far around
+    if tile == SHADOW_TILE and h * w <= 4 * (tile + 2 * (look + exact)) ** 2:
+        return None  # a few tiles would look at the whole window (a side asked for, the tests' small tiles, is kept)
+    tile = max(int(tile), reach + 1)
+    ty, tx = -(-h // tile), -(-w // tile)
+    padded = np.zeros((ty * tile, tx * tile), bool)
+    padded[:h, :w] = reg
+    has_reg = padded.reshape(ty, tile, tx, tile).any(axis=(1, 3))
+    padded[h:] = True
+    padded[:, w:] = True  # the padding is not background: a tile the region fills is left out
+    full = padded.reshape(ty, tile, tx, tile).all(axis=(1, 3))
+    del padded
+    todo = (cv2.dilate(has_reg.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0) & ~full
+    cand = np.zeros_like(reg)
+    allowed = np.zeros_like(reg)
+    ring_any = band_any = False
+    boxes = []
+    for j, i in zip(*np.nonzero(todo), strict=True):
+        cy0, cx0 = j * tile, i * tile
+        cy1, cx1 = min(h, cy0 + tile), min(w, cx0 + tile)
+        # the tile's ring and band (the distance map exact up to ``reach`` px with ``exact`` px around)
+        ey0, ex0, ey1, ex1 = (
+            max(0, cy0 - exact),
+            max(0, cx0 - exact),
+            min(h, cy1 + exact),
+            min(w, cx1 + exact),
+        )
+        ring, band = _shadow_rings(reg[ey0:ey1, ex0:ex1], sel[ey0:ey1, ex0:ex1])
+        inner = np.s_[cy0 - ey0 : cy1 - ey0, cx0 - ex0 : cx1 - ex0]
+        band_any |= bool(band[inner].any())
+        ry, rx = np.nonzero(ring[inner])
+        if not len(ry):
+            continue
+        ring_any = True
+        boxes.append((cy0, cx0, cy1, cx1))
+        # the float tests on the ring's box + ``look`` px, the distance map on that + ``exact`` px
+        fy0, fx0 = max(0, cy0 + int(ry.min()) - look), max(0, cx0 + int(rx.min()) - look)
+        fy1, fx1 = min(h, cy0 + int(ry.max()) + 1 + look), min(w, cx0 + int(rx.max()) + 1 + look)
+        dy0, dx0, dy1, dx1 = (
+            max(0, fy0 - exact),
+            max(0, fx0 - exact),
+            min(h, fy1 + exact),
+            min(w, fx1 + exact),
+        )
+        _, band = _shadow_rings(reg[dy0:dy1, dx0:dx1], sel[dy0:dy1, dx0:dx1])
+        band = np.ascontiguousarray(band[fy0 - dy0 : fy1 - dy0, fx0 - dx0 : fx1 - dx0])
+        if not band.any():
+            return None
+        py, px = ry + (cy0 - fy0), rx + (cx0 - fx0)
+        strong, faint, gap = _shadow_tests(img[fy0:fy1, fx0:fx1], band, py, px)
+        if (gap > SHADOW_GAP).any():
+            return None
+        gy, gx = ry + cy0, rx + cx0
+        cand[gy[strong], gx[strong]] = True
+        allowed[gy[faint], gx[faint]] = True
+    if not ring_any or not band_any:
+        return False
+    return cand, allowed, boxes
+
+
+def _shadow_weights(
+    reg: np.ndarray,
+    cand: np.ndarray,
+    allowed: np.ndarray,
+    boxes: list[tuple[int, int, int, int]] | None = None,
+) -> np.ndarray | None:
+    """The shadow's weights over the window: the core candidates' pieces that hug ``CAST_RUN`` px of the
+    region's outline, grown through the fainter shade, ramped up over ``CAST_FEATHER`` px; None if none.
+    ``boxes``: the tiles that hold every ring pixel (``_shadow_tiled``), where the growth and the ramp are
+    worked out (each with the context it reads), the same weights byte for byte; None: the whole window."""
+    if boxes is not None:
+        return _shadow_weights_tiled(reg, cand, allowed, boxes)
     outline = reg & ~(cv2.erode(reg.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0)
     count, pieces = cv2.connectedComponents(cand.astype(np.uint8), connectivity=8)
     if count < 2:
@@ -426,12 +567,64 @@ def _selected_shadow(
     taken = (touched >= CAST_RUN)[pieces]
     if not taken.any():
         return None
-    allowed = np.zeros_like(reg)
-    allowed[ry[faint], rx[faint]] = True
     taken = _connected(taken, allowed | taken, CAST_REACH)
     inner = cv2.distanceTransform((taken | reg).astype(np.uint8), cv2.DIST_L2, 5)
-    weights = np.where(taken, np.minimum(1.0, inner / CAST_FEATHER), 0).astype(np.float32)
-    return MaskWindow(weights, (X0, Y0, X1, Y1), (h, w))
+    return np.where(taken, np.minimum(1.0, inner / CAST_FEATHER), 0).astype(np.float32)
+
+
+def _shadow_weights_tiled(
+    reg: np.ndarray, cand: np.ndarray, allowed: np.ndarray, boxes: list[tuple[int, int, int, int]]
+) -> np.ndarray | None:
+    """``_shadow_weights`` where the candidates lie in ``boxes``: the pieces are labelled over the window (one
+    may run along the whole outline), the outline pixels beside them found from their own pixels, and the growth
+    (``CAST_REACH`` steps) and the ramp (< ``CAST_FEATHER`` px matters) worked out per box with that much context.
+    """
+    h, w = reg.shape
+    count, pieces = cv2.connectedComponents(cand.astype(np.uint8), connectivity=8)
+    if count < 2:
+        return None
+    cy, cx = np.nonzero(cand)
+    label = pieces[cy, cx]
+    # the (outline pixel, piece) pairs: an outline pixel is a region pixel with a pixel outside the region among
+    # its 8 neighbours (the window's border is not outside: the erode's border)
+    near = []
+    for dy in (-1, 0, 1):
+        for dx in (-1, 0, 1):
+            qy, qx = cy + dy, cx + dx
+            ok = (qy >= 0) & (qy < h) & (qx >= 0) & (qx < w)
+            ok[ok] = reg[qy[ok], qx[ok]]
+            near.append(np.stack([qy[ok], qx[ok], label[ok]]))
+    qy, qx, ql = np.unique(np.concatenate(near, axis=1), axis=1)
+    edge = np.zeros(len(qy), bool)
+    for dy in (-1, 0, 1):
+        for dx in (-1, 0, 1):
+            ny, nx = qy + dy, qx + dx
+            ok = (ny >= 0) & (ny < h) & (nx >= 0) & (nx < w)
+            ok[ok] = ~reg[ny[ok], nx[ok]]
+            edge |= ok
+    touched = np.bincount(ql[edge], minlength=count)
+    touched[0] = 0
+    keep = (touched >= CAST_RUN)[label]
+    if not keep.any():
+        return None
+    taken = np.zeros_like(reg)
+    taken[cy[keep], cx[keep]] = True
+    grown = taken.copy()
+    step = CAST_REACH + 1
+    for y0, x0, y1, x1 in boxes:  # every candidate and every pixel it can grow into lies in these
+        a0, b0, a1, b1 = max(0, y0 - step), max(0, x0 - step), min(h, y1 + step), min(w, x1 + step)
+        t = taken[a0:a1, b0:b1]
+        g = _connected(t, allowed[a0:a1, b0:b1] | t, CAST_REACH)
+        grown[y0:y1, x0:x1] = g[y0 - a0 : y1 - a0, x0 - b0 : x1 - b0]
+    weights = np.zeros(reg.shape, np.float32)
+    ramp = int(CAST_FEATHER) + 2
+    for y0, x0, y1, x1 in boxes:
+        a0, b0, a1, b1 = max(0, y0 - ramp), max(0, x0 - ramp), min(h, y1 + ramp), min(w, x1 + ramp)
+        g = grown[a0:a1, b0:b1]
+        inner = cv2.distanceTransform((g | reg[a0:a1, b0:b1]).astype(np.uint8), cv2.DIST_L2, 5)
+        part = np.s_[y0 - a0 : y1 - a0, x0 - b0 : x1 - b0]
+        weights[y0:y1, x0:x1] = np.where(g[part], np.minimum(1.0, inner[part] / CAST_FEATHER), 0)
+    return weights
 
 
 def _object_part(window: np.ndarray) -> np.ndarray:
@@ -477,17 +670,24 @@ def _beyond(rgb: np.ndarray, dist: np.ndarray, reach: float):
     mean = cv2.boxFilter(f * bm[:, :, None], -1, (5, 5), normalize=False) / den[:, :, None]
     square = cv2.boxFilter(_sq(f) * bm, -1, (5, 5), normalize=False) / den
     spread = np.sqrt(np.maximum(square - _sq(mean), 0.0))
-    # each ring pixel's nearest band pixel (the labels number the source's zero pixels in raster order)
+    ry, rx = np.nonzero(ring)
+    qy, qx, gap = _nearest_band(band, ry, rx)
+    rm = ring.astype(np.float32)
+    own = cv2.blur(f * rm[:, :, None], (3, 3)) / np.maximum(cv2.blur(rm, (3, 3)), 1e-6)[:, :, None]
+    return ry, rx, own, mean[qy, qx], spread[qy, qx], gap, (band, mean, spread)
+
+
+def _nearest_band(
+    band: np.ndarray, ry: np.ndarray, rx: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(qy, qx, gap): each ring pixel's (``ry``, ``rx``) nearest ``band`` pixel and its distance to it (the
+    labels number the source's zero pixels in raster order). ``_beyond`` and ``_shadow_tests`` compare with it."""
     gap, labels = cv2.distanceTransformWithLabels(
         (~band).astype(np.uint8), cv2.DIST_L2, 5, labelType=cv2.DIST_LABEL_PIXEL
     )
     by, bx = np.nonzero(band)
-    ry, rx = np.nonzero(ring)
     nearest = labels[ry, rx] - 1
-    qy, qx = by[nearest], bx[nearest]
-    rm = ring.astype(np.float32)
-    own = cv2.blur(f * rm[:, :, None], (3, 3)) / np.maximum(cv2.blur(rm, (3, 3)), 1e-6)[:, :, None]
-    return ry, rx, own, mean[qy, qx], spread[qy, qx], gap[ry, rx], (band, mean, spread)
+    return by[nearest], bx[nearest], gap[ry, rx]
 
 
 def _continued(rgb, band, ring, far, own, dist, mean, spread, targets, steps: int) -> np.ndarray:
