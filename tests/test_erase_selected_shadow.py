@@ -94,3 +94,38 @@ def test_a_dark_neighbour_of_another_hue_inside_the_selection_is_not_a_shadow():
     box[CY - RADIUS - 20 : CY + RADIUS + 20, CX - RADIUS - 20 : CX + RADIUS + 20] = True
     _, region = _erase(img, disk, box)
     assert not (region & block).any()
+
+
+def _left_band(edge_rgb, ramp: bool, inner: float = 0.0):
+    """The scene (no shadow on the left) with a band hugging the disk's left side, ``inner``-12 px out:
+    ``edge_rgb`` at its inner edge, either ramping to the lit surface at 12 px (``ramp``) or flat and ending
+    there."""
+    img, disk, _, _ = _scene()
+    yy, xx = np.mgrid[:SIZE, :SIZE]
+    d = np.hypot(yy - CY, xx - CX) - RADIUS
+    band = (d > inner) & (d < 12) & (xx < CX - RADIUS * 0.6)  # 5 px of lit surface from the real shadow
+    t = np.clip(d / 12, 0, 1)[:, :, None] if ramp else np.zeros((SIZE, SIZE, 1))
+    painted = (1 - t) * np.asarray(edge_rgb, np.float64) + t * LIT
+    img = np.where(band[:, :, None], np.clip(painted, 0, 255).astype(np.uint8), img)
+    box = np.zeros((SIZE, SIZE), bool)
+    box[CY - RADIUS - 20 : CY + RADIUS + 20, CX - RADIUS - 20 : CX + RADIUS + 20] = True
+    return img, disk, band, box
+
+
+def test_a_soft_shade_of_another_hue_hugging_the_object_is_not_its_shadow():
+    """A bluish shade fading into the warm surface, hugging the disk's left side inside the selection, has every
+    other mark of a soft shadow (darker, lightening outward, along the outline): the hue rule keeps it out."""
+    img, disk, band, box = _left_band((110, 110, 170), ramp=True)
+    _, region = _erase(img, disk, box)
+    plain = _region_weights(disk.astype(np.float32), 6, 2, img) > 0
+    assert (region & band & ~plain).sum() == 0
+
+
+def test_a_deep_dark_band_of_the_same_hue_beside_the_object_is_not_a_soft_shadow():
+    """A band 60 % under the surface (the same hue), 5-12 px from the disk (mostly past what the edge-aware rule
+    takes, within the shadow rule's reach), is another dark surface or an umbra, not a faint cast shadow: the
+    depth cap keeps it out."""
+    img, disk, band, box = _left_band(LIT * 0.4, ramp=False, inner=5.0)
+    _, region = _erase(img, disk, box)
+    plain = _region_weights(disk.astype(np.float32), 6, 2, img) > 0
+    assert (region & band & ~plain).sum() == 0
