@@ -773,9 +773,10 @@ DETAIL_SIGMA = 1.5  # px: the detail is the image minus its low-pass (a Gaussian
 DETAIL_WINDOW = 3.0  # px: the detail's energy is averaged over about a patch
 DETAIL_RING = 3  # patches: the known pixels this close to the hole say how much detail the fill should carry
 DETAIL_MIN_RING = 4  # patches^2: a structure label's own ring pixels must be this many to set its own prior
-# px: ``struct_detail`` reaches only holes up to this size: above it (a 600 px object at full resolution, the
-# speed bench's erase) the fine levels are voted rather than searched (``complete``'s budget), where the floor
-# cannot act, and its sixth channel would slow the patch distance's hot loop (5 channels there)
+# px: ``struct_detail`` reaches only holes up to this size. Day 10 set it for a detail floor there (above it, a
+# 600 px object at full resolution, the fine levels are voted rather than searched, where a floor cannot act, and
+# its sixth channel would slow the patch distance's hot loop); since day 11 the default is only the sharper last
+# vote, which larger holes (the speed bench's erase) keep at complete()'s own 0.1 / 0.1
 STRUCT_DETAIL_MAX = 60_000
 
 
@@ -1157,8 +1158,8 @@ def _parts(hole: np.ndarray, patch: int, band: float) -> list[tuple[tuple[int, i
 # sources are flatter than the ring (p25, p33, p07: 0.5-0.6 of its detail), not the vote. Bench (48 scenes):
 # texture 0.787 -> 0.810 (photos 0.733 -> 0.760), HaarPSI wins 87.5 -> 89.6 % (p07 won, none lost; HaarPSI up
 # on 36 scenes, down on 5 by <= 0.004; GMSD wins 85.4 -> 87.5 %), photos -0.203 -> -0.239 dB; held out 94.4 %
-# both, +3.36 -> +3.33 dB, texture 0.842 -> 0.861; the README coffee the same (<= 2 levels on 123-165 px, seeds
-# 0-2). Per path: plain +0.015, structure +0.007, smooth +0.002. {"grain": {}} turns it off
+# both, +3.36 -> +3.33 dB, texture 0.842 -> 0.861; the README coffee the same by eye (<= 3 levels on 424-601 px,
+# seeds 0-2, after day 11's selected-shadow region; 123-165 px before it). Per path: plain +0.015, structure +0.007, smooth +0.002. {"grain": {}} turns it off
 # (docs/benchmarks/erase-fill-targets.md, Day 11: grain11).
 EMBEDDED_DEFAULTS = {
     "structure": True,
