@@ -482,15 +482,7 @@ def _shadow_tiled(
     if tile == SHADOW_TILE and h * w <= 4 * (tile + 2 * (look + exact)) ** 2:
         return None  # a few tiles would look at the whole window (a side asked for, the tests' small tiles, is kept)
     tile = max(int(tile), reach + 1)
-    ty, tx = -(-h // tile), -(-w // tile)
-    padded = np.zeros((ty * tile, tx * tile), bool)
-    padded[:h, :w] = reg
-    has_reg = padded.reshape(ty, tile, tx, tile).any(axis=(1, 3))
-    padded[h:] = True
-    padded[:, w:] = True  # the padding is not background: a tile the region fills is left out
-    full = padded.reshape(ty, tile, tx, tile).all(axis=(1, 3))
-    del padded
-    todo = (cv2.dilate(has_reg.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0) & ~full
+    ty, tx, todo = _outline_tiles(reg, tile)
     cand = np.zeros_like(reg)
     allowed = np.zeros_like(reg)
     ring_any = band_any = False
@@ -625,6 +617,21 @@ def _shadow_weights_tiled(
         part = np.s_[y0 - a0 : y1 - a0, x0 - b0 : x1 - b0]
         weights[y0:y1, x0:x1] = np.where(g[part], np.minimum(1.0, inner[part] / CAST_FEATHER), 0)
     return weights
+
+
+def _outline_tiles(mask: np.ndarray, tile: int) -> tuple[int, int, np.ndarray]:
+    """The ``tile`` px grid over ``mask`` (HxW bool): its rows, its columns and which tiles hold or touch the
+    mask's outline (a tile with mask pixels or next to one, unless the mask fills it: the padding past the
+    window counts as mask, not background). The edge rule and the shadow step both work only there."""
+    h, w = mask.shape
+    ty, tx = -(-h // tile), -(-w // tile)
+    padded = np.zeros((ty * tile, tx * tile), bool)
+    padded[:h, :w] = mask
+    has = padded.reshape(ty, tile, tx, tile).any(axis=(1, 3))
+    padded[h:] = True
+    padded[:, w:] = True
+    full = padded.reshape(ty, tile, tx, tile).all(axis=(1, 3))
+    return ty, tx, (cv2.dilate(has.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0) & ~full
 
 
 def _object_part(window: np.ndarray) -> np.ndarray:
@@ -906,15 +913,7 @@ def _fringe_tiled(image: np.ndarray, obj: np.ndarray, grow_px: int, tile: int | 
     tile = max(
         int(tile), grow_px + FRINGE_OUTER + 1
     )  # a ring or band pixel lies in a tile next to the object
-    ty, tx = -(-h // tile), -(-w // tile)
-    padded = np.zeros((ty * tile, tx * tile), bool)
-    padded[:h, :w] = obj
-    has_obj = padded.reshape(ty, tile, tx, tile).any(axis=(1, 3))
-    padded[h:] = True
-    padded[:, w:] = True  # the padding is not background: a tile the object fills is left out
-    full = padded.reshape(ty, tile, tx, tile).all(axis=(1, 3))
-    del padded
-    todo = (cv2.dilate(has_obj.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0) & ~full
+    ty, tx, todo = _outline_tiles(obj, tile)
     if default and not _flood_steps(grow_px) and int(todo.sum()) * (tile + 2 * margin) ** 2 >= h * w:
         # the tiles would look at more pixels than the window holds (a 600 px object at grow 6: ~40 tiles of
         # 122^2 px in a 0.36 Mpx window, 2.5x slower than the window at once): the same answer, evaluated at
