@@ -491,12 +491,7 @@ def _shadow_tiled(
         cy0, cx0 = j * tile, i * tile
         cy1, cx1 = min(h, cy0 + tile), min(w, cx0 + tile)
         # the tile's ring and band (the distance map exact up to ``reach`` px with ``exact`` px around)
-        ey0, ex0, ey1, ex1 = (
-            max(0, cy0 - exact),
-            max(0, cx0 - exact),
-            min(h, cy1 + exact),
-            min(w, cx1 + exact),
-        )
+        ey0, ex0, ey1, ex1 = _grown_box((cy0, cx0, cy1, cx1), exact, h, w)
         ring, band = _shadow_rings(reg[ey0:ey1, ex0:ex1], sel[ey0:ey1, ex0:ex1])
         inner = np.s_[cy0 - ey0 : cy1 - ey0, cx0 - ex0 : cx1 - ex0]
         band_any |= bool(band[inner].any())
@@ -508,12 +503,7 @@ def _shadow_tiled(
         # the float tests on the ring's box + ``look`` px, the distance map on that + ``exact`` px
         fy0, fx0 = max(0, cy0 + int(ry.min()) - look), max(0, cx0 + int(rx.min()) - look)
         fy1, fx1 = min(h, cy0 + int(ry.max()) + 1 + look), min(w, cx0 + int(rx.max()) + 1 + look)
-        dy0, dx0, dy1, dx1 = (
-            max(0, fy0 - exact),
-            max(0, fx0 - exact),
-            min(h, fy1 + exact),
-            min(w, fx1 + exact),
-        )
+        dy0, dx0, dy1, dx1 = _grown_box((fy0, fx0, fy1, fx1), exact, h, w)
         _, band = _shadow_rings(reg[dy0:dy1, dx0:dx1], sel[dy0:dy1, dx0:dx1])
         band = np.ascontiguousarray(band[fy0 - dy0 : fy1 - dy0, fx0 - dx0 : fx1 - dx0])
         if not band.any():
@@ -617,6 +607,12 @@ def _shadow_weights_tiled(
         part = np.s_[y0 - a0 : y1 - a0, x0 - b0 : x1 - b0]
         weights[y0:y1, x0:x1] = np.where(g[part], np.minimum(1.0, inner[part] / CAST_FEATHER), 0)
     return weights
+
+
+def _grown_box(box: tuple[int, int, int, int], by: int, h: int, w: int) -> tuple[int, int, int, int]:
+    """(y0, x0, y1, x1) grown by ``by`` px on every side, clipped to an h x w window."""
+    y0, x0, y1, x1 = box
+    return max(0, y0 - by), max(0, x0 - by), min(h, y1 + by), min(w, x1 + by)
 
 
 def _outline_tiles(mask: np.ndarray, tile: int) -> tuple[int, int, np.ndarray]:
