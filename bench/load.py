@@ -45,6 +45,7 @@ class LoadReport:
     hello_p50_ms: float = 0.0
     hello_p99_ms: float = 0.0
     hellos: int = 0
+    hello_in_flight_ms: float | None = None  # the hello sent once every job was queued, none yet collected
     peak_rss_before_mb: float = 0.0
     peak_rss_after_mb: float = 0.0
     rss_after_mb: float = 0.0
@@ -93,6 +94,9 @@ def run_load(
     hello_ms: list[float] = []
     lock = threading.Lock()
     done = threading.Event()
+    ready = threading.Event()  # the prober has proved its connection
+    queued = threading.Barrier(clients + 1, timeout=60)  # every client has submitted its whole batch
+    probed = threading.Event()  # the in-flight hello was answered (or failed): clients may collect
 
     def one_client(c: int) -> None:
         with Client(info, token=f"load{c}") as client:
@@ -103,6 +107,8 @@ def run_load(
                 op = "steps" if op_delay else "echo"
                 job = client.submit(op, params, image=array_buffer(_image(c, j)))
                 sent[job] = (j, time.perf_counter())
+            queued.wait()
+            probed.wait(60)
             seen: set[str] = set()
             while len(seen) < len(sent):
                 events = client.pump()
@@ -131,7 +137,21 @@ def run_load(
                             report.wrong_owner += 1
 
     def prober() -> None:
+        """A host that is already connected (a proved connection: the guard caps unproven ones, and 8 clients
+        connecting at once would push it out) asks hello while all 400 jobs are in flight, then keeps asking."""
         with Client(info, token="prober") as client:
+            try:
+                client.hello()
+            finally:
+                ready.set()
+            try:
+                queued.wait()
+                t0 = time.perf_counter()
+                client.hello()
+                report.hello_in_flight_ms = (time.perf_counter() - t0) * 1000
+                hello_ms.append(report.hello_in_flight_ms)
+            finally:
+                probed.set()
             while not done.is_set():
                 t0 = time.perf_counter()
                 client.hello()
@@ -142,6 +162,7 @@ def run_load(
     threads = [threading.Thread(target=one_client, args=(c,)) for c in range(clients)]
     t0 = time.perf_counter()
     probe.start()
+    ready.wait(60)
     for t in threads:
         t.start()
     for t in threads:
