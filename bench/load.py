@@ -45,7 +45,7 @@ class LoadReport:
     hello_p50_ms: float = 0.0
     hello_p99_ms: float = 0.0
     hellos: int = 0
-    hello_in_flight_ms: float | None = None  # the hello sent once every job was queued, none yet collected
+    hello_in_flight_ms: float | None = None  # hello once all jobs were sent, none collected
     peak_rss_before_mb: float = 0.0
     peak_rss_after_mb: float = 0.0
     rss_after_mb: float = 0.0
@@ -138,7 +138,8 @@ def run_load(
 
     def prober() -> None:
         """A host that is already connected (a proved connection: the guard caps unproven ones, and 8 clients
-        connecting at once would push it out) asks hello while all 400 jobs are in flight, then keeps asking."""
+        connecting at once would push it out) asks hello once every job has been sent and before any result is
+        collected (the server is still reading and running most of them), then keeps asking."""
         with Client(info, token="prober") as client:
             try:
                 client.hello()

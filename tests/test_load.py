@@ -22,7 +22,7 @@ def test_eight_clients_fifty_jobs_each_every_job_answered_once_to_its_owner(tmp_
     assert report.errors == []
     assert report.answered == 400 and report.duplicates == 0 and report.wrong_owner == 0
     assert report.results_left_bytes == 0  # every result was released after delivery: nothing piles up
-    assert report.hello_in_flight_ms is not None  # hello was answered while all 400 jobs were in flight
+    assert report.hello_in_flight_ms is not None  # answered after all 400 jobs were sent, none collected
 
 
 def test_a_second_run_does_not_grow_what_the_server_keeps(tmp_path):
