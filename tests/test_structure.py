@@ -522,6 +522,42 @@ def test_a_bodys_silhouette_starts_where_a_closed_contour_ends_on_it(monkeypatch
     assert min(edge_error()) < -4.5  # the saucer's bite out of the body's lower corner
 
 
+def test_the_bodys_silhouette_bends_in_as_the_cups_outline_on_the_coffee(monkeypatch):
+    """The junction's wall from the lip's corner to the foot was a straight chord on the lip contour's course:
+    on the coffee it leaned out (the cup's right side a vertical block, wider at the foot), while the cup's
+    visible left side bends in by ~17 px over the 50 px below its lip (a cup narrows toward its foot). The wall
+    is continued at the curvature the lip's outline has where it enters the hole (``_silhouette``): 50 px
+    below the lip's corner it lies at least half the left side's bend inside the corner, for the k-means seeds
+    that find the junction on this hole (1, 2); on the straight course it lay outside."""
+    from backend.erase import structure as structure_module
+
+    rgb, hole = _coffee_crop()
+    root = Path(__file__).resolve().parent.parent
+    photo = cv2.cvtColor(cv2.imread(str(root / "examples" / "coffee.png")), cv2.COLOR_BGR2RGB).astype(int)
+    # the photo's left silhouette (left of the crop): the first pixel from x 140 that is not the saucer's red
+    not_saucer = ((photo[:, :, 1] < 30) & (photo[:, :, 0] < 150)) | (photo.min(axis=2) > 190)
+    left = [140 + int(np.argmax(not_saucer[y, 140:])) for y in (154, 204)]
+    bend = left[1] - left[0]  # how far the visible side moves in over those 50 px
+    assert bend >= 12, left
+
+    def wall_at(seed: int, drop: float) -> tuple[float, float]:
+        """(x of the lip's corner, x of the wall ``drop`` px below it)."""
+        structure = find_structure(rgb, hole, seed=seed)
+        walls = [c for c, k in zip(structure.curves, structure.kinds, strict=True) if k == "junction"]
+        assert walls, structure.kinds
+        wall = walls[0]  # drawn from the contour's end
+        y = wall[0, 1] + drop
+        return float(wall[0, 0]), float(np.interp(y, wall[:, 1], wall[:, 0]))
+
+    for seed in (1, 2):
+        corner, below = wall_at(seed, 50)
+        assert corner - below >= 0.5 * bend, (seed, corner, below, bend)
+    monkeypatch.setattr(structure_module, "SILHOUETTE_BEND", 0.0)  # the straight course it was
+    for seed in (1, 2):
+        corner, below = wall_at(seed, 50)
+        assert below >= corner - 1, (seed, corner, below)
+
+
 def test_a_closed_contours_edge_in_the_hole_is_anti_aliased_not_a_binary_step():
     """Within the band the meld keeps the voted colours' own steps (above), and each voted colour is one source
     pixel's: the lip's outline against the wood was a binary step, no pixel between the lip's white and the
