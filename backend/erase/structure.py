@@ -7,7 +7,8 @@ Following Sun, Yuan, Jia & Shum 2005 ("Image completion with structure propagati
 first and texture follows it:
 
 1. the known band around the hole is segmented into a few colour regions (k-means in Lab on a smoothed copy,
-   clusters closer than ``merge`` merged, labels cleaned by a mode filter);
+   clusters closer than ``merge`` merged, labels cleaned by a mode filter; a sliver of a third colour that the
+   filter keeps by the hole along a boundary goes to that boundary's two sides: ``bridge_slivers``);
 2. each boundary between two regions that reaches the hole gives an *entry*: the last ``reach`` px of that
    boundary fitted with a quadratic (direction and curvature at the hole); only clean fits count;
 3. entries with the same two regions that point at each other are paired and joined by a cubic (Hermite)
@@ -261,6 +262,106 @@ def grazing_thin(labels: np.ndarray, band: np.ndarray, hole: np.ndarray, n: int)
             length = area / max(width, 1.0)
             if length >= THIN_LEN and touching >= GRAZE * length:
                 out |= part
+    return out
+
+
+SLIVER_AREA = 2 * THIN_LEN  # px: a colour piece smaller than this (and at most ~3 px thick) may be a sliver
+SLIVER_MIN = 6  # px: ... and at least this large (a speck of 1-5 px where three regions meet is left alone)
+SLIVER_REACH = 4.0  # px: ... leaving the hole: reaching at least this far into the band (corner12)
+
+
+def bridge_slivers(labels: np.ndarray, band: np.ndarray, hole: np.ndarray, n: int) -> np.ndarray:
+    """Labels with each sliver of a third colour along the boundary of two regions at the hole given to those
+    two regions: a piece of ``SLIVER_MIN``..``SLIVER_AREA`` px, at most ~3 px thick, that leaves the hole (it
+    reaches ``SLIVER_REACH`` px into the band and touches the hole with at most half its pixels), bordered along
+    its length by two other labels (each on at least 30 % as many ring pixels as it has pixels) that meet each
+    other beside its far end: their boundary continues past it. k-means puts the anti-aliased step between two
+    surfaces into a third cluster now and then, and the 5x5 mode filter keeps such a line by the hole, where
+    few pixels vote: the coffee lip's lower edge (``--grow 9``) ran into a 1 px line of another colour ~10 px
+    before the hole, so it had no entry, no closed contour, and the meld's white haze came back. A piece lying
+    along the hole's edge (capping a thin band's end: hp14) does not leave it and stays (corner11's broader
+    rule continued that band over a cup's handle)."""
+    dist = cv2.distanceTransform((~hole).astype(np.uint8), cv2.DIST_L2, 3)
+    near = dist <= 1.5
+    cross = cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))
+    h, w = labels.shape
+    drop = np.zeros(labels.shape, bool)
+    for lab in range(n):
+        m = (labels == lab) & band
+        if not (m & near).any():
+            continue
+        count, comp, stats, _ = cv2.connectedComponentsWithStats(m.astype(np.uint8), connectivity=8)
+        for c in range(1, count):
+            area = int(stats[c, cv2.CC_STAT_AREA])
+            if not SLIVER_MIN <= area < SLIVER_AREA:
+                continue
+            x, y, bw, bh = (int(stats[c, k]) for k in range(4))
+            y0, y1, x0, x1 = max(0, y - 2), min(h, y + bh + 2), max(0, x - 2), min(w, x + bw + 2)
+            part = comp[y0:y1, x0:x1] == c
+            here = dist[y0:y1, x0:x1]
+            touching = int((part & (here <= 1.5)).sum())
+            if touching == 0 or 2 * touching > area or float(here[part].max()) < SLIVER_REACH:
+                continue
+            if cv2.distanceTransform(np.pad(part, 1).astype(np.uint8), cv2.DIST_L2, 3).max() > 1.5:
+                continue  # thicker than ~3 px: a region of its own
+            sub = labels[y0:y1, x0:x1]
+            ring = (cv2.dilate(part.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0) & ~part
+            around = sub[ring]
+            votes = np.bincount(around[(around >= 0) & (around != lab)], minlength=n)
+            a, b = (int(v) for v in np.argsort(votes, kind="stable")[::-1][:2])
+            if votes[b] < 0.3 * area:
+                continue  # not between two regions
+            # the piece's far end (its pixel farthest from the hole): a and b meet beside it
+            fy, fx = np.unravel_index(int(np.argmax(np.where(part, here, -1))), part.shape)
+            fy, fx = fy + y0, fx + x0
+            win = labels[max(0, fy - 2) : fy + 3, max(0, fx - 2) : fx + 3]
+            if not ((cv2.dilate((win == a).astype(np.uint8), cross) > 0) & (win == b)).any():
+                continue
+            drop[y0:y1, x0:x1] |= part
+    if not drop.any():
+        return labels
+    out = labels.copy()
+    left = drop.copy()
+    out[left] = -1
+    for _ in range(8):  # each pass gives the pixels beside a kept one their neighbours' commonest label
+        votes = np.stack([cv2.boxFilter((out == i).astype(np.float32), -1, (3, 3)) for i in range(n)], -1)
+        best = np.argmax(votes, axis=-1)
+        take = left & (votes.max(axis=-1) > 0)
+        out[take] = best[take]
+        left &= ~take
+        if not left.any():
+            break
+    out[left] = labels[left]
+    return out
+
+
+def region_tips(
+    labels: np.ndarray, split: np.ndarray, bands: list[Entry], colours: dict[int, int]
+) -> np.ndarray:
+    """Labels with each thin part that shares a continued band's label (``split_thin`` gives all thin parts of
+    a colour one label) but that no band enters, and that is joined to a wide part of its colour, given that
+    colour back: it is that region's tapering end, not the band. The coffee cup's wall narrows to a thin wedge
+    under the lip's lower end; with the saucer rim's band label (``--grow 4``) the lip's lower edge against it
+    was "a band's edge" and dropped, so the lip had no closed contour. A thin part on its own (a retina's
+    vessel, p10) keeps the band's label: given its colour it seeded the flood and broke the vessel."""
+    out = labels.copy()
+    ring_k = np.ones((3, 3), np.uint8)
+    for lab, colour in colours.items():
+        count, comp = cv2.connectedComponents((labels == lab).astype(np.uint8), connectivity=8)
+        if count <= 2:
+            continue
+        entered = np.zeros(count, bool)
+        for b in bands:
+            if b.left == lab:
+                x, y = int(round(b.point[0])), int(round(b.point[1]))
+                entered[np.unique(comp[max(0, y - 3) : y + 4, max(0, x - 3) : x + 4])] = True
+        for c in range(1, count):
+            if entered[c]:
+                continue
+            part = comp == c
+            ring = (cv2.dilate(part.astype(np.uint8), ring_k) > 0) & ~part
+            if int((split[ring] == colour).sum()) >= 3:  # joined to its colour's wide part
+                out[part] = colour
     return out
 
 
@@ -807,6 +908,8 @@ def find_structure(
     soft_edges: bool = True,
     junctions: bool = True,
     graze: bool = True,
+    slivers: bool = True,
+    tips: bool = True,
 ) -> Structure | None:
     """The structure of the hole's surround continued across it (module docstring), or None when no clean
     region boundary enters the hole. Works on a copy of at most ``ANALYSIS_SIDE`` px; labels come back at the
@@ -835,6 +938,8 @@ def find_structure(
     density = boundary_density(labels, band_mask)
     if density > max_density:  # texture or a regular pattern: its "boundaries" are not one structure
         return None
+    if slivers:
+        labels = bridge_slivers(labels, band_mask, small_hole, n)
     reach = int(np.clip(0.15 * extent, 10, 30))
     # a boundary of a speck (a star, a highlight) is not structure: both regions must be a real part of the band
     share = np.bincount(labels[band_mask], minlength=n) / max(1, band_mask.sum())
@@ -866,6 +971,8 @@ def find_structure(
         for b in bands:
             b.left = b.right = int(lut[b.left])
         colours = {n + k: origin[t] for k, t in enumerate(kept)}
+        if tips:
+            labels = region_tips(labels, split, bands, colours)
         n += len(kept)
         entries = [  # a band's edges are the band
             e for e in entries_of(labels, colours) if e.left not in colours and e.right not in colours
