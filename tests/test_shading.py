@@ -172,3 +172,47 @@ def test_the_lit_side_lightens_into_the_hole_instead_of_darkening_along_its_outl
         under.append(float((truth - out)[band].mean()))
     assert all(b < a + 0.5 for a, b in itertools.pairwise(under)), under  # lighter inward, band by band
     assert under[2] < 4.0 and under[3] < 2.5, under  # the surface's own level ~10 px in
+
+
+def _curved_shadow_scene():
+    """A soft shadow whose edge is a circle's arc (a round object's shade, the coffee cup's on its saucer), ~12 px
+    ramp, grain on top; the hole an ellipse over the arc's bulge, so the ring turns from dark to lit at its top
+    and bottom where the arc is still steep. Returns the image, the hole, the labels and the arc's x per row."""
+    h, w = 200, 220
+    yy, xx = np.mgrid[:h, :w].astype(np.float32)
+    across = np.hypot(xx - 50, yy - 100) - 80  # px outside the shadow's disc, lit side positive
+    t = 1 / (1 + np.exp(-across * 4.4 / 12))
+    img = DARK + t[..., None] * (LIT - DARK)
+    img = np.clip(img + np.random.default_rng(0).normal(0, 3, img.shape), 0, 255).astype(np.uint8)
+    hole = np.zeros((h, w), np.uint8)
+    cv2.ellipse(hole, (122, 100), (26, 52), 0, 0, 360, 1, -1)
+    labels = np.where(t < 1 / 3, 0, np.where(t < 2 / 3, 1, 2)).astype(np.int32)
+    arc = 50 + np.sqrt(np.clip(80**2 - (np.arange(h) - 100.0) ** 2, 0, None))
+    return img, hole > 0, labels, arc
+
+
+def test_a_curved_shadow_edge_is_continued_as_a_curve_not_the_shortest_line(monkeypatch):
+    """Issue 11, day 12: the harmonic matte ran the dark/lit boundary the shortest way between the two places
+    where the ring turns from dark to lit; on the coffee a straight vertical ~95 px long from the cup's wall
+    to the saucer's shadow (a blind viewer: "a tall block of shadow or a second cup wall") where the shadow's
+    own edge curves. The boundary leaves each entry along the photo's edge there: across the hole's middle
+    rows the half-way shade lies on the arc (0.5-1.5 px off; the harmonic line 6.5-9 px inside it)."""
+    img, hole, labels, arc = _curved_shadow_scene()
+    filled = img.copy()
+    filled[hole] = 120
+
+    def miss() -> list[float]:
+        out = shading._reshade(img, hole, filled, labels, [{0, 1, 2}], 12.0)
+        row = cv2.GaussianBlur(out.astype(np.float32), (0, 0), 2.0).mean(axis=-1)
+        mid = (LIT + DARK).mean() / 2
+        err = []
+        for y in range(80, 121, 10):
+            xs = np.nonzero(hole[y])[0]
+            err.append(float(abs(xs[np.argmin(np.abs(row[y, xs] - mid))] - arc[y])))
+        return err
+
+    bent = miss()
+    assert max(bent) < 3.0, bent  # measured 0.5-1.5
+    monkeypatch.setattr(shading, "EDGE_CONTINUE", False)
+    straight = miss()
+    assert min(straight) > 5.0, straight  # the scene tells the two apart

@@ -8,12 +8,16 @@ two-tone surface interpolated from the ring: a dark surface (a membrane of the r
 one (of the pixels at the lit plateau a little beyond the ring, past the object's own soft shadow, faded in
 from the ring over ``LIT_BLEND`` px), mixed through a matte whose half-way line is that of a membrane of the ring's
 darkness (a harmonic field: between the two places where the ring turns from dark to lit it runs as a smooth
-line, not along the hole's outline) and whose ramp is a penumbra's width. The fill keeps its own detail
+line, not along the hole's outline; since day 12 bent to leave each end along the photo's own edge there, so
+a cast shadow's curved edge goes on curving instead of running a ruler's line between its two entries) and whose
+ramp is a penumbra's width. The fill keeps its own detail
 (the image minus its low-pass, with steps larger than grain clipped away, raised toward the ring's grain at
 the same shade). Near a hard edge (labels that are
 not one strip's dark | mid | lit) the fill is left as it is."""
 
 from __future__ import annotations
+
+import itertools
 
 import cv2
 import numpy as np
@@ -39,6 +43,11 @@ DETAIL_CLIP = 1.5  # x the ring's grain (robust sigma): larger detail in the fil
 DETAIL_GAIN = 3.0  # the most the fill's grain is raised by toward the ring's grain at the same shade
 WINDOW_PAD = 48  # px around the soft zone: the ring it is interpolated from, and the grain's 40 px reach
 MIN_CONTRAST = 12.0  # levels between the ring's dark and lit: below it one surface (a plain membrane) is used
+# the matte's dark/lit boundary continues the photo's own edge direction at the two places where the ring turns
+# from dark to lit (a curve), not the harmonic line's shortest way between them (the coffee's straight column)
+EDGE_CONTINUE = True
+EDGE_REACH = 18  # px: the known band an entry's edge direction is measured in
+ENTRY_NEAR = 6  # px: a half-way line's end this close to the hole's border enters from the ring
 
 
 def _luma(img: np.ndarray) -> np.ndarray:
@@ -131,6 +140,133 @@ def _surface(img: np.ndarray, sel: np.ndarray) -> np.ndarray:
     return membrane(vals, ~sel)
 
 
+def _line_ends(field: np.ndarray, hole: np.ndarray, zone: np.ndarray) -> list[np.ndarray]:
+    """The two ends (x, y) of the half-way line of the ring's darkness across the soft zone: its longest
+    piece there, cut at the extremes along its own axis (where it enters from the ring or leaves the zone)."""
+    half = field >= 0.5
+    cross = np.zeros(hole.shape, bool)
+    cross[:, 1:] |= half[:, 1:] != half[:, :-1]
+    cross[1:] |= half[1:] != half[:-1]
+    line = (cross & hole & zone).astype(np.uint8)
+    n, lab, stats, _ = cv2.connectedComponentsWithStats(line, connectivity=8)
+    if n < 2:
+        return []
+    big = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+    ys, xs = np.nonzero(lab == big)
+    pts = np.stack([xs, ys], 1).astype(np.float64)
+    if len(pts) < 8:
+        return []
+    axis = np.linalg.eigh(np.cov((pts - pts.mean(0)).T))[1][:, 1]
+    along = (pts - pts.mean(0)) @ axis
+    return [pts[int(np.argmin(along))], pts[int(np.argmax(along))]]
+
+
+def _edge_heading(
+    luma: np.ndarray, levels: tuple[float, float], hole: np.ndarray, point: np.ndarray, out_dist: np.ndarray
+) -> np.ndarray | None:
+    """The direction (unit x, y) of the photo's own dark/lit edge just outside the hole at an entry: the
+    half-way pixels (a third to two thirds of the way from dark to lit) of the known band 2-18 px out within
+    ``EDGE_REACH`` px, their principal axis; None where too few or not line-like."""
+    dark, lit = levels
+    t = (luma - dark) / max(lit - dark, 1e-3)
+    h, w = hole.shape
+    x0, x1 = max(0, int(point[0]) - EDGE_REACH), min(w, int(point[0]) + EDGE_REACH + 1)
+    y0, y1 = max(0, int(point[1]) - EDGE_REACH), min(h, int(point[1]) + EDGE_REACH + 1)
+    yy, xx = np.mgrid[y0:y1, x0:x1]
+    win = np.s_[y0:y1, x0:x1]
+    sel = (
+        (out_dist[win] >= 2)
+        & (out_dist[win] <= EDGE_REACH)
+        & (np.hypot(xx - point[0], yy - point[1]) <= EDGE_REACH)
+        & (t[win] > 1 / 3)
+        & (t[win] < 2 / 3)
+    )
+    if sel.sum() < 8:
+        return None
+    pts = np.stack([xx[sel], yy[sel]], 1).astype(np.float64)
+    vals, vecs = np.linalg.eigh(np.cov((pts - pts.mean(0)).T))
+    if vals[1] < 4.0 * max(vals[0], 1e-6):  # a blob of half-way shade, not an edge's line
+        return None
+    return vecs[:, 1]
+
+
+def _continued_edge(
+    luma: np.ndarray,
+    levels: tuple[float, float],
+    hole: np.ndarray,
+    zone: np.ndarray,
+    field: np.ndarray,
+    signed: np.ndarray,
+    out_dist: np.ndarray,
+    penumbra: float,
+) -> np.ndarray | None:
+    """``signed`` (px from the dark/lit boundary, lit side positive) with the boundary across the soft zone
+    bent to continue the photo's own edge: a cubic (Hermite) curve between the half-way line's two ends, leaving
+    each along the edge's direction outside the hole (where the line enters from the ring) or the harmonic
+    line's own (where it leaves the zone inside the hole), instead of the harmonic line, which runs the
+    shortest way between them (the coffee: a straight vertical 80 px long from the cup's wall strip down to
+    the lasso's bottom, "a tall block of shadow or a second cup wall" to a blind viewer, with a kink there,
+    where the shadow's own edge leaves at ~40 degrees, curving like the foot's ellipse). None (the harmonic
+    line kept) unless there are exactly two ends, each with a direction, at least two penumbras apart, and
+    the curve stays in the hole."""
+    entries = _line_ends(field, hole, zone)
+    if len(entries) != 2:
+        return None
+    inside = cv2.distanceTransform(hole.astype(np.uint8), cv2.DIST_L2, 3)
+    gy, gx = np.gradient(cv2.GaussianBlur(field, (0, 0), 2.0))
+    p0, p1 = (np.asarray(p, np.float64) for p in entries)
+    chord = p1 - p0
+    length = float(np.hypot(*chord))
+    if length < 2.0 * penumbra:
+        return None
+    heads = []
+    for p, toward in ((p0, chord), (p1, -chord)):
+        x, y = int(p[0]), int(p[1])
+        if inside[y, x] <= ENTRY_NEAR:  # it enters from the ring: the photo's own edge outside the hole
+            d = _edge_heading(luma, levels, hole, p, out_dist)
+        else:  # it leaves the zone inside the hole: the harmonic line's own direction there
+            g = np.array([gx[y, x], gy[y, x]], np.float64)
+            d = None if np.hypot(*g) < 1e-6 else np.array([-g[1], g[0]]) / np.hypot(*g)
+        if d is None:
+            return None
+        heads.append(d if d @ toward > 0 else -d)  # into the hole, toward the other entry's side
+    s = np.linspace(0.0, 1.0, max(16, int(length)))[:, None]
+    t0, t1 = heads[0] * length, -heads[1] * length  # leaving p0 along its edge, arriving at p1 along its
+    curve = (
+        (2 * s**3 - 3 * s**2 + 1) * p0
+        + (s**3 - 2 * s**2 + s) * t0
+        + (-2 * s**3 + 3 * s**2) * p1
+        + (s**3 - s**2) * t1
+    )
+    cx, cy = np.rint(curve[:, 0]).astype(int), np.rint(curve[:, 1]).astype(int)
+    h, w = hole.shape
+    ok = (cx >= 0) & (cy >= 0) & (cx < w) & (cy < h)
+    if not ok.all() or hole[cy, cx].mean() < 0.9:
+        return None
+    # extend it a little along each edge so the pixels beyond the entries get the edge's own side
+    ends = [p0 - heads[0] * 2 * EDGE_REACH, p1 - heads[1] * 2 * EDGE_REACH]
+    line = np.concatenate([ends[0][None], curve, ends[1][None]]).astype(np.float32)
+    yy, xx = np.mgrid[:h, :w].astype(np.float32)
+    best = np.full((h, w), np.inf, np.float32)
+    side = np.zeros((h, w), np.float32)
+    for a, b in itertools.pairwise(line):
+        d = b - a
+        u = np.clip(((xx - a[0]) * d[0] + (yy - a[1]) * d[1]) / max(float(d @ d), 1e-6), 0.0, 1.0)
+        ex, ey = xx - (a[0] + u * d[0]), yy - (a[1] + u * d[1])
+        dist = np.hypot(ex, ey)
+        closer = dist < best
+        best = np.where(closer, dist, best)
+        side = np.where(closer, np.sign(d[0] * ey - d[1] * ex), side)
+    bent = side * best
+    # which side is lit: the one the harmonic field says for most of the zone
+    if (np.sign(bent) * np.sign(signed))[zone].mean() < 0:
+        bent = -bent
+    # far from the curve the harmonic field knows better (another part of the hole: the coffee's pale band
+    # above the bowl): faded over 2-4 penumbras, a switch there left a lighter patch with a hard rim
+    near = np.clip(2.0 - best / (2.0 * penumbra), 0.0, 1.0)
+    return (near * bent + (1.0 - near) * signed).astype(np.float32)
+
+
 def two_tone_shading(rgb: np.ndarray, hole: np.ndarray, zone: np.ndarray, penumbra: float) -> np.ndarray:
     """The low-pass of the ``zone`` (hole pixels) interpolated from the ring beside it, HxWx3 float32 (defined
     on the zone; near the hole's border it is the ring's own membrane, so it meets the ring without a step);
@@ -154,6 +290,9 @@ def two_tone_shading(rgb: np.ndarray, hole: np.ndarray, zone: np.ndarray, penumb
     smooth = cv2.GaussianBlur(field, (0, 0), 2.0)
     gy, gx = np.gradient(smooth)
     signed = (field - 0.5) / (np.hypot(gx, gy) + 1e-6)  # px from the half-way line, lit side positive
+    if EDGE_CONTINUE:
+        bent = _continued_edge(luma, (dark, lit), hole, zone, field, signed, out_dist, penumbra)
+        signed = signed if bent is None else bent
     matte = 1.0 / (1.0 + np.exp(np.clip(-4.4 * signed / penumbra, -50.0, 50.0)))  # 10-90 % over penumbra
     shade = _surface(img, dark_px)
     # the lit surface from beyond the object's own soft shadow (the spoon's lies across the region's edge and
