@@ -643,6 +643,31 @@ def test_the_lips_contour_is_closed_whatever_the_regions_exact_shape_on_the_coff
     assert 4 not in closed(tips=False)
 
 
+def test_the_lips_colour_does_not_enter_the_hole_past_its_contour_from_the_saucers_rim():
+    """The saucer's rim shares the lip's colour. Where it is too narrow at the hole to be a band (--grow 8, 9 and
+    11) it went back to that colour and its mouth seeded the lip's label into the wedge between the contour's
+    lower end and the rim: 182-335 hole px of the lip's label more than 2 px past its closed contour, a white bump
+    at 1x. A thin part of a closed region's colour that is not continued as a band no longer seeds the flood."""
+    from backend.erase.patchmatch import STRUCTURE_SEED
+
+    def past(grow: int, **flags) -> int:
+        rgb, hole = _coffee_grown(grow)
+        structure = find_structure(rgb, hole, seed=STRUCTURE_SEED, **flags)
+        curve = structure.curves[structure.kinds.index("corner")]
+        lo, hi = int(curve[:, 1].min()), int(curve[:, 1].max())
+        mid = (lo + hi) // 2
+        lip = structure.labels[mid, int(curve[np.argmin(np.abs(curve[:, 1] - mid)), 0]) - 3]  # inside it
+        count = 0
+        for y in range(lo, hi + 1):
+            xs = curve[np.abs(curve[:, 1] - y) < 0.75, 0]
+            if xs.size:
+                count += int((np.nonzero(hole[y] & (structure.labels[y] == lip))[0] > xs.max() + 2).sum())
+        return count
+
+    assert all(past(grow) <= 10 for grow in COFFEE_GROW_CROPS), [past(g) for g in COFFEE_GROW_CROPS]
+    assert past(9, seal=False) > 100
+
+
 def test_a_sliver_along_a_boundary_is_bridged_one_along_the_holes_edge_is_not():
     """``bridge_slivers``: a 1 px line of a third colour between two regions, leaving the hole end-on (the
     coffee lip's lower edge at --grow 9), goes to the two regions, so their boundary reaches the hole. A piece

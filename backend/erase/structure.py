@@ -910,6 +910,7 @@ def find_structure(
     graze: bool = True,
     slivers: bool = True,
     tips: bool = True,
+    seal: bool = True,
 ) -> Structure | None:
     """The structure of the hole's surround continued across it (module docstring), or None when no clean
     region boundary enters the hole. Works on a copy of at most ``ANALYSIS_SIDE`` px; labels come back at the
@@ -953,10 +954,12 @@ def find_structure(
         return out
 
     bands: list[Entry] = []
+    loose = np.zeros(small_hole.shape, bool)  # thin parts not continued as bands, back in their colour
     if thin_bands:
         split, n_split, origin = split_thin(labels, band_mask, small_hole, n)
         if origin:
             _, bands = _band_entries(entries_of(split, origin), origin)
+            loose = np.isin(split, list(origin))
     if bands:
         # only the thin parts continued as bands keep a label of their own; the others go back to their colour
         # (left to the flood, a few px of rim would be the only source for a whole part of the hole)
@@ -973,6 +976,7 @@ def find_structure(
         colours = {n + k: origin[t] for k, t in enumerate(kept)}
         if tips:
             labels = region_tips(labels, split, bands, colours)
+        loose &= (labels >= 0) & (labels < n)
         n += len(kept)
         entries = [  # a band's edges are the band
             e for e in entries_of(labels, colours) if e.left not in colours and e.right not in colours
@@ -993,6 +997,7 @@ def find_structure(
     curves = []
 
     kinds: list[str] = []
+    closed: set[int] = set()
 
     def draw(curve: np.ndarray, e: Entry, thick: bool, kind: str) -> None:
         curves.append(curve)
@@ -1018,6 +1023,8 @@ def find_structure(
         if not thick:
             taken = {k for i, j, _ in pairs for k in (i, j)}
             corners = _pair_corners(group, taken)
+            for i, j in corners:  # the region each contour closes: on the same side of both ends
+                closed.add(group[i].right if group[i].right == group[j].left else group[i].left)
             pairs += [(i, j, "corner") for i, j in corners]
             taken |= {k for i, j in corners for k in (i, j)}
             for m, k, path in _pair_junctions(group, corners, taken, 1.5 * extent) if junctions else []:
@@ -1048,7 +1055,14 @@ def find_structure(
     # past the photo's edge at its lower end, kept as a white spur by the meld's CONTOUR_KEEP band)
     near_ends = cv2.dilate(ends, np.ones((3, 3), np.uint8)) > 0
     # a thin band lying along the hole's edge does not seed it either (``grazing_thin``)
-    full = label_hole(labels, small_hole, barrier > 0, fixed, quiet, (near_ends & ~small_hole) | grazing)
+    unseeded = (near_ends & ~small_hole) | grazing
+    if seal and closed:
+        # nor does a thin part of a closed region's colour that is not continued as a band: the contour says
+        # where that region lies in the hole. The coffee's saucer rim shares the lip's colour; at --grow 9 it
+        # is 1-3 px wide at the hole, no band, and its mouth seeded the lip's label into the wedge between the
+        # contour's lower end and the rim: a white bump past the lip (corner12)
+        unseeded |= loose & np.isin(labels, sorted(closed))
+    full = label_hole(labels, small_hole, barrier > 0, fixed, quiet, unseeded)
     if scale < 1.0:
         # labels back at full size through their one-hot maps (smooth boundaries, not nearest-neighbour steps)
         full = _labels_up(full, n, (w, h))
