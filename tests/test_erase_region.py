@@ -464,6 +464,43 @@ def test_a_snaps_far_tail_over_a_neighbour_is_not_grown_from_but_its_edge_is():
     assert (weights[near] == 1.0).all()
 
 
+def _bar_with_a_soft_edge_and_a_halo() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A grey bar on a lit red surface; the snapped mask is 1 on the bar and fades over the 3 px right of it
+    (0.30 / 0.15 / 0.05: the snap's alpha edge, within ``TAIL_REACH``), and a dark halo (the object's edge
+    shadow) runs 4-9 px right of the bar: its outer part lies beyond ``grow`` px of the bar but within ``grow``
+    px of the soft edge. Returns the image, the snapped mask and the halo."""
+    img = _surface(LIT)
+    bar = np.zeros((160, 160), bool)
+    bar[20:140, 60:70] = True
+    img[bar] = (128, 128, 130)
+    halo = np.zeros_like(bar)
+    halo[20:140, 73:79] = True
+    img[halo] = (95, 20, 8)
+    mask = bar.astype(np.float32)
+    for x, alpha in zip((70, 71, 72), (0.30, 0.15, 0.05), strict=True):
+        mask[20:140, x] = alpha
+    return img.astype(np.uint8), mask, halo
+
+
+def test_the_fringe_taken_beyond_a_snaps_soft_edge_is_replaced_whole():
+    """The rule grows from the snap's soft edge too (``_object_part``), so its ring reaches ``grow`` px past
+    that edge, while the grown mask carried only the edge's own alpha there: the halo's outer 3 px, which the
+    rule took, weighed 0.6 / 0.3 / 0.05 and kept 40-95 % of their dark colour under the fill (the README
+    coffee: a 1 px dark line right of the spoon's neck, x 392-396, y 201-217, weights 0.10-0.35). The fringe
+    the rule takes is replaced whole."""
+    img, mask, halo = _bar_with_a_soft_edge_and_a_halo()
+    weights = _region_weights(mask, 6, 2, img)
+    rows = np.zeros_like(halo)
+    rows[30:130] = True  # away from the bar's ends
+    assert (weights[rows & halo] == 1.0).all(), np.unique(
+        weights[rows & halo]
+    )  # main: 0.6 / 0.3 / 0.05 at x 76-78
+    assert (weights[30:130, 80:] == 0).all()  # the lit surface beyond stays
+    out = ErasePipeline(snapper=None)(img, mask, EraseParams(fill="auto"))
+    dark = out.image.astype(int).sum(axis=2) < int(LIT.sum()) - 60  # the halo sums to 123, the surface to 226
+    assert (dark & rows & halo).sum() == 0, int((dark & rows & halo).sum())
+
+
 def test_at_the_default_grow_a_window_smaller_than_its_tiles_is_evaluated_at_once(monkeypatch):
     """Tiles pay off only where they look at fewer pixels than the window holds (a 5200x3400 object). The 600
     px speed scene's 0.36 Mpx window took ~40 tiles of 122^2 px, 2.5x the rule's time of the window at once
