@@ -97,7 +97,11 @@ def ramp_across(
     reach = 2.0 * width + 6.0
     offsets = np.arange(-reach, reach + 0.5, 0.5)
     profiles = []
-    for back in range(4, 13, 2):
+    # 4-12 px back; where the hole's edge runs close along the strip's side and each of those crosses it, the
+    # next ones back to 20 px (sweep12: the coffee's at --grow 5, whose dark end lay 0.5-3 px in the hole)
+    for back in [*range(4, 13, 2), *range(14, 21, 2)]:
+        if back > 12 and profiles:
+            break
         base = point - back * heading
         xs = (base[0] + offsets * normal[0]).astype(np.float32)
         ys = (base[1] + offsets * normal[1]).astype(np.float32)

@@ -387,9 +387,12 @@ def _fit_entry(points: np.ndarray, entry: np.ndarray) -> tuple[np.ndarray, float
     return heading, float(curvature), rms
 
 
-def find_entries(labels: np.ndarray, hole: np.ndarray, *, reach: int, max_rms: float = 1.5) -> list[Entry]:
+def find_entries(
+    labels: np.ndarray, hole: np.ndarray, *, reach: int, max_rms: float = 1.5, along: list | None = None
+) -> list[Entry]:
     """The boundaries between two labelled regions that reach the hole, each fitted over its last ``reach``
-    px; kept when the fit is clean (RMS <= ``max_rms``), long enough and heading into the hole."""
+    px; kept when the fit is clean (RMS <= ``max_rms``), long enough and heading into the hole. ``along``: a
+    list that gets the clean ones that do not head into the hole (they run along its edge) as (point, a, b)."""
     h, w = labels.shape
     near_hole = cv2.distanceTransform((~hole).astype(np.uint8), cv2.DIST_L2, 3) <= 2.5
     entries: list[Entry] = []
@@ -437,6 +440,8 @@ def find_entries(labels: np.ndarray, hole: np.ndarray, *, reach: int, max_rms: f
                     probe = entry + 4 * heading
                     px, py = int(round(probe[0])), int(round(probe[1]))
                     if not (0 <= px < w and 0 <= py < h) or not hole[py, px]:
+                        if along is not None:
+                            along.append((entry, a, b))
                         continue
                     left, right_label = _sides(labels, entry, heading)
                     if left < 0 or right_label < 0 or left == right_label:
@@ -774,21 +779,34 @@ def _nearest_alongside(entries: list[Entry], i: int, taken: set[int], accept: Ca
     return best
 
 
+def _across(a: Entry, b: Entry) -> float:
+    """The distance (px) between two side-by-side entries across their mean heading."""
+    heading = a.heading + b.heading
+    heading /= np.linalg.norm(heading)
+    return abs(float(np.dot(a.point - b.point, np.array([heading[1], -heading[0]]))))
+
+
 def _centre_entry(a: Entry, b: Entry, curvature: float, label: int) -> Entry:
     """The one entry on the centre line of the band or strip that two side-by-side entries bound: their mean
     heading, the distance between them across it as its width (at least 2 px), ``label`` on both sides."""
     heading = a.heading + b.heading
     heading /= np.linalg.norm(heading)
-    normal = np.array([heading[1], -heading[0]])
-    width = max(2.0, abs(float(np.dot(a.point - b.point, normal))))
+    width = max(2.0, _across(a, b))
     return Entry((a.point + b.point) / 2, heading, curvature, label, label, max(a.rms, b.rms), (width, width))
 
 
-def _band_entries(entries: list[Entry], origin: dict[int, int]) -> tuple[list[Entry], list[Entry]]:
+def _band_entries(
+    entries: list[Entry],
+    origin: dict[int, int],
+    penumbra: Callable[[Entry, int, int, int], bool] | None = None,
+) -> tuple[list[Entry], list[Entry]]:
     """Pairs of entries that are the two edges of one thin band (``split_thin``) reaching the hole side by side
     become one entry on the band's centre line (left = right = the band's label, widths = its width): continued
     as one curve at one curvature, painted at its width, the rim stays a rim of constant width instead of two
-    edges fanning apart. Returns the other entries and the bands."""
+    edges fanning apart. A band between two other regions whose colour lies between theirs (``mid``: the band's
+    colour, one side's, the other's) is a soft shadow's penumbra, not a band: it is left to ``_soft_edges``
+    (sweep12: taken as a band, the coffee's penumbra at --grow 4 and 5 was continued as a rim and the soft
+    shading never ran). Returns the other entries and the bands."""
     taken: set[int] = set()
     bands = []
     for i, a in enumerate(entries):
@@ -798,9 +816,46 @@ def _band_entries(entries: list[Entry], origin: dict[int, int]) -> tuple[list[En
         if best < 0:
             continue
         b = entries[best]
-        bands.append(_centre_entry(a, b, (a.curvature + b.curvature) / 2, a.left))
+        band = _centre_entry(a, b, (a.curvature + b.curvature) / 2, a.left)
+        x, y = origin.get(a.right, a.right), origin.get(b.left, b.left)  # the two sides' colours
+        if penumbra is not None and x != y and penumbra(band, origin[a.left], x, y):
+            continue
+        bands.append(band)
         taken.update((i, best))
     return [e for k, e in enumerate(entries) if k not in taken], bands
+
+
+MID_SPAN = (0.2, 0.8)  # of the way from one side's colour to the other's: a penumbra's mid tone lies within
+MID_OFF = 0.35  # ... and at most this far (of the sides' distance) off the line between them (Lab)
+
+
+def mid_tone(centres: np.ndarray, strip: int, one: int, other: int) -> bool:
+    """The colour ``centres[strip]`` (Lab) lies between ``centres[one]`` and ``centres[other]``: a blend of the
+    two, as a soft shadow's penumbra between its dark and lit sides is (the coffee's: L 49 between 12 and 105,
+    0.4 of the way, 3 levels off the line); a rim or a highlight band is a colour of its own."""
+    a, b, m = (centres[k].astype(np.float64) for k in (one, other, strip))
+    d = b - a
+    span = float(np.dot(d, d))
+    if span < 1e-6:
+        return False
+    t = float(np.dot(m - a, d)) / span
+    off = float(np.linalg.norm(m - a - t * d))
+    return MID_SPAN[0] <= t <= MID_SPAN[1] and off <= MID_OFF * np.sqrt(span)
+
+
+SHADE_CHROMA = (
+    0.12  # most a chromaticity (linear r, g, b over their sum) may differ between a lit and a shaded side
+)
+
+
+def one_surface(centres: np.ndarray, one: int, other: int) -> bool:
+    """``centres[one]`` and ``centres[other]`` (Lab) are one surface lit and in shadow: a shadow scales the light,
+    not the surface's chromaticity (the coffee's saucer and the bowl's shadow on it: 0.05 apart; the crema's
+    dark ring against the cup's beige wall, p26: 0.24; a grey suit between white and black, hp12: 0.33)."""
+    lab = np.clip(np.rint(centres[[one, other]]), 0, 255).astype(np.uint8)[None]
+    lin = (cv2.cvtColor(lab, cv2.COLOR_LAB2RGB)[0].astype(np.float64) / 255.0) ** 2.2
+    chroma = lin / np.maximum(lin.sum(axis=1, keepdims=True), 1e-6)
+    return float(np.abs(chroma[0] - chroma[1]).max()) <= SHADE_CHROMA
 
 
 def _soft_edges(entries: list[Entry]) -> tuple[list[Entry], list[Entry], list[tuple[int, int, int]]]:
@@ -820,8 +875,12 @@ def _soft_edges(entries: list[Entry]) -> tuple[list[Entry], list[Entry], list[tu
             continue
 
         def beside(b: Entry, a: Entry = a) -> bool:
-            """``b`` is the strip's other edge (its left is ``a``'s right), and the strip is narrow from both."""
-            narrow = not (a.widths[1] >= THIN or b.widths[0] >= THIN)
+            """``b`` is the strip's other edge (its left is ``a``'s right), and the strip is narrow where it enters
+            the hole (the two edges' distance across it) and no wide region a few px back from either edge. A
+            penumbra widens away from what casts it: measured 3-6 px back, the coffee's strip was 8 px from one
+            edge at --grow 8 (6.5 across at the hole) and the soft shading never ran (sweep12)."""
+            sides = (a.widths[1], b.widths[0])
+            narrow = _across(a, b) < THIN and max(sides) < WIDTH_CAP
             return b.left == a.right and b.right not in (a.left, a.right) and narrow
 
         best = _nearest_alongside(entries, i, taken, beside)
@@ -832,6 +891,56 @@ def _soft_edges(entries: list[Entry]) -> tuple[list[Entry], list[Entry], list[tu
         groups.append((a.left, a.right, b.right))
         taken.update((i, best))
     return [e for k, e in enumerate(entries) if k not in taken], strips, groups
+
+
+def _centres(rgb: np.ndarray, labels: np.ndarray, n: int) -> np.ndarray:
+    """Each label's mean colour (OpenCV's 8-bit Lab), n x 3."""
+    lab = cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2LAB).reshape(-1, 3).astype(np.float64)
+    flat = labels.ravel()
+    at = flat >= 0
+    count = np.maximum(np.bincount(flat[at], minlength=n), 1)
+    return np.stack([np.bincount(flat[at], lab[at, c], minlength=n) / count for c in range(3)], 1)
+
+
+def _lone_strips(
+    entries: list[Entry], grazing: list[tuple[np.ndarray, int, int]], centres: np.ndarray
+) -> tuple[list[Entry], list[Entry], list[tuple[int, int, int]]]:
+    """Penumbra strips whose one edge enters the hole and whose other edge reaches it beside it (within
+    ``2 THIN`` px) but runs along the hole's edge, so it is no entry (``grazing``: its point and labels): an entry
+    with a narrow side (under ``THIN``) against a wide one, the grazing edge between that narrow side and a third
+    region, the narrow side's colour between the other two (``mid_tone``). The coffee at --grow 10: the hole took
+    the shadow's dark side there, the bowl's place was left to the flood and melded into a grey-green wedge.
+    Each becomes a strip entry as ``_soft_edges``' (left = right = the strip, its centre half its width in from
+    the edge), continued as a band: at --grow 10 the flood's straight boundary between the dark and lit sides
+    was left in the shaded fill as a faint diagonal ghost. Returns the other entries, the strips and their
+    labels (side, strip, side)."""
+    strips, groups, used = [], [], set()
+    for k, e in enumerate(entries):
+        for strip, other, width, far, sign in (
+            (e.left, e.right, e.widths[0], e.widths[1], 1),
+            (e.right, e.left, e.widths[1], e.widths[0], -1),
+        ):
+            if width >= THIN or far < THIN:
+                continue
+            dark = [
+                b if a == strip else a
+                for point, a, b in grazing
+                if strip in (a, b)
+                and other not in (a, b)
+                and np.linalg.norm(point - e.point) <= 2 * THIN
+                and mid_tone(centres, strip, b if a == strip else a, other)
+                and one_surface(centres, b if a == strip else a, other)
+            ]
+            if not dark:
+                continue
+            half = max(2.0, float(width))
+            normal = sign * np.array([e.heading[1], -e.heading[0]])
+            point = e.point + 0.5 * half * normal
+            strips.append(Entry(point, e.heading, e.curvature, strip, strip, e.rms, (half, half)))
+            groups.append((dark[0], strip, other))
+            used.add(k)
+            break
+    return [e for k, e in enumerate(entries) if k not in used], strips, groups
 
 
 @njit(cache=True, nogil=True)
@@ -945,9 +1054,9 @@ def find_structure(
     # a boundary of a speck (a star, a highlight) is not structure: both regions must be a real part of the band
     share = np.bincount(labels[band_mask], minlength=n) / max(1, band_mask.sum())
 
-    def entries_of(lab: np.ndarray, origin: dict[int, int]) -> list[Entry]:
+    def entries_of(lab: np.ndarray, origin: dict[int, int], along: list | None = None) -> list[Entry]:
         out = []
-        for e in find_entries(lab, small_hole, reach=reach, max_rms=max_rms):
+        for e in find_entries(lab, small_hole, reach=reach, max_rms=max_rms, along=along):
             a, b = origin.get(e.left, e.left), origin.get(e.right, e.right)  # their colours
             if a != b and min(share[a], share[b]) >= MIN_SHARE:  # a band's edge against its own colour: none
                 out.append(e)
@@ -955,10 +1064,24 @@ def find_structure(
 
     bands: list[Entry] = []
     loose = np.zeros(small_hole.shape, bool)  # thin parts not continued as bands, back in their colour
+    grazing_edges: list = []  # boundaries that reach the hole but run along its edge (``_lone_strips``)
     if thin_bands:
         split, n_split, origin = split_thin(labels, band_mask, small_hole, n)
         if origin:
-            _, bands = _band_entries(entries_of(split, origin), origin)
+            penumbra = None
+            if soft_edges:  # a band between two other regions that is a penumbra's mid tone and ramps across
+                from .shading import ramp_across
+
+                centres = _centres(small, labels, n)
+
+                def penumbra(e: Entry, band: int, one: int, other: int) -> bool:
+                    # measured as the shading will (at the crop's scale)
+                    at = e.point / scale, e.heading, e.widths[0] / scale
+                    if not (mid_tone(centres, band, one, other) and one_surface(centres, one, other)):
+                        return False
+                    return ramp_across(rgb, hole, *at) > 0
+
+            _, bands = _band_entries(entries_of(split, origin), origin, penumbra)
             loose = np.isin(split, list(origin))
     if bands:
         # only the thin parts continued as bands keep a label of their own; the others go back to their colour
@@ -979,14 +1102,18 @@ def find_structure(
         loose &= (labels >= 0) & (labels < n)
         n += len(kept)
         entries = [  # a band's edges are the band
-            e for e in entries_of(labels, colours) if e.left not in colours and e.right not in colours
+            e
+            for e in entries_of(labels, colours, grazing_edges)
+            if e.left not in colours and e.right not in colours
         ]
     else:
-        entries = entries_of(labels, {})
+        entries = entries_of(labels, {}, grazing_edges)
     strips: list[Entry] = []
     soft: list[tuple[int, int, int]] = []
     if soft_edges:
         entries, strips, soft = _soft_edges(entries)
+        if not strips:
+            entries, strips, soft = _lone_strips(entries, grazing_edges, _centres(small, labels, n))
         bands += strips
     if not entries and not bands:
         return None
