@@ -640,7 +640,9 @@ def test_the_lips_contour_is_closed_whatever_the_regions_exact_shape_on_the_coff
 
     assert closed() == list(COFFEE_GROW_CROPS)
     assert 9 not in closed(slivers=False)
-    assert 4 not in closed(tips=False)
+    # the wall's wedge at grow 3-4 shared its colour's band label with the bowl's penumbra, taken for a band
+    # there until sweep12 (the penumbra is the body's mid red); it still does where the penumbra is a band
+    assert 4 not in closed(tips=False, soft_edges=False)
 
 
 def test_the_lips_colour_does_not_enter_the_hole_past_its_contour_from_the_saucers_rim():

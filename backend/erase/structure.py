@@ -21,7 +21,9 @@ first and texture follows it:
    by side is a curve with a width, not a region: it gets a label of its own (the rim is not the cup wall of
    the same colour), is continued as one centre line after the outlines (it ends where it meets one) and painted
    at its width; so is a narrow strip of a third colour between two regions whose two edges enter side by side
-   (a soft shadow's penumbra cut by k-means into dark | mid | lit), with the strip's colour;
+   (a soft shadow's penumbra cut by k-means into dark | mid | lit), with the strip's colour: a thin band whose
+   colours say penumbra (``mid_tone``, ``one_surface``) is such a strip, and so is one whose second edge reaches
+   the hole beside the first but runs along its edge (``_lone_strips``);
 5. the curves cut the hole into parts; every other hole pixel takes the label of the nearest known pixel it can
    reach without crossing a curve (a geodesic nearest-label flood).
 
@@ -803,10 +805,10 @@ def _band_entries(
     """Pairs of entries that are the two edges of one thin band (``split_thin``) reaching the hole side by side
     become one entry on the band's centre line (left = right = the band's label, widths = its width): continued
     as one curve at one curvature, painted at its width, the rim stays a rim of constant width instead of two
-    edges fanning apart. A band between two other regions whose colour lies between theirs (``mid``: the band's
-    colour, one side's, the other's) is a soft shadow's penumbra, not a band: it is left to ``_soft_edges``
-    (sweep12: taken as a band, the coffee's penumbra at --grow 4 and 5 was continued as a rim and the soft
-    shading never ran). Returns the other entries and the bands."""
+    edges fanning apart. A band between two other regions that ``penumbra`` (the band's centre entry, its colour,
+    one side's, the other's) calls a soft shadow's penumbra is not a band: it is left to ``_soft_edges`` (sweep12:
+    taken as a band, the coffee's penumbra at --grow 3-5 was continued as a rim, the soft shading never ran, and
+    the cup wall's thin wedge of the same colour got the band's label). Returns the other entries and the bands."""
     taken: set[int] = set()
     bands = []
     for i, a in enumerate(entries):
@@ -858,7 +860,9 @@ def one_surface(centres: np.ndarray, one: int, other: int) -> bool:
     return float(np.abs(chroma[0] - chroma[1]).max()) <= SHADE_CHROMA
 
 
-def _soft_edges(entries: list[Entry]) -> tuple[list[Entry], list[Entry], list[tuple[int, int, int]]]:
+def _soft_edges(
+    entries: list[Entry], penumbra: Callable[[int, int, int], bool] | None = None
+) -> tuple[list[Entry], list[Entry], list[tuple[int, int, int]]]:
     """Pairs of entries that are the two edges of a narrow strip of a third colour between two regions (a soft
     shadow's penumbra that k-means cut into dark | mid | lit) become one entry on the strip's centre line, of
     the strip's colour and width, continued as a band (after the outlines) at the curvature of the straighter
@@ -875,13 +879,19 @@ def _soft_edges(entries: list[Entry]) -> tuple[list[Entry], list[Entry], list[tu
             continue
 
         def beside(b: Entry, a: Entry = a) -> bool:
-            """``b`` is the strip's other edge (its left is ``a``'s right), and the strip is narrow where it enters
-            the hole (the two edges' distance across it) and no wide region a few px back from either edge. A
+            """``b`` is the strip's other edge (its left is ``a``'s right), and the strip is narrow from both. A
             penumbra widens away from what casts it: measured 3-6 px back, the coffee's strip was 8 px from one
-            edge at --grow 8 (6.5 across at the hole) and the soft shading never ran (sweep12)."""
+            edge at --grow 8 (6.5 px across at the hole) and the soft shading never ran (sweep12). Narrow where it
+            enters the hole (under ``THIN`` across) and no wide region behind it, it is a strip when its colours
+            say penumbra (``penumbra``: a mid tone between one surface lit and shaded)."""
+            if b.left != a.right or b.right in (a.left, a.right):
+                return False
             sides = (a.widths[1], b.widths[0])
-            narrow = _across(a, b) < THIN and max(sides) < WIDTH_CAP
-            return b.left == a.right and b.right not in (a.left, a.right) and narrow
+            if max(sides) < THIN:
+                return True
+            # wider a few px back: a penumbra only by its colours (a lip's wedge narrows to its corner too)
+            wide = max(sides) >= WIDTH_CAP or _across(a, b) >= THIN
+            return not wide and penumbra is not None and penumbra(a.right, a.left, b.right)
 
         best = _nearest_alongside(entries, i, taken, beside)
         if best < 0:
@@ -903,7 +913,9 @@ def _centres(rgb: np.ndarray, labels: np.ndarray, n: int) -> np.ndarray:
 
 
 def _lone_strips(
-    entries: list[Entry], grazing: list[tuple[np.ndarray, int, int]], centres: np.ndarray
+    entries: list[Entry],
+    grazing: list[tuple[np.ndarray, int, int]],
+    penumbra: Callable[[int, int, int], bool],
 ) -> tuple[list[Entry], list[Entry], list[tuple[int, int, int]]]:
     """Penumbra strips whose one edge enters the hole and whose other edge reaches it beside it (within
     ``2 THIN`` px) but runs along the hole's edge, so it is no entry (``grazing``: its point and labels): an entry
@@ -928,8 +940,7 @@ def _lone_strips(
                 if strip in (a, b)
                 and other not in (a, b)
                 and np.linalg.norm(point - e.point) <= 2 * THIN
-                and mid_tone(centres, strip, b if a == strip else a, other)
-                and one_surface(centres, b if a == strip else a, other)
+                and penumbra(strip, b if a == strip else a, other)
             ]
             if not dark:
                 continue
@@ -1111,9 +1122,14 @@ def find_structure(
     strips: list[Entry] = []
     soft: list[tuple[int, int, int]] = []
     if soft_edges:
-        entries, strips, soft = _soft_edges(entries)
+        centres = _centres(small, labels, n)
+
+        def penumbra_colours(strip: int, one: int, other: int) -> bool:
+            return mid_tone(centres, strip, one, other) and one_surface(centres, one, other)
+
+        entries, strips, soft = _soft_edges(entries, penumbra_colours)
         if not strips:
-            entries, strips, soft = _lone_strips(entries, grazing_edges, _centres(small, labels, n))
+            entries, strips, soft = _lone_strips(entries, grazing_edges, penumbra_colours)
         bands += strips
     if not entries and not bands:
         return None
