@@ -216,3 +216,21 @@ def test_a_curved_shadow_edge_is_continued_as_a_curve_not_the_shortest_line(monk
     monkeypatch.setattr(shading, "EDGE_CONTINUE", False)
     straight = miss()
     assert min(straight) > 5.0, straight  # the scene tells the two apart
+
+
+def test_a_glint_in_a_penumbras_zone_is_no_hard_edge_a_region_of_another_colour_is():
+    """``soft_weight``: a speck of a third label (a 24 px glint on the saucer by the hole's edge, the coffee at
+    --grow 8) does not stop the shading within ``SOFT_FAR`` px of it (it kept the fill's dark copies there, a dark
+    crease); a region of that label (a cup's wall beside the shadow) still does."""
+    labels = np.zeros((80, 80), np.int32)
+    labels[:, 40:] = 1  # dark | lit, one soft strip's group
+    hole = np.zeros((80, 80), bool)
+    hole[10:70, 10:70] = True
+    glint = labels.copy()
+    glint[38:41, 50:58] = 2  # 24 px
+    w = shading.soft_weight(glint, [{0, 1}], hole)
+    assert w[39, 45] == 1.0 and w[39, 62] == 1.0
+    wall = labels.copy()
+    wall[30:50, 50:80] = 2  # 600 px
+    w = shading.soft_weight(wall, [{0, 1}], hole)
+    assert w[39, 45] == 0.0 and w[25, 60] < 1.0
