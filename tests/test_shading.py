@@ -234,3 +234,31 @@ def test_a_glint_in_a_penumbras_zone_is_no_hard_edge_a_region_of_another_colour_
     wall[30:50, 50:80] = 2  # 600 px
     w = shading.soft_weight(wall, [{0, 1}], hole)
     assert w[39, 45] == 0.0 and w[25, 60] < 1.0
+
+
+def test_a_continued_contact_line_is_shaded_around_and_keeps_its_darkness():
+    """A thin dark line the structure continued across the hole (a cup foot's contact shadow,
+    ``structure.dark_lines``) has a label of its own. Taken as a hard edge, the shade stopped ``SOFT_NEAR`` px short
+    of it on both sides and the unshaded fill showed around it (the coffee at --grow 10: a red and pale blob at
+    the line's end); with its detail clipped at the ring's grain the line washed out. It is its colour's for the
+    shade around it and keeps its whole detail."""
+    from types import SimpleNamespace
+
+    from backend.erase.structure import Entry
+
+    img, hole, t, labels = _soft_shadow_scene()
+    filled = img.copy()
+    filled[hole] = (DARK + LIT) / 2  # a wrong shade, as the copies may give
+    labels = labels.copy()
+    line = np.zeros(hole.shape, bool)
+    line[65:115, 78:81] = True  # on the dark side, inside the hole; no speck (SPECK_PX)
+    labels[line] = 3
+    filled[line] = (10, 4, 2)
+    heading = np.array([0.3, 1.0]) / np.hypot(0.3, 1.0)
+    strip = Entry(np.array([100 + 0.3 * (35 - 85), 35.0]), heading, 0.0, 1, 1, 0.3, (6, 6))
+    found = SimpleNamespace(labels=labels, soft=[(0, 1, 2)], entries=[strip], lines={3: 0})
+    out = shading.reshade(img, hole, filled, found).astype(np.float32)
+    truth = (DARK + t[..., None] * (LIT - DARK)).astype(np.float32)
+    around = (cv2.dilate(line.astype(np.uint8), np.ones((9, 9), np.uint8)) > 0) & ~line & hole
+    assert np.abs(out - truth).max(axis=-1)[around].mean() < 12  # shaded up to the line (mid fill: ~60 off)
+    assert out[around].mean() - out[line].mean() > 10  # the line stays darker than its surround

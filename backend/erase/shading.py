@@ -352,7 +352,19 @@ def reshade(
                     groups.append({side, strip, other})
                     ramps.append(ramp)
                 break
-    return _reshade(rgb, hole, filled, found.labels, groups, float(np.mean(ramps)) if ramps else 0.0)
+    labels, keep = found.labels, None
+    lines = getattr(found, "lines", {})
+    if lines:
+        # a thin dark line continued across the hole (a cup foot's contact shadow, ``structure.dark_lines``) is
+        # its colour's for the shade around it (no hard edge there: at --grow 10 the shade stopped 4-8 px short
+        # of it, a red and pale blob) and keeps its whole detail on the new shade (clipped at the ring's grain,
+        # the line was washed out; kept as filled, it kept the unshaded fill's pale level)
+        keep = np.isin(labels, sorted(lines))
+        labels = labels.copy()
+        for lab, colour in lines.items():
+            labels[labels == lab] = colour
+    penumbra = float(np.mean(ramps)) if ramps else 0.0
+    return _reshade(rgb, hole, filled, labels, groups, penumbra, keep)
 
 
 def _reshade(
@@ -362,8 +374,10 @@ def _reshade(
     labels: np.ndarray,
     groups: list[set[int]],
     penumbra: float,
+    keep: np.ndarray | None = None,
 ) -> np.ndarray | None:
-    """``reshade`` given the soft strips' label ``groups`` and their measured ``penumbra`` (px)."""
+    """``reshade`` given the soft strips' label ``groups`` and their measured ``penumbra`` (px); ``keep``: hole
+    pixels whose fill's detail is kept whole (not clipped at the ring's grain, not raised)."""
     if not groups:
         return None
     w = soft_weight(labels, groups, hole)
@@ -377,6 +391,7 @@ def _reshade(
     x0, x1 = max(0, int(xs.min()) - WINDOW_PAD), min(wd, int(xs.max()) + WINDOW_PAD + 1)
     win = np.s_[y0:y1, x0:x1]
     rgb, hole, zone, w = rgb[win], hole[win], zone[win], w[win]
+    keep = None if keep is None else keep[win]
     low = two_tone_shading(rgb, hole, zone, float(np.clip(penumbra, *PENUMBRA)))
     out = filled[win].astype(np.float32)
     real = rgb.astype(np.float32)
@@ -386,7 +401,8 @@ def _reshade(
     # the fill's own grain is kept, without the steps between its labels' copies (clipped at the ring's grain) ...
     grain = np.abs(real - cv2.GaussianBlur(real, (0, 0), DETAIL_SIGMA)).mean(axis=2)[ring]
     limit = DETAIL_CLIP * 1.4826 * float(np.median(grain))  # robust: the ring's edges are few
-    detail = np.clip(out - cv2.GaussianBlur(out, (0, 0), DETAIL_SIGMA), -limit, limit)
+    whole = out - cv2.GaussianBlur(out, (0, 0), DETAIL_SIGMA)
+    detail = np.clip(whole, -limit, limit)
     # ... and raised to the grain the ring has at the new shade: copies from the shadow carry a third of the lit
     # saucer's grain, and the lit side filled with them read as a smooth patch (up to DETAIL_GAIN x)
     luma = _luma(real)[ring]
@@ -397,6 +413,8 @@ def _reshade(
     shade = np.clip((_luma(low) - dark) / max(lit - dark, 1e-3), 0.0, 1.0)
     target = (at_dark + shade * (at_lit - at_dark))[:, :, None]
     detail = raised(detail, target, local_rms(detail, None, 6.0), DETAIL_GAIN, DETAIL_CLIP)
+    if keep is not None:
+        detail[keep] = whole[keep]
     new = low + detail
     out += w[:, :, None] * (new - out)
     result = filled.copy()
