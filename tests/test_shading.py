@@ -10,7 +10,7 @@ import itertools
 import cv2
 import numpy as np
 
-from backend.erase import shading
+from backend.erase import penumbra, shading
 from backend.erase.patchmatch import PatchMatchFiller
 from backend.erase.structure import find_structure
 from tests.test_structure import _penumbra_scene
@@ -116,7 +116,7 @@ def test_the_filler_reshades_only_a_penumbra_and_leaves_other_holes_byte_for_byt
     a = PatchMatchFiller()(scene, cut)
     assert np.array_equal(a, PatchMatchFiller(options={"soft_shading": False})(scene, cut))
 
-    monkeypatch.setattr(shading, "PLATEAU", 1.0)  # any profile counts as a ramp
+    monkeypatch.setattr(penumbra, "PLATEAU", 1.0)  # any profile counts as a ramp
     on = PatchMatchFiller()(damaged, hole)
     changed = (on != off).any(axis=-1)
     assert changed.sum() > 0.3 * hole.sum()

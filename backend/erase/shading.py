@@ -25,6 +25,8 @@ import numpy as np
 from backend.imaging import membrane
 from backend.imaging.grain import local_rms, raised
 
+from .penumbra import MIN_CONTRAST, _luma, ramp_across
+
 SOFT_NEAR = 4.0  # px from a hard label boundary: the fill is kept as it is up to here ...
 SOFT_FAR = 16.0  # ... and its low-pass fully replaced from here on
 SPECK_PX = 96  # px: a label's piece smaller than this (a glint; the least thin band, THIN x THIN_LEN) is no hard edge
@@ -37,22 +39,16 @@ LIT_FROM = 14  # px out: the lit surface is taken 14-26 px beyond the hole (past
 LIT_BLEND = 12.0
 LIT_KEEP = 0.9  # of the band's median lit level (above the ring's dark): the lit surface's pixels, from ...
 LIT_CAP = 1.3  # ... to this (brighter: a highlight, not the surface's shade)
-PLATEAU = 0.45  # of the ramp: a profile that stays half-way longer than this has a flat middle (a band)
 PENUMBRA = (8.0, 40.0)  # px: the least and most the matte's ramp (the measured penumbra) may be
 DETAIL_SIGMA = 3.0  # px: the fill's low-pass that the new shading replaces
 DETAIL_CLIP = 1.5  # x the ring's grain (robust sigma): larger detail in the fill is a step between labels
 DETAIL_GAIN = 3.0  # the most the fill's grain is raised by toward the ring's grain at the same shade
 WINDOW_PAD = 48  # px around the soft zone: the ring it is interpolated from, and the grain's 40 px reach
-MIN_CONTRAST = 12.0  # levels between the ring's dark and lit: below it one surface (a plain membrane) is used
 # the matte's dark/lit boundary continues the photo's own edge direction at the two places where the ring turns
 # from dark to lit (a curve), not the harmonic line's shortest way between them (the coffee's straight column)
 EDGE_CONTINUE = True
 EDGE_REACH = 18  # px: the known band an entry's edge direction is measured in
 ENTRY_NEAR = 6  # px: a half-way line's end this close to the hole's border enters from the ring
-
-
-def _luma(img: np.ndarray) -> np.ndarray:
-    return img[..., 0] * 0.299 + img[..., 1] * 0.587 + img[..., 2] * 0.114
 
 
 def _hard_boundaries(labels: np.ndarray, groups: list[set[int]]) -> np.ndarray:
@@ -93,53 +89,6 @@ def soft_weight(labels: np.ndarray, groups: list[set[int]], hole: np.ndarray) ->
     w = np.clip((dist - SOFT_NEAR) / (SOFT_FAR - SOFT_NEAR), 0.0, 1.0).astype(np.float32)
     ours = np.isin(labels, sorted(set().union(*groups)))  # only a strip's own dark, mid and lit labels
     return w * (hole & ours)
-
-
-def ramp_across(
-    rgb: np.ndarray, hole: np.ndarray, point: np.ndarray, heading: np.ndarray, width: float
-) -> float:
-    """How wide (px, 10 % to 90 %) the shade changes across a strip's entry, measured on the known pixels just
-    before it enters the hole; 0 when it does not ramp: a penumbra that k-means cut into dark | mid | lit
-    rises steadily (the coffee's saucer: 17 px, 24 % of it half-way), a band of a third colour between two
-    edges steps up, stays flat, steps up again (tests/test_structure.py's strip: 61 % half-way)."""
-    known = (~hole).astype(np.float32)
-    luma = _luma(rgb.astype(np.float32)) * known
-    smooth = cv2.GaussianBlur(luma, (0, 0), 1.0) / np.maximum(cv2.GaussianBlur(known, (0, 0), 1.0), 1e-6)
-    normal = np.array([-heading[1], heading[0]])
-    reach = 2.0 * width + 6.0
-    offsets = np.arange(-reach, reach + 0.5, 0.5)
-    profiles = []
-    # 4-12 px back; where the hole's edge runs close along the strip's side and each of those crosses it, the
-    # next ones back to 20 px (sweep12: the coffee's at --grow 5, whose dark end lay 0.5-3 px in the hole)
-    for back in [*range(4, 13, 2), *range(14, 21, 2)]:
-        if back > 12 and profiles:
-            break
-        base = point - back * heading
-        xs = (base[0] + offsets * normal[0]).astype(np.float32)
-        ys = (base[1] + offsets * normal[1]).astype(np.float32)
-        inside = (xs >= 0) & (ys >= 0) & (xs <= hole.shape[1] - 1) & (ys <= hole.shape[0] - 1)
-        if not inside.all() or hole[np.round(ys).astype(int), np.round(xs).astype(int)].any():
-            continue
-        profiles.append(cv2.remap(smooth, xs[None], ys[None], cv2.INTER_LINEAR)[0])
-    if not profiles:
-        return 0.0
-    prof = np.mean(profiles, axis=0)
-    end = max(2, len(prof) // 6)
-    lo, hi = float(prof[:end].mean()), float(prof[-end:].mean())
-    if abs(hi - lo) < MIN_CONTRAST:
-        return 0.0
-    t = (prof - lo) / (hi - lo)  # 0 .. 1 from one side to the other
-    high = np.nonzero(t >= 0.9)[0]
-    if not high.size:
-        return 0.0
-    low = np.nonzero(t[: high[0]] < 0.1)[0]  # the last place still on the first side before the rise
-    start = offsets[low[-1]] if low.size else offsets[0]
-    stop = offsets[high[0]]
-    ramp = float(stop - start)
-    middle = 0.5 * float(((t > 0.35) & (t < 0.65)).sum())  # px the shade spends half-way (samples: 0.5 px)
-    if middle > PLATEAU * ramp:  # dark | a flat third colour | lit: a band between two edges, not a ramp
-        return 0.0
-    return ramp
 
 
 def _ring_values(img: np.ndarray, sel: np.ndarray, sigma: float = 2.0) -> np.ndarray:

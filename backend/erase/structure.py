@@ -43,6 +43,8 @@ import cv2
 import numpy as np
 from numba import njit
 
+from .penumbra import ramp_across
+
 # measured on bench/erase_fill.py's 48 scenes: tiles, brick and fences lie at 0.08-0.16, grass and gravel near
 # 0.3; the coffee photo's surround 0.03, horizons 0.005-0.007. Above this the structure path made those worse.
 MAX_DENSITY = 0.07
@@ -1144,8 +1146,6 @@ def find_structure(
         if origin:
             penumbra = None
             if soft_edges:  # a band between two other regions that is a penumbra's mid tone and ramps across
-                from .shading import ramp_across
-
                 centres = _centres(small, labels, n)
 
                 def penumbra(e: Entry, band: int, one: int, other: int) -> bool:

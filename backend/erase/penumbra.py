@@ -1,0 +1,63 @@
+"""How wide a strip's shade ramps where it enters the hole: a soft shadow's penumbra or a band of a third colour.
+
+Both the structure step (which leaves a penumbra to the soft-edge rule instead of continuing it as a band) and
+the shading (which rebuilds the penumbra's low-pass at the measured width) ask this, so it lives below both."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+PLATEAU = 0.45  # of the ramp: a profile that stays half-way longer than this has a flat middle (a band)
+MIN_CONTRAST = 12.0  # levels between the ring's dark and lit: below it one surface (a plain membrane) is used
+
+
+def _luma(img: np.ndarray) -> np.ndarray:
+    return img[..., 0] * 0.299 + img[..., 1] * 0.587 + img[..., 2] * 0.114
+
+
+def ramp_across(
+    rgb: np.ndarray, hole: np.ndarray, point: np.ndarray, heading: np.ndarray, width: float
+) -> float:
+    """How wide (px, 10 % to 90 %) the shade changes across a strip's entry, measured on the known pixels just
+    before it enters the hole; 0 when it does not ramp: a penumbra that k-means cut into dark | mid | lit
+    rises steadily (the coffee's saucer: 17 px, 24 % of it half-way), a band of a third colour between two
+    edges steps up, stays flat, steps up again (tests/test_structure.py's strip: 61 % half-way)."""
+    known = (~hole).astype(np.float32)
+    luma = _luma(rgb.astype(np.float32)) * known
+    smooth = cv2.GaussianBlur(luma, (0, 0), 1.0) / np.maximum(cv2.GaussianBlur(known, (0, 0), 1.0), 1e-6)
+    normal = np.array([-heading[1], heading[0]])
+    reach = 2.0 * width + 6.0
+    offsets = np.arange(-reach, reach + 0.5, 0.5)
+    profiles = []
+    # 4-12 px back; where the hole's edge runs close along the strip's side and each of those crosses it, the
+    # next ones back to 20 px (sweep12: the coffee's at --grow 5, whose dark end lay 0.5-3 px in the hole)
+    for back in [*range(4, 13, 2), *range(14, 21, 2)]:
+        if back > 12 and profiles:
+            break
+        base = point - back * heading
+        xs = (base[0] + offsets * normal[0]).astype(np.float32)
+        ys = (base[1] + offsets * normal[1]).astype(np.float32)
+        inside = (xs >= 0) & (ys >= 0) & (xs <= hole.shape[1] - 1) & (ys <= hole.shape[0] - 1)
+        if not inside.all() or hole[np.round(ys).astype(int), np.round(xs).astype(int)].any():
+            continue
+        profiles.append(cv2.remap(smooth, xs[None], ys[None], cv2.INTER_LINEAR)[0])
+    if not profiles:
+        return 0.0
+    prof = np.mean(profiles, axis=0)
+    end = max(2, len(prof) // 6)
+    lo, hi = float(prof[:end].mean()), float(prof[-end:].mean())
+    if abs(hi - lo) < MIN_CONTRAST:
+        return 0.0
+    t = (prof - lo) / (hi - lo)  # 0 .. 1 from one side to the other
+    high = np.nonzero(t >= 0.9)[0]
+    if not high.size:
+        return 0.0
+    low = np.nonzero(t[: high[0]] < 0.1)[0]  # the last place still on the first side before the rise
+    start = offsets[low[-1]] if low.size else offsets[0]
+    stop = offsets[high[0]]
+    ramp = float(stop - start)
+    middle = 0.5 * float(((t > 0.35) & (t < 0.65)).sum())  # px the shade spends half-way (samples: 0.5 px)
+    if middle > PLATEAU * ramp:  # dark | a flat third colour | lit: a band between two edges, not a ramp
+        return 0.0
+    return ramp
