@@ -691,6 +691,32 @@ def test_the_bowls_soft_shadow_is_found_whatever_the_regions_exact_shape_on_the_
             assert reshade(rgb, hole, rgb.copy(), structure) is not None, grow
 
 
+def test_the_foot_bands_lone_piece_does_not_flood_the_bowls_place_on_the_coffee():
+    """The cup's pale foot band shares the wood's k-means colour; above the spoon its visible bit is a piece on
+    its own, whose lower half the hole swallows at --grow 9 and 11. It seeded the flood from the hole's top edge
+    and its label ran 50 px straight down into the bowl's shadow: a reddish blob at 1x (blob12). A lone piece
+    that would claim more than ``LONE_CLAIM`` times its area no longer seeds; it keeps its claim along its own
+    continued edge only (the band goes on under the spoon's neck). At grow 6 and 7 (the README's default) the
+    body's red lies between it and the hole and nothing changes."""
+    from backend.erase.patchmatch import STRUCTURE_SEED
+
+    def band_px(grow: int, **flags) -> tuple[int, int, np.ndarray]:
+        rgb, hole = _coffee_grown(grow)
+        x0 = COFFEE_GROW_CROPS[grow][0]
+        labels = find_structure(rgb, hole, seed=STRUCTURE_SEED, **flags).labels
+        band = labels[214, 356 - x0]  # a known pixel of the band's piece, above the hole
+        below = (labels[230:275, 335 - x0 : 365 - x0] == band) & hole[230:275, 335 - x0 : 365 - x0]
+        neck = (labels[200:212, 365 - x0 : 378 - x0] == band) & hole[200:212, 365 - x0 : 378 - x0]
+        return int(below.sum()), int(neck.sum()), labels
+
+    assert band_px(9, lone=False)[0] > 500 and band_px(11, lone=False)[0] > 250  # the column
+    below, neck, _ = band_px(9)
+    assert below < 250 and neck >= 30, (below, neck)  # the column gone, the band's way under the neck kept
+    assert band_px(11)[0] == 0
+    for grow in (6, 7):
+        assert (band_px(grow)[2] == band_px(grow, lone=False)[2]).all(), grow
+
+
 def test_a_penumbras_colours_a_mid_tone_between_one_surface_lit_and_shaded():
     """``mid_tone``: a penumbra's colour is a blend of its dark and lit sides (the coffee's, Lab 8-bit); a rim
     lighter than both sides, or a colour off the line between them, is not. ``one_surface``: its two sides are

@@ -1043,6 +1043,59 @@ def _flood(labels, open_, qy, qx):  # pragma: no cover - compiled
                 tail += 1
 
 
+LONE_FAR = 2 * THIN  # px: a colour's piece farther than this from that colour's largest part is on its own
+LONE_CLAIM = 4.0  # ... and the flood gives it at most this many times its own area of the hole (blob12)
+
+
+def lone_pieces(labels: np.ndarray, band: np.ndarray, hole: np.ndarray) -> np.ndarray:
+    """The pieces of a colour that lie on their own by the hole, HxW int32 (1..k, 0 elsewhere): at least
+    ``SLIVER_AREA`` px, not that colour's largest part in the band and farther than ``LONE_FAR`` px from it,
+    touching the hole. k-means shares a colour between surfaces: the coffee cup's pale foot band is the wood's
+    cluster, and where the hole swallows the band's lower half its visible bit is such a piece (``label_hole``
+    limits what it seeds)."""
+    out = np.zeros(labels.shape, np.int32)
+    near = cv2.dilate(hole.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
+    k = 0
+    for lab in range(int(labels.max()) + 1):
+        m = (labels == lab) & band
+        if not (m & near).any():
+            continue
+        count, comp, stats, _ = cv2.connectedComponentsWithStats(m.astype(np.uint8), connectivity=8)
+        if count <= 2:
+            continue
+        main = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+        far = None
+        for c in range(1, count):
+            if c == main or int(stats[c, cv2.CC_STAT_AREA]) < SLIVER_AREA:
+                continue
+            part = comp == c
+            if not (part & near).any():
+                continue
+            if far is None:
+                far = cv2.distanceTransform((comp != main).astype(np.uint8), cv2.DIST_L2, 3)
+            if float(far[part].min()) > LONE_FAR:
+                k += 1
+                out[part] = k
+    return out
+
+
+def _lone_zone(lone: np.ndarray, labels: np.ndarray, drawn: list[tuple[np.ndarray, Entry]]) -> np.ndarray:
+    """Where a lone piece goes on: along each curve continuing one of its edges, within twice the piece's
+    width at that edge's entry (``Entry.widths``), HxW bool. The coffee's foot band goes on under the spoon's
+    neck along its upper edge (8 px wide at its entry at --grow 9); kept within once that width, the neck's
+    part 9-15 px from the curve went to the body's dark red and the soft shading darkened the wall's edge."""
+    zone = np.zeros(lone.shape, np.uint8)
+    for curve, e in drawn:
+        x, y = int(round(e.point[0])), int(round(e.point[1]))
+        win = (slice(max(0, y - 2), y + 3), slice(max(0, x - 2), x + 3))
+        on = labels[win][lone[win] > 0]  # the labels of lone pieces at the entry
+        for lab, wide in ((e.left, e.widths[0]), (e.right, e.widths[1])):
+            if (on == lab).any():
+                thick = 4 * max(1, int(round(wide))) + 1
+                cv2.polylines(zone, [np.round(curve).astype(np.int32)], False, 1, thick, cv2.LINE_8)
+    return zone > 0
+
+
 def label_hole(
     labels: np.ndarray,
     hole: np.ndarray,
@@ -1050,12 +1103,20 @@ def label_hole(
     fixed: np.ndarray | None = None,
     quiet: np.ndarray | None = None,
     unseeded: np.ndarray | None = None,
+    lone: np.ndarray | None = None,
+    lone_zone: np.ndarray | None = None,
 ) -> np.ndarray:
     """Every hole pixel labelled with the nearest (4-connected, geodesic) labelled known pixel reachable
     without crossing ``barrier``; barrier pixels then take a neighbour's label. ``fixed`` (labels, -1 where
     free): hole pixels already placed (a band drawn across the hole); they neither seed the flood nor let it in.
     ``quiet``: known pixels that do not seed it either (default: every pixel of a placed band's label);
-    ``unseeded``: known pixels that never seed it (by a closed contour's ends: ``find_structure``)."""
+    ``unseeded``: known pixels that never seed it (by a closed contour's ends: ``find_structure``); ``lone``
+    (``lone_pieces``, ids): a piece that the flood would make the source of more than ``LONE_CLAIM`` times its
+    own area does not seed it, and keeps of that claim only what lies in ``lone_zone`` (``_lone_zone``: along
+    its own continued edges). What it shows is all that is known of its surface there: the coffee's pale foot
+    band, its lower half in the hole at ``--grow`` 9 and 11, flooded a reddish column 50 px down into the
+    bowl's shadow (claims 6.7 and 8.0 times its area; at grow 3-7 the body's dark red lies between it and the
+    hole: 0.6-1.6 times; grow 8's 3.0 is left)."""
     out = labels.copy()
     out[hole] = -1
     placed = np.zeros(hole.shape, bool) if fixed is None else hole & (fixed >= 0)
@@ -1069,8 +1130,26 @@ def label_hole(
                 out, np.unique(fixed[placed])
             )  # a placed band does not also spread from its mouth
         seeds &= ~quiet
+    open_ = hole & ~barrier & ~placed
+    if lone is not None and (lone[seeds] > 0).any():
+        # the same flood of each seed's piece (0: not a lone one) says what each piece would claim
+        origin = np.where(out >= 0, 0, -1).astype(np.int32)
+        origin[seeds] = lone[seeds]
+        sy, sx = (a.astype(np.int64) for a in np.nonzero(seeds))
+        _flood(origin, open_, sy, sx)
+        claims = np.bincount(origin[open_ & (origin > 0)], minlength=int(lone.max()) + 1)
+        areas = np.bincount(lone.ravel(), minlength=int(lone.max()) + 1)
+        for p in np.nonzero(claims > LONE_CLAIM * areas)[0]:
+            if p == 0:
+                continue
+            piece = lone == p
+            seeds &= ~piece
+            if lone_zone is not None:
+                kept = open_ & (origin == p) & lone_zone
+                out[kept] = int(labels[piece][0])
+                open_ &= ~kept
     sy, sx = (a.astype(np.int64) for a in np.nonzero(seeds))
-    _flood(out, hole & ~barrier & ~placed, sy, sx)
+    _flood(out, open_, sy, sx)
     # the barrier itself (and anything the flood could not reach) from its labelled neighbours
     sy, sx = (
         a.astype(np.int64)
@@ -1096,6 +1175,7 @@ def find_structure(
     tips: bool = True,
     seal: bool = True,
     lines: bool = True,
+    lone: bool = True,
 ) -> Structure | None:
     """The structure of the hole's surround continued across it (module docstring), or None when no clean
     region boundary enters the hole. Works on a copy of at most ``ANALYSIS_SIDE`` px; labels come back at the
@@ -1217,8 +1297,12 @@ def find_structure(
     kinds: list[str] = []
     closed: set[int] = set()
 
+    drawn: list[tuple[np.ndarray, Entry]] = []  # each outline's curve and the entry it continues
+
     def draw(curve: np.ndarray, e: Entry, thick: bool, kind: str) -> None:
         curves.append(curve)
+        if not thick:
+            drawn.append((curve, e))
         kinds.append(kind + ("-band" if thick else ""))
         line = [np.round(curve).astype(np.int32)]
         if not thick:
@@ -1311,7 +1395,9 @@ def find_structure(
         # is 1-3 px wide at the hole, no band, and its mouth seeded the lip's label into the wedge between the
         # contour's lower end and the rim: a white bump past the lip (corner12)
         unseeded |= loose & np.isin(labels, sorted(closed))
-    full = label_hole(labels, small_hole, barrier > 0, fixed, quiet, unseeded)
+    alone = lone_pieces(labels, band_mask, small_hole) if lone else None
+    zone = _lone_zone(alone, labels, drawn) if alone is not None and alone.any() else None
+    full = label_hole(labels, small_hole, barrier > 0, fixed, quiet, unseeded, alone, zone)
     if scale < 1.0:
         # labels back at full size through their one-hot maps (smooth boundaries, not nearest-neighbour steps)
         full = _labels_up(full, n, (w, h))
