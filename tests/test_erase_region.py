@@ -277,13 +277,20 @@ def _rim_and_spoon() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     rim = (r2 <= 40**2) & (r2 > 34**2)  # its outer edge reaches x = 100
     img[rim] = _surface((240, 234, 226), size=(200, 200), seed=1)[rim]
     img[r2 <= 34**2] = _surface((70, 40, 20), size=(200, 200), seed=2)[r2 <= 34**2]
-    obj = np.zeros((200, 200), bool)
-    obj[40:160, 100:110] = True
-    img[obj] = (128, 128, 130)
-    halo = np.zeros_like(obj)
-    halo[40:160, 112:119] = True
-    img[halo] = (60, 45, 40)
+    obj, halo = _bar_and_halo(img, slice(40, 160), slice(100, 110), slice(112, 119), (60, 45, 40))
     return img.astype(np.uint8), obj, rim, halo
+
+
+def _bar_and_halo(img, rows: slice, bar: slice, halo: slice, halo_rgb) -> tuple[np.ndarray, np.ndarray]:
+    """Paint a grey bar (the object) and a dark halo beside it over the same ``rows`` of ``img`` (in place);
+    returns their masks."""
+    masks = []
+    for cols, rgb in ((bar, (128, 128, 130)), (halo, halo_rgb)):
+        m = np.zeros(img.shape[:2], bool)
+        m[rows, cols] = True
+        img[m] = rgb
+        masks.append(m)
+    return masks[0], masks[1]
 
 
 def test_a_raised_grow_leaves_a_thin_neighbour_and_still_takes_a_wide_halo():
@@ -470,12 +477,7 @@ def _bar_with_a_soft_edge_and_a_halo() -> tuple[np.ndarray, np.ndarray, np.ndarr
     shadow) runs 4-9 px right of the bar: its outer part lies beyond ``grow`` px of the bar but within ``grow``
     px of the soft edge. Returns the image, the snapped mask and the halo."""
     img = _surface(LIT)
-    bar = np.zeros((160, 160), bool)
-    bar[20:140, 60:70] = True
-    img[bar] = (128, 128, 130)
-    halo = np.zeros_like(bar)
-    halo[20:140, 73:79] = True
-    img[halo] = (95, 20, 8)
+    bar, halo = _bar_and_halo(img, slice(20, 140), slice(60, 70), slice(73, 79), (95, 20, 8))
     mask = bar.astype(np.float32)
     for x, alpha in zip((70, 71, 72), (0.30, 0.15, 0.05), strict=True):
         mask[20:140, x] = alpha

@@ -25,13 +25,20 @@ def _soft_shadow_scene():
     h, w = 170, 200
     yy, xx = np.mgrid[:h, :w].astype(np.float32)
     across = (xx - 100 - 0.3 * (yy - 85)) / np.hypot(1, 0.3)  # signed px from the edge, lit side positive
-    t = 1 / (1 + np.exp(-across * 4.4 / 18))
-    img = DARK + t[..., None] * (LIT - DARK)
-    img = np.clip(img + np.random.default_rng(0).normal(0, 3, img.shape), 0, 255).astype(np.uint8)
+    img, t, labels = _shaded(across, ramp=18)
     hole = np.zeros((h, w), np.uint8)
     cv2.ellipse(hole, (100, 85), (34, 50), 0, 0, 360, 1, -1)
-    labels = np.where(t < 1 / 3, 0, np.where(t < 2 / 3, 1, 2)).astype(np.int32)
     return img, hole > 0, t, labels
+
+
+def _shaded(across: np.ndarray, ramp: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """DARK..LIT by a logistic ramp ``ramp`` px wide (10-90 %) over the signed distance ``across`` (lit side
+    positive), fine grain on top. Returns the image, the shading (0 dark .. 1 lit) and k-means' three labels."""
+    t = 1 / (1 + np.exp(-across * 4.4 / ramp))
+    img = DARK + t[..., None] * (LIT - DARK)
+    img = np.clip(img + np.random.default_rng(0).normal(0, 3, img.shape), 0, 255).astype(np.uint8)
+    labels = np.where(t < 1 / 3, 0, np.where(t < 2 / 3, 1, 2)).astype(np.int32)
+    return img, t, labels
 
 
 def _low_error(out: np.ndarray, truth: np.ndarray, hole: np.ndarray) -> float:
@@ -181,12 +188,9 @@ def _curved_shadow_scene():
     h, w = 200, 220
     yy, xx = np.mgrid[:h, :w].astype(np.float32)
     across = np.hypot(xx - 50, yy - 100) - 80  # px outside the shadow's disc, lit side positive
-    t = 1 / (1 + np.exp(-across * 4.4 / 12))
-    img = DARK + t[..., None] * (LIT - DARK)
-    img = np.clip(img + np.random.default_rng(0).normal(0, 3, img.shape), 0, 255).astype(np.uint8)
+    img, _, labels = _shaded(across, ramp=12)
     hole = np.zeros((h, w), np.uint8)
     cv2.ellipse(hole, (122, 100), (26, 52), 0, 0, 360, 1, -1)
-    labels = np.where(t < 1 / 3, 0, np.where(t < 2 / 3, 1, 2)).astype(np.int32)
     arc = 50 + np.sqrt(np.clip(80**2 - (np.arange(h) - 100.0) ** 2, 0, None))
     return img, hole > 0, labels, arc
 
