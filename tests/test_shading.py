@@ -266,3 +266,26 @@ def test_a_continued_contact_line_is_shaded_around_and_keeps_its_darkness():
     around = (cv2.dilate(line.astype(np.uint8), np.ones((9, 9), np.uint8)) > 0) & ~line & hole
     assert np.abs(out - truth).max(axis=-1)[around].mean() < 12  # shaded up to the line (mid fill: ~60 off)
     assert out[around].mean() - out[line].mean() > 10  # the line stays darker than its surround
+
+
+def test_the_fills_blocky_step_beside_the_new_ramp_is_not_kept_as_detail():
+    """edge12: the fill's copies stop at the labels' blocky dark/lit boundary, a staircase some px off the
+    rebuilt ramp's half-way line; its detail (the fill against a Gaussian low-pass, clipped at the ring's grain)
+    kept a +-grain step on the staircase, a hard jagged line beside the soft edge (the coffee's shadow, x 385-400).
+    Taken against the fill's median, the step is no detail: across the staircase the result steps only as
+    the true shading does (a 9 px offset, 8 px blocks: 8.8 levels with a Gaussian low-pass, 1.6 now)."""
+    img, hole, t, labels = _soft_shadow_scene()
+    h, w = hole.shape
+    yy, xx = np.mgrid[:h, :w]
+    stair = 100 + 0.3 * ((yy // 8) * 8 + 4 - 85) + 9  # the old boundary: 8 px blocks, 9 px right of the edge
+    rng = np.random.default_rng(2)
+    grain = rng.normal(0, 3, img.shape)
+    filled = np.where((xx < stair)[..., None], DARK + grain, LIT + grain)
+    filled = np.where(hole[..., None], np.clip(filled, 0, 255), img).astype(np.uint8)
+    out = shading._reshade(img, hole, filled, labels, [{0, 1, 2}], 18.0).astype(np.float32)
+    truth = DARK + t[..., None] * (LIT - DARK)
+    inner = cv2.erode(hole.astype(np.uint8), np.ones((25, 25), np.uint8)) > 0
+    right = inner & (xx >= stair) & (xx < stair + 3)
+    left = inner & (xx < stair) & (xx >= stair - 3)
+    step = (out - truth)[right].mean() - (out - truth)[left].mean()
+    assert abs(step) < 3.0, step

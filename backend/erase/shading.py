@@ -10,10 +10,9 @@ from the ring over ``LIT_BLEND`` px), mixed through a matte whose half-way line 
 darkness (a harmonic field: between the two places where the ring turns from dark to lit it runs as a smooth
 line, not along the hole's outline; since day 12 bent to leave each end along the photo's own edge there, so
 a cast shadow's curved edge goes on curving instead of running a ruler's line between its two entries) and whose
-ramp is a penumbra's width. The fill keeps its own detail
-(the image minus its low-pass, with steps larger than grain clipped away, raised toward the ring's grain at
-the same shade). Near a hard edge (labels that are
-not one strip's dark | mid | lit) the fill is left as it is."""
+ramp is a penumbra's width. The fill keeps its own detail (the image minus its 5x5 median, which keeps the
+copies' blocky steps out of it, clipped at the grain, raised toward the ring's grain at the same shade). Near a
+hard edge (labels that are not one strip's dark | mid | lit) the fill is left as it is."""
 
 from __future__ import annotations
 
@@ -47,6 +46,9 @@ LIT_KEEP = 0.9  # of the band's median lit level (above the ring's dark): the li
 LIT_CAP = 1.3  # ... to this (brighter: a highlight, not the surface's shade)
 PENUMBRA = (8.0, 40.0)  # px: the least and most the matte's ramp (the measured penumbra) may be
 DETAIL_SIGMA = 3.0  # px: the fill's low-pass that the new shading replaces
+# px: the window whose median the fill's detail is taken against: a median keeps the blocky steps between labels'
+# copies (which a Gaussian low-pass left in the detail as a jagged line), grain and specks stay detail
+DETAIL_MEDIAN = 5
 DETAIL_CLIP = 1.5  # x the ring's grain (robust sigma): larger detail in the fill is a step between labels
 DETAIL_GAIN = 3.0  # the most the fill's grain is raised by toward the ring's grain at the same shade
 WINDOW_PAD = 48  # px around the soft zone: the ring it is interpolated from, and the grain's 40 px reach
@@ -368,8 +370,12 @@ def _reshade(
     # the fill's own grain is kept, without the steps between its labels' copies (clipped at the ring's grain) ...
     grain = np.abs(real - cv2.GaussianBlur(real, (0, 0), DETAIL_SIGMA)).mean(axis=2)[ring]
     limit = DETAIL_CLIP * 1.4826 * float(np.median(grain))  # robust: the ring's edges are few
-    whole = out - cv2.GaussianBlur(out, (0, 0), DETAIL_SIGMA)
-    detail = np.clip(whole, -limit, limit)
+    # edge12: against its median, not a Gaussian low-pass: the coffee's copies stop at the labels' blocky
+    # dark/lit boundary, a staircase 5-10 px beside the rebuilt ramp's half-way line, whose high-pass (clipped)
+    # stayed as a light, streaky, jagged line along the soft edge's lit side (x 385-400)
+    median = cv2.medianBlur(np.clip(np.rint(out), 0, 255).astype(np.uint8), DETAIL_MEDIAN).astype(np.float32)
+    whole = out - cv2.GaussianBlur(out, (0, 0), DETAIL_SIGMA)  # a drawn line's (``keep``): a median takes it
+    detail = np.clip(out - median, -limit, limit)
     # ... and raised to the grain the ring has at the new shade: copies from the shadow carry a third of the lit
     # saucer's grain, and the lit side filled with them read as a smooth patch (up to DETAIL_GAIN x)
     luma = _luma(real)[ring]
