@@ -852,27 +852,3 @@ def test_the_cups_foot_line_is_continued_to_its_bodys_outline_on_the_coffee():
     far = cv2.distanceTransform(1 - outline, cv2.DIST_L2, 3)
     assert far[ys[right], xs[right]].min() <= 3  # and it ends on the body's outline
     assert find_structure(rgb, hole, seed=STRUCTURE_SEED, lines=False).labels[284, 290 - x0] != line
-
-
-def test_a_short_boundary_between_two_parts_of_the_hole_is_continued_as_its_chord_on_the_coffee():
-    """The cup's pale stripe shows only a short piece between the spoon's handle and its bowl: its lower edge is
-    15 px long, both ends at the hole, too short for a fitted entry (0.6 reach), so the flood of the stripe's
-    colour met the body's on a flat line square to the hole's edge (y ~221) and filled a wedge to the wall,
-    under which the meld undershot to a saturated dark-red line (wallb12). Continued as its chord, with the
-    stripe's pixels below that line no longer seeding the flood, the body's colour fills the wedge under it."""
-    from backend.erase.patchmatch import STRUCTURE_SEED
-
-    rgb, hole = _coffee_grown(6)
-    x0 = COFFEE_GROW_CROPS[6][0]
-    structure = find_structure(rgb, hole, seed=STRUCTURE_SEED)
-    assert structure is not None and "chord" in structure.kinds, structure and structure.kinds
-    labels = structure.labels
-    body, stripe = labels[226, 350 - x0], labels[214, 358 - x0]  # known pixels below the stripe and in it
-    assert body != stripe and not hole[226, 350 - x0] and not hole[214, 358 - x0]
-    # the wedge under the chord, beside the wall (main: 0 % the body's, 82 % the stripe's)
-    box, inside = labels[210:218, 376 - x0 : 390 - x0], hole[210:218, 376 - x0 : 390 - x0]
-    assert inside.all()
-    assert (box == body).mean() > 0.6 and (box == stripe).mean() < 0.2, (
-        (box == body).mean(),
-        (box == stripe).mean(),
-    )

@@ -509,10 +509,6 @@ GUIDE_WEIGHT = (
 # synthetic lip (tests/test_structure.py) kept a 6-level haze, at 1 (the one step across) the coffee's streak
 # stayed. Of the 84 bench scenes only held-out hp12 has such a contour (HaarPSI 0.226 -> 0.225).
 CONTOUR_KEEP = 9
-# the meld keeps the voted colours' steps along a short boundary continued as its chord too (the same band): the
-# coffee's pale stripe's lower edge, under which it undershot to a saturated dark-red line (G 0; x 365-394,
-# y 205-234: 6/17/5 px on seeds 0-2 -> 1/0/0, wallb12); on every "extend" curve it cost 16 bench scenes (p10 -1.1 dB)
-CHORD_KEEP = True
 CONTOUR_EDGE = 0.7  # px: the Gaussian that anti-aliases that contour's edge in the hole (0: off)
 STRUCTURE_SEED = 0  # k-means seed of find_structure: fixed, whatever the fill's seed (bulge11)
 SMOOTH_RIM = 2.0  # levels RMS: below it the surround counts as smooth (see PatchMatchFiller._fill)
@@ -1258,11 +1254,6 @@ class PatchMatchFiller:
             width = int(self.options.get("contour_keep", CONTOUR_KEEP))
             sides = found.contour_sides(mask.shape, width) if width > 0 else None
             keep = None if sides is None else sides > 0
-            if self.options.get("chord_keep", CHORD_KEEP):
-                # and along a short boundary continued as its chord (``CHORD_KEEP``)
-                chords = found.contours(mask.shape, width, kinds=("chord",))
-                if chords.any():
-                    keep = chords if keep is None else keep | chords
             filled = self._complete(rgb, mask, guide=found.guide(weight), hint=hint, keep=keep)
             sigma = float(self.options.get("contour_edge", CONTOUR_EDGE))
             if sides is not None and sigma > 0:
@@ -1325,7 +1316,6 @@ class PatchMatchFiller:
             "struct_detail",
             "contour_keep",
             "contour_edge",
-            "chord_keep",
             "grain",
         )
         told = {k: v for k, v in self.options.items() if k not in skip}

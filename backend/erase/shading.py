@@ -29,12 +29,6 @@ from .penumbra import MIN_CONTRAST, _luma, ramp_across
 SOFT_NEAR = 4.0  # px from a hard label boundary: the fill is kept as it is up to here ...
 SOFT_FAR = 16.0  # ... and its low-pass fully replaced from here on
 SPECK_PX = 96  # px: a label's piece smaller than this (a glint; the least thin band, THIN x THIN_LEN) is no hard edge
-# px: an object's outline drawn across the hole (a "corner" or "junction" curve) parts the soft zone from here ...
-# the coffee's body shares the penumbra's mid colour; with its stripe continued (wallb12) its label reached the
-# wall and the zone ran from the body round the wall's top: a dark blob on the saucer there. At SOFT_NEAR/FAR
-# (4-16 px) the shadow below the wall lost its shading (streaky copies)
-OUTLINE_NEAR = 2.0
-OUTLINE_FAR = 6.0  # ... to here
 SOFT_MIN_PX = 400  # a soft zone smaller than this (px) is left alone: too small to carry a wrong shading
 RING = 3.0  # px: the ring of known pixels the surfaces are interpolated from
 LIT_FROM = 14  # px out: the lit surface is taken 14-26 px beyond the hole (past the object's own soft shadow)
@@ -85,23 +79,16 @@ def _hard_boundaries(labels: np.ndarray, groups: list[set[int]]) -> np.ndarray:
     return hard
 
 
-def soft_weight(
-    labels: np.ndarray, groups: list[set[int]], hole: np.ndarray, outlines: np.ndarray | None = None
-) -> np.ndarray:
+def soft_weight(labels: np.ndarray, groups: list[set[int]], hole: np.ndarray) -> np.ndarray:
     """How much of each hole pixel's low-pass is rebuilt (0..1): 0 within ``SOFT_NEAR`` px of a hard label
     boundary, 1 beyond ``SOFT_FAR``; 0 off the hole and on labels that are no strip's (the wood beyond a cup
-    whose shadow is soft keeps its fill). ``outlines`` (HxW bool): an object's outline drawn across the hole
-    (``structure``'s "corner" and "junction" curves), hard whatever labels it parts."""
+    whose shadow is soft keeps its fill)."""
     hard = _hard_boundaries(labels, groups)
     if hard.any():
         dist = cv2.distanceTransform((~hard).astype(np.uint8), cv2.DIST_L2, 3)
     else:
         dist = np.full(hole.shape, SOFT_FAR, np.float32)
     w = np.clip((dist - SOFT_NEAR) / (SOFT_FAR - SOFT_NEAR), 0.0, 1.0).astype(np.float32)
-    if outlines is not None and outlines.shape == hard.shape and outlines.any():
-        near, far = OUTLINE_NEAR, OUTLINE_FAR
-        d_out = cv2.distanceTransform((~outlines).astype(np.uint8), cv2.DIST_L2, 3)
-        w = np.minimum(w, np.clip((d_out - near) / (far - near), 0.0, 1.0).astype(np.float32))
     ours = np.isin(labels, sorted(set().union(*groups)))  # only a strip's own dark, mid and lit labels
     return w * (hole & ours)
 
@@ -328,11 +315,7 @@ def reshade(
         for lab, colour in lines.items():
             labels[labels == lab] = colour
     penumbra = float(np.mean(ramps)) if ramps else 0.0
-    outlines = np.zeros(hole.shape, np.uint8)
-    for curve, kind in zip(getattr(found, "curves", []), getattr(found, "kinds", []), strict=False):
-        if kind in ("corner", "junction"):
-            cv2.polylines(outlines, [np.round(curve).astype(np.int32)], False, 1, 1, cv2.LINE_8)
-    return _reshade(rgb, hole, filled, labels, groups, penumbra, keep, outlines > 0)
+    return _reshade(rgb, hole, filled, labels, groups, penumbra, keep)
 
 
 def _reshade(
@@ -343,13 +326,12 @@ def _reshade(
     groups: list[set[int]],
     penumbra: float,
     keep: np.ndarray | None = None,
-    outlines: np.ndarray | None = None,
 ) -> np.ndarray | None:
     """``reshade`` given the soft strips' label ``groups`` and their measured ``penumbra`` (px); ``keep``: hole
     pixels whose fill's detail is kept whole (not clipped at the ring's grain, not raised)."""
     if not groups:
         return None
-    w = soft_weight(labels, groups, hole, outlines)
+    w = soft_weight(labels, groups, hole)
     zone = w > 0.5
     if zone.sum() < SOFT_MIN_PX:
         return None

@@ -69,7 +69,6 @@ class Entry:
     right: int
     rms: float
     widths: tuple[int, int] = (0, 0)  # how far (px, capped) each side's region reaches across the boundary
-    short: bool = False  # seen whole between two parts of the hole, too short for a curvature: its chord
 
 
 @dataclass
@@ -85,8 +84,7 @@ class Structure:
     soft: list[tuple[int, int, int]] = field(default_factory=list)  # each soft-edge strip: side, strip, side
     # per curve, how it was drawn: "pair" (two entries continuing each other), "corner" (two ends of one region's
     # contour closing it: ``_pair_corners``), "junction" (a region's outline from where such a contour ends on
-    # it: ``_pair_junctions``), "extend" (one entry continued alone), "chord" (a short one continued straight:
-    # ``Entry.short``); a band's or strip's + "-band"
+    # it: ``_pair_junctions``), "extend" (one entry continued alone); a band's or strip's + "-band"
     kinds: list[str] = field(default_factory=list)
     # each thin dark line continued across the hole (``dark_lines``): its label -> the label of its colour
     lines: dict[int, int] = field(default_factory=dict)
@@ -105,16 +103,14 @@ class Structure:
         # at a fifth of the time on a 1300 px crop (speed10)
         return np.take(table.astype(np.float32), np.where(self.labels >= 0, self.labels, n), axis=0)
 
-    def contours(
-        self, shape: tuple[int, int], width: int, kinds: tuple[str, ...] = ("corner",)
-    ) -> np.ndarray:
+    def contours(self, shape: tuple[int, int], width: int) -> np.ndarray:
         """The pixels within ``width`` // 2 px of a region's contour closed across the hole (the "corner" curves:
         a cup's lip, whose outline against the wood and lower edge against its wall both entered the hole), HxW
         bool. Both of its ends were seen and one region lies inside it: a contour between two unrelated surfaces,
         which the meld must not blend (backend/erase/patchmatch.py, ``complete``'s ``keep_steps``)."""
         out = np.zeros(shape, np.uint8)
         for curve, kind in zip(self.curves, self.kinds, strict=False):  # kinds: none if built by hand
-            if kind in kinds:
+            if kind == "corner":
                 cv2.polylines(out, [np.round(curve).astype(np.int32)], False, 1, max(1, width), cv2.LINE_8)
         return out > 0
 
@@ -495,11 +491,6 @@ def find_entries(
                 tcount, tcomp = cv2.connectedComponents(
                     _points_mask((h, w), tys, txs, dilate=3), connectivity=8
                 )
-                need = 0.6 * reach
-                if tcount > 2:
-                    # a boundary that touches the hole at two places is seen whole between two parts of it (the
-                    # coffee's pale stripe between the spoon's handle and its bowl: its lower edge 15 px long)
-                    need = min(need, reach // 2)
                 for tc in range(1, tcount):
                     sel = tcomp[tys, txs] == tc
                     if not sel.any():
@@ -507,16 +498,11 @@ def find_entries(
                     entry = np.array([txs[sel].mean(), tys[sel].mean()])
                     pts = np.stack([xs, ys], 1).astype(np.float64)
                     close = np.linalg.norm(pts - entry, axis=1) <= reach
-                    if close.sum() < need:
+                    if close.sum() < 0.6 * reach:
                         continue
                     heading, curvature, rms = _fit_entry(pts[close], entry)
                     if rms > max_rms:
                         continue
-                    # too short for a curvature (a quadratic on 15 px bent it flat): continued as its chord
-                    if close.sum() < 0.6 * reach:
-                        u = np.linalg.svd(pts[close] - pts[close].mean(axis=0), full_matrices=False)[2][0]
-                        heading = u if np.dot(heading, u) > 0 else -u
-                        curvature = 0.0
                     probe = entry + 4 * heading
                     px, py = int(round(probe[0])), int(round(probe[1]))
                     if not (0 <= px < w and 0 <= py < h) or not hole[py, px]:
@@ -530,8 +516,7 @@ def find_entries(
                         _width(labels, entry, heading, left, 1),
                         _width(labels, entry, heading, right_label, -1),
                     )
-                    short = bool(close.sum() < 0.6 * reach)
-                    entries.append(Entry(entry, heading, curvature, left, right_label, rms, widths, short))
+                    entries.append(Entry(entry, heading, curvature, left, right_label, rms, widths))
     return entries
 
 
@@ -1111,41 +1096,6 @@ def _lone_zone(lone: np.ndarray, labels: np.ndarray, drawn: list[tuple[np.ndarra
     return zone > 0
 
 
-def _chords(
-    short: list[Entry],
-    labels: np.ndarray,
-    band: np.ndarray,
-    hole: np.ndarray,
-    barrier: np.ndarray,
-    fixed: np.ndarray,
-) -> list[Entry]:
-    """The short entries to continue as chords: not those at a lone piece (``lone_pieces``) that the flood, with
-    the curves drawn so far, would make the source of more than ``LONE_CLAIM`` times its area: ``label_hole``
-    keeps such a piece from seeding, and its edges continued gave it back its claim (the coffee's foot band at
-    --grow 11: 49-244 px of its pale label below the foot, the haze blob12 took away). The coffee's stripe at
-    --grow 6 claims 1.4 times its area."""
-    alone = lone_pieces(labels, band, hole)
-    if not alone.any():
-        return short
-    near = cv2.dilate(hole.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
-    seeds = (labels >= 0) & near & ~hole
-    origin = np.where(hole, -1, 0).astype(np.int32)
-    origin[seeds] = alone[seeds]
-    open_ = hole & (barrier == 0) & (fixed < 0)
-    sy, sx = (a.astype(np.int64) for a in np.nonzero(seeds))
-    _flood(origin, open_, sy, sx)
-    claims = np.bincount(origin[open_ & (origin > 0)], minlength=int(alone.max()) + 1)
-    areas = np.bincount(alone.ravel(), minlength=int(alone.max()) + 1)
-    big = {int(p) for p in np.nonzero(claims > LONE_CLAIM * areas)[0] if p > 0}
-    out = []
-    for e in short:
-        x, y = int(round(e.point[0])), int(round(e.point[1]))
-        at = alone[max(0, y - 2) : y + 3, max(0, x - 2) : x + 3]
-        if not big & set(np.unique(at[at > 0]).tolist()):
-            out.append(e)
-    return out
-
-
 def label_hole(
     labels: np.ndarray,
     hole: np.ndarray,
@@ -1155,7 +1105,6 @@ def label_hole(
     unseeded: np.ndarray | None = None,
     lone: np.ndarray | None = None,
     lone_zone: np.ndarray | None = None,
-    across: np.ndarray | None = None,
 ) -> np.ndarray:
     """Every hole pixel labelled with the nearest (4-connected, geodesic) labelled known pixel reachable
     without crossing ``barrier``; barrier pixels then take a neighbour's label. ``fixed`` (labels, -1 where
@@ -1199,8 +1148,6 @@ def label_hole(
                 kept = open_ & (origin == p) & lone_zone
                 out[kept] = int(labels[piece][0])
                 open_ &= ~kept
-    if across is not None:  # ``across`` (``_wrong_side``): no seeds, but counted in the lone pieces' claims
-        seeds &= ~across
     sy, sx = (a.astype(np.int64) for a in np.nonzero(seeds))
     _flood(out, open_, sy, sx)
     # the barrier itself (and anything the flood could not reach) from its labelled neighbours
@@ -1209,33 +1156,6 @@ def label_hole(
         for a in np.nonzero((out >= 0) & (cv2.dilate(hole.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0))
     )
     _flood(out, hole.copy(), sy, sx)
-    return out
-
-
-def _wrong_side(
-    labels: np.ndarray, hole: np.ndarray, entries: list[Entry], radius: float = 6.0
-) -> np.ndarray:
-    """Known pixels at the hole's edge within ``radius`` px of a short entry that lie across its line from
-    their own label's side: they do not seed the flood. Where a boundary meets the hole at a slant, the region
-    on one side still touches the hole for a few px past the boundary's end; seeding there, the flood met its
-    neighbour on a line square to the hole's edge (flat where the edge is upright), not along the continued
-    boundary, which then had that region on both sides (the coffee's pale stripe: a flat lower edge at y 221
-    under which the meld undershot to a saturated dark-red line, wallb12)."""
-    h, w = hole.shape
-    out = np.zeros(hole.shape, bool)
-    rim = (cv2.dilate(hole.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0) & ~hole
-    r = int(np.ceil(radius))
-    for e in entries:
-        if e.left == e.right or not e.short:  # on every entry it moved 12 bench scenes, p22 by a pale blob
-            continue
-        x0, y0 = int(round(e.point[0])), int(round(e.point[1]))
-        ys, xs = np.mgrid[max(0, y0 - r) : min(h, y0 + r + 1), max(0, x0 - r) : min(w, x0 + r + 1)]
-        dx, dy = xs - e.point[0], ys - e.point[1]
-        side = dx * e.heading[1] - dy * e.heading[0]  # > 0: left of the heading (``_sides``)
-        lab = labels[ys, xs]
-        wrong = ((lab == e.left) & (side < 0)) | ((lab == e.right) & (side > 0))
-        wrong &= rim[ys, xs] & (dx * dx + dy * dy <= radius * radius)
-        out[ys[wrong], xs[wrong]] = True
     return out
 
 
@@ -1381,7 +1301,7 @@ def find_structure(
 
     def draw(curve: np.ndarray, e: Entry, thick: bool, kind: str) -> None:
         curves.append(curve)
-        if not thick and kind != "chord":  # a short boundary's chord carries no lone piece's claim (grow 11)
+        if not thick:
             drawn.append((curve, e))
         kinds.append(kind + ("-band" if thick else ""))
         line = [np.round(curve).astype(np.int32)]
@@ -1406,17 +1326,13 @@ def find_structure(
         if any(e is t for t in strips):
             mouths[paint] = 1
 
-    later: list[Entry] = []  # short boundaries (``Entry.short``): continued as chords after the rest
     for group, thick in ((entries, False), (bands, True)):
         # outlines first, then the bands (a saucer's rim passes behind the cup: it ends on the cup's outline)
         used: set[int] = set()
         outline = cv2.dilate(joins, cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))) > 0
-        # a short boundary (``Entry.short``) is only continued, never paired: its heading is a chord's, and at
-        # --grow 11 it closed a second "corner" in place of the cup's silhouette (the junction)
-        shorts = {k for k, e in enumerate(group) if e.short}
-        pairs = [(i, j, "pair") for i, j in _pair(group) if i not in shorts and j not in shorts]
+        pairs = [(i, j, "pair") for i, j in _pair(group)]
         if not thick:
-            taken = {k for i, j, _ in pairs for k in (i, j)} | shorts
+            taken = {k for i, j, _ in pairs for k in (i, j)}
             corners = _pair_corners(group, taken)
             for i, j in corners:  # the region each contour closes: on the same side of both ends
                 closed.add(group[i].right if group[i].right == group[j].left else group[i].left)
@@ -1434,9 +1350,6 @@ def find_structure(
             used.update((i, j))
         for i, e in enumerate(group):
             if i not in used:
-                if e.short:  # continued last, if its piece seeds at all (below)
-                    later.append(e)
-                    continue
                 stop = barrier > 0
                 if thick:  # a 1 px curve has diagonal gaps a band sampled every half px could slip through
                     stop = cv2.dilate(barrier, cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))) > 0
@@ -1463,9 +1376,6 @@ def find_structure(
         for e in contact:
             e.left = e.right = int(lut[e.left])
         n = len(keep)
-    chords = _chords(later, labels, band_mask, small_hole, barrier, fixed) if later and not dropped else []
-    for e in chords:
-        draw(_extend(e, small_hole, barrier > 0, max_len=1.5 * extent), e, False, "chord")
     quiet = None
     if (
         mouths.any()
@@ -1487,17 +1397,7 @@ def find_structure(
         unseeded |= loose & np.isin(labels, sorted(closed))
     alone = lone_pieces(labels, band_mask, small_hole) if lone else None
     zone = _lone_zone(alone, labels, drawn) if alone is not None and alone.any() else None
-    full = label_hole(
-        labels,
-        small_hole,
-        barrier > 0,
-        fixed,
-        quiet,
-        unseeded,
-        alone,
-        zone,
-        _wrong_side(labels, small_hole, chords),
-    )
+    full = label_hole(labels, small_hole, barrier > 0, fixed, quiet, unseeded, alone, zone)
     if scale < 1.0:
         # labels back at full size through their one-hot maps (smooth boundaries, not nearest-neighbour steps)
         full = _labels_up(full, n, (w, h))
