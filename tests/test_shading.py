@@ -289,3 +289,28 @@ def test_the_fills_blocky_step_beside_the_new_ramp_is_not_kept_as_detail():
     left = inner & (xx < stair) & (xx >= stair - 3)
     step = (out - truth)[right].mean() - (out - truth)[left].mean()
     assert abs(step) < 3.0, step
+
+
+def test_the_curves_distance_is_measured_near_it_only_and_equals_the_whole_window_measure_there():
+    """``_near_polyline`` measures each segment over its box grown by ``reach`` (a long curve across a large
+    hole over the whole window cost seconds); within ``reach`` of the curve it must equal the brute force."""
+    rng = np.random.default_rng(3)
+    h, w = 90, 120
+    yy, xx = np.mgrid[:h, :w].astype(np.float32)
+    for _ in range(6):
+        line = np.cumsum(rng.normal(0, 9, (12, 2)), axis=0).astype(np.float32) + np.float32([60, 45])
+        best = np.full((h, w), np.inf, np.float32)
+        side = np.zeros((h, w), np.float32)
+        for a, b in itertools.pairwise(line):
+            d = b - a
+            u = np.clip(((xx - a[0]) * d[0] + (yy - a[1]) * d[1]) / max(float(d @ d), 1e-6), 0.0, 1.0)
+            ex, ey = xx - (a[0] + u * d[0]), yy - (a[1] + u * d[1])
+            dist = np.hypot(ex, ey)
+            closer = dist < best
+            best = np.where(closer, dist, best)
+            side = np.where(closer, np.sign(d[0] * ey - d[1] * ex), side)
+        got, got_side = shading._near_polyline(line, (h, w), 20.0)
+        near = best < 20.0
+        assert near.sum() > 500 and (~near).sum() > 0
+        assert np.array_equal(got[near], best[near]) and np.array_equal(got_side[near], side[near])
+        assert (got[~near] == 20.0).all() and (got_side[~near] == 0).all()

@@ -213,17 +213,8 @@ def _continued_edge(
     # extend it a little along each edge so the pixels beyond the entries get the edge's own side
     ends = [p0 - heads[0] * 2 * EDGE_REACH, p1 - heads[1] * 2 * EDGE_REACH]
     line = np.concatenate([ends[0][None], curve, ends[1][None]]).astype(np.float32)
-    yy, xx = np.mgrid[:h, :w].astype(np.float32)
-    best = np.full((h, w), np.inf, np.float32)
-    side = np.zeros((h, w), np.float32)
-    for a, b in itertools.pairwise(line):
-        d = b - a
-        u = np.clip(((xx - a[0]) * d[0] + (yy - a[1]) * d[1]) / max(float(d @ d), 1e-6), 0.0, 1.0)
-        ex, ey = xx - (a[0] + u * d[0]), yy - (a[1] + u * d[1])
-        dist = np.hypot(ex, ey)
-        closer = dist < best
-        best = np.where(closer, dist, best)
-        side = np.where(closer, np.sign(d[0] * ey - d[1] * ex), side)
+    reach = 4.0 * penumbra  # past it the fade below takes the harmonic field alone
+    best, side = _near_polyline(line, (h, w), reach)
     bent = side * best
     # which side is lit: the one the harmonic field says for most of the zone
     if (np.sign(bent) * np.sign(signed))[zone].mean() < 0:
@@ -232,6 +223,32 @@ def _continued_edge(
     # above the bowl): faded over 2-4 penumbras, a switch there left a lighter patch with a hard rim
     near = np.clip(2.0 - best / (2.0 * penumbra), 0.0, 1.0)
     return (near * bent + (1.0 - near) * signed).astype(np.float32)
+
+
+def _near_polyline(line: np.ndarray, shape: tuple[int, int], reach: float) -> tuple[np.ndarray, np.ndarray]:
+    """Each pixel's distance to the polyline ``line`` (N x 2, x y) and its side of it (+1 / -1 / 0), found
+    within ``reach`` px of it: each segment is measured only over its box grown by ``reach`` (a long curve in a
+    large hole measured over the whole window cost seconds). Farther pixels get ``reach`` and side 0."""
+    h, w = shape
+    best = np.full((h, w), np.float32(reach), np.float32)
+    side = np.zeros((h, w), np.float32)
+    for a, b in itertools.pairwise(line):
+        x0 = max(0, int(np.floor(min(a[0], b[0]) - reach)))
+        y0 = max(0, int(np.floor(min(a[1], b[1]) - reach)))
+        x1 = min(w, int(np.ceil(max(a[0], b[0]) + reach)) + 1)
+        y1 = min(h, int(np.ceil(max(a[1], b[1]) + reach)) + 1)
+        if x0 >= x1 or y0 >= y1:
+            continue
+        yy, xx = np.mgrid[y0:y1, x0:x1].astype(np.float32)
+        d = b - a
+        u = np.clip(((xx - a[0]) * d[0] + (yy - a[1]) * d[1]) / max(float(d @ d), 1e-6), 0.0, 1.0)
+        ex, ey = xx - (a[0] + u * d[0]), yy - (a[1] + u * d[1])
+        dist = np.hypot(ex, ey)
+        win = np.s_[y0:y1, x0:x1]
+        closer = dist < best[win]
+        best[win] = np.where(closer, dist, best[win])
+        side[win] = np.where(closer, np.sign(d[0] * ey - d[1] * ex), side[win])
+    return best, side
 
 
 def two_tone_shading(rgb: np.ndarray, hole: np.ndarray, zone: np.ndarray, penumbra: float) -> np.ndarray:
