@@ -373,9 +373,8 @@ def region_tips(
     return out
 
 
-LINE_DEPTH = (
-    15.0  # levels (brightest channel): how much darker than its surround (a 9 px closing) a contact line is
-)
+# levels (brightest channel): how much darker than its surround (a 9 px closing) a contact line is
+LINE_DEPTH = 15.0
 LINE_WIDTH = 5.0  # px: the widest such a line may be
 
 
@@ -909,9 +908,8 @@ def mid_tone(centres: np.ndarray, strip: int, one: int, other: int) -> bool:
     return MID_SPAN[0] <= t <= MID_SPAN[1] and off <= MID_OFF * np.sqrt(span)
 
 
-SHADE_CHROMA = (
-    0.12  # most a chromaticity (linear r, g, b over their sum) may differ between a lit and a shaded side
-)
+# the most a chromaticity (linear r, g, b over their sum) may differ between a lit and a shaded side
+SHADE_CHROMA = 0.12
 
 
 def one_surface(centres: np.ndarray, one: int, other: int) -> bool:
@@ -1267,9 +1265,8 @@ def find_structure(
     contact_colour: list[tuple[Entry, int]] = []
     if lines:
         labels, n, contact, line_colour = dark_lines(small, labels, band_mask, small_hole, n, reach, max_rms)
-        contact_colour = [
-            (e, line_colour[e.left]) for e in contact
-        ]  # colours keep their labels when renumbered
+        # each line's colour: colours keep their labels when the lines are renumbered below
+        contact_colour = [(e, line_colour[e.left]) for e in contact]
         bands += contact
     dropped: list[int] = []
     strips: list[Entry] = []
@@ -1402,8 +1399,8 @@ def find_structure(
         # labels back at full size through their one-hot maps (smooth boundaries, not nearest-neighbour steps)
         full = _labels_up(full, n, (w, h))
         curves = [c / scale for c in curves]
-    drawn = {e.left: colour for e, colour in contact_colour if any(e is b for b in bands)}
-    return Structure(full, n, curves, entries + bands, density, soft, kinds, drawn)
+    kept_lines = {e.left: colour for e, colour in contact_colour if any(e is b for b in bands)}
+    return Structure(full, n, curves, entries + bands, density, soft, kinds, kept_lines)
 
 
 def _labels_up(labels: np.ndarray, n: int, size: tuple[int, int]) -> np.ndarray:
