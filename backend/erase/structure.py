@@ -273,14 +273,14 @@ def grazing_thin(labels: np.ndarray, band: np.ndarray, hole: np.ndarray, n: int)
     return out
 
 
-SLIVER_AREA = 2 * THIN_LEN  # px: a colour piece smaller than this (and at most ~3 px thick) may be a sliver
+SLIVER_AREA = 2 * THIN_LEN  # px: a colour piece smaller than this (and 1-2 px thick) may be a sliver
 SLIVER_MIN = 6  # px: ... and at least this large (a speck of 1-5 px where three regions meet is left alone)
 SLIVER_REACH = 4.0  # px: ... leaving the hole: reaching at least this far into the band (corner12)
 
 
 def bridge_slivers(labels: np.ndarray, band: np.ndarray, hole: np.ndarray, n: int) -> np.ndarray:
     """Labels with each sliver of a third colour along the boundary of two regions at the hole given to those
-    two regions: a piece of ``SLIVER_MIN``..``SLIVER_AREA`` px, at most ~3 px thick, that leaves the hole (it
+    two regions: a piece of ``SLIVER_MIN``..``SLIVER_AREA`` px, 1-2 px thick, that leaves the hole (it
     reaches ``SLIVER_REACH`` px into the band and touches the hole with at most half its pixels), bordered along
     its length by two other labels (each on at least 30 % as many ring pixels as it has pixels) that meet each
     other beside its far end: their boundary continues past it. k-means puts the anti-aliased step between two
@@ -311,7 +311,7 @@ def bridge_slivers(labels: np.ndarray, band: np.ndarray, hole: np.ndarray, n: in
             if touching == 0 or 2 * touching > area or float(here[part].max()) < SLIVER_REACH:
                 continue
             if cv2.distanceTransform(np.pad(part, 1).astype(np.uint8), cv2.DIST_L2, 3).max() > 1.5:
-                continue  # thicker than ~3 px: a region of its own
+                continue  # 3 px thick or more (a centre pixel 2 px in): a region of its own
             sub = labels[y0:y1, x0:x1]
             ring = (cv2.dilate(part.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0) & ~part
             around = sub[ring]
