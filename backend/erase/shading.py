@@ -321,7 +321,7 @@ def reshade(
                     ramps.append(ramp)
                 break
     labels, keep = found.labels, None
-    lines = getattr(found, "lines", {})
+    lines = found.lines
     if lines:
         # a thin dark line continued across the hole (a cup foot's contact shadow, ``structure.dark_lines``) is
         # its colour's for the shade around it (no hard edge there: at --grow 10 the shade stopped 4-8 px short
@@ -373,7 +373,6 @@ def _reshade(
     # dark/lit boundary, a staircase 5-10 px beside the rebuilt ramp's half-way line, whose high-pass (clipped)
     # stayed as a light, streaky, jagged line along the soft edge's lit side (x 385-400)
     median = cv2.medianBlur(np.clip(np.rint(out), 0, 255).astype(np.uint8), DETAIL_MEDIAN).astype(np.float32)
-    whole = out - cv2.GaussianBlur(out, (0, 0), DETAIL_SIGMA)  # a drawn line's (``keep``): a median takes it
     detail = np.clip(out - median, -limit, limit)
     # ... and raised to the grain the ring has at the new shade: copies from the shadow carry a third of the lit
     # saucer's grain, and the lit side filled with them read as a smooth patch (up to DETAIL_GAIN x)
@@ -386,7 +385,8 @@ def _reshade(
     target = (at_dark + shade * (at_lit - at_dark))[:, :, None]
     detail = raised(detail, target, local_rms(detail, None, 6.0), DETAIL_GAIN, DETAIL_CLIP)
     if keep is not None:
-        detail[keep] = whole[keep]
+        # a drawn line's detail against a Gaussian low-pass (a median would take the line away)
+        detail[keep] = (out - cv2.GaussianBlur(out, (0, 0), DETAIL_SIGMA))[keep]
     new = low + detail
     out += w[:, :, None] * (new - out)
     result = filled.copy()
