@@ -12,11 +12,12 @@ first and texture follows it:
 2. each boundary between two regions that reaches the hole gives an *entry*: the last ``reach`` px of that
    boundary fitted with a quadratic (direction and curvature at the hole); only clean fits count;
 3. entries with the same two regions that point at each other are paired and joined by a cubic (Hermite)
-   curve; two ends of one region's contour going round the hole close it (a cup's lip); where such a closed
-   contour ends on a second region, that region's outline against a third starts there (three regions meet)
-   and runs on the contour's course, bent as the contour's outline bends, to meet the other end of that
-   outline (a cup's body below its lip: its silhouette to its foot); an unpaired entry is continued at its
-   curvature until it leaves the hole or meets another curve;
+   curve; two ends of one region's contour going round the hole close it (a cup's lip; an end no pair of
+   labels gave is looked for on that region's own outline against every other label: ``_corner_ends``); where
+   such a closed contour ends on a second region, that region's outline against a third starts there (three
+   regions meet) and runs on the contour's course, bent as the contour's outline bends, to meet the other end
+   of that outline (a cup's body below its lip: its silhouette to its foot); an unpaired entry is continued at
+   its curvature until it leaves the hole or meets another curve;
 4. a thin band (a saucer's bright rim, a vessel, narrower than ``THIN`` px) whose two edges enter the hole side
    by side is a curve with a width, not a region: it gets a label of its own (the rim is not the cup wall of
    the same colour), is continued as one centre line after the outlines (it ends where it meets one) and painted
@@ -453,11 +454,18 @@ def _fit_entry(points: np.ndarray, entry: np.ndarray) -> tuple[np.ndarray, float
 
 
 def find_entries(
-    labels: np.ndarray, hole: np.ndarray, *, reach: int, max_rms: float = 1.5, along: list | None = None
+    labels: np.ndarray,
+    hole: np.ndarray,
+    *,
+    reach: int,
+    max_rms: float = 1.5,
+    along: list | None = None,
+    glancing: bool = False,
 ) -> list[Entry]:
     """The boundaries between two labelled regions that reach the hole, each fitted over its last ``reach``
     px; kept when the fit is clean (RMS <= ``max_rms``), long enough and heading into the hole. ``along``: a
-    list that gets the clean ones that do not head into the hole (they run along its edge) as (point, a, b)."""
+    list that gets the clean ones that do not head into the hole (they run along its edge) as (point, a, b).
+    ``glancing``: one that runs along the hole's edge (its probe by the hole, not in it) is kept too."""
     h, w = labels.shape
     near_hole = cv2.distanceTransform((~hole).astype(np.uint8), cv2.DIST_L2, 3) <= 2.5
     entries: list[Entry] = []
@@ -504,7 +512,8 @@ def find_entries(
                         continue
                     probe = entry + 4 * heading
                     px, py = int(round(probe[0])), int(round(probe[1]))
-                    if not (0 <= px < w and 0 <= py < h) or not hole[py, px]:
+                    inside = 0 <= px < w and 0 <= py < h
+                    if not inside or not (hole[py, px] or (glancing and near_hole[py, px])):
                         if along is not None:
                             along.append((entry, a, b))
                         continue
@@ -699,6 +708,57 @@ def _pair_corners(entries: list[Entry], taken: set[int]) -> list[tuple[int, int]
                 continue
             cand.append((-(ca + cb), i, j))
     return _greedy(cand)
+
+
+def _corner_ends(
+    entries: list[Entry], labels: np.ndarray, hole: np.ndarray, reach: int, max_rms: float, real: Callable
+) -> list[Entry]:
+    """The other ends of regions' contours that ``find_entries`` missed, for entries no pair or corner takes:
+    each such entry's two regions' own outlines (the region against every other label at once: ``_sides``
+    names what lies beyond, by the majority a few px across) where they reach the hole, heading into it or
+    running along its edge. Returned: those that close a corner with such an entry (``_pair_corners``), once.
+    Where a cup's lip's lower edge meets the hole at a glancing angle, its last px are a 1-3 px speck of a third
+    colour, a 1 px line of the two colours' mixture along the edge, or the wall's wedge running along the hole:
+    a JPEG re-encode, a resample or a resize made one of these at the lip's end, so the pair of labels' boundary
+    stopped short of the hole or ran along it, the lip's outline was continued alone past its end and the lip's
+    label painted a white bump on the saucer (lip13). ``real``: whether an entry is an edge between two regions
+    that count (``MIN_SHARE``, ``MIN_STEP``), at both ends: a dusk sky's contour line, a band of its gradient,
+    was otherwise closed against a thin mast's edge.
+    """
+    pairs = _pair(entries)
+    taken = {k for ij in pairs for k in ij}
+    taken |= {k for ij in _pair_corners(entries, taken) for k in ij}
+    open_ = [i for i in range(len(entries)) if i not in taken and real(entries[i])]
+    regions = sorted({r for i in open_ for r in (entries[i].left, entries[i].right)})
+    cand: list[Entry] = []
+    for region in regions:
+        own = np.where(labels < 0, -1, (labels == region).astype(np.int32))
+        for e in find_entries(own, hole, reach=reach, max_rms=max_rms, glancing=True):
+            left, right = _sides(labels, e.point, e.heading)
+            if region not in (left, right) or left == right or min(left, right) < 0:
+                continue
+            # one of the given entries' own places (its pair of labels' boundary was found): not a new end
+            if any(
+                region in (f.left, f.right) and np.linalg.norm(f.point - e.point) < reach / 2 for f in entries
+            ):
+                continue
+            e.left, e.right = left, right
+            e.widths = (
+                _width(labels, e.point, e.heading, left, 1),
+                _width(labels, e.point, e.heading, right, -1),
+            )
+            if real(e):
+                cand.append(e)
+    if not cand:
+        return []
+    trial = entries + cand
+    pairs = _pair(trial)
+    taken = {k for ij in pairs for k in ij}
+    found = []
+    for i, j in _pair_corners(trial, taken):
+        if (i < len(entries)) != (j < len(entries)):  # a given entry's other end, not two new ones
+            found.append(trial[max(i, j)])
+    return found
 
 
 def _pair_junctions(
@@ -1174,6 +1234,7 @@ def find_structure(
     seal: bool = True,
     lines: bool = True,
     lone: bool = True,
+    corner_ends: bool = True,
 ) -> Structure | None:
     """The structure of the hole's surround continued across it (module docstring), or None when no clean
     region boundary enters the hole. Works on a copy of at most ``ANALYSIS_SIDE`` px; labels come back at the
@@ -1281,6 +1342,15 @@ def find_structure(
         if not strips:
             entries, strips, soft = _lone_strips(entries, grazing_edges, penumbra_colours)
         bands += strips
+    if corner_ends and entries:
+        smoothed = _smoothed(small)
+
+        def real(e: Entry) -> bool:
+            a, b = e.left, e.right
+            counted = max(a, b) < share.size and min(share[a], share[b]) >= MIN_SHARE
+            return counted and _step_across(smoothed, e) >= MIN_STEP
+
+        entries = entries + _corner_ends(entries, labels, small_hole, reach, max_rms, real)
     if not entries and not bands:
         return None
     barrier = np.zeros(small_hole.shape, np.uint8)
