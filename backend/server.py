@@ -53,7 +53,12 @@ class ServerConfig:
         None  # ZMQ_MAXMSGSIZE (bigger drops the connection); None: from max_pixels
     )
     recv_hwm: int = 2  # ZMQ_RCVHWM: messages ZeroMQ queues per connection before it stops reading it
-    max_unproven_peers: int = 8  # connections that have not sent a signed message yet; the oldest go first
+    # connections that have not sent a signed message yet: past max_unproven_peers the ones that sent a bad
+    # signature or had proof_deadline_s to sign and did not are shut down; ones still within that deadline
+    # (a burst of hosts connecting at once) only past max_unproven_burst (backend/guard.py)
+    max_unproven_peers: int = 8
+    max_unproven_burst: int = 64
+    proof_deadline_s: float = 15.0
     max_bad_signatures: int = 4  # an unproven connection is dropped after this many unsigned messages
     max_result_bytes: int = 1 << 30  # finished results kept for fetch, oldest evicted first
     max_queue: int = 64
@@ -117,7 +122,12 @@ class Server:
             )
         self.registry = registry if registry is not None else product_registry()
         self.max_message_bytes = self.config.max_message_bytes or message_limit(self.config.max_pixels)
-        self.guard = PeerGuard(self.config.max_unproven_peers, self.config.max_bad_signatures)
+        self.guard = PeerGuard(
+            self.config.max_unproven_peers,
+            self.config.max_bad_signatures,
+            max_burst=self.config.max_unproven_burst,
+            proof_deadline_s=self.config.proof_deadline_s,
+        )
         self.seen_ids = SeenIds(self.config.result_ttl_s or 3600.0)
         self._monitor: zmq.Socket | None = None
         self._locator: Any = None  # the model folders, for remote clients' model names
@@ -373,6 +383,9 @@ class Server:
                         self._drain_monitor()  # know a connection before judging its messages
                         self._handle(frames)
                         self._flush_outbox()
+                # after reading what was waiting: a connection whose signed first message was there is
+                # proven now, never cut for arriving in a burst
+                self.guard.enforce()
         finally:
             self._shutdown()
 

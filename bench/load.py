@@ -4,6 +4,8 @@ Checks every job is answered exactly once and to its own client (each image carr
 number in its pixels), and measures throughput, job latency, and hello latency while the queue is full.
 
     OMP_NUM_THREADS=1 .venv/bin/python bench/load.py --clients 8 --jobs 50
+    OMP_NUM_THREADS=1 .venv/bin/python bench/load.py --clients 32 --jobs 50   # more hosts at once than the
+                                                                              # guard's cap of 8 unproven ones
 """
 
 from __future__ import annotations
@@ -38,9 +40,12 @@ class LoadReport:
     wrong_owner: int = 0
     duplicates: int = 0
     errors: list[str] = field(default_factory=list)
+    clients_failed: int = 0  # clients that raised (e.g. a hello lost with a dropped connection: timeout)
+    connections_dropped: int = 0  # connections the server's PeerGuard shut down (none for honest clients)
     seconds: float = 0.0
     jobs_per_s: float = 0.0
     job_latency_p50_ms: float = 0.0
+    job_latency_p95_ms: float = 0.0
     job_latency_p99_ms: float = 0.0
     hello_p50_ms: float = 0.0
     hello_p99_ms: float = 0.0
@@ -95,10 +100,27 @@ def run_load(
     lock = threading.Lock()
     done = threading.Event()
     ready = threading.Event()  # the prober has proved its connection
-    queued = threading.Barrier(clients + 1, timeout=60)  # every client has submitted its whole batch
+    # every client has submitted its whole batch (or failed: a lost hello times out after 60 s)
+    queued = threading.Barrier(clients + 1, timeout=120)
     probed = threading.Event()  # the in-flight hello was answered (or failed): clients may collect
 
     def one_client(c: int) -> None:
+        """One host: hello, its whole batch, then collect. A failure (e.g. a hello never answered because
+        its connection was shut down unread) is counted, and the other clients are not held up by it."""
+        arrived = threading.Event()
+        try:
+            _one_client(c, arrived)
+        except Exception as exc:
+            with lock:
+                report.clients_failed += 1
+                report.errors.append(f"client {c}: {type(exc).__name__}: {exc}")
+            if not arrived.is_set():
+                try:
+                    queued.wait()
+                except threading.BrokenBarrierError:
+                    pass
+
+    def _one_client(c: int, arrived: threading.Event) -> None:
         with Client(info, token=f"load{c}") as client:
             client.hello()
             sent: dict[str, tuple[int, float]] = {}
@@ -107,6 +129,7 @@ def run_load(
                 op = "steps" if op_delay else "echo"
                 job = client.submit(op, params, image=array_buffer(_image(c, j)))
                 sent[job] = (j, time.perf_counter())
+            arrived.set()
             queued.wait()
             probed.wait(60)
             seen: set[str] = set()
@@ -137,9 +160,9 @@ def run_load(
                             report.wrong_owner += 1
 
     def prober() -> None:
-        """A host that is already connected (a proved connection: the guard caps unproven ones, and 8 clients
-        connecting at once would push it out) asks hello once every job has been sent and before any result is
-        collected (the server is still reading and running most of them), then keeps asking."""
+        """A host that is already connected (a proved connection, never cut by the server's guard) asks hello
+        once every job has been sent and before any result is collected (the server is still reading and
+        running most of them), then keeps asking."""
         with Client(info, token="prober") as client:
             try:
                 client.hello()
@@ -174,10 +197,12 @@ def run_load(
     time.sleep(1.5)  # one sweep of the server loop
     report.jobs_per_s = report.answered / report.seconds if report.seconds else 0.0
     report.job_latency_p50_ms = _percentile(latencies, 50)
+    report.job_latency_p95_ms = _percentile(latencies, 95)
     report.job_latency_p99_ms = _percentile(latencies, 99)
     report.hellos = len(hello_ms)
     report.hello_p50_ms = _percentile(hello_ms, 50)
     report.hello_p99_ms = _percentile(hello_ms, 99)
+    report.connections_dropped = srv.guard.dropped_total
     with srv.jobs._lock:
         report.records_left = len(srv.jobs._jobs)
         report.results_left_bytes = sum(j.final_bytes for j in srv.jobs._jobs.values())

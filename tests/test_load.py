@@ -25,6 +25,16 @@ def test_eight_clients_fifty_jobs_each_every_job_answered_once_to_its_owner(tmp_
     assert report.hello_in_flight_ms is not None  # answered after all 400 jobs were sent, none collected
 
 
+def test_sixteen_hosts_connecting_at_once_are_all_served(tmp_path):
+    """More hosts than the guard's cap on connections that have not proved the key yet, all connecting in the
+    same instant (session 12: the oldest were shut down with their signed hello unread, and those hosts
+    timed out as if the backend had died)."""
+    report = _bench().run_load(clients=16, jobs=10, workdir=tmp_path)
+    assert report.errors == [] and report.clients_failed == 0
+    assert report.answered == 160 and report.duplicates == 0 and report.wrong_owner == 0
+    assert report.connections_dropped == 0
+
+
 def test_a_second_run_does_not_grow_what_the_server_keeps(tmp_path):
     bench = _bench()
     first = bench.run_load(clients=4, jobs=30, workdir=tmp_path / "a")

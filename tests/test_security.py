@@ -6,6 +6,9 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import socket
+import threading
+import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -14,6 +17,7 @@ import pytest
 import zmq
 
 from backend import remote
+from backend.guard import PeerGuard
 from backend.ops import JobContext, Op, OpInputs, OpResult, OpSpec, ParamSpec, Registry
 from backend.server import Server, ServerConfig
 from backend.wire_images import array_buffer
@@ -22,7 +26,7 @@ from protocol.client import Client
 from protocol.errors import ErrorCode, ProtocolError
 from protocol.wire import Message
 from tests.test_remote import _admitted, remote_server
-from tests.test_server_support import running_server, wait_until
+from tests.test_server_support import registry, running_server, wait_until
 
 needs_shm = pytest.mark.skipif(not shm.available(), reason="no POSIX shared memory (/dev/shm) here")
 needs_curve = pytest.mark.skipif(not zmq.has("curve"), reason="libzmq built without CURVE")
@@ -254,9 +258,9 @@ def test_unsigned_messages_get_a_connection_dropped_and_a_signed_one_proves_it(t
 
 
 def test_connections_that_never_prove_the_key_are_capped(tmp_path):
-    with running_server(tmp_path, max_unproven_peers=2) as srv:
+    with running_server(tmp_path, max_unproven_peers=2, proof_deadline_s=0.2) as srv:
         info = connection.read(srv.connection_file)
-        idle = [Dealer(info) for _ in range(5)]  # connect, say nothing
+        idle = [Dealer(info) for _ in range(5)]  # connect, say nothing past the deadline
         try:
             assert wait_until(lambda: srv.guard.dropped_total >= 3 and srv.guard.unproven() <= 2)
             with Client(info) as c:  # a client with the key connects and is served at once
@@ -264,6 +268,114 @@ def test_connections_that_never_prove_the_key_are_capped(tmp_path):
         finally:
             for d in idle:
                 d.close()
+
+
+def test_connections_within_their_proof_deadline_are_capped_past_the_burst_bound(tmp_path):
+    with running_server(tmp_path, max_unproven_peers=2, max_unproven_burst=3) as srv:
+        info = connection.read(srv.connection_file)
+        idle = [Dealer(info) for _ in range(5)]  # connect, say nothing: young, but too many of them
+        try:
+            assert wait_until(lambda: srv.guard.dropped_total >= 2 and srv.guard.unproven() <= 3)
+            with Client(info) as c:
+                c.ping()
+        finally:
+            for d in idle:
+                d.close()
+
+
+def test_hosts_connecting_in_one_instant_are_all_served(tmp_path):
+    """16 hosts connect and send their first signed message before the server reads anything (a burst on a
+    shared GPU box). Session 12's guard cut every connection past the 8th-newest on accept, its signed message
+    unread: those hosts' requests were lost, never answered. Every one is answered now."""
+    cfg = ServerConfig(connection_file=tmp_path / "backend.json", report_models=False)
+    srv = Server(cfg, registry(), models_factory=None)
+    srv.bind()
+    hosts: list[Dealer] = []
+    try:
+        info = connection.read(srv.connection_file)
+        hosts = [Dealer(info) for _ in range(16)]
+        for h in hosts:
+            h.send(_header("ping"))
+        # only makes the burst sharper (every accept and ping queued before the first read); the assertions
+        # below hold however the accepts and the pings interleave
+        time.sleep(0.5)
+        srv.jobs.start()
+        srv._thread = threading.Thread(target=srv._loop, daemon=True)
+        srv._thread.start()
+        replies = [h.recv(10_000) for h in hosts]
+        assert [r.type if r else None for r in replies] == [wire.PONG] * 16
+        assert srv.guard.dropped_total == 0
+    finally:
+        for h in hosts:
+            h.close()
+        srv.stop()
+
+
+def test_the_guard_cuts_bad_signers_and_stale_connections_first_and_young_ones_only_past_the_burst():
+    """The policy on its own, with a clock we move: fds are real loopback TCP connections (a drop is a real
+    shutdown the peer sees)."""
+    now = [0.0]
+    listener = socket.create_server(("127.0.0.1", 0))
+    pairs = []
+    try:
+        for _ in range(14):
+            client = socket.create_connection(listener.getsockname())
+            server_side, _addr = listener.accept()
+            pairs.append((client, server_side))
+        fds = [srv_side.fileno() for _c, srv_side in pairs]
+
+        def dropped(guard: PeerGuard) -> list[int]:
+            return [i for i, fd in enumerate(fds) if fd in guard._conns and guard._conns[fd].dropped]
+
+        # a calm server: a burst past max_unproven is kept while within the deadline
+        guard = PeerGuard(2, 4, max_burst=5, proof_deadline_s=10.0, clock=lambda: now[0])
+        for fd in fds[:5]:  # 5 accepted in one instant, more than max_unproven
+            guard.accepted(fd)
+        guard.enforce()
+        assert dropped(guard) == []
+        guard.proven(fds[0])
+        now[0] = 5.0
+        guard.accepted(fds[5])
+        guard.accepted(fds[6])
+        guard.enforce()  # 1, 2, 3, 4, 5, 6 unproven: 6, one past the burst bound: the oldest young one goes
+        assert dropped(guard) == [1]
+        now[0] = 12.0  # 2, 3 and 4 had 10 s to prove the key and did not
+        guard.enforce()
+        assert dropped(guard) == [1, 2, 3, 4] and guard.unproven() == 2 and guard.dropped_total == 4
+        pairs[2][0].settimeout(5)
+        assert pairs[2][0].recv(1) == b""  # the peer saw the hang-up
+        # ... which makes the guard wary for the deadline: no burst allowance past max_unproven
+        guard.accepted(fds[7])
+        guard.enforce()
+        assert dropped(guard) == [1, 2, 3, 4, 5]
+        now[0] = 22.5
+        guard.enforce()
+        assert guard.unproven() == 2  # 6 and 7, stale but not past the cap: nothing to cut
+        for fd in fds[8:11]:
+            guard.accepted(fd)
+        guard.enforce()  # 6 and 7 are cut (stale past the cap), and the guard is wary again: 8 goes too
+        assert dropped(guard) == [1, 2, 3, 4, 5, 6, 7, 8]
+
+        # a bad signature: that connection goes first, and the burst allowance is off for the deadline
+        wary = PeerGuard(1, 4, max_burst=5, proof_deadline_s=10.0, clock=lambda: now[0])
+        for fd in fds[9:12]:
+            wary.accepted(fd)
+        wary.enforce()
+        assert dropped(wary) == []
+        wary.bad_signature(fds[11])
+        wary.enforce()
+        assert dropped(wary) == [9, 11] and wary.unproven() == 1
+        now[0] = 40.0  # calm again (10 proves the key): a new burst is kept
+        wary.proven(fds[10])
+        for fd in fds[12:14]:
+            wary.accepted(fd)
+        wary.enforce()
+        assert dropped(wary) == [9, 11] and wary.unproven() == 2
+    finally:
+        listener.close()
+        for a, b in pairs:
+            a.close()
+            b.close()
 
 
 # -- 6. a resent signed message is refused -------------------------------------------------------------
