@@ -1263,8 +1263,9 @@ class PatchMatchFiller:
                 _contour_edge(edged, free, sides, sigma)
                 filled = np.clip(np.rint(edged), 0, 255).astype(np.uint8)
             filled = self._grain(filled, mask, hint, "structure", found.labels)
-            if self.options.get("soft_shading", False) and found.soft:
-                # a soft shadow's penumbra: the shading away from hard edges comes from the ring (shading.py)
+            if self.options.get("soft_shading", False):
+                # a soft shadow's penumbra (a strip the structure found, or a mid tone's edge by its colours):
+                # the shading away from hard edges comes from the ring (shading.py); none: None, kept as filled
                 from .shading import reshade
 
                 shaded = reshade(rgb, mask, filled, found, hint)

@@ -12,7 +12,9 @@ line, not along the hole's outline; since day 12 bent to leave each end along th
 a cast shadow's curved edge goes on curving instead of running a ruler's line between its two entries) and whose
 ramp is a penumbra's width. The fill keeps its own detail (the image minus its 5x5 median, which keeps the
 copies' blocky steps out of it, clipped at the grain, raised toward the ring's grain at the same shade). Near a
-hard edge (labels that are not one strip's dark | mid | lit) the fill is left as it is."""
+hard edge (labels that are not one strip's dark | mid | lit) the fill is left as it is. Since day 13 a penumbra
+is also found by its colours where only one of its edges enters the hole (``_colour_groups``): which edges do
+enter was an accident of the photo's size and the lasso."""
 
 from __future__ import annotations
 
@@ -320,6 +322,8 @@ def reshade(
                     groups.append({side, strip, other})
                     ramps.append(ramp)
                 break
+    if not groups:
+        groups, ramps = _colour_groups(rgb, hole, found, scale)
     labels, keep = found.labels, None
     lines = found.lines
     if lines:
@@ -333,6 +337,57 @@ def reshade(
             labels[labels == lab] = colour
     penumbra = float(np.mean(ramps)) if ramps else 0.0
     return _reshade(rgb, hole, filled, labels, groups, penumbra, keep)
+
+
+def _colour_groups(
+    rgb: np.ndarray, hole: np.ndarray, found, scale: float
+) -> tuple[list[set[int]], list[float]]:
+    """Soft edges the strip test (``structure._soft_edges``: both of the penumbra's edges entering side by side)
+    missed: an entry between a label whose colour is a penumbra's mid tone (between two labels that are one
+    surface lit and shaded: ``structure.mid_tone``, ``one_surface``) and one of those two, across which the
+    photo ramps (``ramp_across``). Which of a penumbra's edges enter side by side is an accident of size and
+    lasso: the coffee resized by 0.8 or 2 (or as a JPEG at 85) is cut dark | mid | lit as at 1x, but only the
+    dark | mid edge entered the hole there (the other ran along its border or entered elsewhere); no soft edge
+    was found, and the fill followed the labels' hard boundaries (a red-orange wedge with hard sides)."""
+    from .structure import _centres, mid_tone, one_surface
+
+    labels = np.where(hole, -1, found.labels)  # the photo's colours, not the object's
+    centres = _centres(rgb, labels, found.n_labels)
+    ring = ~hole & (cv2.distanceTransform((~hole).astype(np.uint8), cv2.DIST_L2, 3) <= WINDOW_PAD)
+    share = np.bincount(labels[ring & (labels >= 0)], minlength=found.n_labels) / max(1, int(ring.sum()))
+    present = [int(k) for k in np.nonzero(share)[0]]
+    groups: list[set[int]] = []
+    ramps: list[float] = []
+    for e in found.entries:
+        if e.left == e.right:
+            continue
+        for mid, side, width in ((e.left, e.right, e.widths[0]), (e.right, e.left, e.widths[1])):
+            # a penumbra is a strip between its two sides: around the hole its mid tone covers less than either
+            # (the coffee's: 0.11-0.12 of the ring against 0.16-0.35); a smooth gradient that k-means cut in
+            # three (a retina's fundus, a dusk sky) has a middle band as wide as its sides, and a surface between
+            # its craters' shadows and highlights (the moon) is most of the ring
+            others = [
+                c
+                for c in present
+                if c not in (mid, side)
+                and share[mid] < min(share[side], share[c])
+                and mid_tone(centres, mid, side, c)
+                and one_surface(centres, side, c)
+            ]
+            if not others:
+                continue
+            ramp = ramp_across(rgb, hole, e.point / scale, e.heading, max(float(width), 2.0) / scale)
+            if ramp > 0:
+                groups.append({mid, side, *others})
+                ramps.append(ramp)
+    # one soft edge per set of labels: overlapping groups (one mid tone met at two entries) are one
+    merged: list[set[int]] = []
+    for g in groups:
+        for m in [m for m in merged if m & g]:
+            merged.remove(m)
+            g = g | m
+        merged.append(g)
+    return merged, ramps
 
 
 def _reshade(
