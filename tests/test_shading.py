@@ -362,3 +362,32 @@ def test_the_coffee_at_0_8x_is_reshaded_though_only_one_edge_of_its_penumbra_ent
     changed = (on != off).any(axis=-1)
     assert not (changed & ~(hole & ~hint)).any()
     assert changed.sum() > 0.5 * (hole & ~hint).sum(), changed.sum() / (hole & ~hint).sum()  # measured 0.83
+
+
+def test_a_penumbras_ramp_is_measured_at_the_pictures_scale():
+    """Issue 11, day 13: ``ramp_across`` looks 4-20 px back from where a strip enters the hole for a profile clear
+    of it; the structure sees a large crop shrunk to ``ANALYSIS_SIDE`` px, and on the coffee at 2.5x the hole's
+    edge ran beside the strip for 50 crop px (20 at 1x): no profile was clear, the penumbra was taken for a band
+    (continued as a rim: a light line across the shadow) and the soft shading never ran. Its lengths are the
+    structure's (``unit``: crop px per analysis px), so one scene measures the same at every size."""
+
+    def scene(k: float) -> tuple[np.ndarray, np.ndarray]:
+        n = round(120 * k)
+        yy, xx = np.mgrid[:n, :n].astype(np.float32)
+        t = 1 / (1 + np.exp(-(xx - 60 * k) * 4.4 / (16 * k)))  # a vertical soft edge, 16 px ramp at 1x
+        img = np.repeat((30 + 150 * t)[..., None], 3, 2)
+        img = np.clip(img + np.random.default_rng(0).normal(0, 2, img.shape), 0, 255).astype(np.uint8)
+        # the strip enters at (60, 60) heading down; the hole's edge runs 4 px beside it for 20 px back
+        return img, (yy > 60 * k) | ((xx > 64 * k) & (yy > 40 * k))
+
+    def ramp(k: float, unit: float) -> float:
+        img, hole = scene(k)
+        return penumbra.ramp_across(
+            img, hole, np.array([60 * k, 60 * k]), np.array([0.0, 1.0]), 3.2 * k, unit
+        )
+
+    base = ramp(1, 1)
+    assert 10 < base < 20, base  # measured 14
+    assert ramp(2.5, 1) == 0.0  # the 1x lengths at 2.5x: no profile clear of the hole (main b6157c8)
+    for k in (1.5, 2, 2.5, 3):
+        assert abs(ramp(k, k) / (k * base) - 1) < 0.2, (k, ramp(k, k))  # measured 0.94-0.96

@@ -17,17 +17,20 @@ def _luma(img: np.ndarray) -> np.ndarray:
 
 
 def ramp_across(
-    rgb: np.ndarray, hole: np.ndarray, point: np.ndarray, heading: np.ndarray, width: float
+    rgb: np.ndarray, hole: np.ndarray, point: np.ndarray, heading: np.ndarray, width: float, unit: float = 1.0
 ) -> float:
     """How wide (px, 10 % to 90 %) the shade changes across a strip's entry, measured on the known pixels just
     before it enters the hole; 0 when it does not ramp: a penumbra that k-means cut into dark | mid | lit
     rises steadily (the coffee's saucer: 17 px, 24 % of it half-way), a band of a third colour between two
-    edges steps up, stays flat, steps up again (tests/test_structure.py's strip: 61 % half-way)."""
+    edges steps up, stays flat, steps up again (tests/test_structure.py's strip: 61 % half-way). ``unit``: crop
+    px per analysis px (``1 / structure._analysis_scale``): the px lengths below are the structure's, which sees
+    a large crop shrunk (the coffee at 2.5x: the hole's edge runs beside the strip for 20 px back, all that was
+    looked at, so no profile was clear of the hole and the penumbra was taken for a band)."""
     known = (~hole).astype(np.float32)
     luma = _luma(rgb.astype(np.float32)) * known
     smooth = cv2.GaussianBlur(luma, (0, 0), 1.0) / np.maximum(cv2.GaussianBlur(known, (0, 0), 1.0), 1e-6)
     normal = np.array([-heading[1], heading[0]])
-    reach = 2.0 * width + 6.0
+    reach = 2.0 * width + 6.0 * unit
     offsets = np.arange(-reach, reach + 0.5, 0.5)
     profiles = []
     # 4-12 px back; where the hole's edge runs close along the strip's side and each of those crosses it, the
@@ -35,7 +38,7 @@ def ramp_across(
     for back in [*range(4, 13, 2), *range(14, 21, 2)]:
         if back > 12 and profiles:
             break
-        base = point - back * heading
+        base = point - back * unit * heading
         xs = (base[0] + offsets * normal[0]).astype(np.float32)
         ys = (base[1] + offsets * normal[1]).astype(np.float32)
         inside = (xs >= 0) & (ys >= 0) & (xs <= hole.shape[1] - 1) & (ys <= hole.shape[0] - 1)

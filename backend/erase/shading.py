@@ -317,7 +317,7 @@ def reshade(
     for side, strip, other in found.soft:
         for e in found.entries:
             if e.left == e.right == strip:
-                ramp = ramp_across(rgb, hole, e.point / scale, e.heading, e.widths[0] / scale)
+                ramp = ramp_across(rgb, hole, e.point / scale, e.heading, e.widths[0] / scale, 1 / scale)
                 if ramp > 0:  # a penumbra, not a band of a third colour
                     groups.append({side, strip, other})
                     ramps.append(ramp)
@@ -376,7 +376,9 @@ def _colour_groups(
             ]
             if not others:
                 continue
-            ramp = ramp_across(rgb, hole, e.point / scale, e.heading, max(float(width), 2.0) / scale)
+            ramp = ramp_across(
+                rgb, hole, e.point / scale, e.heading, max(float(width), 2.0) / scale, 1 / scale
+            )
             if ramp > 0:
                 groups.append({mid, side, *others})
                 ramps.append(ramp)

@@ -1289,7 +1289,7 @@ def find_structure(
 
                 def penumbra(e: Entry, band: int, one: int, other: int) -> bool:
                     # measured as the shading will (at the crop's scale)
-                    at = e.point / scale, e.heading, e.widths[0] / scale
+                    at = e.point / scale, e.heading, e.widths[0] / scale, 1 / scale
                     if not (mid_tone(centres, band, one, other) and one_surface(centres, one, other)):
                         return False
                     return ramp_across(rgb, hole, *at) > 0
