@@ -710,13 +710,31 @@ def _pair_corners(entries: list[Entry], taken: set[int]) -> list[tuple[int, int]
     return _greedy(cand)
 
 
+def _joined(entries: list[Entry], max_len: float | None) -> tuple[set[int], list[tuple[int, int]]]:
+    """The entries the drawing joins to another (pairs, closed contours' two ends, and the outlines a junction
+    draws to: ``max_len`` theirs, None without junctions), and the closed contours (``_pair_corners``)."""
+    taken = {k for ij in _pair(entries) for k in ij}
+    corners = _pair_corners(entries, taken)
+    taken |= {k for ij in corners for k in ij}
+    if max_len is not None:
+        taken |= {m for m, _, _ in _pair_junctions(entries, corners, taken, max_len)}
+    return taken, corners
+
+
 def _corner_ends(
-    entries: list[Entry], labels: np.ndarray, hole: np.ndarray, reach: int, max_rms: float, real: Callable
+    entries: list[Entry],
+    labels: np.ndarray,
+    hole: np.ndarray,
+    reach: int,
+    max_rms: float,
+    real: Callable,
+    max_len: float | None,
 ) -> list[Entry]:
-    """The other ends of regions' contours that ``find_entries`` missed, for entries no pair or corner takes:
-    each such entry's two regions' own outlines (the region against every other label at once: ``_sides``
-    names what lies beyond, by the majority a few px across) where they reach the hole, heading into it or
-    running along its edge. Returned: those that close a corner with such an entry (``_pair_corners``), once.
+    """The other ends of regions' contours that ``find_entries`` missed, for entries nothing joins (no pair,
+    corner or junction): each such entry's two regions' own outlines (the region against every other label at
+    once: ``_sides`` names what lies beyond, by the majority a few px across) where they reach the hole, heading
+    into it or running along its edge. Returned: those that close a corner with such an entry
+    (``_pair_corners``) and leave every entry joined before joined (``_joined``, ``max_len`` its).
     Where a cup's lip's lower edge meets the hole at a glancing angle, its last px are a 1-3 px speck of a third
     colour, a 1 px line of the two colours' mixture along the edge, or the wall's wedge running along the hole:
     a JPEG re-encode, a resample or a resize made one of these at the lip's end, so the pair of labels' boundary
@@ -725,13 +743,10 @@ def _corner_ends(
     that count (``MIN_SHARE``, ``MIN_STEP``), at both ends: a dusk sky's contour line, a band of its gradient,
     was otherwise closed against a thin mast's edge.
     """
-    pairs = _pair(entries)
-    taken = {k for ij in pairs for k in ij}
-    taken |= {k for ij in _pair_corners(entries, taken) for k in ij}
-    open_ = [i for i in range(len(entries)) if i not in taken and real(entries[i])]
-    regions = sorted({r for i in open_ for r in (entries[i].left, entries[i].right)})
+    joined, _ = _joined(entries, max_len)
+    open_ = {i for i in range(len(entries)) if i not in joined and real(entries[i])}
     cand: list[Entry] = []
-    for region in regions:
+    for region in sorted({r for i in open_ for r in (entries[i].left, entries[i].right)}):
         own = np.where(labels < 0, -1, (labels == region).astype(np.int32))
         for e in find_entries(own, hole, reach=reach, max_rms=max_rms, glancing=True):
             left, right = _sides(labels, e.point, e.heading)
@@ -749,15 +764,17 @@ def _corner_ends(
             )
             if real(e):
                 cand.append(e)
-    if not cand:
-        return []
-    trial = entries + cand
-    pairs = _pair(trial)
-    taken = {k for ij in pairs for k in ij}
-    found = []
-    for i, j in _pair_corners(trial, taken):
-        if (i < len(entries)) != (j < len(entries)):  # a given entry's other end, not two new ones
-            found.append(trial[max(i, j)])
+    found: list[Entry] = []
+    _, corners = _joined(entries + cand, max_len)
+    for i, j in corners:  # best first, as the drawing pairs them
+        lo, hi = min(i, j), max(i, j)
+        if lo not in open_ or hi < len(entries):  # an open entry and a new end
+            continue
+        e = cand[hi - len(entries)]
+        trial = entries + found + [e]
+        now, closed = _joined(trial, max_len)
+        if joined <= now and any(len(trial) - 1 in ij for ij in closed):  # no join taken away
+            found.append(e)
     return found
 
 
@@ -1350,7 +1367,8 @@ def find_structure(
             counted = max(a, b) < share.size and min(share[a], share[b]) >= MIN_SHARE
             return counted and _step_across(smoothed, e) >= MIN_STEP
 
-        entries = entries + _corner_ends(entries, labels, small_hole, reach, max_rms, real)
+        max_len = 1.5 * extent if junctions else None
+        entries = entries + _corner_ends(entries, labels, small_hole, reach, max_rms, real, max_len)
     if not entries and not bands:
         return None
     barrier = np.zeros(small_hole.shape, np.uint8)
