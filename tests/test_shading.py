@@ -391,3 +391,35 @@ def test_a_penumbras_ramp_is_measured_at_the_pictures_scale():
     assert ramp(2.5, 1) == 0.0  # the 1x lengths at 2.5x: no profile clear of the hole (main b6157c8)
     for k in (1.5, 2, 2.5, 3):
         assert abs(ramp(k, k) / (k * base) - 1) < 0.2, (k, ramp(k, k))  # measured 0.94-0.96
+
+
+def test_an_entry_without_an_edges_line_leaves_along_the_harmonic_line_and_the_curve_is_kept(monkeypatch):
+    """Issue 11, day 13: where the half-way line's end lies on the ring but the photo shows no edge's line there
+    (a blob of half-way shade within ``EDGE_REACH``: the coffee's cup-foot rim as a JPEG at 95, at 2x),
+    ``_continued_edge`` gave up the whole curve and the other end's edge too: the harmonic line's straight
+    diagonal. That end now leaves along the harmonic line's own direction (as an end inside the hole does)."""
+    img, hole, labels, arc = _curved_shadow_scene()
+    top = int(np.nonzero(hole)[0].min())
+    yy, xx = np.mgrid[: hole.shape[0], : hole.shape[1]]
+    x_top = 50 + np.sqrt(80**2 - (top - 100.0) ** 2)  # where the arc crosses the hole's top
+    blob = (np.hypot(xx - x_top, yy - (top - 8)) < 14) & ~hole
+    img = img.copy()
+    img[blob] = ((LIT + DARK) / 2).astype(np.uint8)  # flat half-way shade over the ring there
+    filled = img.copy()
+    filled[hole] = 120
+
+    def miss() -> list[float]:
+        out = shading._reshade(img, hole, filled, labels, [{0, 1, 2}], 12.0)
+        row = cv2.GaussianBlur(out.astype(np.float32), (0, 0), 2.0).mean(axis=-1)
+        mid = (LIT + DARK).mean() / 2
+        err = []
+        for y in range(80, 121, 10):
+            xs = np.nonzero(hole[y])[0]
+            err.append(float(abs(xs[np.argmin(np.abs(row[y, xs] - mid))] - arc[y])))
+        return err
+
+    bent = miss()
+    assert max(bent) < 3.0, bent  # measured 0-0.6
+    monkeypatch.setattr(shading, "HARMONIC_FALLBACK", False)
+    straight = miss()
+    assert min(straight) > 5.0, straight  # the harmonic line: 6.5-9 px inside the arc (main d0ab49f)

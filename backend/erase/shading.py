@@ -53,6 +53,10 @@ WINDOW_PAD = 48  # px around the soft zone: the ring it is interpolated from, an
 EDGE_CONTINUE = True
 EDGE_REACH = 18  # px: the known band an entry's edge direction is measured in
 ENTRY_NEAR = 6  # px: a half-way line's end this close to the hole's border enters from the ring
+# an end on the ring where the photo shows no edge's line (a blob of half-way shade: a cup foot's rim, a glint)
+# leaves along the harmonic line's own direction, as an end inside the hole does; without it the whole curve was
+# given up and the other end's edge ignored (the coffee as a JPEG at 95 and at 2x: a straight diagonal)
+HARMONIC_FALLBACK = True
 
 
 def _hard_boundaries(labels: np.ndarray, groups: list[set[int]]) -> np.ndarray:
@@ -191,9 +195,9 @@ def _continued_edge(
     heads = []
     for p, toward in ((p0, chord), (p1, -chord)):
         x, y = int(p[0]), int(p[1])
-        if inside[y, x] <= ENTRY_NEAR:  # it enters from the ring: the photo's own edge outside the hole
-            d = _edge_heading(luma, levels, hole, p, out_dist)
-        else:  # it leaves the zone inside the hole: the harmonic line's own direction there
+        d = _edge_heading(luma, levels, hole, p, out_dist) if inside[y, x] <= ENTRY_NEAR else None
+        if d is None and (inside[y, x] > ENTRY_NEAR or HARMONIC_FALLBACK):
+            # it leaves the zone inside the hole, or the ring shows no edge's line there: the harmonic line's own
             g = np.array([gx[y, x], gy[y, x]], np.float64)
             d = None if np.hypot(*g) < 1e-6 else np.array([-g[1], g[0]]) / np.hypot(*g)
         if d is None:
