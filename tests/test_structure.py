@@ -764,6 +764,38 @@ def test_no_white_bump_past_the_lip_on_a_resized_coffee():
     assert white.sum() <= 10, int(white.sum())
 
 
+def test_no_pale_haze_beside_the_lips_contour_where_the_hole_is_wide(tmp_path):
+    """The README command at --grow 10 (the whole CLI: snap, region, hint ring): beside the lip's closed contour
+    the meld spread the lip's white over the saucer, a pale strip 3-10 px right of the lip's edge (green 111 on
+    y 114-149 where the saucer's is ~50; main since day 12, corner12's "grow 10's white haze"). The meld keeps
+    the voted colours' steps in a band a patch's reach either side of the contour (2 x patch - 1 px): a copy that
+    overlaps the contour can put its source's edge anywhere in it. With day 11's +-4 px the haze stays."""
+    from PIL import Image
+
+    from backend import cli
+
+    root = Path(__file__).resolve().parent.parent
+    out = tmp_path / "out.png"
+    args = ["erase", str(root / "examples" / "coffee.png"), "--selection"]
+    args += [
+        str(root / "examples" / "coffee-spoon-selection.png"),
+        "--grow",
+        "10",
+        "--out",
+        str(out),
+        "--quiet",
+    ]
+    assert cli.main(args) == 0
+    result = np.asarray(Image.open(out).convert("RGB")).astype(int)
+    green = []
+    for y in range(114, 150):  # below the saucer rim's junction with the lip, above the lip's lower end
+        white = np.nonzero(result[y, 370:440].min(axis=1) > 200)[0]  # the lip's white, the fill's edge of it
+        assert white.size, y
+        edge = 370 + int(white.max())
+        green.extend(result[y, edge + 3 : edge + 11, 1])
+    assert np.mean(green) < 95, np.mean(green)  # day 11's band: 111.5; now 77 (the body's shade below)
+
+
 def test_the_bowls_soft_shadow_is_found_whatever_the_regions_exact_shape_on_the_coffee():
     """The spoon bowl's soft shadow (dark | mid | lit, a penumbra k-means cut into three) must be found as a soft
     edge at every --grow, or the bowl's place is the structure's label flood: main found it at 6, 7 and 9 only,

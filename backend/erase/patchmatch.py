@@ -503,12 +503,14 @@ SEAM_STEP = 24.0  # levels: steps much larger than this are structure, not drift
 GUIDE_WEIGHT = (
     40.0  # a patch pixel whose structure label differs from its source's costs 2 x 40^2 (~33 levels RGB)
 )
-# px: the band around a contour the structure closed across the hole (``Structure.contours``) in which the final
-# meld keeps the voted colours' steps (``_meld``'s ``keep``; 0: off). At 9 (+-4 px) the coffee's lip has no haze on
-# the wood, no white bump where the saucer's rim meets it and no pale streak down the saucer, seeds 0-2; at 5 the
-# synthetic lip (tests/test_structure.py) kept a 6-level haze, at 1 (the one step across) the coffee's streak
-# stayed. Of the 84 bench scenes only held-out hp12 has such a contour (HaarPSI 0.226 -> 0.225).
-CONTOUR_KEEP = 9
+# The band around a contour the structure closed across the hole (``Structure.contours``) in which the final meld
+# keeps the voted colours' steps (``_meld``'s ``keep``; option ``contour_keep`` px, 0: off) is a patch's reach on
+# either side of the contour: 2 x patch - 1 px (13 at the 7 px patch; ``_fill``). A copy that overlaps the contour
+# carries its source's edge anywhere within a patch of it, so the voted steps put the lip's edge up to that far
+# out. Day 11 (rim11) took 9 (+-4 px), the least that kept the README coffee's lip clean (at 5 the synthetic lip
+# kept a 6-level haze, at 1 the coffee's pale streak down the saucer stayed); where the hole is wider by the lip
+# (--grow 10; a JPEG-85 copy whose region takes a sliver of the lip) the meld still spread the lip's white 4-8 px
+# over the saucer: at 13 neither (lip13). Bench: p14 (HaarPSI 0.457 -> 0.458) and held-out hp12 (unchanged) have one.
 CONTOUR_EDGE = 0.7  # px: the Gaussian that anti-aliases that contour's edge in the hole (0: off)
 STRUCTURE_SEED = 0  # k-means seed of find_structure: fixed, whatever the fill's seed (bulge11)
 SMOOTH_RIM = 2.0  # levels RMS: below it the surround counts as smooth (see PatchMatchFiller._fill)
@@ -723,7 +725,7 @@ def _contour_edge(img: np.ndarray, free: np.ndarray, sides: np.ndarray, sigma: f
     the contour closes, 2 + label beyond it): each hole pixel of the band whose colour sides with the other
     class than a 4-neighbour's (nearer the inside's median colour, or nearer the median of the nearest region
     beyond) takes the Gaussian (``sigma`` px) average around it. The meld keeps the voted colours' steps there
-    (``CONTOUR_KEEP``), and each pixel's colour is one source pixel's, so the edge was a binary step,
+    (``contour_keep``), and each pixel's colour is one source pixel's, so the edge was a binary step,
     stair-stepped at 3x, where the photo's own outline has an in-between pixel per row (review11)."""
     band = sides > 0
     inside, beyond = sides == 1, sides > 1
@@ -1251,7 +1253,7 @@ class PatchMatchFiller:
             # filled with a wrong region's block); with the gradient-domain vote (meld) it wins there too
             weight = float(self.options.get("guide_weight", GUIDE_WEIGHT))
             # by a contour closed across the hole (a cup's lip) the meld keeps the voted colours' steps
-            width = int(self.options.get("contour_keep", CONTOUR_KEEP))
+            width = int(self.options.get("contour_keep", 2 * self.patch - 1))  # a patch's reach either side
             sides = found.contour_sides(mask.shape, width) if width > 0 else None
             keep = None if sides is None else sides > 0
             filled = self._complete(rgb, mask, guide=found.guide(weight), hint=hint, keep=keep)

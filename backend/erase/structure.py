@@ -1470,7 +1470,7 @@ def find_structure(
         quiet = np.isin(labels, own) | (near & ~small_hole)
     # a closed contour starts and ends on known pixels of its own region, which touch the hole beyond the
     # curve as well: seeding there, that region leaked past the contour's end (the coffee lip's label 4 px
-    # past the photo's edge at its lower end, kept as a white spur by the meld's CONTOUR_KEEP band)
+    # past the photo's edge at its lower end, kept as a white spur by the meld's contour keep band)
     near_ends = cv2.dilate(ends, np.ones((3, 3), np.uint8)) > 0
     # a thin band lying along the hole's edge does not seed it either (``grazing_thin``)
     unseeded = (near_ends & ~small_hole) | grazing
