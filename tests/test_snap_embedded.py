@@ -823,3 +823,27 @@ def test_the_spoons_reflection_the_lasso_cuts_goes_whole_with_the_spoon(pipe):
     outside = mask & (lasso == 0)
     outside[230:262, 312:340] = False  # the reflection
     assert not outside.any(), np.argwhere(outside)[:5]
+
+
+@needs_u2netp
+@pytest.mark.parametrize("change", ["s0.8", "s0.9"])
+def test_the_spoons_reflection_goes_on_a_smaller_coffee_snapped_at_full_resolution(pipe, change):
+    """At 0.8x and 0.9x the crop fits the working side and is snapped at full resolution, where recover_thin
+    does not run: the mask stopped at the bowl, 2-4 px short of the lasso at the reflection's hook, follow_across
+    had no cut to follow and the erase left the hook's outer half (a glint by the cup's handle; session 13).
+    At 1x (working scale 0.877) recover_thin takes the hook's inner half and follow_across the rest: the same
+    now at full resolution, where the thin parts lead the follow but stay out of the mask."""
+    from backend.erase.pipeline_erase import _region_weights
+
+    image, lasso, _, _, _ = coffee_spoon()
+    photo, sel, k = _perturbed_coffee(change)
+    out = pipe(photo, sel.astype(np.float32) / 255, SnapParams(method="combined"))
+    assert out.meta["scale"] == 1.0
+    assert [p for p in out.meta.get("followed", []) if p["kept"]], out.meta.get("followed")
+    rest = np.zeros(lasso.shape, bool)
+    rest[236:260, 314:334] = True
+    rest &= (image.mean(axis=2) > 90) & (lasso == 0)  # the hook's outline and highlight outside, at 1x
+    region = cv2.resize(_region_weights(out.mask, 6, 2, photo), (600, 400), interpolation=cv2.INTER_LINEAR)
+    assert (region[rest] >= 0.99).mean() > 0.9, (region[rest] >= 0.99).mean()  # main: 0.38
+    got = spoon_checks(cv2.resize((out.mask > 0.5).astype(np.uint8), (600, 400)) > 0)
+    assert got["spill"] < 0.02 and got["whole"] == 1.0, got

@@ -878,6 +878,9 @@ def refine_full(rgb: np.ndarray, seed: np.ndarray, small_mask: np.ndarray, scale
 # loses nothing thin, yet the step that brings thin parts back after a resample (recover_thin, 5 px wide at any
 # scale above 0.5) would add background texture around the object (the seat's lasso: a 323 px crop for 320)
 FULL_RES_SLACK = 0.95
+# recover_thin's width at the working resolutions between 0.5 and 1 (2 * ceil(1 / scale) + 1): what follow_across
+# starts from at full resolution too
+FULL_RES_THIN = 5
 
 
 def working_scale(h: int, w: int, side: int) -> float:
@@ -954,8 +957,19 @@ def snap_embedded(
         rest = cv2.dilate(((prob > 0.5) & ~spurs).astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
         prob[(cv2.dilate(spurs.astype(np.uint8), np.ones((5, 5), np.uint8)) > 0) & ~rest] = 0.0
         meta["spurs_dropped"] = int(spurs.sum())
-    rest, followed = follow_across(rgb, seed, prob > 0.5, reach=follow)
+    mask = prob > 0.5
+    # below full resolution the mask holds the thin parts recover_thin brings back (refine_full); at full
+    # resolution they stay out of the mask (they would add background texture around the object, session 5),
+    # but a part they lead to across the selection's edge is followed as it is below full resolution (session
+    # 13: the coffee at 0.8-0.9x, snapped at full resolution, kept the reflection's hook that at 1x, snapped at
+    # 0.877, goes: recover_thin takes the hook's inner half up to the lasso, and follow_across the rest)
+    thin = recover_thin(rgb, seed, mask, width=FULL_RES_THIN) if scale >= 1.0 else np.zeros_like(mask)
+    rest, followed = follow_across(rgb, seed, mask | thin, reach=follow)
     if followed:
+        if thin.any():  # the thin parts that lead to what was followed come with it
+            _, parts = cv2.connectedComponents((thin | rest).astype(np.uint8), connectivity=8)
+            ids = np.unique(parts[rest])
+            rest |= thin & np.isin(parts, ids[ids > 0])
         prob[rest] = 1.0
         meta["followed"] = followed
     return prob, best.name, meta
