@@ -5,14 +5,19 @@ still make the backend hold memory: up to ``ZMQ_MAXMSGSIZE`` per message, ``ZMQ_
 connection, for as many connections as it opens. ``PeerGuard`` bounds the last two factors: connections that
 have not yet sent one correctly signed message ("unproven") are capped, and an unproven connection is dropped
 after a few bad signatures. The cap is enforced after the server has read what is waiting, not when a
-connection is accepted, and past the small cap it takes only connections that sent a bad signature or had
-``proof_deadline_s`` to prove the key and did not: a burst of honest clients connecting at once (each signs
-its first message at once) is never cut, up to the larger ``max_burst`` while the server is calm. Before (session 12) the 9th
-connection accepted in one instant shut the oldest down with its signed hello still unread: that host's
-request was lost, never answered. Dropping is a ``shutdown()`` of the TCP socket ZeroMQ owns (its fd comes
-from the monitor's ``ACCEPTED`` event and the message's ``ZMQ_SRCFD``): ZeroMQ then sees the peer hang up,
-closes the connection and frees what it buffered for it. Proven connections (holders of the key) are never
-dropped here; quotas bound them.
+connection is accepted, so a burst of honest clients connecting at once (each signs its first message at once)
+is not cut: past the small cap a connection gets ``burst_grace_s`` (2 s) to prove the key, up to the larger
+``max_burst`` while the server is calm, and while what those young connections have sent stays within
+``max_pending_bytes`` (the server's: what the small cap's connections could hold, 8 x ``ZMQ_MAXMSGSIZE``). One
+that outlives the grace past the cap, or the biggest past that byte allowance, is cut, and the guard is then
+wary for ``proof_deadline_s``: the small cap for all. Before (session 12) the 9th connection accepted in one
+instant shut the oldest down with its signed hello still unread: that host's request was lost, never answered.
+Guard13 (057d81e) gave young connections the whole ``proof_deadline_s`` (15 s) instead of the grace: a peer
+that sends most of a big message and never finishes it, reconnecting before 15 s, was never read, never
+stale, and held 64 connections' partial messages for ever (review13: +1 GiB RSS a cycle). Dropping is a
+``shutdown()`` of the TCP socket ZeroMQ owns (its fd comes from the monitor's ``ACCEPTED`` event and the
+message's ``ZMQ_SRCFD``): ZeroMQ then sees the peer hang up, closes the connection and frees what it buffered
+for it. Proven connections (holders of the key) are never dropped here; quotas bound them.
 
 ``SeenIds`` remembers message ids for a window (the result TTL) so a signed message sent again, from any
 socket, is refused instead of run again. Ids are stored per owner, and each owner's list is capped, so one
@@ -24,6 +29,7 @@ from __future__ import annotations
 import logging
 import re
 import socket
+import struct
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
@@ -65,13 +71,19 @@ class PeerGuard:
     """Per-connection bookkeeping, socket thread only. fds are ZeroMQ's TCP sockets.
 
     Unproven connections past ``max_unproven`` are dropped by ``enforce`` (oldest first): first those that
-    sent a bad signature, then those older than ``proof_deadline_s``; connections still within their deadline
-    (their first message may not have been read yet) only past ``max_burst`` in all. That allowance is for a
-    calm server: for ``proof_deadline_s`` after an unproven connection sent a bad signature or outlived its
-    deadline past the cap (an unauthenticated flood, a peer that connects and says nothing), young ones are
-    cut at ``max_unproven`` too, as before. A flood's fresh connections look like an honest burst until their
-    first message is read: without that, a flood of 64 sockets kept 64 of them reading ahead (+1.4 GiB RSS in
-    bench/flood.py; with it 1.1-1.2 GiB, as session 12's guard: 0.5-1.4 GiB).
+    sent a bad signature, then those that had ``burst_grace_s`` to prove the key and did not ("overdue"; an
+    honest client's signed hello is small and sent at once); connections still within their grace (their
+    first message may not have been read yet) only past ``max_burst`` in all. That allowance is for a calm
+    server: for ``proof_deadline_s`` after an unproven connection sent a bad signature or was overdue past the
+    cap (an unauthenticated flood, a peer that connects and says nothing or never finishes its message), young
+    ones are cut at ``max_unproven`` too. Young connections past the cap are also cut, biggest first, while
+    together they have received more than ``max_pending_bytes`` (``TCP_INFO``'s bytes received, where the
+    OS gives it): ZeroMQ holds a partial message whole, so a flood's connections fill up long before the
+    grace ends (review13: 64 x 16 MiB in 0.6 s on loopback), while an honest burst's first messages are small
+    hellos. So past ``max_unproven`` a flood holds connections only for the grace and that many bytes, once
+    per wary period (plus what arrives between two read passes: the server polls every 10 ms while past the
+    cap). While the server's last read pass left messages waiting (``enforce(backlog=True)``: a young
+    connection's signed hello may be among them) the grace is ``proof_deadline_s`` instead.
     """
 
     def __init__(
@@ -81,12 +93,16 @@ class PeerGuard:
         *,
         max_burst: int = 64,
         proof_deadline_s: float = 15.0,
+        burst_grace_s: float = 2.0,
+        max_pending_bytes: int | None = None,
         clock: Callable[[], float] = time.monotonic,
     ):
         self.max_unproven = max_unproven
         self.max_bad_signatures = max_bad_signatures
         self.max_burst = max(max_burst, max_unproven)
         self.proof_deadline_s = proof_deadline_s
+        self.burst_grace_s = min(burst_grace_s, proof_deadline_s)
+        self.max_pending_bytes = max_pending_bytes
         self._clock = clock
         self._wary_until = float("-inf")  # until then, no burst allowance (see the class)
         self._conns: OrderedDict[int, _Conn] = OrderedDict()  # accept order: oldest first
@@ -99,36 +115,61 @@ class PeerGuard:
         self._conns.pop(fd, None)  # a reused fd is a new connection
         self._conns[fd] = _Conn(since=self._clock(), peer=_peername(fd))
 
-    def enforce(self) -> None:
-        """Drop unproven connections past the caps (see the class). Called after every read pass."""
+    def enforce(self, backlog: bool = False) -> None:
+        """Drop unproven connections past the caps (see the class). Called after every read pass;
+        ``backlog``: that pass stopped with messages still waiting."""
         unproven = [(f, c) for f, c in self._conns.items() if not c.proven and not c.dropped]
         excess = len(unproven) - self.max_unproven
         if excess <= 0:
             return
         now = self._clock()
-        horizon = now - self.proof_deadline_s
+        horizon = now - (self.proof_deadline_s if backlog else self.burst_grace_s)
         bad = [f for f, c in unproven if c.bad]
-        stale = [f for f, c in unproven if not c.bad and c.since <= horizon]
+        overdue = [f for f, c in unproven if not c.bad and c.since <= horizon]
         young = [f for f, c in unproven if not c.bad and c.since > horizon]
-        if stale:
+        heavy = self._heavy(young)
+        if overdue or heavy:
             self._wary_until = now + self.proof_deadline_s
         burst = self.max_burst if now >= self._wary_until else self.max_unproven
-        victims = (bad + stale)[:excess]
+        victims = (bad + overdue)[:excess] + heavy
+        young = [f for f in young if f not in heavy]
         over_burst = len(unproven) - len(victims) - burst
         if over_burst > 0:
             victims += young[:over_burst]
         if victims:
             log.warning(
-                "%d connections have not proved the key (%d sent bad signatures, %d for over %g s): "
-                "dropping %d",
+                "%d connections have not proved the key (%d sent bad signatures, %d for over %g s, "
+                "%d past the bytes allowed to young ones): dropping %d",
                 len(unproven),
                 len(bad),
-                len(stale),
-                self.proof_deadline_s,
+                len(overdue),
+                now - horizon,
+                len(heavy),
                 len(victims),
             )
         for fd in victims:
             self._drop(fd)
+
+    def _heavy(self, young: list[int]) -> list[int]:
+        """Young connections to cut, biggest first, until what they have sent is within
+        ``max_pending_bytes`` (an honest burst's first messages are small signed hellos; a flood's partial
+        messages are held whole by ZeroMQ long before their grace ends)."""
+        if self.max_pending_bytes is None or not young:
+            return []
+        sizes = sorted(((_bytes_received(f), f) for f in young), reverse=True)
+        total = sum(n for n, _f in sizes)
+        heavy = []
+        for n, f in sizes:
+            if total <= self.max_pending_bytes:
+                break
+            heavy.append(f)
+            total -= n
+        return heavy
+
+    def watching(self) -> bool:
+        """More unproven connections than ``max_unproven``: ``enforce`` should run often (the bytes a
+        young connection receives arrive between read passes, with no message to wake the server)."""
+        return self.unproven() > self.max_unproven
 
     def closed(self, fd: int) -> None:
         self._conns.pop(fd, None)
@@ -180,6 +221,25 @@ class PeerGuard:
             pass
         finally:
             sock.detach()  # the fd stays ZeroMQ's
+
+
+def _bytes_received(fd: int) -> int:
+    """Bytes the kernel received on this TCP socket (``tcpi_bytes_received``, Linux 4.1+; 0 where it is
+    not known): for an unproven connection, about what ZeroMQ holds of its unread messages."""
+    tcp_info = getattr(socket, "TCP_INFO", None)
+    if tcp_info is None:
+        return 0
+    try:
+        sock = socket.socket(fileno=fd)
+    except OSError:
+        return 0
+    try:
+        info = sock.getsockopt(socket.IPPROTO_TCP, tcp_info, 256)
+    except OSError:
+        return 0
+    finally:
+        sock.detach()
+    return struct.unpack_from("<Q", info, 128)[0] if len(info) >= 136 else 0
 
 
 def _peername(fd: int) -> tuple | None:

@@ -54,11 +54,14 @@ class ServerConfig:
     )
     recv_hwm: int = 2  # ZMQ_RCVHWM: messages ZeroMQ queues per connection before it stops reading it
     # connections that have not sent a signed message yet: past max_unproven_peers the ones that sent a bad
-    # signature or had proof_deadline_s to sign and did not are shut down; ones still within that deadline
-    # (a burst of hosts connecting at once) only past max_unproven_burst (backend/guard.py)
+    # signature or had burst_grace_s to sign and did not are shut down (and the guard is wary, the small cap
+    # for all, for proof_deadline_s); ones still within the grace (a burst of hosts connecting at once) only
+    # past max_unproven_burst, or biggest first past max_unproven_peers x max_message_bytes received
+    # (backend/guard.py)
     max_unproven_peers: int = 8
     max_unproven_burst: int = 64
     proof_deadline_s: float = 15.0
+    burst_grace_s: float = 2.0
     max_bad_signatures: int = 4  # an unproven connection is dropped after this many unsigned messages
     max_result_bytes: int = 1 << 30  # finished results kept for fetch, oldest evicted first
     max_queue: int = 64
@@ -127,6 +130,9 @@ class Server:
             self.config.max_bad_signatures,
             max_burst=self.config.max_unproven_burst,
             proof_deadline_s=self.config.proof_deadline_s,
+            burst_grace_s=self.config.burst_grace_s,
+            # past the cap, young connections together may hold what max_unproven_peers could before
+            max_pending_bytes=self.config.max_unproven_peers * self.max_message_bytes,
         )
         self.seen_ids = SeenIds(self.config.result_ttl_s or 3600.0)
         self._monitor: zmq.Socket | None = None
@@ -358,7 +364,8 @@ class Server:
             poller.register(self._monitor, zmq.POLLIN)
         try:
             while not self._stop.is_set():
-                ready = dict(poller.poll(500))
+                # past the unproven cap, a flood's bytes arrive with no message to wake us: look often
+                ready = dict(poller.poll(10 if self.guard.watching() else 500))
                 if wake in ready:
                     try:
                         while self._wake_r.recv(4096):
@@ -374,18 +381,21 @@ class Server:
                     self.jobs.sweep()
                     self.seen_ids.expire()
                 self._drain_monitor()
+                backlog = False
                 if self._router in ready:
+                    backlog = True
                     for _ in range(64):  # fairness with the outbox
                         try:
                             frames = self._router.recv_multipart(zmq.NOBLOCK, copy=False)
                         except zmq.Again:
+                            backlog = False
                             break
                         self._drain_monitor()  # know a connection before judging its messages
                         self._handle(frames)
                         self._flush_outbox()
                 # after reading what was waiting: a connection whose signed first message was there is
-                # proven now, never cut for arriving in a burst
-                self.guard.enforce()
+                # proven now, never cut for arriving in a burst (nor past its grace while messages wait)
+                self.guard.enforce(backlog=backlog)
         finally:
             self._shutdown()
 

@@ -11,6 +11,14 @@ the signed client's round trips (all must succeed).
 
 ``--rss-cap-mb`` kills the server when its RSS passes the cap (a shared machine must not be swamped by a
 backend without the bounds): the report then says so instead of giving its peak.
+
+``--partial-mib N`` is review13's slow flood instead: each socket speaks ZMTP itself, announces an (N+1) MiB
+message, sends N MiB of it and never finishes it (ZeroMQ holds it, the server never reads a message, so no
+bad signature), holds ``--hold`` s, then closes and reconnects, ``--cycles`` times. Reports per cycle the
+sockets the server had not hung up on and its RSS growth (sampled every 0.2 s) over the cycle:
+
+    OMP_NUM_THREADS=1 .venv/bin/python bench/flood.py --sockets 64 --partial-mib 16 --hold 12 --cycles 3 \
+        --max-pixels 2000000
 """
 
 from __future__ import annotations
@@ -20,6 +28,8 @@ import json
 import os
 import secrets
 import signal
+import socket
+import struct
 import subprocess
 import sys
 import tempfile
@@ -201,6 +211,84 @@ def run_flood(
     return report
 
 
+# ZMTP 3.0 spoken by hand: NULL mechanism greeting, then READY as a DEALER (RFC 23)
+_GREETING = b"\xff" + b"\0" * 8 + b"\x7f" + bytes([3, 0]) + b"NULL".ljust(20, b"\0") + b"\0" * 32
+_READY = b"\x04\x1c\x05READY\x0bSocket-Type\x00\x00\x00\x06DEALER"
+
+
+@dataclass
+class PartialCycle:
+    alive: int  # sockets the server had not hung up on when the cycle ended
+    peak_growth_mb: float  # server RSS peak over the cycle minus the baseline
+
+
+def _partial(sock: socket.socket, mib: int) -> None:
+    chunk = b"\x5a" * (1 << 20)
+    try:
+        for _ in range(mib):
+            sock.sendall(chunk)
+    except OSError:
+        pass  # hung up on
+
+
+def _hung_up(sock: socket.socket) -> bool:
+    sock.setblocking(False)
+    try:
+        while sock.recv(65536):
+            pass
+        return True
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
+
+
+def run_partial_flood(
+    sockets: int = 64,
+    mib: int = 16,
+    hold_s: float = 12.0,
+    cycles: int = 3,
+    max_pixels: int = 2_000_000,
+    backend_root: Path = ROOT,
+) -> tuple[float, list[PartialCycle]]:
+    """review13's slow flood (see the module); returns the baseline RSS and one record per cycle."""
+    tmp = Path(tempfile.mkdtemp(prefix="layeredit-partial-"))
+    proc, conn = _serve(tmp, max_pixels, backend_root)
+    out: list[PartialCycle] = []
+    try:
+        host, port = connection.read(conn).endpoint.split("//")[1].rsplit(":", 1)
+        address = (host.strip("[]"), int(port))
+        time.sleep(1.0)
+        base = _vm(proc.pid, "VmRSS")
+        for _ in range(cycles):
+            socks = []
+            for _ in range(sockets):
+                sock = socket.create_connection(address)
+                sock.sendall(_GREETING + _READY + b"\x02" + struct.pack(">Q", (mib + 1) << 20))
+                socks.append(sock)
+            threads = [threading.Thread(target=_partial, args=(s, mib)) for s in socks]
+            for t in threads:
+                t.start()
+            t0, peak = time.monotonic(), 0.0
+            while time.monotonic() - t0 < hold_s:
+                peak = max(peak, _vm(proc.pid, "VmRSS"))
+                time.sleep(0.2)
+            out.append(PartialCycle(sum(not _hung_up(s) for s in socks), round(peak - base, 1)))
+            for s in socks:
+                s.close()
+            for t in threads:
+                t.join(5)
+            time.sleep(2.0)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+    return base, out
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -210,7 +298,18 @@ def main() -> int:
     parser.add_argument("--max-pixels", type=int, default=250_000)
     parser.add_argument("--backend-root", type=Path, default=ROOT, help="checkout whose backend to run")
     parser.add_argument("--rss-cap-mb", type=float, default=0.0, help="kill the server past this RSS")
+    parser.add_argument("--partial-mib", type=int, default=0, help="review13's slow flood (see above)")
+    parser.add_argument("--hold", type=float, default=12.0, help="--partial-mib: seconds per cycle")
+    parser.add_argument("--cycles", type=int, default=3, help="--partial-mib: connect/hold/close cycles")
     args = parser.parse_args()
+    if args.partial_mib:
+        base, cycles = run_partial_flood(
+            args.sockets, args.partial_mib, args.hold, args.cycles, args.max_pixels, args.backend_root
+        )
+        print(
+            json.dumps({"baseline_rss_mb": round(base, 1), "cycles": [asdict(c) for c in cycles]}, indent=2)
+        )
+        return 0
     report = run_flood(
         args.sockets,
         args.seconds,

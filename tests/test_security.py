@@ -7,6 +7,7 @@ import json
 import os
 import secrets
 import socket
+import struct
 import threading
 import time
 from contextlib import contextmanager
@@ -270,7 +271,7 @@ def test_connections_that_never_prove_the_key_are_capped(tmp_path):
                 d.close()
 
 
-def test_connections_within_their_proof_deadline_are_capped_past_the_burst_bound(tmp_path):
+def test_connections_within_their_grace_are_capped_past_the_burst_bound(tmp_path):
     with running_server(tmp_path, max_unproven_peers=2, max_unproven_burst=3) as srv:
         info = connection.read(srv.connection_file)
         idle = [Dealer(info) for _ in range(5)]  # connect, say nothing: young, but too many of them
@@ -311,9 +312,142 @@ def test_hosts_connecting_in_one_instant_are_all_served(tmp_path):
         srv.stop()
 
 
+# ZMTP 3.0 as a peer without the key speaks it: NULL mechanism greeting, then READY as a DEALER
+_ZMTP_GREETING = b"\xff" + b"\0" * 8 + b"\x7f" + bytes([3, 0]) + b"NULL".ljust(20, b"\0") + b"\0" * 32
+_ZMTP_READY = b"\x04\x1c\x05READY\x0bSocket-Type\x00\x00\x00\x06DEALER"
+
+
+def _partial_sender(endpoint: str) -> socket.socket:
+    """A peer without the key that announces a 1 MiB message, sends half of it and never finishes it: ZeroMQ
+    holds the half, the server never sees a message (no bad signature), review13's slow flood."""
+    host, port = endpoint.split("//")[1].rsplit(":", 1)
+    sock = socket.create_connection((host.strip("[]"), int(port)))
+    frame = b"\x02" + struct.pack(">Q", 1 << 20)  # one long frame, the last of its message
+    try:
+        sock.sendall(_ZMTP_GREETING + _ZMTP_READY + frame + b"\x5a" * (1 << 19))
+    except OSError:
+        pass  # cut while sending
+    return sock
+
+
+def _hung_up(sock: socket.socket) -> bool:
+    """The server shut this connection down (reads what the server sent until EOF or nothing is waiting)."""
+    sock.setblocking(False)
+    try:
+        while sock.recv(65536):
+            pass
+        return True
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
+
+
+def test_partial_first_messages_past_the_cap_are_cut_after_the_grace(tmp_path):
+    """12 peers (more than the cap of 8) each send most of a message and never finish it. Guard13's burst
+    allowance kept all 12 (up to 64) for the whole 15 s deadline, and a peer reconnecting before then was never
+    cut: 64 x the message limit held for ever. Past the cap they get the grace (2 s), then the oldest go and
+    8 stay, as before guard13; a client with the key is served throughout."""
+    now = [0.0]
+    cfg = ServerConfig(connection_file=tmp_path / "backend.json", report_models=False)
+    srv = Server(cfg, registry(), models_factory=None)
+    srv.guard = PeerGuard(8, 4, max_burst=64, proof_deadline_s=15.0, clock=lambda: now[0])
+    srv.start()
+    peers: list[socket.socket] = []
+    try:
+        info = connection.read(srv.connection_file)
+        peers = [_partial_sender(info.endpoint) for _ in range(12)]
+        assert wait_until(lambda: srv.guard.unproven() == 12)
+        with Client(info) as c:  # a client with the key, proven at its first message
+            c.ping()  # within the grace: a burst, nobody cut
+            assert srv.guard.dropped_total == 0 and not any(_hung_up(p) for p in peers)
+            now[0] = 3.0  # past the grace, well within the 15 s deadline
+            assert wait_until(lambda: sum(_hung_up(p) for p in peers) == 4)
+            assert srv.guard.dropped_total == 4 and srv.guard.unproven() == 8  # as before guard13
+            c.ping()
+    finally:
+        for p in peers:
+            p.close()
+        srv.stop()
+
+
+def test_young_connections_past_the_cap_hold_no_more_bytes_than_the_cap_allows(tmp_path):
+    """Within the grace too: the bytes young connections past the cap have sent (a flood's partial messages,
+    held whole by ZeroMQ; an honest first message is a small signed hello) are kept within what the cap's 8
+    connections could hold (``max_pending_bytes``; here 2.5 MiB): the biggest go first, then the guard is
+    wary. 12 peers x 0.5 MiB, one after the other, the clock never moving: at the 9th, 4 or 5 are cut (which
+    depends on how much of the 9th has arrived), then 8 at most remain."""
+    cfg = ServerConfig(connection_file=tmp_path / "backend.json", report_models=False)
+    srv = Server(cfg, registry(), models_factory=None)
+    srv.guard = PeerGuard(8, 4, max_burst=64, max_pending_bytes=5 << 19, clock=lambda: 0.0)
+    srv.start()
+    peers: list[socket.socket] = []
+    try:
+        info = connection.read(srv.connection_file)
+        peers = [_partial_sender(info.endpoint) for _ in range(12)]
+        assert wait_until(lambda: srv.guard.dropped_total >= 4 and srv.guard.unproven() <= 8)
+        assert wait_until(lambda: sum(_hung_up(p) for p in peers) == srv.guard.dropped_total)
+        assert srv.guard.unproven() + srv.guard.dropped_total == 12
+        with Client(info) as c:
+            c.ping()
+    finally:
+        for p in peers:
+            p.close()
+        srv.stop()
+
+
+def test_the_guard_gives_young_connections_past_the_cap_only_the_grace_then_is_wary():
+    """The short grace with a clock we move (real loopback fds): overdue past the cap is cut and makes the
+    guard wary; while the server's last read pass left messages waiting, the grace is the whole deadline."""
+    now = [0.0]
+    listener = socket.create_server(("127.0.0.1", 0))
+    pairs = []
+    try:
+        for _ in range(10):
+            client = socket.create_connection(listener.getsockname())
+            server_side, _addr = listener.accept()
+            pairs.append((client, server_side))
+        fds = [srv_side.fileno() for _c, srv_side in pairs]
+
+        def dropped(guard: PeerGuard) -> list[int]:
+            return [i for i, fd in enumerate(fds) if fd in guard._conns and guard._conns[fd].dropped]
+
+        guard = PeerGuard(2, 4, max_burst=5, proof_deadline_s=10.0, burst_grace_s=1.0, clock=lambda: now[0])
+        for fd in fds[:4]:
+            guard.accepted(fd)
+        now[0] = 0.5
+        guard.enforce()
+        assert dropped(guard) == []  # a burst within the grace
+        now[0] = 1.5
+        guard.enforce(backlog=True)  # messages still waiting: a first message may be among them
+        assert dropped(guard) == []
+        guard.enforce()  # all read, and 0..3 still have not proved the key: the oldest past the cap go
+        assert dropped(guard) == [0, 1] and guard.unproven() == 2
+        pairs[0][0].settimeout(5)
+        assert pairs[0][0].recv(1) == b""  # the peer saw the hang-up
+        guard.proven(fds[2])
+        guard.proven(fds[3])
+        for fd in fds[4:7]:  # wary now (for the deadline): no burst allowance, even within the grace
+            guard.accepted(fd)
+        guard.enforce()
+        assert dropped(guard) == [0, 1, 4] and guard.unproven() == 2
+        now[0] = 11.6  # calm again: a burst within the grace is kept
+        guard.proven(fds[5])
+        guard.proven(fds[6])
+        for fd in fds[7:10]:
+            guard.accepted(fd)
+        guard.enforce()
+        assert dropped(guard) == [0, 1, 4] and guard.unproven() == 3
+    finally:
+        listener.close()
+        for a, b in pairs:
+            a.close()
+            b.close()
+
+
 def test_the_guard_cuts_bad_signers_and_stale_connections_first_and_young_ones_only_past_the_burst():
     """The policy on its own, with a clock we move: fds are real loopback TCP connections (a drop is a real
-    shutdown the peer sees)."""
+    shutdown the peer sees). The grace is the whole deadline here (guard13's policy); the short grace below."""
     now = [0.0]
     listener = socket.create_server(("127.0.0.1", 0))
     pairs = []
@@ -328,7 +462,7 @@ def test_the_guard_cuts_bad_signers_and_stale_connections_first_and_young_ones_o
             return [i for i, fd in enumerate(fds) if fd in guard._conns and guard._conns[fd].dropped]
 
         # a calm server: a burst past max_unproven is kept while within the deadline
-        guard = PeerGuard(2, 4, max_burst=5, proof_deadline_s=10.0, clock=lambda: now[0])
+        guard = PeerGuard(2, 4, max_burst=5, proof_deadline_s=10.0, burst_grace_s=10.0, clock=lambda: now[0])
         for fd in fds[:5]:  # 5 accepted in one instant, more than max_unproven
             guard.accepted(fd)
         guard.enforce()
@@ -357,7 +491,7 @@ def test_the_guard_cuts_bad_signers_and_stale_connections_first_and_young_ones_o
         assert dropped(guard) == [1, 2, 3, 4, 5, 6, 7, 8]
 
         # a bad signature: that connection goes first, and the burst allowance is off for the deadline
-        wary = PeerGuard(1, 4, max_burst=5, proof_deadline_s=10.0, clock=lambda: now[0])
+        wary = PeerGuard(1, 4, max_burst=5, proof_deadline_s=10.0, burst_grace_s=10.0, clock=lambda: now[0])
         for fd in fds[9:12]:
             wary.accepted(fd)
         wary.enforce()
