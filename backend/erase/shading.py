@@ -53,10 +53,20 @@ WINDOW_PAD = 48  # px around the soft zone: the ring it is interpolated from, an
 EDGE_CONTINUE = True
 EDGE_REACH = 18  # px: the known band an entry's edge direction is measured in
 ENTRY_NEAR = 6  # px: a half-way line's end this close to the hole's border enters from the ring
+# of the penumbra: a photo edge's line continues a half-way line's end only if it passes this close to the end
+# (where that edge's own ramp, continued, is still a quarter to three quarters of the way from dark to lit); an
+# edge beside the end is another one's. The coffee's shadow edges pass 0.3-2.9 px from their ends; the cup foot
+# rim's edge 7.5-16 px beside the top end (taken where that end lay within ENTRY_NEAR: resampled by 2, at 0.8x,
+# as a JPEG at 85), which bent the boundary into a steep straight column and a dark smear up by the lip
+EDGE_LEADS = 0.25
 # an end on the ring where the photo shows no edge's line (a blob of half-way shade: a cup foot's rim, a glint)
 # leaves along the harmonic line's own direction, as an end inside the hole does; without it the whole curve was
 # given up and the other end's edge ignored (the coffee as a JPEG at 95 and at 2x: a straight diagonal)
 HARMONIC_FALLBACK = True
+# the harmonic line's own direction at an end: its pixels' axis over one penumbra from the end (``_line_heading``),
+# not the field's gradient at the end's pixel, which near the ring is the ring's local shade: the coffee's top end
+# (on the soft zone's edge 3-11 px in) left at x/y -0.03..0.66 over the variants, now -0.27..0.19
+LINE_HEADING = True
 
 
 def _hard_boundaries(labels: np.ndarray, groups: list[set[int]]) -> np.ndarray:
@@ -113,9 +123,9 @@ def _surface(img: np.ndarray, sel: np.ndarray) -> np.ndarray:
     return membrane(vals, ~sel)
 
 
-def _line_ends(field: np.ndarray, hole: np.ndarray, zone: np.ndarray) -> list[np.ndarray]:
-    """The two ends (x, y) of the half-way line of the ring's darkness across the soft zone: its longest
-    piece there, cut at the extremes along its own axis (where it enters from the ring or leaves the zone)."""
+def _half_line(field: np.ndarray, hole: np.ndarray, zone: np.ndarray) -> np.ndarray | None:
+    """The pixels (x, y) of the half-way line of the ring's darkness across the soft zone: its longest piece
+    there; None where it has fewer than 8."""
     half = field >= 0.5
     cross = np.zeros(hole.shape, bool)
     cross[:, 1:] |= half[:, 1:] != half[:, :-1]
@@ -123,23 +133,42 @@ def _line_ends(field: np.ndarray, hole: np.ndarray, zone: np.ndarray) -> list[np
     line = (cross & hole & zone).astype(np.uint8)
     n, lab, stats, _ = cv2.connectedComponentsWithStats(line, connectivity=8)
     if n < 2:
-        return []
+        return None
     big = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
     ys, xs = np.nonzero(lab == big)
     pts = np.stack([xs, ys], 1).astype(np.float64)
-    if len(pts) < 8:
-        return []
+    return pts if len(pts) >= 8 else None
+
+
+def _line_ends(pts: np.ndarray) -> list[np.ndarray]:
+    """The two ends (x, y) of the half-way line ``pts`` (``_half_line``), cut at the extremes along its own
+    axis (where it enters from the ring or leaves the zone)."""
     axis = np.linalg.eigh(np.cov((pts - pts.mean(0)).T))[1][:, 1]
     along = (pts - pts.mean(0)) @ axis
     return [pts[int(np.argmin(along))], pts[int(np.argmax(along))]]
 
 
+def _line_heading(pts: np.ndarray, point: np.ndarray, reach: float) -> np.ndarray | None:
+    """The direction (unit x, y) of the half-way line's own pixels ``pts`` within ``reach`` px of its end
+    ``point`` (their principal axis); None where fewer than 4."""
+    near = pts[np.hypot(*(pts - point).T) <= reach]
+    if len(near) < 4:
+        return None
+    return np.linalg.eigh(np.cov((near - near.mean(0)).T))[1][:, 1]
+
+
 def _edge_heading(
-    luma: np.ndarray, levels: tuple[float, float], hole: np.ndarray, point: np.ndarray, out_dist: np.ndarray
+    luma: np.ndarray,
+    levels: tuple[float, float],
+    hole: np.ndarray,
+    point: np.ndarray,
+    out_dist: np.ndarray,
+    penumbra: float | None = None,
 ) -> np.ndarray | None:
     """The direction (unit x, y) of the photo's own dark/lit edge just outside the hole at an entry: the
     half-way pixels (a third to two thirds of the way from dark to lit) of the known band 2-18 px out within
-    ``EDGE_REACH`` px, their principal axis; None where too few or not line-like."""
+    ``EDGE_REACH`` px, their principal axis; None where too few, not line-like, or (given the ``penumbra``)
+    where the line does not lead to ``point`` (``EDGE_LEADS``: an edge beside it, not the one it continues)."""
     dark, lit = levels
     t = (luma - dark) / max(lit - dark, 1e-3)
     h, w = hole.shape
@@ -160,6 +189,8 @@ def _edge_heading(
     vals, vecs = np.linalg.eigh(np.cov((pts - pts.mean(0)).T))
     if vals[1] < 4.0 * max(vals[0], 1e-6):  # a blob of half-way shade, not an edge's line
         return None
+    if penumbra is not None and abs(float((point - pts.mean(0)) @ vecs[:, 0])) > EDGE_LEADS * penumbra:
+        return None
     return vecs[:, 1]
 
 
@@ -175,16 +206,18 @@ def _continued_edge(
 ) -> np.ndarray | None:
     """``signed`` (px from the dark/lit boundary, lit side positive) with the boundary across the soft zone
     bent to continue the photo's own edge: a cubic (Hermite) curve between the half-way line's two ends, leaving
-    each along the edge's direction outside the hole (where the line enters from the ring) or the harmonic
-    line's own (where it leaves the zone inside the hole), instead of the harmonic line, which runs the
+    each along the edge's direction outside the hole (where the line enters from the ring and that edge leads to
+    it, ``EDGE_LEADS``) or the harmonic line's own (where it leaves the zone inside the hole, or no edge leads to
+    it; ``LINE_HEADING``), instead of the harmonic line, which runs the
     shortest way between them (the coffee: a straight vertical 80 px long from the cup's wall strip down to
     the lasso's bottom, "a tall block of shadow or a second cup wall" to a blind viewer, with a kink there,
     where the shadow's own edge leaves at ~40 degrees, curving like the foot's ellipse). None (the harmonic
     line kept) unless there are exactly two ends, each with a direction, at least two penumbras apart, and
     the curve stays in the hole."""
-    entries = _line_ends(field, hole, zone)
-    if len(entries) != 2:
+    line = _half_line(field, hole, zone)
+    if line is None:
         return None
+    entries = _line_ends(line)
     inside = cv2.distanceTransform(hole.astype(np.uint8), cv2.DIST_L2, 3)
     gy, gx = np.gradient(cv2.GaussianBlur(field, (0, 0), 2.0))
     p0, p1 = (np.asarray(p, np.float64) for p in entries)
@@ -195,11 +228,14 @@ def _continued_edge(
     heads = []
     for p, toward in ((p0, chord), (p1, -chord)):
         x, y = int(p[0]), int(p[1])
-        d = _edge_heading(luma, levels, hole, p, out_dist) if inside[y, x] <= ENTRY_NEAR else None
+        d = _edge_heading(luma, levels, hole, p, out_dist, penumbra) if inside[y, x] <= ENTRY_NEAR else None
         if d is None and (inside[y, x] > ENTRY_NEAR or HARMONIC_FALLBACK):
             # it leaves the zone inside the hole, or the ring shows no edge's line there: the harmonic line's own
-            g = np.array([gx[y, x], gy[y, x]], np.float64)
-            d = None if np.hypot(*g) < 1e-6 else np.array([-g[1], g[0]]) / np.hypot(*g)
+            if LINE_HEADING:
+                d = _line_heading(line, p, penumbra)
+            else:
+                g = np.array([gx[y, x], gy[y, x]], np.float64)
+                d = None if np.hypot(*g) < 1e-6 else np.array([-g[1], g[0]]) / np.hypot(*g)
         if d is None:
             return None
         heads.append(d if d @ toward > 0 else -d)  # into the hole, toward the other entry's side
