@@ -225,7 +225,8 @@ class PeerGuard:
 
 def _bytes_received(fd: int) -> int:
     """Bytes the kernel received on this TCP socket (``tcpi_bytes_received``, Linux 4.1+; 0 where it is
-    not known): for an unproven connection, about what ZeroMQ holds of its unread messages."""
+    not known; a u64 at offset 128 in native byte order): for an unproven connection, about what ZeroMQ holds of
+    its unread messages."""
     tcp_info = getattr(socket, "TCP_INFO", None)
     if tcp_info is None:
         return 0
@@ -239,7 +240,7 @@ def _bytes_received(fd: int) -> int:
         return 0
     finally:
         sock.detach()
-    return struct.unpack_from("<Q", info, 128)[0] if len(info) >= 136 else 0
+    return struct.unpack_from("=Q", info, 128)[0] if len(info) >= 136 else 0
 
 
 def _peername(fd: int) -> tuple | None:
