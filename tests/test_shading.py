@@ -435,21 +435,25 @@ def test_an_edge_beside_a_half_way_lines_end_is_not_the_edge_it_continues():
     """Issue 11, day 13: ``_edge_heading`` took any line of half-way shade within ``EDGE_REACH`` px of an end on
     the ring as the edge the shadow's boundary continues; on the coffee resampled by 2 (or at 0.8x, as a JPEG at
     85) the end by the cup's foot lay 3-5 px in (``ENTRY_NEAR``) and took the foot rim's edge 7-16 px beside it:
-    the bent curve a straight steep column. An edge is continued only where its line passes through the end."""
+    the bent curve a straight steep column; at 1.4x the rim's level edge 5 px off it (a penumbra of 23 px): a
+    bulge. An edge is continued only where its line passes through the end: within the band of its own ramp it is
+    measured on (a third to two thirds of the way, +-0.16 penumbra), and a px."""
     h, w = 120, 200
     yy, xx = np.mgrid[:h, :w].astype(np.float32)
-    across = (xx - 100 - 0.3 * (yy - 60)) / np.hypot(1, 0.3)  # a soft edge entering the hole at (100, 60)
-    t = 1 / (1 + np.exp(-across * 4.4 / 12))
-    luma = cv2.GaussianBlur((20 + 60 * t).astype(np.float32), (0, 0), 2.0)
     hole = yy >= 60
     out_dist = cv2.distanceTransform((~hole).astype(np.uint8), cv2.DIST_L2, 3)
     along = np.array([0.3, 1.0]) / np.hypot(0.3, 1.0)
-    on = shading._edge_heading(luma, (20.0, 80.0), hole, np.array([100.0, 60.0]), out_dist, 12.0)
-    assert on is not None and abs(float(on @ along)) > 0.99, on
-    for dx in (-8, 10):  # the same edge beside the end: another edge's, not this end's
-        end = np.array([100.0 + dx, 60.0])
-        assert shading._edge_heading(luma, (20.0, 80.0), hole, end, out_dist) is not None  # main d326c76
-        assert shading._edge_heading(luma, (20.0, 80.0), hole, end, out_dist, 12.0) is None
+    # the shadow's own soft edge; a harder edge (a rim's) by a shadow whose penumbra measured 23 px (the coffee at 1.4x)
+    for ramp, pen, beside in ((12.0, 12.0, (-8, 10)), (4.0, 23.0, (-5, 5))):
+        across = (xx - 100 - 0.3 * (yy - 60)) / np.hypot(1, 0.3)  # the edge enters the hole at (100, 60)
+        t = 1 / (1 + np.exp(-across * 4.4 / ramp))
+        luma = cv2.GaussianBlur((20 + 60 * t).astype(np.float32), (0, 0), 2.0)
+        on = shading._edge_heading(luma, (20.0, 80.0), hole, np.array([100.0, 60.0]), out_dist, pen)
+        assert on is not None and abs(float(on @ along)) > 0.99, (ramp, on)
+        for dx in beside:  # the same edge beside the end: another edge's, not this end's
+            end = np.array([100.0 + dx, 60.0])
+            assert shading._edge_heading(luma, (20.0, 80.0), hole, end, out_dist) is not None  # main d326c76
+            assert shading._edge_heading(luma, (20.0, 80.0), hole, end, out_dist, pen) is None, (ramp, dx)
 
 
 @pytest.mark.slow

@@ -53,12 +53,13 @@ WINDOW_PAD = 48  # px around the soft zone: the ring it is interpolated from, an
 EDGE_CONTINUE = True
 EDGE_REACH = 18  # px: the known band an entry's edge direction is measured in
 ENTRY_NEAR = 6  # px: a half-way line's end this close to the hole's border enters from the ring
-# of the penumbra: a photo edge's line continues a half-way line's end only if it passes this close to the end
-# (where that edge's own ramp, continued, is still a quarter to three quarters of the way from dark to lit); an
-# edge beside the end is another one's. The coffee's shadow edges pass 0.3-2.9 px from their ends; the cup foot
-# rim's edge 7.5-16 px beside the top end (taken where that end lay within ENTRY_NEAR: resampled by 2, at 0.8x,
-# as a JPEG at 85), which bent the boundary into a steep straight column and a dark smear up by the lip
-EDGE_LEADS = 0.25
+# of the penumbra (+ 1 px): a photo edge's line continues a half-way line's end only if it passes this close to
+# the end: within the band of the edge's own ramp that it is measured on (a third to two thirds of the way from
+# dark to lit: +-0.16 penumbra), continued; an edge beside the end is another one's. The coffee's shadow edges
+# pass 0.3-2.9 px from their ends; the cup foot rim's edge 5-16 px beside the top end (taken where that end lay
+# within ENTRY_NEAR: resampled by 2, at 0.8x, as a JPEG at 85; on the ring at 1.4x), which bent the boundary
+# into a steep straight column, a dark smear up by the lip, or a bulge (1.4x: the rim's level edge, 5.1 px off)
+EDGE_LEADS = 0.16
 # an end on the ring where the photo shows no edge's line (a blob of half-way shade: a cup foot's rim, a glint)
 # leaves along the harmonic line's own direction, as an end inside the hole does; without it the whole curve was
 # given up and the other end's edge ignored (the coffee as a JPEG at 95 and at 2x: a straight diagonal)
@@ -189,7 +190,7 @@ def _edge_heading(
     vals, vecs = np.linalg.eigh(np.cov((pts - pts.mean(0)).T))
     if vals[1] < 4.0 * max(vals[0], 1e-6):  # a blob of half-way shade, not an edge's line
         return None
-    if penumbra is not None and abs(float((point - pts.mean(0)) @ vecs[:, 0])) > EDGE_LEADS * penumbra:
+    if penumbra is not None and abs(float((point - pts.mean(0)) @ vecs[:, 0])) > EDGE_LEADS * penumbra + 1.0:
         return None
     return vecs[:, 1]
 
