@@ -480,3 +480,20 @@ def test_the_coffees_shadow_edge_lies_where_the_1x_results_does_after_a_resample
             p, s, _ = perturb(name, photo, lasso)
             miss = np.abs(boundary(erase(p, s, Path(tmp), name)[0]) - ref)
             assert miss.mean() < 6.0, (name, miss)
+
+
+def test_an_entrys_edge_leaves_into_the_hole_where_it_crosses_the_chord_at_a_right_angle():
+    """Issue 11, day 13 (ero13): an end on the ring leaves along its edge into the hole; the side of the chord
+    to the other end chose the sign, a coin toss where the edge crosses the chord at near a right angle (the
+    coffee with its lasso shrunk by 2 px: 2.7 against a chord of 103 px, the curve left the hole)."""
+    hole = np.zeros((120, 200), bool)
+    hole[60:] = True
+    inside = cv2.distanceTransform(hole.astype(np.uint8), cv2.DIST_L2, 3)
+    end = np.array([100.0, 60.0])
+    edge = np.array([0.5, -0.866])  # the photo's edge, measured pointing out of the hole
+    toward = np.array([80.0, 5.0])  # the other end: the chord's side says "out" (edge @ toward > 0)
+    assert edge @ toward > 0
+    d = shading._into_hole(edge, end, toward, inside, 12.0)
+    assert d[1] > 0, d  # into the hole
+    flat = np.ones_like(inside)  # no side is the hole's more than the other: the chord decides
+    assert np.allclose(shading._into_hole(edge, end, toward, flat, 12.0), edge)
