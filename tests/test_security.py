@@ -396,17 +396,30 @@ def test_young_connections_past_the_cap_hold_no_more_bytes_than_the_cap_allows(t
         srv.stop()
 
 
+@contextmanager
+def _loopback_pairs(n: int):
+    """``n`` real loopback TCP connections as (client, server side) socket pairs, closed afterwards: the guard's
+    fds, whose shutdown the client sees."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    pairs = []
+    try:
+        for _ in range(n):
+            client = socket.create_connection(listener.getsockname())
+            server_side, _addr = listener.accept()
+            pairs.append((client, server_side))
+        yield pairs
+    finally:
+        listener.close()
+        for a, b in pairs:
+            a.close()
+            b.close()
+
+
 def test_the_guard_gives_young_connections_past_the_cap_only_the_grace_then_is_wary():
     """The short grace with a clock we move (real loopback fds): overdue past the cap is cut and makes the
     guard wary; while the server's last read pass left messages waiting, the grace is the whole deadline."""
     now = [0.0]
-    listener = socket.create_server(("127.0.0.1", 0))
-    pairs = []
-    try:
-        for _ in range(10):
-            client = socket.create_connection(listener.getsockname())
-            server_side, _addr = listener.accept()
-            pairs.append((client, server_side))
+    with _loopback_pairs(10) as pairs:
         fds = [srv_side.fileno() for _c, srv_side in pairs]
 
         def dropped(guard: PeerGuard) -> list[int]:
@@ -438,24 +451,13 @@ def test_the_guard_gives_young_connections_past_the_cap_only_the_grace_then_is_w
             guard.accepted(fd)
         guard.enforce()
         assert dropped(guard) == [0, 1, 4] and guard.unproven() == 3
-    finally:
-        listener.close()
-        for a, b in pairs:
-            a.close()
-            b.close()
 
 
 def test_the_guard_cuts_bad_signers_and_stale_connections_first_and_young_ones_only_past_the_burst():
     """The policy on its own, with a clock we move: fds are real loopback TCP connections (a drop is a real
     shutdown the peer sees). The grace is the whole deadline here (guard13's policy); the short grace below."""
     now = [0.0]
-    listener = socket.create_server(("127.0.0.1", 0))
-    pairs = []
-    try:
-        for _ in range(14):
-            client = socket.create_connection(listener.getsockname())
-            server_side, _addr = listener.accept()
-            pairs.append((client, server_side))
+    with _loopback_pairs(14) as pairs:
         fds = [srv_side.fileno() for _c, srv_side in pairs]
 
         def dropped(guard: PeerGuard) -> list[int]:
@@ -505,11 +507,6 @@ def test_the_guard_cuts_bad_signers_and_stale_connections_first_and_young_ones_o
             wary.accepted(fd)
         wary.enforce()
         assert dropped(wary) == [9, 11] and wary.unproven() == 2
-    finally:
-        listener.close()
-        for a, b in pairs:
-            a.close()
-            b.close()
 
 
 # -- 6. a resent signed message is refused -------------------------------------------------------------

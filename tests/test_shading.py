@@ -199,6 +199,20 @@ def _curved_shadow_scene():
     return img, hole > 0, labels, arc
 
 
+def _arc_miss(img: np.ndarray, hole: np.ndarray, labels: np.ndarray, arc: np.ndarray) -> list[float]:
+    """How far (px) the reshaded half-way shade lies from the scene's arc on the hole's middle rows."""
+    filled = img.copy()
+    filled[hole] = 120
+    out = shading._reshade(img, hole, filled, labels, [{0, 1, 2}], 12.0)
+    row = cv2.GaussianBlur(out.astype(np.float32), (0, 0), 2.0).mean(axis=-1)
+    mid = (LIT + DARK).mean() / 2
+    err = []
+    for y in range(80, 121, 10):
+        xs = np.nonzero(hole[y])[0]
+        err.append(float(abs(xs[np.argmin(np.abs(row[y, xs] - mid))] - arc[y])))
+    return err
+
+
 def test_a_curved_shadow_edge_is_continued_as_a_curve_not_the_shortest_line(monkeypatch):
     """Issue 11, day 12: the harmonic matte ran the dark/lit boundary the shortest way between the two places
     where the ring turns from dark to lit; on the coffee a straight vertical ~95 px long from the cup's wall
@@ -206,23 +220,10 @@ def test_a_curved_shadow_edge_is_continued_as_a_curve_not_the_shortest_line(monk
     own edge curves. The boundary leaves each entry along the photo's edge there: across the hole's middle
     rows the half-way shade lies on the arc (0.5-1.5 px off; the harmonic line 6.5-9 px inside it)."""
     img, hole, labels, arc = _curved_shadow_scene()
-    filled = img.copy()
-    filled[hole] = 120
-
-    def miss() -> list[float]:
-        out = shading._reshade(img, hole, filled, labels, [{0, 1, 2}], 12.0)
-        row = cv2.GaussianBlur(out.astype(np.float32), (0, 0), 2.0).mean(axis=-1)
-        mid = (LIT + DARK).mean() / 2
-        err = []
-        for y in range(80, 121, 10):
-            xs = np.nonzero(hole[y])[0]
-            err.append(float(abs(xs[np.argmin(np.abs(row[y, xs] - mid))] - arc[y])))
-        return err
-
-    bent = miss()
+    bent = _arc_miss(img, hole, labels, arc)
     assert max(bent) < 3.0, bent  # measured 0.5-1.5
     monkeypatch.setattr(shading, "EDGE_CONTINUE", False)
-    straight = miss()
+    straight = _arc_miss(img, hole, labels, arc)
     assert min(straight) > 5.0, straight  # the scene tells the two apart
 
 
@@ -407,26 +408,13 @@ def test_an_entry_without_an_edges_line_leaves_along_the_harmonic_line_and_the_c
     blob = (np.hypot(xx - x_top, yy - (top - 8)) < 14) & ~hole
     img = img.copy()
     img[blob] = ((LIT + DARK) / 2).astype(np.uint8)  # flat half-way shade over the ring there
-    filled = img.copy()
-    filled[hole] = 120
-
-    def miss() -> list[float]:
-        out = shading._reshade(img, hole, filled, labels, [{0, 1, 2}], 12.0)
-        row = cv2.GaussianBlur(out.astype(np.float32), (0, 0), 2.0).mean(axis=-1)
-        mid = (LIT + DARK).mean() / 2
-        err = []
-        for y in range(80, 121, 10):
-            xs = np.nonzero(hole[y])[0]
-            err.append(float(abs(xs[np.argmin(np.abs(row[y, xs] - mid))] - arc[y])))
-        return err
-
-    bent = miss()
+    bent = _arc_miss(img, hole, labels, arc)
     # measured 0.5-4.5 (mean 2.5): the harmonic line's own direction is its first penumbra's axis (``LINE_HEADING``,
     # shade13b), a chord of it, up to 4.5 px inside this arc at its top rows; the field's gradient at the end's pixel
     # gave 0-0.6 here but turned with the ring's local shade on the coffee (2x: 7 px off its 1x edge)
     assert max(bent) < 5.0 and np.mean(bent) < 3.0, bent
     monkeypatch.setattr(shading, "HARMONIC_FALLBACK", False)
-    straight = miss()
+    straight = _arc_miss(img, hole, labels, arc)
     assert min(straight) > 5.0, straight  # the harmonic line: 6.5-9 px inside the arc (main d0ab49f)
     assert np.mean(straight) > np.mean(bent) + 3.0, (straight, bent)
 
