@@ -885,7 +885,8 @@ def refine_full(rgb: np.ndarray, seed: np.ndarray, small_mask: np.ndarray, scale
 # scale above 0.5) would add background texture around the object (the seat's lasso: a 323 px crop for 320)
 FULL_RES_SLACK = 0.95
 # recover_thin's width at the working resolutions between 0.5 and 1 (2 * ceil(1 / scale) + 1): what follow_across
-# starts from at full resolution too
+# starts from at full resolution too. A fixed px width, not the formula at scale 1 (3): with 3 the coffee at
+# 0.8-0.9x finds nothing to follow (review13); it is the 1x coffee's width carried over, whatever the photo's size
 FULL_RES_THIN = 5
 
 
