@@ -202,13 +202,18 @@ def run_flood(
             report.ping_max_ms = max(pings, default=0.0)
             report.peak_rss_mb = _vm(proc.pid, "VmHWM")
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
+        _stop(proc)
     return report
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    """The backend asked to stop (SIGTERM), killed if it does not within 10 s."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(10)
 
 
 # ZMTP 3.0 spoken by hand: NULL mechanism greeting, then READY as a DEALER (RFC 23)
@@ -232,6 +237,7 @@ def _partial(sock: socket.socket, mib: int) -> None:
 
 
 def _hung_up(sock: socket.socket) -> bool:
+    """The server shut this connection down (reads what the server sent until EOF or nothing is waiting)."""
     sock.setblocking(False)
     try:
         while sock.recv(65536):
@@ -280,12 +286,7 @@ def run_partial_flood(
                 t.join(5)
             time.sleep(2.0)
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
+        _stop(proc)
     return base, out
 
 

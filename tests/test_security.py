@@ -22,6 +22,7 @@ from backend.guard import PeerGuard
 from backend.ops import JobContext, Op, OpInputs, OpResult, OpSpec, ParamSpec, Registry
 from backend.server import Server, ServerConfig
 from backend.wire_images import array_buffer
+from bench.flood import _GREETING, _READY, _hung_up
 from protocol import connection, shm, wire
 from protocol.client import Client
 from protocol.errors import ErrorCode, ProtocolError
@@ -312,35 +313,17 @@ def test_hosts_connecting_in_one_instant_are_all_served(tmp_path):
         srv.stop()
 
 
-# ZMTP 3.0 as a peer without the key speaks it: NULL mechanism greeting, then READY as a DEALER
-_ZMTP_GREETING = b"\xff" + b"\0" * 8 + b"\x7f" + bytes([3, 0]) + b"NULL".ljust(20, b"\0") + b"\0" * 32
-_ZMTP_READY = b"\x04\x1c\x05READY\x0bSocket-Type\x00\x00\x00\x06DEALER"
-
-
 def _partial_sender(endpoint: str) -> socket.socket:
-    """A peer without the key that announces a 1 MiB message, sends half of it and never finishes it: ZeroMQ
+    """A peer without the key (ZMTP spoken by hand, bench.flood's greeting) that announces a 1 MiB message, sends half of it and never finishes it: ZeroMQ
     holds the half, the server never sees a message (no bad signature), review13's slow flood."""
     host, port = endpoint.split("//")[1].rsplit(":", 1)
     sock = socket.create_connection((host.strip("[]"), int(port)))
     frame = b"\x02" + struct.pack(">Q", 1 << 20)  # one long frame, the last of its message
     try:
-        sock.sendall(_ZMTP_GREETING + _ZMTP_READY + frame + b"\x5a" * (1 << 19))
+        sock.sendall(_GREETING + _READY + frame + b"\x5a" * (1 << 19))
     except OSError:
         pass  # cut while sending
     return sock
-
-
-def _hung_up(sock: socket.socket) -> bool:
-    """The server shut this connection down (reads what the server sent until EOF or nothing is waiting)."""
-    sock.setblocking(False)
-    try:
-        while sock.recv(65536):
-            pass
-        return True
-    except BlockingIOError:
-        return False
-    except OSError:
-        return True
 
 
 def test_partial_first_messages_past_the_cap_are_cut_after_the_grace(tmp_path):
