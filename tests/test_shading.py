@@ -485,3 +485,24 @@ def test_an_entrys_edge_leaves_into_the_hole_where_it_crosses_the_chord_at_a_rig
     assert d[1] > 0, d  # into the hole
     flat = np.ones_like(inside)  # no side is the hole's more than the other: the chord decides
     assert np.allclose(shading._into_hole(edge, end, toward, flat, 12.0), edge)
+
+
+def test_a_hard_edge_beside_a_shaded_surface_is_no_penumbra():
+    """Issue 11, day 14: a rocket's white body shades off to beige toward its side, then meets the dark sky at a
+    hard edge (held-out hp03). Across the beige strip the photo's 10-90 % width is ~8 px, like a narrow penumbra's,
+    but half of the change is one step: ``ramp_across`` says no ramp (``STEP_MAX``), so the shading does not take
+    the body's hard edge for a soft shadow's and mix the sky into the body. A real penumbra that narrow ramps."""
+    h, w = 170, 200
+    yy, xx = np.mgrid[:h, :w].astype(np.float32)
+    across = (xx - 100 - 0.3 * (yy - 85)) / np.hypot(1, 0.3)  # body on the positive side
+    sky, beige, white = np.array([40.0, 50.0, 90.0]), np.array([170.0, 150.0, 120.0]), np.array([235.0] * 3)
+    body = beige + np.clip(across / 8.0, 0.0, 1.0)[..., None] * (white - beige)
+    img = np.where((across >= 0)[..., None], body, sky)
+    img = np.clip(img + np.random.default_rng(0).normal(0, 2, img.shape), 0, 255).astype(np.uint8)
+    hole = np.zeros((h, w), np.uint8)
+    cv2.ellipse(hole, (100, 85), (34, 50), 0, 0, 360, 1, -1)
+    heading = np.array([0.3, 1.0]) / np.hypot(0.3, 1.0)
+    point = np.array([100 + 0.3 * (35 - 85) + 4.0, 35.0])  # on the beige strip, down into the hole's top
+    assert penumbra.ramp_across(img, hole > 0, point, heading, 4.0) == 0.0
+    soft, _, _ = _shaded(across, ramp=8)
+    assert penumbra.ramp_across(soft, hole > 0, point, heading, 4.0) > 0.0

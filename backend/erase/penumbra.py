@@ -10,6 +10,11 @@ import numpy as np
 
 PLATEAU = 0.45  # of the ramp: a profile that stays half-way longer than this has a flat middle (a band)
 MIN_CONTRAST = 12.0  # levels between the ring's dark and lit: below it one surface (a plain membrane) is used
+# of the contrast: a profile that changes more than this within STEP_PX px has a hard edge in it, whatever its
+# 10-90 % width says (a rocket's white body shading to beige, then its hard edge on the sky: 7.5 px "wide", half
+# of it within 2 px: 0.50); a penumbra's steepest 2 px carry 0.19-0.26 (the coffee's shadow at 0.8-2.5x, as a JPEG)
+STEP_MAX = 0.4
+STEP_PX = 2.0  # photo px: a hard edge is 1-2 px at any size, a penumbra widens with the photo
 
 
 def _luma(img: np.ndarray) -> np.ndarray:
@@ -22,7 +27,8 @@ def ramp_across(
     """How wide (px, 10 % to 90 %) the shade changes across a strip's entry, measured on the known pixels just
     before it enters the hole; 0 when it does not ramp: a penumbra that k-means cut into dark | mid | lit
     rises steadily (the coffee's saucer: 17 px, 24 % of it half-way), a band of a third colour between two
-    edges steps up, stays flat, steps up again (tests/test_structure.py's strip: 61 % half-way). ``unit``: crop
+    edges steps up, stays flat, steps up again (tests/test_structure.py's strip: 61 % half-way), and a hard edge
+    steps (``STEP_MAX``), even where the surface beside it shades off first. ``unit``: crop
     px per analysis px (``1 / structure._analysis_scale``): the px lengths below are the structure's, which sees
     a large crop shrunk (the coffee at 2.5x: the hole's edge runs beside the strip for 20 px back, all that was
     looked at, so no profile was clear of the hole and the penumbra was taken for a band)."""
@@ -60,6 +66,9 @@ def ramp_across(
     start = offsets[low[-1]] if low.size else offsets[0]
     stop = offsets[high[0]]
     ramp = float(stop - start)
+    lag = int(round(2 * STEP_PX))  # samples are 0.5 px apart
+    if float(np.abs(t[lag:] - t[:-lag]).max()) > STEP_MAX:  # a hard edge (with a ramp beside it): no penumbra
+        return 0.0
     middle = 0.5 * float(((t > 0.35) & (t < 0.65)).sum())  # px the shade spends half-way (samples: 0.5 px)
     if middle > PLATEAU * ramp:  # dark | a flat third colour | lit: a band between two edges, not a ramp
         return 0.0
