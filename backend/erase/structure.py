@@ -666,16 +666,21 @@ def _greedy(cand: list[tuple[float, int, int]]) -> list[tuple[int, int]]:
     return pairs
 
 
-CORNER_ANGLE = 50.0  # degrees: how far each end of a region's contour may head off the line joining them
 CORNER_TURN = 120.0  # degrees: how far the contour may turn between its two ends
+# degrees: how far each end of a region's contour may head off the line joining them. A convex contour's two
+# ends share its turn between them (the two angles add up to it), so an evenly split turn of CORNER_TURN needs
+# half of it at each end. At 50 a lip's end whose contour turns 97-100 degrees, split about evenly, hung on 1-2
+# degrees of its fitted headings: the coffee's lip was closed at JPEG q75 and lost at q70 and q80, 0.7x and a
+# 1.5 px blur (lip14), its outline continued alone past the lip's end and the lip's label flooded a white blotch
+CORNER_ANGLE = CORNER_TURN / 2
 MIN_BEND = 0.002  # 1/px: an entry bending less than this is straight (it agrees with either way of turning)
 
 
 def _pair_corners(entries: list[Entry], taken: set[int]) -> list[tuple[int, int]]:
     """Pairs of unpaired outline entries that are two ends of one region's contour going round the hole: the
     same region on the same side of both (walking from one to the other), different regions beyond, both
-    headings within ``CORNER_ANGLE`` of the line joining them, and the join turning toward that region, as both
-    entries already bend (it encloses the region: a convex contour). A cup's white lip under a spoon's handle:
+    headings within ``CORNER_ANGLE`` of the line joining them and each off it toward the turn, and the join
+    turning toward that region, as both entries already bend (it encloses the region: a convex contour). A cup's white lip under a spoon's handle:
     its outer outline enters the hole against the wood above, its lower edge against the cup's wall below;
     continued alone at the curvature it has at the hole, the outline ran 4-9 px past where the lip ends and the
     lip label painted a pale blob on the saucer; joined, the lip closes where both of its edges say."""
@@ -703,11 +708,22 @@ def _pair_corners(entries: list[Entry], taken: set[int]) -> list[tuple[int, int]
             )
             if sign * turn <= 0 or abs(turn) > np.radians(CORNER_TURN):
                 continue
+            # convex: the contour leaves a on one side of the chord and reaches b from the other, each end
+            # heading off it toward the turn (an S whose two ends head off to the same side turns by their
+            # difference: a retina's vessel ends 11 and 55 degrees off, hp22, at a 60 degree CORNER_ANGLE)
+            chord = b.point - a.point
+            if sign * _cross(chord, a.heading) > 0 or sign * _cross(chord, end) < 0:
+                continue
             # both ends already bend that way (b walked backwards bends the other way round)
             if sign * a.curvature < -MIN_BEND or sign * -b.curvature < -MIN_BEND:
                 continue
             cand.append((-(ca + cb), i, j))
     return _greedy(cand)
+
+
+def _cross(u: np.ndarray, v: np.ndarray) -> float:
+    """The z of u x v (image coordinates): positive where v lies clockwise of u on screen (y down)."""
+    return float(u[0] * v[1] - u[1] * v[0])
 
 
 def _joined(entries: list[Entry], max_len: float | None) -> tuple[set[int], list[tuple[int, int]]]:
