@@ -451,7 +451,8 @@ def test_the_coffees_shadow_edge_lies_where_the_1x_results_does_after_a_resample
     Its bent curve left its top end (by the cup's foot, 3-5 px inside the hole there) along the foot rim's edge
     beside it, or along the harmonic field's gradient at that one pixel (the ring's local shade): a straight
     diagonal 4-15 px off the 1x boundary (main d326c76, mean over the rows below the foot: 7.7 / 8.7 / 12.2 /
-    7.6 / 7.2 px; now 1.4 / 4.7 / 2.7 / 1.9 / 3.1)."""
+    7.6 / 7.2 px; now 1.4 / 4.7 / 2.7 / 1.9 / 3.1). Day 14: resized by 1.65, where the penumbra's strip runs beside
+    the hole and none of its edges enters (``_ring_groups``): a hard wedge 10.0 px off, now 1.8."""
     from bench.erase_robust import LASSO, PHOTO, erase, perturb
 
     photo, lasso = Image.open(PHOTO).convert("RGB"), Image.open(LASSO).convert("L")
@@ -464,7 +465,7 @@ def test_the_coffees_shadow_edge_lies_where_the_1x_results_does_after_a_resample
 
     with tempfile.TemporaryDirectory() as tmp:
         ref = boundary(erase(photo, lasso, Path(tmp), "orig")[0])
-        for name in ("rt2", "s0.8", "jpg85", "jpg95", "s2"):
+        for name in ("rt2", "s0.8", "jpg85", "jpg95", "s2", "s1.65"):
             p, s, _ = perturb(name, photo, lasso)
             miss = np.abs(boundary(erase(p, s, Path(tmp), name)[0]) - ref)
             assert miss.mean() < 6.0, (name, miss)
@@ -506,3 +507,38 @@ def test_a_hard_edge_beside_a_shaded_surface_is_no_penumbra():
     assert penumbra.ramp_across(img, hole > 0, point, heading, 4.0) == 0.0
     soft, _, _ = _shaded(across, ramp=8)
     assert penumbra.ramp_across(soft, hole > 0, point, heading, 4.0) > 0.0
+
+
+def _beside_scene(hard: bool = False):
+    """A straight vertical soft shadow edge (18 px ramp) and a hole beside its strip on the dark side, 7 px from it
+    at the nearest: none of the penumbra's edges enters the hole. ``hard``: the strip's lit edge a step."""
+    h, w = 170, 200
+    yy, xx = np.mgrid[:h, :w].astype(np.float32)
+    across = xx - 100.0
+    img, t, labels = _shaded(across, ramp=18)
+    if hard:
+        t = np.where(across > 3, 1.0, np.minimum(t, 0.35))
+        img = DARK + t[..., None] * (LIT - DARK)
+        img = np.clip(img + np.random.default_rng(0).normal(0, 3, img.shape), 0, 255).astype(np.uint8)
+    hole = np.zeros((h, w), np.uint8)
+    cv2.ellipse(hole, (80, 85), (10, 30), 0, 0, 360, 1, -1)
+    return img, hole > 0, labels
+
+
+def test_a_penumbra_whose_strip_runs_beside_the_hole_is_found_by_the_ring():
+    """Issue 11, day 14: the coffee at 1.7x: the cup's shadow is cut dark | mid | lit as at 1x, but its strip runs
+    along the bowl's border and neither of its edges enters the hole: no entry, so neither the strip test nor
+    ``_colour_groups`` found a soft edge, and the fill kept the labels' hard staircase. ``_ring_groups`` finds the
+    strip beside the hole where the photo ramps across both its edges; a strip with one hard edge (an object's
+    outline, hp12's collar) is none."""
+    img, hole, labels = _beside_scene()
+    found = Structure(labels, 3, entries=[])
+    filled = img.copy()
+    filled[hole] = 120
+    out = shading.reshade(img, hole, filled, found)
+    assert out is not None
+    assert _low_error(out, img, hole) < 0.25 * _low_error(filled, img, hole)
+    groups, ramps = shading._ring_groups(img, hole, found, 1.0)
+    assert groups == [{0, 1, 2}] and abs(ramps[0] - 18.0) < 5.0, (groups, ramps)
+    hard, hole, labels = _beside_scene(hard=True)
+    assert shading.reshade(hard, hole, filled, Structure(labels, 3, entries=[])) is None

@@ -32,6 +32,36 @@ def ramp_across(
     px per analysis px (``1 / structure._analysis_scale``): the px lengths below are the structure's, which sees
     a large crop shrunk (the coffee at 2.5x: the hole's edge runs beside the strip for 20 px back, all that was
     looked at, so no profile was clear of the hole and the penumbra was taken for a band)."""
+    across = profile_across(rgb, hole, point, heading, width, unit)
+    if across is None:
+        return 0.0
+    prof, offsets = across
+    end = max(2, len(prof) // 6)
+    lo, hi = float(prof[:end].mean()), float(prof[-end:].mean())
+    if abs(hi - lo) < MIN_CONTRAST:
+        return 0.0
+    t = (prof - lo) / (hi - lo)  # 0 .. 1 from one side to the other
+    high = np.nonzero(t >= 0.9)[0]
+    if not high.size:
+        return 0.0
+    low = np.nonzero(t[: high[0]] < 0.1)[0]  # the last place still on the first side before the rise
+    start = offsets[low[-1]] if low.size else offsets[0]
+    stop = offsets[high[0]]
+    ramp = float(stop - start)
+    lag = int(round(2 * STEP_PX))  # samples are 0.5 px apart
+    if float(np.abs(t[lag:] - t[:-lag]).max()) > STEP_MAX:  # a hard edge (with a ramp beside it): no penumbra
+        return 0.0
+    middle = 0.5 * float(((t > 0.35) & (t < 0.65)).sum())  # px the shade spends half-way (samples: 0.5 px)
+    if middle > PLATEAU * ramp:  # dark | a flat third colour | lit: a band between two edges, not a ramp
+        return 0.0
+    return ramp
+
+
+def profile_across(
+    rgb: np.ndarray, hole: np.ndarray, point: np.ndarray, heading: np.ndarray, width: float, unit: float = 1.0
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """The shade (luma) across a strip's entry and its offsets (px, 0.5 apart), averaged over the profiles 4-12
+    (or up to 20) px back that lie clear of the hole (``ramp_across``); None where none does."""
     known = (~hole).astype(np.float32)
     luma = _luma(rgb.astype(np.float32)) * known
     smooth = cv2.GaussianBlur(luma, (0, 0), 1.0) / np.maximum(cv2.GaussianBlur(known, (0, 0), 1.0), 1e-6)
@@ -52,24 +82,5 @@ def ramp_across(
             continue
         profiles.append(cv2.remap(smooth, xs[None], ys[None], cv2.INTER_LINEAR)[0])
     if not profiles:
-        return 0.0
-    prof = np.mean(profiles, axis=0)
-    end = max(2, len(prof) // 6)
-    lo, hi = float(prof[:end].mean()), float(prof[-end:].mean())
-    if abs(hi - lo) < MIN_CONTRAST:
-        return 0.0
-    t = (prof - lo) / (hi - lo)  # 0 .. 1 from one side to the other
-    high = np.nonzero(t >= 0.9)[0]
-    if not high.size:
-        return 0.0
-    low = np.nonzero(t[: high[0]] < 0.1)[0]  # the last place still on the first side before the rise
-    start = offsets[low[-1]] if low.size else offsets[0]
-    stop = offsets[high[0]]
-    ramp = float(stop - start)
-    lag = int(round(2 * STEP_PX))  # samples are 0.5 px apart
-    if float(np.abs(t[lag:] - t[:-lag]).max()) > STEP_MAX:  # a hard edge (with a ramp beside it): no penumbra
-        return 0.0
-    middle = 0.5 * float(((t > 0.35) & (t < 0.65)).sum())  # px the shade spends half-way (samples: 0.5 px)
-    if middle > PLATEAU * ramp:  # dark | a flat third colour | lit: a band between two edges, not a ramp
-        return 0.0
-    return ramp
+        return None
+    return np.mean(profiles, axis=0), offsets

@@ -14,7 +14,8 @@ ramp is a penumbra's width. The fill keeps its own detail (the image minus its 5
 copies' blocky steps out of it, clipped at the grain, raised toward the ring's grain at the same shade). Near a
 hard edge (labels that are not one strip's dark | mid | lit) the fill is left as it is. Since day 13 a penumbra
 is also found by its colours where only one of its edges enters the hole (``_colour_groups``): which edges do
-enter was an accident of the photo's size and the lasso."""
+enter was an accident of the photo's size and the lasso; since day 14 also where none enters and its strip runs
+beside the hole (``_ring_groups``)."""
 
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ import numpy as np
 from backend.imaging import membrane
 from backend.imaging.grain import local_rms, raised
 
-from .penumbra import MIN_CONTRAST, _luma, ramp_across
+from .penumbra import MIN_CONTRAST, _luma, profile_across, ramp_across
 
 SOFT_NEAR = 4.0  # px from a hard label boundary: the fill is kept as it is up to here ...
 SOFT_FAR = 16.0  # ... and its low-pass fully replaced from here on
@@ -68,6 +69,14 @@ HARMONIC_FALLBACK = True
 # not the field's gradient at the end's pixel, which near the ring is the ring's local shade: the coffee's top end
 # (on the soft zone's edge 3-11 px in) left at x/y -0.03..0.66 over the variants, now -0.27..0.19
 LINE_HEADING = True
+# a penumbra whose strip runs along the hole's border, none of its edges entering (``_ring_groups``): each of the
+# strip's edges is probed at up to RING_PROBES places nearest the hole (within RING_NEAR analysis px of it),
+# RING_SPACING analysis px apart
+RING_GROUPS = True
+RING_PROBES = 6
+RING_SPACING = 8
+RING_NEAR = 12
+RING_RAMPS = 2  # places on each edge of the strip where the photo must ramp: one may be a coincidence
 
 
 def _hard_boundaries(labels: np.ndarray, groups: list[set[int]]) -> np.ndarray:
@@ -388,6 +397,8 @@ def reshade(
                 break
     if not groups:
         groups, ramps = _colour_groups(rgb, hole, found, scale)
+    if not groups and RING_GROUPS:
+        groups, ramps = _ring_groups(rgb, hole, found, scale)
     labels, keep = found.labels, None
     lines = found.lines
     if lines:
@@ -447,6 +458,96 @@ def _colour_groups(
                 groups.append({mid, side, *others})
                 ramps.append(ramp)
     # one soft edge per set of labels: overlapping groups (one mid tone met at two entries) are one
+    merged: list[set[int]] = []
+    for g in groups:
+        for m in [m for m in merged if m & g]:
+            merged.remove(m)
+            g = g | m
+        merged.append(g)
+    return merged, ramps
+
+
+def _ring_groups(
+    rgb: np.ndarray, hole: np.ndarray, found, scale: float
+) -> tuple[list[set[int]], list[float]]:
+    """Soft edges neither test found because none of the penumbra's edges enters the hole: its strip (a mid tone
+    between one surface lit and shaded, narrower around the hole than either side, as in ``_colour_groups``)
+    runs along the hole's border. The coffee at 1.7x: the cup's shadow is cut dark | mid | lit as at 1x, but its
+    mid strip lies along the bowl's lower border; no entry, no soft shading, and the fill kept the labels' hard
+    staircase. Here the photo must ramp (``ramp_across``, at least ``PENUMBRA[0]`` wide) across each of the
+    strip's two edges at ``RING_RAMPS`` or more of the places nearest the hole where a profile lies clear of it."""
+    from .structure import _centres, mid_tone, one_surface
+
+    labels = np.where(hole, -1, found.labels)
+    centres = _centres(rgb, labels, found.n_labels)
+    out_dist = cv2.distanceTransform((~hole).astype(np.uint8), cv2.DIST_L2, 3)
+    ring = ~hole & (out_dist <= WINDOW_PAD)
+    share = np.bincount(labels[ring & (labels >= 0)], minlength=found.n_labels) / max(1, int(ring.sum()))
+    present = [int(k) for k in np.nonzero(share)[0]]
+    unit = 1.0 / scale
+    near = ~hole & (out_dist <= RING_NEAR * unit)
+    luma = cv2.GaussianBlur(_luma(rgb.astype(np.float32)), (0, 0), 2.0 * unit)
+    gy, gx = np.gradient(luma)
+    groups: list[set[int]] = []
+    ramps: list[float] = []
+    for mid in present:
+        sides = [
+            (a, b)
+            for a, b in itertools.combinations([c for c in present if c != mid], 2)
+            if share[mid] < min(share[a], share[b])
+            and mid_tone(centres, mid, a, b)
+            and one_surface(centres, a, b)
+        ]
+        if not sides:
+            continue
+        strip = (labels == mid).astype(np.uint8)
+        thick = cv2.distanceTransform(strip, cv2.DIST_L2, 3)
+        for a, b in sides:
+            found_ramps = []
+            for side in (a, b):
+                touch = cv2.dilate((labels == side).astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
+                ys, xs = np.nonzero(near & (labels == mid) & touch)
+                if len(xs) < RING_PROBES:
+                    break
+                hits: list[float] = []
+                probes: list[np.ndarray] = []
+                for i in np.argsort(out_dist[ys, xs], kind="stable"):  # nearest the hole first
+                    p = np.array([xs[i], ys[i]], np.float64)
+                    if any(np.hypot(*(p - q)) < RING_SPACING * unit for q in probes):
+                        continue
+                    x, y = int(p[0]), int(p[1])
+                    g = np.array([gx[y, x], gy[y, x]])
+                    if np.hypot(*g) < 1e-6:
+                        continue
+                    normal = g / np.hypot(*g)
+                    k = int(RING_SPACING * unit)
+                    width = max(
+                        2.0 * float(thick[max(0, y - k) : y + k + 1, max(0, x - k) : x + k + 1].max()), unit
+                    )
+                    heading = np.array([-normal[1], normal[0]])  # along the strip's edge
+                    # only where a profile across the strip lies clear of the hole (along the hole's border it
+                    # runs into it: no measure there, neither a ramp nor not)
+                    clear = [d for d in (heading, -heading) if profile_across(rgb, hole, p, d, width, unit)]
+                    if not clear:
+                        continue
+                    probes.append(p)
+                    hits.append(max(ramp_across(rgb, hole, p, d, width, unit) for d in clear))
+                    if len(probes) == RING_PROBES:
+                        break
+                # a penumbra's strip is soft on both edges (a hard one is an object's: hp12's collar), and at least
+                # as wide as the shading takes one (narrower: a curved surface's own shade, hp14's cup body, 6.5-9.5)
+                soft = [r for r in hits if r >= PENUMBRA[0]]
+                if len(soft) < RING_RAMPS:
+                    break
+                found_ramps += soft
+            else:
+                # and the penumbra's other mid tones: k-means may cut its ramp in more than one (the coffee at 1.7x:
+                # L 49 and 51, the narrower one's edges ramping where the ring shows them, the other's in the hole)
+                more = {
+                    c for c in present if share[c] < min(share[a], share[b]) and mid_tone(centres, c, a, b)
+                }
+                groups.append({mid, a, b} | more)
+                ramps.append(float(np.median(found_ramps)))
     merged: list[set[int]] = []
     for g in groups:
         for m in [m for m in merged if m & g]:
