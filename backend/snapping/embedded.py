@@ -493,20 +493,29 @@ def _crossing_at(
     rgb: np.ndarray, mask: np.ndarray, rim: np.ndarray, ring: np.ndarray
 ) -> tuple[np.ndarray, float]:
     """``crossing`` with the selection's inner ``rim`` and outside ``ring`` given (any resolution)."""
+    cut, _, share = _going_on(rgb, mask, rim, ring)
+    return cut, share
+
+
+def _going_on(
+    rgb: np.ndarray, mask: np.ndarray, rim: np.ndarray, ring: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """``_crossing_at``'s rim pixels, the ``ring`` pixels beside them that have their colours (where the part
+    the selection's edge cuts goes on outside), and the share of the ring beside them that does."""
     on = mask & rim
     if not on.any():
-        return on, 0.0
+        return on, on, 0.0
     lab = cv2.cvtColor(rgb, cv2.COLOR_RGB2Lab).astype(np.float32)
     k = (13, 13)
     weight = cv2.boxFilter(on.astype(np.float32), -1, k, normalize=False)
     local = cv2.boxFilter(lab * on[..., None], -1, k, normalize=False) / np.maximum(weight, 1e-6)[..., None]
     beside = ring & (weight > 0)
     if not beside.any():
-        return np.zeros_like(on), 0.0
+        return np.zeros_like(on), np.zeros_like(on), 0.0
     goes_on = beside & (np.linalg.norm(lab - local, axis=2) < CONTINUE_LAB)
     # the rim pixels beside an outside pixel that has their colours
     near = cv2.dilate(goes_on.astype(np.uint8), np.ones(k, np.uint8)) > 0
-    return on & near, float(goes_on.sum() / beside.sum())
+    return on & near, goes_on, float(goes_on.sum() / beside.sum())
 
 
 def crosses(rgb: np.ndarray, c: Candidate, ev: Evidence) -> bool:
@@ -994,7 +1003,10 @@ def follow_across(
     it stays the same with the limit farther out (a part that ends on its own outline; a neighbour the
     selection slices runs on, and the watershed cuts it across where the two floods meet, which moves with the
     limit), less what has the surroundings' colours and is not enclosed by it. Either all of the part goes or
-    none of it is added. (bool HxW to add, what each part was for the meta)"""
+    none of it is added. A part the flood reached mostly in the surroundings' colours is flooded again from
+    where the mask's colours go on just outside (session 14: the mask may stop short of the selection's edge
+    behind a line of other colours). (bool HxW to add, what each part was for the meta; a part kept by that
+    second flood says ``again``)"""
     none = np.zeros(seed.shape, bool)
     k3 = np.ones((3, 3), np.uint8)
     s8 = seed.astype(np.uint8)
@@ -1013,7 +1025,7 @@ def follow_across(
     win = (slice(y0, y1), slice(x0, x1))
     img, sd, m = np.ascontiguousarray(rgb[win]), seed[win], mask[win]
     ring = (cv2.dilate(sd.astype(np.uint8), k3, iterations=6) > 0) & ~sd
-    cut = _crossing_at(img, body[win], rim[win], ring)[0]
+    cut, going, _ = _going_on(img, body[win], rim[win], ring)
     if not cut.any():
         return none, []
     out_d = cv2.distanceTransform((~sd).astype(np.uint8), cv2.DIST_L2, 5)
@@ -1025,14 +1037,6 @@ def follow_across(
     ring_full = (cv2.dilate(s8, k3, iterations=4) > 0) & ~seed
     own_colour = _colour_ratio(rgb, body_far, (seed & ~mask) | ring_full)[win] if body_far.any() else None
     inside = sd & ~(cv2.dilate(m.astype(np.uint8), np.ones((7, 7), np.uint8)) > 0)
-    got = _flooded(img, sd, m, inside, out_d > reach)
-    # the same with the limit FOLLOW_SHIFT px farther out: a part that ends on its own outline stays where it is;
-    # where the watershed line only marks where the two floods met (texture, fur, a band running on), it moves
-    farther = _flooded(img, sd, m, inside, out_d > reach + FOLLOW_SHIFT)
-    n, parts = cv2.connectedComponents(got.astype(np.uint8), connectivity=8)
-    if n <= 1:
-        return none, []
-    _, parts_far = cv2.connectedComponents(farther.astype(np.uint8), connectivity=8)
     # the part's own colours (the mask within ``reach`` of the cut) against the surroundings just beyond reach
     to_cut = cv2.distanceTransform((~cut).astype(np.uint8), cv2.DIST_L2, 5)
     own = m & (to_cut <= reach)
@@ -1043,33 +1047,44 @@ def follow_across(
     e /= max(float(np.percentile(e[sd], 90)), 1e-6)
     e = cv2.dilate(e, k3)  # a watershed line lies beside the edge's ridge
     beside_sel = cv2.dilate(sd.astype(np.uint8), k3) > 0
-    add, info = np.zeros(sd.shape, bool), []
-    for i in np.unique(parts[near & got]):
-        part = parts == i
-        far = float(out_d[part].max())
-        line = _outline(part) & ~beside_sel
-        ends = float((e[line] >= MIN_EDGE).mean()) if line.any() else 0.0
-        ids = np.unique(parts_far[part & farther])
-        moved = np.isin(parts_far, ids[ids > 0])
-        stays = float((part & moved).sum() / (part | moved).sum())
-        # the watershed's line may sit on a stronger edge of the surroundings beyond the part's own outline (a
-        # band of the cup's shading above the reflection): what has the surroundings' colours and is not
-        # enclosed by the part goes back
-        alike = part & (ratio >= 0.5)
-        _, joined = cv2.connectedComponents((alike | (m & sd)).astype(np.uint8), connectivity=8)
-        ids = np.unique(joined[cut])
-        whole = _filled(np.isin(joined, ids[ids > 0]) & part | m) & part
-        share = float(whole.sum() / part.sum())
-        colour = float(own_colour[whole].mean()) if own_colour is not None and whole.any() else 0.0
-        ok = (
-            far < reach - 1
-            and stays >= MIN_FOLLOW_STAYS
-            and ends >= MIN_FOLLOW_EDGE
-            and share >= MIN_FOLLOW_SHARE
-            and colour >= MIN_FOLLOW_COLOUR
-        )
-        info.append(
-            {
+
+    def judged(start: np.ndarray) -> list[tuple[np.ndarray, np.ndarray, dict]]:
+        """What the flood from ``start`` gives each cut part outside: (part, what of it goes, its record)."""
+        got = _flooded(img, sd, start, inside, out_d > reach)
+        # the same with the limit FOLLOW_SHIFT px farther out: a part that ends on its own outline stays where it
+        # is; where the watershed line only marks where the two floods met (texture, fur, a band running on), it
+        # moves
+        farther = _flooded(img, sd, start, inside, out_d > reach + FOLLOW_SHIFT)
+        n, parts = cv2.connectedComponents(got.astype(np.uint8), connectivity=8)
+        if n <= 1:
+            return []
+        _, parts_far = cv2.connectedComponents(farther.astype(np.uint8), connectivity=8)
+        out = []
+        for i in np.unique(parts[near & got]):
+            part = parts == i
+            far = float(out_d[part].max())
+            line = _outline(part) & ~beside_sel
+            ends = float((e[line] >= MIN_EDGE).mean()) if line.any() else 0.0
+            ids = np.unique(parts_far[part & farther])
+            moved = np.isin(parts_far, ids[ids > 0])
+            stays = float((part & moved).sum() / (part | moved).sum())
+            # the watershed's line may sit on a stronger edge of the surroundings beyond the part's own outline
+            # (a band of the cup's shading above the reflection): what has the surroundings' colours and is not
+            # enclosed by the part goes back
+            alike = part & (ratio >= 0.5)
+            _, joined = cv2.connectedComponents((alike | (m & sd)).astype(np.uint8), connectivity=8)
+            ids = np.unique(joined[cut])
+            whole = _filled(np.isin(joined, ids[ids > 0]) & part | m) & part
+            share = float(whole.sum() / part.sum())
+            colour = float(own_colour[whole].mean()) if own_colour is not None and whole.any() else 0.0
+            ok = (
+                far < reach - 1
+                and stays >= MIN_FOLLOW_STAYS
+                and ends >= MIN_FOLLOW_EDGE
+                and share >= MIN_FOLLOW_SHARE
+                and colour >= MIN_FOLLOW_COLOUR
+            )
+            record = {
                 "px": int(whole.sum()),
                 "reach": round(far, 1),
                 "stays": round(stays, 2),
@@ -1078,9 +1093,28 @@ def follow_across(
                 "colour": round(colour, 2),
                 "kept": ok,
             }
-        )
-        if ok:
-            add |= whole
+            out.append((part, whole if ok else np.zeros_like(whole), record))
+        return out
+
+    first = judged(m)
+    add = np.logical_or.reduce([w for _, w, _ in first]) if first else np.zeros(sd.shape, bool)
+    info = [r for _, _, r in first]
+    # a part the flood from the mask reached but that is mostly not the object's colours (MIN_FOLLOW_SHARE: the
+    # flood took the surroundings' px, not the part's): again with the flood also started from the px just
+    # outside that go on with the mask's colours where it is cut (``going``). GrabCut, with the outside sure
+    # background, keeps a part that runs on outside back from the selection's edge where the outside has its
+    # colours (the smoothness term): with the README lasso 4 px tighter the mask's last px at the spoon's
+    # reflection were the hook's dark lower rim, 1-3 px short of the lasso, the surroundings' flood took the
+    # hook's inside over its outline's weaker step (share 0.15) and the glint by the cup's handle stayed
+    # (snap14). A part that fails on its outline (not ending on edges, moving with the limit, too far: a
+    # neighbour running on) gets no second flood; the checks are the same, and what the first flood kept stays.
+    failed = [p for p, _, r in first if not r["kept"] and r["share"] < MIN_FOLLOW_SHARE]
+    if failed and going.any():  # (``going`` lies outside the selection: the ring)
+        lost = np.logical_or.reduce(failed)
+        for part, whole, record in judged(m | going):
+            if record["kept"] and (part & lost).any() and not (part & add).any():
+                add |= whole
+                info.append(record | {"again": True})
     out = none.copy()
     out[win] = add
     return out, info
