@@ -1046,3 +1046,33 @@ def test_the_lips_contour_is_closed_on_the_readme_erase_of_a_jpeg_or_smaller_cop
         ]
         # the lip's: from its outline's entry at the top (y ~62 at 1x) to its lower edge's (y 150-190)
         assert any(top < 80 and 140 < low < 200 for top, low in ends), (name, ends)
+
+
+def test_a_band_whose_far_edge_the_hole_grazes_keeps_its_width_to_the_wall_on_the_coffee():
+    """The cup body's pale lower band (k-means: the wood's colour) enters the hole below the lip at --grow 6 and
+    7 with only its upper edge an entry: the hole grazes its lower edge (15 px of boundary by the hole, too short
+    to fit). Continued as an outline alone, that edge was the band's only limit: its colour flooded the whole
+    wedge down to where the body's dark red met it flat (y 220), the pale shelf right of the cup's foot with a
+    flat notch under it at 1x. Now the band goes on at its measured width (cross-sections behind the entry that
+    end on the body) to the wall: in the shelf's box (x 376-390, y 208-224) almost no hole px keep its colour,
+    and its lowest hole px per column climb with the band (the photo's band rises to the right)."""
+
+    def shelf(grow: int, **flags) -> tuple[int, list[int]]:
+        rgb, hole = _coffee_grown(grow)
+        x0 = COFFEE_GROW_CROPS[grow][0]
+        structure = find_structure(rgb, hole, seed=0, **flags)
+        labels = structure.labels
+        known = ~hole & (labels >= 0)
+        colours = [rgb[known & (labels == k)].mean(axis=0) for k in range(structure.n_labels)]
+        band = int(np.argmin([np.abs(c - (194, 106, 54)).sum() for c in colours]))  # the pale band's colour
+        mine = hole & (labels == band)
+        box = int(mine[208:224, 376 - x0 : 390 - x0].sum())
+        lows = [180 + max(np.nonzero(mine[180:240, x - x0])[0], default=-180) for x in (372, 378, 384)]
+        return box, lows
+
+    for grow in (6, 7):
+        box, lows = shelf(grow)
+        assert box <= 10, (grow, box)
+        assert lows[0] > lows[1] > lows[2], (grow, lows)  # climbing, not flat
+        before, flat = shelf(grow, grazed_bands=False)  # the outline alone, as it was
+        assert before >= 80 and flat[0] == flat[1], (grow, before, flat)

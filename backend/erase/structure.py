@@ -26,7 +26,9 @@ first and texture follows it:
    colours say penumbra (``mid_tone``, ``one_surface``) is such a strip, and so is one whose second edge reaches
    the hole beside the first but runs along its edge (``_lone_strips``); a thin dark line (a cup foot's contact
    shadow, ``dark_lines``) is continued so too, but only when it ends on the outline drawn from a closed
-   contour's end (the cup's body): elsewhere it is left to its region;
+   contour's end (the cup's body): elsewhere it is left to its region; a wider band of one region's colour inside
+   another (a cup body's pale band in its dark red) whose far edge the hole only grazes (no entry) is continued so
+   too, at the width its cross-sections behind the entry measure (``_grazed_band``), not left to flood a wedge;
 5. the curves cut the hole into parts; every other hole pixel takes the label of the nearest known pixel it can
    reach without crossing a curve (a geodesic nearest-label flood).
 
@@ -923,6 +925,71 @@ def _extend(entry: Entry, hole: np.ndarray, barrier: np.ndarray, max_len: float)
     return np.array(path)
 
 
+GRAZED_MIN = 3  # cross-sections: the fewest behind an entry that must end on its far side for a band to count
+
+
+def _run_across(labels: np.ndarray, hole: np.ndarray, base: np.ndarray, normal: np.ndarray, label: int):
+    """How far (px, half-px steps) ``label`` reaches from ``base`` along ``normal``, and what ends it: the label
+    beyond, -1 the hole, -2 the crop's edge or ``WIDTH_CAP`` passed (a start of up to 2 px of another label is
+    skipped: ``base`` lies on the boundary only to the pixel)."""
+    h, w = labels.shape
+    run = 0.0
+    for k in range(1, 2 * (WIDTH_CAP + 2)):
+        p = base + 0.5 * k * normal
+        x, y = int(round(p[0])), int(round(p[1]))
+        if not (0 <= x < w and 0 <= y < h):
+            return run, -2
+        if hole[y, x]:
+            return run, -1
+        if labels[y, x] == label:
+            run = 0.5 * k
+        elif run > 0 or 0.5 * k > 2:
+            return run, int(labels[y, x])
+    return run, -2
+
+
+def _grazed_band(
+    labels: np.ndarray, hole: np.ndarray, e: Entry, entries: list[Entry], reach: int
+) -> tuple[Entry, np.ndarray] | None:
+    """An entry whose one side is a band of its other side's region (R between two parts of A: a cup body's pale
+    highlight band in its dark red) whose far edge the hole grazes: cross-sections of R taken across the entry's
+    boundary behind it end in the hole near the hole and on A further back, and no entry continues that far edge
+    (its few px by the hole are too short to fit). Continued as an outline alone, the edge that enters was the
+    band's only limit: R flooded the whole wedge between it and whatever lay beyond (the coffee's pale shelf
+    right of the cup's foot, its lower edge the flat line where R's flood met A's). Returns the band's centre
+    entry (its width = the median cross-section ending on A, its centre half that in from the edge, as
+    ``_lone_strips``' strips) and the centre line behind it back to ``reach`` px (the hole's part of the band
+    there is painted too); None for every other entry."""
+    for side, other, sign in ((e.left, e.right, 1), (e.right, e.left, -1)):
+        normal = sign * np.array([e.heading[1], -e.heading[0]])
+        widths, grazed, elsewhere = [], 0, 0
+        for back in range(3, reach + 1, 2):
+            run, end = _run_across(labels, hole, e.point - back * e.heading, normal, side)
+            if end == other and run > 0:
+                widths.append(run)
+            elif end == -1:
+                grazed += 1
+            else:
+                elsewhere += 1
+        if not grazed or len(widths) < GRAZED_MIN or len(widths) < 2 * elsewhere:
+            continue
+        width = float(np.median(widths))
+        if not 2 <= width < WIDTH_CAP:
+            continue
+        far_edge = any(  # the far edge is an entry of its own: both are continued as they are
+            b is not e
+            and {b.left, b.right} == {side, other}
+            and float(np.linalg.norm(b.point - e.point)) <= width + 2 * THIN
+            for b in entries
+        )
+        if far_edge:
+            continue
+        point = e.point + 0.5 * width * normal
+        back = point - np.arange(reach, 0, -1)[:, None] * e.heading
+        return Entry(point, e.heading, e.curvature, side, side, e.rms, (width, width)), back
+    return None
+
+
 def _nearest_alongside(entries: list[Entry], i: int, taken: set[int], accept: Callable[[Entry], bool]) -> int:
     """Index of the entry nearest to ``entries[i]`` that reaches the hole beside it (within ``2 THIN`` px,
     headings within 30 degrees), is not ``taken`` and that ``accept`` allows; -1 when there is none."""
@@ -1268,6 +1335,7 @@ def find_structure(
     lines: bool = True,
     lone: bool = True,
     corner_ends: bool = True,
+    grazed_bands: bool = True,
 ) -> Structure | None:
     """The structure of the hole's surround continued across it (module docstring), or None when no clean
     region boundary enters the hole. Works on a copy of at most ``ANALYSIS_SIDE`` px; labels come back at the
@@ -1399,6 +1467,8 @@ def find_structure(
     closed: set[int] = set()
 
     drawn: list[tuple[np.ndarray, Entry]] = []  # each outline's curve and the entry it continues
+    # bands whose far edge the hole grazes (``_grazed_band``), their part behind the entry, how far their edge ran
+    grazed: list[tuple[Entry, np.ndarray, float]] = []
 
     def draw(curve: np.ndarray, e: Entry, thick: bool, kind: str) -> None:
         curves.append(curve)
@@ -1426,6 +1496,10 @@ def find_structure(
         barrier[paint] = 1
         if any(e is t for t in strips):
             mouths[paint] = 1
+        elif any(e is t for t, _, _ in grazed):
+            mouths[paint] = (
+                2  # a grazed band's colour is shared as a strip's is, but only its own px go quiet
+            )
 
     for group, thick in ((entries, False), (bands, True)):
         # outlines first, then the bands (a saucer's rim passes behind the cup: it ends on the cup's outline)
@@ -1454,7 +1528,22 @@ def find_structure(
                 stop = barrier > 0
                 if thick:  # a 1 px curve has diagonal gaps a band sampled every half px could slip through
                     stop = cv2.dilate(barrier, cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))) > 0
-                path = _extend(e, small_hole, stop, max_len=1.5 * extent)
+                longest = 1.5 * extent
+                mine = [(b, far) for t, b, far in grazed if t is e] if thick else []
+                if (
+                    mine
+                ):  # a grazed band runs as far as its edge would have (and its width on, to reach a curve)
+                    longest = min(longest, mine[0][1] + e.widths[0])
+                path = _extend(e, small_hole, stop, max_len=longest)
+                band = (
+                    None if thick or not grazed_bands else _grazed_band(labels, small_hole, e, entries, reach)
+                )
+                if band is not None:  # continued as a band with the others, after the outlines
+                    grazed.append((band[0], band[1], 0.5 * (len(path) - 1)))
+                    bands.append(band[0])
+                    continue
+                if mine:
+                    path = np.concatenate([mine[0][0], path])
                 end = np.round(path[-1]).astype(int)
                 if any(e is c for c in contact) and not outline[end[1], end[0]]:
                     # a contact line is continued only to an object's outline drawn across the hole from its
@@ -1482,8 +1571,20 @@ def find_structure(
         mouths.any()
     ):  # a strip's colour is shared (the cup's body): it still seeds the flood, except at its ends
         own = np.unique(fixed[(fixed >= 0) & (mouths == 0)])  # a thin band's label is its own: never a seed
-        near = cv2.dilate(mouths, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5))) > 0
+        disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5))
+        near = cv2.dilate((mouths == 1).astype(np.uint8), disc) > 0
         quiet = np.isin(labels, own) | (near & ~small_hole)
+        if grazed:
+            # the grazed band's known piece within ``reach`` of its paint (the part the hole took behind the entry
+            # included): the band's hole px are painted, and what lies beyond its grazed far edge is the other
+            # side's (the coffee body's dark red below its pale band), not the nearest band px's
+            paint = (mouths == 2).astype(np.uint8)
+            near = cv2.distanceTransform(1 - paint, cv2.DIST_L2, 3) <= reach
+            for colour in sorted({t.left for t, _, _ in grazed}):
+                mine = ((labels == colour) & ~small_hole).astype(np.uint8)
+                _, comp = cv2.connectedComponents(mine, connectivity=8)
+                pieces = np.unique(comp[(cv2.dilate(paint, disc) > 0) & (mine > 0)])
+                quiet |= np.isin(comp, pieces[pieces > 0]) & near
     # a closed contour starts and ends on known pixels of its own region, which touch the hole beyond the
     # curve as well: seeding there, that region leaked past the contour's end (the coffee lip's label 4 px
     # past the photo's edge at its lower end, kept as a white spur by the meld's contour keep band)
