@@ -452,7 +452,9 @@ def test_the_coffees_shadow_edge_lies_where_the_1x_results_does_after_a_resample
     beside it, or along the harmonic field's gradient at that one pixel (the ring's local shade): a straight
     diagonal 4-15 px off the 1x boundary (main d326c76, mean over the rows below the foot: 7.7 / 8.7 / 12.2 /
     7.6 / 7.2 px; now 1.4 / 4.7 / 2.7 / 1.9 / 3.1). Day 14: resized by 1.65, where the penumbra's strip runs beside
-    the hole and none of its edges enters (``_ring_groups``): a hard wedge 10.0 px off, now 1.8."""
+    the hole and none of its edges enters (``_ring_groups``): a hard wedge 10.0 px off, now 1.8; at 1.6x, 1.75x
+    and 3x, where the band kept beside a hard label boundary was 4-16 crop px whatever the size (``soft_weight``'s
+    ``unit``): a straight column / a dark mass 13.2 / 17.3 / 12.8 px off, now 0.8 / 3.8 / 3.8."""
     from bench.erase_robust import LASSO, PHOTO, erase, perturb
 
     photo, lasso = Image.open(PHOTO).convert("RGB"), Image.open(LASSO).convert("L")
@@ -465,7 +467,7 @@ def test_the_coffees_shadow_edge_lies_where_the_1x_results_does_after_a_resample
 
     with tempfile.TemporaryDirectory() as tmp:
         ref = boundary(erase(photo, lasso, Path(tmp), "orig")[0])
-        for name in ("rt2", "s0.8", "jpg85", "jpg95", "s2", "s1.65"):
+        for name in ("rt2", "s0.8", "jpg85", "jpg95", "s2", "s1.65", "s1.6", "s1.75", "s3"):
             p, s, _ = perturb(name, photo, lasso)
             miss = np.abs(boundary(erase(p, s, Path(tmp), name)[0]) - ref)
             assert miss.mean() < 6.0, (name, miss)
@@ -542,3 +544,24 @@ def test_a_penumbra_whose_strip_runs_beside_the_hole_is_found_by_the_ring():
     assert groups == [{0, 1, 2}] and abs(ramps[0] - 18.0) < 5.0, (groups, ramps)
     hard, hole, labels = _beside_scene(hard=True)
     assert shading.reshade(hard, hole, filled, Structure(labels, 3, entries=[])) is None
+
+
+def test_the_band_kept_beside_a_hard_edge_is_as_wide_a_part_of_the_picture_at_any_size():
+    """Issue 11, day 14: the labels are found on the crop shrunk to the analysis size (``unit`` crop px per
+    analysis px), so the band beside a hard label boundary where the fill is kept (``SOFT_NEAR``..``SOFT_FAR``)
+    is measured in those px: at 1.6-3x a 4-16 crop px band met the new shade in a hard step (the coffee's shadow
+    top: a straight column). The scene at 3x is reshaded as the 1x one, 3x as far from the hard edge."""
+    img, hole, _, labels = _soft_shadow_scene()
+    labels = labels.copy()
+    labels[:40] = 3  # a body of another colour above: a hard edge through the hole's top
+    k = 3
+    big_labels = cv2.resize(labels, None, fx=k, fy=k, interpolation=cv2.INTER_NEAREST)
+    big_hole = cv2.resize(hole.astype(np.uint8), None, fx=k, fy=k, interpolation=cv2.INTER_NEAREST) > 0
+    small = shading.soft_weight(labels, [{0, 1, 2}], hole)
+    big = shading.soft_weight(big_labels, [{0, 1, 2}], big_hole, float(k))
+    rows = np.arange(40, 40 + int(shading.SOFT_FAR) + 4)
+    x = 100  # through the hole's middle
+    assert np.allclose(big[rows * k + 1, x * k + 1], small[rows, x], atol=0.1), (
+        big[rows * k + 1, x * k + 1],
+        small[rows, x],
+    )

@@ -105,16 +105,21 @@ def _hard_boundaries(labels: np.ndarray, groups: list[set[int]]) -> np.ndarray:
     return hard
 
 
-def soft_weight(labels: np.ndarray, groups: list[set[int]], hole: np.ndarray) -> np.ndarray:
+def soft_weight(
+    labels: np.ndarray, groups: list[set[int]], hole: np.ndarray, unit: float = 1.0
+) -> np.ndarray:
     """How much of each hole pixel's low-pass is rebuilt (0..1): 0 within ``SOFT_NEAR`` px of a hard label
     boundary, 1 beyond ``SOFT_FAR``; 0 off the hole and on labels that are no strip's (the wood beyond a cup
-    whose shadow is soft keeps its fill)."""
+    whose shadow is soft keeps its fill). ``unit``: crop px per analysis px: the labels are found on the crop
+    shrunk to the analysis size, their boundaries are that coarse, and the band beside a hard one where the fill
+    is kept is as wide a part of the picture at any size (day 14: at 1.6-3x a 4-16 px band was a hard step where
+    the kept fill met the new shade: the coffee's shadow top a vertical column, robust dev s3 2894 -> 1210)."""
     hard = _hard_boundaries(labels, groups)
     if hard.any():
         dist = cv2.distanceTransform((~hard).astype(np.uint8), cv2.DIST_L2, 3)
     else:
-        dist = np.full(hole.shape, SOFT_FAR, np.float32)
-    w = np.clip((dist - SOFT_NEAR) / (SOFT_FAR - SOFT_NEAR), 0.0, 1.0).astype(np.float32)
+        dist = np.full(hole.shape, SOFT_FAR * unit, np.float32)
+    w = np.clip((dist - SOFT_NEAR * unit) / ((SOFT_FAR - SOFT_NEAR) * unit), 0.0, 1.0).astype(np.float32)
     ours = np.isin(labels, sorted(set().union(*groups)))  # only a strip's own dark, mid and lit labels
     return w * (hole & ours)
 
@@ -326,10 +331,12 @@ def _near_polyline(line: np.ndarray, shape: tuple[int, int], reach: float) -> tu
     return best, side
 
 
-def two_tone_shading(rgb: np.ndarray, hole: np.ndarray, zone: np.ndarray, penumbra: float) -> np.ndarray:
+def two_tone_shading(
+    rgb: np.ndarray, hole: np.ndarray, zone: np.ndarray, penumbra: float, unit: float = 1.0
+) -> np.ndarray:
     """The low-pass of the ``zone`` (hole pixels) interpolated from the ring beside it, HxWx3 float32 (defined
     on the zone; near the hole's border it is the ring's own membrane, so it meets the ring without a step);
-    ``penumbra``: the matte's ramp (px, 10 % to 90 %)."""
+    ``penumbra``: the matte's ramp (px, 10 % to 90 %); ``unit``: crop px per analysis px (``LIT_BLEND``'s)."""
     img = rgb.astype(np.float32)
     out_dist = cv2.distanceTransform((~hole).astype(np.uint8), cv2.DIST_L2, 3)
     ring_all = ~hole & (out_dist <= RING)
@@ -372,7 +379,9 @@ def two_tone_shading(rgb: np.ndarray, hole: np.ndarray, zone: np.ndarray, penumb
     light = _surface(img, beyond if beyond.sum() >= 8 else lit_px)
     two = shade + matte[:, :, None] * (light - shade)
     inside = cv2.distanceTransform(hole.astype(np.uint8), cv2.DIST_L2, 3)
-    a = np.clip(inside / LIT_BLEND, 0.0, 1.0)[:, :, None]  # meet the ring's own membrane at the border
+    a = np.clip(inside / (LIT_BLEND * unit), 0.0, 1.0)[
+        :, :, None
+    ]  # meet the ring's own membrane at the border
     return (a * two + (1 - a) * plain).astype(np.float32)
 
 
@@ -411,7 +420,7 @@ def reshade(
         for lab, colour in lines.items():
             labels[labels == lab] = colour
     penumbra = float(np.mean(ramps)) if ramps else 0.0
-    return _reshade(rgb, hole, filled, labels, groups, penumbra, keep)
+    return _reshade(rgb, hole, filled, labels, groups, penumbra, keep, 1.0 / scale)
 
 
 def _colour_groups(
@@ -565,12 +574,14 @@ def _reshade(
     groups: list[set[int]],
     penumbra: float,
     keep: np.ndarray | None = None,
+    unit: float = 1.0,
 ) -> np.ndarray | None:
     """``reshade`` given the soft strips' label ``groups`` and their measured ``penumbra`` (px); ``keep``: hole
-    pixels whose fill's detail is kept whole (not clipped at the ring's grain, not raised)."""
+    pixels whose fill's detail is kept whole (not clipped at the ring's grain, not raised); ``unit``: crop px per
+    analysis px (``soft_weight``)."""
     if not groups:
         return None
-    w = soft_weight(labels, groups, hole)
+    w = soft_weight(labels, groups, hole, unit)
     zone = w > 0.5
     if zone.sum() < SOFT_MIN_PX:
         return None
@@ -582,7 +593,7 @@ def _reshade(
     win = np.s_[y0:y1, x0:x1]
     rgb, hole, zone, w = rgb[win], hole[win], zone[win], w[win]
     keep = None if keep is None else keep[win]
-    low = two_tone_shading(rgb, hole, zone, float(np.clip(penumbra, *PENUMBRA)))
+    low = two_tone_shading(rgb, hole, zone, float(np.clip(penumbra, *PENUMBRA)), unit)
     out = filled[win].astype(np.float32)
     real = rgb.astype(np.float32)
     ring = ~hole & (cv2.distanceTransform((~hole).astype(np.uint8), cv2.DIST_L2, 3) <= 40)
