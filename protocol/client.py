@@ -37,7 +37,7 @@ from typing import Any
 
 import zmq
 
-from . import connection, shm, wire
+from . import connection, greeting, shm, wire
 from .errors import ErrorCode, ProtocolError
 from .shm import Pool as SegmentPool
 from .wire import Buffer, Message
@@ -48,6 +48,8 @@ PING_AFTER_S = 0.5
 DEAD_AFTER_S = 1.4  # kept for callers; connect() waits PING_AFTER_S + DEAD_AFTER_S for a dead-pid backend
 LOCAL_GRACE_S = 15.0  # a local backend whose process is alive but does not answer (machine under load)
 REMOTE_TIMEOUT_S = 30.0  # a remote backend silent this long is gone (no pid to check over a network)
+# connect's ping, local: a live backend that listens gets the grace (nothing listening: it fails after 1 s)
+CHECK_TIMEOUT_S = LOCAL_GRACE_S
 SEND_TIMEOUT_MS = 5000  # a send with no connection at all (e.g. our key was refused) gives up after this
 KEEPALIVE_S = 5.0  # while jobs run, ping at least this often so the backend knows we are still here
 TOKEN_ENV = "LAYEREDIT_CLIENT_TOKEN"
@@ -186,24 +188,19 @@ class Client:
         self.info = info
         self._key = info.key_bytes
         self._ctx = context or zmq.Context.instance()
-        self._sock = self._ctx.socket(zmq.DEALER)
-        self._sock.setsockopt(zmq.LINGER, 0)
-        self._sock.setsockopt(zmq.SNDTIMEO, SEND_TIMEOUT_MS)  # no peer at all (key refused): never hang
         self.token = token or default_token()
-        self._sock.setsockopt(zmq.ROUTING_ID, _routing_id(self.token))
         self.remote = connection.is_remote(info)
         self.local_grace_s = local_grace_s
         self.heartbeat_timeout_s = heartbeat_timeout_s or _env_float(
             "LAYEREDIT_HEARTBEAT_TIMEOUT", REMOTE_TIMEOUT_S
         )
+        self._curve: tuple[bytes, bytes] | None = None  # (public, secret): the same on every fresh socket
         if info.curve_serverkey:
             if info.curve_publickey and info.curve_secretkey:  # admitted by the server's authorized keys
-                public, secret = info.curve_publickey.encode("ascii"), info.curve_secretkey.encode("ascii")
+                self._curve = (info.curve_publickey.encode("ascii"), info.curve_secretkey.encode("ascii"))
             else:
-                public, secret = zmq.curve_keypair()
-            self._sock.curve_serverkey = info.curve_serverkey.encode("ascii")
-            self._sock.curve_publickey, self._sock.curve_secretkey = public, secret
-        self._sock.connect(info.endpoint)
+                self._curve = zmq.curve_keypair()
+        self._sock = self._open_socket()
         self._inbox: list[Message] = []
         self._active: set[str] = set()  # jobs submitted or fetched that have not finished
         self._last_heard = time.monotonic()
@@ -217,12 +214,40 @@ class Client:
         self._pings: dict[str, int] = {}  # ping id -> _sent when it left
         self.capabilities: dict = {}
 
+    def _open_socket(self) -> zmq.Socket:
+        """A DEALER connected to the backend, with a fresh routing id (same owner token)."""
+        sock = self._ctx.socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.SNDTIMEO, SEND_TIMEOUT_MS)  # no peer at all (key refused): never hang
+        sock.setsockopt(zmq.ROUTING_ID, _routing_id(self.token))
+        if self._curve is not None:
+            sock.curve_serverkey = (self.info.curve_serverkey or "").encode("ascii")
+            sock.curve_publickey, sock.curve_secretkey = self._curve
+        sock.connect(self.info.endpoint)
+        return sock
+
+    def reopen(self) -> None:
+        """Replace the socket with a fresh one (a new connection, a new peer to the backend's guard), for a
+        first message that went unanswered. Only while nothing else travels on it: jobs in flight would lose
+        their answers (the backend sends them to the old socket's routing id). ``fd`` changes."""
+        if self._active or self._unanswered:
+            raise RuntimeError("reopen() with jobs in flight")
+        self._sock.close(linger=0)
+        self._sock = self._open_socket()
+        self._last_heard = time.monotonic()
+        self._ping_sent = None
+        self._sent = self._read_upto = 0
+        self._pings.clear()
+
     # -- connecting -------------------------------------------------------------------------------
     @classmethod
     def connect(
         cls, connection_file: str | Path | None = None, *, check: bool = True, shm: str = "auto"
     ) -> Client:
-        """Read the connection file and connect; with ``check``, ping it (NO_BACKEND if nothing answers)."""
+        """Read the connection file and connect; with ``check``, ping it (``greet``: resent on a fresh
+        connection while unanswered). A local backend that never answers is NO_BACKEND when its process is gone
+        or nothing listens at its address (start one), TIMEOUT when it runs and listens (busy or refusing:
+        starting another would not help); a remote one is NO_BACKEND (wrong address, or a key not allowed)."""
         info = connection.read(connection_file)
         if not connection.pid_alive(info.pid):
             raise ProtocolError(
@@ -232,19 +257,61 @@ class Client:
         client = cls(info, shm=shm)
         if check:
             try:
-                client.ping(timeout=client.heartbeat_timeout_s if client.remote else 5.0)
+                client.greet(
+                    lambda: Message(wire.PING),
+                    client.heartbeat_timeout_s if client.remote else CHECK_TIMEOUT_S,
+                )
             except ProtocolError as exc:
                 client.close(linger_ms=0)
-                hint = (
-                    "check the address and that its admin has allowed this connection's key "
-                    "(python -m backend keys list)"
-                    if client.remote
-                    else "start the backend with: python -m backend serve"
-                )
+                if not client.remote:
+                    raise
                 raise ProtocolError(
-                    ErrorCode.NO_BACKEND, f"Nothing answers at {info.endpoint}; {hint}"
+                    ErrorCode.NO_BACKEND,
+                    f"Nothing answers at {info.endpoint}; check the address and that its admin has allowed "
+                    "this connection's key (python -m backend keys list)",
                 ) from exc
         return client
+
+    def greet(self, make: Callable[[], Message], timeout: float) -> Message:
+        """Send a connection's first request (``make()``: hello, or connect's ping) and return its reply; while
+        it goes unanswered it is sent again on a fresh socket (``reopen``), on ``greeting.Tries``' schedule:
+        the backend's guard may cut a connection before reading its first message (protocol/greeting.py).
+        With jobs in flight on this socket there is one try, as ``request``. An error reply raises; no answer
+        within ``timeout`` raises ``greeting.unanswered`` for a local backend (what is true of it), TIMEOUT for
+        a remote one."""
+        tries = greeting.Tries(timeout, time.monotonic())
+        msg = self.send(make())
+        while True:
+            now = time.monotonic()
+            fresh_ok = not (self._active or self._unanswered)
+            wait = tries.wait_s(now) if fresh_ok else max(0.0, tries.started + timeout - now)
+            try:
+                reply = self._wait(lambda m, sent=msg: m.parent == sent.id, wait)
+            except ProtocolError as exc:
+                if exc.code not in (ErrorCode.TIMEOUT, ErrorCode.BACKEND_GONE):
+                    raise
+                now = time.monotonic()
+                if exc.code == ErrorCode.TIMEOUT and not tries.expired(now):
+                    if fresh_ok and tries.due(now):
+                        if not self.remote and greeting.listening(self.info.endpoint) is False:
+                            raise greeting.unanswered(self.info, tries.count, now - tries.started) from None
+                        log.info(
+                            "no answer to %s on try %d: resending on a new connection", msg.type, tries.count
+                        )
+                        self.reopen()
+                        tries.resent(now)
+                        msg = self.send(make())
+                    continue
+                if self.remote and exc.code == ErrorCode.TIMEOUT:
+                    raise ProtocolError(
+                        exc.code, f"No answer within {timeout:g} s ({greeting.tries_words(tries.count)})."
+                    ) from None
+                if self.remote:
+                    raise
+                raise greeting.unanswered(self.info, tries.count, now - tries.started) from exc
+            if reply.type == wire.ERROR:
+                raise _error_of(reply)
+            return reply
 
     def close(self, linger_ms: int = 1000) -> None:
         """Close the socket; messages already sent (e.g. a submit, a release) still get ``linger_ms`` to be
@@ -513,8 +580,9 @@ class Client:
         self.request(Message(wire.PING), timeout)
 
     def hello(self, timeout: float = 60.0) -> dict:
-        """Capabilities: backend/protocol versions, devices, ops (OpSpec.to_json), models, limits."""
-        reply = self.request(Message(wire.HELLO, content={"client": "layeredit-protocol"}), timeout)
+        """Capabilities: backend/protocol versions, devices, ops (OpSpec.to_json), models, limits. Resent on a
+        fresh connection while unanswered (``greet``)."""
+        reply = self.greet(lambda: Message(wire.HELLO, content={"client": "layeredit-protocol"}), timeout)
         self.accept_capabilities(reply.content)
         return reply.content
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from protocol import connection, wire
+from protocol import connection, greeting, wire
 from protocol.errors import ErrorCode, ProtocolError
 from protocol.hostkit import (
     BackendChoice,
@@ -130,7 +130,8 @@ class Controller:
         self.last_imagic: dict | None = None  # params of the last Imagic run (eta-only re-render check)
         self.last_imagic_input: tuple | None = None  # (doc, node, source kind, set_selection) it read
         self._hello_id: str | None = None
-        self._hello_sent = 0.0
+        self._hello_tries: greeting.Tries | None = None  # resends on a fresh connection while unanswered
+        self.on_new_socket: Callable[[], None] = lambda: None  # the docker watches the new ``client.fd``
         self._resume: str | None = None  # a running job to fetch once the new socket's hello is answered
         self.connection_tip = ""  # the technical side of connection_text (address, version, raw error)
         self.last_imagic_seed: int | None = None  # the seed the last Imagic run used (-1 picked one)
@@ -165,7 +166,8 @@ class Controller:
                 self._fail_pending(exc)
             self.on_change()
             return False
-        self._hello_id, self._hello_sent = msg.id, time.monotonic()
+        self._hello_id = msg.id
+        self._hello_tries = greeting.Tries(self.hello_timeout_s, time.monotonic())
         self._resume = resume
         if resume is not None:
             self.job.message = "Reconnecting; the job keeps running…"
@@ -206,7 +208,7 @@ class Controller:
                 self.client.close()
             except Exception:  # noqa: BLE001 - closing a dead socket must never raise into Qt
                 pass
-        self.client, self.hello, self._hello_id = None, None, None
+        self.client, self.hello, self._hello_id, self._hello_tries = None, None, None, None
 
     @property
     def hello_timeout_s(self) -> float:
@@ -379,21 +381,46 @@ class Controller:
             self._lost(ProtocolError(ErrorCode.BACKEND_GONE, f"Lost the backend: {exc}"))
         for ev in events:
             self._handle(ev)
-        if (
-            self._hello_id
-            and self.hello is None
-            and time.monotonic() - self._hello_sent > self.hello_timeout_s
-        ):
+        if self._hello_id and self.hello is None and self._hello_tries is not None:
+            self._hello_unanswered()
+        if events:
+            self.on_change()
+
+    def _hello_unanswered(self) -> None:
+        """The hello is not answered yet: resend it on a fresh connection when ``greeting.Tries`` says so (the
+        backend's guard may have cut the first one unread), or give up once the timeout has passed, saying what
+        is true (``greeting.unanswered``: stopped, nothing listening, or running but busy or refusing)."""
+        tries, now = self._hello_tries, time.monotonic()
+        tries.timeout_s = self.hello_timeout_s  # shorter once the local backend's process is gone
+        if tries.expired(now):
+            info = getattr(self.client, "info", None)
             if self.remote:  # a refused key gets no answer at all: say which key to allow
-                self._lost(ProtocolError(ErrorCode.NO_BACKEND, refused_message(self.client.info)))
-            else:
+                self._lost(ProtocolError(ErrorCode.NO_BACKEND, refused_message(info)))
+            elif info is None:
                 self._lost(
                     ProtocolError(
                         ErrorCode.NO_BACKEND, "The backend does not answer; start it and reconnect."
                     )
                 )
-        if events:
-            self.on_change()
+            else:
+                self._lost(greeting.unanswered(info, tries.count, now - tries.started))
+            return
+        if not tries.due(now):
+            return
+        tries.resent(now)
+        old, self.client = self.client, None
+        try:
+            old.close(linger_ms=0)
+        except Exception:  # noqa: BLE001 - closing a dead socket must never raise into Qt
+            pass
+        try:
+            self.client = self.client_factory()  # reads the connection file again (a restarted backend)
+            msg = self.client.send(wire.Message(wire.HELLO, content={"client": "layeredit-krita"}))
+        except ProtocolError as exc:
+            self._lost(exc)
+            return
+        self._hello_id = msg.id
+        self.on_new_socket()
 
     def _handle(self, ev: Any) -> None:
         if ev.type == wire.CAPABILITIES and (ev.message is None or ev.message.parent == self._hello_id):
@@ -453,6 +480,11 @@ class Controller:
         said = self.user_text(err.message)
         if self.remote or err.code == ErrorCode.BACKEND_GONE:  # says what happened and what to do
             self.connection_text = self.connection_tip = said
+        elif err.code == ErrorCode.TIMEOUT:  # running but silent: starting another one would not help
+            self.connection_text = (
+                "Backend: running on this computer but not answering. Press Connect to try again."
+            )
+            self.connection_tip = said
         else:
             self.connection_text, self.connection_tip = no_backend_status(said, remote=False)
         self.disconnect()

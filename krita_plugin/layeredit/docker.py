@@ -78,6 +78,7 @@ class LayerEditDocker(DockWidget):
             self._show_preview,
             later=lambda ms, fn: QTimer.singleShot(ms, fn),
         )
+        self.controller.on_new_socket = lambda: self._watch_socket(poll=False)  # a hello resent afresh
         self.launcher: Launcher | None = None
         self.notifier: QSocketNotifier | None = None
         self.param_widgets: dict[str, tuple[Field, QWidget]] = {}
@@ -474,7 +475,7 @@ class LayerEditDocker(DockWidget):
             self._refresh()
 
     # -- polling ----------------------------------------------------------------------------------
-    def _watch_socket(self) -> None:
+    def _watch_socket(self, poll: bool = True) -> None:
         if self.notifier is not None:
             self.notifier.setEnabled(False)
             self.notifier.deleteLater()
@@ -484,7 +485,8 @@ class LayerEditDocker(DockWidget):
             return
         self.notifier = QSocketNotifier(client.fd, QSocketNotifier.Read, self)
         self.notifier.activated.connect(self._on_socket)
-        self.controller.poll()
+        if poll:
+            self.controller.poll()
 
     def _on_socket(self, *_: Any) -> None:
         if self.notifier is not None:

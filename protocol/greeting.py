@@ -1,0 +1,104 @@
+"""A host's first message to the backend (hello, or connect's ping): resent on a fresh connection when it goes
+unanswered, and what to say when no try was answered.
+
+Why: the backend's PeerGuard (backend/guard.py) may cut a connection whose signed first message it has not
+read yet (past 64 unproven connections at once, or while a flood makes it wary). ZeroMQ reconnects on its own,
+but the message written to the cut connection is gone, so the host waited its whole timeout (60 s for a live
+local backend) and then told the user to start a backend that was running. A fresh socket (a new routing id
+and TCP connection) is a new peer to the guard, so the message is simply sent again on one: the first resend
+after ``FIRST_GAP_S``, the gaps doubling (a flood gets time to pass), and none in the second half of the overall
+timeout, so the last try keeps at least half of it (a backend that is only slow still has time to answer).
+
+Stdlib only: the Krita plugin's widget-free logic imports it without pyzmq.
+"""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass, field
+
+from . import connection
+from .errors import ErrorCode, ProtocolError
+
+FIRST_GAP_S = (
+    1.0  # a local backend answers a hello within milliseconds; a cut is seen within the guard's pass
+)
+
+
+@dataclass
+class Tries:
+    """When to resend the first message on a fresh connection, within ``timeout_s`` from ``started``."""
+
+    timeout_s: float
+    started: float
+    first_gap_s: float = FIRST_GAP_S
+    count: int = 1  # tries sent so far (the first goes out with the connection)
+    next_at: float = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.next_at = self.started + self.first_gap_s
+
+    @property
+    def last_start(self) -> float:
+        """No try starts later than this: the last one keeps at least half the timeout."""
+        return self.started + self.timeout_s / 2
+
+    def due(self, now: float) -> bool:
+        """Resend now (on a fresh connection)."""
+        return self.next_at <= now and self.next_at <= self.last_start and not self.expired(now)
+
+    def resent(self, now: float) -> None:
+        self.count += 1
+        self.next_at = now + self.first_gap_s * 2 ** (self.count - 1)
+
+    def expired(self, now: float) -> bool:
+        return now - self.started >= self.timeout_s
+
+    def wait_s(self, now: float) -> float:
+        """How long to wait for an answer before the next resend or the end (0: act now)."""
+        end = self.started + self.timeout_s
+        upto = self.next_at if self.next_at <= self.last_start else end
+        return max(0.0, min(upto, end) - now)
+
+
+def listening(endpoint: str, timeout: float = 1.0) -> bool | None:
+    """Whether something accepts TCP connections at ``endpoint`` (None: not a tcp:// endpoint, cannot tell).
+    Tells a backend that is busy or refusing (it accepts, never answers) from a connection file whose pid was
+    reused by another program (nothing listens there)."""
+    if not endpoint.startswith("tcp://"):
+        return None
+    host, _, port = endpoint[len("tcp://") :].rpartition(":")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
+            return True
+    except (OSError, ValueError):
+        return False
+
+
+def tries_words(tries: int) -> str:
+    return "1 try" if tries == 1 else f"{tries} tries, each on a new connection"
+
+
+def unanswered(info: connection.ConnectionInfo, tries: int, waited: float) -> ProtocolError:
+    """The error when a LOCAL backend answered none of ``tries`` first messages in ``waited`` seconds, saying
+    what is true: its process is gone or nothing listens at its address (NO_BACKEND: start one), or it runs and
+    accepts connections but never answered (TIMEOUT: it is busy or refusing; starting another would not help)."""
+    said = tries_words(tries)
+    if not connection.pid_alive(info.pid):
+        return ProtocolError(
+            ErrorCode.NO_BACKEND,
+            f"The backend (pid {info.pid}) has stopped; start it with: python -m backend serve",
+        )
+    if listening(info.endpoint) is False:
+        return ProtocolError(
+            ErrorCode.NO_BACKEND,
+            f"Nothing listens at {info.endpoint} ({said}, {waited:.0f} s; the connection file is stale): "
+            "start the backend with: python -m backend serve",
+        )
+    who = f"The backend (pid {info.pid})" if info.pid > 0 else f"The backend at {info.endpoint}"
+    return ProtocolError(
+        ErrorCode.TIMEOUT,
+        f"{who} is running but did not answer in {waited:.0f} s ({said}): it is busy (still starting, or the "
+        "machine is overloaded) or refusing new connections (too many at once). Wait a little and reconnect; "
+        "if it stays silent, restart it: python -m backend serve",
+    )
