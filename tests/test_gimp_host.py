@@ -325,6 +325,27 @@ def _plugin_running_a_slow_job(sandbox, tmp_path):
         _stop(proc)
 
 
+def test_a_ping_the_backends_guard_cut_unread_is_resent_and_no_second_backend_starts(sandbox, tmp_path):
+    """The backend's guard cuts the plug-in's first connection with its signed ping unread (as past 64 hosts at
+    once, or during a flood): the plug-in resends it on a fresh connection and erases on the running backend.
+    Before, its connect said "Nothing answers" after 5 s and it started a second backend beside this one."""
+    from protocol import connection
+
+    slow = str(Path(__file__).parent / "hosts" / "gimp" / "slow_backend.py")
+    proc = _start_backend(sandbox, tmp_path, [str(VENV_PYTHON), slow, "--echo", "--drop-first", "1"])
+    try:
+        report = sandbox.run_driver(_case("plug-in-layeredit-erase"))
+        named = connection.read(sandbox.runtime_dir / "backend.json").pid
+    finally:
+        _stop(proc)
+    if named != proc.pid:  # a backend the plug-in started (main): do not leave it running
+        os.kill(named, signal.SIGTERM)
+    assert "DropFirst: cut a connection" in (tmp_path / "backend.log").read_text(errors="replace")
+    assert named == proc.pid  # no second backend
+    assert report["status"] == "success", f"{report.get('error')}\n{report['log'][-3000:]}"
+    assert [entry["name"] for entry in report["layers"]] == ["Erase", "src"]
+
+
 def test_killing_the_plugin_cancels_the_backend_job(sandbox, tmp_path):
     """GIMP's progress-bar cancel kills the plug-in process; its cancel guard must cancel the job."""
     with _plugin_running_a_slow_job(sandbox, tmp_path) as (_proc, client, result, runner):

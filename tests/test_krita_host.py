@@ -123,6 +123,26 @@ def test_u16_offset_layer_and_partial_selection_round_trip_exactly(xvfb_server, 
     assert not covered[:, 90:].any() and not covered[:5].any()  # nothing beyond the layer
 
 
+def test_a_hello_the_backends_guard_cut_unread_is_resent_and_the_job_runs(xvfb_server, tmp_path):
+    """The backend's guard cuts the docker's first connection with its signed hello unread (as past 64 hosts at
+    once, or during a flood). The docker resends it on a fresh connection within a second or two and the erase
+    runs; before, it waited its 60 s hello timeout and said "start it" of a running backend."""
+    runtime = tmp_path / "run"
+    b = harness.start_backend(
+        tmp_path, ["tests.hosts.krita.testops", str(runtime / "backend.json"), "--drop-first", "1"]
+    )
+    try:
+        img, _ = harness.scene_bgra(64, 48)
+        spec = _spec(tmp_path, img, selection=[20, 10, 16, 12], mode="Erase", connect_timeout_s=30)
+        report = harness.run_krita(tmp_path, spec, b, display=xvfb_server)
+    finally:
+        b.stop()
+    assert "DropFirst: cut a connection with its first message unread" in b.log.read_text(errors="replace")
+    assert "error" not in report, report  # main: "not connected: Backend: connecting…" after 30 s
+    assert report["outcome"]["state"] == "done", report
+    assert report["layers"][:3] == ["Background", "source", "Erase"] and report["result_above_source"]
+
+
 def test_backend_killed_mid_job_in_krita_reports_and_keeps_the_document(xvfb_server, tmp_path, test_backend):
     w, h = 64, 48
     img, _ = harness.scene_bgra(w, h)

@@ -3,9 +3,10 @@ answers is described as it is (protocol/greeting.py).
 
 The backend's PeerGuard may cut a connection whose signed first message it has not read yet (past 64 unproven
 connections at once, or while a flood makes it wary). ``DropFirst`` does exactly that to the first connections
-whose first message arrives, so a real in-process server loses the hosts' first hello or ping, unread. Before,
-the Krita docker waited its whole hello timeout (60 s for a live local backend) and said "start it", and GIMP's
-connect pinged for 5 s, said "Nothing answers" and started a second backend beside the running one.
+whose first message arrives (tests/hosts/krita/testops.py), so a real server loses the hosts' first hello or ping,
+unread (test_krita_host.py does it to real Krita). Before, the Krita docker waited its whole hello timeout (60 s
+for a live local backend) and said "start it", and GIMP's connect pinged for 5 s, said "Nothing answers" and
+started a second backend beside the running one.
 """
 
 from __future__ import annotations
@@ -21,36 +22,18 @@ from tests import fake_krita
 
 fake_krita.install()
 
-from backend.guard import PeerGuard  # noqa: E402
 from backend.server import Server, ServerConfig  # noqa: E402
 from krita_plugin.layeredit import controller as ctl  # noqa: E402
 from protocol import client as client_mod  # noqa: E402
 from protocol import connection, greeting  # noqa: E402
 from protocol.client import Client  # noqa: E402
 from protocol.errors import ErrorCode, ProtocolError  # noqa: E402
-from tests.hosts.krita.testops import GATE, registry  # noqa: E402
+from tests.hosts.krita.testops import GATE, DropFirst, registry  # noqa: E402
 
 PLUGIN_DIR = Path(__file__).resolve().parents[1] / "gimp_plugin" / "layeredit"
 sys.path.insert(0, str(PLUGIN_DIR))
 
 from layeredit_gimp import backend as gimp_backend  # noqa: E402
-
-
-class DropFirst(PeerGuard):
-    """Cuts the first ``n`` unproven connections whose first message arrives, with that message unread: what
-    the real guard does to a young connection past its caps (``_drop``: the TCP socket is shut down)."""
-
-    def __init__(self, n: int):
-        super().__init__()
-        self.left = n
-
-    def admit(self, fd: int | None) -> bool:
-        conn = self._conns.get(fd) if fd is not None else None
-        if conn is not None and self.left > 0 and not conn.proven and not conn.dropped:
-            self.left -= 1
-            self._drop(fd)
-            return False
-        return super().admit(fd)
 
 
 @pytest.fixture

@@ -88,10 +88,15 @@ def send_cancel(connection_file: Path, job_id: str, patience: float = 3.0) -> No
     from protocol import connection
     from protocol.client import Client
     from protocol.errors import ErrorCode, ProtocolError
+    from protocol.wire import PING, Message
 
     client = Client(connection.read(connection_file))
     deadline = time.monotonic() + patience
     try:
+        try:  # a connection's first message may be cut unread by the backend's guard: prove one first
+            client.greet(lambda: Message(PING), patience)
+        except ProtocolError:
+            return  # a dead or silent backend has nothing we could cancel
         while True:
             client.cancel(job_id)
             try:

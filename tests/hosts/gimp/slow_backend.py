@@ -2,9 +2,10 @@
 stand-in that steps until cancelled, so the test can kill the plug-in mid-job deterministically (the real
 erase finishes too fast to be killed reliably). Everything else (server, jobs, wire, cancel) is the product's.
 
-Usage: LAYEREDIT_RUNTIME_DIR=... python tests/hosts/gimp/slow_backend.py [--echo | --soft]
+Usage: LAYEREDIT_RUNTIME_DIR=... python tests/hosts/gimp/slow_backend.py [--echo | --soft] [--drop-first N]
 (``--echo``: ``erase`` returns the image at once, for tests/hosts/gimp/bench_roundtrip.py; ``--soft``:
-``snap`` returns a ramp of every 8-bit mask value, for the soft-selection test.)
+``snap`` returns a ramp of every 8-bit mask value, for the soft-selection test; ``--drop-first N``: the guard
+cuts the first N connections' first messages unread, tests/hosts/krita/testops.py's ``DropFirst``.)
 """
 
 from __future__ import annotations
@@ -50,6 +51,10 @@ def main() -> None:
 
         registry.register(SoftSnap)
     server = Server(ServerConfig(report_models=False), registry=registry, models_factory=None)
+    if "--drop-first" in sys.argv:
+        from tests.hosts.krita.testops import DropFirst
+
+        server.guard = DropFirst(int(sys.argv[sys.argv.index("--drop-first") + 1]))
     signal.signal(signal.SIGTERM, lambda *_: server.stop())
     server.serve_forever()
 

@@ -1,6 +1,7 @@
 """Deterministic stand-in ops for plugin tests (no models): they prove plumbing, layouts and lifecycle.
 
-``python -m tests.hosts.krita.testops CONNECTION_FILE`` serves them (a separate process the tests can kill).
+``python -m tests.hosts.krita.testops CONNECTION_FILE [--drop-first N]`` serves them (a separate process the tests
+can kill); ``--drop-first N``: its guard cuts the first N connections' first messages unread (``DropFirst``).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from backend.guard import PeerGuard
 from backend.ops import Op, OpResult, OpSpec, ParamSpec, Registry
 
 RED = {"uint8": 255, "uint16": 65535}
@@ -95,10 +97,31 @@ def registry() -> Registry:
     return Registry({"erase": PaintRed, "imagic": Slow, "snap": SoftSnap})
 
 
+class DropFirst(PeerGuard):
+    """Cuts the first ``n`` unproven connections whose first message arrives, with that message unread: what
+    the real guard does to a young connection past its caps (``_drop``: the TCP socket is shut down), so a
+    host's first hello is lost as it can be past 64 hosts at once or during a flood."""
+
+    def __init__(self, n: int):
+        super().__init__()
+        self.left = n
+
+    def admit(self, fd: int | None) -> bool:
+        conn = self._conns.get(fd) if fd is not None else None
+        if conn is not None and self.left > 0 and not conn.proven and not conn.dropped:
+            self.left -= 1
+            self._drop(fd)
+            print(f"DropFirst: cut a connection with its first message unread ({self.left} left)", flush=True)
+            return False
+        return super().admit(fd)
+
+
 def main(argv: list[str]) -> int:
     from backend.server import Server, ServerConfig
 
     server = Server(ServerConfig(connection_file=Path(argv[0]), report_models=False), registry(), None)
+    if "--drop-first" in argv:
+        server.guard = DropFirst(int(argv[argv.index("--drop-first") + 1]))
     server.serve_forever()
     return 0
 
