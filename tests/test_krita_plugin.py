@@ -339,9 +339,9 @@ def test_a_run_pressed_before_the_source_is_restored_reads_the_source(app, serve
     finish(c)
     doc.deliver()
     assert doc.activeNode() == c.last.layer
-    GATE.set()
     assert c.run(doc, doc.activeNode(), "Imagic", c.forms["imagic"].params(prompt="a dog"))
     assert doc.activeNode() == node and c.restoring is None
+    GATE.set()  # only now: a job that ended within run()'s own poll would have set up its own restore already
     finish(c)
     assert c.last.sent["source"] == "source"
 
