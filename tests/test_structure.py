@@ -1076,3 +1076,61 @@ def test_a_band_whose_far_edge_the_hole_grazes_keeps_its_width_to_the_wall_on_th
         assert lows[0] > lows[1] > lows[2], (grow, lows)  # climbing, not flat
         before, flat = shelf(grow, grazed_bands=False)  # the outline alone, as it was
         assert before >= 80 and flat[0] == flat[1], (grow, before, flat)
+
+
+def test_a_surface_is_not_searched_for_in_a_busier_part_of_its_colour():
+    """k-means groups colours, not surfaces: a smooth surface and a grained one of the same colour share a label.
+    ``_surface_detail`` gives each connected part of a label its own detail and caps each hole pixel's sources at
+    twice its own part's; the parts of a repeated pattern (stripes of one colour) keep one detail and no cap
+    between them, so a stripe is still continued from the other stripes."""
+    from backend.erase.patchmatch import PART_FACTOR, _surface_detail
+
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:120, 0:200]
+    labels = np.where(xx < 90, 0, np.where(xx < 110, 1, 0)).astype(np.int32)  # label 0: two parts
+    rgb = np.full((120, 200, 3), 120.0) + rng.normal(0, 2, (120, 200, 3))
+    rgb[:, 110:] += 40 * np.sin(xx[:, 110:] * 1.3)[..., None]  # the right part is grained
+    hole = (yy - 60) ** 2 + (xx - 40) ** 2 < 15**2  # in the smooth part
+    busy, cap = _surface_detail(np.clip(rgb, 0, 255).astype(np.uint8), hole, labels, PART_FACTOR)
+    assert busy[60, 150] > cap[60, 40]  # the grained part is not searched for the smooth part's hole
+    assert busy[60, 20] <= cap[60, 40]  # its own part is
+
+    stripes = (xx // 10 % 2).astype(np.int32)  # ten stripes of each of two labels, one grain
+    grain = np.full((120, 200, 3), 100.0) + 60 * stripes[..., None] + rng.normal(0, 6, (120, 200, 3))
+    busy, cap = _surface_detail(np.clip(grain, 0, 255).astype(np.uint8), hole, stripes, PART_FACTOR)
+    assert busy[~hole].max() <= cap[hole].min()
+
+
+def test_the_cups_body_is_not_filled_from_the_tables_grain_on_the_coffee():
+    """The coffee's dark red label is the cup's body and, beyond the saucer, the table's dark grain (separate
+    parts, median detail ~3.6 vs ~10). Patches from the table beside the body's silhouette were the mottled dark
+    and pale specks along the cup's right wall (d14-notes speck14, x 375-392, y 185-205 of the README result):
+    about a tenth of the hole took its patches from a surface more than twice as busy as its own. The search
+    now keeps each hole pixel's sources on surfaces no busier than that (``part_search``)."""
+    from backend.erase import patchmatch as pm
+
+    def busier(grow: int, **options) -> tuple[int, int]:
+        rgb, hole = _coffee_grown(grow)
+        structure = find_structure(rgb, hole, seed=pm.STRUCTURE_SEED)
+        busy, cap = pm._surface_detail(rgb, hole, structure.labels, pm.PART_FACTOR)
+        got = {}
+        meld = pm._meld
+
+        def keep_field(img, free, conf, weight_sum, targets, nnf, *args, **kwargs):
+            got["nnf"], got["free"] = nnf.copy(), free.copy()
+            return meld(img, free, conf, weight_sum, targets, nnf, *args, **kwargs)
+
+        pm._meld = keep_field
+        try:
+            PatchMatchFiller(options=options)(rgb, hole)
+        finally:
+            pm._meld = meld
+        ys, xs = np.nonzero(got["free"])
+        sources = busy[got["nnf"][ys, xs, 0], got["nnf"][ys, xs, 1]]
+        return int((sources > cap[ys, xs]).sum()), ys.size
+
+    for grow in (4, 6, 9):
+        taken, total = busier(grow)
+        assert taken <= 0.001 * total, (grow, taken, total)
+    taken, total = busier(6, part_search=False)
+    assert taken > 0.05 * total, (taken, total)

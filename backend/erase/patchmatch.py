@@ -133,7 +133,21 @@ def _coherent(nnf, is_target, y, x, cy, cx):  # pragma: no cover - compiled
 
 @njit(cache=True, nogil=True)
 def _patchmatch(
-    img, conf, ty, tx, is_target, valid, nnf, dist, r, iters, seed, max_radius, coherence
+    img,
+    conf,
+    ty,
+    tx,
+    is_target,
+    valid,
+    nnf,
+    dist,
+    r,
+    iters,
+    seed,
+    max_radius,
+    coherence,
+    busy=None,
+    limit=None,
 ):  # pragma: no cover
     """PatchMatch over the targets (given in raster order), ``dist`` holding each one's distance to its source
     for the current image (``_distances``): ``iters`` passes of propagation and random search (radius halving from ``max_radius``), alternating scan
@@ -143,7 +157,11 @@ def _patchmatch(
     (1 - coherence) x its distance, so a copy is broken only for a clearly better patch. Neighbouring targets
     then keep copying from one place, and the vote (each pixel the blend of the patches covering it) blends
     agreeing copies, not a mosaic of near-equal ones that averages into smudges. ``dist`` keeps the true
-    distance: the vote weighs likeness, not the bias."""
+    distance: the vote weighs likeness, not the bias.
+
+    ``busy`` / ``limit`` (HxW float32, or None): a source centre whose ``busy`` exceeds the target's ``limit``
+    is not taken (``_surface_detail``: a surface busier than the target's own); a current one that does is
+    replaced by any allowed source."""
     np.random.seed(seed)
     h, w = img.shape[0], img.shape[1]
     n = ty.shape[0]
@@ -157,6 +175,9 @@ def _patchmatch(
             best = raw
             if coherence > 0 and _coherent(nnf, is_target, y, x, by, bx):
                 best = raw * (1.0 - coherence)
+            cap = 1e30 if limit is None else limit[y, x]
+            if busy is not None and busy[by, bx] > cap:  # a source busier than the target's surface allows
+                best = 1e300
             # propagation: the scan-order neighbours' sources, shifted by one pixel
             for k in range(2):
                 ny, nx = (y, x - step) if k == 0 else (y - step, x)
@@ -168,6 +189,8 @@ def _patchmatch(
                     continue
                 if cy == by and cx == bx:
                     continue
+                if busy is not None and busy[cy, cx] > cap:
+                    continue
                 f = 1.0 - coherence  # a propagated source continues that neighbour's copy by construction
                 d = _patch_dist(img, conf, y, x, cy, cx, r, best / f)
                 if d * f < best:
@@ -177,7 +200,7 @@ def _patchmatch(
             while radius >= 1:
                 cy = by + np.random.randint(-radius, radius + 1)
                 cx = bx + np.random.randint(-radius, radius + 1)
-                if 0 <= cy < h and 0 <= cx < w and valid[cy, cx]:
+                if 0 <= cy < h and 0 <= cx < w and valid[cy, cx] and (busy is None or busy[cy, cx] <= cap):
                     f = 1.0
                     if coherence > 0 and _coherent(nnf, is_target, y, x, cy, cx):
                         f = 1.0 - coherence
@@ -780,6 +803,11 @@ DETAIL_MIN_RING = 4  # patches^2: a structure label's own ring pixels must be th
 # its sixth channel would slow the patch distance's hot loop); since day 11 the default is only the sharper last
 # vote, which larger holes (the speed bench's erase) keep at complete()'s own 0.1 / 0.1
 STRUCT_DETAIL_MAX = 60_000
+# a structure label part's sources may be up to this many times as busy as the target's own part (+ 1 level):
+# the coffee's cup body (median detail 3.6) is not filled from the table's grain (10.2) that k-means put in its
+# dark red; stripes, craters and wood grain have parts of one detail (their bench scenes do not move)
+PART_FACTOR = 2.0
+MIN_PART = 49  # known px: a smaller part (a speck, a sliver) says nothing about its surface: no cap, detail 0
 
 
 def _detail_floor(
@@ -907,6 +935,7 @@ def complete(
     detail: float = 0.0,
     detail_iso: float = 1.0,
     detail_labels: bool = False,
+    source_busy: tuple[np.ndarray, np.ndarray] | None = None,
     debug: list | None = None,
 ) -> np.ndarray:
     """Fill ``mask`` (True = missing) in ``rgb`` (HxWx3 uint8) by multi-scale patch completion; HxWx3 uint8.
@@ -1029,6 +1058,9 @@ def complete(
             _upsample_nnf(nnf, ty, tx, valid, vy, vx, new, level_seed)
         nnf = new
         dist = np.zeros(lv.hole.shape, np.float64)
+        busy = limit = None
+        if source_busy is not None and source_busy[0].shape == levels[0].hole.shape:
+            busy, limit = _level_busy(source_busy, valid, lv.hole.shape)
         huge = depth > 0 and ty.size > budget
         if depth > 0 and init_vote and not huge:  # a first image at this level from the inherited field
             img[hy, hx, :3] = _vote(img, conf, weight_sum, hy, hx, targets, nnf, dist, r, 1.0, vote_floor)
@@ -1065,6 +1097,8 @@ def complete(
                 level_seed * 100 + k,
                 radius,
                 coherence,
+                busy,
+                limit,
             )
             sharpness = sharp_final if last else sharp
             if meld and (depth >= n_levels - meld_every or (last and k == n_rounds - 1)):
@@ -1095,6 +1129,72 @@ def complete(
             debug.append(np.clip(img[:, :, :3], 0, 255).astype(np.uint8))
     final = levels[0].img[:, :, :3]
     return np.clip(np.rint(final), 0, 255).astype(np.uint8)
+
+
+def _level_busy(
+    source_busy: tuple[np.ndarray, np.ndarray], valid: np.ndarray, shape: tuple[int, int]
+) -> tuple[np.ndarray, np.ndarray]:
+    """``source_busy`` (each pixel's surface detail, each target's cap) at a pyramid level's size (nearest); a cap
+    that no valid source meets is lifted (those targets search every source)."""
+    busy, limit = source_busy
+    if busy.shape != shape:
+        busy = cv2.resize(busy, (shape[1], shape[0]), interpolation=cv2.INTER_NEAREST)
+        limit = cv2.resize(limit, (shape[1], shape[0]), interpolation=cv2.INTER_NEAREST)
+    least = float(busy[valid].min()) if valid.any() else 0.0
+    limit = np.where(limit >= least, limit, np.float32(1e30))
+    return np.ascontiguousarray(busy, np.float32), np.ascontiguousarray(limit, np.float32)
+
+
+def _label_parts(labels: np.ndarray) -> np.ndarray:
+    """Each structure label's connected parts (4-connected, over the known pixels and the hole's flood alike),
+    HxW int32, -1 where unlabelled: one colour region is often several surfaces (the coffee's dark red is the
+    cup's body and the table's dark grain), and a hole pixel's part is the surface its flood came from."""
+    out = np.full(labels.shape, -1, np.int32)
+    base = 0
+    for label in np.unique(labels):
+        if label < 0:
+            continue
+        n, parts = cv2.connectedComponents((labels == label).astype(np.uint8), connectivity=4)
+        inside = parts > 0
+        out[inside] = parts[inside] - 1 + base
+        base += n - 1
+    return out
+
+
+def _surface_detail(
+    rgb: np.ndarray, hole: np.ndarray, labels: np.ndarray, factor: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each labelled pixel's surface detail (the median local detail, RMS of the luma minus its Gaussian, of the
+    known pixels of its label's connected part) and each hole pixel's cap, ``factor`` x its own part's: sources
+    of parts busier than the cap are not searched (a smooth cup's body is not filled from the grained table that
+    k-means put in its colour group); a part with fewer than ``MIN_PART`` known pixels: no cap, detail 0."""
+    # the unlabelled surround (beyond the structure's band) counts as one more region: its parts are surfaces too
+    parts = _label_parts(np.where(labels >= 0, labels, int(labels.max()) + 1))
+    known = ~hole
+    luma = rgb[:, :, :3].astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+    kn = known.astype(np.float32)
+    num = cv2.GaussianBlur(luma * kn, (0, 0), DETAIL_SIGMA)
+    den = np.maximum(cv2.GaussianBlur(kn, (0, 0), DETAIL_SIGMA), 1e-6)
+    energy = (luma - num / den) ** 2 * kn
+    rms = np.sqrt(
+        cv2.GaussianBlur(energy, (0, 0), DETAIL_WINDOW)
+        / np.maximum(cv2.GaussianBlur(kn, (0, 0), DETAIL_WINDOW), 1e-6)
+    )
+    n = int(parts.max()) + 1
+    detail = np.zeros(n + 1, np.float32)
+    cap = np.full(n + 1, 1e30, np.float32)
+    ids, values = parts[known], rms[known]
+    # by part, then by detail (one sort of a combined key): each part's median is its middle entry
+    order = np.argsort(ids * (float(values.max()) + 1.0) + values.astype(np.float64))
+    ids, values = ids[order], values[order]
+    counts = np.bincount(ids, minlength=n)
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    enough = counts >= MIN_PART
+    lower = values[np.minimum(starts + (counts - 1) // 2, values.size - 1)]
+    upper = values[np.minimum(starts + counts // 2, values.size - 1)]
+    detail[:n][enough] = ((lower + upper) / 2)[enough]
+    cap[:n][enough] = factor * detail[:n][enough] + 1.0
+    return detail[parts], cap[parts]
 
 
 def _parts(hole: np.ndarray, patch: int, band: float) -> list[tuple[tuple[int, int, int, int], np.ndarray]]:
@@ -1163,6 +1263,17 @@ def _parts(hole: np.ndarray, patch: int, band: float) -> list[tuple[tuple[int, i
 # both, +3.36 -> +3.33 dB, texture 0.842 -> 0.861; the README coffee the same by eye (<= 3 levels on 424-601 px,
 # seeds 0-2, after day 11's selected-shadow region; 123-165 px before it). Per path: plain +0.015, structure +0.007, smooth +0.002. {"grain": {}} turns it off
 # (docs/benchmarks/erase-fill-targets.md, Day 11: grain11).
+# ``part_search`` (day 14, speck14): on the structure path (holes up to ``STRUCT_DETAIL_MAX``) the search keeps
+# each hole pixel's source centres on surfaces at most ``PART_FACTOR`` x as busy as its own (+ 1 level): a
+# surface is a label's connected part, its detail the median local detail of its known pixels
+# (``_surface_detail``). k-means groups colours, not surfaces: the README coffee's dark red is the cup's body
+# (3.6) and, beyond the saucer, the table's dark grain (10.2), and a tenth of the hole took its patches from a
+# surface that busy; the mottled dark and pale specks along the cup's right silhouette and the dark slash by
+# its foot were the table's grain (/work/reports/d14-notes.md). Bench (48 scenes, on b28c652): +2.114 -> +2.119 dB
+# (photos -0.167 -> -0.160), HaarPSI wins 89.6 %, texture 0.809; held out +3.321 -> +3.310 dB, 94.4 %, texture
+# 0.859; 13 scenes move, none by 0.5 dB (stripes, craters and wood grain have parts of one detail, so
+# no cap between them: hs09's stripes, the moon, the wood do not move; a cap on the part alone, no detail test,
+# cost hs09 -3.4 dB and hp11 -4.4 dB). {"part_search": False} turns it off (docs/benchmarks/erase-fill.md).
 EMBEDDED_DEFAULTS = {
     "structure": True,
     "meld": True,
@@ -1172,6 +1283,7 @@ EMBEDDED_DEFAULTS = {
     "soft_shading": True,
     "struct_detail": {"sharp_final": 0.03, "vote_floor": 0.01},
     "grain": {"plain": 2.0, "structure": 2.0, "smooth": 2.0, "sigma": 3.0},
+    "part_search": True,
 }
 
 
@@ -1256,7 +1368,13 @@ class PatchMatchFiller:
             width = int(self.options.get("contour_keep", 2 * self.patch - 1))  # a patch's reach either side
             sides = found.contour_sides(mask.shape, width) if width > 0 else None
             keep = None if sides is None else sides > 0
-            filled = self._complete(rgb, mask, guide=found.guide(weight), hint=hint, keep=keep)
+            busy = None
+            if self.options.get("part_search", False) and np.count_nonzero(mask) <= STRUCT_DETAIL_MAX:
+                # a surface is not filled from a busier one (specks); a huge hole keeps its speed (0.3 s at 1300^2)
+                busy = _surface_detail(
+                    rgb, mask, found.labels, float(self.options.get("part_factor", PART_FACTOR))
+                )
+            filled = self._complete(rgb, mask, guide=found.guide(weight), hint=hint, keep=keep, busy=busy)
             sigma = float(self.options.get("contour_edge", CONTOUR_EDGE))
             if sides is not None and sigma > 0:
                 # the kept steps are binary: the edge anti-aliased as the photo's own outline is
@@ -1305,6 +1423,7 @@ class PatchMatchFiller:
         hint: np.ndarray | None = None,
         plain: bool = False,
         keep: np.ndarray | None = None,
+        busy: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> np.ndarray:
         # a crop too small for one whole patch of known pixels: smaller patches, then Telea (a few pixels wide)
         skip = (
@@ -1320,6 +1439,8 @@ class PatchMatchFiller:
             "contour_keep",
             "contour_edge",
             "grain",
+            "part_search",
+            "part_factor",
         )
         told = {k: v for k, v in self.options.items() if k not in skip}
         options = {}
@@ -1333,6 +1454,8 @@ class PatchMatchFiller:
         options.update(told)  # keys given explicitly win
         if keep is not None and keep.any():
             options["keep_steps"] = keep
+        if busy is not None:
+            options["source_busy"] = busy
         first = options.pop("patch", self.patch)
         for patch in sorted({first, 5, 3}, reverse=True):
             if patch > first:
@@ -1355,14 +1478,16 @@ def warm_up() -> float:
     img = rng.integers(0, 255, (48, 48, 3), dtype=np.uint8)
     hole = np.zeros((48, 48), bool)
     hole[18:34, 16:30] = True
-    complete(
-        img,
-        hole,
-        em_coarse=1,
-        em_fine=1,
-        pm_iters=1,
-        meld=EMBEDDED_DEFAULTS["meld"],
-    )
+    for busy in (None, (np.zeros(hole.shape, np.float32), np.full(hole.shape, 1e30, np.float32))):
+        complete(  # the search with and without the structure path's surface caps (``_surface_detail``)
+            img,
+            hole,
+            em_coarse=1,
+            em_fine=1,
+            pm_iters=1,
+            meld=EMBEDDED_DEFAULTS["meld"],
+            source_busy=busy,
+        )
     from .structure import label_hole  # the structure path's one numba kernel (its flood)
 
     label_hole(np.where(hole, -1, 0).astype(np.int32), hole, np.zeros_like(hole))
