@@ -950,16 +950,17 @@ def _run_across(labels: np.ndarray, hole: np.ndarray, base: np.ndarray, normal: 
 
 def _grazed_band(
     labels: np.ndarray, hole: np.ndarray, e: Entry, entries: list[Entry], reach: int
-) -> tuple[Entry, np.ndarray] | None:
+) -> tuple[Entry, np.ndarray, int] | None:
     """An entry whose one side is a band of its other side's region (R between two parts of A: a cup body's pale
     highlight band in its dark red) whose far edge the hole grazes: cross-sections of R taken across the entry's
-    boundary behind it end in the hole near the hole and on A further back, and no entry continues that far edge
-    (its few px by the hole are too short to fit). Continued as an outline alone, the edge that enters was the
-    band's only limit: R flooded the whole wedge between it and whatever lay beyond (the coffee's pale shelf
-    right of the cup's foot, its lower edge the flat line where R's flood met A's). Returns the band's centre
+    boundary behind it end in the hole near the hole and on A further back, and that far edge is no entry (its few
+    px by the hole too short to fit) or one of the band's own. Continued as an outline alone, the edge that enters
+    was the band's only limit: R flooded the whole wedge between it and whatever lay beyond (the coffee's pale
+    shelf right of the cup's foot, its lower edge the flat line where R's flood met A's). Returns the band's centre
     entry (its width = the median cross-section ending on A, its centre half that in from the edge, as
-    ``_lone_strips``' strips) and the centre line behind it back to ``reach`` px (the hole's part of the band
-    there is painted too); None for every other entry."""
+    ``_lone_strips``' strips), the centre line behind it back to ``reach`` px (the hole's part of the band there is
+    painted too) and the index of the far edge's own entry where it has one that heads the same way a band's width
+    across (the band's too, not continued apart; else -1); None for every other entry."""
     for side, other, sign in ((e.left, e.right, 1), (e.right, e.left, -1)):
         normal = sign * np.array([e.heading[1], -e.heading[0]])
         widths, grazed, elsewhere = [], 0, 0
@@ -976,17 +977,27 @@ def _grazed_band(
         width = float(np.median(widths))
         if not 2 <= width < WIDTH_CAP:
             continue
-        far_edge = any(  # the far edge is an entry of its own: both are continued as they are
-            b is not e
+        far = [  # the far edge's own entry, where it has one
+            j
+            for j, b in enumerate(entries)
+            if b is not e
             and {b.left, b.right} == {side, other}
             and float(np.linalg.norm(b.point - e.point)) <= width + 2 * THIN
-            for b in entries
-        )
-        if far_edge:
-            continue
+        ]
+        partner = -1
+        if far:
+            # it is the band's other edge when it heads the same way and lies the band's width across: the two
+            # are one band (continued apart, each at its own fitted heading, they fanned into a wedge of the band's
+            # colour: the coffee at --grow 3-5). Anything else beside it: both continued as they are
+            partner = min(far, key=lambda j: float(np.linalg.norm(entries[j].point - e.point)))
+            b = entries[partner]
+            across = float(np.dot(b.point - e.point, normal))
+            same_way = float(np.dot(b.heading, e.heading)) >= np.cos(np.radians(30))
+            if len(far) > 1 or not same_way or abs(across - width) > max(2.0, 0.5 * width):
+                continue
         point = e.point + 0.5 * width * normal
         back = point - np.arange(reach, 0, -1)[:, None] * e.heading
-        return Entry(point, e.heading, e.curvature, side, side, e.rms, (width, width)), back
+        return Entry(point, e.heading, e.curvature, side, side, e.rms, (width, width)), back, partner
     return None
 
 
@@ -1523,21 +1534,29 @@ def find_structure(
             a, b = group[i], group[j]
             draw(_hermite(a.point, a.heading, b.point, -b.heading), a, thick, kind)
             used.update((i, j))
+        planned: dict[int, tuple[Entry, np.ndarray, int]] = {}
+        if not thick and grazed_bands:
+            for i, e in enumerate(group):
+                band = None if i in used else _grazed_band(labels, small_hole, e, group, reach)
+                partner = -1 if band is None else band[2]
+                if band is not None and partner not in used and partner not in planned:
+                    planned[i] = band
+        partners = {band[2] for band in planned.values()}
         for i, e in enumerate(group):
-            if i not in used:
+            if i not in used and i not in partners:
                 stop = barrier > 0
                 if thick:  # a 1 px curve has diagonal gaps a band sampled every half px could slip through
                     stop = cv2.dilate(barrier, cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))) > 0
                 longest = 1.5 * extent
                 mine = [(b, far) for t, b, far in grazed if t is e] if thick else []
-                if (
-                    mine
-                ):  # a grazed band runs as far as its edge would have (and its width on, to reach a curve)
-                    longest = min(longest, mine[0][1] + e.widths[0])
+                if mine:
+                    # a grazed band runs as far as its edge would have (and its width on, to reach a curve), or as
+                    # far as that edge was seen (the fit's ``reach``) where the edge soon left the hole it grazes
+                    # (the coffee at --grow 5); no further: past a cup's silhouette, where no wall was drawn
+                    # (JPEG 85), the band's colour lay on the saucer beside the lip
+                    longest = min(longest, max(mine[0][1] + e.widths[0], float(reach)))
                 path = _extend(e, small_hole, stop, max_len=longest)
-                band = (
-                    None if thick or not grazed_bands else _grazed_band(labels, small_hole, e, entries, reach)
-                )
+                band = planned.get(i)
                 if band is not None:  # continued as a band with the others, after the outlines
                     grazed.append((band[0], band[1], 0.5 * (len(path) - 1)))
                     bands.append(band[0])
