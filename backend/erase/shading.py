@@ -332,14 +332,23 @@ def _near_polyline(line: np.ndarray, shape: tuple[int, int], reach: float) -> tu
 
 
 def two_tone_shading(
-    rgb: np.ndarray, hole: np.ndarray, zone: np.ndarray, penumbra: float, unit: float = 1.0
+    rgb: np.ndarray,
+    hole: np.ndarray,
+    zone: np.ndarray,
+    penumbra: float,
+    unit: float = 1.0,
+    surface: np.ndarray | None = None,
 ) -> np.ndarray:
     """The low-pass of the ``zone`` (hole pixels) interpolated from the ring beside it, HxWx3 float32 (defined
     on the zone; near the hole's border it is the ring's own membrane, so it meets the ring without a step);
-    ``penumbra``: the matte's ramp (px, 10 % to 90 %); ``unit``: crop px per analysis px (``LIT_BLEND``'s)."""
+    ``penumbra``: the matte's ramp (px, 10 % to 90 %); ``unit``: crop px per analysis px (``LIT_BLEND``'s);
+    ``surface``: the known pixels the ring, its levels and the lit band are taken from (None: every known
+    pixel; not another object's, ``_reshade``)."""
     img = rgb.astype(np.float32)
     out_dist = cv2.distanceTransform((~hole).astype(np.uint8), cv2.DIST_L2, 3)
     ring_all = ~hole & (out_dist <= RING)
+    if surface is not None and (ring_all & surface).sum() >= 8:
+        ring_all &= surface
     plain = _surface(img, ring_all)
     ring = ring_all & (cv2.dilate(zone.astype(np.uint8), np.ones((9, 9), np.uint8)) > 0)
     if ring.sum() < 8:
@@ -366,6 +375,8 @@ def two_tone_shading(
     raw = (luma - dark) / (lit - dark)
     near = cv2.dilate(zone.astype(np.uint8), np.ones((2 * LIT_FROM + 31,) * 2, np.uint8)) > 0
     band = ~hole & (out_dist > LIT_FROM) & (out_dist <= LIT_FROM + 12) & near
+    if surface is not None:
+        band &= surface
     beyond = band & (raw > 0.6) & (raw < 1.5)
     if beyond.sum() >= 8:
         # ... and of its lit plateau only: the ring's "lit" level is the one the object's shadow darkened, so
@@ -420,7 +431,10 @@ def reshade(
         for lab, colour in lines.items():
             labels[labels == lab] = colour
     penumbra = float(np.mean(ramps)) if ramps else 0.0
-    return _reshade(rgb, hole, filled, labels, groups, penumbra, keep, 1.0 / scale)
+    closed = (
+        found.closed_labels() if hasattr(found, "closed_labels") else set()
+    )  # a Structure's; none by hand
+    return _reshade(rgb, hole, filled, labels, groups, penumbra, keep, 1.0 / scale, closed)
 
 
 def _colour_groups(
@@ -575,10 +589,11 @@ def _reshade(
     penumbra: float,
     keep: np.ndarray | None = None,
     unit: float = 1.0,
+    other: set[int] | None = None,
 ) -> np.ndarray | None:
     """``reshade`` given the soft strips' label ``groups`` and their measured ``penumbra`` (px); ``keep``: hole
     pixels whose fill's detail is kept whole (not clipped at the ring's grain, not raised); ``unit``: crop px per
-    analysis px (``soft_weight``)."""
+    analysis px (``soft_weight``); ``other``: labels of other objects the ring is not taken from (``two_tone_shading``)."""
     if not groups:
         return None
     w = soft_weight(labels, groups, hole, unit)
@@ -593,7 +608,12 @@ def _reshade(
     win = np.s_[y0:y1, x0:x1]
     rgb, hole, zone, w = rgb[win], hole[win], zone[win], w[win]
     keep = None if keep is None else keep[win]
-    low = two_tone_shading(rgb, hole, zone, float(np.clip(penumbra, *PENUMBRA)), unit)
+    # the shaded surface is not interpolated from another object's pixels on the ring (``other``: the regions a
+    # contour closes across the hole, whose outline is an edge): where the region's edge lies in the coffee lip's
+    # white (JPEG q70-85: the snap's region takes the lip's end), the ring's membrane and its levels took that
+    # white into the saucer beside the lip's contour, a pale streak down the lip's end (lip14)
+    surface = None if not other else ~np.isin(labels[win], sorted(other))
+    low = two_tone_shading(rgb, hole, zone, float(np.clip(penumbra, *PENUMBRA)), unit, surface)
     out = filled[win].astype(np.float32)
     real = rgb.astype(np.float32)
     ring = ~hole & (cv2.distanceTransform((~hole).astype(np.uint8), cv2.DIST_L2, 3) <= 40)

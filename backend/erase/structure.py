@@ -129,6 +129,21 @@ class Structure:
         sides = np.where(band, 2 + self.n_labels, 0).astype(np.int32)  # beyond, its label unknown
         if self.labels.shape != tuple(shape):
             return sides
+        for inner, near in self._closed(shape, width):
+            mine = near & (self.labels >= 0)
+            sides[mine] = np.where(self.labels[mine] == inner, 1, 2 + self.labels[mine])
+        return sides
+
+    def closed_labels(self) -> set[int]:
+        """The labels of the regions a contour closes across the hole (the coffee's lip): another object, whose
+        outline is an edge (``contours``)."""
+        if self.labels.ndim != 2:
+            return set()
+        return {inner for inner, _ in self._closed(self.labels.shape, 3)}
+
+    def _closed(self, shape: tuple[int, int], width: int):
+        """Per closed contour ("corner" curve): the label it closes (the one that fills the side the
+        curve turns toward, within ``width`` // 2 px of it) and that band (HxW bool)."""
         for curve, kind in zip(self.curves, self.kinds, strict=False):
             if kind != "corner":
                 continue
@@ -141,10 +156,7 @@ class Structure:
             vals = self.labels[(near > 0) & (enclosed > 0) & (self.labels >= 0)]
             if vals.size == 0:
                 continue
-            inner = int(np.bincount(vals).argmax())
-            mine = (near > 0) & (self.labels >= 0)
-            sides[mine] = np.where(self.labels[mine] == inner, 1, 2 + self.labels[mine])
-        return sides
+            yield int(np.bincount(vals).argmax()), near > 0
 
 
 def segment_band(
