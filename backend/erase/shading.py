@@ -431,9 +431,8 @@ def reshade(
         for lab, colour in lines.items():
             labels[labels == lab] = colour
     penumbra = float(np.mean(ramps)) if ramps else 0.0
-    closed = (
-        found.closed_labels() if hasattr(found, "closed_labels") else set()
-    )  # a Structure's; none by hand
+    # the regions a contour closes across the hole (a Structure's; a hand-built stand-in has none)
+    closed = found.closed_labels() if hasattr(found, "closed_labels") else set()
     return _reshade(rgb, hole, filled, labels, groups, penumbra, keep, 1.0 / scale, closed)
 
 
