@@ -1009,6 +1009,10 @@ def test_a_contour_closes_however_its_turn_splits_between_its_ends_and_an_s_neve
     assert _pair_corners(_contour_ends(-48, 52), set()) == [(0, 1)]
     assert _pair_corners(_contour_ends(-26, -7), set()) == []  # an S: the same side
     assert _pair_corners(_contour_ends(-70, 30), set()) == []  # one end nearly along the hole's edge
+    # an end heading along the chord, or a degree or three past it, is a fitted heading's noise: no knife edge
+    for off_a, off_b in [(-45, -1), (-45, -3), (-30, 0), (1, 45), (3, 45), (0, 50)]:
+        assert _pair_corners(_contour_ends(off_a, off_b), set()) == [(0, 1)], (off_a, off_b)
+    assert _pair_corners(_contour_ends(-50, -11), set()) == []  # hp22's S stays out
 
 
 def test_the_lips_contour_is_closed_on_the_readme_erase_of_a_jpeg_or_smaller_copy(monkeypatch, tmp_path):

@@ -688,6 +688,10 @@ CORNER_TURN = 120.0  # degrees: how far the contour may turn between its two end
 # 1.5 px blur (lip14), its outline continued alone past the lip's end and the lip's label flooded a white blotch
 CORNER_ANGLE = CORNER_TURN / 2
 MIN_BEND = 0.002  # 1/px: an entry bending less than this is straight (it agrees with either way of turning)
+# degrees: how far an end may head to the wrong side of the chord and still count as turning toward the region.
+# A fitted heading is good to a degree or two: an end heading along the chord (0) must not hang on its sign.
+# An S's ends are further off (the coffee's foot at 0.7x: 7; hp22's vessel ends: 11)
+CONVEX_SLACK = 4.0
 
 
 def _pair_corners(entries: list[Entry], taken: set[int]) -> list[tuple[int, int]]:
@@ -699,6 +703,7 @@ def _pair_corners(entries: list[Entry], taken: set[int]) -> list[tuple[int, int]
     continued alone at the curvature it has at the hole, the outline ran 4-9 px past where the lip ends and the
     lip label painted a pale blob on the saucer; joined, the lip closes where both of its edges say."""
     cos = np.cos(np.radians(CORNER_ANGLE))
+    slack = np.sin(np.radians(CONVEX_SLACK))
     cand = []
     for i, a in enumerate(entries):
         for j in range(i + 1, len(entries)):
@@ -726,7 +731,7 @@ def _pair_corners(entries: list[Entry], taken: set[int]) -> list[tuple[int, int]
             # heading off it toward the turn (an S whose two ends head off to the same side turns by their
             # difference: a retina's vessel ends 11 and 55 degrees off, hp22, at a 60 degree CORNER_ANGLE)
             chord = b.point - a.point
-            if sign * _cross(chord, a.heading) > 0 or sign * _cross(chord, end) < 0:
+            if sign * _sin(chord, a.heading) > slack or sign * _sin(chord, end) < -slack:
                 continue
             # both ends already bend that way (b walked backwards bends the other way round)
             if sign * a.curvature < -MIN_BEND or sign * -b.curvature < -MIN_BEND:
@@ -738,6 +743,12 @@ def _pair_corners(entries: list[Entry], taken: set[int]) -> list[tuple[int, int]
 def _cross(u: np.ndarray, v: np.ndarray) -> float:
     """The z of u x v (image coordinates): positive where v lies clockwise of u on screen (y down)."""
     return float(u[0] * v[1] - u[1] * v[0])
+
+
+def _sin(u: np.ndarray, v: np.ndarray) -> float:
+    """The sine of the angle from u to v (positive clockwise on screen), 0 for a zero vector."""
+    norm = float(np.linalg.norm(u) * np.linalg.norm(v))
+    return _cross(u, v) / norm if norm > 0 else 0.0
 
 
 def _joined(entries: list[Entry], max_len: float | None) -> tuple[set[int], list[tuple[int, int]]]:
