@@ -605,3 +605,52 @@ def test_the_surface_beside_a_closed_contour_is_not_shaded_from_the_closed_objec
         beside = hole & ~inside & (far >= 3) & (far <= 15)
         lighter = (out.astype(np.float64) - filled) @ [0.299, 0.587, 0.114]
         assert int((lighter[beside] > 8).sum()) <= 80, (name, int((lighter[beside] > 8).sum()))
+
+
+class _CountingCv2:
+    """``cv2`` as penumbra.py sees it, counting its full-crop blurs."""
+
+    def __init__(self) -> None:
+        self.blurs = 0
+
+    def GaussianBlur(self, *args, **kwargs):  # noqa: N802 (cv2's name)
+        self.blurs += 1
+        return cv2.GaussianBlur(*args, **kwargs)
+
+    def __getattr__(self, name: str):
+        return getattr(cv2, name)
+
+
+def test_a_reshade_blurs_the_crop_for_its_profiles_once_however_many_it_takes(monkeypatch):
+    """Issue 11, day 14 (perf14): ``_ring_groups`` takes two profiles per candidate px beside the hole (each way
+    across the strip) until ``RING_PROBES`` clear ones per edge; each profile made the crop's blurred luma anew
+    (two full-crop GaussianBlurs): the coffee at 1.7x took 136 profiles, 0.5 s of its erase, and it grew with
+    crop area x candidates. The crop's blurred luma is one per reshade call (``penumbra.Shade``), whatever the
+    number of profiles, and a profile is the same with it as without."""
+    img, hole, labels = _beside_scene()
+    found = Structure(labels, 3, entries=[])
+    filled = img.copy()
+    filled[hole] = 120
+    plain = shading.reshade(img, hole, filled, found)
+    counting, profiles = _CountingCv2(), []
+    monkeypatch.setattr(penumbra, "cv2", counting)
+    for module in (penumbra, shading):  # ramp_across's own call and _ring_groups' direct ones
+
+        def counted(*args, _profile=module.profile_across, **kwargs):
+            profiles.append(1)
+            return _profile(*args, **kwargs)
+
+        monkeypatch.setattr(module, "profile_across", counted)
+    out = shading.reshade(img, hole, filled, found)
+    assert len(profiles) >= 10, len(profiles)  # the scene does take many profiles
+    assert counting.blurs <= 2, (counting.blurs, len(profiles))  # the luma and the known px' weight, once
+    assert out is not None and np.array_equal(out, plain)
+    monkeypatch.undo()
+    point, heading = np.array([88.0, 40.0]), np.array([0.0, 1.0])
+    shade = penumbra.Shade(img, hole)
+    with_shade = penumbra.profile_across(img, hole, point, heading, 6.0, 1.0, shade)
+    alone = penumbra.profile_across(img, hole, point, heading, 6.0)
+    assert with_shade is not None and alone is not None
+    assert np.array_equal(with_shade[0], alone[0]) and np.array_equal(with_shade[1], alone[1])
+    with pytest.raises(ValueError):
+        penumbra.profile_across(img, ~hole, point, heading, 6.0, 1.0, shade)

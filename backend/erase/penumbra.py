@@ -22,7 +22,13 @@ def _luma(img: np.ndarray) -> np.ndarray:
 
 
 def ramp_across(
-    rgb: np.ndarray, hole: np.ndarray, point: np.ndarray, heading: np.ndarray, width: float, unit: float = 1.0
+    rgb: np.ndarray,
+    hole: np.ndarray,
+    point: np.ndarray,
+    heading: np.ndarray,
+    width: float,
+    unit: float = 1.0,
+    shade: Shade | None = None,
 ) -> float:
     """How wide (px, 10 % to 90 %) the shade changes across a strip's entry, measured on the known pixels just
     before it enters the hole; 0 when it does not ramp: a penumbra that k-means cut into dark | mid | lit
@@ -31,8 +37,13 @@ def ramp_across(
     steps (``STEP_MAX``), even where the surface beside it shades off first. ``unit``: crop
     px per analysis px (``1 / structure._analysis_scale``): the px lengths below are the structure's, which sees
     a large crop shrunk (the coffee at 2.5x: the hole's edge runs beside the strip for 20 px back, all that was
-    looked at, so no profile was clear of the hole and the penumbra was taken for a band)."""
-    across = profile_across(rgb, hole, point, heading, width, unit)
+    looked at, so no profile was clear of the hole and the penumbra was taken for a band). ``shade``: the crop's
+    ``Shade`` where the caller asks more than once (``profile_across``)."""
+    return ramp_of(profile_across(rgb, hole, point, heading, width, unit, shade))
+
+
+def ramp_of(across: tuple[np.ndarray, np.ndarray] | None) -> float:
+    """``ramp_across`` of a profile ``profile_across`` took: a caller that needs both takes the profile once."""
     if across is None:
         return 0.0
     prof, offsets = across
@@ -57,14 +68,45 @@ def ramp_across(
     return ramp
 
 
-def profile_across(
-    rgb: np.ndarray, hole: np.ndarray, point: np.ndarray, heading: np.ndarray, width: float, unit: float = 1.0
-) -> tuple[np.ndarray, np.ndarray] | None:
-    """The shade (luma) across a strip's entry and its offsets (px, 0.5 apart), averaged over the profiles 4-12
-    (or up to 20) px back that lie clear of the hole (``ramp_across``); None where none does."""
+class Shade:
+    """One crop's known shade (luma, sigma-1 blurred over the known px only) that every profile samples, made at
+    the first profile and kept: it is per crop, not per profile, and a reshade asks up to ~150 profiles of one
+    crop (``shading._ring_groups``: two per candidate px); each made its own, two full-crop blurs apiece (the
+    coffee at 1.7x: 0.5 s of its erase, growing with crop area x candidates). Hold one per (rgb, hole) and
+    drop it with them: it is no module state and is never shared between crops."""
+
+    def __init__(self, rgb: np.ndarray, hole: np.ndarray) -> None:
+        self.rgb, self.hole = rgb, hole
+        self._smooth: np.ndarray | None = None
+
+    @property
+    def smooth(self) -> np.ndarray:
+        if self._smooth is None:
+            self._smooth = _smooth_luma(self.rgb, self.hole)
+        return self._smooth
+
+
+def _smooth_luma(rgb: np.ndarray, hole: np.ndarray) -> np.ndarray:
     known = (~hole).astype(np.float32)
     luma = _luma(rgb.astype(np.float32)) * known
-    smooth = cv2.GaussianBlur(luma, (0, 0), 1.0) / np.maximum(cv2.GaussianBlur(known, (0, 0), 1.0), 1e-6)
+    return cv2.GaussianBlur(luma, (0, 0), 1.0) / np.maximum(cv2.GaussianBlur(known, (0, 0), 1.0), 1e-6)
+
+
+def profile_across(
+    rgb: np.ndarray,
+    hole: np.ndarray,
+    point: np.ndarray,
+    heading: np.ndarray,
+    width: float,
+    unit: float = 1.0,
+    shade: Shade | None = None,
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """The shade (luma) across a strip's entry and its offsets (px, 0.5 apart), averaged over the profiles 4-12
+    (or up to 20) px back that lie clear of the hole (``ramp_across``); None where none does. ``shade`` (of this
+    ``rgb`` and ``hole``): the crop's blurred luma, made once; without it, made for this one call."""
+    if shade is not None and (shade.rgb is not rgb or shade.hole is not hole):
+        raise ValueError("shade was made for another crop")
+    smooth = shade.smooth if shade is not None else _smooth_luma(rgb, hole)
     normal = np.array([-heading[1], heading[0]])
     reach = 2.0 * width + 6.0 * unit
     offsets = np.arange(-reach, reach + 0.5, 0.5)
