@@ -576,8 +576,7 @@ def test_the_surface_beside_a_closed_contour_is_not_shaded_from_the_closed_objec
     white into it: a pale streak down the lip's end, 105-190 hole px 3-15 px off the lip lightened > 8 levels
     over the fill. The shaded surface is not interpolated from another object's pixels (the region a contour
     closes across the hole): 0-19 px."""
-    from backend import cli
-    from bench.erase_robust import LASSO, PHOTO, perturb
+    from bench.erase_robust import LASSO, PHOTO, erase, perturb
 
     got = []
     real = shading.reshade
@@ -590,11 +589,8 @@ def test_the_surface_beside_a_closed_contour_is_not_shaded_from_the_closed_objec
     monkeypatch.setattr(shading, "reshade", spy)
     for name in ("jpg75", "jpg85"):
         photo, lasso, _ = perturb(name, Image.open(PHOTO).convert("RGB"), Image.open(LASSO).convert("L"))
-        photo.save(tmp_path / "in.png")
-        lasso.save(tmp_path / "sel.png")
         got.clear()
-        args = ["erase", str(tmp_path / "in.png"), "--selection", str(tmp_path / "sel.png")]
-        assert cli.main([*args, "--out", str(tmp_path / "out.png"), "--quiet"]) == 0
+        erase(photo, lasso, tmp_path, name)  # the README's erase through the CLI's own path
         rgb, hole, filled, found, out = got[0]
         assert out is not None, name
         known = (found.labels >= 0) & ~hole

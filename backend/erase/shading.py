@@ -460,6 +460,17 @@ class _Around:
         self.present = [int(k) for k in np.nonzero(self.share)[0]]
 
 
+def _merged(groups: list[set[int]]) -> list[set[int]]:
+    """One soft edge per set of labels: overlapping groups (one mid tone met at two entries) are one."""
+    merged: list[set[int]] = []
+    for g in groups:
+        for m in [m for m in merged if m & g]:
+            merged.remove(m)
+            g = g | m
+        merged.append(g)
+    return merged
+
+
 def _colour_groups(
     rgb: np.ndarray, hole: np.ndarray, found, scale: float, around: _Around | None = None
 ) -> tuple[list[set[int]], list[float]]:
@@ -500,14 +511,7 @@ def _colour_groups(
             if ramp > 0:
                 groups.append({mid, side, *others})
                 ramps.append(ramp)
-    # one soft edge per set of labels: overlapping groups (one mid tone met at two entries) are one
-    merged: list[set[int]] = []
-    for g in groups:
-        for m in [m for m in merged if m & g]:
-            merged.remove(m)
-            g = g | m
-        merged.append(g)
-    return merged, ramps
+    return _merged(groups), ramps
 
 
 def _ring_groups(
@@ -599,13 +603,7 @@ def _ring_groups(
                 }
                 groups.append({mid, a, b} | more)
                 ramps.append(float(np.median(found_ramps)))
-    merged: list[set[int]] = []
-    for g in groups:
-        for m in [m for m in merged if m & g]:
-            merged.remove(m)
-            g = g | m
-        merged.append(g)
-    return merged, ramps
+    return _merged(groups), ramps
 
 
 def _reshade(
