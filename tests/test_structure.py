@@ -1138,3 +1138,21 @@ def test_the_cups_body_is_not_filled_from_the_tables_grain_on_the_coffee():
         assert taken <= 0.001 * total, (grow, taken, total)
     taken, total = busier(6, part_search=False)
     assert taken > 0.05 * total, (taken, total)
+
+
+def test_a_run_across_ending_outside_the_analysed_band_is_not_taken_for_the_hole():
+    """``_grazed_band`` counts cross-sections that end in the hole (-1) as the far edge the hole grazes. The
+    analysed band labels everything beyond it -1 too; a run ending there ended on nothing known (-2), or a band
+    whose far side merely leaves the ring would read as grazed by the hole (review14)."""
+    from backend.erase.structure import _run_across
+
+    labels = np.full((20, 40), 3, np.int32)
+    labels[:, 10:14] = 7  # the band, 4 px wide
+    hole = np.zeros(labels.shape, bool)
+    right = np.array([1.0, 0.0])
+    labels[:, 14:] = -1  # beyond: outside the analysed band, known pixels
+    assert _run_across(labels, hole, np.array([9.0, 10.0]), right, 7) == (4.0, -2)
+    hole[:, 14:] = True  # beyond: the hole
+    assert _run_across(labels, hole, np.array([9.0, 10.0]), right, 7) == (4.0, -1)
+    labels[:, 14:], hole[:] = 3, False  # beyond: the body again
+    assert _run_across(labels, hole, np.array([9.0, 10.0]), right, 7) == (4.0, 3)

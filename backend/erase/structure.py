@@ -953,8 +953,9 @@ GRAZED_MIN = 3  # cross-sections: the fewest behind an entry that must end on it
 
 def _run_across(labels: np.ndarray, hole: np.ndarray, base: np.ndarray, normal: np.ndarray, label: int):
     """How far (px, half-px steps) ``label`` reaches from ``base`` along ``normal``, and what ends it: the label
-    beyond, -1 the hole, -2 the crop's edge or ``WIDTH_CAP`` passed (a start of up to 2 px of another label is
-    skipped: ``base`` lies on the boundary only to the pixel)."""
+    beyond, -1 the hole, -2 the crop's edge, a px outside the analysed band (label -1 but known: not the hole) or
+    ``WIDTH_CAP`` passed (a start of up to 2 px of another label is skipped: ``base`` lies on the boundary only to
+    the pixel)."""
     h, w = labels.shape
     run = 0.0
     for k in range(1, 2 * (WIDTH_CAP + 2)):
@@ -967,7 +968,8 @@ def _run_across(labels: np.ndarray, hole: np.ndarray, base: np.ndarray, normal: 
         if labels[y, x] == label:
             run = 0.5 * k
         elif run > 0 or 0.5 * k > 2:
-            return run, int(labels[y, x])
+            beyond = int(labels[y, x])
+            return run, beyond if beyond >= 0 else -2  # -1 here is unanalysed, not the hole: unknown
     return run, -2
 
 
