@@ -20,9 +20,8 @@ from dataclasses import dataclass, field
 from . import connection
 from .errors import ErrorCode, ProtocolError
 
-FIRST_GAP_S = (
-    1.0  # a local backend answers a hello within milliseconds; a cut is seen within the guard's pass
-)
+# a local backend answers a hello within milliseconds; a cut is seen within the guard's pass
+FIRST_GAP_S = 1.0
 
 
 @dataclass

@@ -390,9 +390,8 @@ def two_tone_shading(
     light = _surface(img, beyond if beyond.sum() >= 8 else lit_px)
     two = shade + matte[:, :, None] * (light - shade)
     inside = cv2.distanceTransform(hole.astype(np.uint8), cv2.DIST_L2, 3)
-    a = np.clip(inside / (LIT_BLEND * unit), 0.0, 1.0)[
-        :, :, None
-    ]  # meet the ring's own membrane at the border
+    # meet the ring's own membrane at the border
+    a = np.clip(inside / (LIT_BLEND * unit), 0.0, 1.0)[:, :, None]
     return (a * two + (1 - a) * plain).astype(np.float32)
 
 
