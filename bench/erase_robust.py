@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import re
 import tempfile
 from pathlib import Path
 
@@ -148,12 +149,29 @@ def measure(variants: tuple[str, ...], sheet: Path | None = None) -> dict[str, d
     return rows
 
 
+# the names ``perturb`` knows, each with a usable amount (a JPEG quality, a positive scale, a px count)
+NAME = re.compile(r"orig|jpg(100|[1-9]\d?)|(rt|s|blur)(\d+\.?\d*|\.\d+)|(dil|ero)\d+")
+
+
+def _known(name: str) -> bool:
+    if not NAME.fullmatch(name):
+        return False
+    amount = re.sub(r"^[a-z]+", "", name)
+    return name == "orig" or float(amount) > 0 or name.startswith(("dil", "ero", "blur"))
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated (module docstring)")
     parser.add_argument("--sheet", type=Path, help="write the 2x crops of every variant here")
     args = parser.parse_args(argv)
-    rows = measure(tuple(v for v in args.variants.split(",") if v), args.sheet)
+    variants = tuple(v for v in args.variants.split(",") if v)
+    bad = [v for v in variants if not _known(v)]
+    if bad:
+        parser.error(
+            f"unknown or unusable variant(s) {', '.join(bad)}: see the module docstring (e.g. jpg85, rt2, s1.5)"
+        )
+    rows = measure(variants, args.sheet)
     print("| variant | haze px | dev px |")
     print("|---|---|---|")
     for name, row in rows.items():

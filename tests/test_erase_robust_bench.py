@@ -52,3 +52,19 @@ def test_perturbations_keep_sizes_and_change_what_they_name():
     assert (np.asarray(grown) > 0).sum() == 24 * 24
     p, s, k = perturb("s1.5", photo, lasso_img)
     assert p.size == (90, 60) and s.size == (90, 60) and k == 1.5
+
+
+def test_an_unknown_or_unusable_variant_is_refused_before_any_erase_runs():
+    """A typo (``bogus``), a missing amount (``jpg``) or a zero scale (``s0``) end in a usage error naming it,
+    not a traceback half-way through the runs."""
+    import pytest
+
+    from bench.erase_robust import _known, main
+
+    for name in ("bogus", "jpg", "s0", "rt0", "jpg101", "s-1"):
+        assert not _known(name), name
+        with pytest.raises(SystemExit) as exc:
+            main(["--variants", f"jpg85,{name}"])
+        assert exc.value.code == 2
+    for name in ("orig", "jpg85", "jpg100", "rt2", "rt1.5", "dil2", "ero4", "blur0.6", "blur1", "s0.7", "s2"):
+        assert _known(name), name

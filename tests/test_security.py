@@ -398,6 +398,11 @@ def _loopback_pairs(n: int):
             b.close()
 
 
+def _dropped(guard: PeerGuard, fds: list[int]) -> list[int]:
+    """The indexes of ``fds`` the guard has cut."""
+    return [i for i, fd in enumerate(fds) if fd in guard._conns and guard._conns[fd].dropped]
+
+
 def test_the_guard_gives_young_connections_past_the_cap_only_the_grace_then_is_wary():
     """The short grace with a clock we move (real loopback fds): overdue past the cap is cut and makes the
     guard wary; while the server's last read pass left messages waiting, the grace is the whole deadline."""
@@ -405,20 +410,17 @@ def test_the_guard_gives_young_connections_past_the_cap_only_the_grace_then_is_w
     with _loopback_pairs(10) as pairs:
         fds = [srv_side.fileno() for _c, srv_side in pairs]
 
-        def dropped(guard: PeerGuard) -> list[int]:
-            return [i for i, fd in enumerate(fds) if fd in guard._conns and guard._conns[fd].dropped]
-
         guard = PeerGuard(2, 4, max_burst=5, proof_deadline_s=10.0, burst_grace_s=1.0, clock=lambda: now[0])
         for fd in fds[:4]:
             guard.accepted(fd)
         now[0] = 0.5
         guard.enforce()
-        assert dropped(guard) == []  # a burst within the grace
+        assert _dropped(guard, fds) == []  # a burst within the grace
         now[0] = 1.5
         guard.enforce(backlog=True)  # messages still waiting: a first message may be among them
-        assert dropped(guard) == []
+        assert _dropped(guard, fds) == []
         guard.enforce()  # all read, and 0..3 still have not proved the key: the oldest past the cap go
-        assert dropped(guard) == [0, 1] and guard.unproven() == 2
+        assert _dropped(guard, fds) == [0, 1] and guard.unproven() == 2
         pairs[0][0].settimeout(5)
         assert pairs[0][0].recv(1) == b""  # the peer saw the hang-up
         guard.proven(fds[2])
@@ -426,14 +428,14 @@ def test_the_guard_gives_young_connections_past_the_cap_only_the_grace_then_is_w
         for fd in fds[4:7]:  # wary now (for the deadline): no burst allowance, even within the grace
             guard.accepted(fd)
         guard.enforce()
-        assert dropped(guard) == [0, 1, 4] and guard.unproven() == 2
+        assert _dropped(guard, fds) == [0, 1, 4] and guard.unproven() == 2
         now[0] = 11.6  # calm again: a burst within the grace is kept
         guard.proven(fds[5])
         guard.proven(fds[6])
         for fd in fds[7:10]:
             guard.accepted(fd)
         guard.enforce()
-        assert dropped(guard) == [0, 1, 4] and guard.unproven() == 3
+        assert _dropped(guard, fds) == [0, 1, 4] and guard.unproven() == 3
 
 
 def test_the_guard_cuts_bad_signers_and_stale_connections_first_and_young_ones_only_past_the_burst():
@@ -443,53 +445,50 @@ def test_the_guard_cuts_bad_signers_and_stale_connections_first_and_young_ones_o
     with _loopback_pairs(14) as pairs:
         fds = [srv_side.fileno() for _c, srv_side in pairs]
 
-        def dropped(guard: PeerGuard) -> list[int]:
-            return [i for i, fd in enumerate(fds) if fd in guard._conns and guard._conns[fd].dropped]
-
         # a calm server: a burst past max_unproven is kept while within the deadline
         guard = PeerGuard(2, 4, max_burst=5, proof_deadline_s=10.0, burst_grace_s=10.0, clock=lambda: now[0])
         for fd in fds[:5]:  # 5 accepted in one instant, more than max_unproven
             guard.accepted(fd)
         guard.enforce()
-        assert dropped(guard) == []
+        assert _dropped(guard, fds) == []
         guard.proven(fds[0])
         now[0] = 5.0
         guard.accepted(fds[5])
         guard.accepted(fds[6])
         guard.enforce()  # 1, 2, 3, 4, 5, 6 unproven: 6, one past the burst bound: the oldest young one goes
-        assert dropped(guard) == [1]
+        assert _dropped(guard, fds) == [1]
         now[0] = 12.0  # 2, 3 and 4 had 10 s to prove the key and did not
         guard.enforce()
-        assert dropped(guard) == [1, 2, 3, 4] and guard.unproven() == 2 and guard.dropped_total == 4
+        assert _dropped(guard, fds) == [1, 2, 3, 4] and guard.unproven() == 2 and guard.dropped_total == 4
         pairs[2][0].settimeout(5)
         assert pairs[2][0].recv(1) == b""  # the peer saw the hang-up
         # ... which makes the guard wary for the deadline: no burst allowance past max_unproven
         guard.accepted(fds[7])
         guard.enforce()
-        assert dropped(guard) == [1, 2, 3, 4, 5]
+        assert _dropped(guard, fds) == [1, 2, 3, 4, 5]
         now[0] = 22.5
         guard.enforce()
         assert guard.unproven() == 2  # 6 and 7, stale but not past the cap: nothing to cut
         for fd in fds[8:11]:
             guard.accepted(fd)
         guard.enforce()  # 6 and 7 are cut (stale past the cap), and the guard is wary again: 8 goes too
-        assert dropped(guard) == [1, 2, 3, 4, 5, 6, 7, 8]
+        assert _dropped(guard, fds) == [1, 2, 3, 4, 5, 6, 7, 8]
 
         # a bad signature: that connection goes first, and the burst allowance is off for the deadline
         wary = PeerGuard(1, 4, max_burst=5, proof_deadline_s=10.0, burst_grace_s=10.0, clock=lambda: now[0])
         for fd in fds[9:12]:
             wary.accepted(fd)
         wary.enforce()
-        assert dropped(wary) == []
+        assert _dropped(wary, fds) == []
         wary.bad_signature(fds[11])
         wary.enforce()
-        assert dropped(wary) == [9, 11] and wary.unproven() == 1
+        assert _dropped(wary, fds) == [9, 11] and wary.unproven() == 1
         now[0] = 40.0  # calm again (10 proves the key): a new burst is kept
         wary.proven(fds[10])
         for fd in fds[12:14]:
             wary.accepted(fd)
         wary.enforce()
-        assert dropped(wary) == [9, 11] and wary.unproven() == 2
+        assert _dropped(wary, fds) == [9, 11] and wary.unproven() == 2
 
 
 # -- 6. a resent signed message is refused -------------------------------------------------------------
