@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import zmq
+from zmq.utils.monitor import parse_monitor_message
 
 from . import connection, greeting, shm, wire
 from .errors import ErrorCode, ProtocolError
@@ -56,6 +57,8 @@ TOKEN_ENV = "LAYEREDIT_CLIENT_TOKEN"
 _FINAL = (wire.RESULT, wire.ERROR)
 _WAITED = (wire.ACCEPTED, wire.JOB_STATUS, wire.PROGRESS, *_FINAL)
 SHM_MIN_BYTES = shm.MIN_BYTES  # smaller buffers go inline
+# a connection's ZMTP handshake done (libzmq >= 4.3; an older host's pyzmq: None, remote hellos resent on time)
+_HANDSHAKE_EVENT: int | None = getattr(zmq, "EVENT_HANDSHAKE_SUCCEEDED", None)
 
 
 @dataclass
@@ -200,6 +203,8 @@ class Client:
                 self._curve = (info.curve_publickey.encode("ascii"), info.curve_secretkey.encode("ascii"))
             else:
                 self._curve = zmq.curve_keypair()
+        self._monitor: zmq.Socket | None = None  # remote: the first message's connection (``first_lost``)
+        self._handshaken = self._lost = False
         self._sock = self._open_socket()
         self._inbox: list[Message] = []
         self._active: set[str] = set()  # jobs submitted or fetched that have not finished
@@ -223,8 +228,47 @@ class Client:
         if self._curve is not None:
             sock.curve_serverkey = (self.info.curve_serverkey or "").encode("ascii")
             sock.curve_publickey, sock.curve_secretkey = self._curve
+        self._handshaken = self._lost = False
+        if self.remote and _HANDSHAKE_EVENT is not None:  # watched before connecting: no event is missed
+            self._monitor = sock.get_monitor_socket(_HANDSHAKE_EVENT | zmq.EVENT_DISCONNECTED)
         sock.connect(self.info.endpoint)
         return sock
+
+    @property
+    def watches_first(self) -> bool:
+        """Whether ``first_lost`` can tell (a remote socket, its first message not answered yet, and a libzmq
+        that reports handshakes): without it a remote first message is resent on the local schedule."""
+        return self._monitor is not None
+
+    def first_lost(self) -> bool:
+        """Whether this socket's first message (a remote hello or ping) can no longer be answered: a connection
+        finished its handshake, so ZeroMQ sent the message on it, and then closed (the backend's guard cut it,
+        or the network dropped it). Before a handshake succeeds ZeroMQ keeps the message and sends it on the
+        connection it makes next, so a slow handshake is not a loss (protocol/greeting.py). Remote sockets
+        only, until the first answer; False otherwise."""
+        while self._monitor is not None and not self._lost:
+            try:
+                event = parse_monitor_message(self._monitor.recv_multipart(zmq.NOBLOCK))["event"]
+            except zmq.Again:
+                break
+            except (ValueError, IndexError):
+                continue
+            if event == _HANDSHAKE_EVENT:
+                self._handshaken = True
+            elif event == zmq.EVENT_DISCONNECTED and self._handshaken:
+                self._lost = True
+        return self._lost
+
+    def _unwatch(self) -> None:
+        """Stop watching the first message's connection (answered, or the socket goes)."""
+        if self._monitor is None:
+            return
+        try:
+            self._sock.disable_monitor()
+        except zmq.ZMQError:  # the socket is already closed
+            pass
+        self._monitor.close(linger=0)
+        self._monitor = None
 
     def reopen(self) -> None:
         """Replace the socket with a fresh one (a new connection, a new peer to the backend's guard), for a
@@ -232,6 +276,7 @@ class Client:
         their answers (the backend sends them to the old socket's routing id). ``fd`` changes."""
         if self._active or self._unanswered:
             raise RuntimeError("reopen() with jobs in flight")
+        self._unwatch()
         self._sock.close(linger=0)
         self._sock = self._open_socket()
         self._last_heard = time.monotonic()
@@ -242,12 +287,19 @@ class Client:
     # -- connecting -------------------------------------------------------------------------------
     @classmethod
     def connect(
-        cls, connection_file: str | Path | None = None, *, check: bool = True, shm: str = "auto"
+        cls,
+        connection_file: str | Path | None = None,
+        *,
+        check: bool = True,
+        shm: str = "auto",
+        check_timeout: float | None = None,
     ) -> Client:
         """Read the connection file and connect; with ``check``, ping it (``greet``: resent on a fresh
         connection while unanswered). A local backend that never answers is NO_BACKEND when its process is gone
         or nothing listens at its address (start one), TIMEOUT when it runs and listens (busy or refusing:
-        starting another would not help); a remote one is NO_BACKEND (wrong address, or a key not allowed)."""
+        starting another would not help); a remote one is NO_BACKEND (wrong address, or a key not allowed).
+        ``check_timeout`` bounds the ping (default: ``CHECK_TIMEOUT_S`` local, the heartbeat timeout remote), for a
+        caller with a deadline of its own (``launcher.hello_check``'s ``--wait``)."""
         info = connection.read(connection_file)
         if not connection.pid_alive(info.pid):
             raise ProtocolError(
@@ -257,10 +309,8 @@ class Client:
         client = cls(info, shm=shm)
         if check:
             try:
-                client.greet(
-                    lambda: Message(wire.PING),
-                    client.heartbeat_timeout_s if client.remote else CHECK_TIMEOUT_S,
-                )
+                default = client.heartbeat_timeout_s if client.remote else CHECK_TIMEOUT_S
+                client.greet(lambda: Message(wire.PING), default if check_timeout is None else check_timeout)
             except ProtocolError as exc:
                 client.close(linger_ms=0)
                 if not client.remote:
@@ -275,11 +325,12 @@ class Client:
     def greet(self, make: Callable[[], Message], timeout: float) -> Message:
         """Send a connection's first request (``make()``: hello, or connect's ping) and return its reply; while
         it goes unanswered it is sent again on a fresh socket (``reopen``), on ``greeting.Tries``' schedule:
-        the backend's guard may cut a connection before reading its first message (protocol/greeting.py).
+        the backend's guard may cut a connection before reading its first message (protocol/greeting.py); a
+        remote one only once it was lost (``first_lost``), so a slow handshake is not restarted.
         With jobs in flight on this socket there is one try, as ``request``. An error reply raises; no answer
         within ``timeout`` raises ``greeting.unanswered`` for a local backend (what is true of it), TIMEOUT for
         a remote one."""
-        tries = greeting.Tries(timeout, time.monotonic())
+        tries = greeting.Tries(timeout, time.monotonic(), remote=self.watches_first)
         msg = self.send(make())
         while True:
             now = time.monotonic()
@@ -292,7 +343,7 @@ class Client:
                     raise
                 now = time.monotonic()
                 if exc.code == ErrorCode.TIMEOUT and not tries.expired(now):
-                    if fresh_ok and tries.due(now):
+                    if fresh_ok and tries.due(now, lost=self.first_lost()):
                         if not self.remote and greeting.listening(self.info.endpoint) is False:
                             raise greeting.unanswered(self.info, tries.count, now - tries.started) from None
                         log.info(
@@ -309,6 +360,7 @@ class Client:
                 if self.remote:
                     raise
                 raise greeting.unanswered(self.info, tries.count, now - tries.started) from exc
+            self._unwatch()
             if reply.type == wire.ERROR:
                 raise _error_of(reply)
             return reply
@@ -319,6 +371,7 @@ class Client:
         what it has not read when the connection goes, so close first waits for a ping sent after them."""
         self._await_submits(linger_ms / 1000)
         self._await_read(linger_ms / 1000)
+        self._unwatch()
         self._sock.close(linger=linger_ms)
         self._pool.close()  # the backend keeps its own mappings of inputs it is still using
 
@@ -593,6 +646,7 @@ class Client:
         stored the capabilities sent every layer inline, every byte signed, ~0.7 s more per 4096^2 erase."""
         self.capabilities = caps
         self.shm_active = self._check_shm(caps)
+        self._unwatch()  # the first message was answered: nothing left to resend
 
     def submit(
         self,

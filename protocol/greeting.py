@@ -9,6 +9,13 @@ and TCP connection) is a new peer to the guard, so the message is simply sent ag
 after ``FIRST_GAP_S``, the gaps doubling (a flood gets time to pass), and none in the second half of the overall
 timeout, so the last try keeps at least half of it (a backend that is only slow still has time to answer).
 
+A REMOTE first message is resent only when it cannot have been answered: the connection that carried it
+finished its ZMTP handshake (so the message went out on it) and was then closed (the guard's cut, or the network
+dropping it) with no answer. Until the handshake succeeds ZeroMQ holds the message in the socket and sends it
+on whatever connection it makes next, so a CurveZMQ handshake slower than ``FIRST_GAP_S`` (a GPU box over a
+slow network) is waited for, not restarted; and once it went out on a connection that is still up the answer
+can only be slow. The client learns both from the socket's monitor (``Client.first_lost``).
+
 Stdlib only: the Krita plugin's widget-free logic imports it without pyzmq.
 """
 
@@ -22,6 +29,8 @@ from .errors import ErrorCode, ProtocolError
 
 # a local backend answers a hello within milliseconds; a cut is seen within the guard's pass
 FIRST_GAP_S = 1.0
+# a remote try is looked at this often for a closed connection once a resend may be due
+LOST_POLL_S = 0.25
 
 
 @dataclass
@@ -32,6 +41,7 @@ class Tries:
     started: float
     first_gap_s: float = FIRST_GAP_S
     count: int = 1  # tries sent so far (the first goes out with the connection)
+    remote: bool = False  # resend only a try that was lost (``lost`` in ``due``), not on the clock alone
     next_at: float = field(init=False)
 
     def __post_init__(self) -> None:
@@ -42,9 +52,15 @@ class Tries:
         """No try starts later than this: the last one keeps at least half the timeout."""
         return self.started + self.timeout_s / 2
 
-    def due(self, now: float) -> bool:
-        """Resend now (on a fresh connection)."""
-        return self.next_at <= now and self.next_at <= self.last_start and not self.expired(now)
+    def due(self, now: float, lost: bool = False) -> bool:
+        """Resend now (on a fresh connection). Local: on the schedule. Remote: only a try that was ``lost`` (its
+        connection closed after the handshake, unanswered), and no sooner than the schedule (a flood gets time
+        to pass); then even in the second half of the timeout, as waiting on could never be answered."""
+        if self.expired(now) or self.next_at > now:
+            return False
+        if self.remote:
+            return lost
+        return self.next_at <= self.last_start
 
     def resent(self, now: float) -> None:
         self.count += 1
@@ -54,16 +70,23 @@ class Tries:
         return now - self.started >= self.timeout_s
 
     def wait_s(self, now: float) -> float:
-        """How long to wait for an answer before the next resend or the end (0: act now)."""
+        """How long to wait for an answer before the next resend or the end (0: act now). Remote: at most
+        ``LOST_POLL_S`` once a resend may be due, to look whether the try was lost."""
         end = self.started + self.timeout_s
-        upto = self.next_at if self.next_at <= self.last_start else end
+        if self.remote:
+            upto = min(end, max(self.next_at, now + LOST_POLL_S))
+        else:
+            upto = self.next_at if self.next_at <= self.last_start else end
         return max(0.0, min(upto, end) - now)
 
 
 def listening(endpoint: str, timeout: float = 1.0) -> bool | None:
-    """Whether something accepts TCP connections at ``endpoint`` (None: not a tcp:// endpoint, cannot tell).
-    Tells a backend that is busy or refusing (it accepts, never answers) from a connection file whose pid was
-    reused by another program (nothing listens there)."""
+    """Whether something accepts connections at ``endpoint`` (None: cannot tell: another transport, or no Unix
+    sockets here). Tells a backend that is busy or refusing (it accepts, never answers) from a connection file
+    whose pid was reused by another program (nothing listens there). ``ipc://`` (which connection.py accepts) is
+    a Unix socket: a path, or ``@name`` in Linux's abstract namespace, as ZeroMQ reads it."""
+    if endpoint.startswith("ipc://"):
+        return _unix_listening(endpoint[len("ipc://") :], timeout)
     if not endpoint.startswith("tcp://"):
         return None
     host, _, port = endpoint[len("tcp://") :].rpartition(":")
@@ -71,6 +94,20 @@ def listening(endpoint: str, timeout: float = 1.0) -> bool | None:
         with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
             return True
     except (OSError, ValueError):
+        return False
+
+
+def _unix_listening(path: str, timeout: float) -> bool | None:
+    family = getattr(socket, "AF_UNIX", None)
+    if family is None or not path:
+        return None
+    address = "\0" + path[1:] if path.startswith("@") else path
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as sock:
+            sock.settimeout(timeout)
+            sock.connect(address)
+            return True
+    except (OSError, ValueError):  # no such file, a stale socket file (refused), not a socket
         return False
 
 

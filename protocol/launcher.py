@@ -236,6 +236,7 @@ def stop_process(proc: subprocess.Popen, timeout: float = 10.0) -> None:
 
 
 RETRY_CODES = (ErrorCode.BACKEND_GONE, ErrorCode.TIMEOUT, ErrorCode.NO_BACKEND)
+HELLO_TIMEOUT_S = 60.0  # hello_check's hello with no --wait (Client.hello's own default)
 
 
 def hello_check(
@@ -243,21 +244,33 @@ def hello_check(
 ) -> tuple[dict, int]:
     """(hello reply, tries): say hello to the backend named by ``connection_file``. A backend's very first start
     can keep it busy for a few seconds (cold caches, first imports) so that the client declares it gone; it is
-    retried for ``wait`` seconds, each failed try passed to ``note``."""
+    retried for ``wait`` seconds, each failed try passed to ``note``. ``wait`` bounds the whole check: each try's
+    ping and hello get only what is left of it (a live but silent backend made one try last the client's own
+    15 s + 60 s). ``wait`` <= 0: one try with the client's own timeouts, no retry."""
     from .client import Client  # pyzmq only when really connecting
 
-    deadline = time.monotonic() + wait
+    deadline = time.monotonic() + wait if wait > 0 else None
     attempt = 0
     while True:
         attempt += 1
         try:
-            with Client.connect(connection_file) as client:
-                return client.hello(), attempt
+            client = Client.connect(
+                connection_file, check_timeout=None if deadline is None else _left(deadline)
+            )
+            try:
+                return client.hello(timeout=HELLO_TIMEOUT_S if deadline is None else _left(deadline)), attempt
+            finally:  # linger 0: nothing is left to flush, and a silent backend would get a ping's 1 s more
+                client.close(linger_ms=0)
         except ProtocolError as exc:
-            if exc.code not in RETRY_CODES or time.monotonic() > deadline:
+            if exc.code not in RETRY_CODES or deadline is None or time.monotonic() >= deadline:
                 raise
             note(f"hello attempt {attempt}: {exc}; retrying")
-            time.sleep(1.0)
+            time.sleep(min(1.0, _left(deadline)))
+
+
+def _left(deadline: float) -> float:
+    """What is left until ``deadline``; a try past it still gets a moment (its greet raises TIMEOUT at once)."""
+    return max(0.001, deadline - time.monotonic())
 
 
 def check_main(argv: list[str] | None = None) -> int:

@@ -11,12 +11,17 @@ started a second backend beside the running one.
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import select
 import socket
 import sys
+import tempfile
+import threading
 from pathlib import Path
 
 import pytest
+import zmq
 
 from tests import fake_krita
 
@@ -25,7 +30,7 @@ fake_krita.install()
 from backend.server import Server, ServerConfig  # noqa: E402
 from krita_plugin.layeredit import controller as ctl  # noqa: E402
 from protocol import client as client_mod  # noqa: E402
-from protocol import connection, greeting  # noqa: E402
+from protocol import connection, greeting, launcher  # noqa: E402
 from protocol.client import Client  # noqa: E402
 from protocol.errors import ErrorCode, ProtocolError  # noqa: E402
 from tests.hosts.krita.testops import GATE, DropFirst, registry  # noqa: E402
@@ -227,3 +232,257 @@ def test_krita_says_start_it_when_the_backend_process_is_gone(app, tmp_path, mon
         assert f"pid {dead.pid}" in c.connection_tip and "start it" in c.connection_tip
     finally:
         listener.close()
+
+
+# -- a remote first message: resent only once lost (greeting.Tries(remote=True), Client.first_lost) ----------
+
+
+def test_a_remote_try_is_resent_only_when_lost_and_never_in_a_busy_loop():
+    tries, now, looked = greeting.Tries(10.0, 0.0, remote=True), 0.0, 0
+    while not tries.expired(now):  # a slow handshake: never lost, never resent (main: at 1 and 3 s)
+        assert not tries.due(now)
+        step = tries.wait_s(now)
+        assert step > 0  # waits on the socket between looks
+        now, looked = now + step, looked + 1
+    assert tries.count == 1 and looked <= 10.0 / greeting.LOST_POLL_S + 2
+    tries = greeting.Tries(10.0, 0.0, remote=True)
+    assert not tries.due(0.5, lost=True)  # no sooner than the schedule
+    assert tries.due(1.0, lost=True)
+    tries.resent(1.0)
+    assert not tries.due(2.5, lost=True) and tries.due(8.0, lost=True)  # lost late: still worth a try
+    assert not tries.due(10.0, lost=True)  # expired
+
+
+class SlowLink:
+    """A slow network: each new TCP connection carries nothing for ``delay_s`` (so its ZMTP handshake cannot
+    finish: a CurveZMQ handshake to a GPU box far away), then forwards both ways to ``port``."""
+
+    def __init__(self, port: int, delay_s: float):
+        self.port, self.delay_s, self.accepted = port, delay_s, 0
+        self.stop = threading.Event()
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.listener.settimeout(0.05)
+        self.endpoint = f"tcp://127.0.0.1:{self.listener.getsockname()[1]}"
+        self.threads = [threading.Thread(target=self._accept, daemon=True)]
+        self.threads[0].start()
+
+    def _accept(self) -> None:
+        while not self.stop.is_set():
+            try:
+                conn, _ = self.listener.accept()
+            except TimeoutError:
+                continue
+            self.accepted += 1
+            thread = threading.Thread(target=self._carry, args=(conn,), daemon=True)
+            self.threads.append(thread)
+            thread.start()
+
+    def _carry(self, conn: socket.socket) -> None:
+        with conn, socket.create_connection(("127.0.0.1", self.port)) as up:
+            if self.stop.wait(self.delay_s):
+                return
+            ends = {conn: up, up: conn}
+            while not self.stop.is_set():
+                for side in select.select(list(ends), [], [], 0.05)[0]:
+                    data = side.recv(65536)
+                    if not data:
+                        return
+                    ends[side].sendall(data)
+
+    def close(self) -> None:
+        self.stop.set()
+        for thread in self.threads:
+            thread.join()
+        self.listener.close()
+
+
+@pytest.fixture
+def slow_remote(cutting_server):
+    """The test server seen as a remote backend (pid 0: judged by heartbeats) behind a slow link. Its guard
+    cuts nothing (a slow handshake is not a lost hello)."""
+    cutting_server.guard.left = 0
+    local = connection.read(cutting_server.connection_file)
+    link = SlowLink(int(local.endpoint.rpartition(":")[2]), delay_s=2.5)
+    yield connection.ConnectionInfo(endpoint=link.endpoint, key=local.key, pid=0), link
+    link.close()
+
+
+def test_a_remote_hello_behind_a_slow_handshake_is_waited_for_not_restarted(slow_remote):
+    info, link = slow_remote
+    client = Client(info)
+    try:
+        first = client._sock
+        assert "erase" in {op["name"] for op in client.hello(timeout=10.0)["ops"]}
+        assert link.accepted == 1 and client._sock is first  # main: 3 connections (resent at 1 and 3 s)
+    finally:
+        client.close(linger_ms=0)
+
+
+@pytest.mark.skipif(not zmq.has("curve"), reason="libzmq built without CURVE")
+def test_a_curve_hello_behind_a_slow_link_is_waited_for_not_restarted(tmp_path):
+    """The real remote case: an admitted key, CurveZMQ, its handshake held up 2.5 s by the network."""
+    from tests.test_remote import _admitted, remote_server
+
+    with remote_server(tmp_path) as srv:
+        info = _admitted(tmp_path, srv, "gpu")
+        link = SlowLink(int(info.endpoint.rpartition(":")[2]), delay_s=2.5)
+        client = Client(dataclasses.replace(info, endpoint=link.endpoint))
+        try:
+            first = client._sock
+            assert client.hello(timeout=10.0)["ops"]
+            assert link.accepted == 1 and client._sock is first  # main: 3 connections
+        finally:
+            client.close(linger_ms=0)
+            link.close()
+
+
+@pytest.mark.parametrize("handshake_event", [True, False])
+def test_a_remote_ping_cut_after_its_handshake_is_resent(cutting_server, monkeypatch, handshake_event):
+    """Also with a host's older libzmq that reports no handshake: then on the local schedule."""
+    if not handshake_event:
+        monkeypatch.setattr(client_mod, "_HANDSHAKE_EVENT", None)
+    local = connection.read(cutting_server.connection_file)
+    client = Client(connection.ConnectionInfo(endpoint=local.endpoint, key=local.key, pid=0))
+    try:
+        assert client.watches_first == handshake_event
+        first = client._sock
+        client.greet(lambda: client_mod.Message(client_mod.wire.PING), 10.0)
+        assert cutting_server.guard.dropped_total == 1 and client._sock is not first
+        assert client._monitor is None  # answered: no longer watched
+    finally:
+        client.close(linger_ms=0)
+
+
+def test_krita_waits_for_a_remote_hello_behind_a_slow_handshake(app, slow_remote, monkeypatch):
+    info, link = slow_remote
+    monkeypatch.setattr(ctl.Controller, "remote", property(lambda self: True))
+    c = ctl.Controller(app, lambda: Client(info))
+    sockets = []
+    c.on_new_socket = lambda: sockets.append(c.client.fd)
+    assert c.connect()
+    _poll_until(c, lambda: c.connected or c.client is None)
+    assert c.connected and "erase" in c.forms
+    assert sockets == [] and link.accepted == 1  # main: a new socket at 1 and 3 s
+
+
+def test_krita_resends_a_remote_hello_cut_after_its_handshake(app, cutting_server, monkeypatch):
+    local = connection.read(cutting_server.connection_file)
+    info = connection.ConnectionInfo(endpoint=local.endpoint, key=local.key, pid=0)
+    monkeypatch.setattr(ctl.Controller, "remote", property(lambda self: True))
+    c = ctl.Controller(app, lambda: Client(info))
+    sockets = []
+    c.on_new_socket = lambda: sockets.append(c.client.fd)
+    assert c.connect()
+    _poll_until(c, lambda: c.connected or c.client is None)
+    assert c.connected and cutting_server.guard.dropped_total == 1 and len(sockets) == 1
+
+
+# -- launcher.hello_check: --wait bounds the whole check ----------------------------------------------------
+
+
+class FakeClock:
+    def __init__(self):
+        self.now = 0.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def test_hello_check_never_outlasts_its_wait_on_a_silent_backend(monkeypatch):
+    """A backend not listening yet, then live but never answering its hello: each try's ping and hello take
+    their whole timeouts (a fake clock counts them); the check must end by ``wait``, not after the client's
+    own 15 s + 60 s per try."""
+    clock, given = FakeClock(), []
+
+    class Silent:
+        def hello(self, timeout=60.0):
+            given.append(("hello", timeout))
+            clock.now += timeout
+            raise ProtocolError(ErrorCode.TIMEOUT, "silent")
+
+        def close(self, linger_ms=1000):
+            pass
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            pass
+
+    def connect(connection_file=None, *, check=True, shm="auto", check_timeout=None):
+        given.append(("ping", check_timeout))
+        if len(given) == 1:  # not listening yet: the first try fails fast
+            clock.now += 1.0 if check_timeout is None else min(1.0, check_timeout)
+            raise ProtocolError(ErrorCode.NO_BACKEND, "nothing listens yet")
+        clock.now += 0.5 if check_timeout is None else min(0.5, check_timeout)
+        return Silent()
+
+    monkeypatch.setattr(launcher, "time", clock)
+    monkeypatch.setattr(client_mod.Client, "connect", staticmethod(connect))
+    notes = []
+    with pytest.raises(ProtocolError) as err:
+        launcher.hello_check(None, 4.0, notes.append)
+    assert err.value.code == ErrorCode.TIMEOUT
+    assert clock.now <= 4.0 + 1e-6, given  # main: 62.5 (the hello's own 60 s)
+    assert notes and all(t is not None and t <= 4.0 for _, t in given)
+
+
+def test_hello_check_bounds_a_real_silent_backend_by_its_wait(silent_backend, monkeypatch):
+    """The same against real sockets: no greet is given more than what is left of ``wait`` (main: 15 s)."""
+    greets = []
+    greet = client_mod.Client.greet
+    monkeypatch.setattr(
+        client_mod.Client,
+        "greet",
+        lambda self, make, timeout: greets.append(timeout) or greet(self, make, timeout),
+    )
+    with pytest.raises(ProtocolError) as err:
+        launcher.hello_check(None, 1.5)
+    assert err.value.code == ErrorCode.TIMEOUT and "is running but did not answer" in err.value.message
+    assert greets and max(greets) <= 1.5
+
+
+# -- greeting.listening: ipc:// endpoints ----------------------------------------------------------------
+
+
+@pytest.fixture
+def short_dir():
+    with tempfile.TemporaryDirectory(prefix="le-ipc-") as path:  # a Unix socket path is at most ~100 bytes
+        yield Path(path)
+
+
+@pytest.mark.skipif(not hasattr(socket, "AF_UNIX"), reason="no Unix sockets here")
+def test_listening_tells_a_live_ipc_endpoint_from_a_stale_one(short_dir):
+    ctx = zmq.Context.instance()
+    endpoint = f"ipc://{short_dir / 'backend.sock'}"
+    router = ctx.socket(zmq.ROUTER)
+    router.bind(endpoint)
+    try:
+        assert greeting.listening(endpoint) is True  # main: None (cannot tell)
+    finally:
+        router.close(linger=0)
+    (short_dir / "stale.sock").touch()  # a leftover file no one listens on
+    assert greeting.listening(f"ipc://{short_dir / 'stale.sock'}") is False
+    assert greeting.listening(f"ipc://{short_dir / 'missing.sock'}") is False
+    if sys.platform.startswith("linux"):  # the abstract namespace: ipc://@name
+        name = f"@le-{os.getpid()}-{short_dir.name}"
+        router = ctx.socket(zmq.ROUTER)
+        router.bind(f"ipc://{name}")
+        try:
+            assert greeting.listening(f"ipc://{name}") is True
+        finally:
+            router.close(linger=0)
+    assert greeting.listening("inproc://x") is None
+
+
+@pytest.mark.skipif(not hasattr(socket, "AF_UNIX"), reason="no Unix sockets here")
+def test_a_reused_pid_with_nothing_at_its_ipc_endpoint_is_a_stale_file(short_dir):
+    """The pid in the file is alive (reused by another program) and nothing listens at its ipc:// address:
+    start a backend (main: "running but did not answer ... busy")."""
+    endpoint = f"ipc://{short_dir / 'gone.sock'}"
+    info = connection.ConnectionInfo(endpoint=endpoint, key=connection.new_key(), pid=os.getpid())
+    err = greeting.unanswered(info, 1, 3.0)
+    assert err.code == ErrorCode.NO_BACKEND and f"Nothing listens at {endpoint}" in err.message

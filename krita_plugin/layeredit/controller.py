@@ -167,7 +167,10 @@ class Controller:
             self.on_change()
             return False
         self._hello_id = msg.id
-        self._hello_tries = greeting.Tries(self.hello_timeout_s, time.monotonic())
+        watches = bool(
+            self.remote and getattr(self.client, "watches_first", False)
+        )  # remote: resend when lost
+        self._hello_tries = greeting.Tries(self.hello_timeout_s, time.monotonic(), remote=watches)
         self._resume = resume
         if resume is not None:
             self.job.message = "Reconnecting; the job keeps running…"
@@ -405,7 +408,7 @@ class Controller:
             else:
                 self._lost(greeting.unanswered(info, tries.count, now - tries.started))
             return
-        if not tries.due(now):
+        if not tries.due(now, lost=bool(tries.remote and self.client.first_lost())):
             return
         tries.resent(now)
         old, self.client = self.client, None
