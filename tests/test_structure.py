@@ -1156,3 +1156,48 @@ def test_a_run_across_ending_outside_the_analysed_band_is_not_taken_for_the_hole
     assert _run_across(labels, hole, np.array([9.0, 10.0]), right, 7) == (4.0, -1)
     labels[:, 14:], hole[:] = 3, False  # beyond: the body again
     assert _run_across(labels, hole, np.array([9.0, 10.0]), right, 7) == (4.0, 3)
+
+
+def test_a_band_whose_other_edge_runs_along_the_hole_is_continued_as_a_band():
+    """A band R between two parts of A (the coffee body's pale band in its dark red) with one edge an entry and the
+    other edge no entry because it runs along the hole's edge (``find_entries``' ``along``: its probe 4 px on
+    lies outside the hole). ``_grazed_band`` took it only where cross-sections behind the entry end in the hole;
+    at --grow 4 none does (the far edge glances the hole ahead of the entry), the edge that enters was continued
+    alone and R flooded a wedge beside it. The entry's own edge reaching the hole again behind it (half a band's
+    width across at most) is not the far edge's entry and does not stop it."""
+    from backend.erase.structure import Entry, _grazed_band
+
+    labels = np.full((60, 80), 3, np.int32)
+    labels[20:26, :40] = 7  # R: 6 px, its lower edge enters the hole at x 40
+    hole = np.zeros(labels.shape, bool)
+    hole[:, 40:] = True
+    e = Entry(np.array([39.5, 25.5]), np.array([1.0, 0.0]), 0.0, 7, 3, 0.2, (6, 16))
+    assert _grazed_band(labels, hole, e, [e], 20) is None  # the far edge not seen by the hole: an outline
+    glancing = [(np.array([39.5, 19.5]), 3, 7)]
+    band = _grazed_band(labels, hole, e, [e], 20, glancing)
+    assert band is not None and 5 <= band[0].widths[0] <= 7 and band[2] == -1, band
+    assert band[0].left == band[0].right == 7 and 21 <= band[0].point[1] <= 24  # its centre, inside R
+    assert _grazed_band(labels, hole, e, [e], 20, [(np.array([39.5, 31.0]), 3, 7)]) is None  # on A's side
+    back = Entry(np.array([20.0, 25.5]), np.array([-1.0, 0.0]), 0.0, 3, 7, 0.2, (16, 6))  # its own other end
+    assert _grazed_band(labels, hole, e, [e, back], 20, glancing) is not None
+
+
+def test_the_coffees_pale_band_keeps_its_width_where_its_upper_edge_runs_along_the_hole():
+    """The README erase at --grow 4: the body's pale band enters the hole with its lower edge only (363, 218);
+    its upper edge glances along the hole's edge. Continued alone, the lower edge left the band's colour to flood
+    a pale wedge 10-14 px deep up to the cup's wall (x 366-381), mottled in the result. Now the band runs on at
+    its measured width (~7 px)."""
+    rgb, hole = _coffee_grown(4)
+    x0 = COFFEE_GROW_CROPS[4][0]
+
+    def depth(**flags) -> int:
+        structure = find_structure(rgb, hole, seed=0, **flags)
+        labels = structure.labels
+        known = ~hole & (labels >= 0)
+        colours = [rgb[known & (labels == k)].mean(axis=0) for k in range(structure.n_labels)]
+        band = int(np.argmin([np.abs(c - (194, 106, 54)).sum() for c in colours]))  # the pale band's colour
+        mine = hole & (labels == band)
+        return max(int(mine[150:240, x - x0].sum()) for x in range(366, 382))
+
+    assert depth() <= 10, depth()
+    assert depth(grazed_bands=False) >= 12  # the outline alone

@@ -39,7 +39,7 @@ patches from its own region (backend/erase/patchmatch.py).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import cv2
@@ -974,14 +974,22 @@ def _run_across(labels: np.ndarray, hole: np.ndarray, base: np.ndarray, normal: 
 
 
 def _grazed_band(
-    labels: np.ndarray, hole: np.ndarray, e: Entry, entries: list[Entry], reach: int
+    labels: np.ndarray,
+    hole: np.ndarray,
+    e: Entry,
+    entries: list[Entry],
+    reach: int,
+    along: Sequence[tuple[np.ndarray, int, int]] = (),
 ) -> tuple[Entry, np.ndarray, int] | None:
     """An entry whose one side is a band of its other side's region (R between two parts of A: a cup body's pale
     highlight band in its dark red) whose far edge the hole grazes: cross-sections of R taken across the entry's
     boundary behind it end in the hole near the hole and on A further back, and that far edge is no entry (its few
-    px by the hole too short to fit) or one of the band's own. Continued as an outline alone, the edge that enters
+    px by the hole too short to fit) or one of the band's own; or whose far edge, every cross-section ending on A,
+    is no entry because it runs along the hole's edge beside the entry (``along``: the boundaries ``find_entries``
+    found heading along the hole, as (point, label, label)). Continued as an outline alone, the edge that enters
     was the band's only limit: R flooded the whole wedge between it and whatever lay beyond (the coffee's pale
-    shelf right of the cup's foot, its lower edge the flat line where R's flood met A's). Returns the band's centre
+    shelf right of the cup's foot, its lower edge the flat line where R's flood met A's; at --grow 4 a pale wedge
+    above the lower edge up to the wall). Returns the band's centre
     entry (its width = the median cross-section ending on A, its centre half that in from the edge, as
     ``_lone_strips``' strips), the centre line behind it back to ``reach`` px (the hole's part of the band there is
     painted too) and the index of the far edge's own entry where it has one that heads the same way a band's width
@@ -997,18 +1005,27 @@ def _grazed_band(
                 grazed += 1
             else:
                 elsewhere += 1
-        if not grazed or len(widths) < GRAZED_MIN or len(widths) < 2 * elsewhere:
+        if len(widths) < GRAZED_MIN or len(widths) < 2 * elsewhere:
             continue
         width = float(np.median(widths))
         if not 2 <= width < WIDTH_CAP:
             continue
-        far = [  # the far edge's own entry, where it has one
+
+        pair = {side, other}
+        # the far edge's own entry, where it has one: at least half the band's width across (the entry's own edge
+        # may reach the hole again behind it, across ~0: the coffee's band at --grow 4, its lower edge 22 px
+        # between two contacts with the hole; that end is no far edge)
+        far = [
             j
             for j, b in enumerate(entries)
-            if b is not e
-            and {b.left, b.right} == {side, other}
-            and float(np.linalg.norm(b.point - e.point)) <= width + 2 * THIN
+            if b is not e and {b.left, b.right} == pair and _beside(e, normal, width, b.point)
         ]
+        # not grazed: the far edge is no entry because it runs along the hole's edge beside e (``along``: the
+        # coffee's band at --grow 4 glances the hole ahead of its lower edge's entry); else R ends before the hole
+        # or its far edge enters it, and e is an outline as any other
+        glancing = any({a, b} == pair and _beside(e, normal, width, p) for p, a, b in along)
+        if not grazed and (far or not glancing):
+            continue
         partner = -1
         if far:
             # it is the band's other edge when it heads the same way and lies the band's width across: the two
@@ -1024,6 +1041,13 @@ def _grazed_band(
         back = point - np.arange(reach, 0, -1)[:, None] * e.heading
         return Entry(point, e.heading, e.curvature, side, side, e.rms, (width, width)), back, partner
     return None
+
+
+def _beside(e: Entry, normal: np.ndarray, width: float, point: np.ndarray) -> bool:
+    """``point`` (an edge's, by the hole) lies by the entry ``e`` on the side ``normal`` points to, at least half
+    the band's ``width`` across: where a band's other edge reaches the hole."""
+    d = point - e.point
+    return float(np.linalg.norm(d)) <= width + 2 * THIN and float(np.dot(d, normal)) >= 0.5 * width
 
 
 def _nearest_alongside(entries: list[Entry], i: int, taken: set[int], accept: Callable[[Entry], bool]) -> int:
@@ -1562,7 +1586,7 @@ def find_structure(
         planned: dict[int, tuple[Entry, np.ndarray, int]] = {}
         if not thick and grazed_bands:
             for i, e in enumerate(group):
-                band = None if i in used else _grazed_band(labels, small_hole, e, group, reach)
+                band = None if i in used else _grazed_band(labels, small_hole, e, group, reach, grazing_edges)
                 partner = -1 if band is None else band[2]
                 if band is not None and partner not in used and partner not in planned:
                     planned[i] = band
