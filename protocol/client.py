@@ -292,14 +292,14 @@ class Client:
         *,
         check: bool = True,
         shm: str = "auto",
-        check_timeout: float | None = None,
+        check_limit: float | None = None,
     ) -> Client:
         """Read the connection file and connect; with ``check``, ping it (``greet``: resent on a fresh
         connection while unanswered). A local backend that never answers is NO_BACKEND when its process is gone
         or nothing listens at its address (start one), TIMEOUT when it runs and listens (busy or refusing:
         starting another would not help); a remote one is NO_BACKEND (wrong address, or a key not allowed).
-        ``check_timeout`` bounds the ping (default: ``CHECK_TIMEOUT_S`` local, the heartbeat timeout remote), for a
-        caller with a deadline of its own (``launcher.hello_check``'s ``--wait``)."""
+        The ping waits ``CHECK_TIMEOUT_S`` (local) or the heartbeat timeout (remote), at most ``check_limit``: what
+        is left of a caller's own deadline (``launcher.hello_check``'s ``--wait``, ``Launcher.wait``)."""
         info = connection.read(connection_file)
         if not connection.pid_alive(info.pid):
             raise ProtocolError(
@@ -310,7 +310,9 @@ class Client:
         if check:
             try:
                 default = client.heartbeat_timeout_s if client.remote else CHECK_TIMEOUT_S
-                client.greet(lambda: Message(wire.PING), default if check_timeout is None else check_timeout)
+                client.greet(
+                    lambda: Message(wire.PING), default if check_limit is None else min(default, check_limit)
+                )
             except ProtocolError as exc:
                 client.close(linger_ms=0)
                 if not client.remote:

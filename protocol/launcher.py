@@ -176,12 +176,17 @@ class Launcher:
         return time.monotonic() - self.started_at > self.timeout
 
     def wait(self, connect: Callable[[], Any] | None = None, interval: float = 0.25) -> Any:
-        """Block until the backend answers ``connect()`` (default: ``Client.connect``, which pings it) and return
-        what it returned; ProtocolError(NO_BACKEND) with the log tail once it exited or ``timeout`` passed."""
+        """Block until the backend answers ``connect()`` (default: ``Client.connect``, which pings it, for at most
+        what is left of ``timeout``) and return what it returned; ProtocolError(NO_BACKEND) with the log tail once
+        it exited or ``timeout`` passed."""
         if connect is None:
             from .client import Client  # pyzmq only when really connecting
 
-            connect = Client.connect
+            def connect() -> Any:  # a silent backend's ping would outlast ``timeout`` by up to its own 15 s
+                return Client.connect(
+                    check_limit=max(0.001, self.started_at + self.timeout - time.monotonic())
+                )
+
         while True:
             state = self.poll()
             if state == FAILED:
@@ -245,8 +250,9 @@ def hello_check(
     """(hello reply, tries): say hello to the backend named by ``connection_file``. A backend's very first start
     can keep it busy for a few seconds (cold caches, first imports) so that the client declares it gone; it is
     retried for ``wait`` seconds, each failed try passed to ``note``. ``wait`` bounds the whole check: each try's
-    ping and hello get only what is left of it (a live but silent backend made one try last the client's own
-    15 s + 60 s). ``wait`` <= 0: one try with the client's own timeouts, no retry."""
+    ping and hello get at most what is left of it (a live but silent backend made one try last the client's own
+    15 s + 60 s); each try reads the connection file again (a restarted backend). ``wait`` <= 0: one try with
+    the client's own timeouts, no retry."""
     from .client import Client  # pyzmq only when really connecting
 
     deadline = time.monotonic() + wait if wait > 0 else None
@@ -255,10 +261,11 @@ def hello_check(
         attempt += 1
         try:
             client = Client.connect(
-                connection_file, check_timeout=None if deadline is None else _left(deadline)
+                connection_file, check_limit=None if deadline is None else _left(deadline)
             )
             try:
-                return client.hello(timeout=HELLO_TIMEOUT_S if deadline is None else _left(deadline)), attempt
+                hello_s = HELLO_TIMEOUT_S if deadline is None else min(HELLO_TIMEOUT_S, _left(deadline))
+                return client.hello(timeout=hello_s), attempt
             finally:  # linger 0: nothing is left to flush, and a silent backend would get a ping's 1 s more
                 client.close(linger_ms=0)
         except ProtocolError as exc:

@@ -412,12 +412,12 @@ def test_hello_check_never_outlasts_its_wait_on_a_silent_backend(monkeypatch):
         def __exit__(self, *exc):
             pass
 
-    def connect(connection_file=None, *, check=True, shm="auto", check_timeout=None):
-        given.append(("ping", check_timeout))
+    def connect(connection_file=None, *, check=True, shm="auto", check_limit=None):
+        given.append(("ping", check_limit))
         if len(given) == 1:  # not listening yet: the first try fails fast
-            clock.now += 1.0 if check_timeout is None else min(1.0, check_timeout)
+            clock.now += 1.0 if check_limit is None else min(1.0, check_limit)
             raise ProtocolError(ErrorCode.NO_BACKEND, "nothing listens yet")
-        clock.now += 0.5 if check_timeout is None else min(0.5, check_timeout)
+        clock.now += 0.5 if check_limit is None else min(0.5, check_limit)
         return Silent()
 
     monkeypatch.setattr(launcher, "time", clock)
@@ -428,6 +428,37 @@ def test_hello_check_never_outlasts_its_wait_on_a_silent_backend(monkeypatch):
     assert err.value.code == ErrorCode.TIMEOUT
     assert clock.now <= 4.0 + 1e-6, given  # main: 62.5 (the hello's own 60 s)
     assert notes and all(t is not None and t <= 4.0 for _, t in given)
+
+
+def test_starting_a_backend_that_stays_silent_never_outlasts_the_start_timeout(tmp_path, monkeypatch):
+    """GIMP's Launcher.wait: the started backend's process lives and its file is written, but it never answers;
+    each ping takes its whole timeout (a fake clock): the wait ends by ``timeout`` (+ one poll interval), not a
+    ping's 15 s later."""
+    monkeypatch.setenv("LAYEREDIT_RUNTIME_DIR", str(tmp_path / "run"))
+    connection.write(connection.ConnectionInfo("tcp://127.0.0.1:9", connection.new_key(), pid=os.getpid()))
+    clock, limits = FakeClock(), []
+
+    def connect(connection_file=None, *, check=True, shm="auto", check_limit=None):
+        limits.append(check_limit)
+        clock.now += client_mod.CHECK_TIMEOUT_S if check_limit is None else min(15.0, check_limit)
+        raise ProtocolError(ErrorCode.TIMEOUT, "running but did not answer")
+
+    class Running:
+        pid = os.getpid()
+
+        def poll(self):
+            return None
+
+    monkeypatch.setattr(launcher, "time", clock)
+    monkeypatch.setattr(client_mod.Client, "connect", staticmethod(connect))
+    starter = launcher.Launcher(
+        launcher.LaunchConfig(None, None), host="test", install_hint="-", timeout=20.0
+    )
+    starter.proc, starter.started_at = Running(), clock.now
+    with pytest.raises(ProtocolError) as err:
+        starter.wait(interval=0.25)
+    assert err.value.code == ErrorCode.NO_BACKEND and "did not start in time" in err.value.message
+    assert clock.now <= 20.0 + 0.25 + 0.01, limits  # main: 30.25 (two whole 15 s pings)
 
 
 def test_hello_check_bounds_a_real_silent_backend_by_its_wait(silent_backend, monkeypatch):
@@ -486,3 +517,20 @@ def test_a_reused_pid_with_nothing_at_its_ipc_endpoint_is_a_stale_file(short_dir
     info = connection.ConnectionInfo(endpoint=endpoint, key=connection.new_key(), pid=os.getpid())
     err = greeting.unanswered(info, 1, 3.0)
     assert err.code == ErrorCode.NO_BACKEND and f"Nothing listens at {endpoint}" in err.message
+
+
+def test_a_check_limit_only_shortens_connects_ping(silent_backend, monkeypatch):
+    """``check_limit`` is what is left of a caller's deadline: it never lengthens the ping past its own timeout
+    (a retrying caller reads the connection file again on its next try)."""
+    greets = []
+    greet = client_mod.Client.greet
+    monkeypatch.setattr(client_mod, "CHECK_TIMEOUT_S", 0.5)
+    monkeypatch.setattr(
+        client_mod.Client,
+        "greet",
+        lambda self, make, timeout: greets.append(timeout) or greet(self, make, timeout),
+    )
+    for limit in (100.0, 0.2):
+        with pytest.raises(ProtocolError):
+            Client.connect(check_limit=limit)
+    assert greets == [0.5, 0.2]
