@@ -552,10 +552,108 @@ def test_the_bodys_silhouette_bends_in_as_the_cups_outline_on_the_coffee(monkeyp
     for seed in (1, 2):
         corner, below = wall_at(seed, 50)
         assert corner - below >= 0.5 * bend, (seed, corner, below, bend)
-    monkeypatch.setattr(structure_module, "SILHOUETTE_BEND", 0.0)  # the straight course it was
+    monkeypatch.setattr(structure_module, "SILHOUETTE_BEND", 0.0)  # the straight course it was, from the
+    monkeypatch.setattr(structure_module, "_tangent_silhouette", lambda path, *_: path)  # contour's end
     for seed in (1, 2):
         corner, below = wall_at(seed, 50)
         assert below >= corner - 1, (seed, corner, below)
+
+
+def _tangent_scene():
+    """A cup seen from above, its silhouette as a vessel's is: a white rim (a disc) on the saucer's red, the dark
+    body below it bounded by the lines that touch the rim and its foot (their convex hull), a dark shadow under
+    the foot. A bar (the spoon's handle) lies along the body's right silhouette, a little right of it as the
+    coffee's does, from above the rim's tangent point down to the foot (a blob there). Returns the image, the
+    hole and the silhouette's x at a row (the hull's right edge)."""
+    h, w = 210, 200
+    yy, xx = np.mgrid[:h, :w]
+    img = np.zeros((h, w, 3), np.float32)
+    img[:] = SAUCER_RED
+    rim = np.hypot(xx - 90, yy - 75) < 60
+    bottom = 175 - 0.003 * (xx - 70.0) ** 2
+    t = np.linspace(0, 2 * np.pi, 1440)
+    foot = np.arange(40, 122)
+    points = np.concatenate(
+        [
+            np.stack([90 + 60 * np.cos(t), 75 + 60 * np.sin(t)], 1),
+            np.stack([foot, 175 - 0.003 * (foot - 70.0) ** 2], 1),
+        ]
+    )
+    hull = cv2.convexHull(np.round(points * 16).astype(np.int32))
+    inside = np.zeros((h, w), np.uint8)
+    cv2.fillPoly(inside, [hull], 1, cv2.LINE_8, 4)
+    img[(inside > 0) & ~rim & (yy < bottom)] = CUP_BODY
+    img[rim] = LIP
+    img[(yy >= bottom) & (yy < 192) & (xx > 38) & (xx < 125)] = CUP_SHADOW
+    img = np.clip(img + np.random.default_rng(0).normal(0, 4, img.shape), 0, 255).astype(np.uint8)
+    corners = hull[:, 0] / 16.0
+
+    def silhouette(y: float) -> float:
+        xs = []
+        for p, q in zip(corners, np.roll(corners, -1, axis=0), strict=True):
+            if (p[1] - y) * (q[1] - y) <= 0 and p[1] != q[1]:
+                xs.append(p[0] + (y - p[1]) * (q[0] - p[0]) / (q[1] - p[1]))
+        return max(xs)
+
+    start, end = np.array([162.0, 52.0]), np.array([125.0, 175.0])
+    u = (end - start) / np.linalg.norm(end - start)
+    rel = np.stack([xx - start[0], yy - start[1]], -1)
+    along, across = rel @ u, np.abs(rel @ np.array([-u[1], u[0]]))
+    hole = (across < 9) & (along > 0) & (along < np.linalg.norm(end - start))
+    hole |= np.hypot(xx - 124, yy - 177) < 11
+    return img, hole, silhouette
+
+
+def test_a_bodys_silhouette_leaves_its_rim_where_the_line_from_its_foot_touches_it():
+    """The rim's contour closes across the bar; its lower edge against the body enters the bar's left side 11 px
+    inside the body's silhouette, which is the line touching the rim (a vessel's outline: its rim's ellipse and
+    the body's sides are tangent). The body's silhouette was drawn from that visible end of the contour and its
+    region stopped there or met the saucer's flood half-way across the bar: here none of the body by the rim
+    (y 110) and 2-6 px too much below it; on the coffee the saucer's red ran up to the lip. Drawn from
+    the point of the contour the line from its foot touches (``_tangent_silhouette``), the body's label reaches
+    the true silhouette within 2 px on every row from below the tangent point to the foot."""
+    img, hole, silhouette = _tangent_scene()
+    structure = find_structure(img, hole)
+    assert structure is not None and "junction" in structure.kinds
+    body = structure.labels[150, int(np.nonzero(hole[150])[0].min()) - 4]  # a known pixel of the body
+    errors = []
+    for y in range(110, 151, 4):
+        xs = np.nonzero(hole[y] & (structure.labels[y] == body))[0]
+        errors.append(float(xs.max()) + 0.5 - silhouette(y) if xs.size else -99.0)
+    assert max(abs(e) for e in errors) <= 2.0, errors
+
+
+def test_the_fill_keeps_a_drawn_silhouettes_edge_sharp(monkeypatch):
+    """No known patch shows the body's right silhouette (the coffee's only body | saucer edge is the cup's other
+    side): the meld washed the body's dark into the saucer's red over 4-6 px per row, and kept as voted it was a
+    ragged row of fragments of other edges. The meld keeps the voted steps along a drawn silhouette
+    (``Structure.silhouette_band``) and the fill draws it as an anti-aliased step on its curve
+    (``_silhouette_edge``): at most 2 px between the body's and the saucer's colours per row on average, the
+    saucer starting within 2 px of the true silhouette."""
+    from backend.erase import structure as structure_module
+
+    img, hole, silhouette = _tangent_scene()
+    damaged = img.copy()
+    damaged[hole] = 0
+
+    def edge() -> tuple[float, float]:
+        out = PatchMatchFiller()(damaged, hole).astype(float)
+        between, off = [], []
+        for y in range(122, 150, 3):  # below the rim down to the foot
+            x0 = int(silhouette(y)) - 8
+            row = out[y, x0 : x0 + 16]
+            to_body = np.linalg.norm(row - CUP_BODY, axis=1)
+            to_saucer = np.linalg.norm(row - SAUCER_RED, axis=1)
+            between.append(int(((to_body > 30) & (to_saucer > 30)).sum()))
+            saucer = to_saucer < to_body
+            off.append(x0 + int(np.argmax(saucer)) - silhouette(y) if saucer.any() else 8.0)
+        return float(np.mean(between)), max(abs(o) for o in off)
+
+    between, off = edge()
+    assert between <= 2.0 and off <= 2.0, (between, off)
+    monkeypatch.setattr(structure_module.Structure, "silhouette_band", lambda *a: None)  # melded as before
+    between, _ = edge()
+    assert between > 3.0, between
 
 
 def test_a_closed_contours_edge_in_the_hole_is_anti_aliased_not_a_binary_step():
@@ -1048,7 +1146,7 @@ def test_the_lips_contour_is_closed_on_the_readme_erase_of_a_jpeg_or_smaller_cop
         assert any(top < 80 and 140 < low < 200 for top, low in ends), (name, ends)
 
 
-def test_a_band_whose_far_edge_the_hole_grazes_keeps_its_width_to_the_wall_on_the_coffee():
+def test_a_band_whose_far_edge_the_hole_grazes_keeps_its_width_to_the_wall_on_the_coffee(monkeypatch):
     """The cup body's pale lower band (k-means: the wood's colour) enters the hole below the lip at --grow 6 and
     7 with only its upper edge an entry: the hole grazes its lower edge (15 px of boundary by the hole, too short
     to fit; at 5 that edge's own entry, fitted on its last px by the hole, heads 19 degrees off the band). Continued as an outline alone, that edge was the band's only limit: its colour flooded the whole
@@ -1056,6 +1154,7 @@ def test_a_band_whose_far_edge_the_hole_grazes_keeps_its_width_to_the_wall_on_th
     flat notch under it at 1x. Now the band goes on at its measured width (cross-sections behind the entry that
     end on the body) to the wall: in the shelf's box (x 376-390, y 208-224) almost no hole px keep its colour,
     and its lowest hole px per column climb with the band (the photo's band rises to the right)."""
+    from backend.erase import structure as structure_module
 
     def shelf(grow: int, **flags) -> tuple[int, list[int]]:
         rgb, hole = _coffee_grown(grow)
@@ -1078,7 +1177,11 @@ def test_a_band_whose_far_edge_the_hole_grazes_keeps_its_width_to_the_wall_on_th
         box, lows = shelf(grow)
         assert box <= 10, (grow, box)
         assert lows[0] > lows[1] > lows[2], (grow, lows)  # climbing, not flat
-        before, flat = shelf(grow, grazed_bands=False)  # the outline alone, as it was
+        with monkeypatch.context() as m:
+            # the outline alone, as it was (and the body's silhouette from the lip's end, as it was then: from
+            # its tangent point the silhouette bounds the wedge 6-10 px further out and the shelf is smaller)
+            m.setattr(structure_module, "_tangent_silhouette", lambda path, *_: path)
+            before, flat = shelf(grow, grazed_bands=False)
         assert before >= 80 and flat[0] == flat[1], (grow, before, flat)
 
 

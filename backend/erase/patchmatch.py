@@ -771,6 +771,71 @@ def _contour_edge(img: np.ndarray, free: np.ndarray, sides: np.ndarray, sigma: f
     img[edge, :3] = blurred[edge].astype(img.dtype)
 
 
+# px: hole pixels this near a drawn silhouette take its anti-aliased edge (``_silhouette_edge``)
+EDGE_REACH = 1.5
+
+
+def _nearest_on(pts: np.ndarray, curve: np.ndarray, chunk: int = 2048) -> tuple[np.ndarray, np.ndarray]:
+    """For each point (Nx2), its distance to the polyline ``curve`` (Mx2) and its side (+1 left of the segment
+    it is nearest to, walking the curve, -1 right, 0 on it); in chunks of points (N x M per chunk)."""
+    p0, seg = curve[:-1], np.diff(curve, axis=0)
+    length = np.maximum((seg**2).sum(1), 1e-9)
+    dist, side = np.empty(len(pts)), np.empty(len(pts))
+    for lo in range(0, len(pts), chunk):
+        p = pts[lo : lo + chunk]
+        t = np.clip(((p[:, None] - p0[None]) * seg[None]).sum(-1) / length[None], 0, 1)
+        foot = p0[None] + t[..., None] * seg[None]
+        d = np.hypot(p[:, None, 0] - foot[..., 0], p[:, None, 1] - foot[..., 1])
+        k = d.argmin(1)
+        rows = np.arange(len(p))
+        off = p - foot[rows, k]
+        dist[lo : lo + chunk] = d[rows, k]
+        side[lo : lo + chunk] = np.sign(seg[k, 0] * off[:, 1] - seg[k, 1] * off[:, 0])
+    return dist, side
+
+
+def _silhouette_edge(img: np.ndarray, free: np.ndarray, structure) -> None:
+    """Draw each silhouette a junction drew (``Structure.silhouettes``) as an anti-aliased step along its curve:
+    hole pixels within ``EDGE_REACH`` px of it take the local colours of its two sides (Gaussian means of the
+    pixels 1.5-4 px off it on each, by label) mixed by how much of the pixel lies on the body's side of the
+    curve. No source shows that edge (on the coffee the only body | saucer edge is the cup's other side), so
+    the patches along it were fragments of other edges: kept by the meld, a ragged, step-like outline; melded,
+    none at all."""
+    labels = structure.labels
+    h, w = free.shape
+    if labels.shape != (h, w):
+        return
+    rgb = img[:, :, :3]
+    for index, inside in structure.silhouettes.items():
+        curve = np.asarray(structure.curves[index], np.float64)
+        if len(curve) < 2:
+            continue
+        drawn = np.zeros((h, w), np.uint8)
+        cv2.polylines(drawn, [np.round(curve).astype(np.int32)], False, 1, 1, cv2.LINE_8)
+        far = cv2.distanceTransform(1 - drawn, cv2.DIST_L2, 3)
+        near = free & (far <= EDGE_REACH + 1)
+        if not near.any():
+            continue
+        ys, xs = np.nonzero(near)
+        d, side = _nearest_on(np.stack([xs, ys], 1).astype(np.float64), curve)
+        mine = labels[ys, xs] == inside
+        votes = side[mine & (d > 0.5)]
+        if votes.size == 0:
+            continue
+        toward = np.sign(votes.sum()) or 1.0  # the side of the curve the body lies on
+        ring = (far >= 1.5) & (far <= 4)
+        colours = []
+        for part in (ring & (labels == inside), ring & (labels != inside) & (labels >= 0)):
+            weight = cv2.GaussianBlur(part.astype(np.float64), (0, 0), 2.0)
+            mean = cv2.GaussianBlur(rgb * part[..., None], (0, 0), 2.0)
+            colours.append((mean[ys, xs] / np.maximum(weight[ys, xs], 1e-9)[:, None], weight[ys, xs] > 1e-3))
+        (body, has_body), (behind, has_behind) = colours
+        cover = np.clip(0.5 + toward * side * d, 0, 1)[:, None]
+        edge = (d <= EDGE_REACH) & has_body & has_behind
+        mixed = cover * body + (1 - cover) * behind
+        img[ys[edge], xs[edge], :3] = mixed[edge]
+
+
 def _copy_start(
     img: np.ndarray, hy: np.ndarray, hx: np.ndarray, nnf: np.ndarray, gap: float, sigma: float
 ) -> None:
@@ -1368,6 +1433,9 @@ class PatchMatchFiller:
             width = int(self.options.get("contour_keep", 2 * self.patch - 1))  # a patch's reach either side
             sides = found.contour_sides(mask.shape, width) if width > 0 else None
             keep = None if sides is None else sides > 0
+            outline = found.silhouette_band(mask.shape, width) if width > 0 else None
+            if outline is not None:  # a body's silhouette drawn from its rim: an edge the meld keeps as well
+                keep = outline if keep is None else keep | outline
             busy = None
             if self.options.get("part_search", False) and np.count_nonzero(mask) <= STRUCT_DETAIL_MAX:
                 # a surface is not filled from a busier one (specks); a huge hole keeps its speed (0.3 s at 1300^2)
@@ -1381,6 +1449,11 @@ class PatchMatchFiller:
                 free = mask if hint is None else mask & ~hint
                 edged = filled.astype(np.float64)
                 _contour_edge(edged, free, sides, sigma)
+                filled = np.clip(np.rint(edged), 0, 255).astype(np.uint8)
+            if outline is not None:
+                free = mask if hint is None else mask & ~hint
+                edged = filled.astype(np.float64)
+                _silhouette_edge(edged, free, found)
                 filled = np.clip(np.rint(edged), 0, 255).astype(np.uint8)
             filled = self._grain(filled, mask, hint, "structure", found.labels)
             if self.options.get("soft_shading", False):

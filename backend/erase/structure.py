@@ -16,8 +16,9 @@ first and texture follows it:
    labels gave is looked for on that region's own outline against every other label: ``_corner_ends``); where
    such a closed contour ends on a second region, that region's outline against a third starts there (three
    regions meet) and runs on the contour's course, bent as the contour's outline bends, to meet the other end
-   of that outline (a cup's body below its lip: its silhouette to its foot); an unpaired entry is continued at
-   its curvature until it leaves the hole or meets another curve;
+   of that outline (a cup's body below its lip: its silhouette to its foot), then is moved out to leave the
+   contour where the line from that far end touches it (a vessel's sides are tangent to its rim); an unpaired
+   entry is continued at its curvature until it leaves the hole or meets another curve;
 4. a thin band (a saucer's bright rim, a vessel, narrower than ``THIN`` px) whose two edges enter the hole side
    by side is a curve with a width, not a region: it gets a label of its own (the rim is not the cup wall of
    the same colour), is continued as one centre line after the outlines (it ends where it meets one) and painted
@@ -91,6 +92,9 @@ class Structure:
     kinds: list[str] = field(default_factory=list)
     # each thin dark line continued across the hole (``dark_lines``): its label -> the label of its colour
     lines: dict[int, int] = field(default_factory=dict)
+    # each silhouette a junction drew (the body's outline from its rim's tangent point: ``_pair_junctions``):
+    # its curve's index -> the label of the region it bounds (the body)
+    silhouettes: dict[int, int] = field(default_factory=dict)
 
     def guide(self, weight: float) -> np.ndarray:
         """Two channels placing each label on a circle, adjacent labels ``sqrt(2) weight`` apart: appended to
@@ -115,6 +119,19 @@ class Structure:
         for curve, kind in zip(self.curves, self.kinds, strict=False):  # kinds: none if built by hand
             if kind == "corner":
                 cv2.polylines(out, [np.round(curve).astype(np.int32)], False, 1, max(1, width), cv2.LINE_8)
+        return out > 0
+
+    def silhouette_band(self, shape: tuple[int, int], width: int) -> np.ndarray | None:
+        """The pixels within ``width`` // 2 px of a silhouette a junction drew (a cup body's outline from its
+        rim's tangent point to its foot: ``_pair_junctions``), HxW bool; None without one. Like a closed contour
+        it is an edge between unrelated surfaces (the body in front of the saucer), which the meld must not blend:
+        it washed the coffee body's dark red into the saucer's red there, no outline left."""
+        if not self.silhouettes:
+            return None
+        out = np.zeros(shape, np.uint8)
+        for index in self.silhouettes:
+            line = [np.round(self.curves[index]).astype(np.int32)]
+            cv2.polylines(out, line, False, 1, max(1, width), cv2.LINE_8)
         return out > 0
 
     def contour_sides(self, shape: tuple[int, int], width: int) -> np.ndarray | None:
@@ -758,7 +775,7 @@ def _joined(entries: list[Entry], max_len: float | None) -> tuple[set[int], list
     corners = _pair_corners(entries, taken)
     taken |= {k for ij in corners for k in ij}
     if max_len is not None:
-        taken |= {m for m, _, _ in _pair_junctions(entries, corners, taken, max_len)}
+        taken |= {m for m, _, _, _ in _pair_junctions(entries, corners, taken, max_len)}
     return taken, corners
 
 
@@ -821,7 +838,7 @@ def _corner_ends(
 
 def _pair_junctions(
     entries: list[Entry], corners: list[tuple[int, int]], taken: set[int], max_len: float
-) -> list[tuple[int, int, np.ndarray]]:
+) -> list[tuple[int, int, np.ndarray, int]]:
     """Junctions at the ends of closed contours: (e, a, corner) where ``a`` is one end of a contour
     ``_pair_corners`` closed, whose region C meets a second region R there, and ``e`` an unpaired outline entry
     of R against a third region (wider than a thin band: a reflection stripe across R is not what lies beyond
@@ -829,10 +846,11 @@ def _pair_junctions(
     starts at ``a``: it runs on the closed contour's course (the line joining its two ends), bent at the
     curvature of the contour's outline (``_silhouette``; straight where that does not apply), and meets ``e``'s
     line ahead of both (within ``max_len``), turning toward R. R lies on the same side of both (walking from e
-    to a). Returns (e, a, the wall from a to where it meets e's line: Nx2). A cup's body under a spoon's handle:
-    the lip's contour closes at its lower corner against the body, whose silhouette against the saucer starts
-    there and meets its bottom edge at the foot. Without it the body's edge under the handle was where two
-    floods met (the body's red and the saucer's run together, a lighter column)."""
+    to a). That wall then leaves the contour where the line from its far end touches it (``_tangent_silhouette``).
+    Returns (e, a, the wall from the contour to where it meets e's line: Nx2, R's label). A cup's body under a
+    spoon's handle: the lip's contour closes at its lower corner against the body, whose silhouette against the
+    saucer starts there and meets its bottom edge at the foot. Without it the body's edge under the handle was
+    where two floods met (the body's red and the saucer's run together, a lighter column)."""
     cand = []
     for i, j in corners:
         # the closed region: on the same side of both ends, walking from one to the other (``_pair_corners``)
@@ -870,14 +888,19 @@ def _pair_junctions(
                 else:
                     s = float(np.dot(path[-1] - e.point, e.heading))
                     t = float(np.linalg.norm(np.diff(path, axis=0), axis=1).sum())
-                cand.append((s + t, m, k, path))
+                # the contour as drawn (``find_structure``: from the pair's first end to its second), from a on
+                contour = _hermite(
+                    entries[i].point, entries[i].heading, entries[j].point, -entries[j].heading
+                )
+                path = _tangent_silhouette(path, contour if k == i else contour[::-1], e.point)
+                cand.append((s + t, m, k, path, r))
     used: set[int] = set()
     out = []
-    for _, m, k, path in sorted(cand, key=lambda c: c[0]):  # each entry and each contour end joined once
+    for _, m, k, path, r in sorted(cand, key=lambda c: c[0]):  # each entry and each contour end joined once
         if m in used or k in used:
             continue
         used.update((m, k))
-        out.append((m, k, path))
+        out.append((m, k, path, r))
     return out
 
 
@@ -919,6 +942,35 @@ def _silhouette(
         p, before = q, after
         path.append(p.copy())
     return None
+
+
+def _tangent_silhouette(path: np.ndarray, contour: np.ndarray, inside: np.ndarray) -> np.ndarray:
+    """R's outline (``_pair_junctions``' ``path``, from the closed contour's end a to its far end P) moved out to
+    where it touches the contour: a body's silhouette leaves its rim's outline tangentially (a convex vessel seen
+    from above at an angle: the line from the foot that touches the rim's ellipse), not at the contour's visible
+    end, which is only where the hole's edge cut the rim's lower edge. Of the lines through P, the one turned
+    furthest away from R (``inside``: a point on R's side) that still meets ``contour`` (Nx2, from a on) touches
+    it at T: the outline runs along the contour from a to T (drawn already) and straight from T to P. Unchanged
+    where the contour does not bulge past the path near a (it turns into R) or is touched only at its far end (no
+    tangent point: the contour ends first). On the coffee the lip's contour ended at the hole's left edge (x 390,
+    y 166) and the body's silhouette hugged that edge: the saucer's red ran up to the rim where the photo's body
+    reaches 5-8 px further out, along the spoon's shaft. Straight, not bent as the path from a is: bent, the arc
+    that touches the rim did so 40 px higher and bulged 8 px over the saucer the photo shows beside the shaft."""
+    end = path[-1]
+    v = contour - end
+    ok = np.hypot(v[:, 0], v[:, 1]) > 2
+    if not ok[0]:
+        return path
+    angle = np.arctan2(v[:, 1], v[:, 0])
+    turn = np.angle(np.exp(1j * (angle - angle[0])))  # from P's line through a to its line through each point
+    into = _cross(contour[0] - end, inside - end)  # R's side of the line through a
+    if into == 0:
+        return path
+    out = np.where(ok, -np.sign(into) * turn, -np.inf)
+    best = int(np.argmax(out))
+    if out[best] <= np.radians(1) or best >= len(contour) - 2:
+        return path
+    return np.array([contour[best], end])
 
 
 def _extend(entry: Entry, hole: np.ndarray, barrier: np.ndarray, max_len: float) -> np.ndarray:
@@ -1297,6 +1349,37 @@ def lone_pieces(labels: np.ndarray, band: np.ndarray, hole: np.ndarray) -> np.nd
     return out
 
 
+def stray_specks(labels: np.ndarray, band: np.ndarray, hole: np.ndarray) -> np.ndarray:
+    """Known pieces of a colour smaller than ``SLIVER_AREA`` px that touch the hole farther than ``LONE_FAR`` px
+    from that colour's largest part in the band, HxW bool: by a drawn silhouette they do not seed the flood
+    (``find_structure``). A lone piece that size is k-means' stray pixel of another surface, no region (larger
+    ones are ``lone_pieces``, their claim capped): one pale px of the coffee body's band by the hole took the
+    saucer's cluster and flooded the saucer's red 6 px into the body's wall under the spoon, up to the
+    silhouette drawn beside it (a notch at 6x)."""
+    out = np.zeros(labels.shape, bool)
+    near = cv2.dilate(hole.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
+    for lab in range(int(labels.max()) + 1):
+        m = (labels == lab) & band
+        if not (m & near).any():
+            continue
+        count, comp, stats, _ = cv2.connectedComponentsWithStats(m.astype(np.uint8), connectivity=8)
+        if count <= 2:
+            continue
+        area = stats[:, cv2.CC_STAT_AREA]
+        main = 1 + int(np.argmax(area[1:]))
+        small = area < SLIVER_AREA
+        small[[0, main]] = False
+        touch = np.zeros(count, bool)
+        touch[comp[m & near]] = True
+        if not (small & touch).any():
+            continue
+        far = cv2.distanceTransform((comp != main).astype(np.uint8), cv2.DIST_L2, 3)
+        nearest = np.full(count, np.inf)
+        np.minimum.at(nearest, comp[m], far[m])
+        out |= (small & touch & (nearest > LONE_FAR))[comp] & m
+    return out
+
+
 def _lone_zone(lone: np.ndarray, labels: np.ndarray, drawn: list[tuple[np.ndarray, Entry]]) -> np.ndarray:
     """Where a lone piece goes on: along each curve continuing one of its edges, within twice the piece's
     width at that edge's entry (``Entry.widths``), HxW bool. The coffee's foot band goes on under the spoon's
@@ -1396,6 +1479,7 @@ def find_structure(
     lone: bool = True,
     corner_ends: bool = True,
     grazed_bands: bool = True,
+    specks: bool = True,
 ) -> Structure | None:
     """The structure of the hole's surround continued across it (module docstring), or None when no clean
     region boundary enters the hole. Works on a copy of at most ``ANALYSIS_SIDE`` px; labels come back at the
@@ -1525,6 +1609,8 @@ def find_structure(
 
     kinds: list[str] = []
     closed: set[int] = set()
+    silhouettes: dict[int, int] = {}
+    added: list[tuple[int, np.ndarray]] = []  # the body's part each silhouette added (its label, HxW uint8)
 
     drawn: list[tuple[np.ndarray, Entry]] = []  # each outline's curve and the entry it continues
     # bands whose far edge the hole grazes (``_grazed_band``), their part behind the entry, how far their edge ran
@@ -1573,10 +1659,26 @@ def find_structure(
                 closed.add(group[i].right if group[i].right == group[j].left else group[i].left)
             pairs += [(i, j, "corner") for i, j in corners]
             taken |= {k for i, j in corners for k in (i, j)}
-            for m, k, path in _pair_junctions(group, corners, taken, 1.5 * extent) if junctions else []:
+            for m, k, path, r in _pair_junctions(group, corners, taken, 1.5 * extent) if junctions else []:
                 # R's outline: from the contour's end (bent as its outline: ``_silhouette``) and from e straight,
                 # to where they meet
                 draw(path, group[k], False, "junction")
+                silhouettes[len(curves) - 1] = r
+                pair = next(ij for ij in corners if k in ij)
+                rim = _hermite(
+                    group[pair[0]].point,
+                    group[pair[0]].heading,
+                    group[pair[1]].point,
+                    -group[pair[1]].heading,
+                )
+                rim = rim if pair[0] == k else rim[::-1]
+                upto = int(np.argmin(np.linalg.norm(rim - path[0], axis=1)))
+                if upto > 0:  # the part the silhouette added: the rim from its end to T, then to the far end
+                    region = np.zeros(small_hole.shape, np.uint8)
+                    cv2.fillPoly(
+                        region, [np.round(np.vstack([rim[: upto + 1], path[-1:]])).astype(np.int32)], 1
+                    )
+                    added.append((r, region))
                 draw(np.array([group[m].point, path[-1]]), group[m], False, "junction")
                 used.add(m)
         for i, j, kind in pairs:
@@ -1611,6 +1713,12 @@ def find_structure(
                     bands.append(band[0])
                     continue
                 if mine:
+                    end = np.round(path[-1]).astype(int)
+                    if outline[end[1], end[0]] and len(path) > 2:
+                        # it ends a band's width short of an object's outline drawn from a closed contour: the
+                        # body's own dark edge runs on between (the coffee's pale band, run into the silhouette
+                        # from its rim's tangent point, stuck out past the body as a pale tongue at 1x)
+                        path = path[: len(path) - min(len(path) - 2, int(round(2 * e.widths[0])))]
                     path = np.concatenate([mine[0][0], path])
                 end = np.round(path[-1]).astype(int)
                 if any(e is c for c in contact) and not outline[end[1], end[0]]:
@@ -1634,6 +1742,8 @@ def find_structure(
         for e in contact:
             e.left = e.right = int(lut[e.left])
         n = len(keep)
+        silhouettes = {i: int(lut[r]) for i, r in silhouettes.items()}
+        added = [(int(lut[r]), area) for r, area in added]
     quiet = None
     if (
         mouths.any()
@@ -1665,15 +1775,32 @@ def find_structure(
         # is 1-3 px wide at the hole, no band, and its mouth seeded the lip's label into the wedge between the
         # contour's lower end and the rim: a white bump past the lip (corner12)
         unseeded |= loose & np.isin(labels, sorted(closed))
+    if specks and silhouettes:
+        # nor does a stray speck by a silhouette drawn from a closed contour: seeded, it flooded its colour across
+        # the body up to that outline (``stray_specks``). Only there: elsewhere the speck's claim is the flood's
+        # usual guess (every speck unseeded moved nine bench scenes and put the coffee's shadow 20 px off at 3x)
+        walls = np.zeros(small_hole.shape, np.uint8)
+        for index in silhouettes:
+            cv2.polylines(walls, [np.round(curves[index]).astype(np.int32)], False, 1, 1, cv2.LINE_8)
+        by_wall = cv2.distanceTransform(1 - walls, cv2.DIST_L2, 3) <= 2 * THIN
+        unseeded |= stray_specks(labels, band_mask, small_hole) & by_wall
     alone = lone_pieces(labels, band_mask, small_hole) if lone else None
     zone = _lone_zone(alone, labels, drawn) if alone is not None and alone.any() else None
     full = label_hole(labels, small_hole, barrier > 0, fixed, quiet, unseeded, alone, zone)
+    for inside, region in added:
+        # what the silhouette added to the body (between the rim's contour, the silhouette and the contour's
+        # visible end) is the body's where it took the rim's label: the two leave each other tangentially and run
+        # 0-2 px apart for 15 px, and the barrier's px and that sliver took the rim's label from their neighbours
+        # (the coffee's lip 1-2 px past the photo's white at its lower corner, seed 1). Only the rim's: what lies
+        # past the silhouette may reach into that part where P is off (at 1.75x the bowl's shadow does, and taken
+        # for the body it moved the shadow's edge 20 px)
+        full[(region > 0) & small_hole & (fixed < 0) & np.isin(full, sorted(closed))] = inside
     if scale < 1.0:
         # labels back at full size through their one-hot maps (smooth boundaries, not nearest-neighbour steps)
         full = _labels_up(full, n, (w, h))
         curves = [c / scale for c in curves]
     kept_lines = {e.left: colour for e, colour in contact_colour if any(e is b for b in bands)}
-    return Structure(full, n, curves, entries + bands, density, soft, kinds, kept_lines)
+    return Structure(full, n, curves, entries + bands, density, soft, kinds, kept_lines, silhouettes)
 
 
 def _labels_up(labels: np.ndarray, n: int, size: tuple[int, int]) -> np.ndarray:
