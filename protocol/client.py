@@ -203,8 +203,8 @@ class Client:
                 self._curve = (info.curve_publickey.encode("ascii"), info.curve_secretkey.encode("ascii"))
             else:
                 self._curve = zmq.curve_keypair()
-        self._monitor: zmq.Socket | None = None  # remote: the first message's connection (``first_lost``)
-        self._handshaken = self._lost = False
+        self._monitor: zmq.Socket | None = None  # remote: this socket's connections (``first_lost``)
+        self._handshaken = self._lost = self._proven = False
         self._sock = self._open_socket()
         self._inbox: list[Message] = []
         self._active: set[str] = set()  # jobs submitted or fetched that have not finished
@@ -228,7 +228,7 @@ class Client:
         if self._curve is not None:
             sock.curve_serverkey = (self.info.curve_serverkey or "").encode("ascii")
             sock.curve_publickey, sock.curve_secretkey = self._curve
-        self._handshaken = self._lost = False
+        self._handshaken = self._lost = self._proven = False
         if self.remote and _HANDSHAKE_EVENT is not None:  # watched before connecting: no event is missed
             self._monitor = sock.get_monitor_socket(_HANDSHAKE_EVENT | zmq.EVENT_DISCONNECTED)
         sock.connect(self.info.endpoint)
@@ -236,31 +236,46 @@ class Client:
 
     @property
     def watches_first(self) -> bool:
-        """Whether ``first_lost`` can tell (a remote socket, its first message not answered yet, and a libzmq
-        that reports handshakes): without it a remote first message is resent on the local schedule."""
+        """Whether ``first_lost`` can tell (a remote socket and a libzmq that reports handshakes): without it a
+        remote first message is resent on the local schedule."""
         return self._monitor is not None
 
     def first_lost(self) -> bool:
-        """Whether this socket's first message (a remote hello or ping) can no longer be answered: a connection
-        finished its handshake, so ZeroMQ sent the message on it, and then closed (the backend's guard cut it,
-        or the network dropped it). Before a handshake succeeds ZeroMQ keeps the message and sends it on the
-        connection it makes next, so a slow handshake is not a loss (protocol/greeting.py). Remote sockets
-        only, until the first answer; False otherwise."""
-        while self._monitor is not None and not self._lost:
-            try:
-                event = parse_monitor_message(self._monitor.recv_multipart(zmq.NOBLOCK))["event"]
-            except zmq.Again:
-                break
-            except (ValueError, IndexError):
-                continue
-            if event == _HANDSHAKE_EVENT:
-                self._handshaken = True
-            elif event == zmq.EVENT_DISCONNECTED and self._handshaken:
-                self._lost = True
+        """Whether the message a remote ``greet`` is waiting on (a hello or ping) can no longer be answered: a
+        connection finished its handshake, so ZeroMQ sent the message on it, and then closed (the backend's
+        guard cut it, or the network dropped it). Before a handshake succeeds ZeroMQ keeps the message and
+        sends it on the connection it makes next, so a slow handshake is not a loss (protocol/greeting.py).
+        Watched for the socket's whole life (``_watch_next`` starts each greet afresh): a later greet on an
+        answered socket is lost only if the network dropped that connection and the guard then cut the
+        unproven one ZeroMQ made in its place. Remote sockets only; False otherwise."""
+        while self._monitor is not None and not self._lost and self._next_event():
+            pass
         return self._lost
 
+    def _next_event(self) -> bool:
+        """Read one monitor event (False: none waiting)."""
+        assert self._monitor is not None
+        try:
+            event = parse_monitor_message(self._monitor.recv_multipart(zmq.NOBLOCK))["event"]
+        except zmq.Again:
+            return False
+        except (ValueError, IndexError):
+            return True
+        if event == _HANDSHAKE_EVENT:
+            self._handshaken = True
+        elif event == zmq.EVENT_DISCONNECTED and self._handshaken:
+            self._lost, self._handshaken = True, False  # the next connection must shake hands again
+        return True
+
+    def _watch_next(self) -> None:
+        """Before a greet's message goes out: read what happened to earlier connections, then count only a
+        loss of the one that carries it."""
+        while self._monitor is not None and self._next_event():
+            pass
+        self._lost = False
+
     def _unwatch(self) -> None:
-        """Stop watching the first message's connection (answered, or the socket goes)."""
+        """Stop watching this socket's connections (the socket goes)."""
         if self._monitor is None:
             return
         try:
@@ -329,14 +344,20 @@ class Client:
         it goes unanswered it is sent again on a fresh socket (``reopen``), on ``greeting.Tries``' schedule:
         the backend's guard may cut a connection before reading its first message (protocol/greeting.py); a
         remote one only once it was lost (``first_lost``), so a slow handshake is not restarted.
-        With jobs in flight on this socket there is one try, as ``request``. An error reply raises; no answer
+        With jobs in flight on this socket there is one try, as ``request``; likewise once this socket was
+        answered (``_proven``: the backend read a signed message from it, so its guard cannot cut the connection
+        unread), except that a remote one is still resent when seen lost (its connection dropped, and the
+        guard cut the unproven one ZeroMQ made in its place). An error reply raises; no answer
         within ``timeout`` raises ``greeting.unanswered`` for a local backend (what is true of it), TIMEOUT for
         a remote one."""
+        self._watch_next()
         tries = greeting.Tries(timeout, time.monotonic(), remote=self.watches_first)
+        # an answered socket's connection is proven (6bbcc59: a later greet was resent at 1/3/7 s)
+        resend_ok = not self._proven or self.watches_first
         msg = self.send(make())
         while True:
             now = time.monotonic()
-            fresh_ok = not (self._active or self._unanswered)
+            fresh_ok = resend_ok and not (self._active or self._unanswered)
             wait = tries.wait_s(now) if fresh_ok else max(0.0, tries.started + timeout - now)
             try:
                 reply = self._wait(lambda m, sent=msg: m.parent == sent.id, wait)
@@ -362,7 +383,6 @@ class Client:
                 if self.remote:
                     raise
                 raise greeting.unanswered(self.info, tries.count, now - tries.started) from exc
-            self._unwatch()
             if reply.type == wire.ERROR:
                 raise _error_of(reply)
             return reply
@@ -530,6 +550,7 @@ class Client:
         self._heard()
         try:
             msg = wire.decode(frames, self._key, self._resolve_result)
+            self._proven = True  # the backend answers only a peer whose signed message it has read
             if msg.type == wire.PONG and msg.parent in self._pings:  # everything sent before it was read
                 self._read_upto = max(self._read_upto, self._pings.pop(msg.parent))
             self._unanswered.discard(msg.parent or "")  # answered: its input is mapped, or never will be
@@ -648,7 +669,6 @@ class Client:
         stored the capabilities sent every layer inline, every byte signed, ~0.7 s more per 4096^2 erase."""
         self.capabilities = caps
         self.shm_active = self._check_shm(caps)
-        self._unwatch()  # the first message was answered: nothing left to resend
 
     def submit(
         self,

@@ -16,6 +16,11 @@ on whatever connection it makes next, so a CurveZMQ handshake slower than ``FIRS
 slow network) is waited for, not restarted; and once it went out on a connection that is still up the answer
 can only be slow. The client learns both from the socket's monitor (``Client.first_lost``).
 
+Only a FIRST message is resent: once the backend answered a socket (its signed message was read: the guard never
+cuts a proven connection), a later hello or ping on it is sent once and waited for (``Client.greet``); a remote
+one is still resent if its monitor sees the connection that carried it lost (the network dropped the proven one
+and the guard cut the unproven one in its place).
+
 Stdlib only: the Krita plugin's widget-free logic imports it without pyzmq.
 """
 

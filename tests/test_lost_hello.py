@@ -259,6 +259,7 @@ class SlowLink:
 
     def __init__(self, port: int, delay_s: float):
         self.port, self.delay_s, self.accepted = port, delay_s, 0
+        self.open: set[socket.socket] = set()
         self.stop = threading.Event()
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.listener.settimeout(0.05)
@@ -282,12 +283,21 @@ class SlowLink:
             if self.stop.wait(self.delay_s):
                 return
             ends = {conn: up, up: conn}
+            self.open.update(ends)
             while not self.stop.is_set():
                 for side in select.select(list(ends), [], [], 0.05)[0]:
                     data = side.recv(65536)
                     if not data:
                         return
                     ends[side].sendall(data)
+
+    def cut(self) -> None:
+        """The network drops every connection it carries now (ZeroMQ then makes a new one)."""
+        for side in list(self.open):
+            try:
+                side.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
 
     def close(self) -> None:
         self.stop.set()
@@ -348,9 +358,72 @@ def test_a_remote_ping_cut_after_its_handshake_is_resent(cutting_server, monkeyp
         first = client._sock
         client.greet(lambda: client_mod.Message(client_mod.wire.PING), 10.0)
         assert cutting_server.guard.dropped_total == 1 and client._sock is not first
-        assert client._monitor is None  # answered: no longer watched
+        answered = client._sock
+        assert client.hello(timeout=10.0)["ops"] and client._sock is answered
     finally:
         client.close(linger_ms=0)
+
+
+# -- a later greet on an answered socket (GIMP's connect_remote: connect's ping, then hello; hello_check) ------
+
+
+@pytest.fixture
+def starting_server(cutting_server):
+    """A backend just started: it answers pings, but a hello only once its model report is built (1.5 s,
+    longer than FIRST_GAP_S), as a real one does while torch imports (Server._on_hello)."""
+    cutting_server.guard.left = 0
+    cutting_server._report = None
+    timer = threading.Timer(1.5, cutting_server._build_report)
+    yield cutting_server, timer
+    timer.cancel()
+
+
+def test_a_local_hello_after_an_answered_ping_is_waited_for_not_resent(starting_server):
+    srv, timer = starting_server
+    client = Client.connect(srv.connection_file)  # its ping answered: the connection is proven
+    try:
+        answered = client._sock
+        timer.start()
+        assert "erase" in {op["name"] for op in client.hello(timeout=15.0)["ops"]}
+        assert client._sock is answered  # main: resent on a new socket at 1 s (and 3 s)
+    finally:
+        client.close(linger_ms=0)
+
+
+def test_a_remote_hello_after_an_answered_ping_is_waited_for_not_resent(starting_server):
+    """review15's finding on 6bbcc59: the answered ping stopped the watching, so the hello was resent on the
+    local schedule, each try a new connection with its own slow handshake (curve: 3 more, 11 s)."""
+    srv, timer = starting_server
+    local = connection.read(srv.connection_file)
+    link = SlowLink(int(local.endpoint.rpartition(":")[2]), delay_s=2.5)
+    client = Client(connection.ConnectionInfo(endpoint=link.endpoint, key=local.key, pid=0))
+    try:
+        client.greet(lambda: client_mod.Message(client_mod.wire.PING), 10.0)  # Client.connect's check
+        answered = client._sock
+        timer.start()
+        assert client.hello(timeout=15.0)["ops"]
+        assert link.accepted == 1 and client._sock is answered  # main: 3 more connections
+    finally:
+        client.close(linger_ms=0)
+        link.close()
+
+
+def test_a_remote_hello_whose_proven_connection_dropped_is_still_resent_when_cut(cutting_server):
+    """Answered once is not answered for ever: the network drops the proven connection, ZeroMQ makes an
+    unproven one in its place, and the guard cuts the hello on it unread. Still seen lost, still resent."""
+    local = connection.read(cutting_server.connection_file)
+    link = SlowLink(int(local.endpoint.rpartition(":")[2]), delay_s=0.0)
+    client = Client(connection.ConnectionInfo(endpoint=link.endpoint, key=local.key, pid=0))
+    try:
+        cutting_server.guard.left = 0
+        client.greet(lambda: client_mod.Message(client_mod.wire.PING), 10.0)
+        cutting_server.guard.left = 1
+        link.cut()
+        assert client.hello(timeout=15.0)["ops"]
+        assert cutting_server.guard.dropped_total == 1  # one-try-once-answered: TIMEOUT after 15 s
+    finally:
+        client.close(linger_ms=0)
+        link.close()
 
 
 def test_krita_waits_for_a_remote_hello_behind_a_slow_handshake(app, slow_remote, monkeypatch):
