@@ -1304,3 +1304,50 @@ def test_the_coffees_pale_band_keeps_its_width_where_its_upper_edge_runs_along_t
 
     assert depth() <= 10, depth()
     assert depth(grazed_bands=False) >= 12  # the outline alone
+
+
+def test_a_boundary_whose_last_px_run_along_the_holes_edge_still_enters_the_hole():
+    """Two regions meet the hole's straight edge; a 2 px strip of the upper one's colour runs 6 px down along
+    that edge past their boundary (an object's halo where the hole hugs it). The boundary's last px bent along
+    the edge, its fit's probe missed the hole or both sides read the lower region: main found no entry. Fitted
+    short of the strip it enters the hole as the boundary runs, its two regions either side."""
+    from backend.erase.structure import find_entries
+
+    for strip in (0, 6):
+        labels = np.zeros((80, 80), np.int32)
+        labels[40:, :] = 1
+        hole = np.zeros((80, 80), bool)
+        hole[:, 50:] = True
+        labels[hole] = -1
+        labels[40 : 40 + strip, 48:50] = 0
+        entries = find_entries(labels, hole, reach=30)
+        assert len(entries) == 1, strip
+        e = entries[0]
+        assert (e.left, e.right) == (0, 1), strip
+        assert e.heading[0] > 0.99 and abs(e.point[1] - 39.5) <= 1, (strip, e.point, e.heading)
+
+
+def test_the_bodys_silhouette_is_drawn_on_a_bigger_or_jpeg_copy_of_the_coffee(monkeypatch, tmp_path):
+    """The README's erase (the whole CLI) on the coffee resized by 2.5 and as a JPEG at q85: the cup body's dark
+    red runs 5 px down the hole's edge past the foot's outline (the body|shadow boundary), whose entry main lost,
+    so no 'junction' drew the body's silhouette and the saucer flooded the body's lower wall (lip15's orange
+    smear at s2.5; a ragged right outline at jpg85). The foot's entry is found short of that strip."""
+    from PIL import Image
+
+    import backend.erase.structure as structure_module
+    from bench.erase_robust import LASSO, PHOTO, erase, perturb
+
+    found = []
+
+    def spy(rgb, hole, **kwargs):
+        out = find_structure(rgb, hole, **kwargs)
+        found.append(out)
+        return out
+
+    monkeypatch.setattr(structure_module, "find_structure", spy)
+    for name in ("jpg85", "s2.5"):
+        photo, lasso, _ = perturb(name, Image.open(PHOTO).convert("RGB"), Image.open(LASSO).convert("L"))
+        found.clear()
+        erase(photo, lasso, tmp_path, name)
+        assert found and found[0] is not None, name
+        assert found[0].kinds.count("junction") == 2, (name, found[0].kinds)

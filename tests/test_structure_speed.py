@@ -115,7 +115,10 @@ def _same_entries(a: list, b: list) -> None:
 
 
 @pytest.mark.parametrize("seed", range(12))
-def test_find_entries_gives_what_the_pair_by_pair_form_gave(seed):
+def test_find_entries_gives_what_the_pair_by_pair_form_gave(seed, monkeypatch):
+    # the refit short of a strip along the hole's edge (``EDGE_STRIP``, sil15b) changed what it finds (seed 1: one
+    # entry more), not how fast: off here, the rest must still be byte-identical
+    monkeypatch.setattr(st, "EDGE_STRIP", np.inf)
     labels, hole = _label_map(seed, k=3 + seed % 5)
     for reach in (10, 18, 30):
         new = st.find_entries(labels, hole, reach=reach, max_rms=2.5)

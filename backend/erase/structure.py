@@ -462,6 +462,13 @@ def dark_lines(
     return out, n + len(entries), entries, origin
 
 
+# px: a boundary's last px this near the hole may run along its edge, not into it: a strip of one side's colour
+# (the object's halo where the hole hugs it) bends them. The coffee's cup foot at 2.5x and JPEG q85: the body's
+# dark red ran 5 px down the hole's edge past its foot's outline, whose entry was lost and the body's silhouette
+# was not drawn (no junction: the saucer flooded the body's lower wall)
+EDGE_STRIP = 3.0
+
+
 def _fit_entry(points: np.ndarray, entry: np.ndarray) -> tuple[np.ndarray, float, float]:
     """Heading (unit, into the hole), curvature and RMS residual of a quadratic fitted to a boundary's
     ``points`` (x, y) near its ``entry`` point."""
@@ -498,8 +505,32 @@ def find_entries(
     list that gets the clean ones that do not head into the hole (they run along its edge) as (point, a, b).
     ``glancing``: one that runs along the hole's edge (its probe by the hole, not in it) is kept too."""
     h, w = labels.shape
-    near_hole = cv2.distanceTransform((~hole).astype(np.uint8), cv2.DIST_L2, 3) <= 2.5
+    far = cv2.distanceTransform((~hole).astype(np.uint8), cv2.DIST_L2, 3)
+    near_hole = far <= 2.5
     entries: list[Entry] = []
+
+    def fitted(pts: np.ndarray, entry: np.ndarray, ahead: float) -> Entry | None:
+        """The entry at ``entry`` fitted over ``pts`` (those within ``reach``), or None where it fails."""
+        close = np.linalg.norm(pts - entry, axis=1) <= reach
+        if close.sum() < 0.6 * reach:
+            return None
+        heading, curvature, rms = _fit_entry(pts[close], entry)
+        if rms > max_rms:
+            return None
+        probe = entry + ahead * heading
+        px, py = int(round(probe[0])), int(round(probe[1]))
+        inside = 0 <= px < w and 0 <= py < h
+        if not inside or not (hole[py, px] or (glancing and near_hole[py, px])):
+            return None
+        left, right_label = _sides(labels, entry, heading)
+        if left < 0 or right_label < 0 or left == right_label:
+            return None
+        widths = (
+            _width(labels, entry, heading, left, 1),
+            _width(labels, entry, heading, right_label, -1),
+        )
+        return Entry(entry, heading, curvature, left, right_label, rms, widths)
+
     # a boundary pixel of the pair a < b: labelled a, with a 4-neighbour (right or below) labelled b, or the
     # other way round. Each pixel's pair with its right and with its lower neighbour is coded once (a * n + b;
     # -1: none), so a pair's boundary is two comparisons, and pairs with too short a boundary are skipped by
@@ -541,21 +572,31 @@ def find_entries(
                     heading, curvature, rms = _fit_entry(pts[close], entry)
                     if rms > max_rms:
                         continue
+                    found = fitted(pts, entry, 4.0)
+                    trim = far[ys, xs] > EDGE_STRIP
+                    near = trim & (np.linalg.norm(pts - entry, axis=1) <= reach)
+                    if found is None and near.any():
+                        # its last px bent along the hole's edge (a strip of one side's colour there: the
+                        # object's halo or a mixture where the hole hugs it): fitted again on the boundary short
+                        # of that strip, from its px nearest the hole
+                        k = int(np.argmin(np.where(near, far[ys, xs], np.inf)))
+                        found = fitted(pts[trim], pts[k], float(far[ys[k], xs[k]]) + 2)
+                        # only where the touch lies off that line, to one side (the tail ran along the edge; a
+                        # boundary merely cut short there, a lattice's leg, is not this), both regions beside it
+                        if found is not None and (
+                            abs(_cross(found.heading, entry - found.point)) < EDGE_STRIP
+                            or min(found.widths) < 2
+                        ):
+                            found = None
+                    if found is not None:
+                        entries.append(found)
+                        continue
                     probe = entry + 4 * heading
                     px, py = int(round(probe[0])), int(round(probe[1]))
                     inside = 0 <= px < w and 0 <= py < h
                     if not inside or not (hole[py, px] or (glancing and near_hole[py, px])):
                         if along is not None:
                             along.append((entry, a, b))
-                        continue
-                    left, right_label = _sides(labels, entry, heading)
-                    if left < 0 or right_label < 0 or left == right_label:
-                        continue
-                    widths = (
-                        _width(labels, entry, heading, left, 1),
-                        _width(labels, entry, heading, right_label, -1),
-                    )
-                    entries.append(Entry(entry, heading, curvature, left, right_label, rms, widths))
     return entries
 
 
