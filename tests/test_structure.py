@@ -933,7 +933,8 @@ def test_the_foot_bands_lone_piece_does_not_flood_the_bowls_place_on_the_coffee(
         neck = (labels[200:212, 365 - x0 : 378 - x0] == band) & hole[200:212, 365 - x0 : 378 - x0]
         return int(below.sum()), int(neck.sum()), labels
 
-    assert band_px(9, lone=False)[0] > 500 and band_px(11, lone=False)[0] > 250  # the column
+    # the column (at grow 9 the lip's silhouette now runs down to the foot and bounds it too: ``stripe_across``)
+    assert band_px(9, lone=False, stripes=False)[0] > 500 and band_px(11, lone=False)[0] > 250
     below, neck, _ = band_px(9)
     assert below < 250 and neck >= 30, (below, neck)  # the column gone, the band's way under the neck kept
     assert band_px(11)[0] == 0
@@ -1351,3 +1352,39 @@ def test_the_bodys_silhouette_is_drawn_on_a_bigger_or_jpeg_copy_of_the_coffee(mo
         erase(photo, lasso, tmp_path, name)
         assert found and found[0] is not None, name
         assert found[0].kinds.count("junction") == 2, (name, found[0].kinds)
+
+
+def test_a_stripe_across_a_region_is_no_outline_for_its_silhouette():
+    """``_pair_junctions`` draws a closed contour's region R (the cup's body under its lip) to an outline entry of
+    R against a third region at least ``THIN`` px wide. The coffee's pale band across the body is 8-10 px wide; at
+    --grow 9 its lower edge is in the hole and its upper edge was taken for the body's outline: the wall ended at
+    y 196, the band's colour flooded beside it (a pale-orange cluster at x 367-379, y 204-220) and the saucer's
+    below it. ``stripe_across`` finds R again beyond such a side (or the hole), never anything else."""
+    from backend.erase.structure import Entry, stripe_across
+
+    labels = np.full((60, 80), 3, np.int32)
+    labels[20:30, :40] = 7  # a 10 px stripe across region 3
+    labels[45:, :40] = 9  # below: a wide third region
+    hole = np.zeros(labels.shape, bool)
+    hole[:, 40:] = True
+    upper = Entry(np.array([39.5, 19.5]), np.array([1.0, 0.0]), 0.0, 3, 7, 0.2, (16, 10))  # 3 left (above)
+    assert stripe_across(labels, hole, upper, 3, 20)
+    lower = Entry(np.array([39.5, 44.5]), np.array([1.0, 0.0]), 0.0, 3, 9, 0.2, (14, 15))
+    assert not stripe_across(labels, hole, lower, 3, 20)  # region 9 is wide: what lies beyond
+    labels[30:36, :40] = 9  # the stripe ends on another region: not a stripe of 3
+    assert not stripe_across(labels, hole, upper, 3, 20)
+    labels[30:36, :40] = 3
+    hole[25:, :] = True  # its far edge in the hole, seen on 3 nowhere: nothing says it is a stripe
+    assert not stripe_across(labels, hole, upper, 3, 20)
+
+
+def test_the_coffees_wall_runs_down_to_the_foot_at_every_grow():
+    """The lip's silhouette (the junction outline drawn from the lip contour's lower end) meets the body's bottom
+    edge by the foot at every --grow; at 9 it met the pale band's upper edge at y 196 (``stripe_across``)."""
+
+    def wall_end(grow: int, **flags) -> float:  # where the lip's silhouette meets the outline it joins, y
+        structure = find_structure(*_coffee_grown(grow), seed=0, **flags)
+        return float(structure.curves[structure.kinds.index("junction")][-1, 1])  # drawn first, from the lip
+
+    assert all(wall_end(grow) >= 225 for grow in COFFEE_GROW_CROPS), [wall_end(g) for g in COFFEE_GROW_CROPS]
+    assert wall_end(9, stripes=False) < 200

@@ -809,14 +809,17 @@ def _sin(u: np.ndarray, v: np.ndarray) -> float:
     return _cross(u, v) / norm if norm > 0 else 0.0
 
 
-def _joined(entries: list[Entry], max_len: float | None) -> tuple[set[int], list[tuple[int, int]]]:
+def _joined(
+    entries: list[Entry], max_len: float | None, stripe: Callable[[Entry, int], bool] | None = None
+) -> tuple[set[int], list[tuple[int, int]]]:
     """The entries the drawing joins to another (pairs, closed contours' two ends, and the outlines a junction
-    draws to: ``max_len`` theirs, None without junctions), and the closed contours (``_pair_corners``)."""
+    draws to: ``max_len`` and ``stripe`` theirs, None without junctions), and the closed contours
+    (``_pair_corners``)."""
     taken = {k for ij in _pair(entries) for k in ij}
     corners = _pair_corners(entries, taken)
     taken |= {k for ij in corners for k in ij}
     if max_len is not None:
-        taken |= {m for m, _, _, _ in _pair_junctions(entries, corners, taken, max_len)}
+        taken |= {m for m, _, _, _ in _pair_junctions(entries, corners, taken, max_len, stripe)}
     return taken, corners
 
 
@@ -828,6 +831,7 @@ def _corner_ends(
     max_rms: float,
     real: Callable,
     max_len: float | None,
+    stripe: Callable[[Entry, int], bool] | None = None,
 ) -> list[Entry]:
     """The other ends of regions' contours that ``find_entries`` missed, for entries nothing joins (no pair,
     corner or junction): each such entry's two regions' own outlines (the region against every other label at
@@ -840,9 +844,10 @@ def _corner_ends(
     stopped short of the hole or ran along it, the lip's outline was continued alone past its end and the lip's
     label painted a white bump on the saucer (lip13). ``real``: whether an entry is an edge between two regions
     that count (``MIN_SHARE``, ``MIN_STEP``), at both ends: a dusk sky's contour line, a band of its gradient,
-    was otherwise closed against a thin mast's edge.
+    was otherwise closed against a thin mast's edge. ``stripe``: the junctions' (``_pair_junctions``).
     """
-    joined, _ = _joined(entries, max_len)
+
+    joined, _ = _joined(entries, max_len, stripe)
     open_ = {i for i in range(len(entries)) if i not in joined and real(entries[i])}
     cand: list[Entry] = []
     for region in sorted({r for i in open_ for r in (entries[i].left, entries[i].right)}):
@@ -864,26 +869,31 @@ def _corner_ends(
             if real(e):
                 cand.append(e)
     found: list[Entry] = []
-    _, corners = _joined(entries + cand, max_len)
+    _, corners = _joined(entries + cand, max_len, stripe)
     for i, j in corners:  # best first, as the drawing pairs them
         lo, hi = min(i, j), max(i, j)
         if lo not in open_ or hi < len(entries):  # an open entry and a new end
             continue
         e = cand[hi - len(entries)]
         trial = entries + found + [e]
-        now, closed = _joined(trial, max_len)
+        now, closed = _joined(trial, max_len, stripe)
         if joined <= now and any(len(trial) - 1 in ij for ij in closed):  # no join taken away
             found.append(e)
     return found
 
 
 def _pair_junctions(
-    entries: list[Entry], corners: list[tuple[int, int]], taken: set[int], max_len: float
+    entries: list[Entry],
+    corners: list[tuple[int, int]],
+    taken: set[int],
+    max_len: float,
+    stripe: Callable[[Entry, int], bool] | None = None,
 ) -> list[tuple[int, int, np.ndarray, int]]:
     """Junctions at the ends of closed contours: (e, a, corner) where ``a`` is one end of a contour
     ``_pair_corners`` closed, whose region C meets a second region R there, and ``e`` an unpaired outline entry
     of R against a third region (wider than a thin band: a reflection stripe across R is not what lies beyond
-    it). Where C's contour ends on R three regions meet, so R's own outline against what lies beyond both
+    it; nor one that ``stripe`` (e, R) finds R again beyond, measured behind the entry: ``stripe_across``).
+    Where C's contour ends on R three regions meet, so R's own outline against what lies beyond both
     starts at ``a``: it runs on the closed contour's course (the line joining its two ends), bent at the
     curvature of the contour's outline (``_silhouette``; straight where that does not apply), and meets ``e``'s
     line ahead of both (within ``max_len``), turning toward R. R lies on the same side of both (walking from e
@@ -912,6 +922,8 @@ def _pair_junctions(
                 elif e.right == r and a.left == r and e.left != c and e.widths[0] >= THIN:
                     sign = 1.0
                 else:
+                    continue
+                if stripe is not None and stripe(e, r):
                     continue
                 # e.point + s e.heading = a.point + t course, s and t > 0: the two lines meet ahead of both
                 det = float(e.heading[0] * -course[1] + course[0] * e.heading[1])
@@ -1089,15 +1101,7 @@ def _grazed_band(
     across (the band's too, not continued apart; else -1); None for every other entry."""
     for side, other, sign in ((e.left, e.right, 1), (e.right, e.left, -1)):
         normal = sign * np.array([e.heading[1], -e.heading[0]])
-        widths, grazed, elsewhere = [], 0, 0
-        for back in range(3, reach + 1, 2):
-            run, end = _run_across(labels, hole, e.point - back * e.heading, normal, side)
-            if end == other and run > 0:
-                widths.append(run)
-            elif end == -1:
-                grazed += 1
-            else:
-                elsewhere += 1
+        widths, grazed, elsewhere = _cross_sections(labels, hole, e, normal, side, other, reach)
         if len(widths) < GRAZED_MIN or len(widths) < 2 * elsewhere:
             continue
         width = float(np.median(widths))
@@ -1134,6 +1138,48 @@ def _grazed_band(
         back = point - np.arange(reach, 0, -1)[:, None] * e.heading
         return Entry(point, e.heading, e.curvature, side, side, e.rms, (width, width)), back, partner
     return None
+
+
+def _cross_sections(
+    labels: np.ndarray, hole: np.ndarray, e: Entry, normal: np.ndarray, side: int, other: int, reach: int
+) -> tuple[list[float], int, int]:
+    """Cross-sections of ``side`` taken from ``e``'s boundary along ``normal`` every 2 px behind the entry, back to
+    ``reach``: the widths of those ending on ``other`` (``side`` a band between two parts of it), how many end in
+    the hole and how many elsewhere."""
+    widths, grazed, elsewhere = [], 0, 0
+    for back in range(3, reach + 1, 2):
+        run, end = _run_across(labels, hole, e.point - back * e.heading, normal, side)
+        if end == other and run > 0:
+            widths.append(run)
+        elif end == -1:
+            grazed += 1
+        else:
+            elsewhere += 1
+    return widths, grazed, elsewhere
+
+
+def stripe_across(labels: np.ndarray, hole: np.ndarray, e: Entry, region: int, reach: int) -> bool:
+    """``e``'s side other than ``region`` is a stripe across ``region``: cross-sections of it taken behind the
+    entry (``_cross_sections``) end on ``region`` again under ``WIDTH_CAP`` px on or in the hole, at least one on
+    ``region`` and none on anything else; those that start off that side (the boundary curved away from the
+    entry's line) say nothing. Not what lies beyond ``region``: the coffee body's pale band at --grow 9, 8-10 px
+    wide, its lower edge in the hole."""
+    if region not in (e.left, e.right) or e.left == e.right:
+        return False
+    side, sign = (e.right, -1) if e.left == region else (e.left, 1)
+    normal = sign * np.array([e.heading[1], -e.heading[0]])
+    on, grazed, beyond = 0, 0, 0
+    for back in range(3, reach + 1, 2):
+        run, end = _run_across(labels, hole, e.point - back * e.heading, normal, side)
+        if run <= 0:
+            continue
+        if end == region:
+            on += 1
+        elif end == -1:
+            grazed += 1
+        else:
+            beyond += 1
+    return on >= 1 and on + grazed >= GRAZED_MIN and beyond == 0
 
 
 def _beside(e: Entry, normal: np.ndarray, width: float, point: np.ndarray) -> bool:
@@ -1521,6 +1567,7 @@ def find_structure(
     corner_ends: bool = True,
     grazed_bands: bool = True,
     specks: bool = True,
+    stripes: bool = True,
 ) -> Structure | None:
     """The structure of the hole's surround continued across it (module docstring), or None when no clean
     region boundary enters the hole. Works on a copy of at most ``ANALYSIS_SIDE`` px; labels come back at the
@@ -1628,6 +1675,12 @@ def find_structure(
         if not strips:
             entries, strips, soft = _lone_strips(entries, grazing_edges, penumbra_colours)
         bands += strips
+
+    def stripe(e: Entry, region: int) -> bool:
+        # a junction's outline entry whose far side is a stripe across the body is no outline of it (the coffee's
+        # pale band at --grow 9 took the lip's silhouette: the wall ended at y 196, the band's colour by it)
+        return stripes and stripe_across(labels, small_hole, e, region, reach)
+
     if corner_ends and entries:
         smoothed = _smoothed(small)
 
@@ -1637,7 +1690,7 @@ def find_structure(
             return counted and _step_across(smoothed, e) >= MIN_STEP
 
         max_len = 1.5 * extent if junctions else None
-        entries = entries + _corner_ends(entries, labels, small_hole, reach, max_rms, real, max_len)
+        entries = entries + _corner_ends(entries, labels, small_hole, reach, max_rms, real, max_len, stripe)
     if not entries and not bands:
         return None
     barrier = np.zeros(small_hole.shape, np.uint8)
@@ -1700,7 +1753,9 @@ def find_structure(
                 closed.add(group[i].right if group[i].right == group[j].left else group[i].left)
             pairs += [(i, j, "corner") for i, j in corners]
             taken |= {k for i, j in corners for k in (i, j)}
-            for m, k, path, r in _pair_junctions(group, corners, taken, 1.5 * extent) if junctions else []:
+            for m, k, path, r in (
+                _pair_junctions(group, corners, taken, 1.5 * extent, stripe) if junctions else []
+            ):
                 # R's outline: from the contour's end (bent as its outline: ``_silhouette``) and from e straight,
                 # to where they meet
                 draw(path, group[k], False, "junction")
