@@ -426,14 +426,21 @@ def test_a_remote_hello_whose_proven_connection_dropped_is_still_resent_when_cut
         link.close()
 
 
-def test_krita_waits_for_a_remote_hello_behind_a_slow_handshake(app, slow_remote, monkeypatch):
-    info, link = slow_remote
+def _remote_krita(app, info, monkeypatch):
+    """Krita's controller on a remote backend at ``info``, connected (or given up): it and the sockets it made
+    after its first."""
     monkeypatch.setattr(ctl.Controller, "remote", property(lambda self: True))
     c = ctl.Controller(app, lambda: Client(info))
     sockets = []
     c.on_new_socket = lambda: sockets.append(c.client.fd)
     assert c.connect()
     _poll_until(c, lambda: c.connected or c.client is None)
+    return c, sockets
+
+
+def test_krita_waits_for_a_remote_hello_behind_a_slow_handshake(app, slow_remote, monkeypatch):
+    info, link = slow_remote
+    c, sockets = _remote_krita(app, info, monkeypatch)
     assert c.connected and "erase" in c.forms
     assert sockets == [] and link.accepted == 1  # main: a new socket at 1 and 3 s
 
@@ -441,12 +448,7 @@ def test_krita_waits_for_a_remote_hello_behind_a_slow_handshake(app, slow_remote
 def test_krita_resends_a_remote_hello_cut_after_its_handshake(app, cutting_server, monkeypatch):
     local = connection.read(cutting_server.connection_file)
     info = connection.ConnectionInfo(endpoint=local.endpoint, key=local.key, pid=0)
-    monkeypatch.setattr(ctl.Controller, "remote", property(lambda self: True))
-    c = ctl.Controller(app, lambda: Client(info))
-    sockets = []
-    c.on_new_socket = lambda: sockets.append(c.client.fd)
-    assert c.connect()
-    _poll_until(c, lambda: c.connected or c.client is None)
+    c, sockets = _remote_krita(app, info, monkeypatch)
     assert c.connected and cutting_server.guard.dropped_total == 1 and len(sockets) == 1
 
 

@@ -1122,17 +1122,9 @@ def test_the_lips_contour_is_closed_on_the_readme_erase_of_a_jpeg_or_smaller_cop
     past the lip's end (bench.erase_robust haze 64 / 68 / 25 px; now 0)."""
     from PIL import Image
 
-    import backend.erase.structure as structure_module
     from bench.erase_robust import LASSO, PHOTO, erase, perturb
 
-    found = []
-
-    def spy(rgb, hole, **kwargs):
-        out = find_structure(rgb, hole, **kwargs)
-        found.append(out)
-        return out
-
-    monkeypatch.setattr(structure_module, "find_structure", spy)
+    found = _spy_structure(monkeypatch)
     for name in ("jpg70", "jpg80", "s0.7"):
         photo, lasso, k = perturb(name, Image.open(PHOTO).convert("RGB"), Image.open(LASSO).convert("L"))
         found.clear()
@@ -1160,12 +1152,7 @@ def test_a_band_whose_far_edge_the_hole_grazes_keeps_its_width_to_the_wall_on_th
     def shelf(grow: int, **flags) -> tuple[int, list[int]]:
         rgb, hole = _coffee_grown(grow)
         x0 = COFFEE_GROW_CROPS[grow][0]
-        structure = find_structure(rgb, hole, seed=0, **flags)
-        labels = structure.labels
-        known = ~hole & (labels >= 0)
-        colours = [rgb[known & (labels == k)].mean(axis=0) for k in range(structure.n_labels)]
-        band = int(np.argmin([np.abs(c - (194, 106, 54)).sum() for c in colours]))  # the pale band's colour
-        mine = hole & (labels == band)
+        mine = _pale_band_hole(rgb, hole, **flags)
         box = int(mine[208:224, 376 - x0 : 390 - x0].sum())
         lows = [180 + max(np.nonzero(mine[180:240, x - x0])[0], default=-180) for x in (372, 378, 384)]
         return box, lows
@@ -1295,12 +1282,7 @@ def test_the_coffees_pale_band_keeps_its_width_where_its_upper_edge_runs_along_t
     x0 = COFFEE_GROW_CROPS[4][0]
 
     def depth(**flags) -> int:
-        structure = find_structure(rgb, hole, seed=0, **flags)
-        labels = structure.labels
-        known = ~hole & (labels >= 0)
-        colours = [rgb[known & (labels == k)].mean(axis=0) for k in range(structure.n_labels)]
-        band = int(np.argmin([np.abs(c - (194, 106, 54)).sum() for c in colours]))  # the pale band's colour
-        mine = hole & (labels == band)
+        mine = _pale_band_hole(rgb, hole, **flags)
         return max(int(mine[150:240, x - x0].sum()) for x in range(366, 382))
 
     assert depth() <= 10, depth()
@@ -1335,17 +1317,9 @@ def test_the_bodys_silhouette_is_drawn_on_a_bigger_or_jpeg_copy_of_the_coffee(mo
     smear at s2.5; a ragged right outline at jpg85). The foot's entry is found short of that strip."""
     from PIL import Image
 
-    import backend.erase.structure as structure_module
     from bench.erase_robust import LASSO, PHOTO, erase, perturb
 
-    found = []
-
-    def spy(rgb, hole, **kwargs):
-        out = find_structure(rgb, hole, **kwargs)
-        found.append(out)
-        return out
-
-    monkeypatch.setattr(structure_module, "find_structure", spy)
+    found = _spy_structure(monkeypatch)
     for name in ("jpg85", "s2.5"):
         photo, lasso, _ = perturb(name, Image.open(PHOTO).convert("RGB"), Image.open(LASSO).convert("L"))
         found.clear()
@@ -1388,3 +1362,28 @@ def test_the_coffees_wall_runs_down_to_the_foot_at_every_grow():
 
     assert all(wall_end(grow) >= 225 for grow in COFFEE_GROW_CROPS), [wall_end(g) for g in COFFEE_GROW_CROPS]
     assert wall_end(9, stripes=False) < 200
+
+
+def _spy_structure(monkeypatch) -> list:
+    """The list each later find_structure call (the CLI's own fill call) appends its result to."""
+    import backend.erase.structure as structure_module
+
+    found = []
+
+    def spy(rgb, hole, **kwargs):
+        out = find_structure(rgb, hole, **kwargs)
+        found.append(out)
+        return out
+
+    monkeypatch.setattr(structure_module, "find_structure", spy)
+    return found
+
+
+def _pale_band_hole(rgb: np.ndarray, hole: np.ndarray, **flags) -> np.ndarray:
+    """The hole px find_structure gives the coffee body's pale band (the label nearest its colour), HxW bool."""
+    structure = find_structure(rgb, hole, seed=0, **flags)
+    labels = structure.labels
+    known = ~hole & (labels >= 0)
+    colours = [rgb[known & (labels == k)].mean(axis=0) for k in range(structure.n_labels)]
+    band = int(np.argmin([np.abs(c - (194, 106, 54)).sum() for c in colours]))  # the pale band's colour
+    return hole & (labels == band)

@@ -131,6 +131,18 @@ def _coherent(nnf, is_target, y, x, cy, cx):  # pragma: no cover - compiled
     return False
 
 
+@njit(cache=True, nogil=True)
+def _biased_dist(img, conf, nnf, is_target, y, x, cy, cx, r, best, coherence):  # pragma: no cover - compiled
+    """A candidate source's true patch distance and the one compared with ``best``: x (1 - ``coherence``) when it
+    continues a neighbour's copy (``_patchmatch``'s coherence bias), so a copy is broken only for a clearly
+    better patch."""
+    f = 1.0
+    if coherence > 0 and _coherent(nnf, is_target, y, x, cy, cx):
+        f = 1.0 - coherence
+    d = _patch_dist(img, conf, y, x, cy, cx, r, best / f)
+    return d, d * f
+
+
 # how many whole periods either way a target is moved along each dominant offset (``_patchmatch``'s ``shifts``):
 # a hole a few tiles wide still reaches known tiles from its middle
 SHIFT_REPEATS = 3
@@ -222,24 +234,18 @@ def _patchmatch(
                         continue
                     if (cy == by and cx == bx) or (busy is not None and busy[cy, cx] > cap):
                         continue
-                    f = 1.0
-                    if coherence > 0 and _coherent(nnf, is_target, y, x, cy, cx):
-                        f = 1.0 - coherence
-                    d = _patch_dist(img, conf, y, x, cy, cx, r, best / f)
-                    if d * f < best:
-                        best, raw, by, bx = d * f, d, cy, cx
+                    d, biased = _biased_dist(img, conf, nnf, is_target, y, x, cy, cx, r, best, coherence)
+                    if biased < best:
+                        best, raw, by, bx = biased, d, cy, cx
             # random search around the best, radius halving from the whole image down to one pixel
             radius = min(max(h, w), max_radius)
             while radius >= 1:
                 cy = by + np.random.randint(-radius, radius + 1)
                 cx = bx + np.random.randint(-radius, radius + 1)
                 if 0 <= cy < h and 0 <= cx < w and valid[cy, cx] and (busy is None or busy[cy, cx] <= cap):
-                    f = 1.0
-                    if coherence > 0 and _coherent(nnf, is_target, y, x, cy, cx):
-                        f = 1.0 - coherence
-                    d = _patch_dist(img, conf, y, x, cy, cx, r, best / f)
-                    if d * f < best:
-                        best, raw, by, bx = d * f, d, cy, cx
+                    d, biased = _biased_dist(img, conf, nnf, is_target, y, x, cy, cx, r, best, coherence)
+                    if biased < best:
+                        best, raw, by, bx = biased, d, cy, cx
                 radius //= 2
             nnf[y, x, 0], nnf[y, x, 1] = by, bx
             dist[y, x] = raw

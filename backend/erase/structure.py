@@ -1404,6 +1404,20 @@ LONE_FAR = 2 * THIN  # px: a colour's piece farther than this from that colour's
 LONE_CLAIM = 4.0  # ... and the flood gives it at most this many times its own area of the hole (blob12)
 
 
+def _split_colours(labels: np.ndarray, band: np.ndarray, near: np.ndarray):
+    """Each colour of the band that touches ``near`` (the hole's edge) in more than one piece: (its px in the band,
+    the piece count incl. the background, the pieces' map, their stats, the largest piece's index), as
+    cv2.connectedComponentsWithStats gives them (``lone_pieces``, ``stray_specks``)."""
+    for lab in range(int(labels.max()) + 1):
+        m = (labels == lab) & band
+        if not (m & near).any():
+            continue
+        count, comp, stats, _ = cv2.connectedComponentsWithStats(m.astype(np.uint8), connectivity=8)
+        if count <= 2:
+            continue
+        yield m, count, comp, stats, 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+
+
 def lone_pieces(labels: np.ndarray, band: np.ndarray, hole: np.ndarray) -> np.ndarray:
     """The pieces of a colour that lie on their own by the hole, HxW int32 (1..k, 0 elsewhere): at least
     ``SLIVER_AREA`` px, not that colour's largest part in the band and farther than ``LONE_FAR`` px from it,
@@ -1413,14 +1427,7 @@ def lone_pieces(labels: np.ndarray, band: np.ndarray, hole: np.ndarray) -> np.nd
     out = np.zeros(labels.shape, np.int32)
     near = cv2.dilate(hole.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
     k = 0
-    for lab in range(int(labels.max()) + 1):
-        m = (labels == lab) & band
-        if not (m & near).any():
-            continue
-        count, comp, stats, _ = cv2.connectedComponentsWithStats(m.astype(np.uint8), connectivity=8)
-        if count <= 2:
-            continue
-        main = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+    for _, count, comp, stats, main in _split_colours(labels, band, near):
         far = None
         for c in range(1, count):
             if c == main or int(stats[c, cv2.CC_STAT_AREA]) < SLIVER_AREA:
@@ -1445,15 +1452,8 @@ def stray_specks(labels: np.ndarray, band: np.ndarray, hole: np.ndarray) -> np.n
     silhouette drawn beside it (a notch at 6x)."""
     out = np.zeros(labels.shape, bool)
     near = cv2.dilate(hole.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
-    for lab in range(int(labels.max()) + 1):
-        m = (labels == lab) & band
-        if not (m & near).any():
-            continue
-        count, comp, stats, _ = cv2.connectedComponentsWithStats(m.astype(np.uint8), connectivity=8)
-        if count <= 2:
-            continue
+    for m, count, comp, stats, main in _split_colours(labels, band, near):
         area = stats[:, cv2.CC_STAT_AREA]
-        main = 1 + int(np.argmax(area[1:]))
         small = area < SLIVER_AREA
         small[[0, main]] = False
         touch = np.zeros(count, bool)
