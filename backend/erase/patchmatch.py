@@ -555,9 +555,8 @@ PERIOD_SIGMA = 4.0  # px: the band's luma minus its Gaussian (shading and slow g
 PERIOD_SIDE = 320  # px: the autocorrelation runs on the band's box halved until its long side is at most this
 PERIOD_OVERLAP = 0.25  # an offset counts only where the band overlaps its shifted self by this fraction
 PERIOD_DROP = 0.25  # a peak must fall by this much a few px along its own direction (a ridge is not a period)
-PERIOD_FLOOR = (
-    3.0  # levels RMS: a pattern fainter than this (a quantised ramp, JPEG's blocks, sensor noise) is none
-)
+# levels RMS: a pattern fainter than this (a quantised ramp, JPEG's blocks, sensor noise) is none
+PERIOD_FLOOR = 3.0
 PERIOD_NEAR = 0.15  # peaks this close to the highest one count alike; the shortest few are offered
 PERIOD_COUNT = 4
 
@@ -593,9 +592,8 @@ def _dominant_offsets(rgb: np.ndarray, known: np.ndarray, patch: int, least: flo
     ff, fm, fe = (np.fft.rfft2(a, size2) for a in (f, m, f * f))
     auto = np.fft.irfft2(ff * np.conj(ff), size2)
     overlap = np.fft.irfft2(fm * np.conj(fm), size2)
-    energy = np.fft.irfft2(
-        fe * np.conj(fm), size2
-    )  # the energy of f over the overlap at +d; at -d: the other's
+    # the energy of f over the overlap at +d (at -d: the flipped one's)
+    energy = np.fft.irfft2(fe * np.conj(fm), size2)
     flipped = np.roll(energy[::-1, ::-1], (1, 1), axis=(0, 1))
     # normalised, with a floor: a faint pattern correlates as well as a strong one once divided by its energy
     floor = np.maximum(overlap, 0.0) * PERIOD_FLOOR**2
@@ -1303,7 +1301,6 @@ def complete(
         if nnf is None:
             _init_nnf(ty, tx, vy, vx, new, level_seed)
             img[free, :3] = _first_guess(img[:, :, :labels], free)[free]
-
         else:
             _upsample_nnf(nnf, ty, tx, valid, vy, vx, new, level_seed)
         nnf = new
