@@ -846,7 +846,6 @@ def _corner_ends(
     that count (``MIN_SHARE``, ``MIN_STEP``), at both ends: a dusk sky's contour line, a band of its gradient,
     was otherwise closed against a thin mast's edge. ``stripe``: the junctions' (``_pair_junctions``).
     """
-
     joined, _ = _joined(entries, max_len, stripe)
     open_ = {i for i in range(len(entries)) if i not in joined and real(entries[i])}
     cand: list[Entry] = []
@@ -1160,7 +1159,7 @@ def _cross_sections(
 
 def stripe_across(labels: np.ndarray, hole: np.ndarray, e: Entry, region: int, reach: int) -> bool:
     """``e``'s side other than ``region`` is a stripe across ``region``: cross-sections of it taken behind the
-    entry (``_cross_sections``) end on ``region`` again under ``WIDTH_CAP`` px on or in the hole, at least one on
+    entry (every 2 px back to ``reach``, as ``_cross_sections`` takes a band's) end on ``region`` again under ``WIDTH_CAP`` px on or in the hole, at least one on
     ``region`` and none on anything else; those that start off that side (the boundary curved away from the
     entry's line) say nothing. Not what lies beyond ``region``: the coffee body's pale band at --grow 9, 8-10 px
     wide, its lower edge in the hole."""
