@@ -103,6 +103,7 @@ def listening(endpoint: str, timeout: float = 1.0) -> bool | None:
 
 
 def _unix_listening(path: str, timeout: float) -> bool | None:
+    """``listening`` for an ipc:// endpoint's Unix socket (None where this Python has no Unix sockets)."""
     family = getattr(socket, "AF_UNIX", None)
     if family is None or not path:
         return None

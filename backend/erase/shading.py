@@ -370,9 +370,8 @@ def two_tone_shading(
     if lit_px.sum() < 4 or dark_px.sum() < 4:
         return plain
     anchor = t if classes is None else _in_class(t, classes, ring, ~hole & (out_dist <= LIT_FROM + 12))
-    field = membrane(np.repeat(np.where(ring, anchor, 0)[:, :, None], 3, 2).astype(np.float32), ~ring)[
-        :, :, 0
-    ]
+    stack = np.repeat(np.where(ring, anchor, 0)[:, :, None], 3, 2).astype(np.float32)
+    field = membrane(stack, ~ring)[:, :, 0]
     smooth = cv2.GaussianBlur(field, (0, 0), 2.0)
     gy, gx = np.gradient(smooth)
     signed = (field - 0.5) / (np.hypot(gx, gy) + 1e-6)  # px from the half-way line, lit side positive

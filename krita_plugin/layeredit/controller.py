@@ -167,9 +167,8 @@ class Controller:
             self.on_change()
             return False
         self._hello_id = msg.id
-        watches = bool(
-            self.remote and getattr(self.client, "watches_first", False)
-        )  # remote: resend when lost
+        # remote: resend a hello only once it was lost, when the client can tell (``Client.first_lost``)
+        watches = bool(self.remote and getattr(self.client, "watches_first", False))
         self._hello_tries = greeting.Tries(self.hello_timeout_s, time.monotonic(), remote=watches)
         self._resume = resume
         if resume is not None:
